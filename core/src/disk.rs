@@ -1,0 +1,360 @@
+//! Disk I/O on plain `Read + Write + Seek`.
+//!
+//! Everything in abnix that touches a disk goes through [`Disk`], so the same
+//! code runs on a block device, on a sparse disk-image file (templates, tests)
+//! and on an in-memory buffer. [`Region`] narrows a disk to one partition.
+//! [`FaultyDisk`] injects failures and power cuts for tests.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
+
+/// A random-access disk: a block device, an image file, a buffer or a window
+/// onto one of those.
+pub trait Disk: Read + Write + Seek {
+    /// Makes every write so far durable (fdatasync for files and devices).
+    ///
+    /// Code that needs one write to land before another (power-cut safety)
+    /// calls this between them: the OS may reorder unsynced writes.
+    fn sync(&mut self) -> io::Result<()>;
+
+    /// Size in bytes.
+    fn size(&mut self) -> io::Result<u64>;
+}
+
+impl Disk for File {
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        // Block devices report length 0 in metadata; seeking to the end works
+        // for both devices and regular files.
+        let pos = self.stream_position()?;
+        let end = self.seek(SeekFrom::End(0))?;
+        self.seek(SeekFrom::Start(pos))?;
+        Ok(end)
+    }
+}
+
+impl Disk for io::Cursor<Vec<u8>> {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.get_ref().len() as u64)
+    }
+}
+
+impl<D: Disk + ?Sized> Disk for &mut D {
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        (**self).size()
+    }
+}
+
+impl<D: Disk + ?Sized> Disk for Box<D> {
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        (**self).size()
+    }
+}
+
+/// The window `[start, start + len)` of a disk, itself a disk: a partition.
+///
+/// Reads stop at the end of the window; writes past it fail, so a bug can
+/// never spill into the neighbouring partition.
+#[derive(Debug)]
+pub struct Region<D> {
+    inner: D,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<D: Disk> Region<D> {
+    pub fn new(inner: D, start: u64, len: u64) -> Self {
+        Region {
+            inner,
+            start,
+            len,
+            pos: 0,
+        }
+    }
+
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> D {
+        self.inner
+    }
+
+    fn remaining(&self) -> u64 {
+        self.len.saturating_sub(self.pos)
+    }
+}
+
+impl<D: Disk> Read for Region<D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.remaining()) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
+        let got = self.inner.read(&mut buf[..n])?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+impl<D: Disk> Write for Region<D> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.remaining() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "write of {} bytes at offset {} crosses the end of a {}-byte region",
+                    buf.len(),
+                    self.pos,
+                    self.len
+                ),
+            ));
+        }
+        self.inner.seek(SeekFrom::Start(self.start + self.pos))?;
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<D: Disk> Seek for Region<D> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )),
+        }
+    }
+}
+
+impl<D: Disk> Disk for Region<D> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.len)
+    }
+}
+
+/// What a [`FaultyDisk`] does once its write budget is used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The write that crosses the budget fails with an I/O error, and so does
+    /// every later one (a failing disk, a pulled cable).
+    Error,
+    /// Power cut: the write that crosses the budget lands only partly (a torn
+    /// write), later writes are silently dropped and syncs succeed, so the
+    /// code under test runs on, unaware, as it would until the lights go out.
+    PowerCut,
+}
+
+/// Bytes written and syncs seen by a [`FaultyDisk`], shared with the test
+/// that holds a [`FaultyDisk::counter`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCount {
+    pub bytes: u64,
+    pub writes: u64,
+    pub syncs: u64,
+}
+
+/// A disk that fails or loses power after a given number of written bytes.
+///
+/// Tests first run an operation with an unlimited budget to learn how many
+/// bytes it writes, then rerun it with every budget in between (or a sample)
+/// and check that the disk left behind is still in a safe state. Writes land
+/// in program order; code must still call [`Disk::sync`] where order matters
+/// on real hardware.
+pub struct FaultyDisk<D> {
+    inner: D,
+    budget: Option<u64>,
+    fault: Fault,
+    /// Set once the budget has been crossed: the fault is permanent.
+    struck: bool,
+    count: Arc<Mutex<WriteCount>>,
+}
+
+impl<D: Disk> FaultyDisk<D> {
+    /// A disk that never fails but counts what is written.
+    pub fn counting(inner: D) -> Self {
+        FaultyDisk {
+            inner,
+            budget: None,
+            fault: Fault::Error,
+            struck: false,
+            count: Arc::default(),
+        }
+    }
+
+    /// A disk on which `fault` strikes after `budget` bytes have been written.
+    pub fn failing_after(inner: D, budget: u64, fault: Fault) -> Self {
+        FaultyDisk {
+            inner,
+            budget: Some(budget),
+            fault,
+            struck: false,
+            count: Arc::default(),
+        }
+    }
+
+    /// A handle on the counts that stays valid after the disk is moved away.
+    pub fn counter(&self) -> Arc<Mutex<WriteCount>> {
+        self.count.clone()
+    }
+
+    pub fn written(&self) -> WriteCount {
+        *self.count.lock().unwrap()
+    }
+
+    pub fn into_inner(self) -> D {
+        self.inner
+    }
+}
+
+impl<D: Disk> Read for FaultyDisk<D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<D: Disk> Write for FaultyDisk<D> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.written().bytes;
+        let allowed = match self.budget {
+            None => buf.len() as u64,
+            Some(b) => b.saturating_sub(written).min(buf.len() as u64),
+        };
+        if allowed < buf.len() as u64 {
+            self.struck = true;
+        }
+        if self.fault == Fault::Error && self.struck {
+            return Err(io::Error::other("injected write failure"));
+        }
+        if allowed > 0 {
+            self.inner.write_all(&buf[..allowed as usize])?;
+        }
+        let pos = self.inner.stream_position()?;
+        // A power cut drops the rest of the write but the caller believes it
+        // landed: keep the position where it would have been.
+        self.inner
+            .seek(SeekFrom::Start(pos + (buf.len() as u64 - allowed)))?;
+        let mut count = self.count.lock().unwrap();
+        count.bytes += buf.len() as u64;
+        count.writes += 1;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<D: Disk> Seek for FaultyDisk<D> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl<D: Disk> Disk for FaultyDisk<D> {
+    fn sync(&mut self) -> io::Result<()> {
+        if self.fault == Fault::Error && self.struck {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        self.count.lock().unwrap().syncs += 1;
+        if self.struck {
+            return Ok(());
+        }
+        self.inner.sync()
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn region_confines_reads_and_writes() {
+        let mut disk = Cursor::new(vec![0u8; 100]);
+        let mut part = Region::new(&mut disk, 10, 20);
+        part.write_all(&[1; 20]).unwrap();
+        assert!(part.write(&[2]).is_err(), "write past the end must fail");
+        part.seek(SeekFrom::Start(15)).unwrap();
+        let mut buf = Vec::new();
+        part.read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, vec![1; 5]);
+        let data = disk.into_inner();
+        assert_eq!(&data[..10], &[0; 10]);
+        assert_eq!(&data[10..30], &[1; 20]);
+        assert_eq!(&data[30..], &[0; 70]);
+    }
+
+    #[test]
+    fn power_cut_tears_the_crossing_write_and_drops_the_rest() {
+        let mut disk = FaultyDisk::failing_after(Cursor::new(vec![0u8; 16]), 6, Fault::PowerCut);
+        disk.write_all(&[1; 4]).unwrap();
+        disk.write_all(&[2; 4]).unwrap();
+        disk.sync().unwrap();
+        disk.write_all(&[3; 4]).unwrap();
+        assert_eq!(disk.stream_position().unwrap(), 12);
+        assert_eq!(disk.written().bytes, 12);
+        let data = disk.into_inner().into_inner();
+        assert_eq!(&data[..12], &[1, 1, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn error_fault_fails_the_crossing_write() {
+        let mut disk = FaultyDisk::failing_after(Cursor::new(vec![0u8; 16]), 6, Fault::Error);
+        disk.write_all(&[1; 4]).unwrap();
+        assert!(disk.write_all(&[2; 4]).is_err());
+        assert!(disk.sync().is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! abnix-core: the formats and mechanisms of abnix.
+//!
+//! Every on-disk and on-wire format is pure parse/serialize code here, and all
+//! disk I/O goes through [`disk::Disk`] (`Read + Write + Seek`), so the same
+//! code runs on a block device and on a sparse disk-image file.
+
+pub mod blockdev;
+pub mod boot;
+pub mod bundle;
+pub mod chunking;
+pub mod digest;
+pub mod disk;
+pub mod fat;
+pub mod fsid;
+pub mod gpt;
+pub mod index;
+pub mod layout;
+pub mod meta;
+pub mod pack;
+pub mod pipeline;
+pub mod progress;
+pub mod remote;
+pub mod sign;
+pub mod slot;

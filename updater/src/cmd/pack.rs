@@ -1,0 +1,10 @@
+//! `abnix-update pack` (under construction on its owning branch).
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("pack is not built yet")
+}
