@@ -20,7 +20,6 @@ let
     map
     match
     replaceStrings
-    stringLength
     substring
     toString
     ;
@@ -140,6 +139,16 @@ rec {
       throw "abnix: '${text}' is not a size (bytes, or a number with K, M, G or T)"
     else
       builtins.fromJSON (elemAt parts 0) * sizeUnits.${elemAt parts 1};
+
+  # A version number from Nix (7) or from the command line (--argstr version 7).
+  parseVersion =
+    version:
+    if isInt version && version >= 0 then
+      version
+    else if isString version && match "0|[1-9][0-9]*" version != null then
+      builtins.fromJSON version
+    else
+      throw "abnix: the version must be a whole number such as 7, not '${toString version}'";
 
   # The A/B layout of DESIGN §2 on a disk of `diskSize` bytes: every partition
   # starts and ends on a 1 MiB boundary, the first at 1 MiB, and abnix-rw takes
