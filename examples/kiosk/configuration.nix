@@ -72,8 +72,11 @@ in
       "kiosk-web.service"
       "cage-tty1.service"
     ];
-    reboot = "window";
-    rebootWindow = "03:00-05:00";
+    # Short enough to watch an update happen; a fleet in business hours would
+    # rather use reboot = "window" with a rebootWindow at night.
+    reboot = "immediate";
+    checkInterval = "15min";
+    checkJitter = "2min";
   };
 
   networking.useNetworkd = true;

@@ -223,7 +223,7 @@ let
         nativeBuildInputs = [
           abnixBuild
           buildPkgs.e2fsprogs
-          buildPkgs.qemu-utils
+          buildPkgs.qemu
         ];
         installConfig = installerConfig {
           bundlePath = "${bundle}";

@@ -104,8 +104,9 @@ pkgs.testers.runNixOSTest (
       {
         services.garage = {
           enable = true;
-          # The module has no default; pkgs.garage follows the current release.
-          package = pkgs.garage;
+          # The module has no default (pkgs/tools/filesystems/garage/default.nix
+          # defines garage_1 and garage_2).
+          package = pkgs.garage_2;
           settings = {
             replication_factor = 1;
             rpc_bind_addr = "[::]:3901";
@@ -151,7 +152,7 @@ pkgs.testers.runNixOSTest (
           )
 
       disk = os.path.join(os.environ.get("TMPDIR", "/tmp"), "abnix-disk.qcow2")
-      subprocess.run(["${pkgs.qemu-utils}/bin/qemu-img", "create", "-f", "qcow2", disk, "16G"], check=True)
+      subprocess.run(["${pkgs.qemu_test}/bin/qemu-img", "create", "-f", "qcow2", disk, "16G"], check=True)
 
       with subtest("the installer ISO installs version 1 and powers off"):
           iso = glob.glob("${v1.installer}/iso/*.iso")[0]
