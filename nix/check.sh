@@ -207,6 +207,16 @@ debugfs -R "stat /bin/sh" "$work/ext4.1" 2>/dev/null | grep -q 'Fast link dest: 
   fail "ext4: store contents differ"
 debugfs -R "stat /nix/store/0000-hello/bin/hello" "$work/ext4.1" 2>/dev/null | grep -q 'User: *0 *Group: *0' ||
   fail "ext4: files are not owned by root"
-echo "both images are reproducible, carry the id and hold the tree"
+printf '%s\n' "/nix/store/9999-missing/bin/sh /bin/sh" >"$work/bad-links"
+if bash nix/builders/root-image.sh erofs "$uuid" "$work/store-paths" "$work/bad-links" "$work/bad" 2>"$work/bad.err"; then
+  fail "root-image.sh accepted a link to a path outside the closure"
+fi
+grep -q "points to /nix/store/9999-missing/bin/sh, which is not in the image" "$work/bad.err" ||
+  fail "root-image.sh rejected a dangling link without saying which: $(cat "$work/bad.err")"
+if bash nix/builders/root-image.sh btrfs "$uuid" "$work/store-paths" "$work/links" "$work/bad" 2>"$work/bad.err"; then
+  fail "root-image.sh accepted an unknown filesystem type"
+fi
+grep -q "unknown filesystem type 'btrfs'" "$work/bad.err" || fail "root-image.sh: unclear error for a bad type"
+echo "both images are reproducible, carry the id and hold the tree; bad input is refused"
 
 printf '\nnix/check.sh: all checks passed\n'

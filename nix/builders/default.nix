@@ -47,9 +47,9 @@ let
     path = "/usr/bin/env";
   };
 
-  closure = buildPkgs.closureInfo {
-    rootPaths = [ toplevel ] ++ map (link: link.target) rootLinks;
-  };
+  # The links point into the system's closure (activation uses them too);
+  # root-image.sh fails if one does not.
+  closure = buildPkgs.closureInfo { rootPaths = [ toplevel ]; };
 
   image = buildPkgs.runCommand "${name}.${cfg.fsType}" {
     nativeBuildInputs = with buildPkgs; [
@@ -259,6 +259,7 @@ let
       runtimeInputs = [
         buildPkgs.qemu
         buildPkgs.coreutils
+        buildPkgs.gnused
       ];
       text = ''
         # The overlay and UEFI variables stay in ./abnix-vm-disk between runs

@@ -23,6 +23,13 @@ if (($# != 5)); then
   exit 2
 fi
 fs_type=$1 uuid=$2 store_paths=$3 links=$4 out=$5
+case $fs_type in
+erofs | ext4) ;;
+*)
+  echo "$0: unknown filesystem type '$fs_type' (erofs or ext4)" >&2
+  exit 2
+  ;;
+esac
 # touch and faketime read dates in local time.
 export TZ=UTC
 
@@ -41,7 +48,12 @@ done <"$store_paths"
 
 # Written now because activation cannot write them into a read-only root.
 while read -r target path; do
-  [[ -n $path ]] && ln -sfn "$target" "$tree$path"
+  [[ -n $path ]] || continue
+  if [[ ! -e $tree$target ]]; then
+    echo "$0: the link $path points to $target, which is not in the image" >&2
+    exit 1
+  fi
+  ln -sfn "$target" "$tree$path"
 done <"$links"
 
 # mkfs.ext4 -d copies every timestamp of the tree, ctime too, which only a
@@ -78,9 +90,5 @@ ext4)
     echo "$0: e2fsck found errors in the new image" >&2
     exit 1
   fi
-  ;;
-*)
-  echo "$0: unknown filesystem type '$fs_type' (erofs or ext4)" >&2
-  exit 2
   ;;
 esac
