@@ -156,6 +156,10 @@ expect_value 'pure.checkRebootWindow { reboot = "window"; rebootWindow = "02:00-
 expect_value 'pure.checkRebootWindow { reboot = "window"; rebootWindow = null; } != null' true
 expect_value 'pure.checkRebootWindow { reboot = "never"; rebootWindow = "02:00-04:00"; } != null' true
 expect_value 'builtins.match pure.patterns.rebootWindow "24:00-04:00"' null
+expect_value 'builtins.match pure.patterns.publicKey "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc="' '[]'
+expect_value 'builtins.match pure.patterns.publicKey "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkd="' null
+expect_value 'builtins.match pure.patterns.size "512M"' '[]'
+expect_value 'builtins.match pure.patterns.size "512MB"' null
 expect_error 'pure.deviceConfig (pure.defaults // { bucket = "b"; trustedKeys = [ ]; credentialsFile = { }; })' "cannot write set as a TOML value"
 
 # Strings that need escaping come back unchanged through a real TOML parser.
