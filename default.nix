@@ -43,7 +43,9 @@
   # nixpkgs to build with (a path): <nixpkgs> from NIX_PATH by default.
   nixpkgs ? <nixpkgs>,
 }:
-import ./nix/lib/mk-abnix.nix { inherit nixpkgs; } {
+# toString: a path outside the store is used in place; interpolating the path
+# itself would copy all of nixpkgs into the store first.
+import ./nix/lib/mk-abnix.nix { nixpkgs = toString nixpkgs; } {
   modules = if builtins.isList config then config else [ config ];
   inherit
     version

@@ -1,6 +1,7 @@
 # mkAbnix: from a NixOS configuration and a few settings to every abnix
 # output. default.nix (nixpkgs as a path) and flake.nix (the nixpkgs input)
 # both call it; nix/README.md documents every argument.
+# nixpkgs: its source, as a string (default.nix) or a flake input.
 { nixpkgs }:
 {
   # The host's NixOS modules.
