@@ -38,7 +38,6 @@ pkgs.testers.runNixOSTest (
         inherit version;
         hostSystem = pkgs.stdenv.hostPlatform.system;
         signingKeyFile = testSigningKey;
-        templateRwSize = "256M";
         modules = [
           "${pkgs.path}/nixos/modules/testing/test-instrumentation.nix"
           "${pkgs.path}/nixos/modules/profiles/qemu-guest.nix"
