@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the root filesystem image of an abnix version (DESIGN §3): the store
+# paths of a closure, the mount points a read-only NixOS root needs, and a few
+# symlinks, as an erofs or ext4 image whose UUID is the version id.
+#
+#   root-image.sh FSTYPE UUID STORE_PATHS LINKS OUT
+#
+#   FSTYPE       erofs | ext4
+#   UUID         the filesystem UUID (the version id)
+#   STORE_PATHS  file with one store path per line (closureInfo's store-paths)
+#   LINKS        file with "TARGET PATH" per line: symlinks to create in the
+#                image, e.g. "/nix/store/…-bash/bin/sh /bin/sh"
+#   OUT          the image file to write
+#
+# The same inputs give the same bytes: fixed UUIDs and hash seed, every
+# timestamp at the epoch, every file owned by root. Needs mkfs.erofs, or
+# mkfs.ext4, resize2fs, tune2fs,
+# dumpe2fs, e2fsck, faketime and fakeroot, on PATH.
+set -euo pipefail
+
+if (($# != 5)); then
+  echo "usage: $0 erofs|ext4 UUID STORE_PATHS LINKS OUT" >&2
+  exit 2
+fi
+fs_type=$1 uuid=$2 store_paths=$3 links=$4 out=$5
+case $fs_type in
+erofs | ext4) ;;
+*)
+  echo "$0: unknown filesystem type '$fs_type' (erofs or ext4)" >&2
+  exit 2
+  ;;
+esac
+# touch and faketime read dates in local time.
+export TZ=UTC
+
+tree=$(mktemp -d)
+trap 'chmod -R u+w "$tree"; rm -rf "$tree" "$tree.fsck"' EXIT
+
+# Mount points of a read-only NixOS root (nix/modules/host.nix), and /.rw-etc
+# where the tmpfs for the /etc overlay's upper layer is mounted.
+mkdir -p "$tree"/{bin,dev,etc,home,nix/store,proc,root,run,rw,sys,tmp,usr/bin,var,.rw-etc}
+chmod 1777 "$tree/tmp"
+chmod 0700 "$tree/root"
+
+while IFS= read -r path; do
+  [[ -n $path ]] && cp -a "$path" "$tree/nix/store/"
+done <"$store_paths"
+
+# Written now because activation cannot write them into a read-only root.
+while read -r target path; do
+  [[ -n $path ]] || continue
+  if [[ ! -e $tree$target ]]; then
+    echo "$0: the link $path points to $target, which is not in the image" >&2
+    exit 1
+  fi
+  ln -sfn "$target" "$tree$path"
+done <"$links"
+
+# mkfs.ext4 -d copies every timestamp of the tree, ctime too, which only a
+# faked clock can fix (libfaketime fakes what stat() returns, as nixpkgs'
+# make-ext4-fs.nix relies on); mtime and atime are set here as well.
+epoch="1970-01-01 00:00:01"
+find "$tree" -exec touch --no-dereference --date="$epoch" {} +
+
+case $fs_type in
+erofs)
+  # No compression: the image object is zstd-compressed per chunk already,
+  # and plain blocks let delta updates find unchanged chunks.
+  mkfs.erofs --quiet -U "$uuid" -T 1 --all-root "$out" "$tree"
+  ;;
+ext4)
+  # Start generously (data, inodes, metadata), then shrink to fit.
+  data_blocks=$(du -s --apparent-size --block-size=4096 "$tree" | cut -f1)
+  inodes=$(find "$tree" | wc -l)
+  blocks=$((data_blocks * 12 / 10 + inodes / 4 + 4096))
+  truncate -s $((blocks * 4096)) "$out"
+  # No journal: the filesystem is never mounted writable. hash_seed fixes the
+  # directory hashing; fakeroot makes root own every file.
+  faketime -f "$epoch" fakeroot mkfs.ext4 -q -F -b 4096 -m 0 -I 256 \
+    -N $((inodes + inodes / 10 + 64)) -O ^has_journal -U "$uuid" \
+    -E "hash_seed=$uuid,root_owner=0:0" \
+    -d "$tree" "$out"
+  faketime -f "$epoch" resize2fs -M "$out" >/dev/null 2>&1
+  final_blocks=$(dumpe2fs -h "$out" 2>/dev/null | sed -n 's/^Block count: *//p')
+  truncate -s $((final_blocks * 4096)) "$out"
+  # The kernel refuses to mount a filesystem with this feature writable.
+  faketime -f "$epoch" tune2fs -O read-only "$out" >/dev/null
+  if ! e2fsck -fn "$out" >"$tree.fsck" 2>&1; then
+    cat "$tree.fsck" >&2
+    echo "$0: e2fsck found errors in the new image" >&2
+    exit 1
+  fi
+  ;;
+esac

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# The Nix side's checks that need no nixpkgs (DESIGN §8.4), for CI:
+#   - every .nix file parses (nix-instantiate --parse) and is deadnix-clean;
+#   - the shell scripts are shellcheck-clean;
+#   - nix/lib/pure.nix evaluates (nix-instantiate --eval --strict): its
+#     output for fixed inputs must equal nix/testdata/, which the Rust side
+#     parses with its real parsers; its properties hold and bad input is
+#     rejected with a message that names the problem;
+#   - nix/builders/root-image.sh builds erofs and ext4 images that are
+#     byte-for-byte reproducible, carry the version id as UUID and hold the
+#     tree they were given.
+#
+#   nix/check.sh            run the checks
+#   nix/check.sh --update   rewrite nix/testdata/ from nix/lib/pure.nix first
+#
+# Tools: nix-bin, deadnix (cargo install --locked deadnix@1.3.1), shellcheck,
+# python3, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup installs
+# them. A missing tool fails the check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+update=no
+case ${1:-} in
+"") ;;
+--update) update=yes ;;
+*)
+  echo "usage: $0 [--update]" >&2
+  exit 2
+  ;;
+esac
+
+fail() {
+  echo "nix/check.sh: FAILED: $*" >&2
+  exit 1
+}
+step() { printf '\n== %s\n' "$*"; }
+
+for tool in nix-instantiate deadnix shellcheck python3 mkfs.erofs fsck.erofs \
+  mkfs.ext4 debugfs dumpe2fs e2fsck resize2fs tune2fs blkid faketime fakeroot; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed (run ./scripts/setup)"
+done
+
+work=$(mktemp -d)
+trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
+
+mapfile -t nix_files < <(git ls-files --cached --others --exclude-standard -- '*.nix')
+((${#nix_files[@]} > 0)) || fail "no .nix files found"
+
+step "nix-instantiate --parse (${#nix_files[@]} files)"
+for file in "${nix_files[@]}"; do
+  nix-instantiate --parse "$file" >/dev/null || fail "$file does not parse"
+done
+
+step "deadnix"
+deadnix --fail "${nix_files[@]}" || fail "deadnix found unused code"
+
+step "shellcheck"
+shellcheck -x nix/check.sh nix/builders/root-image.sh \
+  qemu/vm-common.sh qemu/boot-disk.sh qemu/run-installer-iso.sh ||
+  fail "shellcheck found problems"
+
+step "pure.nix: outputs for the fixtures (nix/testdata)"
+nix-instantiate --eval --strict --json nix/testdata/fixtures.nix >"$work/fixtures.json"
+mkdir "$work/testdata"
+python3 - "$work/fixtures.json" "$work/testdata" <<'EOF'
+import json, pathlib, sys
+for name, text in json.load(open(sys.argv[1])).items():
+    pathlib.Path(sys.argv[2], name).write_text(text)
+EOF
+if [[ $update == yes ]]; then
+  cp "$work"/testdata/* nix/testdata/
+  echo "rewrote nix/testdata from nix/lib/pure.nix"
+fi
+for generated in "$work"/testdata/*; do
+  committed=nix/testdata/$(basename "$generated")
+  diff -u "$committed" "$generated" ||
+    fail "$committed differs from what nix/lib/pure.nix produces (nix/check.sh --update rewrites it)"
+done
+echo "nix/testdata matches nix/lib/pure.nix"
+
+step "pure.nix: properties"
+python3 - nix/testdata <<'EOF'
+import json, pathlib, re, sys, tomllib
+data = pathlib.Path(sys.argv[1])
+MIB = 1024 * 1024
+
+for name in ["config.toml", "config-minimal.toml", "install.toml"]:
+    tomllib.loads((data / name).read_text())
+
+config = tomllib.loads((data / "config.toml").read_text())
+assert config["reboot_window"] == "02:00-04:00" and config["path_style"] is True, config
+assert len(config["trusted_keys"]) == 2, config
+minimal = tomllib.loads((data / "config-minimal.toml").read_text())
+assert "endpoint" not in minimal and "reboot_window" not in minimal, minimal
+
+for entry in json.loads((data / "version-id.json").read_text()):
+    uuid = entry["id"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", uuid), uuid
+ids = [e["id"] for e in json.loads((data / "version-id.json").read_text())]
+assert len(set(ids)) == len(ids), "different versions of one system must get different ids"
+
+for example in json.loads((data / "layout.json").read_text()):
+    layout = example["layout"]
+    parts = layout["partitions"]
+    assert [p["name"] for p in parts] == ["abnix-bios", "abnix-esp", "abnix-a", "abnix-b", "abnix-rw"], parts
+    end = MIB
+    for part in parts:
+        assert part["start"] % MIB == 0 and part["size"] % MIB == 0, part
+        assert part["start"] >= end, f"{part} overlaps the partition before it"
+        end = part["start"] + part["size"]
+    backup_gpt = 128 * 128 + layout["sectorSize"]
+    assert end <= layout["diskSize"] - backup_gpt, f"abnix-rw runs into the backup GPT: {example}"
+    assert parts[2]["size"] == parts[3]["size"], "the slots differ in size"
+# The third example is the minimum disk for a 64 MiB abnix-rw.
+assert json.loads((data / "layout.json").read_text())[2]["layout"]["partitions"][4]["size"] == 64 * MIB
+
+version = json.loads((data / "version.json").read_text())
+assert version["cmdline"].startswith("init=/nix/store/") and "/init " in version["cmdline"], version
+print("TOML and JSON parse; ids, layouts and the version description hold their invariants")
+EOF
+
+step "pure.nix: evaluation and rejection"
+pure_eval() {
+  nix-instantiate --eval --strict --json --expr "let pure = import ./nix/lib/pure.nix; in $1" 2>&1
+}
+expect_value() {
+  local got
+  got=$(pure_eval "$1") || fail "$1 did not evaluate: $got"
+  [[ $got == "$2" ]] || fail "$1 gave $got, expected $2"
+}
+expect_error() {
+  local got
+  if got=$(pure_eval "$1"); then
+    fail "$1 should be rejected but gave $got"
+  fi
+  grep -qF -- "$2" <<<"$got" || fail "$1 was rejected without naming the problem ('$2'): $got"
+}
+expect_value 'pure.parseSize "512M"' 536870912
+expect_value 'pure.parseSize "1T"' 1099511627776
+expect_value 'pure.parseSize "4096"' 4096
+expect_error 'pure.parseSize "4X"' "'4X' is not a size"
+expect_error 'pure.parseSize "1.5G"' "'1.5G' is not a size"
+expect_value 'pure.parseVersion "12"' 12
+expect_value 'pure.parseVersion 7' 7
+expect_error 'pure.parseVersion "07"' "whole number such as 7, not '07'"
+expect_error 'pure.parseVersion "-1"' "whole number such as 7, not '-1'"
+expect_error 'pure.layout { diskSize = "1G"; espSize = "512M"; slotSize = "1G"; }' "too small for the layout"
+expect_error 'pure.layout { diskSize = 1073741825; espSize = "64M"; slotSize = "64M"; }' "not a multiple of the sector size 512"
+expect_value 'pure.isUuid (pure.uuidFromString "abnix")' true
+expect_value 'pure.versionId { version = 1; toplevel = "/nix/store/a"; } == pure.versionId { version = 1; toplevel = "/nix/store/a"; }' true
+expect_value 'pure.versionId { version = 1; toplevel = "/nix/store/a"; } != pure.versionId { version = 1; toplevel = "/nix/store/b"; }' true
+expect_value 'pure.cmdline { toplevel = "/nix/store/x"; kernelParams = [ "quiet" "console=ttyS0" ]; }' '"init=/nix/store/x/init quiet console=ttyS0"'
+expect_value 'pure.checkRebootWindow { reboot = "immediate"; rebootWindow = null; }' null
+expect_value 'pure.checkRebootWindow { reboot = "window"; rebootWindow = "02:00-04:00"; }' null
+expect_value 'pure.checkRebootWindow { reboot = "window"; rebootWindow = null; } != null' true
+expect_value 'pure.checkRebootWindow { reboot = "never"; rebootWindow = "02:00-04:00"; } != null' true
+expect_value 'builtins.match pure.patterns.rebootWindow "24:00-04:00"' null
+expect_value 'builtins.match pure.patterns.publicKey "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc="' '[]'
+expect_value 'builtins.match pure.patterns.publicKey "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkd="' null
+expect_value 'builtins.match pure.patterns.size "512M"' '[]'
+expect_value 'builtins.match pure.patterns.size "512MB"' null
+expect_error 'pure.deviceConfig (pure.defaults // { bucket = "b"; trustedKeys = [ ]; credentialsFile = { }; })' "cannot write set as a TOML value"
+
+# Strings that need escaping come back unchanged through a real TOML parser.
+tricky_config='pure.deviceConfig (pure.defaults // {
+  bucket = "fleet"; trustedKeys = [ ]; prefix = "a \"quoted\" \\ back\nslash\ttab"; })'
+pure_eval "$tricky_config" | python3 -c '
+import json, sys, tomllib
+parsed = tomllib.loads(json.load(sys.stdin))
+expected = "a \"quoted\" \\ back\nslash\ttab"
+assert parsed["prefix"] == expected, (parsed["prefix"], expected)
+' || fail "a string with quotes, backslashes and control characters did not survive TOML"
+echo "values, rejections and TOML escaping as expected"
+
+step "root image builder: reproducible erofs and ext4 with the version id"
+uuid=602ca684-2bac-458d-8517-a23b37fff6a6
+store=$work/store/nix/store
+mkdir -p "$store/0000-hello/bin" "$store/1111-data/share"
+printf '#!/bin/sh\necho hello\n' >"$store/0000-hello/bin/hello"
+chmod 0555 "$store/0000-hello/bin/hello"
+for i in $(seq 1 200); do echo "$i" >"$store/1111-data/share/file-$i"; done
+ln -s ../../0000-hello/bin/hello "$store/1111-data/share/link"
+printf '%s\n' "$store/0000-hello" "$store/1111-data" >"$work/store-paths"
+printf '%s\n' "/nix/store/0000-hello/bin/hello /bin/sh" >"$work/links"
+
+for fs in erofs ext4; do
+  for run in 1 2; do
+    bash nix/builders/root-image.sh "$fs" "$uuid" "$work/store-paths" "$work/links" "$work/$fs.$run" ||
+      fail "root-image.sh $fs failed"
+    # A different time of day must not change a single byte.
+    sleep 1
+  done
+  cmp -s "$work/$fs.1" "$work/$fs.2" || fail "two $fs builds from the same tree differ"
+  [[ $(blkid -o value -s UUID "$work/$fs.1") == "$uuid" ]] || fail "the $fs image's UUID is not the version id"
+  [[ $(blkid -o value -s TYPE "$work/$fs.1") == "$fs" ]] || fail "the image is not $fs"
+done
+
+mkdir "$work/extracted"
+fsck.erofs --extract="$work/extracted" "$work/erofs.1" >/dev/null || fail "fsck.erofs rejects the image"
+[[ $(readlink "$work/extracted/bin/sh") == /nix/store/0000-hello/bin/hello ]] || fail "erofs: /bin/sh is not the link asked for"
+[[ -d $work/extracted/.rw-etc && -d $work/extracted/rw ]] || fail "erofs: mount points are missing"
+[[ $(stat -c %a "$work/extracted/tmp") == 1777 ]] || fail "erofs: /tmp is not 1777"
+[[ $(cat "$work/extracted/nix/store/1111-data/share/file-200") == 200 ]] || fail "erofs: store contents differ"
+
+dumpe2fs -h "$work/ext4.1" 2>/dev/null | grep -q '^Filesystem features:.*read-only' ||
+  fail "ext4: the read-only feature is not set"
+debugfs -R "stat /bin/sh" "$work/ext4.1" 2>/dev/null | grep -q 'Fast link dest: "/nix/store/0000-hello/bin/hello"' ||
+  fail "ext4: /bin/sh is not the link asked for"
+[[ $(debugfs -R "cat /nix/store/1111-data/share/file-200" "$work/ext4.1" 2>/dev/null) == 200 ]] ||
+  fail "ext4: store contents differ"
+debugfs -R "stat /nix/store/0000-hello/bin/hello" "$work/ext4.1" 2>/dev/null | grep -q 'User: *0 *Group: *0' ||
+  fail "ext4: files are not owned by root"
+printf '%s\n' "/nix/store/9999-missing/bin/sh /bin/sh" >"$work/bad-links"
+if bash nix/builders/root-image.sh erofs "$uuid" "$work/store-paths" "$work/bad-links" "$work/bad" 2>"$work/bad.err"; then
+  fail "root-image.sh accepted a link to a path outside the closure"
+fi
+grep -q "points to /nix/store/9999-missing/bin/sh, which is not in the image" "$work/bad.err" ||
+  fail "root-image.sh rejected a dangling link without saying which: $(cat "$work/bad.err")"
+if bash nix/builders/root-image.sh btrfs "$uuid" "$work/store-paths" "$work/links" "$work/bad" 2>"$work/bad.err"; then
+  fail "root-image.sh accepted an unknown filesystem type"
+fi
+grep -q "unknown filesystem type 'btrfs'" "$work/bad.err" || fail "root-image.sh: unclear error for a bad type"
+echo "both images are reproducible, carry the id and hold the tree; bad input is refused"
+
+printf '\nnix/check.sh: all checks passed\n'

@@ -1,0 +1,495 @@
+# The abnix host: a NixOS system that runs read-only from one of two slots
+# (DESIGN §5, §6) and updates itself from a bucket.
+#
+# What a host looks like at run time:
+#   /            the slot, read-only, found by UUID=<version id>
+#   /etc         NixOS's etc overlay with its upper layer on a tmpfs: writable,
+#                and every change is gone at the next boot
+#   /rw          the abnix-rw partition; /var, /home and /root are bind mounts
+#                of its var/, home/ and root/ (abnix's state is /var/lib/abnix)
+#   the ESP      never mounted: abnix-update writes it directly
+#
+# Every NixOS option set here is listed, with the nixpkgs file that defines
+# it, in nix/README.md.
+{
+  config,
+  lib,
+  pkgs,
+  utils,
+  ...
+}:
+let
+  pure = import ../lib/pure.nix;
+  cfg = config.abnix;
+  inherit (lib) mkDefault mkForce mkOption types;
+
+  rwMountPoint = "/rw";
+  # Directories of abnix-rw and where they are bind-mounted, with their modes.
+  rwBinds = {
+    "/var" = "0755";
+    "/home" = "0755";
+    "/root" = "0700";
+  };
+
+  # The stage-1 mount units of the bind mounts, named as systemd names them.
+  rwBindUnits = map (mountPoint: "${utils.escapeSystemdPath "/sysroot${mountPoint}"}.mount") (
+    lib.attrNames rwBinds
+  );
+
+  rootId = if cfg.versionId != null then cfg.versionId else pure.placeholderVersionId;
+
+  update = "${cfg.package}/bin/abnix-update";
+  withConfig = "--config ${pure.defaults.configFile}";
+
+  timespan = types.strMatching "[1-9][0-9]*(s|min|h|d)";
+  size = types.strMatching pure.patterns.size;
+in
+{
+  options.abnix = {
+    enable = lib.mkEnableOption "the abnix read-only A/B host (root from a slot, /etc on tmpfs, self-update)";
+
+    package = mkOption {
+      type = types.package;
+      description = "The abnix tools (abnix-update, abnix-install). The flake and default.nix set it.";
+    };
+
+    version = mkOption {
+      type = types.ints.unsigned;
+      example = 7;
+      description = ''
+        The version number: strictly increasing per channel, the anti-rollback
+        order (DESIGN §3). A device never installs a version that is not
+        greater than the one it runs.
+      '';
+    };
+
+    label = mkOption {
+      type = types.str;
+      default = "${config.networking.hostName} ${toString cfg.version}";
+      defaultText = lib.literalExpression ''"''${config.networking.hostName} ''${toString config.abnix.version}"'';
+      example = "kiosk 2026-11-22 (cog 0.18)";
+      description = "Human-readable text shown by `abnix-update status` and in boot menus.";
+    };
+
+    versionId = mkOption {
+      type = types.nullOr (types.strMatching pure.patterns.uuid);
+      default = null;
+      example = "602ca684-2bac-458d-8517-a23b37fff6a6";
+      description = ''
+        The version id: the root filesystem's UUID, by which the root is
+        mounted whichever slot holds it. `null` lets the abnix builders derive
+        it from the version number and the system itself (see
+        nix/README.md, "Version id"); set it to pin an id.
+      '';
+    };
+
+    fsType = mkOption {
+      type = types.enum [
+        "erofs"
+        "ext4"
+      ];
+      default = pure.defaults.fsType;
+      description = ''
+        Filesystem of the version image. erofs is read-only by design and
+        smaller; ext4 images carry the `read-only` feature so the kernel never
+        mounts them writable.
+      '';
+    };
+
+    endpoint = mkOption {
+      type = types.nullOr types.str;
+      default = pure.defaults.endpoint;
+      example = "https://s3.example.com";
+      description = "S3 endpoint URL; `null` for AWS S3.";
+    };
+
+    region = mkOption {
+      type = types.str;
+      default = pure.defaults.region;
+      description = "S3 region (Garage's default is \"garage\").";
+    };
+
+    bucket = mkOption {
+      type = types.str;
+      example = "fleet";
+      description = "The bucket that holds the versions.";
+    };
+
+    prefix = mkOption {
+      type = types.str;
+      default = pure.defaults.prefix;
+      description = "Key prefix inside the bucket; may be empty.";
+    };
+
+    channel = mkOption {
+      type = types.str;
+      default = pure.defaults.channel;
+      example = "kiosk";
+      description = "The channel this host follows: `<prefix>/<channel>.meta` in the bucket.";
+    };
+
+    pathStyle = mkOption {
+      type = types.bool;
+      default = pure.defaults.pathStyle;
+      description = "Path-style addressing, needed by MinIO, Garage and most self-hosted servers.";
+    };
+
+    trustedKeys = mkOption {
+      type = types.nonEmptyListOf (types.strMatching pure.patterns.publicKey);
+      example = [ "fleet-2026:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc=" ];
+      description = ''
+        Public keys (Nix's `name:base64` format) whose signatures the host
+        accepts. Several keys allow rotation: publish a version that trusts
+        the new key, signed with the old one, then sign with the new one.
+      '';
+    };
+
+    credentialsFile = mkOption {
+      type = types.either (types.enum [
+        "chain"
+        "anonymous"
+      ]) (types.strMatching "/.+");
+      default = pure.defaults.credentialsFile;
+      description = ''
+        Where the updater's S3 credentials come from: an absolute path to a
+        TOML file (`access_key_id`, `secret_access_key`, optional
+        `session_token`) with mode 0600, normally on the rw partition so it is
+        never part of an image; or `"chain"` (the standard AWS chain:
+        environment, profiles, instance metadata); or `"anonymous"`. It is a
+        string, not a Nix path, so nothing is ever copied into the store.
+      '';
+    };
+
+    tries = mkOption {
+      type = types.ints.between 1 9;
+      default = pure.defaults.tries;
+      description = "Boot attempts a new (trial) version gets before the boot loader falls back.";
+    };
+
+    reboot = mkOption {
+      type = types.enum [
+        "immediate"
+        "window"
+        "never"
+      ];
+      default = pure.defaults.reboot;
+      description = ''
+        When to reboot into a freshly installed version: right away, inside
+        {option}`abnix.rebootWindow`, or never (it boots at the next reboot).
+      '';
+    };
+
+    rebootWindow = mkOption {
+      type = types.nullOr (types.strMatching pure.patterns.rebootWindow);
+      default = pure.defaults.rebootWindow;
+      example = "02:00-04:00";
+      description = "The daily window (local time) for `reboot = \"window\"`.";
+    };
+
+    checkInterval = mkOption {
+      type = timespan;
+      default = pure.defaults.checkInterval;
+      description = "How often the update timer checks the bucket after the check at boot.";
+    };
+
+    checkJitter = mkOption {
+      type = timespan;
+      default = pure.defaults.checkJitter;
+      description = ''
+        Random delay added to each check (systemd's RandomizedDelaySec), so a
+        fleet that boots together does not hit the bucket together.
+      '';
+    };
+
+    successUnits = mkOption {
+      type = types.listOf types.str;
+      default = pure.defaults.successUnits;
+      example = [
+        "cage-tty1.service"
+        "kiosk-web.service"
+      ];
+      description = ''
+        Units that must be up before the booted version is marked good: they
+        are required by and ordered before `boot-complete.target`, which
+        `abnix-mark-good.service` waits for.
+      '';
+    };
+
+    healthTimeout = mkOption {
+      type = types.nullOr timespan;
+      default = pure.defaults.healthTimeout;
+      description = ''
+        Reboot when `boot-complete.target` is not reached this long after
+        boot, so a trial version that never becomes healthy uses up its tries
+        and the boot loader falls back. `null` turns it off. A running update
+        postpones it: a host that is good but unhealthy may be fetching a fix.
+      '';
+    };
+
+    bootloader = mkOption {
+      type = types.enum [
+        "grub"
+        "systemd-boot"
+      ];
+      default = if pkgs.stdenv.hostPlatform.isx86 then "grub" else "systemd-boot";
+      defaultText = lib.literalExpression ''if pkgs.stdenv.hostPlatform.isx86 then "grub" else "systemd-boot"'';
+      description = ''
+        The boot loader abnix-install sets up: GRUB (BIOS and UEFI) or
+        systemd-boot (UEFI only).
+      '';
+    };
+
+    slotSize = mkOption {
+      type = size;
+      default = pure.defaults.slotSize;
+      description = "Size of each of the two slots; every version image must fit.";
+    };
+
+    espSize = mkOption {
+      type = size;
+      default = pure.defaults.espSize;
+      description = "Size of the EFI system partition (boot loaders, both slots' kernels and initrds).";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions =
+      let
+        windowProblem = pure.checkRebootWindow { inherit (cfg) reboot rebootWindow; };
+      in
+      [
+        {
+          assertion = windowProblem == null;
+          message = toString windowProblem;
+        }
+        {
+          assertion = !lib.hasPrefix builtins.storeDir cfg.credentialsFile;
+          message = "abnix.credentialsFile must not be in the Nix store: secrets never go into an image.";
+        }
+      ];
+
+    # abnix installs and switches boot loaders itself; NixOS must neither
+    # build nor install one. The toplevel still builds: without a boot loader
+    # NixOS only prints a warning on switch, and switching is off below.
+    boot.loader.grub.enable = mkForce false;
+    boot.loader.systemd-boot.enable = mkForce false;
+
+    # A version never changes on the device: no switch-to-configuration, no
+    # Nix (the store is the read-only slot, there is no database to write).
+    system.switch.enable = mkDefault false;
+    nix.enable = mkDefault false;
+
+    # The etc overlay needs systemd in stage 1, which also lets the units
+    # below prepare the rw partition before the root is switched to.
+    boot.initrd.systemd.enable = true;
+    system.etc.overlay = {
+      enable = true;
+      mutable = true;
+    };
+
+    # Users from a declarative description at each boot. Their files live on
+    # the rw partition so UIDs stay stable from one version to the next (files
+    # under /var and /home keep their owners).
+    services.userborn = {
+      enable = mkDefault true;
+      passwordFilesLocation = mkDefault "/var/lib/nixos";
+    };
+
+    boot.tmp.useTmpfs = mkDefault true;
+
+    fileSystems = {
+      "/" = {
+        device = "/dev/disk/by-uuid/${rootId}";
+        fsType = cfg.fsType;
+        options = [ "ro" ];
+        # The image is verified by hash when it is written; fsck must not
+        # touch it (and there is no fsck for erofs).
+        noCheck = true;
+      };
+
+      # The etc overlay keeps its upper layer in /.rw-etc (etc-activation.nix):
+      # a tmpfs there makes /etc writable on a read-only root and discards
+      # every change at reboot.
+      "/.rw-etc" = {
+        fsType = "tmpfs";
+        options = [ "mode=0755" ];
+        neededForBoot = true;
+      };
+
+      ${rwMountPoint} = {
+        device = "/dev/disk/by-partlabel/${pure.defaults.rwPartLabel}";
+        fsType = "ext4";
+        neededForBoot = true;
+      };
+    }
+    // lib.mapAttrs (mountPoint: _mode: {
+      device = "${rwMountPoint}${mountPoint}";
+      fsType = "none";
+      options = [ "bind" ];
+      depends = [ rwMountPoint ];
+      # Mounted in stage 1 so activation and the users service find them.
+      neededForBoot = true;
+    }) rwBinds;
+
+    boot.initrd.systemd.services = {
+      # The upstream unit creates the overlay's upper and work directories;
+      # they must go onto the tmpfs above, not onto the read-only root.
+      rw-etc.unitConfig.RequiresMountsFor = [ "/sysroot/.rw-etc" ];
+
+      # A fresh (or reformatted) abnix-rw has no var/, home/, root/ yet.
+      abnix-rw-layout = {
+        description = "abnix: directories of the rw partition";
+        unitConfig = {
+          DefaultDependencies = false;
+          RequiresMountsFor = [ "/sysroot${rwMountPoint}" ];
+        };
+        requiredBy = rwBindUnits;
+        before = rwBindUnits;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = lib.mapAttrsToList (
+            mountPoint: mode: "/bin/mkdir -p -m ${mode} /sysroot${rwMountPoint}${mountPoint}"
+          ) rwBinds;
+        };
+      };
+
+      # /etc starts empty at every boot, but the machine id must not change:
+      # journald names its directory on /var after it, DHCP identifies the
+      # host by it. It lives next to abnix's state and is copied into /etc
+      # before systemd starts from the real root.
+      abnix-machine-id = {
+        description = "abnix: persistent machine id";
+        unitConfig = {
+          DefaultDependencies = false;
+          RequiresMountsFor = [
+            "/sysroot/etc"
+            "/sysroot/var"
+          ];
+        };
+        wantedBy = [ "initrd.target" ];
+        before = [ "initrd.target" ];
+        serviceConfig.Type = "oneshot";
+        script = ''
+          saved=/sysroot${pure.defaults.stateDir}/machine-id
+          if [ ! -s "$saved" ]; then
+            mkdir -p "$(dirname "$saved")"
+            tr -d '-' < /proc/sys/kernel/random/uuid > "$saved.tmp"
+            mv "$saved.tmp" "$saved"
+          fi
+          cp "$saved" /sysroot/etc/machine-id
+        '';
+      };
+    };
+
+    environment.etc."abnix/config.toml".text = pure.deviceConfig cfg;
+    environment.systemPackages = [ cfg.package ];
+
+    # On systemd-boot, systemd's own generator would pull in
+    # systemd-bless-boot.service for the counted entries abnix writes, and it
+    # would rename them behind abnix's back: abnix-mark-good owns that step.
+    systemd.generators.systemd-bless-boot-generator = "/dev/null";
+
+    systemd.targets.boot-complete = {
+      requires = cfg.successUnits;
+      after = cfg.successUnits;
+    };
+
+    systemd.services = {
+      # Like systemd-bless-boot.service: no default dependencies, so
+      # multi-user.target is not held up while the success units start.
+      abnix-mark-good = {
+        description = "abnix: mark the booted version good";
+        wantedBy = [ "multi-user.target" ];
+        requires = [ "boot-complete.target" ];
+        after = [
+          "local-fs.target"
+          "boot-complete.target"
+        ];
+        conflicts = [ "shutdown.target" ];
+        before = [ "shutdown.target" ];
+        unitConfig.DefaultDependencies = false;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${update} mark-good ${withConfig}";
+        };
+      };
+
+      # Started by its timer only, so nothing waits for it at boot. The
+      # updater itself refuses to update from a trial that is not yet good.
+      abnix-update = {
+        description = "abnix: install a newer version from the bucket";
+        wants = [ "network-online.target" ];
+        after = [
+          "network-online.target"
+          "abnix-mark-good.service"
+        ];
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = "${update} update ${withConfig}";
+          # 4: a version was installed and waits for its reboot (docs/cli.md).
+          SuccessExitStatus = [ 4 ];
+          # The host's own work comes first.
+          Nice = 19;
+          IOSchedulingClass = "idle";
+        };
+      };
+
+      # A template written to a larger disk grows abnix-rw on its first boot;
+      # on every other boot this finds nothing to do.
+      abnix-grow = {
+        description = "abnix: grow abnix-rw to the end of the disk";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "local-fs.target" ];
+        conflicts = [ "shutdown.target" ];
+        before = [ "shutdown.target" ];
+        unitConfig.DefaultDependencies = false;
+        path = [ pkgs.e2fsprogs ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${update} grow ${withConfig}";
+        };
+      };
+
+      abnix-health-deadline = lib.mkIf (cfg.healthTimeout != null) {
+        description = "abnix: reboot when boot-complete.target is not reached in time";
+        path = [ config.systemd.package ];
+        serviceConfig.Type = "oneshot";
+        script = ''
+          if systemctl is-active --quiet boot-complete.target; then
+            exit 0
+          fi
+          if systemctl is-active --quiet abnix-update.service; then
+            echo "boot-complete.target not reached, but an update is running: not rebooting"
+            exit 0
+          fi
+          echo "boot-complete.target not reached ${cfg.healthTimeout} after boot: rebooting so the boot loader can fall back"
+          systemctl reboot
+        '';
+      };
+    };
+
+    systemd.timers = {
+      abnix-update = {
+        description = "abnix: check for updates at boot and periodically";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnBootSec = "1min";
+          OnUnitActiveSec = cfg.checkInterval;
+          RandomizedDelaySec = cfg.checkJitter;
+        };
+      };
+
+      abnix-health-deadline = lib.mkIf (cfg.healthTimeout != null) {
+        description = "abnix: deadline for boot-complete.target";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnBootSec = cfg.healthTimeout;
+          AccuracySec = "1s";
+        };
+      };
+    };
+  };
+}

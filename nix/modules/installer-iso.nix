@@ -1,0 +1,96 @@
+# The installer ISO (DESIGN §7): it boots, says on the console what it is
+# about to do, installs the bundled version onto the first eligible disk with
+# `abnix-install --auto` and powers off. The bundle sits on the ISO next to
+# the Nix store image, not inside it, so it is not compressed a second time.
+{
+  config,
+  lib,
+  pkgs,
+  modulesPath,
+  ...
+}:
+let
+  cfg = config.abnixInstaller;
+  bundleOnMedium = "/abnix/bundle";
+in
+{
+  imports = [
+    (modulesPath + "/installer/cd-dvd/iso-image.nix")
+    # Storage and USB drivers for whatever machine it boots on.
+    (modulesPath + "/profiles/all-hardware.nix")
+  ];
+
+  options.abnixInstaller = {
+    package = lib.mkOption {
+      type = lib.types.package;
+      description = "The abnix tools for the machine being installed (abnix-install).";
+    };
+    bundle = lib.mkOption {
+      type = lib.types.package;
+      description = "The signed bundle of the version to install.";
+    };
+    installConfig = lib.mkOption {
+      type = lib.types.functionTo lib.types.lines;
+      description = ''
+        Given the bundle's path on the running system, the abnix-install
+        configuration (docs/cli.md): trusted keys, slot and ESP sizes, boot
+        loader and its files.
+      '';
+    };
+  };
+
+  config = {
+    isoImage = {
+      volumeID = "ABNIX_INSTALLER";
+      makeEfiBootable = true;
+      makeUsbBootable = true;
+      contents = [
+        {
+          source = cfg.bundle;
+          target = bundleOnMedium;
+        }
+      ];
+    };
+
+    # iso-image.nix mounts the medium at /iso.
+    environment.etc."abnix/install.toml".text = cfg.installConfig "/iso${bundleOnMedium}";
+
+    systemd.services.abnix-install = {
+      description = "abnix: install the bundled version onto this machine's disk";
+      wantedBy = [ "multi-user.target" ];
+      # Disks behind slow controllers (USB, some NVMe) show up late; the
+      # installer chooses among the disks present when it starts.
+      wants = [ "systemd-udev-settle.service" ];
+      after = [
+        "local-fs.target"
+        "systemd-udev-settle.service"
+      ];
+      # mkfs.ext4 formats abnix-rw.
+      path = [
+        cfg.package
+        pkgs.e2fsprogs
+      ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${cfg.package}/bin/abnix-install --auto --config /etc/abnix/install.toml --poweroff";
+        StandardOutput = "journal+console";
+        StandardError = "journal+console";
+      };
+    };
+
+    # The console is the monitor; the serial port gets the whole journal
+    # too, for headless machines and QEMU.
+    services.journald.settings.Journal = {
+      ForwardToConsole = true;
+      TTYPath = "/dev/ttyS0";
+    };
+
+    # When something goes wrong, whoever holds the medium gets a shell to see
+    # why (they could install anything with it anyway).
+    services.getty.autologinUser = lib.mkDefault "root";
+
+    networking.hostName = lib.mkDefault "abnix-installer";
+    # Nothing on the ISO outlives a boot.
+    system.stateVersion = lib.mkDefault lib.trivial.release;
+  };
+}

@@ -1,0 +1,125 @@
+# The outputs of nix/lib/pure.nix for fixed example inputs, one attribute per
+# file in this directory. nix/check.sh evaluates this (builtins only) and
+# compares the result with the committed files, which the Rust side parses
+# with its real parsers (config, installer config, layout, meta types).
+let
+  pure = import ../lib/pure.nix;
+
+  testKey = "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc=";
+  rotatedKey = "fleet-2027:MNVdRNZ9AUZZdYpapleQNVL9nqpdMMX2LfV+YEe9kA8=";
+  toplevel = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-kiosk-25.11";
+
+  exampleLayouts = [
+    {
+      diskSize = "8G";
+      sectorSize = 512;
+      espSize = "512M";
+      slotSize = "2G";
+    }
+    {
+      diskSize = "8G";
+      sectorSize = 4096;
+      espSize = "512M";
+      slotSize = "2G";
+    }
+    {
+      diskSize = pure.minimumDiskSize {
+        espSize = "256M";
+        slotSize = "1G";
+        rwSize = "64M";
+      };
+      sectorSize = 512;
+      espSize = "256M";
+      slotSize = "1G";
+    }
+  ];
+in
+{
+  "defaults.json" = builtins.toJSON pure.defaults;
+
+  # Every key, a custom endpoint and a reboot window.
+  "config.toml" = pure.deviceConfig {
+    endpoint = "http://10.0.2.2:9000";
+    region = "garage";
+    bucket = "fleet";
+    prefix = "abnix";
+    channel = "kiosk";
+    pathStyle = true;
+    credentialsFile = pure.defaults.credentialsFile;
+    trustedKeys = [
+      testKey
+      rotatedKey
+    ];
+    tries = 3;
+    reboot = "window";
+    rebootWindow = "02:00-04:00";
+    checkInterval = "6h";
+  };
+
+  # AWS S3 (no endpoint), the credential chain, defaults elsewhere.
+  "config-minimal.toml" = pure.deviceConfig (
+    pure.defaults
+    // {
+      bucket = "fleet";
+      credentialsFile = "chain";
+      trustedKeys = [ testKey ];
+    }
+  );
+
+  "install.toml" = pure.installerConfig {
+    bundle = "/iso/abnix/bundle";
+    slotSize = "4G";
+    espSize = "512M";
+    bootloader = "grub";
+    wipe = false;
+    allowRemovable = false;
+    trustedKeys = [ testKey ];
+    grubMkimage = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12/bin/grub-mkimage";
+    grubBiosDir = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12/lib/grub/i386-pc";
+    grubEfiDir = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12/lib/grub/x86_64-efi";
+    systemdBootEfi = null;
+    countdown = 10;
+  };
+
+  "layout.json" = builtins.toJSON (
+    map (
+      example:
+      example
+      // {
+        layout = pure.layout example;
+      }
+    ) exampleLayouts
+  );
+
+  "version-id.json" = builtins.toJSON (
+    map
+      (version: {
+        inherit version toplevel;
+        id = pure.versionId { inherit version toplevel; };
+      })
+      [
+        1
+        7
+        4294967296
+      ]
+  );
+
+  "version.json" = builtins.toJSON (
+    pure.versionDescription {
+      version = 7;
+      id = pure.versionId {
+        version = 7;
+        inherit toplevel;
+      };
+      label = "kiosk v7 \"quoted\" ü";
+      fsType = "erofs";
+      cmdline = pure.cmdline {
+        inherit toplevel;
+        kernelParams = [
+          "console=ttyS0,115200"
+          "quiet"
+        ];
+      };
+    }
+  );
+}
