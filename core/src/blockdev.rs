@@ -890,4 +890,116 @@ mod tests {
             io::ErrorKind::InvalidInput
         );
     }
+
+    /// A loop device over a sparse image, detached when dropped.
+    struct LoopDevice {
+        path: PathBuf,
+        _image: tempfile::NamedTempFile,
+    }
+
+    impl LoopDevice {
+        fn new(size: u64, sector_size: u32) -> LoopDevice {
+            let image = tempfile::NamedTempFile::new().unwrap();
+            image.as_file().set_len(size).unwrap();
+            let out = std::process::Command::new("losetup")
+                .args(["--find", "--show", "--partscan", "--sector-size"])
+                .arg(sector_size.to_string())
+                .arg(image.path())
+                .output()
+                .expect("running losetup");
+            assert!(
+                out.status.success(),
+                "losetup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+            LoopDevice {
+                path,
+                _image: image,
+            }
+        }
+
+        fn name(&self) -> String {
+            self.path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
+    impl Drop for LoopDevice {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&self.path)
+                .status();
+        }
+    }
+
+    /// The ioctls and the sysfs scan against the kernel itself, and sgdisk
+    /// on a 4096-byte-sector device (it only assumes 512 for files).
+    #[test]
+    #[ignore = "needs root and a free loop device: cargo test -p abnix-core -- --ignored"]
+    fn loop_devices_show_what_the_kernel_sees() {
+        use crate::gpt::tests::sgdisk_agrees_with;
+        use crate::layout::{self, Arch, LayoutConfig, MIB};
+
+        let cfg = LayoutConfig {
+            slot_size: 16 * MIB,
+            esp_size: 16 * MIB,
+            min_rw_size: 8 * MIB,
+            arch: Arch::X86_64,
+        };
+        for ss in [512u32, 4096] {
+            let size = 128 * MIB;
+            let dev = LoopDevice::new(size, ss);
+            let mut file = File::options()
+                .read(true)
+                .write(true)
+                .open(&dev.path)
+                .unwrap();
+            assert_eq!(device_size(&file).unwrap(), size);
+            assert_eq!(logical_sector_size(&file).unwrap(), ss);
+
+            let layout = layout::compute(size, ss, &cfg).unwrap();
+            let gpt = layout.to_gpt(&[ss as u8; 32]);
+            gpt.write(&mut file).unwrap();
+            reread_partition_table(&file).unwrap();
+            sgdisk_agrees_with(&gpt, &dev.path);
+            // Kernels built without partition parsers (CONFIG_EFI_PARTITION
+            // off, as on some CI hosts) ignore BLKRRPART; partx parses the
+            // table with libblkid and adds the partitions through BLKPG.
+            let partx = std::process::Command::new("partx")
+                .arg("--update")
+                .arg(&dev.path)
+                .status()
+                .expect("running partx (util-linux)");
+            assert!(partx.success());
+
+            let sys = SysRoot::default();
+            let name = dev.name();
+            let info = sys.disk(&name).unwrap();
+            assert_eq!((info.size_bytes, info.logical_sector_size), (size, ss));
+            let parts: Vec<String> = (1..=5).map(|n| format!("{name}p{n}")).collect();
+            assert_eq!(info.partitions, parts);
+            let skipped = sys.disks().unwrap().skipped;
+            assert!(skipped.contains(&SkippedDevice {
+                name: name.clone(),
+                reason: "loop device"
+            }));
+
+            // Shrink abnix-rw by 1 MiB in the kernel's view only.
+            let rw = &layout.rw;
+            resize_partition(&file, 5, rw.start, rw.size - MIB).unwrap();
+            let sectors = fs::read_to_string(format!("/sys/block/{name}/{name}p5/size")).unwrap();
+            assert_eq!(sectors.trim().parse::<u64>().unwrap() * 512, rw.size - MIB);
+            let err = resize_partition(&file, 5, rw.start + MIB, rw.size).unwrap_err();
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::EINVAL),
+                "the start cannot move"
+            );
+        }
+    }
 }

@@ -466,7 +466,7 @@ impl Header {
             value,
             reason,
         };
-        let last = total_lbas - 1;
+        let last = total_lbas.saturating_sub(1);
         if self.alternate_lba == 0 || self.alternate_lba > last {
             return Err(field(
                 "AlternateLBA",
@@ -1085,6 +1085,16 @@ pub(crate) mod tests {
         value.trim_matches('\'').to_owned()
     }
 
+    fn bytes_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        std::fs::File::open(path)
+            .unwrap()
+            .read_exact_at(&mut buf, offset)
+            .unwrap();
+        buf
+    }
+
     fn sparse_file(size: u64) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().unwrap();
         file.as_file().set_len(size).unwrap();
@@ -1683,34 +1693,34 @@ pub(crate) mod tests {
         let ours = sparse_file(size);
         let mut ours_disk = ours.reopen().unwrap();
         gpt.write(&mut ours_disk).unwrap();
-        let theirs = std::fs::read(file.path()).unwrap();
-        let mine = std::fs::read(ours.path()).unwrap();
-        assert_eq!(
-            &mine[512..512 * 34],
-            &theirs[512..512 * 34],
-            "primary header + entries"
-        );
-        let tail = size as usize - 512 * 33;
-        assert_eq!(&mine[tail..], &theirs[tail..], "backup entries + header");
+        let both = |offset: u64, len: usize| {
+            (
+                bytes_at(ours.path(), offset, len),
+                bytes_at(file.path(), offset, len),
+            )
+        };
+        let (mine, theirs) = both(512, 512 * 33);
+        assert!(mine == theirs, "primary header + entries differ");
+        let (mine, theirs) = both(size - 512 * 33, 512 * 33);
+        assert!(mine == theirs, "backup entries + header differ");
+        let (mine, theirs) = both(0, 512);
         assert_eq!(&mine[446..512], &theirs[446..512], "protective MBR record");
     }
 
     #[test]
     fn moving_the_backup_matches_sgdisk_e() {
         let (small, big) = (32 * MIB, 80 * MIB);
-        let template = sparse_file(small);
-        sample(small, 512)
-            .write(&mut template.reopen().unwrap())
-            .unwrap();
-        let grown = |path: &Path| {
-            let copy = sparse_file(big);
-            std::fs::copy(path, copy.path()).unwrap();
-            copy.as_file().set_len(big).unwrap();
-            copy
+        // A template written to a bigger disk: the backup sits mid-disk.
+        let template_on_big_disk = || {
+            let file = sparse_file(big);
+            sample(small, 512)
+                .write(&mut file.reopen().unwrap())
+                .unwrap();
+            file
         };
-        let theirs = grown(template.path());
+        let theirs = template_on_big_disk();
         sgdisk(&["-e"], theirs.path());
-        let ours = grown(template.path());
+        let ours = template_on_big_disk();
         let mut disk = ours.reopen().unwrap();
         let mut gpt = Gpt::read(&mut disk, 512).unwrap();
         gpt.move_backup_to_end(big);
@@ -1718,12 +1728,12 @@ pub(crate) mod tests {
 
         let theirs_gpt = Gpt::read(&mut theirs.reopen().unwrap(), 512).unwrap();
         assert_eq!(gpt, theirs_gpt);
-        let (a, b) = (
-            std::fs::read(ours.path()).unwrap(),
-            std::fs::read(theirs.path()).unwrap(),
-        );
-        assert_eq!(&a[512..1024], &b[512..1024], "primary header");
-        assert_eq!(&a[a.len() - 512..], &b[b.len() - 512..], "backup header");
+        for (offset, what) in [(512, "primary header"), (big - 512, "backup header")] {
+            assert!(
+                bytes_at(ours.path(), offset, 512) == bytes_at(theirs.path(), offset, 512),
+                "{what} differs"
+            );
+        }
         sgdisk_agrees_with(&gpt, ours.path());
     }
 }

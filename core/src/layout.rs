@@ -14,9 +14,9 @@
 //! it can grow when the disk does.
 //!
 //! Growing a template written to a bigger disk (`abnix-update grow`):
-//! [`Gpt::read`], [`Gpt::move_backup_to_end`], [`Layout::from_gpt`], then
-//! [`Layout::grown`] gives the new end of `abnix-rw`; set that partition's
-//! `last_lba` in the table read (keeping its GUIDs) and [`Gpt::write`].
+//! [`Gpt::read`], [`grow_gpt`], and [`Gpt::write`] when it reports a change;
+//! then tell the kernel (`blockdev::resize_partition`) and grow the
+//! filesystem.
 
 use std::fmt;
 use std::str::FromStr;
@@ -428,6 +428,35 @@ impl Layout {
     }
 }
 
+/// Grows an abnix table read from a disk of `disk_size` bytes to fill it:
+/// moves the backup GPT to the end and extends `abnix-rw` to the new end,
+/// keeping every GUID. Returns the new layout, or `None` when the table
+/// already fills the disk and there is nothing to write (so running it again
+/// is a no-op).
+pub fn grow_gpt(gpt: &mut Gpt, disk_size: u64) -> Result<Option<Layout>, LayoutError> {
+    let layout = Layout::from_gpt(gpt, disk_size)?;
+    let last_lba = disk_size / u64::from(gpt.sector_size) - 1;
+    let backup_moves = gpt.backup_lba < last_lba;
+    if backup_moves {
+        gpt.move_backup_to_end(disk_size);
+    }
+    let grown = layout.grown(disk_size);
+    if let Some(grown) = &grown {
+        let rw = gpt.partitions[grown.rw.number as usize - 1]
+            .as_mut()
+            .expect("from_gpt found abnix-rw");
+        rw.last_lba = grown.rw.last_lba(gpt.sector_size);
+    }
+    Ok(match grown {
+        Some(grown) => Some(grown),
+        None if backup_moves => Some(Layout {
+            disk_size,
+            ..layout
+        }),
+        None => None,
+    })
+}
+
 /// `1 MiB`, `512 MiB`, `7.5 GiB`: sizes for people.
 fn human(bytes: u64) -> String {
     if bytes >= GIB {
@@ -478,6 +507,17 @@ mod tests {
             esp_size: 64 * MIB,
             min_rw_size: 64 * MIB,
             arch: Arch::X86_64,
+        }
+    }
+
+    /// A layout that fits a few tens of MiB, for tests that hold a whole
+    /// disk in memory.
+    fn small_cfg() -> LayoutConfig {
+        LayoutConfig {
+            slot_size: 8 * MIB,
+            esp_size: 8 * MIB,
+            min_rw_size: 8 * MIB,
+            arch: Arch::Aarch64,
         }
     }
 
@@ -575,7 +615,7 @@ mod tests {
 
     #[test]
     fn gpt_guids_derive_from_the_seed() {
-        let layout = compute(GIB, 512, &cfg()).unwrap();
+        let layout = compute(64 * MIB, 512, &small_cfg()).unwrap();
         let a = layout.to_gpt(&[1; 32]);
         assert_eq!(a, layout.to_gpt(&[1; 32]));
         let b = layout.to_gpt(&[2; 32]);
@@ -591,8 +631,8 @@ mod tests {
             assert_eq!(&g.to_string()[14..15], "4");
             assert!(!guids[..i].contains(g), "GUIDs are distinct");
         }
-        let mut one = Cursor::new(vec![0u8; GIB as usize]);
-        let mut two = Cursor::new(vec![0u8; GIB as usize]);
+        let mut one = Cursor::new(vec![0u8; 64 * MIB as usize]);
+        let mut two = Cursor::new(vec![0u8; 64 * MIB as usize]);
         a.write(&mut one).unwrap();
         layout.to_gpt(&[1; 32]).write(&mut two).unwrap();
         assert!(one.get_ref() == two.get_ref(), "same seed, same bytes");
@@ -677,6 +717,52 @@ mod tests {
     }
 
     #[test]
+    fn a_template_grows_to_fill_a_bigger_disk_once() {
+        let (small, big) = (64 * MIB, 128 * MIB);
+        for ss in [512u32, 4096] {
+            let template = compute(small, ss, &small_cfg()).unwrap();
+            let written = template.to_gpt(&[4; 32]);
+            let mut disk = Cursor::new(vec![0u8; small as usize]);
+            written.write(&mut disk).unwrap();
+            disk.get_mut().resize(big as usize, 0);
+
+            let mut gpt = Gpt::read(&mut disk, ss).unwrap();
+            let grown = grow_gpt(&mut gpt, big).unwrap().unwrap();
+            assert_eq!(grown, compute(big, ss, &small_cfg()).unwrap());
+            gpt.write(&mut disk).unwrap();
+            let read = Gpt::read(&mut disk, ss).unwrap();
+            assert_eq!(Layout::from_gpt(&read, big).unwrap(), grown);
+            for (before, after) in written.partitions.iter().zip(&read.partitions) {
+                assert_eq!(
+                    before.as_ref().map(|p| p.guid),
+                    after.as_ref().map(|p| p.guid),
+                    "GUIDs kept"
+                );
+            }
+            let mut again = read.clone();
+            assert_eq!(grow_gpt(&mut again, big).unwrap(), None, "idempotent");
+            assert_eq!(again, read);
+        }
+    }
+
+    #[test]
+    fn a_disk_grown_by_less_than_a_mib_only_moves_the_backup() {
+        let template = compute(64 * MIB, 512, &small_cfg()).unwrap();
+        let mut gpt = template.to_gpt(&[4; 32]);
+        let size = 64 * MIB + 4096;
+        let layout = grow_gpt(&mut gpt, size).unwrap().unwrap();
+        assert_eq!(layout.rw, template.rw);
+        assert_eq!(layout.disk_size, size);
+        assert_eq!(gpt.backup_lba, size / 512 - 1);
+        let mut foreign = gpt.clone();
+        foreign.partitions[4].as_mut().unwrap().name = "data".into();
+        assert!(matches!(
+            grow_gpt(&mut foreign, 2 * GIB),
+            Err(LayoutError::NotAbnix(_))
+        ));
+    }
+
+    #[test]
     fn display_lists_every_partition() {
         let layout = compute(8 * GIB, 512, &LayoutConfig::new(2 * GIB)).unwrap();
         let text = layout.to_string();
@@ -702,8 +788,14 @@ mod tests {
             sgdisk_agrees_with(&gpt, file.path());
             let print = sgdisk(&["-p"], file.path());
             assert!(print.contains("abnix-rw"), "{print}");
-            let read = Gpt::read(&mut file.reopen().unwrap(), 512).unwrap();
+            let mut read = Gpt::read(&mut file.reopen().unwrap(), 512).unwrap();
             assert_eq!(Layout::from_gpt(&read, size).unwrap(), layout);
+
+            // The same image on a disk 3 GiB bigger, grown.
+            file.as_file().set_len(size + 3 * GIB).unwrap();
+            grow_gpt(&mut read, size + 3 * GIB).unwrap().unwrap();
+            read.write(&mut file.reopen().unwrap()).unwrap();
+            sgdisk_agrees_with(&read, file.path());
         }
     }
 }
