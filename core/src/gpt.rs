@@ -27,15 +27,16 @@ pub struct Guid(pub [u8; 16]);
 
 impl Guid {
     pub const ZERO: Guid = Guid([0; 16]);
-    /// BIOS boot partition (GRUB's core.img), from GPT fdisk's type list and
-    /// the GRUB manual.
+    /// BIOS boot partition, where GRUB puts core.img (sgdisk code EF02).
     pub const BIOS_BOOT: Guid = Guid::from_text("21686148-6449-6E6F-744E-656564454649");
     /// EFI System Partition (UEFI specification; Discoverable Partitions
-    /// Specification "esp").
+    /// Specification "esp"; sgdisk EF00).
     pub const EFI_SYSTEM: Guid = Guid::from_text("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
-    /// Root partition for x86-64 (Discoverable Partitions Specification).
+    /// Root partition for x86-64 (Discoverable Partitions Specification;
+    /// sgdisk 8304).
     pub const LINUX_ROOT_X86_64: Guid = Guid::from_text("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
-    /// Root partition for 64-bit ARM (Discoverable Partitions Specification).
+    /// Root partition for 64-bit ARM (Discoverable Partitions Specification;
+    /// sgdisk 8305).
     pub const LINUX_ROOT_AARCH64: Guid = Guid::from_text("B921B045-1DF0-41C3-AF44-4C6F280D3FAE");
     /// Generic Linux data partition (Discoverable Partitions Specification
     /// "linux-generic"; sgdisk code 8300).
@@ -474,6 +475,13 @@ impl Header {
                 format!("outside the disk's LBAs 1..={last}"),
             ));
         }
+        if self.alternate_lba == self.my_lba {
+            return Err(field(
+                "AlternateLBA",
+                self.alternate_lba,
+                "the header's own LBA".to_owned(),
+            ));
+        }
         if self.first_usable_lba > self.last_usable_lba {
             return Err(field(
                 "FirstUsableLBA",
@@ -773,6 +781,8 @@ impl Gpt {
                     backup_problem,
                 })
             }
+            // A failing disk is not a damaged table: report it as such.
+            Err(GptError::Io(e)) => Err(GptError::Io(e)),
             Err(primary_problem) => {
                 let mut candidates = Vec::new();
                 let mut sector = vec![0u8; sector_size as usize];
@@ -1263,7 +1273,7 @@ pub(crate) mod tests {
         let total = 64 * MIB / 512;
         let good = sample(64 * MIB, 512).headers(0).0;
         good.check_geometry(total, 512).unwrap();
-        let cases: [(Header, &str); 5] = [
+        let cases: [(Header, &str); 6] = [
             (
                 Header {
                     alternate_lba: total,
@@ -1298,6 +1308,13 @@ pub(crate) mod tests {
                     ..good.clone()
                 },
                 "NumberOfPartitionEntries",
+            ),
+            (
+                Header {
+                    alternate_lba: 1,
+                    ..good.clone()
+                },
+                "own LBA",
             ),
         ];
         for (h, field) in cases {
@@ -1705,6 +1722,38 @@ pub(crate) mod tests {
         assert!(mine == theirs, "backup entries + header differ");
         let (mine, theirs) = both(0, 512);
         assert_eq!(&mine[446..512], &theirs[446..512], "protective MBR record");
+    }
+
+    #[test]
+    fn type_constants_match_sgdisk_codes() {
+        let file = sparse_file(16 * MIB);
+        let codes = [
+            ("EF02", Guid::BIOS_BOOT),
+            ("EF00", Guid::EFI_SYSTEM),
+            ("8304", Guid::LINUX_ROOT_X86_64),
+            ("8305", Guid::LINUX_ROOT_AARCH64),
+            ("8300", Guid::LINUX_FILESYSTEM),
+        ];
+        let mut args = vec!["-o".to_owned()];
+        for (i, (code, _)) in codes.iter().enumerate() {
+            let n = i + 1;
+            args.extend([
+                "-n".into(),
+                format!("{n}:0:+1M"),
+                "-t".into(),
+                format!("{n}:{code}"),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sgdisk(&args, file.path());
+        let gpt = Gpt::read(&mut file.reopen().unwrap(), 512).unwrap();
+        for (i, (code, guid)) in codes.iter().enumerate() {
+            assert_eq!(
+                gpt.partitions[i].as_ref().unwrap().type_guid,
+                *guid,
+                "{code}"
+            );
+        }
     }
 
     #[test]
