@@ -1553,6 +1553,7 @@ pub(crate) mod tests {
         let old = sample(small, 512);
         let mut disk = written(&old, small);
         disk.get_mut().resize(big as usize, 0);
+        disk.get_mut()[..440].fill(0x90); // GRUB's boot code
         let mut gpt = Gpt::read(&mut disk, 512).unwrap();
         assert_eq!(
             gpt.backup_lba,
@@ -1566,6 +1567,16 @@ pub(crate) mod tests {
         let read = Gpt::read_report(&mut disk, 512).unwrap();
         assert!(read.backup_problem.is_none());
         assert_eq!(read.gpt, gpt);
+        assert!(
+            disk.get_ref()[..440].iter().all(|&b| b == 0x90),
+            "boot code kept"
+        );
+        let pmbr_size = le_u32(&disk.get_ref()[458..462]);
+        assert_eq!(
+            u64::from(pmbr_size),
+            big / 512 - 1,
+            "MBR covers the grown disk"
+        );
     }
 
     #[test]
