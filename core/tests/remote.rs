@@ -153,18 +153,27 @@ fn put_and_get_bytes_round_trip_one_request_each() {
     assert_eq!(get.path_only(), "/abnix-test/kiosk/stable.meta");
     assert_eq!(get.range(), None);
     // Signed, and the signed Host header reached the server unchanged.
-    assert!(get.header("authorization").unwrap().starts_with("AWS4-HMAC-SHA256"));
-    assert_eq!(get.header("host"), Some(s.proxy.addr().to_string().as_str()));
+    assert!(get
+        .header("authorization")
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256"));
+    assert_eq!(
+        get.header("host"),
+        Some(s.proxy.addr().to_string().as_str())
+    );
 }
 
 #[test]
 fn missing_objects_are_not_found() {
     let s = setup();
     let key = s.remote.config().object_key("1-missing.image");
-    let is_not_found = |err: RemoteError| matches!(&err, RemoteError::NotFound { key: k } if *k == key);
+    let is_not_found =
+        |err: RemoteError| matches!(&err, RemoteError::NotFound { key: k } if *k == key);
     assert!(is_not_found(s.remote.get_bytes(&key, 10).unwrap_err()));
     assert!(is_not_found(s.remote.head(&key).unwrap_err()));
-    assert!(is_not_found(s.remote.open_reader(&key, 0, None).err().unwrap()));
+    assert!(is_not_found(
+        s.remote.open_reader(&key, 0, None).err().unwrap()
+    ));
     // Not found is an answer, not a failure: no retries.
     assert_eq!(s.proxy.requests().len(), 3);
 }
@@ -210,12 +219,22 @@ fn large_file_goes_multipart_and_streams_back_identical() {
         .iter()
         .filter(|r| r.method == "PUT" && r.path.contains("partNumber="))
         .collect();
-    assert_eq!(parts.len(), (data.len() as u64).div_ceil(PART_SIZE) as usize);
-    assert!(requests.iter().any(|r| r.method == "POST" && r.path.contains("uploads")));
-    assert!(requests.iter().any(|r| r.method == "POST" && r.path.contains("uploadId=")));
+    assert_eq!(
+        parts.len(),
+        (data.len() as u64).div_ceil(PART_SIZE) as usize
+    );
+    assert!(requests
+        .iter()
+        .any(|r| r.method == "POST" && r.path.contains("uploads")));
+    assert!(requests
+        .iter()
+        .any(|r| r.method == "POST" && r.path.contains("uploadId=")));
 
     s.proxy.clear_requests();
-    let reader = s.remote.open_reader(&key, 0, Some(data.len() as u64)).unwrap();
+    let reader = s
+        .remote
+        .open_reader(&key, 0, Some(data.len() as u64))
+        .unwrap();
     assert_eq!(reader.object_len(), data.len() as u64);
     let mut hasher = Sha256::new();
     let mut reader = reader;
@@ -244,7 +263,10 @@ fn small_file_is_one_put() {
     assert_eq!(requests.len(), 1, "{requests:#?}");
     assert_eq!(requests[0].method, "PUT");
     assert_eq!(progress.advanced.load(Ordering::SeqCst), 300_000);
-    assert_eq!(fs::read(s.server.object_path(&key)).unwrap(), fs::read(&path).unwrap());
+    assert_eq!(
+        fs::read(s.server.object_path(&key)).unwrap(),
+        fs::read(&path).unwrap()
+    );
 }
 
 #[test]
@@ -256,7 +278,10 @@ fn put_file_of_a_missing_file_names_it() {
         .put_file("k", &path, &RecordingProgress::default())
         .unwrap_err();
     assert!(matches!(err, RemoteError::Io { .. }), "{err:?}");
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
     assert!(s.proxy.requests().is_empty());
 }
 
@@ -284,20 +309,30 @@ fn failed_multipart_upload_is_aborted() {
         .put_file(&key, &path, &DeleteSourceAfterFirstPart(&path))
         .unwrap_err();
 
-    assert!(!matches!(err, RemoteError::NotFound { .. }), "{err:?}");
+    assert!(
+        matches!(&err, RemoteError::Io { context, .. } if context.contains("image.zst")),
+        "{err:?}"
+    );
     let requests = s.proxy.requests();
     assert!(
-        requests.iter().any(|r| r.method == "DELETE" && r.path.contains("uploadId=")),
+        requests
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.contains("uploadId=")),
         "no AbortMultipartUpload in {requests:#?}"
     );
-    assert!(!requests.iter().any(|r| r.method == "POST" && r.path.contains("uploadId=")));
+    assert!(!requests
+        .iter()
+        .any(|r| r.method == "POST" && r.path.contains("uploadId=")));
     assert!(!s.server.object_path(&key).exists());
     let leftovers: Vec<_> = fs::read_dir(s.server.root())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with(".upload"))
         .collect();
-    assert!(leftovers.is_empty(), "parts left on the server: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "parts left on the server: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -310,7 +345,10 @@ fn cut_connection_resumes_from_the_exact_byte() {
     let cut_at = 5_000_001;
     s.proxy.cut_next_get(cut_at);
 
-    let mut reader = s.remote.open_reader(&key, 0, Some(data.len() as u64)).unwrap();
+    let mut reader = s
+        .remote
+        .open_reader(&key, 0, Some(data.len() as u64))
+        .unwrap();
     let read = read_all(&mut reader);
 
     assert!(read == data, "bytes differ after a resume");
@@ -321,7 +359,9 @@ fn cut_connection_resumes_from_the_exact_byte() {
     assert_eq!(gets.len(), 2, "{requests:#?}");
     assert_eq!(gets[0].range(), None);
     assert_eq!(gets[1].range(), Some(format!("bytes={cut_at}-").as_str()));
-    assert!(gets[1].header("if-match").is_some_and(|etag| etag.len() > 2));
+    assert!(gets[1]
+        .header("if-match")
+        .is_some_and(|etag| etag.len() > 2));
 }
 
 #[test]
@@ -372,7 +412,10 @@ fn resumes_without_progress_are_bounded() {
         }
         other => panic!("expected Unreachable, got {other:?} ({err})"),
     }
-    assert_eq!(gets(&s.proxy.requests()).len(), 1 + fast_retry().max_attempts as usize);
+    assert_eq!(
+        gets(&s.proxy.requests()).len(),
+        1 + fast_retry().max_attempts as usize
+    );
 }
 
 #[test]
@@ -383,12 +426,18 @@ fn reader_from_an_offset_reads_the_tail() {
     s.remote.put_bytes(&key, &data).unwrap();
     s.proxy.clear_requests();
 
-    let mut reader = s.remote.open_reader(&key, 1000, Some(data.len() as u64)).unwrap();
+    let mut reader = s
+        .remote
+        .open_reader(&key, 1000, Some(data.len() as u64))
+        .unwrap();
     assert_eq!(reader.position(), 1000);
     assert!(read_all(&mut reader) == data[1000..]);
     assert_eq!(gets(&s.proxy.requests())[0].range(), Some("bytes=1000-"));
 
-    let mut at_end = s.remote.open_reader(&key, data.len() as u64, Some(data.len() as u64)).unwrap();
+    let mut at_end = s
+        .remote
+        .open_reader(&key, data.len() as u64, Some(data.len() as u64))
+        .unwrap();
     assert!(read_all(&mut at_end).is_empty());
 }
 
@@ -418,7 +467,10 @@ fn object_replaced_during_a_read_is_detected_on_resume() {
     s.remote.put_bytes(&key, &image_like(4 * MIB, 11)).unwrap();
     let err = std::io::copy(&mut reader, &mut std::io::sink()).unwrap_err();
     assert!(
-        matches!(RemoteError::from_io(&err), Some(RemoteError::ObjectChanged { .. })),
+        matches!(
+            RemoteError::from_io(&err),
+            Some(RemoteError::ObjectChanged { .. })
+        ),
         "{err}"
     );
 }
@@ -440,13 +492,24 @@ fn every_second_request_failing_with_500_still_completes() {
         .put_file(&image_key, &path, &RecordingProgress::default())
         .unwrap();
     s.proxy.cut_next_get(2 * MIB as u64);
-    let mut reader = s.remote.open_reader(&image_key, 0, Some(data.len() as u64)).unwrap();
+    let mut reader = s
+        .remote
+        .open_reader(&image_key, 0, Some(data.len() as u64))
+        .unwrap();
     assert!(read_all(&mut reader) == data);
     assert_eq!(reader.resumes(), 1);
-    assert!(s.remote.list(&s.remote.config().channel_prefix()).unwrap().len() == 1);
+    assert!(
+        s.remote
+            .list(&s.remote.config().channel_prefix())
+            .unwrap()
+            .len()
+            == 1
+    );
 
+    // Every failed request was retried: half of all requests seen failed.
     let requests = s.proxy.requests().len();
-    assert!(s.proxy.injected_errors() >= requests / 2 - 1, "{requests} requests");
+    assert!(requests > 10, "{requests} requests");
+    assert_eq!(s.proxy.injected_errors(), requests / 2);
 }
 
 #[test]
@@ -461,7 +524,10 @@ fn server_down_is_unreachable_quickly() {
     let elapsed = started.elapsed();
 
     match &err {
-        RemoteError::Unreachable { endpoint: e, reason } => {
+        RemoteError::Unreachable {
+            endpoint: e,
+            reason,
+        } => {
             assert_eq!(e, &endpoint);
             assert!(reason.contains("refused"), "{reason}");
         }
@@ -484,10 +550,16 @@ fn unresponsive_server_is_unreachable_within_max_total() {
     let err = s.remote.get_bytes("kiosk/stable.meta", 1024).unwrap_err();
     let elapsed = started.elapsed();
 
-    assert!(matches!(err, RemoteError::Unreachable { .. }), "{err:?}");
+    assert!(
+        matches!(&err, RemoteError::Unreachable { reason, .. } if reason == "no answer within 2s"),
+        "{err:?}"
+    );
     assert!(elapsed >= Duration::from_millis(1900), "took {elapsed:?}");
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
-    assert!(s.proxy.requests().len() >= 2, "the read timeout did not retry");
+    assert!(
+        s.proxy.requests().len() >= 2,
+        "the read timeout did not retry"
+    );
 }
 
 #[test]
@@ -498,9 +570,12 @@ fn credentials_file_readable_by_others_is_refused_before_any_request() {
     let creds = credentials_file(dir.path(), &server);
     fs::set_permissions(&creds, fs::Permissions::from_mode(0o644)).unwrap();
 
-    let err = Remote::new(config(proxy.endpoint(), CredentialSource::File(creds.clone())))
-        .err()
-        .unwrap();
+    let err = Remote::new(config(
+        proxy.endpoint(),
+        CredentialSource::File(creds.clone()),
+    ))
+    .err()
+    .unwrap();
 
     let RemoteError::Credentials(message) = &err else {
         panic!("expected Credentials, got {err:?}")
@@ -563,7 +638,10 @@ fn anonymous_requests_to_a_public_server_work() {
 
     remote.put_bytes(&key, b"public meta").unwrap();
     assert_eq!(remote.get_bytes(&key, 100).unwrap(), b"public meta");
-    assert!(proxy.requests().iter().all(|r| r.header("authorization").is_none()));
+    assert!(proxy
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization").is_none()));
 }
 
 #[test]
@@ -582,7 +660,9 @@ fn list_pages_through_everything_and_delete_removes_it() {
         })
         .collect();
     expected.sort();
-    s.remote.put_bytes(&s.remote.config().channel_meta_key(), b"m").unwrap();
+    s.remote
+        .put_bytes(&s.remote.config().channel_meta_key(), b"m")
+        .unwrap();
     s.proxy.clear_requests();
 
     let listed = s.remote.list(&channel).unwrap();
@@ -617,5 +697,8 @@ fn path_style_addressing_with_a_host_name_endpoint() {
 
     let get = gets(&proxy.requests())[0].clone();
     assert_eq!(get.path_only(), "/abnix-test/kiosk/stable.meta");
-    assert_eq!(get.header("host"), Some(format!("localhost:{}", proxy.addr().port()).as_str()));
+    assert_eq!(
+        get.header("host"),
+        Some(format!("localhost:{}", proxy.addr().port()).as_str())
+    );
 }

@@ -378,11 +378,17 @@ fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
             return if head.is_empty() {
                 Ok(None)
             } else {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated HTTP head"))
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated HTTP head",
+                ))
             };
         }
         if head.len() > MAX_HEAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "HTTP head too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "HTTP head too long",
+            ));
         }
         if &head[before..] == b"\r\n" || &head[before..] == b"\n" {
             return Ok(Some(head));
@@ -444,7 +450,8 @@ mod tests {
 
     #[test]
     fn connection_header_is_replaced_and_the_rest_kept() {
-        let head = b"PUT /b/k HTTP/1.1\r\nHost: h\r\nconnection: keep-alive\r\nx-amz-date: d\r\n\r\n";
+        let head =
+            b"PUT /b/k HTTP/1.1\r\nHost: h\r\nconnection: keep-alive\r\nx-amz-date: d\r\n\r\n";
         assert_eq!(
             with_connection_close(head),
             b"PUT /b/k HTTP/1.1\r\nHost: h\r\nx-amz-date: d\r\nConnection: close\r\n\r\n".to_vec()
@@ -455,7 +462,10 @@ mod tests {
     fn heads_end_at_the_blank_line() {
         let mut input = &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"[..];
         let head = read_head(&mut input).unwrap().unwrap();
-        assert_eq!(head, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n".to_vec());
+        assert_eq!(
+            head,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n".to_vec()
+        );
         assert_eq!(input, b"abc");
         assert!(read_head(&mut &b""[..]).unwrap().is_none());
         assert!(read_head(&mut &b"HTTP/1.1 200"[..]).is_err());

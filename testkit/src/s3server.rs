@@ -152,7 +152,9 @@ fn find_s3s_fs() -> PathBuf {
         .map(|dir| dir.join("s3s-fs"))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| {
-            panic!("s3s-fs not found on PATH nor in ~/.cargo/bin; install it with: {S3S_FS_INSTALL}")
+            panic!(
+                "s3s-fs not found on PATH nor in ~/.cargo/bin; install it with: {S3S_FS_INSTALL}"
+            )
         })
 }
 

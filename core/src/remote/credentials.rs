@@ -115,7 +115,8 @@ mod tests {
         assert_eq!(creds.secret_access_key(), "SK");
         assert_eq!(creds.session_token(), Some("TOK"));
 
-        let creds = parse_credentials("access_key_id = \"AK\"\nsecret_access_key = \"SK\"\n").unwrap();
+        let creds =
+            parse_credentials("access_key_id = \"AK\"\nsecret_access_key = \"SK\"\n").unwrap();
         assert_eq!(creds.session_token(), None);
     }
 
@@ -132,7 +133,8 @@ mod tests {
     fn rejects_missing_and_empty_keys() {
         let err = parse_credentials("access_key_id = \"AK\"\n").unwrap_err();
         assert!(err.contains("missing field `secret_access_key`"), "{err}");
-        let err = parse_credentials("access_key_id = \"\"\nsecret_access_key = \"SK\"\n").unwrap_err();
+        let err =
+            parse_credentials("access_key_id = \"\"\nsecret_access_key = \"SK\"\n").unwrap_err();
         assert_eq!(err, "access_key_id is empty");
     }
 
@@ -146,7 +148,11 @@ mod tests {
 
     fn write_with_mode(dir: &Path, mode: u32) -> PathBuf {
         let path = dir.join("creds.toml");
-        fs::write(&path, "access_key_id = \"AK\"\nsecret_access_key = \"SK\"\n").unwrap();
+        fs::write(
+            &path,
+            "access_key_id = \"AK\"\nsecret_access_key = \"SK\"\n",
+        )
+        .unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
         path
     }
@@ -191,7 +197,10 @@ mod tests {
             credentials: CredentialSource,
         }
         let parse = |s: &str| toml::from_str::<Wrapper>(s).map(|w| w.credentials);
-        assert_eq!(parse("credentials = \"chain\"").unwrap(), CredentialSource::Chain);
+        assert_eq!(
+            parse("credentials = \"chain\"").unwrap(),
+            CredentialSource::Chain
+        );
         assert_eq!(
             parse("credentials = \"anonymous\"").unwrap(),
             CredentialSource::Anonymous

@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::time::Duration;
 
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -78,6 +79,8 @@ pub(crate) struct RequestTarget<'a> {
     pub endpoint: &'a str,
     pub bucket: &'a str,
     pub key: &'a str,
+    /// The SDK's operation timeout, named when it fires.
+    pub max_total: Duration,
 }
 
 /// S3 error codes that mean "these credentials may not do this".
@@ -101,14 +104,16 @@ impl RequestTarget<'_> {
             SdkError::ServiceError(service) => {
                 let status = service.raw().status().as_u16();
                 let code = service.err().code();
-                self.from_response(status, code, service.err().message())
+                self.classify_response(status, code, service.err().message())
             }
             // A response that could not be parsed, e.g. a proxy's HTML page.
             SdkError::ResponseError(response) => {
                 let status = response.raw().status().as_u16();
-                self.from_response(status, None, Some(&innermost_message(&err)))
+                self.classify_response(status, None, Some(&innermost_message(&err)))
             }
-            SdkError::TimeoutError(_) => self.unreachable("no answer within the time allowed"),
+            SdkError::TimeoutError(_) => {
+                self.unreachable(&format!("no answer within {:?}", self.max_total))
+            }
             SdkError::DispatchFailure(failure) => {
                 if let Some(creds) = find_source::<CredentialsError>(&err) {
                     return RemoteError::Credentials(innermost_message(creds));
@@ -128,7 +133,12 @@ impl RequestTarget<'_> {
         }
     }
 
-    fn from_response(&self, status: u16, code: Option<&str>, message: Option<&str>) -> RemoteError {
+    fn classify_response(
+        &self,
+        status: u16,
+        code: Option<&str>,
+        message: Option<&str>,
+    ) -> RemoteError {
         let key = self.key.to_string();
         match code {
             Some("NoSuchBucket") => {
@@ -204,6 +214,7 @@ mod tests {
             endpoint: "http://127.0.0.1:9",
             bucket: "fleet",
             key: "prod/stable.meta",
+            max_total: Duration::from_secs(60),
         }
     }
 
@@ -211,15 +222,15 @@ mod tests {
     fn codes_win_over_statuses() {
         let t = target();
         assert!(matches!(
-            t.from_response(404, Some("NoSuchBucket"), None),
+            t.classify_response(404, Some("NoSuchBucket"), None),
             RemoteError::NoSuchBucket { bucket } if bucket == "fleet"
         ));
         assert!(matches!(
-            t.from_response(404, Some("NoSuchKey"), None),
+            t.classify_response(404, Some("NoSuchKey"), None),
             RemoteError::NotFound { key } if key == "prod/stable.meta"
         ));
         assert!(matches!(
-            t.from_response(403, Some("SignatureDoesNotMatch"), None),
+            t.classify_response(403, Some("SignatureDoesNotMatch"), None),
             RemoteError::AccessDenied { code, .. } if code == "SignatureDoesNotMatch"
         ));
     }
@@ -227,12 +238,15 @@ mod tests {
     #[test]
     fn bare_statuses_are_classified() {
         let t = target();
-        assert!(matches!(t.from_response(404, None, None), RemoteError::NotFound { .. }));
         assert!(matches!(
-            t.from_response(403, None, None),
+            t.classify_response(404, None, None),
+            RemoteError::NotFound { .. }
+        ));
+        assert!(matches!(
+            t.classify_response(403, None, None),
             RemoteError::AccessDenied { code, .. } if code == "no error code"
         ));
-        let err = t.from_response(503, Some("SlowDown"), Some("reduce your request rate"));
+        let err = t.classify_response(503, Some("SlowDown"), Some("reduce your request rate"));
         assert_eq!(
             err.to_string(),
             "prod/stable.meta: server error 503: SlowDown: reduce your request rate"
@@ -242,7 +256,10 @@ mod tests {
     #[test]
     fn io_errors_carry_remote_errors() {
         let io = io::Error::other(RemoteError::NotFound { key: "k".into() });
-        assert!(matches!(RemoteError::from_io(&io), Some(RemoteError::NotFound { .. })));
+        assert!(matches!(
+            RemoteError::from_io(&io),
+            Some(RemoteError::NotFound { .. })
+        ));
         assert!(RemoteError::from_io(&io::Error::other("plain")).is_none());
     }
 }

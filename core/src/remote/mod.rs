@@ -155,6 +155,7 @@ impl Shared {
             endpoint: &self.endpoint,
             bucket: &self.config.bucket,
             key,
+            max_total: self.config.retry.max_total,
         }
     }
 }
@@ -281,7 +282,14 @@ impl Remote {
         let shared = &self.shared;
         let output = shared
             .runtime
-            .block_on(shared.client.head_object().bucket(self.bucket()).key(key).send())
+            .block_on(
+                shared
+                    .client
+                    .head_object()
+                    .bucket(self.bucket())
+                    .key(key)
+                    .send(),
+            )
             .map_err(|err| shared.target(key).classify(err))?;
         Ok(ObjectInfo {
             key: key.to_string(),
@@ -444,10 +452,18 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("channel"));
         let mut c = config("");
         c.bucket.clear();
-        assert!(c.validate().unwrap_err().to_string().contains("bucket is empty"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("bucket is empty"));
         let mut c = config("");
         c.endpoint = Some("127.0.0.1:9000".into());
-        assert!(c.validate().unwrap_err().to_string().contains("not an http"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not an http"));
     }
 
     #[test]
@@ -468,7 +484,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:8014"));
         assert!(c.path_style);
-        assert_eq!(c.credentials, CredentialSource::File("/var/lib/abnix/s3".into()));
+        assert_eq!(
+            c.credentials,
+            CredentialSource::File("/var/lib/abnix/s3".into())
+        );
         assert_eq!(c.retry.max_attempts, 3);
         assert_eq!(c.timeouts.connect, std::time::Duration::from_secs(2));
         assert_eq!(c.timeouts.read, Timeouts::default().read);

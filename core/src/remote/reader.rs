@@ -124,10 +124,11 @@ impl ObjectReader {
             }
             let failure = match &mut self.body {
                 Some(body) => {
+                    // The timer must be created inside the runtime.
                     let next = self
                         .shared
                         .runtime
-                        .block_on(tokio::time::timeout(read_timeout, body.next()));
+                        .block_on(async { tokio::time::timeout(read_timeout, body.next()).await });
                     match next {
                         Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
                         Ok(Some(Ok(chunk))) => {
@@ -271,7 +272,10 @@ mod tests {
     #[test]
     fn content_range_totals() {
         assert_eq!(content_range_total("bytes 0-99/100"), Some(100));
-        assert_eq!(content_range_total("bytes 5242880-10485759/10485760"), Some(10485760));
+        assert_eq!(
+            content_range_total("bytes 5242880-10485759/10485760"),
+            Some(10485760)
+        );
     }
 
     #[test]

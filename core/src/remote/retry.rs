@@ -185,7 +185,10 @@ mod tests {
     #[test]
     fn policy_rejects_unknown_and_unitless_fields() {
         let err = toml::from_str::<RetryPolicy>("initial_backoff = 5\n").unwrap_err();
-        assert!(err.message().contains("unknown field `initial_backoff`"), "{err}");
+        assert!(
+            err.message().contains("unknown field `initial_backoff`"),
+            "{err}"
+        );
         let err = toml::from_str::<Timeouts>("read_secs = \"5s\"\n").unwrap_err();
         assert!(err.message().contains("invalid type"), "{err}");
     }
