@@ -365,6 +365,27 @@ fn cut_connection_resumes_from_the_exact_byte() {
 }
 
 #[test]
+fn cut_of_a_chosen_get_spares_the_others() {
+    let s = setup();
+    let data = image_like(2 * MIB, 14);
+    let key = s.remote.config().object_key("9-abc.image");
+    s.remote.put_bytes(&key, &data).unwrap();
+    s.proxy.cut_nth_get(2, 1000);
+
+    let mut first = s.remote.open_reader(&key, 0, None).unwrap();
+    assert!(read_all(&mut first) == data);
+    let mut second = s.remote.open_reader(&key, 0, None).unwrap();
+    assert!(read_all(&mut second) == data);
+
+    assert_eq!((first.resumes(), second.resumes()), (0, 1));
+    let ranges: Vec<_> = gets(&s.proxy.requests())
+        .iter()
+        .map(|g| g.range().map(str::to_string))
+        .collect();
+    assert_eq!(ranges, [None, None, Some("bytes=1000-".to_string())]);
+}
+
+#[test]
 fn stalled_body_times_out_and_resumes() {
     let s = setup_with(|cfg| cfg.timeouts.read = Duration::from_secs(1));
     let data = image_like(4 * MIB, 6);

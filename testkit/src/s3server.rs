@@ -25,7 +25,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct S3Server {
     child: Child,
     addr: SocketAddr,
-    authenticated: bool,
     root: TempDir,
 }
 
@@ -72,12 +71,7 @@ impl S3Server {
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
             if wait_until_listening(&mut child, addr) {
-                return S3Server {
-                    child,
-                    addr,
-                    authenticated,
-                    root,
-                };
+                return S3Server { child, addr, root };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -99,11 +93,6 @@ impl S3Server {
 
     pub fn bucket(&self) -> &str {
         BUCKET
-    }
-
-    /// Whether requests must be signed.
-    pub fn is_authenticated(&self) -> bool {
-        self.authenticated
     }
 
     pub fn access_key(&self) -> &str {

@@ -135,11 +135,18 @@ pub struct ObjectInfo {
 }
 
 /// A connection to the bucket. Cheap to clone; clones share the runtime and
-/// the connection pool.
+/// the connection pool. Blocking: call it from plain threads, never from
+/// inside an async context (see the module documentation).
 #[derive(Clone)]
 pub struct Remote {
     shared: Arc<Shared>,
 }
+
+// Shared by the updater's threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Remote>();
+};
 
 /// What a [`Remote`] and its readers share.
 struct Shared {

@@ -39,6 +39,12 @@ pub struct ObjectReader {
     stall: Option<Stall>,
 }
 
+// Readers feed pipeline threads.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<ObjectReader>();
+};
+
 /// Failed resumes since the last byte received.
 struct Stall {
     resumes: u32,
