@@ -61,6 +61,8 @@ pub(crate) fn read_credentials_file(path: &Path) -> Result<Credentials, RemoteEr
     if !metadata.is_file() {
         return Err(refuse("not a regular file".into()));
     }
+    // Owner-only modes pass, including systemd's LoadCredential= files,
+    // which are 0400 (systemd src/core/exec-credential.c, write_credential).
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(refuse(format!(
