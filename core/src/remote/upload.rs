@@ -112,7 +112,7 @@ async fn put_multipart(
         .ok_or_else(|| RemoteError::Other(format!("{key}: no upload id from the server")))?
         .to_string();
 
-    match upload_parts(shared, key, path, size, &upload_id, progress).await {
+    let uploaded = match upload_parts(shared, key, path, size, &upload_id, progress).await {
         Ok(parts) => shared
             .client
             .complete_multipart_upload()
@@ -128,23 +128,25 @@ async fn put_multipart(
             .await
             .map(|_| ())
             .map_err(|err| shared.target(key).classify(err)),
-        Err(err) => {
-            // Without an abort, the stored parts linger (and are billed)
-            // until a lifecycle rule removes them.
-            if let Err(abort) = shared
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await
-            {
-                warn!(key, upload_id, error = %shared.target(key).classify(abort), "aborting the multipart upload failed");
-            }
-            Err(err)
+        Err(err) => Err(err),
+    };
+    if uploaded.is_err() {
+        // Without an abort, the stored parts linger (and are billed) until
+        // a lifecycle rule removes them.
+        if let Err(abort) = shared
+            .client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .send()
+            .await
+        {
+            let error = shared.target(key).classify(abort);
+            warn!(key, upload_id, %error, "aborting the multipart upload failed");
         }
     }
+    uploaded
 }
 
 /// Uploads every part, `PARTS_IN_FLIGHT` at a time; the parts in the order
