@@ -133,7 +133,8 @@ impl RequestTarget<'_> {
         }
     }
 
-    fn classify_response(
+    /// Maps an S3 error answer (HTTP status, S3 error code, message).
+    pub fn classify_response(
         &self,
         status: u16,
         code: Option<&str>,

@@ -397,16 +397,14 @@ impl Remote {
                         .send(),
                 )
                 .map_err(|err| shared.target(&batch[0]).classify(err))?;
+            // Per-key failures come inside a 200 answer, with an S3 code.
             if let Some(failed) = output.errors().first() {
-                return Err(RemoteError::Server {
-                    key: failed.key().unwrap_or("?").to_string(),
-                    status: 200,
-                    message: format!(
-                        "delete failed: {}: {}",
-                        failed.code().unwrap_or("no code"),
-                        failed.message().unwrap_or("no message")
-                    ),
-                });
+                let key = failed.key().unwrap_or(&batch[0]);
+                return Err(shared.target(key).classify_response(
+                    200,
+                    failed.code(),
+                    failed.message(),
+                ));
             }
             debug!(count = batch.len(), "deleted");
         }
