@@ -1,0 +1,473 @@
+//! An HTTP/1.1 proxy that records requests and injects faults.
+//!
+//! It parses just enough HTTP to see each request's line and headers. It
+//! forwards requests byte for byte, so SigV4 signatures stay valid (the Host
+//! header and everything signed arrive unchanged), with one exception: it
+//! sets `Connection: close` upstream. One request per connection means the
+//! response ends where the upstream connection ends, so responses need no
+//! parsing beyond their head. `Connection` is a hop-by-hop header that
+//! clients do not sign.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Longest request or response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// A stalled response is held at most this long.
+const MAX_STALL: Duration = Duration::from_secs(120);
+
+/// A request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Path and query, e.g. `/abnix-test/k?uploads`.
+    pub path: String,
+    /// Headers in order, names as sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn range(&self) -> Option<&str> {
+        self.header("range")
+    }
+
+    /// The path without its query.
+    pub fn path_only(&self) -> &str {
+        self.path.split('?').next().unwrap_or_default()
+    }
+}
+
+/// Which GET responses a cut applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CutWhich {
+    Next,
+    /// 1-based, counted since the proxy started.
+    Nth(usize),
+    Every,
+}
+
+/// Cuts GET response bodies.
+#[derive(Debug, Clone, Copy)]
+struct BodyCut {
+    which: CutWhich,
+    after_bytes: u64,
+    /// Hold the connection open instead of closing it.
+    stall: bool,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    cut: Option<BodyCut>,
+    fail_every_second: bool,
+    /// Requests seen since `fail_every_second` was turned on.
+    seen_while_failing: usize,
+    latency: Duration,
+}
+
+struct State {
+    upstream: SocketAddr,
+    requests: Mutex<Vec<RecordedRequest>>,
+    faults: Mutex<Faults>,
+    injected_errors: AtomicUsize,
+    cuts: AtomicUsize,
+    /// GETs seen since start (not reset by `clear_requests`).
+    gets: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// What to do with one request, decided when it arrives.
+struct Plan {
+    fail: bool,
+    cut: Option<BodyCut>,
+    latency: Duration,
+}
+
+/// A proxy on 127.0.0.1 in front of `upstream`. Faults are set at runtime
+/// and apply to requests that arrive afterwards.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let state = Arc::new(State {
+            upstream,
+            requests: Mutex::default(),
+            faults: Mutex::default(),
+            injected_errors: AtomicUsize::new(0),
+            cuts: AtomicUsize::new(0),
+            gets: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let accept_state = state.clone();
+        let accept_thread = thread::spawn(move || {
+            for client in listener.incoming() {
+                if accept_state.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let state = accept_state.clone();
+                // Errors end the connection, which is what a client sees
+                // from a flaky network anyway.
+                thread::spawn(move || {
+                    let _ = serve(client, &state);
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            state,
+            accept_thread: Some(accept_thread),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests seen so far (GET numbering goes on).
+    pub fn clear_requests(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+
+    /// Cuts the body of the next GET response after `after_bytes` bytes by
+    /// closing both connections. Once.
+    pub fn cut_next_get(&self, after_bytes: u64) {
+        self.set_cut(CutWhich::Next, after_bytes, false);
+    }
+
+    /// Cuts the body of every GET response after `after_bytes` bytes, until
+    /// the faults are cleared.
+    pub fn cut_every_get(&self, after_bytes: u64) {
+        self.set_cut(CutWhich::Every, after_bytes, false);
+    }
+
+    /// Cuts the body of the `n`-th GET (1-based, counted since the proxy
+    /// started, answered or not) after `after_bytes` bytes.
+    pub fn cut_nth_get(&self, n: usize, after_bytes: u64) {
+        self.set_cut(CutWhich::Nth(n), after_bytes, false);
+    }
+
+    /// Stops forwarding the next GET response's body after `after_bytes`
+    /// bytes and holds the connection open until the client gives up.
+    pub fn stall_next_get(&self, after_bytes: u64) {
+        self.set_cut(CutWhich::Next, after_bytes, true);
+    }
+
+    fn set_cut(&self, which: CutWhich, after_bytes: u64, stall: bool) {
+        self.state.faults.lock().unwrap().cut = Some(BodyCut {
+            which,
+            after_bytes,
+            stall,
+        });
+    }
+
+    /// While on, every second request (the 2nd, 4th, … since turned on) is
+    /// answered `500 InternalError` by the proxy itself, not forwarded.
+    pub fn fail_every_second_request(&self, on: bool) {
+        let mut faults = self.state.faults.lock().unwrap();
+        faults.fail_every_second = on;
+        faults.seen_while_failing = 0;
+    }
+
+    /// Delay before each request is forwarded (or failed).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.faults.lock().unwrap().latency = latency;
+    }
+
+    /// Removes every fault (recorded requests stay).
+    pub fn clear_faults(&self) {
+        *self.state.faults.lock().unwrap() = Faults::default();
+    }
+
+    /// Responses the proxy answered `500` itself.
+    pub fn injected_errors(&self) -> usize {
+        self.state.injected_errors.load(Ordering::SeqCst)
+    }
+
+    /// Response bodies cut or stalled.
+    pub fn cuts(&self) -> usize {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocking accept so the thread sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(thread) = self.accept_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl State {
+    /// Records the request and decides its fate.
+    fn plan(&self, request: RecordedRequest) -> Plan {
+        let mut requests = self.requests.lock().unwrap();
+        let mut faults = self.faults.lock().unwrap();
+        let is_get = request.method == "GET";
+        requests.push(request);
+        let get_number = if is_get {
+            self.gets.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            0
+        };
+
+        let fail = faults.fail_every_second && {
+            faults.seen_while_failing += 1;
+            faults.seen_while_failing % 2 == 0
+        };
+        let cut = match faults.cut {
+            Some(cut) if is_get && !fail => match cut.which {
+                CutWhich::Every => Some(cut),
+                CutWhich::Nth(n) if n != get_number => None,
+                CutWhich::Next | CutWhich::Nth(_) => faults.cut.take(),
+            },
+            _ => None,
+        };
+        Plan {
+            fail,
+            cut,
+            latency: faults.latency,
+        }
+    }
+}
+
+/// Handles one client connection: one request, one response.
+fn serve(client: TcpStream, state: &State) -> io::Result<()> {
+    let mut client_reader = BufReader::new(client.try_clone()?);
+    let Some(head) = read_head(&mut client_reader)? else {
+        return Ok(());
+    };
+    let request = parse_request(&head)?;
+    let method = request.method.clone();
+    let plan = state.plan(request);
+    thread::sleep(plan.latency);
+
+    let mut client_writer = client;
+    if plan.fail {
+        state.injected_errors.fetch_add(1, Ordering::SeqCst);
+        return answer_500(&mut client_writer, &mut client_reader, &method);
+    }
+
+    let mut upstream = TcpStream::connect(state.upstream)?;
+    upstream.write_all(&with_connection_close(&head))?;
+    // Body bytes the reader already pulled in with the head.
+    let buffered = client_reader.buffer().to_vec();
+    client_reader.consume(buffered.len());
+    upstream.write_all(&buffered)?;
+
+    // The rest of the request body, until the client closes.
+    let client_gone = Arc::new(AtomicBool::new(false));
+    let pump = {
+        let mut from_client = client_reader.into_inner();
+        let mut to_upstream = upstream.try_clone()?;
+        let client_gone = client_gone.clone();
+        thread::spawn(move || {
+            let _ = io::copy(&mut from_client, &mut to_upstream);
+            let _ = to_upstream.shutdown(Shutdown::Write);
+            client_gone.store(true, Ordering::SeqCst);
+        })
+    };
+
+    let mut upstream_reader = BufReader::new(upstream);
+    let result = relay_response(&mut upstream_reader, &mut client_writer, plan.cut);
+    if let Ok(true) = result {
+        state.cuts.fetch_add(1, Ordering::SeqCst);
+        if plan.cut.is_some_and(|cut| cut.stall) {
+            let deadline = Instant::now() + MAX_STALL;
+            while !client_gone.load(Ordering::SeqCst) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let _ = client_writer.shutdown(Shutdown::Both);
+    let _ = upstream_reader.get_ref().shutdown(Shutdown::Both);
+    let _ = pump.join();
+    result.map(|_| ())
+}
+
+/// Copies the response head and body to the client, stopping after
+/// `cut.after_bytes` body bytes; true if it stopped early.
+fn relay_response(
+    upstream: &mut BufReader<TcpStream>,
+    client: &mut TcpStream,
+    cut: Option<BodyCut>,
+) -> io::Result<bool> {
+    let Some(head) = read_head(upstream)? else {
+        return Ok(false);
+    };
+    client.write_all(&head)?;
+    let mut left = cut.map_or(u64::MAX, |cut| cut.after_bytes);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = upstream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        client.write_all(&buf[..take])?;
+        left -= take as u64;
+        if take < n || (left == 0 && cut.is_some()) {
+            return Ok(true);
+        }
+    }
+}
+
+/// Answers `500 InternalError` with an S3 error document, then drains what
+/// the client still sends so closing does not reset the connection before
+/// the client has read the answer.
+fn answer_500(
+    client: &mut TcpStream,
+    client_reader: &mut BufReader<TcpStream>,
+    method: &str,
+) -> io::Result<()> {
+    let body = if method == "HEAD" {
+        ""
+    } else {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <Error><Code>InternalError</Code><Message>injected by FaultProxy</Message></Error>"
+    };
+    write!(
+        client,
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    client.shutdown(Shutdown::Write)?;
+    client.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let _ = io::copy(client_reader, &mut io::sink());
+    Ok(())
+}
+
+/// Reads up to and including the blank line that ends an HTTP head; `None`
+/// if the connection closed before any byte.
+fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let before = head.len();
+        if reader.read_until(b'\n', &mut head)? == 0 {
+            return if head.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated HTTP head",
+                ))
+            };
+        }
+        if head.len() > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "HTTP head too long",
+            ));
+        }
+        if &head[before..] == b"\r\n" || &head[before..] == b"\n" {
+            return Ok(Some(head));
+        }
+    }
+}
+
+fn parse_request(head: &[u8]) -> io::Result<RecordedRequest> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let text = std::str::from_utf8(head).map_err(|_| invalid("request head is not UTF-8"))?;
+    let mut lines = text.lines();
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let (Some(method), Some(path)) = (request_line.next(), request_line.next()) else {
+        return Err(invalid("malformed request line"));
+    };
+    let headers = lines
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect();
+    Ok(RecordedRequest {
+        method: method.to_string(),
+        path: path.to_string(),
+        headers,
+    })
+}
+
+/// The request head with any `Connection` header replaced by
+/// `Connection: close`; every other line is kept byte for byte.
+fn with_connection_close(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + 19);
+    let mut lines = head.split_inclusive(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let is_last = lines.peek().is_none();
+        if is_last {
+            out.extend_from_slice(b"Connection: close\r\n");
+            out.extend_from_slice(line);
+        } else if !line.to_ascii_lowercase().starts_with(b"connection:") {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_heads_are_parsed() {
+        let head = b"GET /b/k?x=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nRange: bytes=5-\r\n\r\n";
+        let request = parse_request(head).unwrap();
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.path, "/b/k?x=1");
+        assert_eq!(request.path_only(), "/b/k");
+        assert_eq!(request.range(), Some("bytes=5-"));
+        assert_eq!(request.header("HOST"), Some("127.0.0.1:9"));
+    }
+
+    #[test]
+    fn connection_header_is_replaced_and_the_rest_kept() {
+        let head =
+            b"PUT /b/k HTTP/1.1\r\nHost: h\r\nconnection: keep-alive\r\nx-amz-date: d\r\n\r\n";
+        assert_eq!(
+            with_connection_close(head),
+            b"PUT /b/k HTTP/1.1\r\nHost: h\r\nx-amz-date: d\r\nConnection: close\r\n\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn heads_end_at_the_blank_line() {
+        let mut input = &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"[..];
+        let head = read_head(&mut input).unwrap().unwrap();
+        assert_eq!(
+            head,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n".to_vec()
+        );
+        assert_eq!(input, b"abc");
+        assert!(read_head(&mut &b""[..]).unwrap().is_none());
+        assert!(read_head(&mut &b"HTTP/1.1 200"[..]).is_err());
+    }
+}
