@@ -179,7 +179,7 @@ fn status_line(phase: &str, done: u64, total: Option<u64>, elapsed: Duration) ->
     let Some(total) = total else {
         return format!("{phase}: {}, {}/s", human_bytes(done), human_bytes(rate));
     };
-    let percent = if total == 0 { 100 } else { done * 100 / total };
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
     let mut line = format!(
         "{phase}: {} of {} ({percent}%), {}/s",
         human_bytes(done),

@@ -563,26 +563,37 @@ fn a_failing_source_names_the_frame_and_stops_every_stage() {
     }
 }
 
+/// One phase as a [`RecordingProgress`] saw it.
+#[derive(Debug, PartialEq, Eq)]
+struct PhaseRecord {
+    name: String,
+    total: Option<u64>,
+    done: u64,
+    finished: bool,
+}
+
 /// Records phases and the bytes reported in each.
 #[derive(Default)]
 struct RecordingProgress {
-    phases: Mutex<Vec<(String, Option<u64>, u64, bool)>>,
+    phases: Mutex<Vec<PhaseRecord>>,
 }
 
 impl Progress for RecordingProgress {
     fn start(&self, phase: &str, total: Option<u64>) {
-        self.phases
-            .lock()
-            .unwrap()
-            .push((phase.to_owned(), total, 0, false));
+        self.phases.lock().unwrap().push(PhaseRecord {
+            name: phase.to_owned(),
+            total,
+            done: 0,
+            finished: false,
+        });
     }
 
     fn advance(&self, bytes: u64) {
-        self.phases.lock().unwrap().last_mut().unwrap().2 += bytes;
+        self.phases.lock().unwrap().last_mut().unwrap().done += bytes;
     }
 
     fn finish(&self) {
-        self.phases.lock().unwrap().last_mut().unwrap().3 = true;
+        self.phases.lock().unwrap().last_mut().unwrap().finished = true;
     }
 }
 
@@ -604,13 +615,15 @@ fn progress_covers_writing_and_verifying() {
         &progress,
     )
     .unwrap();
-    let size = Some(MIB as u64);
+    let phase = |name: &str| PhaseRecord {
+        name: name.to_owned(),
+        total: Some(MIB as u64),
+        done: MIB as u64,
+        finished: true,
+    };
     assert_eq!(
         progress.phases.into_inner().unwrap(),
-        [
-            ("writing slot b".to_owned(), size, MIB as u64, true),
-            ("verifying slot b".to_owned(), size, MIB as u64, true),
-        ]
+        [phase("writing slot b"), phase("verifying slot b")]
     );
 }
 
