@@ -32,9 +32,10 @@
 # the zstd work (b) does, it hashes every byte twice with SHA-256 (per chunk,
 # and the whole image, as the contract asks); a profile puts ~55% of its
 # cycles in SHA-256 (SHA-NI) and ~25% in zstd. That is ~3.3 CPU-seconds per
-# 1.3 GB against ~1.7 for (b), and 2 cores cannot hide it; with more cores
-# the decoders spread out and the whole-image hash (~1.5 GB/s on one core)
-# becomes the bound, above single-threaded zstd. (d), the DESIGN §9 budget,
+# 1.3 GB against ~1.7 for (b), and 2 cores cannot hide it. With more cores
+# (not measured here) the decoders spread out and the bound should become
+# the whole-image hash thread (~1.5 GB/s), above what one zstd -d thread
+# does (~1.3 GB/s of CPU time here). (d), the DESIGN §9 budget,
 # costs more CPU than (a) (coreutils sha256sum has no SHA-NI: ~400 MB/s).
 # Peak RSS stays under 64 MiB (budget 32 MiB in flight).
 #
