@@ -142,7 +142,9 @@ pub enum PipelineError {
 ///
 /// Refuses before writing anything when the index does not add up to
 /// `image.size` or the image does not fit the target. On error, every thread
-/// has stopped when this returns; the target holds a partial image.
+/// has stopped when this returns (a read from `source` that is under way is
+/// waited for, so a network source needs its own timeouts); the target then
+/// holds a partial image.
 pub fn write_image<R: Read + Send, D: Disk>(
     source: R,
     image: &ImageSpec,
@@ -473,8 +475,8 @@ fn spawn_workers<'scope, J, W>(
     }
 }
 
-/// Reads the image back from the target in chunks and checks each chunk's
-/// hash on the worker threads.
+/// Reads the image back from the target in chunks (sequentially: the target
+/// is one handle) and checks the chunks' hashes in parallel on the workers.
 ///
 /// On a block device this reads through the page cache, so it proves what
 /// the kernel will serve, not necessarily what reached the medium.
