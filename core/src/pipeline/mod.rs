@@ -1,0 +1,536 @@
+//! The image pipeline (DESIGN §3, §9): a compressed image object in, the raw
+//! image written at offset 0 of a target disk (a slot) out.
+//!
+//! The object is a sequence of independent zstd frames, one per chunk of the
+//! [`Index`]. Each stage runs on its own thread, so the whole goes at the
+//! speed of its slowest stage:
+//!
+//! ```text
+//! source ─▶ reader ──frames──▶ decoders ×N ──chunks──▶ writer ──▶ target
+//!           slices frames      decompress,             calling thread,
+//!           by the index       hash, check             index order ──▶ image hasher
+//! ```
+//!
+//! Memory is bounded whatever the image size: every chunk holds a lease of
+//! (frame + raw) bytes on a budget of [`WriteOptions::max_in_flight`] from
+//! the moment the reader starts on its frame until the writer and the
+//! whole-image hasher are done with it, and every channel is bounded.
+//!
+//! A chunk stays one unit from reader to writer, and the writer takes chunks
+//! by index position, so chunks found elsewhere (delta updates copying them
+//! from the other slot) can join the same stream later.
+
+mod budget;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::io::{self, Read, SeekFrom};
+use std::num::NonZeroUsize;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, Scope};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+use zstd::bulk::Decompressor;
+
+use crate::digest::Digest;
+use crate::disk::Disk;
+use crate::index::{Chunk, Index};
+use crate::progress::Progress;
+use budget::{Lease, Run};
+
+/// How the pipeline runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Threads that decompress and hash chunks (at least one runs).
+    pub workers: usize,
+    /// Bound on the bytes of frames and decompressed chunks held between the
+    /// source and the target. One chunk is always let through, even a larger
+    /// one.
+    pub max_in_flight: usize,
+    /// After the final sync, read the image back and check every chunk's
+    /// hash.
+    pub verify_readback: bool,
+    /// What is written, for progress: the phases are "writing <name>" and
+    /// "verifying <name>", e.g. "writing slot b".
+    pub target_name: String,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            workers: thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            max_in_flight: 32 << 20,
+            verify_readback: false,
+            target_name: "image".to_owned(),
+        }
+    }
+}
+
+/// The image to write, as the verified meta and index describe it.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageSpec<'a> {
+    pub index: &'a Index,
+    /// Size of the raw image.
+    pub size: u64,
+    /// SHA-256 of the raw image.
+    pub sha256: Digest,
+}
+
+/// What a successful run wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    pub bytes: u64,
+    pub chunks: usize,
+    /// From the call until the end (sync and read-back included).
+    pub elapsed: Duration,
+    /// SHA-256 of the image written (equal to the expected one).
+    pub sha256: Digest,
+}
+
+/// Why an image was not written. Every variant says where.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(
+        "chunk {chunk} (image offset {offset}) has SHA-256 {actual}, the index says {expected}"
+    )]
+    ChunkMismatch {
+        chunk: usize,
+        /// Offset of the chunk in the raw image.
+        offset: u64,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("chunk {chunk}: bad zstd frame at object offset {offset}: {reason}")]
+    BadFrame {
+        chunk: usize,
+        /// Offset of the frame in the compressed object.
+        offset: u64,
+        reason: String,
+    },
+    #[error("the image object ends inside the frame of chunk {chunk}: got {got} of its {expected} bytes")]
+    Truncated {
+        chunk: usize,
+        expected: u64,
+        got: u64,
+    },
+    #[error("the image object goes on after its last frame (object offset {offset}): it does not match its index")]
+    TrailingData {
+        /// Where the unexpected bytes start in the compressed object.
+        offset: u64,
+    },
+    #[error("the image has SHA-256 {actual}, the meta says {expected}")]
+    ImageMismatch { expected: Digest, actual: Digest },
+    #[error("the image ({image} bytes) is larger than the target ({target} bytes)")]
+    TooLarge { image: u64, target: u64 },
+    #[error("chunk {chunk} (image offset {offset}) reads back different from what was written")]
+    ReadbackMismatch { chunk: usize, offset: u64 },
+    #[error("reading the image object: {0}")]
+    Source(#[source] io::Error),
+    #[error("target: {0}")]
+    Target(#[source] io::Error),
+    #[error("the index does not describe the image: {0}")]
+    BadIndex(String),
+}
+
+/// Writes the image from `source` (its compressed object, read sequentially
+/// from the start) at offset 0 of `target`, checking every chunk against the
+/// index and the whole against `image.sha256`, then syncs the target.
+///
+/// Refuses before writing anything when the index does not add up to
+/// `image.size` or the image does not fit the target. On error, every thread
+/// has stopped when this returns (a read from `source` that is under way is
+/// waited for, so a network source needs its own timeouts); the target then
+/// holds a partial image.
+pub fn write_image<R: Read + Send, D: Disk>(
+    source: R,
+    image: &ImageSpec,
+    target: &mut D,
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+) -> Result<WriteReport, PipelineError> {
+    let started = Instant::now();
+    let chunks = &image.index.chunks;
+    check_index(chunks, image.size)?;
+    let target_size = target
+        .size()
+        .map_err(|e| PipelineError::Target(context(e, "reading its size")))?;
+    if image.size > target_size {
+        return Err(PipelineError::TooLarge {
+            image: image.size,
+            target: target_size,
+        });
+    }
+
+    progress.start(&format!("writing {}", opts.target_name), Some(image.size));
+    let sha256 = stream_chunks(source, chunks, target, opts, progress)?;
+    if sha256 != image.sha256 {
+        return Err(PipelineError::ImageMismatch {
+            expected: image.sha256,
+            actual: sha256,
+        });
+    }
+    // The caller makes the slot bootable next: the image must be durable
+    // before that.
+    target
+        .sync()
+        .map_err(|e| PipelineError::Target(context(e, "syncing")))?;
+    progress.finish();
+
+    if opts.verify_readback {
+        verify_readback(target, chunks, opts, progress)?;
+    }
+    Ok(WriteReport {
+        bytes: image.size,
+        chunks: chunks.len(),
+        elapsed: started.elapsed(),
+        sha256,
+    })
+}
+
+/// Items waiting in a bounded channel between two stages. The byte budget is
+/// the real bound on memory; this only has to be deep enough that stages
+/// rarely wait on each other.
+const CHANNEL_DEPTH: usize = 64;
+
+/// A chunk's bytes in flight (its compressed frame or its raw data) and its
+/// share of the budget, given back when the bytes are dropped.
+struct Block<'run> {
+    /// Position of the chunk in the index.
+    index: usize,
+    data: Vec<u8>,
+    lease: Lease<'run>,
+}
+
+/// The chunks must tile the image and the object from offset 0 with no gap,
+/// since both are read and written sequentially.
+fn check_index(chunks: &[Chunk], size: u64) -> Result<(), PipelineError> {
+    let mut offset = 0u64;
+    let mut compressed_offset = 0u64;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let bad = |reason: String| Err(PipelineError::BadIndex(format!("chunk {i}: {reason}")));
+        if chunk.len == 0 || chunk.compressed_len == 0 {
+            return bad("empty chunk or frame".into());
+        }
+        if chunk.offset != offset {
+            return bad(format!("starts at {}, not at {offset}", chunk.offset));
+        }
+        if chunk.compressed_offset != compressed_offset {
+            return bad(format!(
+                "frame starts at {}, not at {compressed_offset}",
+                chunk.compressed_offset
+            ));
+        }
+        let (Some(end), Some(compressed_end)) = (
+            offset.checked_add(chunk.len.into()),
+            compressed_offset.checked_add(chunk.compressed_len.into()),
+        ) else {
+            return bad("offsets overflow".into());
+        };
+        offset = end;
+        compressed_offset = compressed_end;
+    }
+    if offset != size {
+        return Err(PipelineError::BadIndex(format!(
+            "the chunks add up to {offset} bytes, the image has {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the reader, decoders, writer and whole-image hasher; returns the
+/// SHA-256 of what was written.
+fn stream_chunks<R: Read + Send, D: Disk>(
+    source: R,
+    chunks: &[Chunk],
+    target: &mut D,
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+) -> Result<Digest, PipelineError> {
+    let run = Run::new(opts.max_in_flight as u64);
+    let sha256 = thread::scope(|scope| {
+        let run = &run;
+        let (frames_tx, frames_rx) = mpsc::sync_channel(CHANNEL_DEPTH);
+        let (decoded_tx, decoded_rx) = mpsc::sync_channel(CHANNEL_DEPTH);
+        let (written_tx, written_rx) = mpsc::sync_channel(CHANNEL_DEPTH);
+
+        scope.spawn(move || read_frames(source, chunks, run, frames_tx));
+        spawn_workers(scope, opts.workers, frames_rx, run, || {
+            let mut zstd = Decompressor::default();
+            let decoded_tx = decoded_tx.clone();
+            move |frame| match decode(&mut zstd, chunks, frame) {
+                Ok(chunk) => decoded_tx.send(chunk).is_ok(),
+                Err(error) => {
+                    run.fail(error);
+                    false
+                }
+            }
+        });
+        // Only the decoders may hold senders, so the writer sees the channel
+        // close when they stop.
+        drop(decoded_tx);
+        let hasher = scope.spawn(move || hash_in_order(written_rx));
+        write_in_order(target, chunks, decoded_rx, written_tx, run, progress);
+        hasher.join().expect("the image hasher does not panic")
+    });
+    run.into_result()?;
+    Ok(sha256)
+}
+
+/// Reader stage: slices the object into frames by the index, then checks
+/// that nothing follows the last one.
+fn read_frames<'run, R: Read>(
+    mut source: R,
+    chunks: &[Chunk],
+    run: &'run Run,
+    frames: SyncSender<Block<'run>>,
+) {
+    for (index, chunk) in chunks.iter().enumerate() {
+        // The raw bytes are reserved too: the decoder allocates them later
+        // under this same lease.
+        let Some(lease) = run.acquire(u64::from(chunk.compressed_len) + u64::from(chunk.len))
+        else {
+            return;
+        };
+        let mut data = vec![0; chunk.compressed_len as usize];
+        match read_fully(&mut source, &mut data) {
+            Ok(got) if got == data.len() => {}
+            Ok(got) => {
+                return run.fail(PipelineError::Truncated {
+                    chunk: index,
+                    expected: chunk.compressed_len.into(),
+                    got: got as u64,
+                })
+            }
+            Err(e) => {
+                return run.fail(PipelineError::Source(context(
+                    e,
+                    format_args!(
+                        "frame of chunk {index} at object offset {}",
+                        chunk.compressed_offset
+                    ),
+                )))
+            }
+        }
+        if frames.send(Block { index, data, lease }).is_err() {
+            return;
+        }
+    }
+    // Let the decoders finish while the source is probed for its end.
+    drop(frames);
+    let end = chunks
+        .last()
+        .map_or(0, |c| c.compressed_offset + u64::from(c.compressed_len));
+    match read_fully(&mut source, &mut [0; 1]) {
+        Ok(0) => {}
+        Ok(_) => run.fail(PipelineError::TrailingData { offset: end }),
+        Err(e) => run.fail(PipelineError::Source(context(
+            e,
+            format_args!("after the last frame at object offset {end}"),
+        ))),
+    }
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_fully(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Decoder stage, for one frame: decompress into a buffer of the chunk's
+/// exact length and check the chunk's hash.
+fn decode<'run>(
+    zstd: &mut Decompressor,
+    chunks: &[Chunk],
+    frame: Block<'run>,
+) -> Result<Block<'run>, PipelineError> {
+    let chunk = &chunks[frame.index];
+    let bad_frame = |reason| PipelineError::BadFrame {
+        chunk: frame.index,
+        offset: chunk.compressed_offset,
+        reason,
+    };
+    // The bulk API decompresses into spare capacity, so the buffer is not
+    // zeroed first; a frame holding more than the index says fails with
+    // "Destination buffer is too small".
+    let mut data = Vec::with_capacity(chunk.len as usize);
+    match zstd.decompress_to_buffer(&frame.data, &mut data) {
+        Err(e) => return Err(bad_frame(format!("zstd: {e}"))),
+        Ok(n) if n != chunk.len as usize => {
+            return Err(bad_frame(format!(
+                "holds {n} bytes, the index says {}",
+                chunk.len
+            )))
+        }
+        Ok(_) => {}
+    }
+    let actual = Digest::of(&data);
+    if actual != chunk.sha256 {
+        return Err(PipelineError::ChunkMismatch {
+            chunk: frame.index,
+            offset: chunk.offset,
+            expected: chunk.sha256,
+            actual,
+        });
+    }
+    Ok(Block {
+        index: frame.index,
+        data,
+        lease: frame.lease,
+    })
+}
+
+/// Writer stage, on the calling thread (the target need not be `Send`):
+/// writes the chunks in index order as they arrive in any order, and hands
+/// each to the whole-image hasher.
+fn write_in_order<'run, D: Disk>(
+    target: &mut D,
+    chunks: &[Chunk],
+    decoded: Receiver<Block<'run>>,
+    written: SyncSender<Arc<Block<'run>>>,
+    run: &Run,
+    progress: &dyn Progress,
+) {
+    if let Err(e) = target.seek(SeekFrom::Start(0)) {
+        return run.fail(PipelineError::Target(context(e, "seeking to its start")));
+    }
+    // Chunks decoded ahead of their turn; the budget bounds how many.
+    let mut early = BTreeMap::new();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let block = loop {
+            if run.has_failed() {
+                return;
+            }
+            if let Some(block) = early.remove(&index) {
+                break block;
+            }
+            match decoded.recv() {
+                Ok(block) if block.index == index => break block,
+                Ok(block) => {
+                    early.insert(block.index, block);
+                }
+                Err(_) => return,
+            }
+        };
+        let block = Arc::new(block);
+        if written.send(Arc::clone(&block)).is_err() {
+            return;
+        }
+        if let Err(e) = target.write_all(&block.data) {
+            return run.fail(PipelineError::Target(context(
+                e,
+                format_args!("writing chunk {index} at offset {}", chunk.offset),
+            )));
+        }
+        progress.advance(chunk.len.into());
+    }
+}
+
+/// Whole-image hasher stage: SHA-256 is sequential, so it gets a thread of
+/// its own, fed the chunks in order.
+fn hash_in_order(chunks: Receiver<Arc<Block<'_>>>) -> Digest {
+    let mut sha256 = Sha256::new();
+    for chunk in chunks {
+        sha256.update(&chunk.data);
+    }
+    Digest(sha256.finalize().into())
+}
+
+/// Starts `count` (at least one) threads that take jobs from `jobs` until it
+/// closes, the run fails, or their worker function returns false. Each
+/// thread gets its own worker from `new_worker` (its own zstd context, its
+/// own sender).
+fn spawn_workers<'scope, J, W>(
+    scope: &'scope Scope<'scope, '_>,
+    count: usize,
+    jobs: Receiver<J>,
+    run: &'scope Run,
+    mut new_worker: impl FnMut() -> W,
+) where
+    J: Send + 'scope,
+    W: FnMut(J) -> bool + Send + 'scope,
+{
+    let jobs = Arc::new(Mutex::new(jobs));
+    for _ in 0..count.max(1) {
+        let mut work = new_worker();
+        let jobs = Arc::clone(&jobs);
+        scope.spawn(move || loop {
+            let job = jobs.lock().unwrap().recv();
+            let Ok(job) = job else { return };
+            if run.has_failed() || !work(job) {
+                return;
+            }
+        });
+    }
+}
+
+/// Reads the image back from the target in chunks (sequentially: the target
+/// is one handle) and checks the chunks' hashes in parallel on the workers.
+///
+/// On a block device this reads through the page cache, so it proves what
+/// the kernel will serve, not necessarily what reached the medium.
+fn verify_readback<D: Disk>(
+    target: &mut D,
+    chunks: &[Chunk],
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+) -> Result<(), PipelineError> {
+    let size = chunks.last().map_or(0, |c| c.offset + u64::from(c.len));
+    progress.start(&format!("verifying {}", opts.target_name), Some(size));
+    target
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| PipelineError::Target(context(e, "seeking to its start")))?;
+    let run = Run::new(opts.max_in_flight as u64);
+    thread::scope(|scope| {
+        let run = &run;
+        let (read_tx, read_rx) = mpsc::sync_channel(CHANNEL_DEPTH);
+        spawn_workers(scope, opts.workers, read_rx, run, || {
+            |block: Block| {
+                let chunk = &chunks[block.index];
+                if Digest::of(&block.data) == chunk.sha256 {
+                    return true;
+                }
+                run.fail(PipelineError::ReadbackMismatch {
+                    chunk: block.index,
+                    offset: chunk.offset,
+                });
+                false
+            }
+        });
+        for (index, chunk) in chunks.iter().enumerate() {
+            let Some(lease) = run.acquire(chunk.len.into()) else {
+                return;
+            };
+            let mut data = vec![0; chunk.len as usize];
+            if let Err(e) = target.read_exact(&mut data) {
+                return run.fail(PipelineError::Target(context(
+                    e,
+                    format_args!("reading back chunk {index} at offset {}", chunk.offset),
+                )));
+            }
+            if read_tx.send(Block { index, data, lease }).is_err() {
+                return;
+            }
+            progress.advance(chunk.len.into());
+        }
+    });
+    run.into_result()?;
+    progress.finish();
+    Ok(())
+}
+
+/// Prefixes an I/O error with where it happened, keeping its kind.
+fn context(error: io::Error, what: impl Display) -> io::Error {
+    io::Error::new(error.kind(), format!("{what}: {error}"))
+}
