@@ -1,5 +1,5 @@
 //! The operations of [`FatFs`]. The write order of every mutation, and why
-//! it is safe against power cuts, is set out in the docs of [`super`]; the
+//! it is safe against power cuts, is set out in the docs of `fat`; the
 //! comments at each `sync` here say which step must land before which.
 
 use std::collections::HashSet;

@@ -10,18 +10,20 @@
 //! fragmented chains, long-name sets that straddle sectors and clusters.
 //!
 //! Submodules, each with the format facts it relies on (Microsoft FAT
-//! specification "fatgen103"): [`bpb`] boot sector, FSInfo and geometry;
-//! [`table`] the FAT; [`dirent`] directory entries and long names; [`names`]
-//! name rules and 8.3 short names; [`fs`] the operations.
+//! specification "fatgen103"): `bpb` boot sector, FSInfo and geometry;
+//! `table` the FAT; `dirent` directory entries and long names; `names` name
+//! rules and 8.3 short names; `fs` the operations.
 //!
 //! # Power-cut safety
 //!
 //! The promise: a power cut at any instant leaves a volume that [`FatFs::open`]
 //! accepts, on which every file is wholly its old self or wholly its new
-//! self, and nothing reachable points at garbage. It rests on one assumption
-//! every journaling filesystem makes too: a single-sector write lands whole
-//! or not at all. [`Disk::sync`] separates every pair of writes whose order
-//! matters, because the OS and the disk reorder unsynced writes.
+//! self, and nothing reachable points at garbage. It rests on the usual
+//! assumption that a single-sector write lands whole or not at all (if a
+//! disk tears a sector, the volume still opens and other files are intact,
+//! but the entry being written may be garbage). [`Disk::sync`] separates
+//! every pair of writes whose order matters, because the OS and the disk
+//! reorder unsynced writes.
 //!
 //! Three rules make it work:
 //! - contents before references: data and new directory clusters reach the
@@ -33,8 +35,9 @@
 //!   short entry) lies within one sector, so creating, deleting and renaming
 //!   in place are each one sector write.
 //! - the first FAT leads: FAT changes go to FAT 1 and then FAT 2. After a cut
-//!   the two can differ, but only in clusters no entry reaches, so both
-//!   describe a sound volume; readers use FAT 1, and
+//!   the two can differ, in clusters no entry reaches or in the link to a
+//!   directory's new, still empty cluster, so both describe a sound volume;
+//!   readers use FAT 1, writes rewrite a FAT sector in both copies, and
 //!   [`FatFs::reclaim_lost_clusters`] makes FAT 2 identical again.
 //!
 //! The write order of each mutation (`sync` marks a [`Disk::sync`]):

@@ -142,6 +142,8 @@ struct Cow<'a> {
     len: u64,
     pages: BTreeMap<u64, Vec<u8>>,
     pos: u64,
+    /// When set, every write must start and end on a multiple of it.
+    sector_writes: Option<u64>,
 }
 
 impl<'a> Cow<'a> {
@@ -151,6 +153,7 @@ impl<'a> Cow<'a> {
             len: base.metadata().unwrap().len(),
             pages: BTreeMap::new(),
             pos: 0,
+            sector_writes: None,
         }
     }
 }
@@ -182,17 +185,32 @@ impl Write for Cow<'_> {
                 "write past the end of the image",
             ));
         }
-        let (index, within) = (self.pos / PAGE, (self.pos % PAGE) as usize);
-        let n = buf.len().min(PAGE as usize - within);
-        if !self.pages.contains_key(&index) {
-            let mut page = vec![0u8; PAGE as usize];
-            self.base.read_exact_at(&mut page, index * PAGE)?;
-            self.pages.insert(index, page);
+        if let Some(sector) = self.sector_writes {
+            assert!(
+                self.pos % sector == 0 && buf.len() as u64 % sector == 0,
+                "a write of {} bytes at {} is not whole {sector}-byte sectors",
+                buf.len(),
+                self.pos
+            );
         }
-        self.pages.get_mut(&index).expect("inserted")[within..within + n]
-            .copy_from_slice(&buf[..n]);
-        self.pos += n as u64;
-        Ok(n)
+        // The whole buffer in one call, so that each call is one write.
+        for chunk in buf.chunks(PAGE as usize) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let (index, within) = (self.pos / PAGE, (self.pos % PAGE) as usize);
+                let n = rest.len().min(PAGE as usize - within);
+                if !self.pages.contains_key(&index) {
+                    let mut page = vec![0u8; PAGE as usize];
+                    self.base.read_exact_at(&mut page, index * PAGE)?;
+                    self.pages.insert(index, page);
+                }
+                self.pages.get_mut(&index).expect("inserted")[within..within + n]
+                    .copy_from_slice(&rest[..n]);
+                self.pos += n as u64;
+                rest = &rest[n..];
+            }
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -101,7 +101,9 @@ impl Image {
 
     /// Bytes the operation writes when nothing fails.
     fn bytes_written(&self, op: &Operation<'_>) -> u64 {
-        let mut fs = FatFs::open(FaultyDisk::counting(Cow::new(&self.base))).unwrap();
+        let mut cow = Cow::new(&self.base);
+        cow.sector_writes = Some(self.sector);
+        let mut fs = FatFs::open(FaultyDisk::counting(cow)).unwrap();
         op(&mut fs).unwrap();
         fs.into_inner().written().bytes
     }
@@ -593,4 +595,38 @@ fn mutations_on_4k_sectors_survive_power_cuts() {
             dense_tail: u64::MAX,
         },
     );
+}
+
+#[test]
+fn a_format_cut_short_leaves_no_volume() {
+    let image = small_image();
+    let total = {
+        let mut cow = Cow::new(&image.base);
+        cow.sector_writes = Some(512);
+        let mut disk = FaultyDisk::counting(&mut cow);
+        FatFs::format(&mut disk, &options(512)).unwrap();
+        disk.written().bytes
+    };
+    let mut budgets = budgets(total, 512, 8 * 512);
+    budgets.push(512);
+    for budget in budgets {
+        let when = format!("format over a volume, cut after {budget} of {total} bytes");
+        let mut cow = Cow::new(&image.base);
+        let mut disk = FaultyDisk::failing_after(&mut cow, budget, Fault::PowerCut);
+        // With sector 0 cleared the final open fails; what counts is the disk.
+        let _ = FatFs::format(&mut disk, &options(512));
+        drop(disk);
+        let opened = FatFs::open(&mut cow);
+        match budget {
+            0 => image.check_bystanders(&mut opened.unwrap(), &when),
+            b if b == total => {
+                assert_eq!(opened.unwrap().list_dir("").unwrap(), vec![], "{when}");
+                assert!(image.fsck_with(&cow).is_clean(), "{when}");
+            }
+            _ => assert!(
+                matches!(opened, Err(FatError::Corrupt(_))),
+                "{when}: a half-made volume opened"
+            ),
+        }
+    }
 }
