@@ -227,3 +227,216 @@ impl Bundle {
         self.dir.join(&self.signed.meta.image.object)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{object_name, ObjectKind};
+    use crate::pack::test_support::{Sample, UUID};
+    use crate::sign::{signature_file, SecretKey, SignatureError};
+    use std::io::Write;
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+        keys: TrustedKeys,
+        key: SecretKey,
+    }
+
+    fn packed() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let dir = tmp.path().join("bundle");
+        sample.pack_into(&dir);
+        Fixture {
+            dir,
+            keys: [sample.key.public()].into_iter().collect(),
+            key: sample.key,
+            _tmp: tmp,
+        }
+    }
+
+    impl Fixture {
+        fn path(&self, kind: ObjectKind) -> PathBuf {
+            self.dir.join(object_name(5, UUID.parse().unwrap(), kind))
+        }
+
+        fn open(&self) -> Result<Bundle, BundleError> {
+            Bundle::open(&self.dir, &self.keys)
+        }
+
+        /// Flips one byte of an object, keeping its size.
+        fn flip_byte(&self, kind: ObjectKind, at: usize) {
+            let path = self.path(kind);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[at] ^= 0x01;
+            fs::write(&path, bytes).unwrap();
+        }
+
+        /// Replaces the meta with an edited, correctly re-signed one.
+        fn resign_meta(&self, edit: impl FnOnce(&mut crate::meta::Meta)) {
+            let path = self.path(ObjectKind::Meta);
+            let mut meta = crate::meta::Meta::parse(&fs::read(&path).unwrap()).unwrap();
+            edit(&mut meta);
+            let bytes = meta.to_bytes();
+            fs::write(&path, &bytes).unwrap();
+            let sig = signature_file(&[self.key.sign(&bytes)]);
+            fs::write(self.path(ObjectKind::MetaSig), sig).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_packed_bundle_opens() {
+        let f = packed();
+        let bundle = f.open().unwrap();
+        let meta = &bundle.signed.meta;
+        assert_eq!(bundle.path_of(&meta.kernel), f.path(ObjectKind::Kernel));
+        assert_eq!(bundle.image_path(), f.path(ObjectKind::Image));
+        assert_eq!(bundle.index.image_size(), meta.image.size);
+        assert_eq!(bundle.signed.signer, "test-fleet");
+    }
+
+    #[test]
+    fn no_meta_or_several_metas() {
+        let f = packed();
+        let meta = f.path(ObjectKind::Meta);
+        let copy = f.dir.join("4-other.meta");
+        fs::copy(&meta, &copy).unwrap();
+        match f.open().unwrap_err() {
+            BundleError::SeveralMetas { names, .. } => assert_eq!(names.len(), 2),
+            other => panic!("{other}"),
+        }
+        fs::remove_file(&copy).unwrap();
+        fs::remove_file(&meta).unwrap();
+        assert!(matches!(f.open(), Err(BundleError::NoMeta(d)) if d == f.dir));
+    }
+
+    #[test]
+    fn missing_signature_file_is_named() {
+        let f = packed();
+        let sig = f.path(ObjectKind::MetaSig);
+        fs::remove_file(&sig).unwrap();
+        let err = f.open().unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Missing(p) if *p == sig),
+            "{err}"
+        );
+        assert!(err.to_string().ends_with(".meta.sig is missing"), "{err}");
+    }
+
+    #[test]
+    fn untrusted_key_or_tampered_meta_is_a_bad_signature() {
+        let f = packed();
+        let stranger: TrustedKeys = [SecretKey::generate("test-fleet").unwrap().public()]
+            .into_iter()
+            .collect();
+        let err = Bundle::open(&f.dir, &stranger).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                BundleError::BadSignature {
+                    source: VerifyError::Signature(SignatureError::BadSignature { .. }),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        f.flip_byte(ObjectKind::Meta, 30);
+        let err = f.open().unwrap_err();
+        assert!(
+            matches!(err, BundleError::BadSignature { ref path, .. } if *path == f.path(ObjectKind::Meta)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn signature_is_checked_before_objects_are_read() {
+        let f = packed();
+        fs::remove_file(f.path(ObjectKind::Kernel)).unwrap();
+        fs::write(f.path(ObjectKind::MetaSig), "").unwrap();
+        assert!(matches!(
+            f.open(),
+            Err(BundleError::BadSignature {
+                source: VerifyError::Signature(SignatureError::NoSignature),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn kernel_and_initrd_are_checked() {
+        let f = packed();
+        let kernel = f.path(ObjectKind::Kernel);
+        f.flip_byte(ObjectKind::Kernel, 100);
+        let err = f.open().unwrap_err();
+        assert!(
+            matches!(&err, BundleError::HashMismatch { path, .. } if *path == kernel),
+            "{err}"
+        );
+
+        let initrd = f.path(ObjectKind::Initrd);
+        let len = fs::metadata(&initrd).unwrap().len();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&initrd)
+            .unwrap()
+            .write_all(b"x")
+            .unwrap();
+        fs::copy(f.dir.join("../bzImage"), &kernel).unwrap();
+        let err = f.open().unwrap_err();
+        assert!(
+            matches!(&err, BundleError::WrongSize { path, expected, actual } if *path == initrd && *expected == len && *actual == len + 1),
+            "{err}"
+        );
+
+        fs::remove_file(&initrd).unwrap();
+        assert!(matches!(f.open(), Err(BundleError::Missing(p)) if p == initrd));
+    }
+
+    #[test]
+    fn index_is_checked() {
+        let f = packed();
+        let index = f.path(ObjectKind::Index);
+        f.flip_byte(ObjectKind::Index, 20);
+        assert!(matches!(f.open(), Err(BundleError::HashMismatch { path, .. }) if path == index));
+        fs::write(&index, b"short").unwrap();
+        assert!(matches!(f.open(), Err(BundleError::WrongSize { path, .. }) if path == index));
+    }
+
+    #[test]
+    fn signed_but_inconsistent_index_is_refused() {
+        let f = packed();
+        let index = f.path(ObjectKind::Index);
+        // A correctly hashed and signed index that is not an index.
+        let junk = vec![0u8; 56];
+        fs::write(&index, &junk).unwrap();
+        f.resign_meta(|m| {
+            m.index.size = 56;
+            m.index.sha256 = Digest::of(&junk);
+        });
+        assert!(
+            matches!(f.open(), Err(BundleError::BadIndex { path, source: IndexError::BadMagic { .. } }) if path == index)
+        );
+
+        // A valid index that covers a different image size than the meta.
+        let f = packed();
+        f.resign_meta(|m| m.image.size += 1);
+        let err = f.open().unwrap_err();
+        assert!(matches!(err, BundleError::IndexMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("its chunks cover"), "{err}");
+    }
+
+    #[test]
+    fn image_object_size_is_checked() {
+        let f = packed();
+        let image = f.path(ObjectKind::Image);
+        let file = fs::OpenOptions::new().write(true).open(&image).unwrap();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len - 1).unwrap();
+        let err = f.open().unwrap_err();
+        assert!(
+            matches!(&err, BundleError::WrongSize { path, expected, actual } if *path == image && *expected == len && *actual == len - 1),
+            "{err}"
+        );
+    }
+}

@@ -505,3 +505,357 @@ fn write_frames(
     file.sync_all().map_err(io_err("writing", out_path))?;
     Ok(index)
 }
+
+/// Real images and bundles for tests here and in [`crate::bundle`].
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::progress::NoProgress;
+    use rand::{Rng, SeedableRng};
+    use std::process::Command;
+
+    pub const UUID: &str = "3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40";
+
+    /// An ext4 image of a small tree (random and compressible files), made
+    /// by the real mkfs.ext4 with the given UUID.
+    pub fn ext4_image(dir: &Path, uuid: &str) -> PathBuf {
+        let tree = dir.join("tree");
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut noise = vec![0u8; 3 << 20];
+        rng.fill(&mut noise[..]);
+        fs::write(tree.join("noise.bin"), &noise).unwrap();
+        let text: String = (0..60_000)
+            .map(|i| format!("line {i} of a config file\n"))
+            .collect();
+        fs::write(tree.join("etc/config.txt"), text).unwrap();
+        let image = dir.join("root.ext4");
+        File::create(&image).unwrap().set_len(12 << 20).unwrap();
+        let out = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-U", uuid, "-E", "root_owner=0:0", "-d"])
+            .arg(&tree)
+            .arg(&image)
+            .output()
+            .expect("running mkfs.ext4 (install e2fsprogs)");
+        assert!(
+            out.status.success(),
+            "mkfs.ext4: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        image
+    }
+
+    pub struct Sample {
+        pub key: SecretKey,
+        pub image: PathBuf,
+        pub kernel: PathBuf,
+        pub initrd: PathBuf,
+    }
+
+    impl Sample {
+        pub fn new(dir: &Path) -> Sample {
+            let kernel = dir.join("bzImage");
+            let initrd = dir.join("initrd");
+            fs::write(&kernel, b"MZ not really a kernel".repeat(1000)).unwrap();
+            fs::write(&initrd, b"070701 not really a cpio".repeat(5000)).unwrap();
+            Sample {
+                key: SecretKey::generate("test-fleet").unwrap(),
+                image: ext4_image(dir, UUID),
+                kernel,
+                initrd,
+            }
+        }
+
+        pub fn input(&self) -> PackInput<'_> {
+            PackInput::new(
+                &self.image,
+                &self.kernel,
+                &self.initrd,
+                "init=/nix/store/x-nixos-system/init quiet",
+                5,
+                "sample",
+                &self.key,
+            )
+        }
+
+        pub fn pack_into(&self, out: &Path) -> SignedMeta {
+            pack(&self.input(), out, &NoProgress).unwrap()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{Sample, UUID};
+    use super::*;
+    use crate::bundle::Bundle;
+    use crate::meta::FsType;
+    use crate::progress::NoProgress;
+    use crate::sign::TrustedKeys;
+    use std::process::Command;
+
+    fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn packed_bundle_verifies_and_restores_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let out = tmp.path().join("bundle");
+        let signed = sample.pack_into(&out);
+        let meta = &signed.meta;
+        let raw = fs::read(&sample.image).unwrap();
+
+        assert_eq!(meta.id.to_string(), UUID);
+        assert_eq!(meta.image.fs, FsType::Ext4);
+        assert_eq!(meta.image.size, raw.len() as u64);
+        assert_eq!(meta.image.sha256, Digest::of(&raw));
+        assert_eq!(
+            meta.kernel.sha256,
+            Digest::of(&fs::read(&sample.kernel).unwrap())
+        );
+        let prefix = format!("5-{UUID}");
+        let names: Vec<String> = files_in(&out).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            ["img.zst", "index", "initrd", "kernel", "meta", "meta.sig"]
+                .map(|s| format!("{prefix}.{s}"))
+        );
+
+        let keys: TrustedKeys = [sample.key.public()].into_iter().collect();
+        let bundle = Bundle::open(&out, &keys).unwrap();
+        assert_eq!(bundle.signed, signed);
+        assert!(
+            bundle.index.chunks.len() > 5,
+            "{} chunks",
+            bundle.index.chunks.len()
+        );
+
+        // Every frame stands alone, records its content size and restores
+        // its chunk.
+        let object = fs::read(bundle.image_path()).unwrap();
+        for chunk in &bundle.index.chunks {
+            let start = chunk.compressed_offset as usize;
+            let frame = &object[start..start + chunk.compressed_len as usize];
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(frame).ok(),
+                Some(Some(u64::from(chunk.len)))
+            );
+            let data = zstd::bulk::decompress(frame, chunk.len as usize).unwrap();
+            assert_eq!(Digest::of(&data), chunk.sha256);
+            let offset = chunk.offset as usize;
+            assert_eq!(&raw[offset..offset + data.len()], &data[..]);
+        }
+
+        // The real zstd CLI reads the concatenated frames as one stream.
+        let out = Command::new("zstd")
+            .arg("-dc")
+            .arg(bundle.image_path())
+            .output()
+            .expect("running zstd (install zstd)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == raw, "zstd -dc does not restore the image");
+    }
+
+    #[test]
+    fn packing_is_deterministic_whatever_the_thread_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let one = tmp.path().join("one");
+        let many = tmp.path().join("many");
+        pack(
+            &PackInput {
+                threads: 1,
+                ..sample.input()
+            },
+            &one,
+            &NoProgress,
+        )
+        .unwrap();
+        pack(
+            &PackInput {
+                threads: 5,
+                ..sample.input()
+            },
+            &many,
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(files_in(&one) == files_in(&many), "bundles differ");
+    }
+
+    #[test]
+    fn expected_id_must_match_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let out = tmp.path().join("bundle");
+        let other: Uuid = "00112233-4455-6677-8899-aabbccddeeff".parse().unwrap();
+        let err = pack(
+            &PackInput {
+                expected_id: Some(other),
+                ..sample.input()
+            },
+            &out,
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, PackError::IdMismatch { expected, found } if expected == other && found.to_string() == UUID),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing is written for a refused image");
+        let same = PackInput {
+            expected_id: Some(UUID.parse().unwrap()),
+            ..sample.input()
+        };
+        pack(&same, &out, &NoProgress).unwrap();
+    }
+
+    #[test]
+    fn image_without_a_readable_uuid_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let garbage = tmp.path().join("garbage.img");
+        fs::write(&garbage, vec![0x42u8; 1 << 20]).unwrap();
+        let err = pack(
+            &PackInput {
+                image: garbage.clone(),
+                ..sample.input()
+            },
+            &tmp.path().join("bundle"),
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, PackError::Id { image, source: FsIdError::Unrecognized } if *image == garbage)
+        );
+        assert!(err.to_string().contains("garbage.img"), "{err}");
+    }
+
+    #[test]
+    fn non_empty_out_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let out = tmp.path().join("bundle");
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("stray"), b"x").unwrap();
+        let err = pack(&sample.input(), &out, &NoProgress).unwrap_err();
+        assert!(
+            matches!(err, PackError::OutDirNotEmpty(ref d) if *d == out),
+            "{err}"
+        );
+        // An existing empty directory is fine.
+        fs::remove_file(out.join("stray")).unwrap();
+        sample.pack_into(&out);
+    }
+
+    #[test]
+    fn bad_values_are_refused_before_any_work() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let out = tmp.path().join("bundle");
+        let cases: [(PackInput, &str); 6] = [
+            (
+                PackInput {
+                    version: 0,
+                    ..sample.input()
+                },
+                "version",
+            ),
+            (
+                PackInput {
+                    label: "two\nlines".into(),
+                    ..sample.input()
+                },
+                "label",
+            ),
+            (
+                PackInput {
+                    cmdline: "quiet abnix.slot=b".into(),
+                    ..sample.input()
+                },
+                "cmdline",
+            ),
+            (
+                PackInput {
+                    level: 99,
+                    ..sample.input()
+                },
+                "zstd level",
+            ),
+            (
+                PackInput {
+                    threads: 0,
+                    ..sample.input()
+                },
+                "thread count",
+            ),
+            (
+                PackInput {
+                    chunking: ChunkParams {
+                        min: 1,
+                        avg: 2,
+                        max: 3,
+                    },
+                    ..sample.input()
+                },
+                "chunk sizes",
+            ),
+        ];
+        for (input, what) in cases {
+            let err = pack(&input, &out, &NoProgress).unwrap_err();
+            assert!(err.to_string().starts_with(what), "{err}");
+            assert!(!out.exists());
+        }
+    }
+
+    #[test]
+    fn a_failed_pack_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let out = tmp.path().join("bundle");
+        let missing = tmp.path().join("no-such-initrd");
+        let err = pack(
+            &PackInput {
+                initrd: missing.clone(),
+                ..sample.input()
+            },
+            &out,
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, PackError::Io { path, .. } if *path == missing),
+            "{err}"
+        );
+        assert!(!out.exists(), "the partial bundle is removed");
+        // In a directory the caller made, the directory itself stays.
+        fs::create_dir(&out).unwrap();
+        pack(
+            &PackInput {
+                initrd: missing,
+                ..sample.input()
+            },
+            &out,
+            &NoProgress,
+        )
+        .unwrap_err();
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+    }
+}
