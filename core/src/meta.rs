@@ -560,7 +560,8 @@ mod tests {
 
     #[test]
     fn wrong_types_are_invalid_with_the_field_named() {
-        let cases: [(&str, fn(&mut Map<String, Value>)); 7] = [
+        type Edit = fn(&mut Map<String, Value>);
+        let cases: [(&str, Edit); 7] = [
             ("version", |m| {
                 m["version"] = Value::from("7");
             }),

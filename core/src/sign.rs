@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(PublicKey::parse("no-colon").unwrap_err(), KeyError::NoColon);
         assert_eq!(PublicKey::parse("k:!!!").unwrap_err(), KeyError::BadBase64);
         assert_eq!(
-            PublicKey::parse(&NIX_SECRET).unwrap_err(),
+            PublicKey::parse(NIX_SECRET).unwrap_err(),
             KeyError::WrongLength {
                 expected: 32,
                 actual: 64

@@ -44,7 +44,11 @@ fn ext4_image(dir: &Path) -> String {
         .arg(&image)
         .output()
         .expect("running mkfs.ext4 (install e2fsprogs)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     image.to_str().unwrap().to_owned()
 }
 
@@ -59,7 +63,13 @@ fn keygen_then_pack_makes_a_bundle_that_verifies() {
     let (secret, public) = (path(dir, "fleet.key"), path(dir, "fleet.pub"));
 
     let printed = stdout(&abnix_update(&[
-        "keygen", "--name", "fleet-1", "--out", &secret, "--public-out", &public,
+        "keygen",
+        "--name",
+        "fleet-1",
+        "--out",
+        &secret,
+        "--public-out",
+        &public,
     ]));
     let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "secret key mode is {mode:o}");
@@ -80,21 +90,37 @@ fn keygen_then_pack_makes_a_bundle_that_verifies() {
     let out_dir = path(dir, "bundle");
     let printed = stdout(&abnix_update(&[
         "pack",
-        "--image", &image,
-        "--kernel", &path(dir, "kernel"),
-        "--initrd", &path(dir, "initrd"),
-        "--cmdline-file", &path(dir, "cmdline"),
-        "--version", "42",
-        "--label", "integration test",
-        "--id", UUID,
-        "--key", &secret,
-        "--out", &out_dir,
-        "--level", "1",
+        "--image",
+        &image,
+        "--kernel",
+        &path(dir, "kernel"),
+        "--initrd",
+        &path(dir, "initrd"),
+        "--cmdline-file",
+        &path(dir, "cmdline"),
+        "--version",
+        "42",
+        "--label",
+        "integration test",
+        "--id",
+        UUID,
+        "--key",
+        &secret,
+        "--out",
+        &out_dir,
+        "--level",
+        "1",
     ]));
     assert!(printed.contains("version 42\n"), "{printed}");
     assert!(printed.contains(&format!("id {UUID}\n")), "{printed}");
-    assert!(printed.contains(&format!("  42-{UUID}.img.zst\n")), "{printed}");
-    assert!(printed.contains(&format!("  42-{UUID}.meta.sig\n")), "{printed}");
+    assert!(
+        printed.contains(&format!("  42-{UUID}.img.zst\n")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("  42-{UUID}.meta.sig\n")),
+        "{printed}"
+    );
 
     let keys: TrustedKeys = [public_key].into_iter().collect();
     let bundle = Bundle::open(Path::new(&out_dir), &keys).unwrap();
@@ -116,15 +142,24 @@ fn pack_refuses_a_wrong_id_and_a_garbage_image() {
     let pack = |image: &str, id: &str| {
         abnix_update(&[
             "pack",
-            "--image", image,
-            "--kernel", &path(dir, "kernel"),
-            "--initrd", &path(dir, "initrd"),
-            "--cmdline", "quiet",
-            "--version", "1",
-            "--label", "l",
-            "--id", id,
-            "--key", &secret,
-            "--out", &path(dir, "bundle"),
+            "--image",
+            image,
+            "--kernel",
+            &path(dir, "kernel"),
+            "--initrd",
+            &path(dir, "initrd"),
+            "--cmdline",
+            "quiet",
+            "--version",
+            "1",
+            "--label",
+            "l",
+            "--id",
+            id,
+            "--key",
+            &secret,
+            "--out",
+            &path(dir, "bundle"),
         ])
     };
 
@@ -132,7 +167,9 @@ fn pack_refuses_a_wrong_id_and_a_garbage_image() {
     let other = "11111111-2222-4333-8444-555555555555";
     let err = failure(&pack(&image, other));
     assert!(
-        err.contains(&format!("the image's filesystem UUID is {UUID}, not the expected {other}")),
+        err.contains(&format!(
+            "the image's filesystem UUID is {UUID}, not the expected {other}"
+        )),
         "{err}"
     );
 
