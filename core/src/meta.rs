@@ -310,16 +310,6 @@ impl Meta {
         }
         Ok(())
     }
-
-    /// Every object the meta names, with the file name each is stored under.
-    pub fn objects(&self) -> [&str; 4] {
-        [
-            &self.image.object,
-            &self.index.object,
-            &self.kernel.object,
-            &self.initrd.object,
-        ]
-    }
 }
 
 /// The kinds of objects a version is stored as.

@@ -79,7 +79,6 @@ pub struct PackInput<'a> {
 
 impl<'a> PackInput<'a> {
     /// An input with the default level, chunking and one thread per CPU.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         image: impl Into<PathBuf>,
         kernel: impl Into<PathBuf>,
@@ -690,6 +689,37 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.stdout == raw, "zstd -dc does not restore the image");
+    }
+
+    #[test]
+    fn erofs_image_packs_with_its_uuid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let erofs = tmp.path().join("root.erofs");
+        let uuid = "a7c3e9f1-2b4d-4e6f-8a1c-3e5f7a9b1d2f";
+        let out = Command::new("mkfs.erofs")
+            .arg("--quiet")
+            .arg(format!("-U{uuid}"))
+            .arg(&erofs)
+            .arg(tmp.path().join("tree"))
+            .output()
+            .expect("running mkfs.erofs (install erofs-utils)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let input = PackInput {
+            image: erofs.clone(),
+            ..sample.input()
+        };
+        let signed = pack(&input, &tmp.path().join("bundle"), &NoProgress).unwrap();
+        assert_eq!(signed.meta.image.fs, FsType::Erofs);
+        assert_eq!(signed.meta.id.to_string(), uuid);
+        assert_eq!(
+            signed.meta.image.sha256,
+            Digest::of(&fs::read(&erofs).unwrap())
+        );
     }
 
     #[test]
