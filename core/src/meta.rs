@@ -1,19 +1,37 @@
 //! The meta of a version (DESIGN §3): what a device fetches first, verifies
 //! against its trusted keys, and then trusts for everything else.
 //!
-//! The types below are the contract other modules build on; parsing,
-//! validation and serialization live here too.
+//! A meta is pretty-printed JSON ([`Meta::to_bytes`]); the signature covers
+//! its exact bytes, so a device verifies before it parses
+//! ([`verify_meta`]). Compatibility: fields a parser does not know are
+//! ignored, so a new optional field can be added without breaking deployed
+//! devices; a change that old devices must not misread (a field removed,
+//! renamed or reinterpreted) bumps [`FORMAT_VERSION`], which old devices
+//! refuse.
+//!
+//! Every field is checked on parse ([`Meta::validate`]): object names are
+//! plain file names (they become paths in a bundle directory and keys in the
+//! bucket), texts are bounded and free of control characters, sizes are
+//! positive.
 
+use std::fmt;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::digest::Digest;
+use crate::sign::{SignatureError, TrustedKeys};
 
 /// The meta format this code writes and the only one it accepts.
 pub const FORMAT_VERSION: u32 = 1;
 
 /// A meta larger than this is refused before it is parsed.
 pub const MAX_META_BYTES: usize = 64 * 1024;
+
+/// Longest object name and label, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
 
 /// One version of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,4 +83,660 @@ pub struct Image {
 pub enum FsType {
     Ext4,
     Erofs,
+}
+
+impl fmt::Display for FsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FsType::Ext4 => "ext4",
+            FsType::Erofs => "erofs",
+        })
+    }
+}
+
+/// Why a meta was refused. Field names are JSON paths such as `image.sha256`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetaError {
+    #[error("meta is {size} bytes, more than the {max} allowed")]
+    TooLarge { size: usize, max: usize },
+    #[error("meta is not valid JSON (line {line}, column {column}): {reason}")]
+    Malformed {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("meta format {found} is not supported (this abnix reads format {supported})")]
+    UnknownFormat { found: u64, supported: u32 },
+    #[error("meta has no field {0:?}")]
+    MissingField(String),
+    #[error("meta field {field:?} is invalid: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: &str, reason: impl fmt::Display) -> MetaError {
+    MetaError::Invalid {
+        field: field.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads one field of a JSON object as `T`, naming it by its path in errors.
+fn field<T: DeserializeOwned>(obj: &Map<String, Value>, path: &str) -> Result<T, MetaError> {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    let value = obj
+        .get(name)
+        .ok_or_else(|| MetaError::MissingField(path.to_owned()))?;
+    T::deserialize(value).map_err(|e| invalid(path, e))
+}
+
+/// Reads a field that must itself be a JSON object.
+fn object<'a>(
+    obj: &'a Map<String, Value>,
+    path: &str,
+) -> Result<&'a Map<String, Value>, MetaError> {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    obj.get(name)
+        .ok_or_else(|| MetaError::MissingField(path.to_owned()))?
+        .as_object()
+        .ok_or_else(|| invalid(path, "not a JSON object"))
+}
+
+fn artifact(obj: &Map<String, Value>, path: &str) -> Result<Artifact, MetaError> {
+    let obj = object(obj, path)?;
+    Ok(Artifact {
+        object: field(obj, &format!("{path}.object"))?,
+        size: field(obj, &format!("{path}.size"))?,
+        sha256: field(obj, &format!("{path}.sha256"))?,
+    })
+}
+
+fn image(obj: &Map<String, Value>) -> Result<Image, MetaError> {
+    let obj = object(obj, "image")?;
+    Ok(Image {
+        object: field(obj, "image.object")?,
+        compressed_size: field(obj, "image.compressed_size")?,
+        size: field(obj, "image.size")?,
+        sha256: field(obj, "image.sha256")?,
+        fs: field(obj, "image.fs")?,
+    })
+}
+
+/// Checks an object name: a plain file name, safe as a path component in a
+/// bundle directory and as the last part of a bucket key.
+pub fn check_object_name(name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "it is longer than 200 bytes"
+    } else if name.contains('/') {
+        "it contains '/'"
+    } else if name.starts_with('.') {
+        "it starts with '.'"
+    } else if name.chars().any(char::is_control) {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(format!("{problem}: {:?}", truncated(name)))
+}
+
+/// Checks a label: human text on one line, bounded.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.len() > MAX_NAME_BYTES {
+        Err(format!("it is {} bytes, more than 200", label.len()))
+    } else if label.chars().any(char::is_control) {
+        Err(format!(
+            "it contains a control character: {:?}",
+            truncated(label)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a kernel command line: one line (boot entries are line-based), and
+/// without `abnix.slot=`, which boot control adds per slot.
+pub fn check_cmdline(cmdline: &str) -> Result<(), String> {
+    if cmdline.chars().any(char::is_control) {
+        Err("it must be a single line without control characters".into())
+    } else if cmdline
+        .split_ascii_whitespace()
+        .any(|arg| arg.starts_with("abnix.slot="))
+    {
+        Err("it must not contain abnix.slot= (boot control adds it)".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn truncated(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+impl Meta {
+    /// The meta as pretty JSON plus a final newline. Deterministic: fields in
+    /// declaration order, so packing the same version twice gives the same
+    /// bytes (and the same signature).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes =
+            serde_json::to_vec_pretty(self).expect("a Meta always serializes (no maps, no floats)");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses and validates a meta. Checks the size bound first, then the
+    /// JSON syntax, the format version, every field's presence and type, and
+    /// [`Meta::validate`]. Unknown fields are ignored.
+    pub fn parse(bytes: &[u8]) -> Result<Meta, MetaError> {
+        if bytes.len() > MAX_META_BYTES {
+            return Err(MetaError::TooLarge {
+                size: bytes.len(),
+                max: MAX_META_BYTES,
+            });
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| MetaError::Malformed {
+            line: e.line(),
+            column: e.column(),
+            reason: e.to_string(),
+        })?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| invalid("(top level)", "not a JSON object"))?;
+        // The format comes first: a newer format may have changed any other
+        // field, so its errors would mislead.
+        let format: u64 = field(obj, "format")?;
+        if format != u64::from(FORMAT_VERSION) {
+            return Err(MetaError::UnknownFormat {
+                found: format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let meta = Meta {
+            format: FORMAT_VERSION,
+            version: field(obj, "version")?,
+            id: field(obj, "id")?,
+            label: field(obj, "label")?,
+            image: image(obj)?,
+            index: artifact(obj, "index")?,
+            kernel: artifact(obj, "kernel")?,
+            initrd: artifact(obj, "initrd")?,
+            cmdline: field(obj, "cmdline")?,
+        };
+        meta.validate()?;
+        Ok(meta)
+    }
+
+    /// Checks the values: what [`Meta::parse`] enforces, also run by `pack`
+    /// before it signs.
+    pub fn validate(&self) -> Result<(), MetaError> {
+        if self.format != FORMAT_VERSION {
+            return Err(MetaError::UnknownFormat {
+                found: self.format.into(),
+                supported: FORMAT_VERSION,
+            });
+        }
+        if self.version == 0 {
+            return Err(invalid("version", "must be at least 1"));
+        }
+        if self.id.is_nil() {
+            return Err(invalid("id", "must not be the nil UUID"));
+        }
+        check_label(&self.label).map_err(|r| invalid("label", r))?;
+        check_cmdline(&self.cmdline).map_err(|r| invalid("cmdline", r))?;
+        let objects = [
+            ("image", &self.image.object, self.image.compressed_size),
+            ("index", &self.index.object, self.index.size),
+            ("kernel", &self.kernel.object, self.kernel.size),
+            ("initrd", &self.initrd.object, self.initrd.size),
+        ];
+        for (name, object, size) in objects {
+            check_object_name(object).map_err(|r| invalid(&format!("{name}.object"), r))?;
+            let size_field = if name == "image" {
+                "compressed_size"
+            } else {
+                "size"
+            };
+            if size == 0 {
+                return Err(invalid(&format!("{name}.{size_field}"), "must not be 0"));
+            }
+        }
+        if self.image.size == 0 {
+            return Err(invalid("image.size", "must not be 0"));
+        }
+        for (i, (_, a, _)) in objects.iter().enumerate() {
+            if objects[..i].iter().any(|(_, b, _)| a == b) {
+                return Err(invalid("objects", format!("{a:?} is named twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of objects a version is stored as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Image,
+    Index,
+    Kernel,
+    Initrd,
+    Meta,
+    MetaSig,
+}
+
+impl ObjectKind {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ObjectKind::Image => "img.zst",
+            ObjectKind::Index => "index",
+            ObjectKind::Kernel => "kernel",
+            ObjectKind::Initrd => "initrd",
+            ObjectKind::Meta => "meta",
+            ObjectKind::MetaSig => "meta.sig",
+        }
+    }
+}
+
+/// The name of a version's object: `<version>-<id>.<suffix>`, e.g.
+/// `7-2b1c…-….img.zst`. Unique per version, so objects are immutable.
+pub fn object_name(version: u64, id: Uuid, kind: ObjectKind) -> String {
+    format!("{version}-{}.{}", id.hyphenated(), kind.suffix())
+}
+
+/// A meta whose signature verified, with the exact bytes that were signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedMeta {
+    pub meta: Meta,
+    /// The exact signed bytes (what `publish` uploads as the channel meta).
+    pub bytes: Vec<u8>,
+    /// Name of the trusted key whose signature verified (or, from `pack`,
+    /// that signed).
+    pub signer: String,
+}
+
+/// Why a signed meta was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// Also carries the size bound, checked before anything else.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// Verifies a meta the way a device must: size bound first, then the
+/// signature over the exact bytes, and only then parsing, so no parser ever
+/// sees bytes that no trusted key vouched for.
+pub fn verify_meta(
+    meta_bytes: &[u8],
+    sig_bytes: &[u8],
+    keys: &TrustedKeys,
+) -> Result<SignedMeta, VerifyError> {
+    if meta_bytes.len() > MAX_META_BYTES {
+        return Err(MetaError::TooLarge {
+            size: meta_bytes.len(),
+            max: MAX_META_BYTES,
+        }
+        .into());
+    }
+    let signer = keys.verify(meta_bytes, sig_bytes)?.name().to_owned();
+    let meta = Meta::parse(meta_bytes)?;
+    Ok(SignedMeta {
+        meta,
+        bytes: meta_bytes.to_vec(),
+        signer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::{signature_file, SecretKey};
+
+    fn sample() -> Meta {
+        let id: Uuid = "2b1c5e4a-7d3f-4e8a-9c0b-1a2b3c4d5e6f".parse().unwrap();
+        let art = |kind, data: &[u8]| Artifact {
+            object: object_name(7, id, kind),
+            size: data.len() as u64,
+            sha256: Digest::of(data),
+        };
+        Meta {
+            format: FORMAT_VERSION,
+            version: 7,
+            id,
+            label: "kiosk 2026-11-22 (firefox 140)".into(),
+            image: Image {
+                object: object_name(7, id, ObjectKind::Image),
+                compressed_size: 123_456,
+                size: 1 << 30,
+                sha256: Digest::of(b"image"),
+                fs: FsType::Ext4,
+            },
+            index: art(ObjectKind::Index, b"index"),
+            kernel: art(ObjectKind::Kernel, b"kernel"),
+            initrd: art(ObjectKind::Initrd, b"initrd"),
+            cmdline: "init=/nix/store/abc-nixos-system/init quiet".into(),
+        }
+    }
+
+    /// The sample as a JSON value, edited by `edit`, back to bytes.
+    fn edited(edit: impl FnOnce(&mut Map<String, Value>)) -> Vec<u8> {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        edit(value.as_object_mut().unwrap());
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    fn invalid_field(err: MetaError) -> String {
+        match err {
+            MetaError::Invalid { field, .. } => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_trip_is_exact_and_deterministic() {
+        let meta = sample();
+        let bytes = meta.to_bytes();
+        assert_eq!(Meta::parse(&bytes).unwrap(), meta);
+        assert_eq!(Meta::parse(&bytes).unwrap().to_bytes(), bytes);
+        assert!(bytes.ends_with(b"}\n"));
+        let erofs = Meta {
+            image: Image {
+                fs: FsType::Erofs,
+                ..sample().image
+            },
+            ..sample()
+        };
+        assert_eq!(Meta::parse(&erofs.to_bytes()).unwrap(), erofs);
+    }
+
+    #[test]
+    fn wire_format_is_stable() {
+        let text = String::from_utf8(sample().to_bytes()).unwrap();
+        assert!(
+            text.starts_with("{\n  \"format\": 1,\n  \"version\": 7,\n"),
+            "{text}"
+        );
+        assert!(text.contains("\"fs\": \"ext4\""));
+        assert!(text.contains("\"object\": \"7-2b1c5e4a-7d3f-4e8a-9c0b-1a2b3c4d5e6f.img.zst\""));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let bytes = edited(|m| {
+            m.insert("delta_from".into(), Value::from(3));
+            m["image"]
+                .as_object_mut()
+                .unwrap()
+                .insert("chunker".into(), Value::from("fastcdc"));
+        });
+        assert_eq!(Meta::parse(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn oversized_meta_is_refused_before_parsing() {
+        let bytes = vec![b'{'; MAX_META_BYTES + 1];
+        assert_eq!(
+            Meta::parse(&bytes),
+            Err(MetaError::TooLarge {
+                size: MAX_META_BYTES + 1,
+                max: MAX_META_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_json_names_line_and_column() {
+        let err = Meta::parse(b"{\n  \"format\": 1,\n  oops\n}").unwrap_err();
+        match &err {
+            MetaError::Malformed { line, column, .. } => assert_eq!((*line, *column), (3, 3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("line 3, column 3"), "{err}");
+        assert!(matches!(Meta::parse(b""), Err(MetaError::Malformed { .. })));
+        assert_eq!(
+            invalid_field(Meta::parse(b"[1]").unwrap_err()),
+            "(top level)"
+        );
+    }
+
+    #[test]
+    fn unknown_format_is_refused_first() {
+        // Format 2 with otherwise-missing fields: the format is what matters.
+        let err = Meta::parse(br#"{"format": 2}"#).unwrap_err();
+        assert_eq!(
+            err,
+            MetaError::UnknownFormat {
+                found: 2,
+                supported: FORMAT_VERSION
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "meta format 2 is not supported (this abnix reads format 1)"
+        );
+        assert_eq!(
+            invalid_field(Meta::parse(br#"{"format": "1"}"#).unwrap_err()),
+            "format"
+        );
+    }
+
+    #[test]
+    fn every_missing_field_is_named() {
+        let sample = serde_json::to_value(sample()).unwrap();
+        let mut paths = Vec::new();
+        for (key, value) in sample.as_object().unwrap() {
+            paths.push(key.clone());
+            if let Some(inner) = value.as_object() {
+                paths.extend(inner.keys().map(|k| format!("{key}.{k}")));
+            }
+        }
+        assert_eq!(paths.len(), 9 + 5 + 3 * 3);
+        for path in paths {
+            let bytes = edited(|m| match path.split_once('.') {
+                Some((outer, inner)) => {
+                    m[outer].as_object_mut().unwrap().remove(inner);
+                }
+                None => {
+                    m.remove(&path);
+                }
+            });
+            assert_eq!(
+                Meta::parse(&bytes),
+                Err(MetaError::MissingField(path.clone())),
+                "removing {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_invalid_with_the_field_named() {
+        type Edit = fn(&mut Map<String, Value>);
+        let cases: [(&str, Edit); 7] = [
+            ("version", |m| {
+                m["version"] = Value::from("7");
+            }),
+            ("version", |m| {
+                m["version"] = Value::from(-1);
+            }),
+            ("id", |m| {
+                m["id"] = Value::from("not-a-uuid");
+            }),
+            ("image", |m| {
+                m["image"] = Value::from(1);
+            }),
+            ("image.fs", |m| {
+                m["image"]["fs"] = Value::from("btrfs");
+            }),
+            ("kernel.sha256", |m| {
+                m["kernel"]["sha256"] = Value::from("abc");
+            }),
+            ("initrd.size", |m| {
+                m["initrd"]["size"] = Value::from(1.5);
+            }),
+        ];
+        for (path, edit) in cases {
+            assert_eq!(invalid_field(Meta::parse(&edited(edit)).unwrap_err()), path);
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_reason() {
+        let check = |meta: Meta, field: &str, reason: &str| {
+            let err = Meta::parse(&meta.to_bytes()).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(invalid_field(err), field);
+            assert!(text.contains(reason), "{text:?} should mention {reason:?}");
+        };
+        let with = |edit: fn(&mut Meta)| {
+            let mut meta = sample();
+            edit(&mut meta);
+            meta
+        };
+        check(with(|m| m.version = 0), "version", "at least 1");
+        check(with(|m| m.id = Uuid::nil()), "id", "nil UUID");
+        check(
+            with(|m| m.label = "x".repeat(201)),
+            "label",
+            "more than 200",
+        );
+        check(
+            with(|m| m.label = "a\u{1b}[31m".into()),
+            "label",
+            "control character",
+        );
+        check(
+            with(|m| m.cmdline = "quiet\ninit=/x".into()),
+            "cmdline",
+            "single line",
+        );
+        check(
+            with(|m| m.cmdline = "quiet abnix.slot=a".into()),
+            "cmdline",
+            "abnix.slot=",
+        );
+        check(
+            with(|m| m.kernel.object = "..".into()),
+            "kernel.object",
+            "starts with '.'",
+        );
+        check(
+            with(|m| m.kernel.object = "a/kernel".into()),
+            "kernel.object",
+            "'/'",
+        );
+        check(
+            with(|m| m.initrd.object = ".hidden".into()),
+            "initrd.object",
+            "'.'",
+        );
+        check(
+            with(|m| m.index.object = String::new()),
+            "index.object",
+            "empty",
+        );
+        check(
+            with(|m| m.index.object = "i\tx".into()),
+            "index.object",
+            "control",
+        );
+        check(
+            with(|m| m.image.object = "x".repeat(201)),
+            "image.object",
+            "200 bytes",
+        );
+        check(with(|m| m.image.size = 0), "image.size", "not be 0");
+        check(
+            with(|m| m.image.compressed_size = 0),
+            "image.compressed_size",
+            "not be 0",
+        );
+        check(with(|m| m.kernel.size = 0), "kernel.size", "not be 0");
+        check(
+            with(|m| m.initrd.object = m.kernel.object.clone()),
+            "objects",
+            "named twice",
+        );
+        // At the limits: accepted.
+        let edge = with(|m| {
+            m.label = "é".repeat(100);
+            m.kernel.object = "k".repeat(200);
+            m.cmdline = "abnix.slotx=1 xabnix.slot=b".into();
+        });
+        assert_eq!(Meta::parse(&edge.to_bytes()).unwrap(), edge);
+    }
+
+    #[test]
+    fn object_names() {
+        let id: Uuid = "2b1c5e4a-7d3f-4e8a-9c0b-1a2b3c4d5e6f".parse().unwrap();
+        let names: Vec<String> = [
+            ObjectKind::Image,
+            ObjectKind::Index,
+            ObjectKind::Kernel,
+            ObjectKind::Initrd,
+            ObjectKind::Meta,
+            ObjectKind::MetaSig,
+        ]
+        .into_iter()
+        .map(|k| object_name(12, id, k))
+        .collect();
+        let prefix = "12-2b1c5e4a-7d3f-4e8a-9c0b-1a2b3c4d5e6f";
+        assert_eq!(
+            names,
+            ["img.zst", "index", "kernel", "initrd", "meta", "meta.sig"]
+                .map(|s| format!("{prefix}.{s}"))
+        );
+        for name in names {
+            check_object_name(&name).unwrap();
+        }
+    }
+
+    #[test]
+    fn verify_meta_checks_signature_then_parses() {
+        let key = SecretKey::generate("fleet").unwrap();
+        let keys: TrustedKeys = [key.public()].into_iter().collect();
+        let bytes = sample().to_bytes();
+        let sig = signature_file(&[key.sign(&bytes)]);
+        let signed = verify_meta(&bytes, sig.as_bytes(), &keys).unwrap();
+        assert_eq!(
+            signed,
+            SignedMeta {
+                meta: sample(),
+                bytes: bytes.clone(),
+                signer: "fleet".into()
+            }
+        );
+
+        // One byte changed (still valid JSON): the signature catches it.
+        let tampered = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("\"version\": 7", "\"version\": 8");
+        assert_eq!(
+            verify_meta(tampered.as_bytes(), sig.as_bytes(), &keys),
+            Err(VerifyError::Signature(SignatureError::BadSignature {
+                key: "fleet".into()
+            }))
+        );
+        // Garbage signed by a trusted key is verified first, then refused by
+        // the parser.
+        let garbage = b"not json";
+        let sig = signature_file(&[key.sign(garbage)]);
+        assert!(matches!(
+            verify_meta(garbage, sig.as_bytes(), &keys),
+            Err(VerifyError::Meta(MetaError::Malformed { .. }))
+        ));
+        // Garbage with a bad signature is refused before parsing.
+        assert_eq!(
+            verify_meta(garbage, b"", &keys),
+            Err(VerifyError::Signature(SignatureError::NoSignature))
+        );
+        // Oversized: refused before the signature is even looked at.
+        let big = vec![b' '; MAX_META_BYTES + 1];
+        assert_eq!(
+            verify_meta(&big, b"", &keys),
+            Err(VerifyError::Meta(MetaError::TooLarge {
+                size: MAX_META_BYTES + 1,
+                max: MAX_META_BYTES
+            }))
+        );
+    }
 }
