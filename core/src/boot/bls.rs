@@ -269,8 +269,9 @@ pub fn slot_entry(slot: Slot, version: u64, label: &str, cmdline: &str) -> BlsEn
 /// variable) wins over the sort order *and* ignores boot counting
 /// (`config_default_entry_select`), which would defeat the fallback. With
 /// `timeout 0` no menu shows unless a key is held. `reboot-on-error` makes
-/// newer systemd-boot reboot when an entry fails to start (v252 ignores the
-/// unknown key and returns to the firmware instead; see docs/boot.md).
+/// systemd-boot 258 and later reboot when an entry fails to start, so the
+/// next try comes without help (v252 ignores the unknown key and returns to
+/// the firmware instead; see docs/boot.md).
 pub fn loader_conf() -> String {
     "timeout 0\neditor no\nreboot-on-error yes\n".to_owned()
 }
