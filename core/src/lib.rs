@@ -18,6 +18,7 @@ pub mod layout;
 pub mod meta;
 pub mod pack;
 pub mod pipeline;
+pub mod probe;
 pub mod progress;
 pub mod remote;
 pub mod sign;
