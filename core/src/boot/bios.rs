@@ -7,6 +7,12 @@
 //! where the rest of core.img lies. Offsets are GRUB's
 //! include/grub/i386/pc/boot.h and include/grub/offsets.h. GRUB's BIOS disk
 //! code reads 512-byte sectors, so BIOS boot needs a 512-byte-sector disk.
+//! [`install`] writes both onto a disk.
+
+use std::io::SeekFrom;
+
+use super::mkimage::BiosImages;
+use crate::disk::Disk;
 
 /// The sector size GRUB's BIOS boot code works in.
 pub const SECTOR: usize = 512;
@@ -51,6 +57,12 @@ pub enum BiosError {
     CoreTooLarge { sectors: usize, max: usize },
     #[error("core.img is not an i386-pc image from grub-mkimage: {0}")]
     NotMkimageCore(String),
+    #[error(
+        "core.img has {sectors} sectors, more than the {partition} of the BIOS boot partition"
+    )]
+    DoesNotFit { sectors: u64, partition: u64 },
+    #[error("GRUB boots from BIOS only on disks with 512-byte sectors, not {0}")]
+    SectorSize(u32),
 }
 
 /// The MBR with boot.img's code patched to load core.img from `core_lba`.
@@ -114,6 +126,42 @@ pub fn patch_core(core_img: &[u8], core_lba: u64) -> Result<Vec<u8>, BiosError> 
     // The entry before it terminates the list.
     out[first - BLOCKLIST_ENTRY..first].fill(0);
     Ok(out)
+}
+
+/// Installs GRUB's BIOS boot code on a whole disk whose GPT is written:
+/// core.img into the BIOS boot partition (`partition_lba`,
+/// `partition_sectors`), then boot.img into the MBR, so the MBR never points
+/// at a core.img that is not there yet.
+pub fn install<D: Disk>(
+    disk: &mut D,
+    sector_size: u32,
+    partition_lba: u64,
+    partition_sectors: u64,
+    images: &BiosImages,
+) -> Result<(), super::BootError> {
+    if sector_size as usize != SECTOR {
+        return Err(BiosError::SectorSize(sector_size).into());
+    }
+    let core = patch_core(&images.core_img, partition_lba)?;
+    let sectors = (core.len() / SECTOR) as u64;
+    if sectors > partition_sectors {
+        return Err(BiosError::DoesNotFit {
+            sectors,
+            partition: partition_sectors,
+        }
+        .into());
+    }
+    disk.seek(SeekFrom::Start(partition_lba * SECTOR as u64))?;
+    disk.write_all(&core)?;
+    disk.sync()?;
+    let mut mbr = [0u8; SECTOR];
+    disk.seek(SeekFrom::Start(0))?;
+    disk.read_exact(&mut mbr)?;
+    let mbr = patch_mbr(&images.boot_img, &mbr, partition_lba)?;
+    disk.seek(SeekFrom::Start(0))?;
+    disk.write_all(&mbr)?;
+    disk.sync()?;
+    Ok(())
 }
 
 #[cfg(test)]

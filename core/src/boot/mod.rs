@@ -23,15 +23,23 @@ use std::io::{self, Read};
 pub mod bios;
 pub mod bls;
 pub mod esp;
+mod files;
+mod grub;
 pub mod grubcfg;
 pub mod grubenv;
 pub mod mkimage;
+mod sdboot;
 pub mod slotinfo;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
+pub use grub::{GrubBoot, GrubInstall};
+pub use sdboot::SystemdBoot;
 pub use slotinfo::SlotInfo;
 pub use state::{BootState, SlotState, MAX_TRIES};
 
+use crate::fat::FatError;
 use crate::slot::Slot;
 
 /// One slot as the bootloader sees it.
@@ -49,8 +57,9 @@ pub struct SlotStatus {
 /// The boot state of the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootStatus {
-    /// The slot the bootloader tries first at the next boot.
-    pub primary: Slot,
+    /// The slot the bootloader boots at the next boot (barring a kernel
+    /// that fails to load); `None` when no slot has complete boot files.
+    pub next: Option<Slot>,
     pub slots: [SlotStatus; 2],
 }
 
@@ -78,11 +87,15 @@ pub struct BootFiles<'a> {
 }
 
 /// Why a boot control operation failed. Every operation checks before it
-/// writes, so an error other than [`BootError::Io`] leaves the ESP as it was.
+/// writes, so only an I/O failure ([`BootError::Io`], or
+/// [`FatError::Io`] inside [`BootError::Fat`]) can stop one halfway, and
+/// that leaves a disk that boots like a power cut would.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     #[error("slot {0} has no complete boot files")]
     NotComplete(Slot),
+    #[error("slot {0} still has boot files; mark it bad before writing new ones")]
+    NotMarkedBad(Slot),
     #[error(transparent)]
     Transition(#[from] state::TransitionError),
     #[error("not enough room on the ESP for the boot files of slot {slot}: {needed} bytes needed, {free} free")]
@@ -95,6 +108,12 @@ pub enum BootError {
     Bls(#[from] bls::BlsError),
     #[error("{path} on the ESP: {reason}")]
     Corrupt { path: String, reason: String },
+    #[error("{path} on the ESP does not read back as written")]
+    Verify { path: String },
+    #[error(transparent)]
+    Bios(#[from] bios::BiosError),
+    #[error(transparent)]
+    Fat(#[from] FatError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -152,31 +171,4 @@ pub trait BootControl {
     /// Operator rollback: the good `slot` boots next; the other slot stays
     /// as the fallback.
     fn prefer(&mut self, slot: Slot) -> Result<(), BootError>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(a: SlotState, b: SlotState) -> BootStatus {
-        let slot = |slot, state| SlotStatus {
-            slot,
-            state,
-            info: None,
-        };
-        BootStatus {
-            primary: Slot::A,
-            slots: [slot(Slot::A, a), slot(Slot::B, b)],
-        }
-    }
-
-    #[test]
-    fn failed_trial_is_the_other_slot_without_tries() {
-        let failed = status(SlotState::Good, SlotState::Trial { tries_left: 0 });
-        assert_eq!(failed.failed_trial(Slot::A).map(|s| s.slot), Some(Slot::B));
-        // Running the last try of the trial is not a failure (yet).
-        assert_eq!(failed.failed_trial(Slot::B), None);
-        let pending = status(SlotState::Good, SlotState::Trial { tries_left: 2 });
-        assert_eq!(pending.failed_trial(Slot::A), None);
-    }
 }

@@ -36,6 +36,11 @@ impl SlotState {
             SlotState::Good => true,
         }
     }
+
+    /// A trial with tries left: activated, not yet proved or failed.
+    pub fn is_pending_trial(self) -> bool {
+        matches!(self, SlotState::Trial { tries_left } if tries_left > 0)
+    }
 }
 
 /// A state change that the current state does not allow.
@@ -45,6 +50,8 @@ pub enum TransitionError {
     InvalidTries(u8),
     #[error("slot {0} is not good, so it cannot be preferred")]
     NotGood(Slot),
+    #[error("slot {0} is waiting for its trial; mark it bad to cancel the update instead")]
+    OtherOnTrial(Slot),
 }
 
 /// The boot state of both slots, as the GRUB backend stores it.
@@ -114,20 +121,27 @@ impl BootState {
         })
     }
 
-    /// The running slot proved healthy: it is good and keeps booting. Also
-    /// repairs a slot that booted through the rescue path (state unknown).
+    /// The running slot proved healthy: it is good and keeps booting, unless
+    /// the other slot waits for its trial (activated by an update while this
+    /// slot runs), which keeps its turn. Also repairs a slot that booted
+    /// through the rescue path (state unknown).
     pub fn mark_good(self, slot: Slot) -> BootState {
+        let other_pending = self.slot(slot.other()).is_pending_trial();
         BootState {
-            primary: slot,
+            primary: if other_pending { self.primary } else { slot },
             ..self.with_slot(slot, SlotState::Good)
         }
     }
 
     /// Operator rollback: a good slot boots next; the other slot keeps its
-    /// state, so it stays the fallback.
+    /// state, so it stays the fallback. Not while the other slot waits for
+    /// its trial: that is cancelled by marking it bad.
     pub fn prefer(self, slot: Slot) -> Result<BootState, TransitionError> {
         if self.slot(slot) != SlotState::Good {
             return Err(TransitionError::NotGood(slot));
+        }
+        if self.slot(slot.other()).is_pending_trial() {
+            return Err(TransitionError::OtherOnTrial(slot.other()));
         }
         Ok(BootState {
             primary: slot,
@@ -280,12 +294,25 @@ mod tests {
             installed().activate(Slot::B, MAX_TRIES + 1),
             Err(TransitionError::InvalidTries(MAX_TRIES + 1))
         );
+        let pending = installed().activate(Slot::B, 3).unwrap();
+        assert_eq!(
+            pending.prefer(Slot::A),
+            Err(TransitionError::OtherOnTrial(Slot::B))
+        );
         let err = installed().prefer(Slot::B).unwrap_err();
         assert_eq!(err, TransitionError::NotGood(Slot::B));
         assert_eq!(
             err.to_string(),
             "slot b is not good, so it cannot be preferred"
         );
+    }
+
+    #[test]
+    fn mark_good_leaves_a_pending_trial_its_turn() {
+        let pending = installed().activate(Slot::B, 3).unwrap();
+        let state = pending.mark_good(Slot::A);
+        assert_eq!(state, pending);
+        assert_eq!(state.next_boot(BOTH).unwrap().slot, Slot::B);
     }
 
     #[test]
