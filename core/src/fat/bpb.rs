@@ -102,7 +102,8 @@ impl Geometry {
 
     /// Byte offset of data cluster `cluster` (>= 2).
     pub fn cluster_offset(&self, cluster: u32) -> u64 {
-        self.sector_offset(self.data_start_sector()) + u64::from(cluster - 2) * u64::from(self.cluster_size())
+        self.sector_offset(self.data_start_sector())
+            + u64::from(cluster - 2) * u64::from(self.cluster_size())
     }
 
     /// The FAT copies every FAT change goes to, live one first.
@@ -137,7 +138,9 @@ impl Geometry {
         };
         let mut cluster_size = preferred.max(bytes_per_sector);
         loop {
-            if let Some(geometry) = Self::layout(total, bytes_per_sector, cluster_size / bytes_per_sector) {
+            if let Some(geometry) =
+                Self::layout(total, bytes_per_sector, cluster_size / bytes_per_sector)
+            {
                 let count = geometry.cluster_count();
                 if count > MAX_CLUSTERS {
                     return Err(FatError::Unsupported(format!(
@@ -149,7 +152,10 @@ impl Geometry {
                 }
             }
             if cluster_size == bytes_per_sector {
-                return Err(FatError::TooSmall { size: region_size, min: Self::min_size(bytes_per_sector) });
+                return Err(FatError::TooSmall {
+                    size: region_size,
+                    min: Self::min_size(bytes_per_sector),
+                });
             }
             cluster_size /= 2;
         }
@@ -200,7 +206,8 @@ impl Geometry {
     /// per cluster, 65525 clusters.
     pub fn min_size(bytes_per_sector: u32) -> u64 {
         let fat_sectors = (MIN_CLUSTERS + 2).div_ceil(bytes_per_sector / 4);
-        u64::from(RESERVED_SECTORS + NUM_FATS * fat_sectors + MIN_CLUSTERS) * u64::from(bytes_per_sector)
+        u64::from(RESERVED_SECTORS + NUM_FATS * fat_sectors + MIN_CLUSTERS)
+            * u64::from(bytes_per_sector)
     }
 }
 
@@ -234,16 +241,22 @@ impl BootSector {
         }
         let bytes_per_sector = u32::from(le16(b, 11));
         if ![512, 1024, 2048, 4096].contains(&bytes_per_sector) {
-            return Err(corrupt(format!("{bytes_per_sector} bytes per sector (must be 512, 1024, 2048 or 4096)")));
+            return Err(corrupt(format!(
+                "{bytes_per_sector} bytes per sector (must be 512, 1024, 2048 or 4096)"
+            )));
         }
         let sectors_per_cluster = u32::from(b[13]);
         if !sectors_per_cluster.is_power_of_two() {
-            return Err(corrupt(format!("{sectors_per_cluster} sectors per cluster (must be a power of two)")));
+            return Err(corrupt(format!(
+                "{sectors_per_cluster} sectors per cluster (must be a power of two)"
+            )));
         }
         let reserved_sectors = u32::from(le16(b, 14));
         let num_fats = u32::from(b[16]);
         if reserved_sectors == 0 || num_fats == 0 {
-            return Err(corrupt(format!("{reserved_sectors} reserved sectors and {num_fats} FATs")));
+            return Err(corrupt(format!(
+                "{reserved_sectors} reserved sectors and {num_fats} FATs"
+            )));
         }
         let root_entries = le16(b, 17);
         let fat16_sectors = le16(b, 22);
@@ -267,11 +280,18 @@ impl BootSector {
         let ext_flags = le16(b, 40);
         let version = le16(b, 42);
         if version != 0 {
-            return Err(corrupt(format!("FAT32 version {}.{} (only 0.0 exists)", version >> 8, version & 0xFF)));
+            return Err(corrupt(format!(
+                "FAT32 version {}.{} (only 0.0 exists)",
+                version >> 8,
+                version & 0xFF
+            )));
         }
         let active_fat = (ext_flags & 0x80 != 0).then_some(u32::from(ext_flags & 0x0F));
         if active_fat.is_some_and(|n| n >= num_fats) {
-            return Err(corrupt(format!("active FAT {} of {num_fats}", ext_flags & 0x0F)));
+            return Err(corrupt(format!(
+                "active FAT {} of {num_fats}",
+                ext_flags & 0x0F
+            )));
         }
         let special_sector = |at: usize| match u32::from(le16(b, at)) {
             0 | 0xFFFF => None,
@@ -299,21 +319,34 @@ impl BootSector {
         };
         let clusters = geometry.cluster_count();
         if clusters < MIN_CLUSTERS {
-            return Err(corrupt(format!("not FAT32: {clusters} clusters (FAT32 has at least {MIN_CLUSTERS})")));
+            return Err(corrupt(format!(
+                "not FAT32: {clusters} clusters (FAT32 has at least {MIN_CLUSTERS})"
+            )));
         }
         if clusters > MAX_CLUSTERS {
-            return Err(corrupt(format!("{clusters} clusters, more than FAT32 can number")));
+            return Err(corrupt(format!(
+                "{clusters} clusters, more than FAT32 can number"
+            )));
         }
         let fat_entries = geometry.fat_bytes() as u64 / 4;
         if fat_entries < u64::from(clusters) + 2 {
-            return Err(corrupt(format!("a FAT of {fat_entries} entries cannot map {clusters} clusters")));
+            return Err(corrupt(format!(
+                "a FAT of {fat_entries} entries cannot map {clusters} clusters"
+            )));
         }
         if !(2..clusters + 2).contains(&geometry.root_cluster) {
-            return Err(corrupt(format!("root directory cluster {} out of range", geometry.root_cluster)));
+            return Err(corrupt(format!(
+                "root directory cluster {} out of range",
+                geometry.root_cluster
+            )));
         }
         let mut label = [0u8; 11];
         label.copy_from_slice(&b[71..82]);
-        Ok(BootSector { geometry, volume_id: le32(b, 67), label })
+        Ok(BootSector {
+            geometry,
+            volume_id: le32(b, 67),
+            label,
+        })
     }
 
     /// Sector 0 (and its backup), `bytes_per_sector` long.
@@ -363,7 +396,10 @@ impl FsInfo {
         let signed = le32(sector, 0) == FSINFO_LEAD_SIG
             && le32(sector, 484) == FSINFO_STRUC_SIG
             && le32(sector, 508) == FSINFO_TRAIL_SIG;
-        signed.then(|| FsInfo { free_count: le32(sector, 488), next_free: le32(sector, 492) })
+        signed.then(|| FsInfo {
+            free_count: le32(sector, 488),
+            next_free: le32(sector, 492),
+        })
     }
 
     /// Writes the signatures and hints into `sector`, leaving its reserved
@@ -389,15 +425,30 @@ mod tests {
 
     #[test]
     fn planned_geometries_round_trip_through_the_boot_sector() {
-        for (size, bps) in [(64 * MIB, 512), (600 * MIB, 512), (600 * MIB, 4096), (512 * MIB, 512), (40 * MIB, 512)] {
+        for (size, bps) in [
+            (64 * MIB, 512),
+            (600 * MIB, 512),
+            (600 * MIB, 4096),
+            (512 * MIB, 512),
+            (40 * MIB, 512),
+        ] {
             let geometry = Geometry::plan(size, bps).unwrap();
-            let boot = BootSector { geometry: geometry.clone(), volume_id: 0x1234_5678, label: *b"ABNIX-ESP  " };
+            let boot = BootSector {
+                geometry: geometry.clone(),
+                volume_id: 0x1234_5678,
+                label: *b"ABNIX-ESP  ",
+            };
             let bytes = boot.to_bytes();
             assert_eq!(bytes.len(), bps as usize);
-            assert_eq!(BootSector::parse(&first_512(&bytes), size).unwrap(), boot, "{size} {bps}");
+            assert_eq!(
+                BootSector::parse(&first_512(&bytes), size).unwrap(),
+                boot,
+                "{size} {bps}"
+            );
             assert!(geometry.cluster_count() >= MIN_CLUSTERS);
             assert_eq!(
-                (geometry.reserved_sectors + 2 * geometry.fat_sectors) % geometry.sectors_per_cluster,
+                (geometry.reserved_sectors + 2 * geometry.fat_sectors)
+                    % geometry.sectors_per_cluster,
                 0,
                 "the data area starts on a cluster boundary"
             );
@@ -409,31 +460,59 @@ mod tests {
     fn cluster_size_follows_the_region_size() {
         assert_eq!(Geometry::plan(64 * MIB, 512).unwrap().cluster_size(), 512);
         assert_eq!(Geometry::plan(512 * MIB, 512).unwrap().cluster_size(), 4096);
-        assert_eq!(Geometry::plan(600 * MIB, 4096).unwrap().cluster_size(), 4096);
-        assert_eq!(Geometry::plan(20 * 1024 * MIB, 512).unwrap().cluster_size(), 16384);
+        assert_eq!(
+            Geometry::plan(600 * MIB, 4096).unwrap().cluster_size(),
+            4096
+        );
+        assert_eq!(
+            Geometry::plan(20 * 1024 * MIB, 512).unwrap().cluster_size(),
+            16384
+        );
         // 300 MiB with 4 KiB sectors: 4 KiB clusters give ~76000 clusters.
-        assert_eq!(Geometry::plan(300 * MIB, 4096).unwrap().cluster_size(), 4096);
+        assert_eq!(
+            Geometry::plan(300 * MIB, 4096).unwrap().cluster_size(),
+            4096
+        );
     }
 
     #[test]
     fn too_small_regions_are_refused_with_the_minimum() {
         for bps in [512u32, 4096] {
             let min = Geometry::min_size(bps);
-            assert!(Geometry::plan(min, bps).is_ok(), "{bps}: the minimum itself fits");
+            assert!(
+                Geometry::plan(min, bps).is_ok(),
+                "{bps}: the minimum itself fits"
+            );
             match Geometry::plan(min - u64::from(bps), bps) {
-                Err(FatError::TooSmall { size, min: reported }) => {
+                Err(FatError::TooSmall {
+                    size,
+                    min: reported,
+                }) => {
                     assert_eq!((size, reported), (min - u64::from(bps), min))
                 }
                 other => panic!("{bps}: {other:?}"),
             }
         }
-        assert!(matches!(Geometry::plan(64 * MIB, 4096), Err(FatError::TooSmall { .. })));
-        assert!(matches!(Geometry::plan(64 * MIB, 1000), Err(FatError::Unsupported(_))));
+        assert!(matches!(
+            Geometry::plan(64 * MIB, 4096),
+            Err(FatError::TooSmall { .. })
+        ));
+        assert!(matches!(
+            Geometry::plan(64 * MIB, 1000),
+            Err(FatError::Unsupported(_))
+        ));
     }
 
     fn valid_sector() -> [u8; 512] {
         let geometry = Geometry::plan(64 * MIB, 512).unwrap();
-        first_512(&BootSector { geometry, volume_id: 1, label: *b"NO NAME    " }.to_bytes())
+        first_512(
+            &BootSector {
+                geometry,
+                volume_id: 1,
+                label: *b"NO NAME    ",
+            }
+            .to_bytes(),
+        )
     }
 
     fn rejection(mutate: impl FnOnce(&mut [u8; 512])) -> String {
@@ -448,19 +527,32 @@ mod tests {
     #[test]
     fn bad_boot_sectors_are_rejected_with_the_reason() {
         assert!(rejection(|b| b[511] = 0).contains("55 AA"));
-        assert!(rejection(|b| b[11..13].copy_from_slice(&1000u16.to_le_bytes())).contains("bytes per sector"));
+        assert!(
+            rejection(|b| b[11..13].copy_from_slice(&1000u16.to_le_bytes()))
+                .contains("bytes per sector")
+        );
         assert!(rejection(|b| b[13] = 3).contains("sectors per cluster"));
         assert!(rejection(|b| b[16] = 0).contains("0 FATs"));
         assert!(rejection(|b| b[17] = 2).contains("not FAT32"));
         assert!(rejection(|b| b[22] = 9).contains("not FAT32"));
-        assert!(rejection(|b| b[32..36].copy_from_slice(&u32::MAX.to_le_bytes())).contains("region holds"));
+        assert!(
+            rejection(|b| b[32..36].copy_from_slice(&u32::MAX.to_le_bytes()))
+                .contains("region holds")
+        );
         assert!(rejection(|b| b[42] = 1).contains("version"));
-        assert!(rejection(|b| b[36..40].copy_from_slice(&0u32.to_le_bytes())).contains("no data area"));
-        assert!(rejection(|b| b[44..48].copy_from_slice(&0u32.to_le_bytes())).contains("root directory cluster"));
+        assert!(
+            rejection(|b| b[36..40].copy_from_slice(&0u32.to_le_bytes())).contains("no data area")
+        );
+        assert!(
+            rejection(|b| b[44..48].copy_from_slice(&0u32.to_le_bytes()))
+                .contains("root directory cluster")
+        );
         assert!(rejection(|b| b[40] = 0x85).contains("active FAT"));
         // Eight sectors per cluster on 64 MiB: about 16000 clusters, FAT16 land.
         assert!(rejection(|b| b[13] = 8).contains("not FAT32: "));
-        assert!(rejection(|b| b[36..40].copy_from_slice(&4u32.to_le_bytes())).contains("cannot map"));
+        assert!(
+            rejection(|b| b[36..40].copy_from_slice(&4u32.to_le_bytes())).contains("cannot map")
+        );
     }
 
     #[test]
@@ -484,7 +576,10 @@ mod tests {
     fn fsinfo_round_trips_and_needs_its_signatures() {
         let mut sector = vec![0u8; 512];
         assert_eq!(FsInfo::parse(&sector), None);
-        let info = FsInfo { free_count: 1234, next_free: 99 };
+        let info = FsInfo {
+            free_count: 1234,
+            next_free: 99,
+        };
         info.write_into(&mut sector);
         assert_eq!(FsInfo::parse(&sector), Some(info));
         assert_eq!(&sector[0..4], b"RRaA");

@@ -34,7 +34,7 @@ pub(super) const DELETED: u8 = 0xE5;
 pub(super) const END_OF_DIRECTORY: u8 = 0x00;
 
 const LAST_LONG_ENTRY: u8 = 0x40;
-const UNITS_PER_LONG_ENTRY: usize = 13;
+pub(super) const UNITS_PER_LONG_ENTRY: usize = 13;
 /// 255 units need 20 long entries; a larger ordinal is corrupt.
 const MAX_LONG_ENTRIES: usize = 20;
 
@@ -66,13 +66,23 @@ impl Timestamp {
         let now = chrono::Utc::now();
         // FAT dates cover 1980..=2107.
         if now.year() < 1980 {
-            return Timestamp { date: (1 << 5) | 1, time: 0, hundredths: 0 };
+            return Timestamp {
+                date: (1 << 5) | 1,
+                time: 0,
+                hundredths: 0,
+            };
         }
         let year = (now.year() - 1980).min(127) as u16;
         let date = (year << 9) | ((now.month() as u16) << 5) | now.day() as u16;
-        let time = ((now.hour() as u16) << 11) | ((now.minute() as u16) << 5) | (now.second() as u16 / 2);
-        let hundredths = ((now.second() % 2) * 100 + now.timestamp_subsec_millis().min(999) / 10) as u8;
-        Timestamp { date, time, hundredths }
+        let time =
+            ((now.hour() as u16) << 11) | ((now.minute() as u16) << 5) | (now.second() as u16 / 2);
+        let hundredths =
+            ((now.second() % 2) * 100 + now.timestamp_subsec_millis().min(999) / 10) as u8;
+        Timestamp {
+            date,
+            time,
+            hundredths,
+        }
     }
 }
 
@@ -107,7 +117,10 @@ impl ShortEntry {
             created: now,
             accessed_date: now.date,
             first_cluster,
-            written: Timestamp { hundredths: 0, ..now },
+            written: Timestamp {
+                hundredths: 0,
+                ..now
+            },
             size,
         }
     }
@@ -119,10 +132,18 @@ impl ShortEntry {
             name,
             attr: raw[11],
             nt_res: raw[12],
-            created: Timestamp { hundredths: raw[13], time: le16(raw, 14), date: le16(raw, 16) },
+            created: Timestamp {
+                hundredths: raw[13],
+                time: le16(raw, 14),
+                date: le16(raw, 16),
+            },
             accessed_date: le16(raw, 18),
             first_cluster: (u32::from(le16(raw, 20)) << 16) | u32::from(le16(raw, 26)),
-            written: Timestamp { hundredths: 0, time: le16(raw, 22), date: le16(raw, 24) },
+            written: Timestamp {
+                hundredths: 0,
+                time: le16(raw, 22),
+                date: le16(raw, 24),
+            },
             size: le32(raw, 28),
         }
     }
@@ -244,7 +265,11 @@ impl PendingLongName {
         if self.next_ord != 0 || self.checksum != lfn_checksum(&short.name) {
             return None;
         }
-        let end = self.units.iter().position(|&u| u == 0).unwrap_or(self.units.len());
+        let end = self
+            .units
+            .iter()
+            .position(|&u| u == 0)
+            .unwrap_or(self.units.len());
         (end > 0).then(|| String::from_utf16_lossy(&self.units[..end]))
     }
 }
@@ -279,7 +304,12 @@ pub(super) fn parse_directory(bytes: &[u8]) -> Listing {
                 } else {
                     pending = pending
                         .take()
-                        .filter(|p| raw[0] & LAST_LONG_ENTRY == 0 && ord >= 1 && ord == p.next_ord && raw[13] == p.checksum)
+                        .filter(|p| {
+                            raw[0] & LAST_LONG_ENTRY == 0
+                                && ord >= 1
+                                && ord == p.next_ord
+                                && raw[13] == p.checksum
+                        })
                         .map(|mut p| {
                             p.store(ord, raw);
                             p
@@ -298,12 +328,21 @@ pub(super) fn parse_directory(bytes: &[u8]) -> Listing {
                     }
                     _ => (slot, None),
                 };
-                let name = long_name.unwrap_or_else(|| short_name_display(&short.name, short.nt_res));
-                items.push(DirItem { name, short, first_slot, short_slot: slot });
+                let name =
+                    long_name.unwrap_or_else(|| short_name_display(&short.name, short.nt_res));
+                items.push(DirItem {
+                    name,
+                    short,
+                    first_slot,
+                    short_slot: slot,
+                });
             }
         }
     }
-    Listing { items, end: slot_count }
+    Listing {
+        items,
+        end: slot_count,
+    }
 }
 
 #[cfg(test)]
@@ -315,14 +354,20 @@ mod tests {
     }
 
     fn stamp() -> Timestamp {
-        Timestamp { date: (44 << 9) | (3 << 5) | 14, time: (15 << 11) | (9 << 5) | 13, hundredths: 150 }
+        Timestamp {
+            date: (44 << 9) | (3 << 5) | 14,
+            time: (15 << 11) | (9 << 5) | 13,
+            hundredths: 150,
+        }
     }
 
     fn set(long: &str, short: &[u8; 11], cluster: u32, size: u32) -> Vec<u8> {
         let units: Vec<u16> = long.encode_utf16().collect();
         let sum = lfn_checksum(short);
         let mut out: Vec<u8> = encode_long_name(&units, sum).concat();
-        out.extend_from_slice(&ShortEntry::new(*short, ATTR_ARCHIVE, cluster, size, stamp()).to_bytes());
+        out.extend_from_slice(
+            &ShortEntry::new(*short, ATTR_ARCHIVE, cluster, size, stamp()).to_bytes(),
+        );
         out
     }
 
@@ -335,7 +380,10 @@ mod tests {
             created: stamp(),
             accessed_date: 0x5876,
             first_cluster: 0x0012_3456,
-            written: Timestamp { hundredths: 0, ..stamp() },
+            written: Timestamp {
+                hundredths: 0,
+                ..stamp()
+            },
             size: 0xDEAD_BEEF,
         };
         let raw = entry.to_bytes();
@@ -353,14 +401,23 @@ mod tests {
 
     #[test]
     fn long_names_round_trip_through_a_directory() {
-        for name in ["a", "exactly13char", "fourteen chars", "Grüße aus Köln ☃.txt", &"n".repeat(255)] {
+        for name in [
+            "a",
+            "exactly13char",
+            "fourteen chars",
+            "Grüße aus Köln ☃.txt",
+            &"n".repeat(255),
+        ] {
             let bytes = set(name, b"NAME~1  TXT", 7, 42);
             let listing = parse_directory(&bytes);
             assert_eq!(listing.items.len(), 1, "{name}");
             let item = &listing.items[0];
             assert_eq!(item.name, name);
             assert_eq!(item.first_slot, 0);
-            assert_eq!(item.short_slot, long_entries_needed(name.encode_utf16().count()));
+            assert_eq!(
+                item.short_slot,
+                long_entries_needed(name.encode_utf16().count())
+            );
             assert_eq!(item.short.first_cluster, 7);
             assert_eq!(item.short.size, 42);
             assert_eq!(listing.end, bytes.len() / ENTRY_SIZE);
@@ -375,7 +432,11 @@ mod tests {
         let e = &entries[0];
         assert_eq!(e[0], 0x41, "ordinal 1 with the last-entry flag");
         assert_eq!((e[11], e[12], e[13]), (0x0F, 0, 0x11));
-        assert_eq!(&e[1..9], &[b'a', 0, b'b', 0, b'c', 0, 0, 0], "terminator after the name");
+        assert_eq!(
+            &e[1..9],
+            &[b'a', 0, b'b', 0, b'c', 0, 0, 0],
+            "terminator after the name"
+        );
         assert_eq!(&e[9..11], &[0xFF, 0xFF], "padding after the terminator");
         assert_eq!(&e[26..28], &[0, 0], "LDIR_FstClusLO is zero");
         // A name filling its entries exactly has no terminator.
@@ -406,7 +467,9 @@ mod tests {
         let mut bytes = set("orphan name", b"ORPHAN~1   ", 3, 1);
         let short_at = bytes.len() - ENTRY_SIZE;
         bytes[short_at] = DELETED;
-        bytes.extend_from_slice(&ShortEntry::new(*b"PLAIN      ", ATTR_ARCHIVE, 4, 1, stamp()).to_bytes());
+        bytes.extend_from_slice(
+            &ShortEntry::new(*b"PLAIN      ", ATTR_ARCHIVE, 4, 1, stamp()).to_bytes(),
+        );
         let listing = parse_directory(&bytes);
         assert_eq!(listing.items.len(), 1);
         assert_eq!(listing.items[0].name, "PLAIN");
@@ -429,7 +492,9 @@ mod tests {
 
     #[test]
     fn deleted_entries_and_labels_are_kept_apart() {
-        let mut bytes = ShortEntry::new(*b"ABNIX-ESP  ", ATTR_VOLUME_ID, 0, 0, stamp()).to_bytes().to_vec();
+        let mut bytes = ShortEntry::new(*b"ABNIX-ESP  ", ATTR_VOLUME_ID, 0, 0, stamp())
+            .to_bytes()
+            .to_vec();
         bytes.extend_from_slice(&DELETED_SLOT);
         bytes.extend_from_slice(&set("kept", b"KEPT       ", 5, 9));
         let listing = parse_directory(&bytes);

@@ -1,5 +1,5 @@
 //! The operations of [`FatFs`]. The write order of every mutation, and why
-//! it is safe against power cuts, is set out in the docs of [`super`]; the
+//! it is safe against power cuts, is set out in the docs of `fat`; the
 //! comments at each `sync` here say which step must land before which.
 
 use std::collections::HashSet;
@@ -10,8 +10,9 @@ use tracing::{debug, info, warn};
 
 use super::bpb::{BootSector, FsInfo, Geometry};
 use super::dirent::{
-    encode_long_name, lfn_checksum, parse_directory, DirItem, RawEntry, ShortEntry, Timestamp, ATTR_ARCHIVE,
-    ATTR_DIRECTORY, ATTR_VOLUME_ID, DELETED, DELETED_SLOT, ENTRY_SIZE,
+    encode_long_name, lfn_checksum, parse_directory, DirItem, RawEntry, ShortEntry, Timestamp,
+    ATTR_ARCHIVE, ATTR_DIRECTORY, ATTR_VOLUME_ID, DELETED, DELETED_SLOT, ENTRY_SIZE,
+    UNITS_PER_LONG_ENTRY,
 };
 use super::names::{same_name, split_path, unique_short_name, volume_label, ShortName};
 use super::table::{ClusterSet, FatTable, END_OF_CHAIN, FREE};
@@ -65,7 +66,9 @@ impl Dir {
     }
 
     pub(super) fn find(&self, name: &str) -> Option<usize> {
-        self.visible().find(|(_, item)| same_name(&item.name, name)).map(|(index, _)| index)
+        self.visible()
+            .find(|(_, item)| same_name(&item.name, name))
+            .map(|(index, _)| index)
     }
 
     /// Every short name in use here, which a new one must differ from.
@@ -131,7 +134,11 @@ impl<D: Disk> FatFs<D> {
         let size = disk.size()?;
         let geometry = Geometry::plan(size, opts.sector_size)?;
         let bps = geometry.bytes_per_sector as usize;
-        let boot = BootSector { geometry: geometry.clone(), volume_id: opts.volume_id, label: label.unwrap_or(*b"NO NAME    ") };
+        let boot = BootSector {
+            geometry: geometry.clone(),
+            volume_id: opts.volume_id,
+            label: label.unwrap_or(*b"NO NAME    "),
+        };
         let boot_sector = boot.to_bytes();
 
         write_at(&mut disk, 0, &vec![0; bps])?;
@@ -139,13 +146,18 @@ impl<D: Disk> FatFs<D> {
         // no volume at all rather than a half-made one.
         disk.sync()?;
 
-        // The reserved sectors: FSInfo, backup boot sector and backup FSInfo
-        // (fatgen103 puts the backup FSInfo right after the backup boot
-        // sector); sector 0 itself stays clear for now.
+        // The reserved sectors: FSInfo, and the copy of the boot record
+        // (boot sector, then FSInfo) at BPB_BkBootSec, laid out as mkfs.fat
+        // does; sector 0 itself stays clear for now.
         let mut reserved = vec![0u8; geometry.reserved_sectors as usize * bps];
-        let fsinfo = FsInfo { free_count: geometry.cluster_count() - 1, next_free: geometry.root_cluster + 1 };
+        let fsinfo = FsInfo {
+            free_count: geometry.cluster_count() - 1,
+            next_free: geometry.root_cluster + 1,
+        };
         let fsinfo_sector = geometry.fsinfo_sector.expect("planned with FSInfo") as usize;
-        let backup = geometry.backup_boot_sector.expect("planned with a backup boot sector") as usize;
+        let backup = geometry
+            .backup_boot_sector
+            .expect("planned with a backup boot sector") as usize;
         fsinfo.write_into(&mut reserved[fsinfo_sector * bps..(fsinfo_sector + 1) * bps]);
         reserved[backup * bps..(backup + 1) * bps].copy_from_slice(&boot_sector);
         fsinfo.write_into(&mut reserved[(backup + 1) * bps..(backup + 2) * bps]);
@@ -154,7 +166,11 @@ impl<D: Disk> FatFs<D> {
         // Both FATs: FAT[0] repeats the media byte, FAT[1] is an end mark
         // with the clean-shutdown bits set, FAT[2] ends the root directory.
         let mut first_fat_sector = vec![0u8; bps];
-        let head = [0x0FFF_FF00 | u32::from(geometry.media), 0x0FFF_FFFF, END_OF_CHAIN];
+        let head = [
+            0x0FFF_FF00 | u32::from(geometry.media),
+            0x0FFF_FFFF,
+            END_OF_CHAIN,
+        ];
         for (i, value) in head.iter().enumerate() {
             first_fat_sector[i * 4..i * 4 + 4].copy_from_slice(&value.to_le_bytes());
         }
@@ -175,12 +191,21 @@ impl<D: Disk> FatFs<D> {
             let entry = ShortEntry::new(label, ATTR_VOLUME_ID, 0, 0, Timestamp::now());
             root[..ENTRY_SIZE].copy_from_slice(&entry.to_bytes());
         }
-        write_at(&mut disk, geometry.cluster_offset(geometry.root_cluster), &root)?;
+        write_at(
+            &mut disk,
+            geometry.cluster_offset(geometry.root_cluster),
+            &root,
+        )?;
         // Everything sector 0 describes must be on disk before it is.
         disk.sync()?;
         write_at(&mut disk, 0, &boot_sector)?;
         disk.sync()?;
-        debug!(size, cluster_size = geometry.cluster_size(), clusters = geometry.cluster_count(), "formatted FAT32");
+        debug!(
+            size,
+            cluster_size = geometry.cluster_size(),
+            clusters = geometry.cluster_count(),
+            "formatted FAT32"
+        );
         Self::open(disk)
     }
 
@@ -189,7 +214,9 @@ impl<D: Disk> FatFs<D> {
     pub fn open(mut disk: D) -> Result<Self, FatError> {
         let size = disk.size()?;
         if size < 512 {
-            return Err(FatError::Corrupt(format!("a region of {size} bytes cannot hold a boot sector")));
+            return Err(FatError::Corrupt(format!(
+                "a region of {size} bytes cannot hold a boot sector"
+            )));
         }
         let mut sector0 = [0u8; 512];
         read_at(&mut disk, 0, &mut sector0)?;
@@ -204,7 +231,13 @@ impl<D: Disk> FatFs<D> {
                 fsinfo_sector = Some(sector);
             }
         }
-        Ok(FatFs { disk, geometry, fat, fsinfo_sector, stale: false })
+        Ok(FatFs {
+            disk,
+            geometry,
+            fat,
+            fsinfo_sector,
+            stale: false,
+        })
     }
 
     /// The cluster size in bytes: the unit of allocation.
@@ -281,7 +314,11 @@ impl<D: Disk> FatFs<D> {
                 .map(|(_, item)| DirEntry {
                     name: item.name.clone(),
                     is_dir: item.short.is_dir(),
-                    size: if item.short.is_dir() { 0 } else { u64::from(item.short.size) },
+                    size: if item.short.is_dir() {
+                        0
+                    } else {
+                        u64::from(item.short.size)
+                    },
                 })
                 .collect())
         })
@@ -308,7 +345,12 @@ impl<D: Disk> FatFs<D> {
     /// Creates a file of `len` bytes read from `data`; the parent directory
     /// must exist. [`FatError::AlreadyExists`] if the name is taken;
     /// [`FatError::NoSpace`] before anything is written if it does not fit.
-    pub fn create_file(&mut self, path: &str, data: &mut dyn Read, len: u64) -> Result<(), FatError> {
+    pub fn create_file(
+        &mut self,
+        path: &str,
+        data: &mut dyn Read,
+        len: u64,
+    ) -> Result<(), FatError> {
         self.guarded(|fs| {
             let components = split_path(path)?;
             let Some((name, parents)) = components.split_last() else {
@@ -330,7 +372,11 @@ impl<D: Disk> FatFs<D> {
         self.guarded(|fs| {
             let (entry, path) = fs.file_entry(path)?;
             if u64::from(entry.size) != data.len() as u64 {
-                return Err(FatError::SizeMismatch { path, file: entry.size.into(), data: data.len() as u64 });
+                return Err(FatError::SizeMismatch {
+                    path,
+                    file: entry.size.into(),
+                    data: data.len() as u64,
+                });
             }
             let clusters = fs.file_clusters(&entry, &path)?;
             let bps = fs.geometry.bytes_per_sector as usize;
@@ -365,9 +411,15 @@ impl<D: Disk> FatFs<D> {
             let (Some((from_name, from_parents)), Some((to_name, to_parents))) =
                 (from_components.split_last(), to_components.split_last())
             else {
-                return Err(FatError::InvalidName("the root directory cannot be renamed".into()));
+                return Err(FatError::InvalidName(
+                    "the root directory cannot be renamed".into(),
+                ));
             };
-            let Found { mut dir, index, path: from_path } = fs.find_item(from_parents, from_name)?;
+            let Found {
+                mut dir,
+                index,
+                path: from_path,
+            } = fs.find_item(from_parents, from_name)?;
             let to_path = join(&to_components);
             if fs.dir_at(to_parents)?.first_cluster != dir.first_cluster {
                 return Err(FatError::InvalidName(format!(
@@ -400,11 +452,23 @@ impl<D: Disk> FatFs<D> {
         self.guarded(|fs| {
             let components = split_path(path)?;
             let Some((name, parents)) = components.split_last() else {
-                return Err(FatError::InvalidName("the root directory cannot be removed".into()));
+                return Err(FatError::InvalidName(
+                    "the root directory cannot be removed".into(),
+                ));
             };
-            let Found { mut dir, index, path } = fs.find_item(parents, name)?;
+            let Found {
+                mut dir,
+                index,
+                path,
+            } = fs.find_item(parents, name)?;
             let item = dir.items[index].clone();
-            if item.short.is_dir() && fs.read_subdir(&item.short, path.clone())?.visible().next().is_some() {
+            if item.short.is_dir()
+                && fs
+                    .read_subdir(&item.short, path.clone())?
+                    .visible()
+                    .next()
+                    .is_some()
+            {
                 return Err(FatError::DirectoryNotEmpty(path));
             }
             let first = item.short.first_cluster;
@@ -443,7 +507,11 @@ impl<D: Disk> FatFs<D> {
     pub fn reclaim_lost_clusters(&mut self) -> Result<u64, FatError> {
         self.guarded(|fs| {
             let reached = fs.reachable_clusters()?;
-            let lost: Vec<u32> = fs.fat.allocated().filter(|&c| !reached.contains(c)).collect();
+            let lost: Vec<u32> = fs
+                .fat
+                .allocated()
+                .filter(|&c| !reached.contains(c))
+                .collect();
             for &cluster in &lost {
                 fs.fat.set(cluster, FREE);
             }
@@ -454,7 +522,10 @@ impl<D: Disk> FatFs<D> {
             fs.commit_fsinfo()?;
             let bytes = lost.len() as u64 * u64::from(fs.cluster_size());
             if !lost.is_empty() {
-                info!(clusters = lost.len(), bytes, "reclaimed lost clusters on the FAT volume");
+                info!(
+                    clusters = lost.len(),
+                    bytes, "reclaimed lost clusters on the FAT volume"
+                );
             }
             Ok(bytes)
         })
@@ -462,7 +533,10 @@ impl<D: Disk> FatFs<D> {
 
     /// Runs `op`; after an I/O error the in-memory FAT may be ahead of the
     /// disk, so it is read again before the next operation.
-    fn guarded<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T, FatError>) -> Result<T, FatError> {
+    fn guarded<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, FatError>,
+    ) -> Result<T, FatError> {
         if self.stale {
             let hint = self.fat.next_free();
             self.fat = FatTable::load(&mut self.disk, &self.geometry)?;
@@ -477,21 +551,39 @@ impl<D: Disk> FatFs<D> {
     }
 
     fn read_dir(&mut self, path: String, first_cluster: u32) -> Result<Dir, FatError> {
-        let owner = if path == "/" { "the root directory".to_string() } else { format!("directory {path}") };
+        let owner = if path == "/" {
+            "the root directory".to_string()
+        } else {
+            format!("directory {path}")
+        };
         let clusters = self.fat.chain(first_cluster, None, &owner)?;
         let cluster_size = self.cluster_size() as usize;
         if clusters.len() * cluster_size > MAX_DIR_SLOTS * ENTRY_SIZE {
-            return Err(FatError::Corrupt(format!("{owner} has {} clusters, more than 65536 entries", clusters.len())));
+            return Err(FatError::Corrupt(format!(
+                "{owner} has {} clusters, more than 65536 entries",
+                clusters.len()
+            )));
         }
         let mut bytes = vec![0u8; clusters.len() * cluster_size];
         let mut at = 0;
         for (first, count) in runs(&clusters) {
             let len = count as usize * cluster_size;
-            read_at(&mut self.disk, self.geometry.cluster_offset(first), &mut bytes[at..at + len])?;
+            read_at(
+                &mut self.disk,
+                self.geometry.cluster_offset(first),
+                &mut bytes[at..at + len],
+            )?;
             at += len;
         }
         let listing = parse_directory(&bytes);
-        Ok(Dir { path, first_cluster, clusters, bytes, items: listing.items, end: listing.end })
+        Ok(Dir {
+            path,
+            first_cluster,
+            clusters,
+            bytes,
+            items: listing.items,
+            end: listing.end,
+        })
     }
 
     fn read_subdir(&mut self, entry: &ShortEntry, path: String) -> Result<Dir, FatError> {
@@ -499,7 +591,9 @@ impl<D: Disk> FatFs<D> {
             return Err(FatError::NotADirectory(path));
         }
         if entry.first_cluster == 0 {
-            return Err(FatError::Corrupt(format!("directory {path} has no cluster")));
+            return Err(FatError::Corrupt(format!(
+                "directory {path} has no cluster"
+            )));
         }
         self.read_dir(path, entry.first_cluster)
     }
@@ -509,7 +603,9 @@ impl<D: Disk> FatFs<D> {
         let mut dir = self.read_dir("/".into(), self.geometry.root_cluster)?;
         for depth in 0..components.len() {
             let path = join(&components[..=depth]);
-            let index = dir.find(components[depth]).ok_or_else(|| FatError::NotFound(path.clone()))?;
+            let index = dir
+                .find(components[depth])
+                .ok_or_else(|| FatError::NotFound(path.clone()))?;
             let entry = dir.items[index].short.clone();
             dir = self.read_subdir(&entry, path)?;
         }
@@ -545,7 +641,10 @@ impl<D: Disk> FatFs<D> {
             return Ok(Vec::new());
         }
         if entry.first_cluster == 0 {
-            return Err(FatError::Corrupt(format!("{path} holds {} bytes but no cluster", entry.size)));
+            return Err(FatError::Corrupt(format!(
+                "{path} holds {} bytes but no cluster",
+                entry.size
+            )));
         }
         let needed = u64::from(entry.size).div_ceil(u64::from(self.cluster_size())) as usize;
         let chain = self.fat.chain(entry.first_cluster, Some(needed), path)?;
@@ -565,7 +664,7 @@ impl<D: Disk> FatFs<D> {
 
     /// Refuses a name whose entry set could not fit in one sector.
     fn check_name_fits_sector(&self, units: &[u16], path: &str) -> Result<(), FatError> {
-        let max_units = (self.slots_per_sector() - 1) * 13;
+        let max_units = (self.slots_per_sector() - 1) * UNITS_PER_LONG_ENTRY;
         if units.len() > max_units {
             return Err(FatError::InvalidName(format!(
                 "{path}: {} UTF-16 units; at most {max_units} fit in one {}-byte sector with the short entry",
@@ -585,14 +684,20 @@ impl<D: Disk> FatFs<D> {
             for slot in sector_start..sector_start + per_sector {
                 run = if dir.is_free(slot) { run + 1 } else { 0 };
                 if run == count {
-                    return Ok(Placement { slot: slot + 1 - count, grows: false });
+                    return Ok(Placement {
+                        slot: slot + 1 - count,
+                        grows: false,
+                    });
                 }
             }
         }
         if dir.slot_count() + self.cluster_size() as usize / ENTRY_SIZE > MAX_DIR_SLOTS {
             return Err(FatError::DirectoryFull(dir.path.clone()));
         }
-        Ok(Placement { slot: dir.slot_count(), grows: true })
+        Ok(Placement {
+            slot: dir.slot_count(),
+            grows: true,
+        })
     }
 
     /// Fails with NoSpace unless `clusters` clusters are free.
@@ -600,18 +705,27 @@ impl<D: Disk> FatFs<D> {
         let free = u64::from(self.fat.free_clusters());
         if clusters > free {
             let cluster_size = u64::from(self.cluster_size());
-            return Err(FatError::NoSpace { path: path.to_string(), needed: clusters * cluster_size, free: free * cluster_size });
+            return Err(FatError::NoSpace {
+                path: path.to_string(),
+                needed: clusters * cluster_size,
+                free: free * cluster_size,
+            });
         }
         Ok(())
     }
 
     fn allocate(&self, count: u64) -> Result<Vec<u32>, FatError> {
-        self.fat
-            .find_free(count as u32)
-            .ok_or_else(|| FatError::Corrupt("the FAT has fewer free clusters than it counts".into()))
+        self.fat.find_free(count as u32).ok_or_else(|| {
+            FatError::Corrupt("the FAT has fewer free clusters than it counts".into())
+        })
     }
 
-    fn create(&mut self, parents: &[&str], name: &str, contents: Contents<'_>) -> Result<(), FatError> {
+    fn create(
+        &mut self,
+        parents: &[&str],
+        name: &str,
+        contents: Contents<'_>,
+    ) -> Result<(), FatError> {
         let path = join(&[parents, &[name]].concat());
         let mut dir = self.dir_at(parents)?;
         if dir.find(name).is_some() {
@@ -619,13 +733,17 @@ impl<D: Disk> FatFs<D> {
         }
         let units: Vec<u16> = name.encode_utf16().collect();
         self.check_name_fits_sector(&units, &path)?;
-        let short = unique_short_name(name, &dir.short_names()).ok_or_else(|| FatError::DirectoryFull(dir.path.clone()))?;
+        let short = unique_short_name(name, &dir.short_names())
+            .ok_or_else(|| FatError::DirectoryFull(dir.path.clone()))?;
         let mut set = encode_long_name(&units, lfn_checksum(&short));
         let placement = self.place(&dir, set.len() + 1)?;
         let cluster_size = u64::from(self.cluster_size());
         let (content_clusters, size) = match &contents {
             Contents::File { len, .. } => {
-                let size = u32::try_from(*len).map_err(|_| FatError::FileTooLarge { path: path.clone(), len: *len })?;
+                let size = u32::try_from(*len).map_err(|_| FatError::FileTooLarge {
+                    path: path.clone(),
+                    len: *len,
+                })?;
                 (len.div_ceil(cluster_size), size)
             }
             Contents::Directory => (1, 0),
@@ -645,11 +763,27 @@ impl<D: Disk> FatFs<D> {
             }
             Contents::Directory => {
                 // ".." of a child of the root is 0 (fatgen103).
-                let parent = if dir.first_cluster == self.geometry.root_cluster { 0 } else { dir.first_cluster };
+                let parent = if dir.first_cluster == self.geometry.root_cluster {
+                    0
+                } else {
+                    dir.first_cluster
+                };
                 let mut cluster = vec![0u8; cluster_size as usize];
-                cluster[..ENTRY_SIZE].copy_from_slice(&dot_entry(b".          ", first_cluster, now));
-                cluster[ENTRY_SIZE..2 * ENTRY_SIZE].copy_from_slice(&dot_entry(b"..         ", parent, now));
-                write_at(&mut self.disk, self.geometry.cluster_offset(first_cluster), &cluster)?;
+                cluster[..ENTRY_SIZE].copy_from_slice(&dot_entry(
+                    b".          ",
+                    first_cluster,
+                    now,
+                ));
+                cluster[ENTRY_SIZE..2 * ENTRY_SIZE].copy_from_slice(&dot_entry(
+                    b"..         ",
+                    parent,
+                    now,
+                ));
+                write_at(
+                    &mut self.disk,
+                    self.geometry.cluster_offset(first_cluster),
+                    &cluster,
+                )?;
                 ATTR_DIRECTORY
             }
         };
@@ -670,7 +804,13 @@ impl<D: Disk> FatFs<D> {
 
     /// Writes `len` bytes from `data` into `clusters`, the last cluster
     /// padded with zeros. No sync: the caller orders it before the FAT.
-    fn write_contents(&mut self, clusters: &[u32], data: &mut dyn Read, len: u64, path: &str) -> Result<(), FatError> {
+    fn write_contents(
+        &mut self,
+        clusters: &[u32],
+        data: &mut dyn Read,
+        len: u64,
+        path: &str,
+    ) -> Result<(), FatError> {
         let cluster_size = self.cluster_size() as usize;
         let mut buf = vec![0u8; IO_CHUNK.min(clusters.len() * cluster_size)];
         let mut done = 0u64;
@@ -680,13 +820,14 @@ impl<D: Disk> FatFs<D> {
             while run_left > 0 {
                 let n = run_left.min(buf.len());
                 let take = (len - done).min(n as u64) as usize;
-                data.read_exact(&mut buf[..take]).map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof => FatError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{path}: the data ended before the promised {len} bytes"),
-                    )),
-                    _ => FatError::Io(e),
-                })?;
+                data.read_exact(&mut buf[..take])
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => FatError::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("{path}: the data ended before the promised {len} bytes"),
+                        )),
+                        _ => FatError::Io(e),
+                    })?;
                 buf[take..n].fill(0);
                 write_at(&mut self.disk, offset, &buf[..n])?;
                 offset += n as u64;
@@ -700,12 +841,22 @@ impl<D: Disk> FatFs<D> {
     /// Appends `cluster` to a directory.
     fn grow_dir(&mut self, dir: &mut Dir, cluster: u32) -> Result<(), FatError> {
         let zeros = vec![0u8; self.cluster_size() as usize];
-        write_at(&mut self.disk, self.geometry.cluster_offset(cluster), &zeros)?;
-        // Zeroed before it is linked, or the directory would gain a cluster
-        // of stale bytes that read as entries.
-        self.disk.sync()?;
+        write_at(
+            &mut self.disk,
+            self.geometry.cluster_offset(cluster),
+            &zeros,
+        )?;
         self.fat.set(cluster, END_OF_CHAIN);
-        self.fat.set(*dir.clusters.last().expect("a directory has a cluster"), cluster);
+        self.fat.flush(&mut self.disk, &self.geometry)?;
+        // Zeroed and ending a chain before it is linked: the link is in the
+        // FAT sector of the directory's last cluster, which may be another
+        // sector than the new cluster's, and written first it would lead
+        // into a free cluster of stale bytes.
+        self.disk.sync()?;
+        self.fat.set(
+            *dir.clusters.last().expect("a directory has a cluster"),
+            cluster,
+        );
         self.fat.flush(&mut self.disk, &self.geometry)?;
         // Linked before an entry lands in it.
         self.disk.sync()?;
@@ -721,23 +872,42 @@ impl<D: Disk> FatFs<D> {
         self.geometry.cluster_offset(dir.clusters[sector / spc]) + within
     }
 
-    pub(super) fn write_dir_sectors(&mut self, dir: &Dir, sectors: Range<usize>) -> Result<(), FatError> {
+    pub(super) fn write_dir_sectors(
+        &mut self,
+        dir: &Dir,
+        sectors: Range<usize>,
+    ) -> Result<(), FatError> {
         let bps = self.geometry.bytes_per_sector as usize;
         for sector in sectors {
             let offset = self.dir_sector_offset(dir, sector);
-            write_at(&mut self.disk, offset, &dir.bytes[sector * bps..(sector + 1) * bps])?;
+            write_at(
+                &mut self.disk,
+                offset,
+                &dir.bytes[sector * bps..(sector + 1) * bps],
+            )?;
         }
         Ok(())
     }
 
     /// Writes an entry set at slot `at`, all within one sector: the commit
     /// point of a create or of a rename by a new set.
-    pub(super) fn write_set(&mut self, dir: &mut Dir, at: usize, set: &[RawEntry]) -> Result<(), FatError> {
+    pub(super) fn write_set(
+        &mut self,
+        dir: &mut Dir,
+        at: usize,
+        set: &[RawEntry],
+    ) -> Result<(), FatError> {
         let per_sector = self.slots_per_sector();
         let sector = at / per_sector;
-        debug_assert_eq!((at + set.len() - 1) / per_sector, sector, "an entry set never straddles sectors");
+        debug_assert_eq!(
+            (at + set.len() - 1) / per_sector,
+            sector,
+            "an entry set never straddles sectors"
+        );
         // Readers stop at the first never-used slot (fatgen103; GRUB does),
-        // so never-used slots before the set become deleted ones.
+        // so never-used slots before the set become deleted ones. Slots
+        // after it stay never-used: every FAT driver zeroes the clusters it
+        // adds to a directory.
         let first_hiding = dir.end / per_sector;
         for slot in dir.end..at {
             dir.set_slot(slot, &DELETED_SLOT);
@@ -766,7 +936,8 @@ impl<D: Disk> FatFs<D> {
             dir.bytes[slot * ENTRY_SIZE] = DELETED;
         }
         let per_sector = self.slots_per_sector();
-        let (first_sector, short_sector) = (item.first_slot / per_sector, item.short_slot / per_sector);
+        let (first_sector, short_sector) =
+            (item.first_slot / per_sector, item.short_slot / per_sector);
         self.write_dir_sectors(dir, short_sector..short_sector + 1)?;
         self.disk.sync()?;
         if first_sector < short_sector {
@@ -780,7 +951,12 @@ impl<D: Disk> FatFs<D> {
     /// entry byte for byte (so the long entries' checksum stays right): over
     /// the old set's tail if the new name needs no more slots, else wherever
     /// the sector has room. False if the sector cannot take it.
-    fn rename_within_sector(&mut self, dir: &mut Dir, item: &DirItem, units: &[u16]) -> Result<bool, FatError> {
+    fn rename_within_sector(
+        &mut self,
+        dir: &mut Dir,
+        item: &DirItem,
+        units: &[u16],
+    ) -> Result<bool, FatError> {
         let per_sector = self.slots_per_sector();
         let sector = item.short_slot / per_sector;
         if item.first_slot / per_sector != sector {
@@ -794,7 +970,9 @@ impl<D: Disk> FatFs<D> {
         } else {
             let usable = |slot: usize| dir.is_free(slot) || old.contains(&slot);
             let slots = sector * per_sector..(sector + 1) * per_sector;
-            slots.clone().find(|&start| start + set.len() <= slots.end && (start..start + set.len()).all(usable))
+            slots.clone().find(|&start| {
+                start + set.len() <= slots.end && (start..start + set.len()).all(usable)
+            })
         };
         let Some(at) = at else {
             return Ok(false);
@@ -820,8 +998,16 @@ impl<D: Disk> FatFs<D> {
     /// Rename by writing a complete new set (fresh short name, same
     /// clusters) and then deleting the old one. A cut in between leaves both
     /// names; see the module docs.
-    fn rename_by_new_set(&mut self, dir: &mut Dir, item: &DirItem, name: &str, units: &[u16], path: &str) -> Result<(), FatError> {
-        let short = unique_short_name(name, &dir.short_names()).ok_or_else(|| FatError::DirectoryFull(dir.path.clone()))?;
+    fn rename_by_new_set(
+        &mut self,
+        dir: &mut Dir,
+        item: &DirItem,
+        name: &str,
+        units: &[u16],
+        path: &str,
+    ) -> Result<(), FatError> {
+        let short = unique_short_name(name, &dir.short_names())
+            .ok_or_else(|| FatError::DirectoryFull(dir.path.clone()))?;
         let mut entry = item.short.clone();
         entry.name = short;
         entry.nt_res = 0;
@@ -849,7 +1035,10 @@ impl<D: Disk> FatFs<D> {
         let offset = self.geometry.sector_offset(sector);
         let mut buf = vec![0u8; self.geometry.bytes_per_sector as usize];
         read_at(&mut self.disk, offset, &mut buf)?;
-        let info = FsInfo { free_count: self.fat.free_clusters(), next_free: self.fat.next_free() };
+        let info = FsInfo {
+            free_count: self.fat.free_clusters(),
+            next_free: self.fat.next_free(),
+        };
         if FsInfo::parse(&buf) != Some(info) {
             info.write_into(&mut buf);
             write_at(&mut self.disk, offset, &buf)?;
@@ -876,7 +1065,11 @@ impl<D: Disk> FatFs<D> {
                     continue;
                 }
                 let child = dir.child_path(&item.name);
-                let owner = if item.short.is_dir() { format!("directory {child}") } else { child.clone() };
+                let owner = if item.short.is_dir() {
+                    format!("directory {child}")
+                } else {
+                    child.clone()
+                };
                 for cluster in self.fat.chain(first, None, &owner)? {
                     reached.insert(cluster);
                 }

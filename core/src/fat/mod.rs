@@ -10,18 +10,20 @@
 //! fragmented chains, long-name sets that straddle sectors and clusters.
 //!
 //! Submodules, each with the format facts it relies on (Microsoft FAT
-//! specification "fatgen103"): [`bpb`] boot sector, FSInfo and geometry;
-//! [`table`] the FAT; [`dirent`] directory entries and long names; [`names`]
-//! name rules and 8.3 short names; [`fs`] the operations.
+//! specification "fatgen103"): `bpb` boot sector, FSInfo and geometry;
+//! `table` the FAT; `dirent` directory entries and long names; `names` name
+//! rules and 8.3 short names; `fs` the operations.
 //!
 //! # Power-cut safety
 //!
 //! The promise: a power cut at any instant leaves a volume that [`FatFs::open`]
 //! accepts, on which every file is wholly its old self or wholly its new
-//! self, and nothing reachable points at garbage. It rests on one assumption
-//! every journaling filesystem makes too: a single-sector write lands whole
-//! or not at all. [`Disk::sync`] separates every pair of writes whose order
-//! matters, because the OS and the disk reorder unsynced writes.
+//! self, and nothing reachable points at garbage. It rests on the usual
+//! assumption that a single-sector write lands whole or not at all (if a
+//! disk tears a sector, the volume still opens and other files are intact,
+//! but the entry being written may be garbage). [`Disk::sync`] separates
+//! every pair of writes whose order matters, because the OS and the disk
+//! reorder unsynced writes.
 //!
 //! Three rules make it work:
 //! - contents before references: data and new directory clusters reach the
@@ -33,20 +35,22 @@
 //!   short entry) lies within one sector, so creating, deleting and renaming
 //!   in place are each one sector write.
 //! - the first FAT leads: FAT changes go to FAT 1 and then FAT 2. After a cut
-//!   the two can differ, but only in clusters no entry reaches, so both
-//!   describe a sound volume; readers use FAT 1, and
+//!   the two can differ, in clusters no entry reaches or in the link to a
+//!   directory's new, still empty cluster, so both describe a sound volume;
+//!   readers use FAT 1, writes rewrite a FAT sector in both copies, and
 //!   [`FatFs::reclaim_lost_clusters`] makes FAT 2 identical again.
 //!
 //! The write order of each mutation (`sync` marks a [`Disk::sync`]):
 //!
-//! - **create** (file or directory): check space and name; contents into
-//!   free clusters (a directory's cluster holds "." and ".."; if the parent
-//!   needs another cluster for the entry, it is zeroed now) — sync — FAT
-//!   chain, and the parent's new cluster linked, in FAT 1 then FAT 2 — sync —
-//!   never-used slots before the new set turned into deleted ones (other
-//!   sectors only; readers stop at the first never-used slot) — sync — the
-//!   entry set, one sector — sync — FSInfo — sync. Cut before the entry
-//!   sector: the file is absent and its clusters are lost.
+//! - **create** (file or directory): check space and name; if the parent
+//!   directory needs another cluster for the entry: the cluster zeroed and
+//!   marked end-of-chain — sync — linked from the directory's last cluster
+//!   (another FAT sector, possibly) — sync; contents into free clusters (a
+//!   directory's cluster holds "." and "..") — sync — FAT chain, in FAT 1
+//!   then FAT 2 — sync — never-used slots before the new set turned into
+//!   deleted ones (other sectors only; readers stop at the first never-used
+//!   slot) — sync — the entry set, one sector — sync — FSInfo — sync. Cut
+//!   before the entry sector: the file is absent and its clusters are lost.
 //! - **remove**: the entry set marked deleted, one sector (a foreign set that
 //!   straddles sectors: the short entry's sector first) — sync — the chain
 //!   freed in FAT 1 then FAT 2, unless another entry in the directory still
@@ -62,7 +66,9 @@
 //!   — sync. A cut between the two leaves both names on the same clusters,
 //!   same contents; removing either one then never frees the clusters the
 //!   other still uses, and renaming again fails with `AlreadyExists` until
-//!   one is removed.
+//!   one is removed. `fsck.fat` reports the two as sharing clusters, and
+//!   `fsck.fat -a` would cut the later entry (the new name) to 0 bytes,
+//!   leaving the old name whole.
 //! - **overwrite_file**: the data sectors rewritten in place — sync. The
 //!   entry is untouched (same size, no timestamp). A file of at most one
 //!   sector (a GRUB environment block) is thus replaced atomically; a longer
@@ -126,14 +132,20 @@ pub enum FatError {
     #[error("{0}: directory not empty")]
     DirectoryNotEmpty(String),
     #[error("{path}: no space on the FAT volume ({needed} bytes needed, {free} free)")]
-    NoSpace { path: String, needed: u64, free: u64 },
+    NoSpace {
+        path: String,
+        needed: u64,
+        free: u64,
+    },
     #[error("invalid name: {0}")]
     InvalidName(String),
     #[error("corrupt FAT volume: {0}")]
     Corrupt(String),
     #[error("a region of {size} bytes is too small for FAT32 (at least {min} bytes needed)")]
     TooSmall { size: u64, min: u64 },
-    #[error("{path}: the file is {file} bytes, the new data {data}; overwrite needs the same length")]
+    #[error(
+        "{path}: the file is {file} bytes, the new data {data}; overwrite needs the same length"
+    )]
     SizeMismatch { path: String, file: u64, data: u64 },
     #[error("{0}: directory full (65536 slots)")]
     DirectoryFull(String),

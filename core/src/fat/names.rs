@@ -43,7 +43,8 @@ pub(super) fn split_path(path: &str) -> Result<Vec<&str>, FatError> {
     trimmed
         .split('/')
         .map(|component| {
-            check_long_name(component).map_err(|why| FatError::InvalidName(format!("{path}: {why}")))?;
+            check_long_name(component)
+                .map_err(|why| FatError::InvalidName(format!("{path}: {why}")))?;
             Ok(component)
         })
         .collect()
@@ -57,18 +58,25 @@ fn check_long_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("'{name}' is not a name"));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control() || ILLEGAL_IN_LONG_NAME.contains(c)) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_control() || ILLEGAL_IN_LONG_NAME.contains(c))
+    {
         return Err(format!("illegal character {c:?} in '{name}'"));
     }
     // Windows and Linux strip trailing dots and spaces when they look a name
     // up, so a stored name ending in one could never be found again; leading
     // spaces are ignored likewise (fatgen103, "Name Limits").
     if name.ends_with('.') || name.ends_with(' ') || name.starts_with(' ') {
-        return Err(format!("'{name}' starts with a space or ends with a dot or space"));
+        return Err(format!(
+            "'{name}' starts with a space or ends with a dot or space"
+        ));
     }
     let units = name.encode_utf16().count();
     if units > MAX_LONG_NAME_UNITS {
-        return Err(format!("'{name}' is {units} UTF-16 units long, more than {MAX_LONG_NAME_UNITS}"));
+        return Err(format!(
+            "'{name}' is {units} UTF-16 units long, more than {MAX_LONG_NAME_UNITS}"
+        ));
     }
     Ok(())
 }
@@ -129,7 +137,9 @@ pub(super) fn volume_label(label: &str) -> Result<Option<ShortName>, FatError> {
     }
     let valid = label.len() <= 11
         && !label.starts_with(' ')
-        && label.chars().all(|c| c == ' ' || short_name_byte(c).is_some());
+        && label
+            .chars()
+            .all(|c| c == ' ' || short_name_byte(c).is_some());
     if !valid {
         return Err(FatError::InvalidName(format!(
             "volume label '{label}': at most 11 letters, digits, spaces or {}",
@@ -229,7 +239,10 @@ mod tests {
         assert_eq!(split_path("").unwrap(), Vec::<&str>::new());
         assert_eq!(split_path("/").unwrap(), Vec::<&str>::new());
         assert_eq!(split_path("/EFI/BOOT/").unwrap(), vec!["EFI", "BOOT"]);
-        assert_eq!(split_path("loader/entries/a+3.conf").unwrap(), vec!["loader", "entries", "a+3.conf"]);
+        assert_eq!(
+            split_path("loader/entries/a+3.conf").unwrap(),
+            vec!["loader", "entries", "a+3.conf"]
+        );
     }
 
     #[test]
@@ -250,7 +263,9 @@ mod tests {
             }
         }
         let long = "x".repeat(256);
-        assert!(matches!(split_path(&long), Err(FatError::InvalidName(m)) if m.contains("256 UTF-16 units")));
+        assert!(
+            matches!(split_path(&long), Err(FatError::InvalidName(m)) if m.contains("256 UTF-16 units"))
+        );
         assert!(split_path(&"x".repeat(255)).is_ok());
     }
 
@@ -265,7 +280,10 @@ mod tests {
     #[test]
     fn exact_short_names_need_no_tail() {
         let none = HashSet::new();
-        assert_eq!(unique_short_name("BOOTX64.EFI", &none), Some(short("BOOTX64.EFI")));
+        assert_eq!(
+            unique_short_name("BOOTX64.EFI", &none),
+            Some(short("BOOTX64.EFI"))
+        );
         assert_eq!(unique_short_name("kernel", &none), Some(short("KERNEL")));
         assert_eq!(unique_short_name("grubenv", &none), Some(short("GRUBENV")));
     }
@@ -276,11 +294,26 @@ mod tests {
         let first = unique_short_name("loader.conf", &taken).unwrap();
         assert_eq!(first, short("LOADER~1.CON"));
         taken.insert(first);
-        assert_eq!(unique_short_name("loader.config", &taken), Some(short("LOADER~2.CON")));
-        assert_eq!(unique_short_name("abnix-a+3.conf", &HashSet::new()), Some(short("ABNIX-~1.CON")));
-        assert_eq!(unique_short_name(".hidden", &HashSet::new()), Some(short("HIDDEN~1")));
-        assert_eq!(unique_short_name("a b", &HashSet::new()), Some(short("AB~1")));
-        assert_eq!(unique_short_name("ünï", &HashSet::new()), Some(short("_N_~1")));
+        assert_eq!(
+            unique_short_name("loader.config", &taken),
+            Some(short("LOADER~2.CON"))
+        );
+        assert_eq!(
+            unique_short_name("abnix-a+3.conf", &HashSet::new()),
+            Some(short("ABNIX-~1.CON"))
+        );
+        assert_eq!(
+            unique_short_name(".hidden", &HashSet::new()),
+            Some(short("HIDDEN~1"))
+        );
+        assert_eq!(
+            unique_short_name("a b", &HashSet::new()),
+            Some(short("AB~1"))
+        );
+        assert_eq!(
+            unique_short_name("ünï", &HashSet::new()),
+            Some(short("_N_~1"))
+        );
     }
 
     #[test]
@@ -305,16 +338,28 @@ mod tests {
         assert_eq!(volume_label("abnix-esp").unwrap(), Some(*b"ABNIX-ESP  "));
         assert_eq!(volume_label("NO NAME").unwrap(), Some(*b"NO NAME    "));
         for bad in ["twelve chars", " lead", "a.b", "ü"] {
-            assert!(matches!(volume_label(bad), Err(FatError::InvalidName(m)) if m.contains(bad)), "{bad}");
+            assert!(
+                matches!(volume_label(bad), Err(FatError::InvalidName(m)) if m.contains(bad)),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn short_names_display_with_case_bits() {
         assert_eq!(short_name_display(&short("BOOTX64.EFI"), 0), "BOOTX64.EFI");
-        assert_eq!(short_name_display(&short("BOOTX64.EFI"), NT_LOWER_BASE | NT_LOWER_EXT), "bootx64.efi");
-        assert_eq!(short_name_display(&short("LOADER"), NT_LOWER_BASE), "loader");
-        assert_eq!(short_name_display(&short("README.TXT"), NT_LOWER_EXT), "README.txt");
+        assert_eq!(
+            short_name_display(&short("BOOTX64.EFI"), NT_LOWER_BASE | NT_LOWER_EXT),
+            "bootx64.efi"
+        );
+        assert_eq!(
+            short_name_display(&short("LOADER"), NT_LOWER_BASE),
+            "loader"
+        );
+        assert_eq!(
+            short_name_display(&short("README.TXT"), NT_LOWER_EXT),
+            "README.txt"
+        );
         let mut kanji = short("XAB");
         kanji[0] = 0x05;
         assert_eq!(short_name_display(&kanji, 0), "\u{e5}AB");

@@ -60,7 +60,11 @@ impl FatTable {
     /// Reads the live FAT.
     pub fn load<D: Disk>(disk: &mut D, geometry: &Geometry) -> Result<Self, FatError> {
         let mut bytes = vec![0u8; geometry.fat_bytes_used()];
-        read_at(disk, geometry.fat_offset(geometry.active_fat.unwrap_or(0)), &mut bytes)?;
+        read_at(
+            disk,
+            geometry.fat_offset(geometry.active_fat.unwrap_or(0)),
+            &mut bytes,
+        )?;
         let mut table = FatTable {
             bytes,
             cluster_count: geometry.cluster_count(),
@@ -159,7 +163,12 @@ impl FatTable {
     /// reached must be in range and in use, and none may repeat, so a
     /// corrupt FAT gives an error naming `owner` instead of a wrong answer or
     /// an endless loop.
-    pub fn chain(&self, start: u32, max_len: Option<usize>, owner: &str) -> Result<Vec<u32>, FatError> {
+    pub fn chain(
+        &self,
+        start: u32,
+        max_len: Option<usize>,
+        owner: &str,
+    ) -> Result<Vec<u32>, FatError> {
         if !self.is_cluster(start) {
             return Err(FatError::Corrupt(format!(
                 "{owner} starts at cluster {start}, outside 2..={}",
@@ -171,7 +180,9 @@ impl FatTable {
         let mut cluster = start;
         loop {
             if !seen.insert(cluster) {
-                return Err(FatError::Corrupt(format!("the cluster chain of {owner} loops back to cluster {cluster}")));
+                return Err(FatError::Corrupt(format!(
+                    "the cluster chain of {owner} loops back to cluster {cluster}"
+                )));
             }
             chain.push(cluster);
             let next = self.get(cluster);
@@ -184,7 +195,9 @@ impl FatTable {
                 _ => None,
             };
             if let Some(problem) = problem {
-                return Err(FatError::Corrupt(format!("cluster {cluster} in the chain of {owner} {problem}")));
+                return Err(FatError::Corrupt(format!(
+                    "cluster {cluster} in the chain of {owner} {problem}"
+                )));
             }
             if max_len == Some(chain.len()) {
                 return Ok(chain);
@@ -200,12 +213,19 @@ impl FatTable {
 
     /// Marks dirty every sector in which another FAT copy differs from the
     /// live one, so that the next flush makes the copies identical again.
-    pub fn mark_differing_copies<D: Disk>(&mut self, disk: &mut D, geometry: &Geometry) -> Result<(), FatError> {
+    pub fn mark_differing_copies<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        geometry: &Geometry,
+    ) -> Result<(), FatError> {
         let live = geometry.active_fat.unwrap_or(0);
         let mut copy = vec![0u8; self.bytes.len()];
         for other in geometry.fat_copies().into_iter().filter(|&c| c != live) {
             read_at(disk, geometry.fat_offset(other), &mut copy)?;
-            let sectors = self.bytes.chunks(self.bytes_per_sector).zip(copy.chunks(self.bytes_per_sector));
+            let sectors = self
+                .bytes
+                .chunks(self.bytes_per_sector)
+                .zip(copy.chunks(self.bytes_per_sector));
             for (index, (mine, theirs)) in sectors.enumerate() {
                 if mine != theirs {
                     self.dirty.insert(index);
@@ -230,7 +250,11 @@ impl FatTable {
         for copy in geometry.fat_copies() {
             for &(start, len) in &runs {
                 let bytes = &self.bytes[start * bps..(start + len) * bps];
-                write_at(disk, geometry.fat_offset(copy) + (start * bps) as u64, bytes)?;
+                write_at(
+                    disk,
+                    geometry.fat_offset(copy) + (start * bps) as u64,
+                    bytes,
+                )?;
             }
         }
         self.dirty.clear();
@@ -261,9 +285,15 @@ mod tests {
         assert_eq!(t.free_clusters(), geometry.cluster_count() - 5);
         assert_eq!(t.chain(2, None, "f").unwrap(), clusters);
         assert_eq!(t.chain(2, Some(3), "f").unwrap(), vec![2, 3, 4]);
-        assert_eq!(t.find_free(2).unwrap(), vec![7, 8], "the search goes on after the last allocation");
+        assert_eq!(
+            t.find_free(2).unwrap(),
+            vec![7, 8],
+            "the search goes on after the last allocation"
+        );
         t.set(4, FREE);
-        assert!(matches!(t.chain(2, None, "f"), Err(FatError::Corrupt(m)) if m == "cluster 4 in the chain of f is free"));
+        assert!(
+            matches!(t.chain(2, None, "f"), Err(FatError::Corrupt(m)) if m == "cluster 4 in the chain of f is free")
+        );
     }
 
     #[test]
@@ -271,14 +301,24 @@ mod tests {
         let (_, geometry, mut t) = table();
         t.set(2, 3);
         t.set(3, 2);
-        assert!(matches!(t.chain(2, None, "loop"), Err(FatError::Corrupt(m)) if m.contains("loops back to cluster 2")));
+        assert!(
+            matches!(t.chain(2, None, "loop"), Err(FatError::Corrupt(m)) if m.contains("loops back to cluster 2"))
+        );
         t.set(3, geometry.cluster_count() + 2);
-        assert!(matches!(t.chain(2, None, "far"), Err(FatError::Corrupt(m)) if m.contains("points past the end")));
+        assert!(
+            matches!(t.chain(2, None, "far"), Err(FatError::Corrupt(m)) if m.contains("points past the end"))
+        );
         t.set(3, BAD);
-        assert!(matches!(t.chain(2, None, "bad"), Err(FatError::Corrupt(m)) if m.contains("marked bad")));
+        assert!(
+            matches!(t.chain(2, None, "bad"), Err(FatError::Corrupt(m)) if m.contains("marked bad"))
+        );
         t.set(3, 1);
-        assert!(matches!(t.chain(2, None, "one"), Err(FatError::Corrupt(m)) if m.contains("reserved value 1")));
-        assert!(matches!(t.chain(0, None, "zero"), Err(FatError::Corrupt(m)) if m.contains("starts at cluster 0")));
+        assert!(
+            matches!(t.chain(2, None, "one"), Err(FatError::Corrupt(m)) if m.contains("reserved value 1"))
+        );
+        assert!(
+            matches!(t.chain(0, None, "zero"), Err(FatError::Corrupt(m)) if m.contains("starts at cluster 0"))
+        );
     }
 
     #[test]
@@ -308,9 +348,13 @@ mod tests {
     fn differing_copies_are_healed_by_the_next_flush() {
         let (mut disk, geometry, mut t) = table();
         let second = geometry.fat_offset(1) as usize;
-        disk.get_mut()[second + 4 * 900..second + 4 * 901].copy_from_slice(&END_OF_CHAIN.to_le_bytes());
+        disk.get_mut()[second + 4 * 900..second + 4 * 901]
+            .copy_from_slice(&END_OF_CHAIN.to_le_bytes());
         t.mark_differing_copies(&mut disk, &geometry).unwrap();
         t.flush(&mut disk, &geometry).unwrap();
-        assert_eq!(&disk.get_ref()[second + 4 * 900..second + 4 * 901], &[0, 0, 0, 0]);
+        assert_eq!(
+            &disk.get_ref()[second + 4 * 900..second + 4 * 901],
+            &[0, 0, 0, 0]
+        );
     }
 }

@@ -26,7 +26,9 @@ fn garbage_boot_sectors_are_refused() {
     assert!(msg.contains("100 bytes"), "{msg}");
     // A valid boot sector on a region that is cut short.
     let image = memory_volume(40 * MIB, 512).into_inner().into_inner();
-    let msg = corrupt_message(FatFs::open(Cursor::new(image[..20 * MIB as usize].to_vec())));
+    let msg = corrupt_message(FatFs::open(Cursor::new(
+        image[..20 * MIB as usize].to_vec(),
+    )));
     assert!(msg.contains("region holds"), "{msg}");
 }
 
@@ -55,8 +57,15 @@ fn broken_chains_are_errors() {
     let (fs, chain) = volume_with_chain();
     let mut fs = with_fat_entry(fs, chain[3], chain[1]);
     let msg = corrupt_message(fs.read_file("f"));
-    assert!(msg.contains(&format!("loops back to cluster {}", chain[1])), "{msg}");
-    assert_eq!(fs.read_file("other").unwrap(), b"fine", "one bad chain spoils nothing else");
+    assert!(
+        msg.contains(&format!("loops back to cluster {}", chain[1])),
+        "{msg}"
+    );
+    assert_eq!(
+        fs.read_file("other").unwrap(),
+        b"fine",
+        "one bad chain spoils nothing else"
+    );
 
     let (fs, chain) = volume_with_chain();
     let mut fs = with_fat_entry(fs, chain[1], 0x0FFF_FF00);
@@ -64,8 +73,14 @@ fn broken_chains_are_errors() {
 
     let (fs, chain) = volume_with_chain();
     let mut fs = with_fat_entry(fs, chain[2], FREE);
-    assert_eq!(corrupt_message(fs.read_file("f")), format!("cluster {} in the chain of f is free", chain[2]));
-    assert!(matches!(fs.overwrite_file("f", &pattern(2500, 2)), Err(FatError::Corrupt(_))));
+    assert_eq!(
+        corrupt_message(fs.read_file("f")),
+        format!("cluster {} in the chain of f is free", chain[2])
+    );
+    assert!(matches!(
+        fs.overwrite_file("f", &pattern(2500, 2)),
+        Err(FatError::Corrupt(_))
+    ));
 
     let (fs, chain) = volume_with_chain();
     let mut fs = with_fat_entry(fs, chain[2], END_OF_CHAIN);
@@ -79,7 +94,11 @@ fn a_file_with_a_looping_chain_can_still_be_removed() {
     let free = fs.free_bytes().unwrap();
     fs.remove("f").unwrap();
     assert!(!fs.exists("f").unwrap());
-    assert_eq!(fs.free_bytes().unwrap(), free, "the loop is left for reclaim");
+    assert_eq!(
+        fs.free_bytes().unwrap(),
+        free,
+        "the loop is left for reclaim"
+    );
     assert_eq!(fs.reclaim_lost_clusters().unwrap(), 5 * 512);
     assert_eq!(fs.read_file("other").unwrap(), b"fine");
 }
@@ -125,7 +144,12 @@ fn a_bad_long_name_checksum_leaves_the_short_name() {
     assert_ne!(lfn_checksum(&item.short.name), 0x42);
     root.bytes[item.first_slot * ENTRY_SIZE + 13] = 0x42;
     fs.write_dir_sectors(&root, 0..1).unwrap();
-    let names: Vec<String> = fs.list_dir("").unwrap().into_iter().map(|e| e.name).collect();
+    let names: Vec<String> = fs
+        .list_dir("")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, vec!["ALONGF~1.TXT"]);
     assert_eq!(fs.read_file("alongf~1.txt").unwrap(), b"contents");
     assert!(!fs.exists("a long file name.txt").unwrap());
@@ -139,7 +163,11 @@ fn random_metadata_damage_never_panics() {
     let mut fs = FatFs::format(&mut file, &options(512)).unwrap();
     fs.create_dir_all("loader/entries").unwrap();
     for i in 0..30 {
-        fs.write_file(&format!("loader/entries/entry with a long name {i}.conf"), &pattern(i * 97, i as u64)).unwrap();
+        fs.write_file(
+            &format!("loader/entries/entry with a long name {i}.conf"),
+            &pattern(i * 97, i as u64),
+        )
+        .unwrap();
     }
     fs.write_file("big", &pattern(200_000, 9)).unwrap();
     let geometry = fs.geometry.clone();
@@ -166,14 +194,22 @@ fn random_metadata_damage_never_panics() {
             disk.seek(SeekFrom::Start(offset)).unwrap();
             disk.write_all(&[next(256) as u8]).unwrap();
         }
-        let Ok(mut fs) = FatFs::open(disk) else { continue };
+        let Ok(mut fs) = FatFs::open(disk) else {
+            continue;
+        };
         let _ = read_tree(&mut fs, "");
         let _ = fs.list_dir("loader/entries");
         let _ = fs.write_file("loader/entries/new.conf", &pattern(round, 1));
-        let _ = fs.rename("loader/entries/entry with a long name 3.conf", "loader/entries/e3.conf");
+        let _ = fs.rename(
+            "loader/entries/entry with a long name 3.conf",
+            "loader/entries/e3.conf",
+        );
         let _ = fs.rename("big", "big with a much much longer name than before");
         let _ = fs.remove("loader/entries/entry with a long name 7.conf");
-        let _ = fs.overwrite_file("loader/entries/entry with a long name 9.conf", &pattern(9 * 97, 0));
+        let _ = fs.overwrite_file(
+            "loader/entries/entry with a long name 9.conf",
+            &pattern(9 * 97, 0),
+        );
         let _ = fs.reclaim_lost_clusters();
         let _ = read_tree(&mut fs, "");
     }
@@ -186,7 +222,10 @@ fn a_random_fat_never_hangs() {
     let mut fs = memory_volume(40 * MIB, 512);
     fs.create_dir_all("d").unwrap();
     fs.write_file("d/f", &pattern(5000, 1)).unwrap();
-    let (start, len) = (fs.geometry.fat_offset(0) as usize, fs.geometry.fat_bytes_used());
+    let (start, len) = (
+        fs.geometry.fat_offset(0) as usize,
+        fs.geometry.fat_bytes_used(),
+    );
     let mut image = fs.into_inner().into_inner();
     // Keep FAT[0] and FAT[1]; scramble the rest.
     image[start + 8..start + len].copy_from_slice(&pattern(len - 8, 77));

@@ -21,7 +21,11 @@ use crate::disk::Disk;
 const MIB: u64 = 1 << 20;
 
 fn options(sector_size: u32) -> FormatOptions {
-    FormatOptions { label: "ABNIX-ESP".into(), volume_id: 0xA5A5_0001, sector_size }
+    FormatOptions {
+        label: "ABNIX-ESP".into(),
+        volume_id: 0xA5A5_0001,
+        sector_size,
+    }
 }
 
 /// A fresh volume in memory.
@@ -33,7 +37,12 @@ fn memory_volume(size: u64, sector_size: u32) -> FatFs<Cursor<Vec<u8>>> {
 fn sparse_file(size: u64) -> (tempfile::TempDir, std::path::PathBuf, File) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("esp.img");
-    let file = File::options().read(true).write(true).create_new(true).open(&path).unwrap();
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
     file.set_len(size).unwrap();
     (dir, path, file)
 }
@@ -76,7 +85,8 @@ impl Fsck {
 
 fn fsck(image: &Path) -> Fsck {
     let out = run_tool("fsck.fat", &["-n", image.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let summary = format!("{}: ", image.display());
     let problems = text
         .lines()
@@ -88,20 +98,31 @@ fn fsck(image: &Path) -> Fsck {
         })
         .map(str::to_string)
         .collect();
-    Fsck { clean_exit: out.status.success(), problems }
+    Fsck {
+        clean_exit: out.status.success(),
+        problems,
+    }
 }
 
 #[track_caller]
 fn assert_fsck_clean(image: &Path, after: &str) {
     let report = fsck(image);
-    assert!(report.is_clean(), "fsck.fat -n after {after}: {:?}", report.problems);
+    assert!(
+        report.is_clean(),
+        "fsck.fat -n after {after}: {:?}",
+        report.problems
+    );
 }
 
 /// Reads every file under `path`, recursively; returns how many.
 fn read_tree<D: Disk>(fs: &mut FatFs<D>, path: &str) -> Result<usize, super::FatError> {
     let mut count = 0;
     for entry in fs.list_dir(path)? {
-        let child = if path.is_empty() { entry.name.clone() } else { format!("{path}/{}", entry.name) };
+        let child = if path.is_empty() {
+            entry.name.clone()
+        } else {
+            format!("{path}/{}", entry.name)
+        };
         if entry.is_dir {
             count += read_tree(fs, &child)?;
         } else {
@@ -121,11 +142,19 @@ struct Cow<'a> {
     len: u64,
     pages: BTreeMap<u64, Vec<u8>>,
     pos: u64,
+    /// When set, every write must start and end on a multiple of it.
+    sector_writes: Option<u64>,
 }
 
 impl<'a> Cow<'a> {
     fn new(base: &'a File) -> Self {
-        Cow { base, len: base.metadata().unwrap().len(), pages: BTreeMap::new(), pos: 0 }
+        Cow {
+            base,
+            len: base.metadata().unwrap().len(),
+            pages: BTreeMap::new(),
+            pos: 0,
+            sector_writes: None,
+        }
     }
 }
 
@@ -135,7 +164,10 @@ impl Read for Cow<'_> {
             return Ok(0);
         }
         let (index, within) = (self.pos / PAGE, (self.pos % PAGE) as usize);
-        let n = buf.len().min(PAGE as usize - within).min((self.len - self.pos) as usize);
+        let n = buf
+            .len()
+            .min(PAGE as usize - within)
+            .min((self.len - self.pos) as usize);
         match self.pages.get(&index) {
             Some(page) => buf[..n].copy_from_slice(&page[within..within + n]),
             None => self.base.read_exact_at(&mut buf[..n], self.pos)?,
@@ -148,18 +180,37 @@ impl Read for Cow<'_> {
 impl Write for Cow<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.pos + buf.len() as u64 > self.len {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "write past the end of the image"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past the end of the image",
+            ));
         }
-        let (index, within) = (self.pos / PAGE, (self.pos % PAGE) as usize);
-        let n = buf.len().min(PAGE as usize - within);
-        if !self.pages.contains_key(&index) {
-            let mut page = vec![0u8; PAGE as usize];
-            self.base.read_exact_at(&mut page, index * PAGE)?;
-            self.pages.insert(index, page);
+        if let Some(sector) = self.sector_writes {
+            assert!(
+                self.pos % sector == 0 && buf.len() as u64 % sector == 0,
+                "a write of {} bytes at {} is not whole {sector}-byte sectors",
+                buf.len(),
+                self.pos
+            );
         }
-        self.pages.get_mut(&index).expect("inserted")[within..within + n].copy_from_slice(&buf[..n]);
-        self.pos += n as u64;
-        Ok(n)
+        // The whole buffer in one call, so that each call is one write.
+        for chunk in buf.chunks(PAGE as usize) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let (index, within) = (self.pos / PAGE, (self.pos % PAGE) as usize);
+                let n = rest.len().min(PAGE as usize - within);
+                if !self.pages.contains_key(&index) {
+                    let mut page = vec![0u8; PAGE as usize];
+                    self.base.read_exact_at(&mut page, index * PAGE)?;
+                    self.pages.insert(index, page);
+                }
+                self.pages.get_mut(&index).expect("inserted")[within..within + n]
+                    .copy_from_slice(&rest[..n]);
+                self.pos += n as u64;
+                rest = &rest[n..];
+            }
+        }
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -171,8 +222,14 @@ impl Seek for Cow<'_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.pos = match pos {
             SeekFrom::Start(p) => p,
-            SeekFrom::End(d) => self.len.checked_add_signed(d).expect("seek within the image"),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d).expect("seek within the image"),
+            SeekFrom::End(d) => self
+                .len
+                .checked_add_signed(d)
+                .expect("seek within the image"),
+            SeekFrom::Current(d) => self
+                .pos
+                .checked_add_signed(d)
+                .expect("seek within the image"),
         };
         Ok(self.pos)
     }
@@ -187,4 +244,3 @@ impl Disk for Cow<'_> {
         Ok(self.len)
     }
 }
-
