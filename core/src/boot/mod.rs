@@ -1,1 +1,174 @@
-//! (module under construction: see the owning branch)
+//! Boot control (DESIGN §5): which slot boots next, and the files on the ESP
+//! that make a slot bootable.
+//!
+//! One trait, [`BootControl`], two backends:
+//!
+//! - **GRUB** (BIOS and UEFI): `grub.cfg` ([`grubcfg`]) is written once at
+//!   install; the state lives in a 512-byte GRUB environment block
+//!   ([`grubenv`]) holding the [`BootState`] ([`state`]). GRUB itself counts
+//!   a trial slot's tries down. BIOS boot code is installed without
+//!   `grub-install` ([`bios`], [`mkimage`]).
+//! - **systemd-boot** (UEFI): one Boot Loader Specification entry per
+//!   activated slot, the state in its file name ([`bls`]); systemd-boot
+//!   counts tries down by renaming the entry.
+//!
+//! Both keep each slot's kernel and initrd under `abnix/<slot>/` on the ESP
+//! ([`esp`]) together with its slot file ([`slotinfo`]), which is written
+//! last and removed first: a slot whose slot file exists has complete boot
+//! files, and both bootloaders only boot such slots. The write order that
+//! makes every power cut safe is explained in docs/boot.md.
+
+use std::io::{self, Read};
+
+pub mod bios;
+pub mod bls;
+pub mod esp;
+mod files;
+mod grub;
+pub mod grubcfg;
+pub mod grubenv;
+pub mod mkimage;
+mod sdboot;
+pub mod slotinfo;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+pub use grub::{GrubBoot, GrubInstall};
+pub use sdboot::SystemdBoot;
+pub use slotinfo::SlotInfo;
+pub use state::{BootState, SlotState, MAX_TRIES};
+
+use crate::fat::FatError;
+use crate::slot::Slot;
+
+/// One slot as the bootloader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotStatus {
+    pub slot: Slot,
+    /// What the bootloader will do with the slot. A slot without complete
+    /// boot files is reported [`SlotState::Bad`] whatever the stored state,
+    /// because no bootloader boots it.
+    pub state: SlotState,
+    /// The version of its boot files; `None` when they are not complete.
+    pub info: Option<SlotInfo>,
+}
+
+/// The boot state of the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootStatus {
+    /// The slot the bootloader boots at the next boot (barring a kernel
+    /// that fails to load); `None` when no slot has complete boot files.
+    pub next: Option<Slot>,
+    pub slots: [SlotStatus; 2],
+}
+
+impl BootStatus {
+    pub fn slot(&self, slot: Slot) -> &SlotStatus {
+        &self.slots[state::slot_index(slot)]
+    }
+
+    /// The other slot, if its trial failed and the machine came back on
+    /// `booted` (read from `abnix.slot=`): it was on trial and has no tries
+    /// left. The updater remembers its version as failed.
+    pub fn failed_trial(&self, booted: Slot) -> Option<&SlotStatus> {
+        let other = self.slot(booted.other());
+        (other.state == SlotState::Trial { tries_left: 0 }).then_some(other)
+    }
+}
+
+/// The boot files of a version, to be written into a slot.
+pub struct BootFiles<'a> {
+    pub info: SlotInfo,
+    pub kernel: &'a mut dyn Read,
+    pub kernel_len: u64,
+    pub initrd: &'a mut dyn Read,
+    pub initrd_len: u64,
+}
+
+/// Why a boot control operation failed. Every operation checks before it
+/// writes, so only an I/O failure ([`BootError::Io`], or
+/// [`FatError::Io`] inside [`BootError::Fat`]) can stop one halfway, and
+/// that leaves a disk that boots like a power cut would.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("slot {0} has no complete boot files")]
+    NotComplete(Slot),
+    #[error("slot {0} still has boot files; mark it bad before writing new ones")]
+    NotMarkedBad(Slot),
+    #[error(transparent)]
+    Transition(#[from] state::TransitionError),
+    #[error("not enough room on the ESP for the boot files of slot {slot}: {needed} bytes needed, {free} free")]
+    NoRoom { slot: Slot, needed: u64, free: u64 },
+    #[error(transparent)]
+    SlotInfo(#[from] slotinfo::SlotInfoError),
+    #[error(transparent)]
+    Cmdline(#[from] grubcfg::CmdlineError),
+    #[error(transparent)]
+    Bls(#[from] bls::BlsError),
+    #[error("{path} on the ESP: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("{path} on the ESP does not read back as written")]
+    Verify { path: String },
+    #[error(transparent)]
+    Bios(#[from] bios::BiosError),
+    #[error(transparent)]
+    Fat(#[from] FatError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Boot control of a machine's ESP.
+///
+/// An update runs, in this order (DESIGN §5): [`check_boot_files`] (nothing
+/// changes if the new version cannot be installed), [`mark_bad`] on the
+/// slot to rewrite, writing and verifying its image, [`write_boot_files`],
+/// [`activate`]. After the reboot, the healthy new slot calls
+/// [`mark_good`]. Every method syncs the ESP before it returns, and a power
+/// cut at any instant during any of them leaves a disk that boots a slot
+/// with complete boot files and that [`status`] describes correctly.
+///
+/// [`check_boot_files`]: BootControl::check_boot_files
+/// [`mark_bad`]: BootControl::mark_bad
+/// [`write_boot_files`]: BootControl::write_boot_files
+/// [`activate`]: BootControl::activate
+/// [`mark_good`]: BootControl::mark_good
+/// [`status`]: BootControl::status
+pub trait BootControl {
+    /// The state of both slots and which one boots first.
+    fn status(&mut self) -> Result<BootStatus, BootError>;
+
+    /// Fails if `slot` could not take these boot files: fields this
+    /// bootloader cannot carry (e.g. a command line GRUB would alter), or
+    /// too little room on the ESP once the slot's current files are gone.
+    fn check_boot_files(
+        &mut self,
+        slot: Slot,
+        info: &SlotInfo,
+        kernel_len: u64,
+        initrd_len: u64,
+    ) -> Result<(), BootError>;
+
+    /// Before `slot` is rewritten: the bootloader must never pick it again
+    /// until it is activated. Its boot files are removed, slot file first.
+    fn mark_bad(&mut self, slot: Slot) -> Result<(), BootError>;
+
+    /// Writes the kernel, initrd and, last, the slot file of `slot`, which
+    /// was marked bad. The slot does not boot until [`activate`]d.
+    ///
+    /// [`activate`]: BootControl::activate
+    fn write_boot_files(&mut self, slot: Slot, files: &mut BootFiles<'_>) -> Result<(), BootError>;
+
+    /// `slot`, whose boot files are complete, becomes the trial slot that
+    /// boots next, with `tries` attempts (1 to [`MAX_TRIES`]) before the
+    /// bootloader falls back to the other slot.
+    fn activate(&mut self, slot: Slot, tries: u8) -> Result<(), BootError>;
+
+    /// `slot`, the running one, proved healthy: it becomes good and keeps
+    /// booting.
+    fn mark_good(&mut self, slot: Slot) -> Result<(), BootError>;
+
+    /// Operator rollback: the good `slot` boots next; the other slot stays
+    /// as the fallback.
+    fn prefer(&mut self, slot: Slot) -> Result<(), BootError>;
+}

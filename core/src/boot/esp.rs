@@ -1,0 +1,68 @@
+//! Where abnix keeps things on the ESP.
+//!
+//! Paths are relative to the ESP root, '/'-separated and lowercase (FAT
+//! lookups ignore case; GRUB and systemd-boot see the same names). The
+//! bootloaders take them with a leading '/' (see [`absolute`]).
+//!
+//! ```text
+//! EFI/BOOT/BOOTX64.EFI      GRUB's EFI image or systemd-boot
+//! abnix/grub.cfg            GRUB: the boot script, written once at install
+//! abnix/grubenv             GRUB: the boot state, one 512-byte block
+//! abnix/<slot>/kernel       each slot's kernel,
+//! abnix/<slot>/initrd       initrd,
+//! abnix/<slot>/slot.json    version, id, label and kernel command line,
+//! abnix/<slot>/slot.cfg     GRUB: loads the slot (sourced by grub.cfg)
+//! loader/loader.conf        systemd-boot: settings, written once at install
+//! loader/entries/abnix-<slot>[+LEFT[-DONE]].conf   systemd-boot: one entry per activated slot
+//! ```
+
+use crate::slot::Slot;
+
+pub const ABNIX_DIR: &str = "abnix";
+pub const GRUB_CFG: &str = "abnix/grub.cfg";
+pub const GRUB_ENV: &str = "abnix/grubenv";
+pub const EFI_BOOT_DIR: &str = "EFI/BOOT";
+/// The removable-media path firmware boots without any EFI boot variable
+/// (UEFI spec 3.5.1.1), so a disk written as a file boots anywhere.
+pub const EFI_BOOT_X64: &str = "EFI/BOOT/BOOTX64.EFI";
+pub const LOADER_DIR: &str = "loader";
+pub const LOADER_CONF: &str = "loader/loader.conf";
+pub const ENTRIES_DIR: &str = "loader/entries";
+
+pub fn slot_dir(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}")
+}
+
+pub fn kernel(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}/kernel")
+}
+
+pub fn initrd(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}/initrd")
+}
+
+pub fn slot_info(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}/slot.json")
+}
+
+pub fn grub_slot_cfg(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}/slot.cfg")
+}
+
+/// A path as the bootloaders name it: from the root of the ESP.
+pub fn absolute(path: &str) -> String {
+    format!("/{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_paths() {
+        assert_eq!(kernel(Slot::A), "abnix/a/kernel");
+        assert_eq!(initrd(Slot::B), "abnix/b/initrd");
+        assert_eq!(slot_info(Slot::B), "abnix/b/slot.json");
+        assert_eq!(absolute(&grub_slot_cfg(Slot::A)), "/abnix/a/slot.cfg");
+    }
+}

@@ -1,0 +1,216 @@
+//! The GRUB backend: state in `abnix/grubenv`, a slot's marker is its
+//! `slot.cfg`.
+
+use tracing::{info, warn};
+
+use super::grubcfg::{grub_cfg, slot_cfg, GrubCfgOptions};
+use super::grubenv::{decode_state, encode_state, DecodedState, STATE_BLOCK_SIZE};
+use super::state::{slot_index, BootState};
+use super::{
+    esp, files, BootControl, BootError, BootFiles, BootStatus, SlotInfo, SlotState, SlotStatus,
+};
+use crate::disk::Disk;
+use crate::fat::{FatError, FatFs, FormatOptions};
+use crate::slot::Slot;
+
+/// Boot control through GRUB, on the ESP.
+pub struct GrubBoot<D: Disk> {
+    fs: FatFs<D>,
+}
+
+/// What [`GrubBoot::install`] puts on a fresh ESP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrubInstall {
+    pub format: FormatOptions,
+    /// GRUB's x86_64 EFI image (see [`super::mkimage::GrubTools::efi_image`]),
+    /// for machines that boot through UEFI; `None` for BIOS only.
+    pub efi_image: Option<Vec<u8>>,
+    pub cfg: GrubCfgOptions,
+}
+
+impl<D: Disk> GrubBoot<D> {
+    /// Boot control on an ESP set up by [`GrubBoot::install`].
+    pub fn open(esp: D) -> Result<Self, BootError> {
+        Ok(GrubBoot {
+            fs: FatFs::open(esp)?,
+        })
+    }
+
+    /// Formats the ESP and writes GRUB's files: the EFI image if any,
+    /// `grub.cfg`, and a state block in which no slot is eligible. The BIOS
+    /// boot code goes outside the ESP ([`super::bios::install`]).
+    pub fn install(esp: D, options: &GrubInstall) -> Result<Self, BootError> {
+        let mut fs = FatFs::format(esp, &options.format)?;
+        if let Some(image) = &options.efi_image {
+            fs.create_dir_all(esp::EFI_BOOT_DIR)?;
+            fs.write_file(esp::EFI_BOOT_X64, image)?;
+        }
+        fs.create_dir_all(esp::ABNIX_DIR)?;
+        fs.write_file(esp::GRUB_CFG, grub_cfg(&options.cfg).as_bytes())?;
+        fs.write_file(esp::GRUB_ENV, &encode_state(&BootState::FALLBACK))?;
+        info!("installed GRUB on the ESP");
+        Ok(GrubBoot { fs })
+    }
+
+    pub fn into_inner(self) -> D {
+        self.fs.into_inner()
+    }
+
+    /// The state GRUB will act on (see [`decode_state`]); what is wrong with
+    /// the block is logged.
+    fn read_state(&mut self) -> Result<BootState, BootError> {
+        let bytes = match self.fs.read_file(esp::GRUB_ENV) {
+            Ok(bytes) => bytes,
+            Err(FatError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let DecodedState { state, problems } = decode_state(&bytes);
+        for problem in problems {
+            warn!("{}: {problem}", esp::GRUB_ENV);
+        }
+        Ok(state)
+    }
+
+    /// Rewrites the state block in place: one sector, so the change is one
+    /// sector write. A missing block or one of another size is replaced;
+    /// until the new one exists GRUB falls back to the first complete slot.
+    fn write_state(&mut self, state: &BootState) -> Result<(), BootError> {
+        let bytes = encode_state(state);
+        match self.fs.overwrite_file(esp::GRUB_ENV, &bytes) {
+            Ok(()) => return Ok(()),
+            Err(FatError::NotFound(_)) => {}
+            Err(FatError::SizeMismatch { file, .. }) => {
+                warn!(
+                    "{} is {file} bytes, not {STATE_BLOCK_SIZE}: replacing it",
+                    esp::GRUB_ENV
+                );
+                self.fs.remove(esp::GRUB_ENV)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.fs.write_file(esp::GRUB_ENV, &bytes)?;
+        Ok(())
+    }
+
+    fn change_state(
+        &mut self,
+        change: impl FnOnce(BootState) -> Result<BootState, BootError>,
+    ) -> Result<(), BootError> {
+        let old = self.read_state()?;
+        let new = change(old)?;
+        if new != old {
+            self.write_state(&new)?;
+        }
+        Ok(())
+    }
+
+    /// A slot is complete when its `slot.cfg` exists.
+    fn complete(&mut self, slot: Slot) -> Result<bool, BootError> {
+        Ok(self.fs.exists(&esp::grub_slot_cfg(slot))?)
+    }
+
+    fn require_complete(&mut self, slot: Slot) -> Result<(), BootError> {
+        if self.complete(slot)? {
+            Ok(())
+        } else {
+            Err(BootError::NotComplete(slot))
+        }
+    }
+}
+
+impl<D: Disk> BootControl for GrubBoot<D> {
+    fn status(&mut self) -> Result<BootStatus, BootError> {
+        let state = self.read_state()?;
+        let mut complete = [false; 2];
+        let mut slots = Vec::new();
+        for slot in Slot::ALL {
+            complete[slot_index(slot)] = self.complete(slot)?;
+            let info = if complete[slot_index(slot)] {
+                Some(
+                    files::read_info(&mut self.fs, slot)?.ok_or_else(|| BootError::Corrupt {
+                        path: esp::grub_slot_cfg(slot),
+                        reason: format!("exists without {}", esp::slot_info(slot)),
+                    })?,
+                )
+            } else {
+                None
+            };
+            slots.push(SlotStatus {
+                slot,
+                state: if info.is_some() {
+                    state.slot(slot)
+                } else {
+                    SlotState::Bad
+                },
+                info,
+            });
+        }
+        Ok(BootStatus {
+            next: state.next_boot(complete).map(|next| next.slot),
+            slots: slots.try_into().expect("two slots"),
+        })
+    }
+
+    fn check_boot_files(
+        &mut self,
+        slot: Slot,
+        info: &SlotInfo,
+        kernel_len: u64,
+        initrd_len: u64,
+    ) -> Result<(), BootError> {
+        info.validate()?;
+        slot_cfg(slot, &info.cmdline)?;
+        files::check_room(
+            &mut self.fs,
+            slot,
+            kernel_len,
+            initrd_len,
+            &[esp::grub_slot_cfg(slot)],
+            2,
+        )
+    }
+
+    fn mark_bad(&mut self, slot: Slot) -> Result<(), BootError> {
+        // The marker first: from here on GRUB cannot load the slot, whatever
+        // the state block says.
+        files::remove_if_exists(&mut self.fs, &esp::grub_slot_cfg(slot))?;
+        self.change_state(|state| Ok(state.mark_bad(slot)))?;
+        files::remove_slot_files(&mut self.fs, slot)?;
+        info!(%slot, "marked bad");
+        Ok(())
+    }
+
+    fn write_boot_files(&mut self, slot: Slot, files: &mut BootFiles<'_>) -> Result<(), BootError> {
+        if self.complete(slot)? {
+            return Err(BootError::NotMarkedBad(slot));
+        }
+        self.check_boot_files(slot, &files.info, files.kernel_len, files.initrd_len)?;
+        let cfg = slot_cfg(slot, &files.info.cmdline)?;
+        files::write_slot_files(&mut self.fs, slot, files)?;
+        // The marker last: it exists only once everything it loads does.
+        self.fs
+            .write_file(&esp::grub_slot_cfg(slot), cfg.as_bytes())?;
+        Ok(())
+    }
+
+    fn activate(&mut self, slot: Slot, tries: u8) -> Result<(), BootError> {
+        self.require_complete(slot)?;
+        self.change_state(|state| Ok(state.activate(slot, tries)?))?;
+        info!(%slot, tries, "activated");
+        Ok(())
+    }
+
+    fn mark_good(&mut self, slot: Slot) -> Result<(), BootError> {
+        self.require_complete(slot)?;
+        self.change_state(|state| Ok(state.mark_good(slot)))?;
+        info!(%slot, "marked good");
+        Ok(())
+    }
+
+    fn prefer(&mut self, slot: Slot) -> Result<(), BootError> {
+        self.require_complete(slot)?;
+        self.change_state(|state| Ok(state.prefer(slot)?))?;
+        info!(%slot, "preferred");
+        Ok(())
+    }
+}

@@ -1,0 +1,369 @@
+//! File-level tests of both backends on an ESP in memory: the update
+//! scenario with simulated boots ([`scenario`]), refused operations, and
+//! power cuts at many byte offsets of every operation ([`power_cut`]).
+
+mod power_cut;
+mod scenario;
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::bls::EntryName;
+use super::grubcfg::GrubCfgOptions;
+use super::grubenv::{decode_state, encode_state};
+use super::{
+    esp, BootControl, BootError, BootFiles, BootStatus, GrubBoot, GrubInstall, SlotInfo, SlotState,
+    SystemdBoot,
+};
+use crate::disk::Disk;
+use crate::fat::{FatFs, FormatOptions};
+use crate::slot::Slot;
+
+/// Room for FAT32 with 512-byte clusters (at least 65525 of them).
+const ESP_SIZE: usize = 40 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Grub,
+    SystemdBoot,
+}
+
+const KINDS: [Kind; 2] = [Kind::Grub, Kind::SystemdBoot];
+
+/// A disk that reads from a shared base image and keeps its writes in its
+/// own pages, so each power-cut run starts from the same image for free.
+#[derive(Clone)]
+struct Overlay {
+    base: Arc<Vec<u8>>,
+    pages: BTreeMap<usize, Vec<u8>>,
+    pos: usize,
+}
+
+const PAGE: usize = 4096;
+
+impl Overlay {
+    fn new(base: Vec<u8>) -> Overlay {
+        Overlay {
+            base: Arc::new(base),
+            pages: BTreeMap::new(),
+            pos: 0,
+        }
+    }
+
+    /// A new base image holding this disk's contents.
+    fn flatten(&self) -> Overlay {
+        let mut image = self.base.as_ref().clone();
+        for (index, page) in &self.pages {
+            image[index * PAGE..(index + 1) * PAGE].copy_from_slice(page);
+        }
+        Overlay::new(image)
+    }
+}
+
+impl Read for Overlay {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (index, within) = (self.pos / PAGE, self.pos % PAGE);
+        let n = buf
+            .len()
+            .min(PAGE - within)
+            .min(self.base.len().saturating_sub(self.pos));
+        match self.pages.get(&index) {
+            Some(page) => buf[..n].copy_from_slice(&page[within..within + n]),
+            None => buf[..n].copy_from_slice(&self.base[self.pos..self.pos + n]),
+        }
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for Overlay {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.pos + buf.len() > self.base.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past the end",
+            ));
+        }
+        let (index, within) = (self.pos / PAGE, self.pos % PAGE);
+        let n = buf.len().min(PAGE - within);
+        let base = &self.base;
+        let page = self
+            .pages
+            .entry(index)
+            .or_insert_with(|| base[index * PAGE..(index + 1) * PAGE].to_vec());
+        page[within..within + n].copy_from_slice(&buf[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Overlay {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let len = self.base.len() as u64;
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => len.checked_add_signed(d),
+            SeekFrom::Current(d) => (self.pos as u64).checked_add_signed(d),
+        };
+        let new = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
+        self.pos = new as usize;
+        Ok(new)
+    }
+}
+
+impl Disk for Overlay {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.base.len() as u64)
+    }
+}
+
+/// A disk that logs where each write lands, for choosing cut points.
+struct Recording<D> {
+    inner: D,
+    /// (disk offset, length) of each write, in order.
+    writes: Vec<(u64, usize)>,
+}
+
+impl<D: Disk> Read for Recording<D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl<D: Disk> Write for Recording<D> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let pos = self.inner.stream_position()?;
+        let n = self.inner.write(buf)?;
+        self.writes.push((pos, n));
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<D: Disk> Seek for Recording<D> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl<D: Disk> Disk for Recording<D> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+fn format_options() -> FormatOptions {
+    FormatOptions {
+        label: "ABNIX-ESP".into(),
+        volume_id: 0x0abc_0001,
+        sector_size: 512,
+    }
+}
+
+/// A fresh ESP with the bootloader of `kind` installed.
+fn installed(kind: Kind) -> Overlay {
+    let disk = Overlay::new(vec![0; ESP_SIZE]);
+    match kind {
+        Kind::Grub => GrubBoot::install(
+            disk,
+            &GrubInstall {
+                format: format_options(),
+                efi_image: Some(b"MZ stand-in for GRUB".to_vec()),
+                cfg: GrubCfgOptions::default(),
+            },
+        )
+        .unwrap()
+        .into_inner(),
+        Kind::SystemdBoot => {
+            SystemdBoot::install(disk, &format_options(), b"MZ stand-in for systemd-boot")
+                .unwrap()
+                .into_inner()
+        }
+    }
+}
+
+/// Runs `op` on the backend of `kind` over `disk`; gives the disk back.
+fn with_backend<D: Disk, R>(
+    kind: Kind,
+    disk: D,
+    op: impl FnOnce(&mut dyn BootControl) -> R,
+) -> (R, D) {
+    match kind {
+        Kind::Grub => {
+            let mut boot = GrubBoot::open(disk).expect("the ESP opens");
+            let result = op(&mut boot);
+            (result, boot.into_inner())
+        }
+        Kind::SystemdBoot => {
+            let mut boot = SystemdBoot::open(disk).expect("the ESP opens");
+            let result = op(&mut boot);
+            (result, boot.into_inner())
+        }
+    }
+}
+
+fn status(kind: Kind, disk: Overlay) -> (BootStatus, Overlay) {
+    let (status, disk) = with_backend(kind, disk, |b| b.status());
+    (status.expect("status"), disk)
+}
+
+/// Deterministic bytes, different per seed.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+fn kernel(version: u64) -> Vec<u8> {
+    pattern(5000 + version as usize * 7, version)
+}
+
+fn initrd(version: u64) -> Vec<u8> {
+    pattern(9000 + version as usize * 3, 100 + version)
+}
+
+fn info(version: u64) -> SlotInfo {
+    SlotInfo {
+        version,
+        id: Uuid::from_u128(u128::from(version)),
+        label: format!("test v{version}"),
+        cmdline: format!("init=/nix/store/v{version}/init quiet"),
+    }
+}
+
+/// Writes version `version` into `slot` the way an update does.
+fn write_version(boot: &mut dyn BootControl, slot: Slot, version: u64) -> Result<(), BootError> {
+    let (k, i) = (kernel(version), initrd(version));
+    boot.check_boot_files(slot, &info(version), k.len() as u64, i.len() as u64)?;
+    boot.mark_bad(slot)?;
+    boot.write_boot_files(
+        slot,
+        &mut BootFiles {
+            info: info(version),
+            kernel: &mut &k[..],
+            kernel_len: k.len() as u64,
+            initrd: &mut &i[..],
+            initrd_len: i.len() as u64,
+        },
+    )
+}
+
+/// What the bootloader does at power-on: picks the slot `status().next`
+/// names (the models of GRUB's script and systemd-boot's order, checked in
+/// QEMU) and records the attempt as the bootloader would (GRUB: `save_env`
+/// of the decremented state; systemd-boot: renaming the entry). Returns the
+/// slot after checking that its files are intact.
+fn power_on(kind: Kind, disk: Overlay) -> (Option<Slot>, Overlay) {
+    let (status, disk) = status(kind, disk);
+    let Some(slot) = status.next else {
+        return (None, disk);
+    };
+    let mut fs = FatFs::open(disk).unwrap();
+    match kind {
+        Kind::Grub => {
+            let state = decode_state(&fs.read_file(esp::GRUB_ENV).unwrap_or_default()).state;
+            let complete = Slot::ALL.map(|s| status.slot(s).info.is_some());
+            let next = state.next_boot(complete).expect("a slot boots");
+            assert_eq!(next.slot, slot);
+            if next.state_after != state {
+                fs.overwrite_file(esp::GRUB_ENV, &encode_state(&next.state_after))
+                    .unwrap();
+            }
+        }
+        Kind::SystemdBoot => {
+            let counted = fs
+                .list_dir(esp::ENTRIES_DIR)
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| EntryName::parse(&e.name).ok().flatten())
+                .find(|name| name.slot == slot && name.counter.is_some());
+            if let Some(name) = counted {
+                fs.rename(&name.path(), &name.after_boot_attempt().path())
+                    .unwrap();
+            }
+        }
+    }
+    let version = status
+        .slot(slot)
+        .info
+        .as_ref()
+        .expect("a booted slot is complete")
+        .version;
+    assert_eq!(
+        fs.read_file(&esp::kernel(slot)).unwrap(),
+        kernel(version),
+        "kernel of slot {slot}"
+    );
+    assert_eq!(
+        fs.read_file(&esp::initrd(slot)).unwrap(),
+        initrd(version),
+        "initrd of slot {slot}"
+    );
+    (Some(slot), fs.into_inner())
+}
+
+/// Each slot's state and version, and the slot that boots next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Summary {
+    slots: [(SlotState, Option<u64>); 2],
+    next: Option<Slot>,
+}
+
+fn summary(status: &BootStatus) -> Summary {
+    Summary {
+        slots: Slot::ALL.map(|s| {
+            let slot = status.slot(s);
+            (slot.state, slot.info.as_ref().map(|i| i.version))
+        }),
+        next: status.next,
+    }
+}
+
+#[test]
+fn failed_trial_is_the_other_slot_without_tries() {
+    let status = |a, b| BootStatus {
+        next: Some(Slot::A),
+        slots: [
+            super::SlotStatus {
+                slot: Slot::A,
+                state: a,
+                info: None,
+            },
+            super::SlotStatus {
+                slot: Slot::B,
+                state: b,
+                info: None,
+            },
+        ],
+    };
+    let failed = status(SlotState::Good, SlotState::Trial { tries_left: 0 });
+    assert_eq!(failed.failed_trial(Slot::A).map(|s| s.slot), Some(Slot::B));
+    // Running the last try of the trial is not a failure (yet).
+    assert_eq!(failed.failed_trial(Slot::B), None);
+    let pending = status(SlotState::Good, SlotState::Trial { tries_left: 2 });
+    assert_eq!(pending.failed_trial(Slot::A), None);
+}

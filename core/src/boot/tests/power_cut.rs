@@ -1,0 +1,181 @@
+//! Power cuts during every operation of both backends (issue 3, item 5):
+//! each operation runs once, recording its writes, then again with a power
+//! cut at each sector boundary inside each of its writes (the write is torn
+//! there, everything after it is lost). Sectors are the unit the FAT layer
+//! relies on landing whole (see `crate::fat`); the GRUB state block is even
+//! safe against byte tears, which `grubenv`'s tests check at every byte.
+//! After each cut the ESP must open, `status()` must show each slot's state
+//! and version as they were before or after the operation, and the
+//! bootloader must boot a slot whose kernel and initrd are intact.
+
+use super::*;
+use crate::disk::{Fault, FaultyDisk};
+
+/// Runs `op` with a power cut at every sector boundary of every write it
+/// makes, checking what is left against the states before and after.
+fn cut_everywhere(kind: Kind, start: &Overlay, op: impl Fn(&mut dyn BootControl)) {
+    let (before, _) = status(kind, start.clone());
+    let before = summary(&before);
+    let recording = Recording {
+        inner: start.clone(),
+        writes: Vec::new(),
+    };
+    let (_, done) = with_backend(kind, recording, &op);
+    let (after, _) = status(kind, done.inner);
+    let after = summary(&after);
+    assert_ne!(before, after, "{kind:?}: the operation changes something");
+
+    // Budgets in bytes written so far, as FaultyDisk counts them. Writes of
+    // the GRUB state block are also torn inside the sector, every 7 bytes
+    // (grubenv's own tests tear it at every byte).
+    let state_block = state_block_offset(start);
+    let mut budgets = Vec::new();
+    let mut written = 0;
+    for &(offset, len) in &done.writes {
+        if Some(offset) == state_block {
+            budgets.extend((written..written + len as u64).step_by(7));
+        } else {
+            let first_boundary = (512 - offset % 512) % 512;
+            budgets.extend(
+                (first_boundary..len as u64)
+                    .step_by(512)
+                    .map(|k| written + k),
+            );
+        }
+        written += len as u64;
+    }
+    budgets.push(written);
+    let total = written;
+    for budget in budgets {
+        let faulty = FaultyDisk::failing_after(start.clone(), budget, Fault::PowerCut);
+        let (_, faulty) = with_backend(kind, faulty, &op);
+        let disk = faulty.into_inner();
+        let (status, disk) = with_backend(kind, disk, |b| b.status());
+        let status = status.unwrap_or_else(|e| {
+            panic!("{kind:?}, cut after {budget} of {total} bytes: status: {e}")
+        });
+        let now = summary(&status);
+        // Each field is as before or as after: a slot's state and the
+        // version of its complete files change in separate steps.
+        for (i, slot) in Slot::ALL.iter().enumerate() {
+            let (state, version) = now.slots[i];
+            assert!(
+                [before.slots[i].0, after.slots[i].0].contains(&state)
+                    && [before.slots[i].1, after.slots[i].1].contains(&version),
+                "{kind:?}, cut after {budget} of {total} bytes: slot {slot} is {:?}, \
+                 before {:?}, after {:?}",
+                now.slots[i],
+                before.slots[i],
+                after.slots[i]
+            );
+        }
+        assert!(
+            now.next == before.next || now.next == after.next,
+            "{kind:?}, cut after {budget} of {total} bytes: next boot {:?}, before {:?}, after {:?}",
+            now.next,
+            before.next,
+            after.next
+        );
+        let (booted, _) = power_on(kind, disk);
+        assert!(
+            booted.is_some(),
+            "{kind:?}, cut after {budget} of {total} bytes: nothing boots"
+        );
+    }
+}
+
+/// Where the GRUB state block lies on the ESP, if there is one.
+fn state_block_offset(disk: &Overlay) -> Option<u64> {
+    let image = disk.flatten().base;
+    let signature = b"# GRUB Environment Block\nabnix_format=";
+    (0..image.len())
+        .step_by(512)
+        .find(|&at| image[at..].starts_with(signature))
+        .map(|at| at as u64)
+}
+
+/// Version 1 good in A, version 2 good in B and booting.
+fn both_good(kind: Kind) -> Overlay {
+    let disk = installed(kind);
+    let (result, disk) = with_backend(kind, disk, |b| {
+        write_version(b, Slot::A, 1)?;
+        b.mark_good(Slot::A)?;
+        write_version(b, Slot::B, 2)?;
+        b.activate(Slot::B, 3)?;
+        b.mark_good(Slot::B)
+    });
+    result.unwrap();
+    disk.flatten()
+}
+
+fn files(version: u64) -> (SlotInfo, Vec<u8>, Vec<u8>) {
+    (info(version), kernel(version), initrd(version))
+}
+
+#[test]
+fn mark_bad_survives_power_cuts() {
+    for kind in KINDS {
+        cut_everywhere(kind, &both_good(kind), |b| {
+            let _ = b.mark_bad(Slot::A);
+        });
+    }
+}
+
+#[test]
+fn write_boot_files_survives_power_cuts() {
+    for kind in KINDS {
+        let (result, disk) = with_backend(kind, both_good(kind), |b| b.mark_bad(Slot::A));
+        result.unwrap();
+        let (info, k, i) = files(3);
+        cut_everywhere(kind, &disk.flatten(), |b| {
+            let _ = b.write_boot_files(
+                Slot::A,
+                &mut BootFiles {
+                    info: info.clone(),
+                    kernel: &mut &k[..],
+                    kernel_len: k.len() as u64,
+                    initrd: &mut &i[..],
+                    initrd_len: i.len() as u64,
+                },
+            );
+        });
+    }
+}
+
+/// Version 3 written into A, not yet activated.
+fn written(kind: Kind) -> Overlay {
+    let (result, disk) = with_backend(kind, both_good(kind), |b| write_version(b, Slot::A, 3));
+    result.unwrap();
+    disk.flatten()
+}
+
+#[test]
+fn activate_survives_power_cuts() {
+    for kind in KINDS {
+        cut_everywhere(kind, &written(kind), |b| {
+            let _ = b.activate(Slot::A, 3);
+        });
+    }
+}
+
+#[test]
+fn mark_good_survives_power_cuts() {
+    for kind in KINDS {
+        let (result, disk) = with_backend(kind, written(kind), |b| b.activate(Slot::A, 3));
+        result.unwrap();
+        let (booted, disk) = power_on(kind, disk);
+        assert_eq!(booted, Some(Slot::A));
+        cut_everywhere(kind, &disk.flatten(), |b| {
+            let _ = b.mark_good(Slot::A);
+        });
+    }
+}
+
+#[test]
+fn prefer_survives_power_cuts() {
+    for kind in KINDS {
+        cut_everywhere(kind, &both_good(kind), |b| {
+            let _ = b.prefer(Slot::A);
+        });
+    }
+}
