@@ -8,6 +8,7 @@ pub mod blockdev;
 pub mod boot;
 pub mod bundle;
 pub mod chunking;
+pub mod config;
 pub mod digest;
 pub mod disk;
 pub mod fat;

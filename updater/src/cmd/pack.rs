@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use abnix_core::meta::{object_name, ObjectKind};
 use abnix_core::pack::{pack, PackInput, DEFAULT_ZSTD_LEVEL};
-use abnix_core::progress::NoProgress;
+use abnix_core::progress;
 use abnix_core::sign::SecretKey;
 use anyhow::Context;
 use clap::ArgGroup;
@@ -95,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         input.threads = threads;
     }
 
-    let signed = pack(&input, &args.out, &NoProgress)
+    let signed = pack(&input, &args.out, progress::for_stderr().as_ref())
         .with_context(|| format!("packing into {}", args.out.display()))?;
     let meta = &signed.meta;
     println!("version {}", meta.version);

@@ -1,0 +1,333 @@
+//! The device config, `/etc/abnix/config.toml` (documented in docs/cli.md).
+//!
+//! Parsed strictly: an unknown key or an invalid value is an error that names
+//! the field, so a typo never silently turns into a default on a machine
+//! nobody can reach. Credentials are never in this file: it only says where
+//! they come from.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::reboot::{DailyWindow, RebootPolicy};
+use crate::remote::{CredentialSource, RemoteConfig, RetryPolicy, Timeouts};
+use crate::sign::{PublicKey, TrustedKeys};
+use crate::units::parse_duration;
+
+pub const DEFAULT_PATH: &str = "/etc/abnix/config.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/abnix";
+pub const DEFAULT_TRIES: u32 = 3;
+/// GRUB's script unrolls the tries countdown, so the limit is small and fixed.
+pub const MAX_TRIES: u32 = 9;
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+
+/// The validated device config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub remote: RemoteConfig,
+    pub trusted_keys: TrustedKeys,
+    /// Boot attempts a trial version gets before falling back.
+    pub tries: u32,
+    pub reboot: RebootPolicy,
+    /// How often the timer checks; read by the units, kept here so one file
+    /// describes the host's update behaviour.
+    pub check_interval: Duration,
+    /// The updater's state, on the rw partition.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}: `{field}`: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+/// The file as written. Every field is listed in docs/cli.md.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    endpoint: Option<String>,
+    region: Option<String>,
+    bucket: String,
+    #[serde(default)]
+    prefix: String,
+    channel: String,
+    #[serde(default)]
+    path_style: bool,
+    credentials: Option<String>,
+    trusted_keys: Vec<String>,
+    tries: Option<u32>,
+    reboot: Option<String>,
+    reboot_window: Option<String>,
+    check_interval: Option<String>,
+    state_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses the text of a config file; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+
+        let credentials = match raw.credentials.as_deref() {
+            None | Some("chain") => CredentialSource::Chain,
+            Some("anonymous") => CredentialSource::Anonymous,
+            Some(file) if Path::new(file).is_absolute() => CredentialSource::File(file.into()),
+            Some(other) => {
+                return Err(invalid(
+                    "credentials",
+                    format!(
+                        "{other:?} is neither \"chain\", \"anonymous\" nor an absolute file path"
+                    ),
+                ))
+            }
+        };
+        if let Some(endpoint) = &raw.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(invalid(
+                    "endpoint",
+                    format!("{endpoint:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        for (field, value) in [("bucket", &raw.bucket), ("channel", &raw.channel)] {
+            if value.is_empty() || value.contains(char::is_whitespace) || value.contains('/') {
+                return Err(invalid(
+                    field,
+                    format!("{value:?} must be non-empty, without spaces or '/'"),
+                ));
+            }
+        }
+
+        if raw.trusted_keys.is_empty() {
+            return Err(invalid(
+                "trusted_keys",
+                "at least one public key is required: nothing could be verified".into(),
+            ));
+        }
+        let mut trusted_keys = TrustedKeys::new();
+        for (i, text) in raw.trusted_keys.iter().enumerate() {
+            let key = PublicKey::parse(text)
+                .map_err(|e| invalid(&format!("trusted_keys[{i}]"), e.to_string()))?;
+            trusted_keys.insert(key);
+        }
+
+        let tries = raw.tries.unwrap_or(DEFAULT_TRIES);
+        if !(1..=MAX_TRIES).contains(&tries) {
+            return Err(invalid(
+                "tries",
+                format!("{tries} is outside 1..={MAX_TRIES}"),
+            ));
+        }
+
+        let window = raw
+            .reboot_window
+            .as_deref()
+            .map(|w| {
+                w.parse::<DailyWindow>()
+                    .map_err(|e| invalid("reboot_window", e.to_string()))
+            })
+            .transpose()?;
+        let reboot = match (raw.reboot.as_deref().unwrap_or("immediate"), window) {
+            ("immediate", None) => RebootPolicy::Immediate,
+            ("never", None) => RebootPolicy::Never,
+            ("window", Some(w)) => RebootPolicy::Window(w),
+            ("window", None) => {
+                return Err(invalid(
+                    "reboot_window",
+                    "required when reboot = \"window\" (e.g. \"02:00-04:00\")".into(),
+                ))
+            }
+            ("immediate" | "never", Some(_)) => {
+                return Err(invalid(
+                    "reboot_window",
+                    "only meaningful with reboot = \"window\"".into(),
+                ))
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "reboot",
+                    format!("{other:?} is not one of \"immediate\", \"window\", \"never\""),
+                ))
+            }
+        };
+
+        let check_interval = match raw.check_interval.as_deref() {
+            None => DEFAULT_CHECK_INTERVAL,
+            Some(text) => {
+                let d =
+                    parse_duration(text).map_err(|e| invalid("check_interval", e.to_string()))?;
+                if d < Duration::from_secs(60) {
+                    return Err(invalid(
+                        "check_interval",
+                        format!("{text:?} is shorter than a minute"),
+                    ));
+                }
+                d
+            }
+        };
+
+        let state_dir = raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        if !state_dir.is_absolute() {
+            return Err(invalid(
+                "state_dir",
+                format!("{} is not an absolute path", state_dir.display()),
+            ));
+        }
+
+        Ok(Config {
+            remote: RemoteConfig {
+                endpoint: raw.endpoint,
+                region: raw.region.unwrap_or_else(|| "us-east-1".into()),
+                bucket: raw.bucket,
+                prefix: raw.prefix,
+                channel: raw.channel,
+                path_style: raw.path_style,
+                credentials,
+                retry: RetryPolicy::default(),
+                timeouts: Timeouts::default(),
+            },
+            trusted_keys,
+            tries,
+            reboot,
+            check_interval,
+            state_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc=";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/abnix/config.toml"))
+    }
+
+    fn minimal() -> String {
+        format!("bucket = \"fleet\"\nchannel = \"kiosk\"\ntrusted_keys = [\"{KEY}\"]\n")
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(c.remote.bucket, "fleet");
+        assert_eq!(c.remote.region, "us-east-1");
+        assert_eq!(c.remote.prefix, "");
+        assert!(matches!(c.remote.credentials, CredentialSource::Chain));
+        assert_eq!(c.tries, DEFAULT_TRIES);
+        assert_eq!(c.reboot, RebootPolicy::Immediate);
+        assert_eq!(c.check_interval, DEFAULT_CHECK_INTERVAL);
+        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(c.trusted_keys.len(), 1);
+    }
+
+    #[test]
+    fn full_config() {
+        let text = format!(
+            "{}endpoint = \"http://10.0.2.2:9000\"\nregion = \"garage\"\nprefix = \"abnix\"\n\
+             path_style = true\ncredentials = \"/var/lib/abnix/credentials.toml\"\ntries = 5\n\
+             reboot = \"window\"\nreboot_window = \"02:00-04:00\"\ncheck_interval = \"30m\"\n\
+             state_dir = \"/rw/abnix\"\n",
+            minimal()
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.remote.endpoint.as_deref(), Some("http://10.0.2.2:9000"));
+        assert!(c.remote.path_style);
+        assert!(
+            matches!(&c.remote.credentials, CredentialSource::File(p) if p == Path::new("/var/lib/abnix/credentials.toml"))
+        );
+        assert_eq!(c.tries, 5);
+        assert_eq!(
+            c.reboot,
+            RebootPolicy::Window("02:00-04:00".parse().unwrap())
+        );
+        assert_eq!(c.check_interval, Duration::from_secs(1800));
+    }
+
+    /// Each bad value is refused with an error naming its field.
+    #[test]
+    fn invalid_values_name_their_field() {
+        let cases = [
+            ("tries = 0", "tries"),
+            ("tries = 10", "tries"),
+            ("reboot = \"sometimes\"", "reboot"),
+            ("reboot = \"window\"", "reboot_window"),
+            ("reboot_window = \"02:00-04:00\"", "reboot_window"),
+            (
+                "reboot = \"window\"\nreboot_window = \"2am\"",
+                "reboot_window",
+            ),
+            ("check_interval = \"5s\"", "check_interval"),
+            ("check_interval = \"often\"", "check_interval"),
+            ("credentials = \"creds.toml\"", "credentials"),
+            ("endpoint = \"s3.example.com\"", "endpoint"),
+            ("state_dir = \"var/lib\"", "state_dir"),
+        ];
+        for (extra, field) in cases {
+            let err = parse(&format!("{}{extra}\n", minimal())).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                "{extra:?}: expected an error on `{field}`, got {err}"
+            );
+        }
+        let err =
+            parse("bucket = \"b\"\nchannel = \"c\"\ntrusted_keys = [\"nokey\"]\n").unwrap_err();
+        assert!(err.to_string().contains("trusted_keys[0]"), "{err}");
+        let err = parse("bucket = \"b\"\nchannel = \"c\"\ntrusted_keys = []\n").unwrap_err();
+        assert!(err.to_string().contains("trusted_keys"), "{err}");
+        let err = parse(&format!("{}bucket_name = \"x\"\n", minimal())).unwrap_err();
+        assert!(
+            err.to_string().contains("bucket_name"),
+            "unknown key named: {err}"
+        );
+        let err = parse("channel = \"c\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("bucket"),
+            "missing field named: {err}"
+        );
+    }
+
+    /// The configs the Nix module generates (nix/testdata, checked against
+    /// nix/lib/pure.nix by nix/check.sh) parse here.
+    #[test]
+    fn nix_generated_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nix/testdata");
+        for name in ["config.toml", "config-minimal.toml"] {
+            let config = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.trusted_keys.is_empty());
+        }
+    }
+}
