@@ -221,7 +221,9 @@ mod tests {
         assert_eq!(&bytes[110..112], b"a\0");
         assert_eq!(&bytes[112..116], b"xyz\0");
         assert!(bytes.len() % 4 == 0);
-        assert!(bytes.windows(TRAILER.len()).any(|w| w == TRAILER.as_bytes()));
+        assert!(bytes
+            .windows(TRAILER.len())
+            .any(|w| w == TRAILER.as_bytes()));
     }
 
     /// GNU cpio reads back exactly what was written: names, modes, contents,
@@ -263,7 +265,9 @@ mod tests {
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
-        let mut child = command.spawn().expect("cpio is installed (apt-get install cpio)");
+        let mut child = command
+            .spawn()
+            .expect("cpio is installed (apt-get install cpio)");
         child.stdin.take().unwrap().write_all(archive).unwrap();
         let output = child.wait_with_output().unwrap();
         assert!(
@@ -296,7 +300,14 @@ mod tests {
         let mut cpio = CpioWriter::new(Vec::new());
         let err = cpio.file("short", 0o644, 10, &b"abc"[..]).unwrap_err();
         assert!(
-            matches!(err, CpioError::ShortRead { expected: 10, got: 3, .. }),
+            matches!(
+                err,
+                CpioError::ShortRead {
+                    expected: 10,
+                    got: 3,
+                    ..
+                }
+            ),
             "{err}"
         );
     }

@@ -21,6 +21,8 @@ const SECTOR: u64 = 512;
 /// GPT partition types, as sgdisk's short codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionType {
+    /// "EFI system partition" (c12a7328-…), the type of `abnix-esp`.
+    EfiSystem,
     /// "Linux x86-64 root (/)" (4f68bce3-…), the type of abnix's slots.
     LinuxRootX86_64,
     /// "Linux filesystem" (0fc63daf-…), the type of `abnix-rw`.
@@ -30,6 +32,7 @@ pub enum PartitionType {
 impl PartitionType {
     fn sgdisk_code(self) -> &'static str {
         match self {
+            PartitionType::EfiSystem => "ef00",
             PartitionType::LinuxRootX86_64 => "8304",
             PartitionType::LinuxFilesystem => "8300",
         }
@@ -65,7 +68,10 @@ pub fn gpt_disk(path: &Path, partitions: &[Partition]) -> Result<()> {
                 start / SECTOR,
                 (start + len) / SECTOR - 1
             ))
-            .arg(format!("--typecode={number}:{}", partition.kind.sgdisk_code()))
+            .arg(format!(
+                "--typecode={number}:{}",
+                partition.kind.sgdisk_code()
+            ))
             .arg(format!("--change-name={number}:{}", partition.name));
         placed.push((start, len));
         start += len;
@@ -87,7 +93,11 @@ pub fn gpt_disk(path: &Path, partitions: &[Partition]) -> Result<()> {
             .with_context(|| format!("opening {}", partition.image.display()))?;
         let mut region = Region::new(&mut disk, start, len);
         io::copy(&mut image, &mut region).with_context(|| {
-            format!("writing {} into {}", partition.image.display(), partition.name)
+            format!(
+                "writing {} into {}",
+                partition.image.display(),
+                partition.name
+            )
         })?;
     }
     disk.sync()

@@ -47,7 +47,12 @@ pub fn read_only_image(
     tool::run(
         mkfs(out, &uuid, label)
             // Never written, never grown: no journal, no room for resizing.
-            .args(["-O", "^has_journal,^resize_inode", "-N", &inodes.to_string()])
+            .args([
+                "-O",
+                "^has_journal,^resize_inode",
+                "-N",
+                &inodes.to_string(),
+            ])
             .arg("-E")
             .arg(format!("root_owner=0:0,hash_seed={uuid}"))
             .arg("-d")
@@ -75,7 +80,9 @@ fn mkfs(out: &Path, uuid: &str, label: &str) -> Command {
     let mut command = Command::new("mkfs.ext4");
     command
         .env("E2FSPROGS_FAKE_TIME", FIXED_TIME.to_string())
-        .args(["-q", "-F", "-T", "default", "-b", "4096", "-I", "256", "-m", "0"])
+        .args([
+            "-q", "-F", "-T", "default", "-b", "4096", "-I", "256", "-m", "0",
+        ])
         .args(["-U", uuid, "-L", label])
         .arg(out);
     command

@@ -72,7 +72,11 @@ fn base_tree(kernel: &Kernel, mode: &str) -> Result<Tree> {
     tree.file(
         "etc/fixture/initramfs.env",
         0o644,
-        format!("MODE={}\nMODULES={}\n", quote(mode), quote(&names.join(" "))),
+        format!(
+            "MODE={}\nMODULES={}\n",
+            quote(mode),
+            quote(&names.join(" "))
+        ),
     );
     Ok(tree)
 }

@@ -44,7 +44,9 @@ impl Kernel {
         // Tests of one process share the download; the atomic rename below
         // covers separate processes.
         static FETCH: Mutex<()> = Mutex::new(());
-        let _guard = FETCH.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = FETCH
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
 
         let output = tool::run(Command::new("apt-cache").args(["depends", META_PACKAGE]))?;
         let package = newest_cloud_kernel(&String::from_utf8_lossy(&output.stdout))
@@ -96,8 +98,7 @@ fn download(package: &str, release: &str, root: &Path) -> Result<()> {
     let parent = root.parent().context("cache path")?;
     let staging = parent.join(format!(".fetching-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)
-        .with_context(|| format!("creating {}", staging.display()))?;
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     tracing::info!(package, "downloading the fixture kernel");
     tool::run(
         Command::new("apt-get")
@@ -174,7 +175,10 @@ fn parse_modules_dep(text: &str) -> Result<BTreeMap<String, DepLine>> {
             needs,
         };
         if modules.insert(name.clone(), line).is_some() {
-            bail!("modules.dep line {}: module {name} listed twice", number + 1);
+            bail!(
+                "modules.dep line {}: module {name} listed twice",
+                number + 1
+            );
         }
     }
     Ok(modules)
@@ -204,11 +208,14 @@ fn load_order(
             return Ok(());
         }
         if visiting.iter().any(|open| open == name) {
-            bail!("module dependency cycle: {} -> {name}", visiting.join(" -> "));
+            bail!(
+                "module dependency cycle: {} -> {name}",
+                visiting.join(" -> ")
+            );
         }
-        let line = modules
-            .get(name)
-            .with_context(|| format!("module {name} needed by {visiting:?} is not in modules.dep"))?;
+        let line = modules.get(name).with_context(|| {
+            format!("module {name} needed by {visiting:?} is not in modules.dep")
+        })?;
         visiting.push(name.to_owned());
         for need in &line.needs {
             visit(need, modules, visiting, order)?;
@@ -249,9 +256,12 @@ kernel/fs/nls/nls_iso8859-1.ko:
     fn dependencies_load_first_and_once() {
         let modules = parse_modules_dep(MODULES_DEP).unwrap();
         let builtin = parse_builtin("kernel/fs/ext4/ext4.ko\n").unwrap();
-        let order =
-            load_order(&modules, &builtin, &["virtio_pci", "virtio_blk", "ext4", "nls_iso8859-1"])
-                .unwrap();
+        let order = load_order(
+            &modules,
+            &builtin,
+            &["virtio_pci", "virtio_blk", "ext4", "nls_iso8859-1"],
+        )
+        .unwrap();
         assert_eq!(
             order,
             [

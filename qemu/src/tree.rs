@@ -23,9 +23,15 @@ pub const BUSYBOX: &str = "/bin/busybox";
 #[derive(Debug, Clone)]
 enum Entry {
     Directory,
-    File { contents: Contents, permissions: u32 },
+    File {
+        contents: Contents,
+        permissions: u32,
+    },
     Symlink(String),
-    CharDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -135,9 +141,9 @@ impl Tree {
         };
         self.host_file(&format!("{}/{name}", normalize(directory)), host)?;
         for library in shared_libraries(host)? {
-            let path = library.to_str().with_context(|| {
-                format!("library path {} is not UTF-8", library.display())
-            })?;
+            let path = library
+                .to_str()
+                .with_context(|| format!("library path {} is not UTF-8", library.display()))?;
             self.host_file(path, &library)?;
         }
         Ok(())
@@ -238,15 +244,12 @@ impl Tree {
     }
 
     fn insert(&mut self, path: String, entry: Entry) {
-        let mut parent = String::new();
-        for component in path.split('/').take(path.split('/').count() - 1) {
-            if !parent.is_empty() {
-                parent.push('/');
-            }
-            parent.push_str(component);
+        let mut parent = path.as_str();
+        while let Some((ancestor, _)) = parent.rsplit_once('/') {
             self.entries
-                .entry(parent.clone())
+                .entry(ancestor.to_owned())
                 .or_insert(Entry::Directory);
+            parent = ancestor;
         }
         self.entries.insert(path, entry);
     }
@@ -263,8 +266,7 @@ pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     // glibc's ldd exits 1 and says so on stdout or stderr for static files.
-    if stdout.contains("not a dynamic executable") || stderr.contains("not a dynamic executable")
-    {
+    if stdout.contains("not a dynamic executable") || stderr.contains("not a dynamic executable") {
         return Ok(Vec::new());
     }
     if !output.status.success() {
@@ -277,7 +279,11 @@ pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 /// `/path (0x…)`, and the kernel's vDSO, which is no file.
 fn parse_ldd(output: &str) -> Result<Vec<PathBuf>> {
     let mut libraries = Vec::new();
-    for line in output.lines().map(str::trim).filter(|line| !line.is_empty()) {
+    for line in output
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+    {
         if line == "statically linked" {
             continue;
         }
@@ -340,9 +346,20 @@ mod tests {
     #[test]
     fn a_dynamic_host_binary_brings_its_libraries_and_loader() {
         let libraries = shared_libraries(Path::new("/usr/bin/zstd")).unwrap();
-        assert!(libraries.iter().any(|l| l.ends_with("libc.so.6")), "{libraries:?}");
-        assert!(libraries.iter().any(|l| l.ends_with("ld-linux-x86-64.so.2")), "{libraries:?}");
-        assert!(shared_libraries(Path::new(BUSYBOX)).unwrap().is_empty(), "busybox-static");
+        assert!(
+            libraries.iter().any(|l| l.ends_with("libc.so.6")),
+            "{libraries:?}"
+        );
+        assert!(
+            libraries
+                .iter()
+                .any(|l| l.ends_with("ld-linux-x86-64.so.2")),
+            "{libraries:?}"
+        );
+        assert!(
+            shared_libraries(Path::new(BUSYBOX)).unwrap().is_empty(),
+            "busybox-static"
+        );
     }
 
     #[test]
@@ -351,7 +368,17 @@ mod tests {
         tree.file("/usr/lib/x/libc.so", 0o644, "x");
         tree.symlink("bin/sh", "busybox");
         let paths: Vec<&str> = tree.paths().collect();
-        assert_eq!(paths, ["bin", "bin/sh", "usr", "usr/lib", "usr/lib/x", "usr/lib/x/libc.so"]);
+        assert_eq!(
+            paths,
+            [
+                "bin",
+                "bin/sh",
+                "usr",
+                "usr/lib",
+                "usr/lib/x",
+                "usr/lib/x/libc.so"
+            ]
+        );
     }
 
     #[test]
@@ -363,7 +390,10 @@ mod tests {
         tree.write_directory(&dir.path().join("root")).unwrap();
         let config = dir.path().join("root/etc/config");
         assert_eq!(std::fs::read(&config).unwrap(), b"secret");
-        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(
             std::fs::read_link(dir.path().join("root/bin/sh")).unwrap(),
             Path::new("busybox")

@@ -147,7 +147,11 @@ impl VersionSpec {
             0o644,
             self.behaviour.env_file(self.version, self.id),
         );
-        tree.file("etc/abnix-fixture/commands", 0o644, self.behaviour.commands()?);
+        tree.file(
+            "etc/abnix-fixture/commands",
+            0o644,
+            self.behaviour.commands()?,
+        );
         tree.file("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n");
         tree.file("etc/group", 0o644, "root:x:0:\n");
         tree.file("etc/hosts", 0o644, "127.0.0.1 localhost\n");
@@ -264,7 +268,9 @@ mod tests {
 
     #[test]
     fn multi_line_commands_are_rejected() {
-        let err = Behaviour::healthy(["echo a\necho b"]).commands().unwrap_err();
+        let err = Behaviour::healthy(["echo a\necho b"])
+            .commands()
+            .unwrap_err();
         assert!(err.to_string().contains("spans several lines"), "{err}");
     }
 }

@@ -156,17 +156,29 @@ impl Machine {
 
     fn command(&self, boot: &Boot, on_reboot: OnReboot) -> Command {
         let mut qemu = Command::new(QEMU);
-        qemu.args(["-nodefaults", "-no-user-config", "-machine", "q35", "-accel", "tcg"])
-            .args(["-m", &self.spec.memory_mib.to_string()])
-            .args(["-smp", &self.spec.cpus.to_string()])
-            .args(["-display", "none", "-serial", "stdio"])
-            // Entropy for the guest's getrandom() (see initramfs::MODULES).
-            .args(["-device", "virtio-rng-pci"]);
+        qemu.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+        ])
+        .args(["-m", &self.spec.memory_mib.to_string()])
+        .args(["-smp", &self.spec.cpus.to_string()])
+        .args(["-display", "none", "-serial", "stdio"])
+        // Entropy for the guest's getrandom() (see initramfs::MODULES).
+        .args(["-device", "virtio-rng-pci"]);
         if let Some(vars) = &self.uefi_vars {
             qemu.arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
                 .arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
         }
         for disk in &self.spec.disks {
             // cache=unsafe only skips the host's fsync: QEMU still hands
@@ -179,7 +191,19 @@ impl Machine {
             ));
         }
         if self.spec.network {
-            qemu.args(["-nic", "user,model=virtio-net-pci"]);
+            // No network boot: without a bootable disk the firmware would
+            // otherwise spend minutes on PXE and HTTP boot before anything
+            // else. `romfile=` drops the NIC's iPXE option ROM (SeaBIOS and
+            // OVMF); OVMF's own network stack is switched off through fw_cfg
+            // (edk2's OvmfPkg/RUNTIME_CONFIG.md; Debian's 2022.11 OVMF has
+            // these two, not VirtioNetSupport). The guest's Linux is not
+            // affected.
+            qemu.args(["-netdev", "user,id=net0"])
+                .args(["-device", "virtio-net-pci,netdev=net0,romfile="]);
+            if self.uefi_vars.is_some() {
+                qemu.args(["-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=no"])
+                    .args(["-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no"]);
+            }
         }
         if on_reboot == OnReboot::Exit {
             qemu.arg("-no-reboot");
@@ -228,7 +252,7 @@ impl fmt::Display for ConsoleLine {
 
 /// Why waiting on a machine failed. Every message ends with the last
 /// console lines and the path of the full transcript.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum VmError {
     #[error("no console line containing {needle:?} within {waited:?}{tail}")]
     Timeout {
@@ -246,6 +270,14 @@ pub enum VmError {
     StillRunning { waited: Duration, tail: Tail },
     #[error("controlling QEMU: {source}{tail}")]
     Io { source: io::Error, tail: Tail },
+}
+
+/// Shows the message, so a test's `unwrap()` prints the console tail
+/// readably rather than as a struct dump.
+impl fmt::Debug for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// The end of a console transcript, for error messages.
@@ -346,6 +378,11 @@ impl Vm {
     /// Waits for QEMU to exit (the guest powered off, or rebooted under
     /// [`OnReboot::Exit`]) and returns its status.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
+        if let Some(status) = self.exit_status {
+            // Already reaped (a power cut): its last lines may still be on
+            // their way through the console thread, but it has ended.
+            return Ok(status);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             match self
@@ -466,7 +503,10 @@ fn forward_lines(
             }
             let text = String::from_utf8_lossy(&bytes);
             let line = ConsoleLine {
-                text: format!("{prefix}{}", text.trim_end_matches(['\n', '\r']).replace('\r', "")),
+                text: format!(
+                    "{prefix}{}",
+                    text.trim_end_matches(['\n', '\r']).replace('\r', "")
+                ),
                 at: started.elapsed(),
             };
             record(&transcript, &line.to_string());
@@ -478,7 +518,9 @@ fn forward_lines(
 }
 
 fn record(transcript: &Mutex<File>, line: &str) {
-    let mut file = transcript.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut file = transcript
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // A transcript that cannot be written must not stop the machine.
     let _ = writeln!(file, "{line}");
 }
@@ -512,7 +554,9 @@ mod tests {
             .get_args()
             .map(|arg| arg.to_string_lossy().into_owned())
             .collect();
-        assert!(args.iter().any(|arg| arg.ends_with(&format!("file={}", vars.display()))));
+        assert!(args
+            .iter()
+            .any(|arg| arg.ends_with(&format!("file={}", vars.display()))));
         assert!(!args.contains(&"-no-reboot".to_owned()));
     }
 }

@@ -18,13 +18,23 @@ use crate::{paths, tool};
 pub fn release_binary(package: &str, binary: &str) -> Result<PathBuf> {
     // One cargo at a time: parallel tests would only queue on cargo's lock.
     static BUILD: Mutex<()> = Mutex::new(());
-    let _guard = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = BUILD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Cargo tells the tests it runs where it is.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target = paths::target_dir();
     let mut build = Command::new(&cargo);
     build
-        .args(["build", "--release", "--quiet", "-p", package, "--bin", binary])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            binary,
+        ])
         .env("CARGO_TARGET_DIR", &target)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     // Cargo gives the tests it runs the variables of this package and a

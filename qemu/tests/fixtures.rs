@@ -15,8 +15,10 @@ fn a_version_builds_reproducibly_into_a_clean_filesystem_named_by_its_id() {
     let dir = paths::run_dir("reproducible").unwrap();
     let kernel = Kernel::debian_cloud().unwrap();
     let mut spec = VersionSpec::new(9, Behaviour::healthy(["echo hello"]));
-    spec.files
-        .push(("/etc/abnix/config.toml".to_owned(), b"channel = \"test\"\n".to_vec()));
+    spec.files.push((
+        "/etc/abnix/config.toml".to_owned(),
+        b"channel = \"test\"\n".to_vec(),
+    ));
 
     let first = FixtureVersion::build(&spec, &kernel, &dir.join("first")).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
@@ -41,7 +43,11 @@ fn a_version_builds_reproducibly_into_a_clean_filesystem_named_by_its_id() {
         "e2fsck: {}",
         String::from_utf8_lossy(&fsck.stdout)
     );
-    let superblock = Command::new("dumpe2fs").arg("-h").arg(&first.image).output().unwrap();
+    let superblock = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&first.image)
+        .output()
+        .unwrap();
     let superblock = String::from_utf8_lossy(&superblock.stdout);
     let uuid = superblock
         .lines()
@@ -55,5 +61,8 @@ fn a_version_builds_reproducibly_into_a_clean_filesystem_named_by_its_id() {
         .arg(&first.image)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&config.stdout), "channel = \"test\"\n");
+    assert_eq!(
+        String::from_utf8_lossy(&config.stdout),
+        "channel = \"test\"\n"
+    );
 }
