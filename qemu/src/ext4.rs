@@ -1,0 +1,129 @@
+//! ext4 images made with `mkfs.ext4` on plain files: no root, no loop device.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use uuid::Uuid;
+
+use crate::tool;
+use crate::tree::Tree;
+
+/// The time every fixture image claims for its files and its own creation,
+/// so building the same tree twice gives the same bytes (and versions that
+/// share files delta well). 2023-11-14T22:13:20Z; any non-zero value works,
+/// zero makes e2fsprogs fall back to the clock.
+pub const FIXED_TIME: u64 = 1_700_000_000;
+
+const BLOCK_SIZE: u64 = 4096;
+const INODE_SIZE: u64 = 256;
+const MIB: u64 = 1 << 20;
+
+/// A read-only root filesystem holding `tree`, sized to fit, at `out`.
+/// `staging` is a scratch directory path (it must not exist); it is removed
+/// afterwards.
+///
+/// Deterministic: mke2fs takes its own times from `E2FSPROGS_FAKE_TIME`, the
+/// directory hash seed from the UUID, and every inode's times and owner are
+/// then set with debugfs (mke2fs copies ctime from the staging files, which
+/// no one can set).
+pub fn read_only_image(
+    tree: &Tree,
+    uuid: Uuid,
+    label: &str,
+    out: &Path,
+    staging: &Path,
+) -> Result<()> {
+    tree.write_directory(staging)?;
+    let inodes = tree.entry_count() as u64 + 32;
+    // Data rounded up to a block per entry, the inode table, and room for the
+    // superblock copies, group descriptors and bitmaps.
+    let bytes = tree.file_bytes()? + tree.entry_count() as u64 * BLOCK_SIZE + inodes * INODE_SIZE;
+    let size = (bytes + bytes / 20 + 2 * MIB).div_ceil(MIB) * MIB;
+    create_sized(out, size)?;
+    let uuid = uuid.to_string();
+    tool::run(
+        mkfs(out, &uuid, label)
+            // Never written, never grown: no journal, no room for resizing.
+            .args([
+                "-O",
+                "^has_journal,^resize_inode",
+                "-N",
+                &inodes.to_string(),
+            ])
+            .arg("-E")
+            .arg(format!("root_owner=0:0,hash_seed={uuid}"))
+            .arg("-d")
+            .arg(staging),
+    )?;
+    std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
+    fix_inodes(out, tree)
+}
+
+/// An empty ext4 filesystem of `size` bytes at `out` (a read-write
+/// partition), with a journal.
+pub fn empty_image(uuid: Uuid, label: &str, size: u64, out: &Path) -> Result<()> {
+    create_sized(out, size)?;
+    tool::run(&mut mkfs(out, &uuid.to_string(), label))?;
+    Ok(())
+}
+
+fn create_sized(out: &Path, size: u64) -> Result<()> {
+    File::create(out)
+        .and_then(|file| file.set_len(size))
+        .with_context(|| format!("creating {}", out.display()))
+}
+
+fn mkfs(out: &Path, uuid: &str, label: &str) -> Command {
+    let mut command = Command::new("mkfs.ext4");
+    command
+        .env("E2FSPROGS_FAKE_TIME", FIXED_TIME.to_string())
+        .args([
+            "-q", "-F", "-T", "default", "-b", "4096", "-I", "256", "-m", "0",
+        ])
+        .args(["-U", uuid, "-L", label])
+        .arg(out);
+    command
+}
+
+/// Sets every inode's times to [`FIXED_TIME`] and its owner to root.
+fn fix_inodes(image: &Path, tree: &Tree) -> Result<()> {
+    let time = format!("@{FIXED_TIME}");
+    let fields = [
+        ("atime", time.as_str()),
+        ("mtime", &time),
+        ("ctime", &time),
+        ("crtime", &time),
+        ("uid", "0"),
+        ("gid", "0"),
+    ];
+    let mut commands = String::new();
+    for path in std::iter::once("").chain(tree.paths()) {
+        if path.contains(['"', '\n']) {
+            bail!("{path:?}: debugfs cannot address this path");
+        }
+        for (field, value) in fields {
+            writeln!(commands, "set_inode_field \"/{path}\" {field} {value}")?;
+        }
+    }
+    let script = image.with_extension("debugfs");
+    std::fs::write(&script, commands).with_context(|| format!("writing {}", script.display()))?;
+    let output = tool::run(
+        Command::new("debugfs")
+            .env("E2FSPROGS_FAKE_TIME", FIXED_TIME.to_string())
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(image),
+    )?;
+    std::fs::remove_file(&script)?;
+    // debugfs exits 0 even when a command fails; it reports on stderr, after
+    // its version banner.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if let Some(error) = stderr.lines().find(|line| !line.starts_with("debugfs ")) {
+        bail!("debugfs on {}: {error}", image.display());
+    }
+    Ok(())
+}

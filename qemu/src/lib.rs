@@ -1,0 +1,27 @@
+//! abnix-systest: the machine-level harness (DESIGN §8.3).
+//!
+//! - [`kernel`]: Debian's cloud kernel, fetched once into a cache;
+//! - [`initramfs`]: busybox initramfs variants (a host's initrd, an
+//!   installer environment);
+//! - [`version`]: fixture versions: root filesystem image + kernel + initrd +
+//!   command line, with a `/init` whose [`version::Behaviour`] the test
+//!   chooses (healthy, never healthy, kernel panic);
+//! - [`disk`]: GPT disk-image files for booting fixtures without a bootloader;
+//! - [`vm`]: QEMU machines (SeaBIOS or OVMF, virtio disks, user network)
+//!   driven over the serial console, with power cuts;
+//! - [`workspace`]: the project's own binaries, built for fixtures.
+//!
+//! See `qemu/README.md` for a walk through.
+
+pub mod cpio;
+pub mod disk;
+pub mod ext4;
+pub mod initramfs;
+pub mod kernel;
+pub mod paths;
+mod shell;
+mod tool;
+pub mod tree;
+pub mod version;
+pub mod vm;
+pub mod workspace;
