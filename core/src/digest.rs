@@ -1,6 +1,7 @@
 //! SHA-256 digests as they appear in metas and indexes.
 
 use std::fmt;
+use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -57,6 +58,108 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// Hashes what passes through, read or written.
+pub struct Hashing<T> {
+    inner: T,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<T> Hashing<T> {
+    pub fn new(inner: T) -> Hashing<T> {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// Bytes that passed through so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digest of what passed through so far.
+    pub fn digest(&self) -> Digest {
+        Digest(self.hash.clone().finalize().into())
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that fails at its end unless exactly `len` bytes with SHA-256
+/// `sha256` came through, so a consumer never completes on wrong data.
+pub struct Verifying<R> {
+    inner: Hashing<R>,
+    what: String,
+    len: u64,
+    sha256: Digest,
+}
+
+impl<R: Read> Verifying<R> {
+    /// `what` names the data in errors, e.g. "object 7-….kernel".
+    pub fn new(inner: R, what: impl Into<String>, len: u64, sha256: Digest) -> Verifying<R> {
+        Verifying {
+            inner: Hashing::new(inner),
+            what: what.into(),
+            len,
+            sha256,
+        }
+    }
+}
+
+impl<R: Read> Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+        if self.inner.len() > self.len {
+            return invalid(format!("{} is longer than {} bytes", self.what, self.len));
+        }
+        if n == 0 && !buf.is_empty() {
+            if self.inner.len() != self.len {
+                return invalid(format!(
+                    "{} ended after {} of {} bytes",
+                    self.what,
+                    self.inner.len(),
+                    self.len
+                ));
+            }
+            let actual = self.inner.digest();
+            if actual != self.sha256 {
+                return invalid(format!(
+                    "{} has SHA-256 {actual}, expected {}",
+                    self.what, self.sha256
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +174,23 @@ mod tests {
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert!("zz".parse::<Digest>().is_err());
         assert!(d.to_string()[1..].parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn verifying_reader_fails_at_the_end_on_wrong_data() {
+        let read = |data: &[u8], len, sha| {
+            let mut out = Vec::new();
+            Verifying::new(data, "x", len, sha)
+                .read_to_end(&mut out)
+                .map(|_| out)
+        };
+        let good = Digest::of(b"hello");
+        assert_eq!(read(b"hello", 5, good).unwrap(), b"hello");
+        let err = read(b"hellO", 5, good).unwrap_err();
+        assert!(err.to_string().contains("SHA-256"), "{err}");
+        let err = read(b"hell", 5, good).unwrap_err();
+        assert!(err.to_string().contains("ended after 4 of 5"), "{err}");
+        let err = read(b"hello!", 5, good).unwrap_err();
+        assert!(err.to_string().contains("longer"), "{err}");
     }
 }

@@ -7,6 +7,7 @@
 pub mod blockdev;
 pub mod boot;
 pub mod bundle;
+pub mod channel;
 pub mod chunking;
 pub mod config;
 pub mod digest;
@@ -26,4 +27,5 @@ pub mod remote;
 pub mod sign;
 pub mod slot;
 pub mod state;
+pub mod system_disk;
 pub mod units;

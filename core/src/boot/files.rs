@@ -2,12 +2,12 @@
 //! slot file, written in that order and checked, removed in the reverse
 //! order; and the room check before any of it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
-use sha2::{Digest as _, Sha256};
 use tracing::{debug, info};
 
 use super::{esp, BootError, BootFiles, SlotInfo};
+use crate::digest::Hashing;
 use crate::disk::Disk;
 use crate::fat::{FatError, FatFs};
 use crate::slot::Slot;
@@ -138,46 +138,14 @@ fn write_verified<D: Disk>(
     data: &mut dyn Read,
     len: u64,
 ) -> Result<(), BootError> {
-    let mut source = Hashing {
-        inner: data,
-        hash: Sha256::new(),
-    };
+    let mut source = Hashing::new(data);
     fs.create_file(path, &mut source, len)?;
-    let mut written = Hashing {
-        inner: io::sink(),
-        hash: Sha256::new(),
-    };
+    let mut written = Hashing::new(io::sink());
     fs.copy_file_to(path, &mut written)?;
-    if source.hash.finalize() != written.hash.finalize() {
+    if source.digest() != written.digest() {
         return Err(BootError::Verify {
             path: path.to_owned(),
         });
     }
     Ok(())
-}
-
-/// Hashes what passes through.
-struct Hashing<T> {
-    inner: T,
-    hash: Sha256,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }

@@ -1,0 +1,184 @@
+//! A channel in the bucket, seen from a device: its latest verified meta,
+//! and the verified objects of a version.
+//!
+//! Layout (DESIGN §4): the pointer `<prefix>/<channel>.meta`, and immutable
+//! per-version objects `<prefix>/<channel>/<version>-<id>.*`. The signature
+//! is read from the version's own immutable `.meta.sig`, not from a second
+//! mutable pointer: `publish` flips the one pointer last, so a device can
+//! never pair a new meta with an old signature (or the reverse) while an
+//! upload is in progress. A check that finds nothing new costs exactly two
+//! small GETs.
+
+use std::io::Read;
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::digest::Verifying;
+use crate::disk::Disk;
+use crate::index::{Index, IndexError};
+use crate::meta::{object_name, verify_meta, Artifact, Meta, ObjectKind, SignedMeta, VerifyError};
+use crate::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions, WriteReport};
+use crate::progress::Progress;
+use crate::remote::{Remote, RemoteError};
+use crate::sign::{TrustedKeys, MAX_SIGNATURE_FILE_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("the channel's meta {key}: {reason}")]
+    Unreadable { key: String, reason: String },
+    #[error("the channel's meta: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("object {object}: {reason}")]
+    Object { object: String, reason: String },
+    #[error("index {object}: {source}")]
+    Index { object: String, source: IndexError },
+    #[error("image {object}: {source}")]
+    Image {
+        object: String,
+        source: PipelineError,
+    },
+}
+
+impl ChannelError {
+    /// The remote error behind this one, if any (network down, not found, ...).
+    pub fn remote(&self) -> Option<&RemoteError> {
+        match self {
+            ChannelError::Remote(e) => Some(e),
+            ChannelError::Image {
+                source: PipelineError::Source(io),
+                ..
+            } => RemoteError::from_io(io),
+            _ => None,
+        }
+    }
+}
+
+/// Just enough of an unverified meta to find its signature.
+#[derive(Deserialize)]
+struct MetaLocator {
+    version: u64,
+    id: Uuid,
+}
+
+pub struct Channel {
+    remote: Remote,
+    keys: TrustedKeys,
+}
+
+impl Channel {
+    pub fn new(remote: Remote, keys: TrustedKeys) -> Channel {
+        Channel { remote, keys }
+    }
+
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// The channel's latest version, verified against the trusted keys.
+    pub fn latest(&self) -> Result<SignedMeta, ChannelError> {
+        let key = self.remote.config().channel_meta_key();
+        let meta = self
+            .remote
+            .get_bytes(&key, crate::meta::MAX_META_BYTES as u64)?;
+        let locator: MetaLocator =
+            serde_json::from_slice(&meta).map_err(|e| ChannelError::Unreadable {
+                key: key.clone(),
+                reason: format!("no version and id to locate its signature ({e})"),
+            })?;
+        let sig_key = self.remote.config().object_key(&object_name(
+            locator.version,
+            locator.id,
+            ObjectKind::MetaSig,
+        ));
+        let sig = match self
+            .remote
+            .get_bytes(&sig_key, MAX_SIGNATURE_FILE_BYTES as u64)
+        {
+            // A missing signature is a verification failure, not a network one.
+            Err(RemoteError::NotFound { .. }) => Vec::new(),
+            other => other?,
+        };
+        Ok(verify_meta(&meta, &sig, &self.keys)?)
+    }
+
+    /// The version's chunk index, checked against the meta.
+    pub fn index(&self, meta: &Meta) -> Result<Index, ChannelError> {
+        let object = &meta.index.object;
+        let key = self.remote.config().object_key(object);
+        let bytes = self.remote.get_bytes(&key, meta.index.size)?;
+        let mut checked = Vec::with_capacity(bytes.len());
+        Verifying::new(
+            &bytes[..],
+            object.as_str(),
+            meta.index.size,
+            meta.index.sha256,
+        )
+        .read_to_end(&mut checked)
+        .map_err(|e| ChannelError::Object {
+            object: object.clone(),
+            reason: e.to_string(),
+        })?;
+        let index = Index::parse(&checked).map_err(|source| ChannelError::Index {
+            object: object.clone(),
+            source,
+        })?;
+        if index.image_size() != meta.image.size
+            || index.compressed_size() != meta.image.compressed_size
+        {
+            return Err(ChannelError::Object {
+                object: object.clone(),
+                reason: format!(
+                    "describes {} bytes ({} compressed), the meta says {} ({})",
+                    index.image_size(),
+                    index.compressed_size(),
+                    meta.image.size,
+                    meta.image.compressed_size
+                ),
+            });
+        }
+        Ok(index)
+    }
+
+    /// Streams the version's image into `target` (a slot), verifying every
+    /// chunk and the whole image. A dropped connection resumes where it
+    /// broke off.
+    pub fn write_image<D: Disk>(
+        &self,
+        meta: &Meta,
+        index: &Index,
+        target: &mut D,
+        opts: &WriteOptions,
+        progress: &dyn Progress,
+    ) -> Result<WriteReport, ChannelError> {
+        let object = &meta.image.object;
+        let key = self.remote.config().object_key(object);
+        let reader = self
+            .remote
+            .open_reader(&key, 0, Some(meta.image.compressed_size))?;
+        let spec = ImageSpec {
+            index,
+            size: meta.image.size,
+            sha256: meta.image.sha256,
+        };
+        write_image(reader, &spec, target, opts, progress).map_err(|source| ChannelError::Image {
+            object: object.clone(),
+            source,
+        })
+    }
+
+    /// A streaming reader of a kernel or initrd that fails at its end unless
+    /// the object matches the meta.
+    pub fn open_artifact(&self, artifact: &Artifact) -> Result<impl Read + Send, ChannelError> {
+        let key = self.remote.config().object_key(&artifact.object);
+        let reader = self.remote.open_reader(&key, 0, Some(artifact.size))?;
+        Ok(Verifying::new(
+            reader,
+            format!("object {}", artifact.object),
+            artifact.size,
+            artifact.sha256,
+        ))
+    }
+}
