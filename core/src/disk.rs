@@ -5,8 +5,10 @@
 //! and on an in-memory buffer. [`Region`] narrows a disk to one partition.
 //! [`FaultyDisk`] injects failures and power cuts for tests.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
 /// A random-access disk: a block device, an image file, a buffer or a window
@@ -65,6 +67,18 @@ impl<D: Disk + ?Sized> Disk for Box<D> {
     fn size(&mut self) -> io::Result<u64> {
         (**self).size()
     }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+pub fn read_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    disk.seek(SeekFrom::Start(offset))?;
+    disk.read_exact(buf)
+}
+
+/// Writes all of `buf` at `offset`.
+pub fn write_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &[u8]) -> io::Result<()> {
+    disk.seek(SeekFrom::Start(offset))?;
+    disk.write_all(buf)
 }
 
 /// The window `[start, start + len)` of a disk, itself a disk: a partition.
@@ -316,6 +330,172 @@ impl<D: Disk> Disk for FaultyDisk<D> {
     }
 }
 
+/// What an [`Overlay`] reads the bytes it has not written from.
+pub trait OverlayBase {
+    fn byte_len(&self) -> u64;
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl OverlayBase for Arc<Vec<u8>> {
+    fn byte_len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = offset as usize;
+        buf.copy_from_slice(&self[start..start + buf.len()]);
+        Ok(())
+    }
+}
+
+impl OverlayBase for &File {
+    fn byte_len(&self) -> u64 {
+        self.metadata().map_or(0, |m| m.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(*self, buf, offset)
+    }
+}
+
+/// A copy-on-write disk over a shared base image: writes stay in its own
+/// pages, so power-cut sweeps start every run from the same image without
+/// copying it.
+#[derive(Clone)]
+pub struct Overlay<B> {
+    base: B,
+    len: u64,
+    pages: BTreeMap<u64, Vec<u8>>,
+    pos: u64,
+    sector_writes: Option<u64>,
+}
+
+impl<B: OverlayBase> Overlay<B> {
+    pub const PAGE: u64 = 4096;
+
+    pub fn new(base: B) -> Overlay<B> {
+        Overlay {
+            len: base.byte_len(),
+            base,
+            pages: BTreeMap::new(),
+            pos: 0,
+            sector_writes: None,
+        }
+    }
+
+    /// From now on, panic on any write that is not whole `sector`-byte
+    /// sectors: code whose safety assumes sector-atomic writes must only
+    /// issue such writes.
+    pub fn require_sector_writes(&mut self, sector: u64) {
+        self.sector_writes = Some(sector);
+    }
+
+    /// The pages written so far, by page index.
+    pub fn pages(&self) -> &BTreeMap<u64, Vec<u8>> {
+        &self.pages
+    }
+
+    /// The whole image as it reads now.
+    pub fn to_vec(&self) -> io::Result<Vec<u8>> {
+        let mut image = vec![0u8; self.len as usize];
+        self.base.read_exact_at(&mut image, 0)?;
+        for (index, page) in &self.pages {
+            let start = (index * Self::PAGE) as usize;
+            let end = (start + page.len()).min(image.len());
+            image[start..end].copy_from_slice(&page[..end - start]);
+        }
+        Ok(image)
+    }
+
+    fn page_mut(&mut self, index: u64) -> io::Result<&mut Vec<u8>> {
+        if !self.pages.contains_key(&index) {
+            let start = index * Self::PAGE;
+            let mut page = vec![0u8; Self::PAGE.min(self.len - start) as usize];
+            self.base.read_exact_at(&mut page, start)?;
+            self.pages.insert(index, page);
+        }
+        Ok(self.pages.get_mut(&index).expect("inserted"))
+    }
+}
+
+impl<B: OverlayBase> Read for Overlay<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.len {
+            return Ok(0);
+        }
+        let (index, within) = (self.pos / Self::PAGE, (self.pos % Self::PAGE) as usize);
+        let n = buf
+            .len()
+            .min(Self::PAGE as usize - within)
+            .min((self.len - self.pos) as usize);
+        match self.pages.get(&index) {
+            Some(page) => buf[..n].copy_from_slice(&page[within..within + n]),
+            None => self.base.read_exact_at(&mut buf[..n], self.pos)?,
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<B: OverlayBase> Write for Overlay<B> {
+    /// Takes the whole buffer in one call, so each call is one write for
+    /// a [`FaultyDisk`] above it.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.pos + buf.len() as u64 > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past the end of the image",
+            ));
+        }
+        if let Some(sector) = self.sector_writes {
+            assert!(
+                self.pos % sector == 0 && buf.len() as u64 % sector == 0,
+                "a write of {} bytes at {} is not whole {sector}-byte sectors",
+                buf.len(),
+                self.pos
+            );
+        }
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let (index, within) = (self.pos / Self::PAGE, (self.pos % Self::PAGE) as usize);
+            let page = self.page_mut(index)?;
+            let n = rest.len().min(page.len() - within);
+            page[within..within + n].copy_from_slice(&rest[..n]);
+            self.pos += n as u64;
+            rest = &rest[n..];
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<B: OverlayBase> Seek for Overlay<B> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "seek to a negative position")
+        })?;
+        Ok(self.pos)
+    }
+}
+
+impl<B: OverlayBase> Disk for Overlay<B> {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +528,25 @@ mod tests {
         assert_eq!(disk.written().bytes, 12);
         let data = disk.into_inner().into_inner();
         assert_eq!(&data[..12], &[1, 1, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn overlay_keeps_writes_off_its_base() {
+        let base = Arc::new((0..10_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let mut disk = Overlay::new(base.clone());
+        disk.seek(SeekFrom::Start(4090)).unwrap();
+        disk.write_all(&[0xAA; 10]).unwrap();
+        let image = disk.to_vec().unwrap();
+        assert_eq!(&image[4090..4100], &[0xAA; 10]);
+        assert_eq!(&image[..4090], &base[..4090]);
+        assert_eq!(&image[4100..], &base[4100..]);
+        assert_eq!(disk.pages().len(), 2, "the write spans two pages");
+        let mut back = vec![0u8; 20];
+        disk.seek(SeekFrom::Start(4085)).unwrap();
+        disk.read_exact(&mut back).unwrap();
+        assert_eq!(&back[5..15], &[0xAA; 10]);
+        disk.seek(SeekFrom::Start(9500)).unwrap();
+        assert!(disk.write(&[0; 1000]).is_err(), "past the end");
     }
 
     #[test]

@@ -14,10 +14,10 @@
 //! rewritten still leaves one complete copy.
 
 use std::fmt;
-use std::io::{self, SeekFrom};
+use std::io;
 use std::str::FromStr;
 
-use crate::disk::Disk;
+use crate::disk::{read_at, write_at, Disk};
 
 /// A GUID as stored on disk: the first three fields little-endian, the rest
 /// in byte order ("mixed-endian", as the UEFI specification stores
@@ -663,16 +663,6 @@ fn check_sector_size(sector_size: u32) -> Result<(), GptError> {
     } else {
         Err(GptError::UnsupportedSectorSize(sector_size))
     }
-}
-
-fn read_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    disk.seek(SeekFrom::Start(offset))?;
-    disk.read_exact(buf)
-}
-
-fn write_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &[u8]) -> io::Result<()> {
-    disk.seek(SeekFrom::Start(offset))?;
-    disk.write_all(buf)
 }
 
 /// A partition table: what both copies on the disk describe.

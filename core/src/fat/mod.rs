@@ -97,9 +97,9 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, SeekFrom};
+use std::io;
 
-use crate::disk::Disk;
+use crate::disk::{read_at, write_at, Disk};
 
 /// A FAT32 volume inside a disk (normally a [`crate::disk::Region`]).
 ///
@@ -174,14 +174,4 @@ pub struct DirEntry {
     pub is_dir: bool,
     /// File size in bytes; 0 for directories.
     pub size: u64,
-}
-
-fn read_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    disk.seek(SeekFrom::Start(offset))?;
-    disk.read_exact(buf)
-}
-
-fn write_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &[u8]) -> io::Result<()> {
-    disk.seek(SeekFrom::Start(offset))?;
-    disk.write_all(buf)
 }

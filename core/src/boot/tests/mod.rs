@@ -5,7 +5,6 @@
 mod power_cut;
 mod scenario;
 
-use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
@@ -33,99 +32,13 @@ enum Kind {
 
 const KINDS: [Kind; 2] = [Kind::Grub, Kind::SystemdBoot];
 
-/// A disk that reads from a shared base image and keeps its writes in its
-/// own pages, so each power-cut run starts from the same image for free.
-#[derive(Clone)]
-struct Overlay {
-    base: Arc<Vec<u8>>,
-    pages: BTreeMap<usize, Vec<u8>>,
-    pos: usize,
-}
+/// An ESP image in memory whose writes stay in its own pages, so each
+/// power-cut run starts from the same image for free.
+type Overlay = crate::disk::Overlay<Arc<Vec<u8>>>;
 
-const PAGE: usize = 4096;
-
-impl Overlay {
-    fn new(base: Vec<u8>) -> Overlay {
-        Overlay {
-            base: Arc::new(base),
-            pages: BTreeMap::new(),
-            pos: 0,
-        }
-    }
-
-    /// A new base image holding this disk's contents.
-    fn flatten(&self) -> Overlay {
-        let mut image = self.base.as_ref().clone();
-        for (index, page) in &self.pages {
-            image[index * PAGE..(index + 1) * PAGE].copy_from_slice(page);
-        }
-        Overlay::new(image)
-    }
-}
-
-impl Read for Overlay {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (index, within) = (self.pos / PAGE, self.pos % PAGE);
-        let n = buf
-            .len()
-            .min(PAGE - within)
-            .min(self.base.len().saturating_sub(self.pos));
-        match self.pages.get(&index) {
-            Some(page) => buf[..n].copy_from_slice(&page[within..within + n]),
-            None => buf[..n].copy_from_slice(&self.base[self.pos..self.pos + n]),
-        }
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for Overlay {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.pos + buf.len() > self.base.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "write past the end",
-            ));
-        }
-        let (index, within) = (self.pos / PAGE, self.pos % PAGE);
-        let n = buf.len().min(PAGE - within);
-        let base = &self.base;
-        let page = self
-            .pages
-            .entry(index)
-            .or_insert_with(|| base[index * PAGE..(index + 1) * PAGE].to_vec());
-        page[within..within + n].copy_from_slice(&buf[..n]);
-        self.pos += n;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for Overlay {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let len = self.base.len() as u64;
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => len.checked_add_signed(d),
-            SeekFrom::Current(d) => (self.pos as u64).checked_add_signed(d),
-        };
-        let new = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
-        self.pos = new as usize;
-        Ok(new)
-    }
-}
-
-impl Disk for Overlay {
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn size(&mut self) -> io::Result<u64> {
-        Ok(self.base.len() as u64)
-    }
+/// A fresh overlay whose base is this disk's current contents.
+fn flatten(disk: &Overlay) -> Overlay {
+    Overlay::new(Arc::new(disk.to_vec().expect("in memory")))
 }
 
 /// A disk that logs where each write lands, for choosing cut points.
@@ -180,7 +93,7 @@ fn format_options() -> FormatOptions {
 
 /// A fresh ESP with the bootloader of `kind` installed.
 fn installed(kind: Kind) -> Overlay {
-    let disk = Overlay::new(vec![0; ESP_SIZE]);
+    let disk = Overlay::new(Arc::new(vec![0; ESP_SIZE]));
     match kind {
         Kind::Grub => GrubBoot::install(
             disk,

@@ -86,7 +86,7 @@ fn cut_everywhere(kind: Kind, start: &Overlay, op: impl Fn(&mut dyn BootControl)
 
 /// Where the GRUB state block lies on the ESP, if there is one.
 fn state_block_offset(disk: &Overlay) -> Option<u64> {
-    let image = disk.flatten().base;
+    let image = disk.to_vec().expect("in memory");
     let signature = b"# GRUB Environment Block\nabnix_format=";
     (0..image.len())
         .step_by(512)
@@ -105,7 +105,7 @@ fn both_good(kind: Kind) -> Overlay {
         b.mark_good(Slot::B)
     });
     result.unwrap();
-    disk.flatten()
+    flatten(&disk)
 }
 
 fn files(version: u64) -> (SlotInfo, Vec<u8>, Vec<u8>) {
@@ -127,7 +127,7 @@ fn write_boot_files_survives_power_cuts() {
         let (result, disk) = with_backend(kind, both_good(kind), |b| b.mark_bad(Slot::A));
         result.unwrap();
         let (info, k, i) = files(3);
-        cut_everywhere(kind, &disk.flatten(), |b| {
+        cut_everywhere(kind, &flatten(&disk), |b| {
             let _ = b.write_boot_files(
                 Slot::A,
                 &mut BootFiles {
@@ -146,7 +146,7 @@ fn write_boot_files_survives_power_cuts() {
 fn written(kind: Kind) -> Overlay {
     let (result, disk) = with_backend(kind, both_good(kind), |b| write_version(b, Slot::A, 3));
     result.unwrap();
-    disk.flatten()
+    flatten(&disk)
 }
 
 #[test]
@@ -165,7 +165,7 @@ fn mark_good_survives_power_cuts() {
         result.unwrap();
         let (booted, disk) = power_on(kind, disk);
         assert_eq!(booted, Some(Slot::A));
-        cut_everywhere(kind, &disk.flatten(), |b| {
+        cut_everywhere(kind, &flatten(&disk), |b| {
             let _ = b.mark_good(Slot::A);
         });
     }

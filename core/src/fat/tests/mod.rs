@@ -8,10 +8,8 @@ mod interop;
 mod operations;
 mod power_cut;
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{Cursor, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -133,114 +131,8 @@ fn read_tree<D: Disk>(fs: &mut FatFs<D>, path: &str) -> Result<usize, super::Fat
     Ok(count)
 }
 
-const PAGE: u64 = 4096;
+/// A copy-on-write view of a base image file: every run starts from the
+/// same base without copying it.
+type Cow<'a> = crate::disk::Overlay<&'a File>;
 
-/// A copy-on-write view of a base image: writes stay in memory, so every
-/// run starts from the same base without copying it.
-struct Cow<'a> {
-    base: &'a File,
-    len: u64,
-    pages: BTreeMap<u64, Vec<u8>>,
-    pos: u64,
-    /// When set, every write must start and end on a multiple of it.
-    sector_writes: Option<u64>,
-}
-
-impl<'a> Cow<'a> {
-    fn new(base: &'a File) -> Self {
-        Cow {
-            base,
-            len: base.metadata().unwrap().len(),
-            pages: BTreeMap::new(),
-            pos: 0,
-            sector_writes: None,
-        }
-    }
-}
-
-impl Read for Cow<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.len {
-            return Ok(0);
-        }
-        let (index, within) = (self.pos / PAGE, (self.pos % PAGE) as usize);
-        let n = buf
-            .len()
-            .min(PAGE as usize - within)
-            .min((self.len - self.pos) as usize);
-        match self.pages.get(&index) {
-            Some(page) => buf[..n].copy_from_slice(&page[within..within + n]),
-            None => self.base.read_exact_at(&mut buf[..n], self.pos)?,
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Write for Cow<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.pos + buf.len() as u64 > self.len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "write past the end of the image",
-            ));
-        }
-        if let Some(sector) = self.sector_writes {
-            assert!(
-                self.pos % sector == 0 && buf.len() as u64 % sector == 0,
-                "a write of {} bytes at {} is not whole {sector}-byte sectors",
-                buf.len(),
-                self.pos
-            );
-        }
-        // The whole buffer in one call, so that each call is one write.
-        for chunk in buf.chunks(PAGE as usize) {
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                let (index, within) = (self.pos / PAGE, (self.pos % PAGE) as usize);
-                let n = rest.len().min(PAGE as usize - within);
-                if !self.pages.contains_key(&index) {
-                    let mut page = vec![0u8; PAGE as usize];
-                    self.base.read_exact_at(&mut page, index * PAGE)?;
-                    self.pages.insert(index, page);
-                }
-                self.pages.get_mut(&index).expect("inserted")[within..within + n]
-                    .copy_from_slice(&rest[..n]);
-                self.pos += n as u64;
-                rest = &rest[n..];
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for Cow<'_> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.pos = match pos {
-            SeekFrom::Start(p) => p,
-            SeekFrom::End(d) => self
-                .len
-                .checked_add_signed(d)
-                .expect("seek within the image"),
-            SeekFrom::Current(d) => self
-                .pos
-                .checked_add_signed(d)
-                .expect("seek within the image"),
-        };
-        Ok(self.pos)
-    }
-}
-
-impl Disk for Cow<'_> {
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn size(&mut self) -> io::Result<u64> {
-        Ok(self.len)
-    }
-}
+const PAGE: u64 = Cow::PAGE;

@@ -74,12 +74,12 @@ impl Image {
 
     /// Runs fsck on the base image with `cow`'s pages applied.
     fn fsck_with(&self, cow: &Cow) -> Fsck {
-        for (index, page) in &cow.pages {
+        for (index, page) in cow.pages() {
             self.work.write_all_at(page, index * PAGE).unwrap();
         }
         let report = fsck(&self.work_path);
         let mut original = vec![0u8; PAGE as usize];
-        for index in cow.pages.keys() {
+        for index in cow.pages().keys() {
             self.base
                 .read_exact_at(&mut original, index * PAGE)
                 .unwrap();
@@ -102,7 +102,7 @@ impl Image {
     /// Bytes the operation writes when nothing fails.
     fn bytes_written(&self, op: &Operation<'_>) -> u64 {
         let mut cow = Cow::new(&self.base);
-        cow.sector_writes = Some(self.sector);
+        cow.require_sector_writes(self.sector);
         let mut fs = FatFs::open(FaultyDisk::counting(cow)).unwrap();
         op(&mut fs).unwrap();
         fs.into_inner().written().bytes
@@ -602,7 +602,7 @@ fn a_format_cut_short_leaves_no_volume() {
     let image = small_image();
     let total = {
         let mut cow = Cow::new(&image.base);
-        cow.sector_writes = Some(512);
+        cow.require_sector_writes(512);
         let mut disk = FaultyDisk::counting(&mut cow);
         FatFs::format(&mut disk, &options(512)).unwrap();
         disk.written().bytes
