@@ -28,4 +28,6 @@ pub mod sign;
 pub mod slot;
 pub mod state;
 pub mod system_disk;
+#[cfg(test)]
+mod testutil;
 pub mod units;

@@ -20,6 +20,7 @@ use super::{
 use crate::disk::Disk;
 use crate::fat::{FatFs, FormatOptions};
 use crate::slot::Slot;
+use crate::testutil::pattern;
 
 /// Room for FAT32 with 512-byte clusters (at least 65525 of them).
 const ESP_SIZE: usize = 40 << 20;
@@ -136,19 +137,6 @@ fn with_backend<D: Disk, R>(
 fn status(kind: Kind, disk: Overlay) -> (BootStatus, Overlay) {
     let (status, disk) = with_backend(kind, disk, |b| b.status());
     (status.expect("status"), disk)
-}
-
-/// Deterministic bytes, different per seed.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
 }
 
 fn kernel(version: u64) -> Vec<u8> {

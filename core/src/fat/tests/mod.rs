@@ -15,6 +15,7 @@ use std::process::Command;
 
 use super::{FatFs, FormatOptions};
 use crate::disk::Disk;
+use crate::testutil::pattern;
 
 const MIB: u64 = 1 << 20;
 
@@ -43,19 +44,6 @@ fn sparse_file(size: u64) -> (tempfile::TempDir, std::path::PathBuf, File) {
         .unwrap();
     file.set_len(size).unwrap();
     (dir, path, file)
-}
-
-/// Deterministic pseudo-random bytes (xorshift), different per seed.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
 }
 
 /// Runs an external tool; a missing tool is a failure, never a skip: CI
