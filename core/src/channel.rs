@@ -14,13 +14,14 @@ use std::io::Read;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::delta::{self, DeltaOptions, DeltaReport, ImageObject, LocalChunks};
 use crate::digest::Verifying;
 use crate::disk::Disk;
 use crate::index::{Index, IndexError};
 use crate::meta::{object_name, verify_meta, Artifact, Meta, ObjectKind, SignedMeta, VerifyError};
 use crate::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions, WriteReport};
 use crate::progress::Progress;
-use crate::remote::{Remote, RemoteError};
+use crate::remote::{ObjectReader, Remote, RemoteError};
 use crate::sign::{TrustedKeys, MAX_SIGNATURE_FILE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,38 @@ impl Channel {
         Ok(verify_meta(&meta, &sig, &self.keys)?)
     }
 
+    /// The meta of an older version, from its own immutable objects
+    /// (`<version>-<id>.meta` and `.meta.sig`), verified against the
+    /// trusted keys and checked to be that version.
+    pub fn version_meta(&self, version: u64, id: Uuid) -> Result<Meta, ChannelError> {
+        let config = self.remote.config();
+        let key = config.object_key(&object_name(version, id, ObjectKind::Meta));
+        let meta = self
+            .remote
+            .get_bytes(&key, crate::meta::MAX_META_BYTES as u64)?;
+        let sig_key = config.object_key(&object_name(version, id, ObjectKind::MetaSig));
+        let sig = self
+            .remote
+            .get_bytes(&sig_key, MAX_SIGNATURE_FILE_BYTES as u64)?;
+        let signed = verify_meta(&meta, &sig, &self.keys)?;
+        if (signed.meta.version, signed.meta.id) != (version, id) {
+            return Err(ChannelError::Unreadable {
+                key,
+                reason: format!(
+                    "it is version {} ({}), not {version} ({id})",
+                    signed.meta.version, signed.meta.id
+                ),
+            });
+        }
+        Ok(signed.meta)
+    }
+
+    /// The chunk index of an older version (the one in the active slot, for
+    /// a delta update), verified through its meta.
+    pub fn version_index(&self, version: u64, id: Uuid) -> Result<Index, ChannelError> {
+        self.index(&self.version_meta(version, id)?)
+    }
+
     /// The version's chunk index, checked against the meta.
     pub fn index(&self, meta: &Meta) -> Result<Index, ChannelError> {
         let object = &meta.index.object;
@@ -169,6 +202,37 @@ impl Channel {
         })
     }
 
+    /// Like [`Channel::write_image`], but downloads only the chunks that
+    /// `local` does not have (see [`crate::delta`]); falls back to the whole
+    /// download by itself, and says why in the report.
+    pub fn write_image_delta<D: Disk, A: Disk + Send>(
+        &self,
+        meta: &Meta,
+        index: &Index,
+        target: &mut D,
+        local: LocalChunks<'_, A>,
+        opts: &DeltaOptions,
+        progress: &dyn Progress,
+    ) -> Result<DeltaReport, ChannelError> {
+        let object = &meta.image.object;
+        let image = RemoteImage {
+            remote: &self.remote,
+            key: self.remote.config().object_key(object),
+            len: meta.image.compressed_size,
+        };
+        let spec = ImageSpec {
+            index,
+            size: meta.image.size,
+            sha256: meta.image.sha256,
+        };
+        delta::write_image_delta(&image, &spec, target, local, opts, progress).map_err(|source| {
+            ChannelError::Image {
+                object: object.clone(),
+                source,
+            }
+        })
+    }
+
     /// A streaming reader of a kernel or initrd that fails at its end unless
     /// the object matches the meta.
     pub fn open_artifact(&self, artifact: &Artifact) -> Result<impl Read + Send, ChannelError> {
@@ -180,5 +244,34 @@ impl Channel {
             artifact.size,
             artifact.sha256,
         ))
+    }
+}
+
+/// A version's image object in the bucket.
+struct RemoteImage<'a> {
+    remote: &'a Remote,
+    key: String,
+    len: u64,
+}
+
+impl ImageObject for RemoteImage<'_> {
+    type Reader = ObjectReader;
+
+    fn open(&self) -> std::io::Result<ObjectReader> {
+        self.remote
+            .open_reader(&self.key, 0, Some(self.len))
+            .map_err(std::io::Error::other)
+    }
+
+    fn open_range(&self, start: u64, end: u64) -> std::io::Result<ObjectReader> {
+        self.remote
+            .open_range(&self.key, start, end, self.len)
+            .map_err(|error| {
+                let kind = match error {
+                    RemoteError::RangeIgnored { .. } => std::io::ErrorKind::Unsupported,
+                    _ => std::io::ErrorKind::Other,
+                };
+                std::io::Error::new(kind, error)
+            })
     }
 }

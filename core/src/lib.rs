@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod channel;
 pub mod chunking;
 pub mod config;
+pub mod delta;
 pub mod digest;
 pub mod disk;
 pub mod fat;

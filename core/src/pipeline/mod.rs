@@ -26,13 +26,20 @@
 //! the moment the reader starts on its frame until the writer is done with
 //! it, and every channel is bounded.
 //!
-//! A chunk stays one unit from reader to writer, and the writer takes chunks
-//! by index position, so chunks found elsewhere (delta updates copying them
-//! from the other slot) can join the same stream later.
+//! Delta updates write only some chunks, from several sources at once:
+//! [`write_chunks`] (module `scatter`) runs the same stages over frames
+//! fetched by byte range and chunks copied from the other slot, and writes
+//! each chunk at its offset; [`find_present_chunks`] finds what a target
+//! already holds, and [`verify_image`] is the read-back check on its own.
 
 mod budget;
+mod scatter;
 #[cfg(test)]
 mod tests;
+
+pub use scatter::{
+    find_present_chunks, write_chunks, Copies, Fetches, FrameRange, ScatterReport, Tally,
+};
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -163,16 +170,7 @@ pub fn write_image<R: Read + Send, D: Disk>(
 ) -> Result<WriteReport, PipelineError> {
     let started = Instant::now();
     let chunks = &image.index.chunks;
-    check_index(chunks, image.size)?;
-    let target_size = target
-        .size()
-        .map_err(|e| PipelineError::Target(context(e, "reading its size")))?;
-    if image.size > target_size {
-        return Err(PipelineError::TooLarge {
-            image: image.size,
-            target: target_size,
-        });
-    }
+    check_image(image, target)?;
 
     progress.start(&format!("writing {}", opts.target_name), Some(image.size));
     stream_chunks(source, chunks, target, opts, progress)?;
@@ -191,6 +189,22 @@ pub fn write_image<R: Read + Send, D: Disk>(
         chunks: chunks.len(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Refuses an index that does not add up to the image, and an image that
+/// does not fit the target: what [`write_image`] checks before it writes.
+pub fn check_image<D: Disk>(image: &ImageSpec, target: &mut D) -> Result<(), PipelineError> {
+    check_index(&image.index.chunks, image.size)?;
+    let target_size = target
+        .size()
+        .map_err(|e| PipelineError::Target(context(e, "reading its size")))?;
+    if image.size > target_size {
+        return Err(PipelineError::TooLarge {
+            image: image.size,
+            target: target_size,
+        });
+    }
+    Ok(())
 }
 
 /// Items waiting in a bounded channel between two stages. The byte budget is
@@ -456,10 +470,23 @@ fn spawn_workers<'scope, J, W>(
     }
 }
 
-/// Reads the image back from the target in chunks (sequentially: the target
-/// is one handle), checks the chunks' hashes in parallel on the workers
-/// (which names the chunk that differs) and the whole image's SHA-256 on the
-/// reading thread, which reads in order anyway.
+/// Reads the image back from `target` and checks every chunk's hash and the
+/// whole image's SHA-256: the read-back of [`write_image`], for images
+/// written by other means ([`write_chunks`]). Fails with
+/// [`PipelineError::ReadbackMismatch`] naming the first chunk that differs,
+/// or [`PipelineError::ImageMismatch`].
+pub fn verify_image<D: Disk>(
+    target: &mut D,
+    image: &ImageSpec,
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+) -> Result<(), PipelineError> {
+    check_index(&image.index.chunks, image.size)?;
+    verify_readback(target, image, opts, progress)
+}
+
+/// Reads the image back from the target and checks every chunk's hash and
+/// the whole image's SHA-256 (see [`scan_chunks`]).
 ///
 /// On a block device this reads through the page cache, so it proves what
 /// the kernel will serve, not necessarily what reached the medium.
@@ -471,26 +498,63 @@ fn verify_readback<D: Disk>(
 ) -> Result<(), PipelineError> {
     let chunks = &image.index.chunks;
     progress.start(&format!("verifying {}", opts.target_name), Some(image.size));
+    let mut whole = Sha256::new();
+    scan_chunks(
+        target,
+        chunks,
+        opts,
+        progress,
+        |data| whole.update(data),
+        |index, matches| match matches {
+            true => Ok(()),
+            false => Err(PipelineError::ReadbackMismatch {
+                chunk: index,
+                offset: chunks[index].offset,
+            }),
+        },
+    )?;
+    let actual = Digest(whole.finalize().into());
+    if actual != image.sha256 {
+        return Err(PipelineError::ImageMismatch {
+            expected: image.sha256,
+            actual,
+        });
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Reads `chunks` from the target in one sequential pass (the target is one
+/// handle), handing each chunk's bytes to `on_read` on the reading thread
+/// (for what needs them in order, e.g. a whole-image hash) and whether they
+/// match the chunk's SHA-256 to `on_checked` on the workers, which hash in
+/// parallel. Stops at the first error `on_checked` returns.
+fn scan_chunks<D: Disk>(
+    target: &mut D,
+    chunks: &[Chunk],
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+    mut on_read: impl FnMut(&[u8]),
+    on_checked: impl Fn(usize, bool) -> Result<(), PipelineError> + Sync,
+) -> Result<(), PipelineError> {
     target
         .seek(SeekFrom::Start(0))
         .map_err(|e| PipelineError::Target(context(e, "seeking to its start")))?;
     let run = Run::new(opts.max_in_flight as u64);
-    let mut whole = Sha256::new();
     thread::scope(|scope| {
         let run = &run;
-        let whole = &mut whole;
+        let on_checked = &on_checked;
         let (read_tx, read_rx) = mpsc::sync_channel(CHANNEL_DEPTH);
         spawn_workers(scope, opts.workers, read_rx, run, || {
             |block: Block| {
-                let chunk = &chunks[block.index];
-                if Digest::of(&block.data) == chunk.sha256 {
-                    return true;
+                let matches = Digest::of(&block.data) == chunks[block.index].sha256;
+                match on_checked(block.index, matches) {
+                    Ok(()) => true,
+                    Err(error) => {
+                        run.fail(error);
+                        false
+                    }
                 }
-                run.fail(PipelineError::ReadbackMismatch {
-                    chunk: block.index,
-                    offset: chunk.offset,
-                });
-                false
             }
         });
         for (index, chunk) in chunks.iter().enumerate() {
@@ -504,23 +568,14 @@ fn verify_readback<D: Disk>(
                     format_args!("reading back chunk {index} at offset {}", chunk.offset),
                 )));
             }
-            whole.update(&data);
+            on_read(&data);
             if read_tx.send(Block { index, data, lease }).is_err() {
                 return;
             }
             progress.advance(chunk.len.into());
         }
     });
-    run.into_result()?;
-    let actual = Digest(whole.finalize().into());
-    if actual != image.sha256 {
-        return Err(PipelineError::ImageMismatch {
-            expected: image.sha256,
-            actual,
-        });
-    }
-    progress.finish();
-    Ok(())
+    run.into_result()
 }
 
 /// Prefixes an I/O error with where it happened, keeping its kind.

@@ -33,6 +33,11 @@ pub enum RemoteError {
         expected: u64,
         actual: u64,
     },
+    /// The server answered a ranged GET with the whole object (200, no
+    /// `Content-Range`): it does not serve byte ranges, so neither resuming
+    /// nor fetching parts of an object works with it.
+    #[error("{key}: the server ignored the Range header")]
+    RangeIgnored { key: String },
     /// The object was replaced while it was being read (ETag or length
     /// changed between two requests).
     #[error("{key}: object changed while it was being read")]

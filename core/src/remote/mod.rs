@@ -284,6 +284,22 @@ impl Remote {
         ObjectReader::open(self.shared.clone(), key, start_offset, expected_len)
     }
 
+    /// Streams bytes `start..end` of the object at `key`, whose whole length
+    /// is `object_len` (from the meta): one GET with `Range:
+    /// bytes=<start>-<end - 1>`, resumed like [`Remote::open_reader`]. A
+    /// server that answers with the whole object instead is refused with
+    /// [`RemoteError::RangeIgnored`] before any body byte is read; an empty
+    /// range sends no request.
+    pub fn open_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+        object_len: u64,
+    ) -> Result<ObjectReader, RemoteError> {
+        ObjectReader::open_range(self.shared.clone(), key, start, end, object_len)
+    }
+
     /// Size of the object at `key`.
     pub fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {
         let shared = &self.shared;

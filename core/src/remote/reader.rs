@@ -12,11 +12,12 @@ use tracing::{debug, warn};
 use super::error::innermost_message;
 use super::{RemoteError, Shared};
 
-/// A blocking reader over an object's body.
+/// A blocking reader over an object's body, or over a byte range of it.
 ///
 /// When the body breaks off (connection dropped or reset, or no data for the
 /// read timeout), it asks again for the rest, `Range: bytes=<next byte>-`
-/// with `If-Match: <ETag>` when the server gave an ETag, and carries on from
+/// (`bytes=<next byte>-<last>` for a range) with `If-Match: <ETag>` when the
+/// server gave an ETag, and carries on from
 /// the exact byte it had reached. It gives up after
 /// [`super::RetryPolicy::max_attempts`] resumes in a row that bring no new
 /// byte, or once it has failed to make progress for
@@ -30,6 +31,8 @@ pub struct ObjectReader {
     key: String,
     etag: Option<String>,
     object_len: u64,
+    /// End (exclusive) of the byte range read, `None` for the object's end.
+    range_end: Option<u64>,
     /// Offset just past the last byte received from the server.
     received: u64,
     /// Received bytes not yet handed out by `read`.
@@ -58,11 +61,38 @@ impl ObjectReader {
         start_offset: u64,
         expected_len: Option<u64>,
     ) -> Result<ObjectReader, RemoteError> {
+        ObjectReader::open_inner(shared, key, start_offset, None, expected_len)
+    }
+
+    /// Bytes `start..end` of an object of `object_len` bytes.
+    pub(super) fn open_range(
+        shared: Arc<Shared>,
+        key: &str,
+        start: u64,
+        end: u64,
+        object_len: u64,
+    ) -> Result<ObjectReader, RemoteError> {
+        if start > end || end > object_len {
+            return Err(RemoteError::Other(format!(
+                "{key}: range {start}..{end} is not within its {object_len} bytes"
+            )));
+        }
+        ObjectReader::open_inner(shared, key, start, Some(end), Some(object_len))
+    }
+
+    fn open_inner(
+        shared: Arc<Shared>,
+        key: &str,
+        start_offset: u64,
+        range_end: Option<u64>,
+        expected_len: Option<u64>,
+    ) -> Result<ObjectReader, RemoteError> {
         let mut reader = ObjectReader {
             shared,
             key: key.to_string(),
             etag: None,
             object_len: expected_len.unwrap_or(0),
+            range_end,
             received: start_offset,
             pending: Bytes::new(),
             body: None,
@@ -75,8 +105,9 @@ impl ObjectReader {
                     "{key}: start offset {start_offset} is past its length {len}"
                 )));
             }
-            // Nothing left to read; S3 would answer 416 to `bytes=<len>-`.
-            if start_offset == len && len > 0 {
+            // Nothing left to read; S3 would answer 416 to `bytes=<len>-`
+            // and to an empty range.
+            if start_offset == reader.end(len) && (len > 0 || range_end.is_some()) {
                 return Ok(reader);
             }
         }
@@ -102,6 +133,12 @@ impl ObjectReader {
         self.object_len
     }
 
+    /// Where reading stops: the end of the range, or of an object of
+    /// `object_len` bytes.
+    fn end(&self, object_len: u64) -> u64 {
+        self.range_end.unwrap_or(object_len)
+    }
+
     /// Offset of the next byte `read` returns.
     pub fn position(&self) -> u64 {
         self.received - self.pending.len() as u64
@@ -125,7 +162,8 @@ impl ObjectReader {
     fn fetch(&mut self) -> Result<Option<Bytes>, RemoteError> {
         let read_timeout = self.shared.config.timeouts.read;
         loop {
-            if self.received == self.object_len {
+            let end = self.end(self.object_len);
+            if self.received == end {
                 return Ok(None);
             }
             let failure = match &mut self.body {
@@ -138,15 +176,15 @@ impl ObjectReader {
                     match next {
                         Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
                         Ok(Some(Ok(chunk))) => {
-                            let end = self.received + chunk.len() as u64;
-                            if end > self.object_len {
+                            let received = self.received + chunk.len() as u64;
+                            if received > end {
                                 return Err(RemoteError::WrongLength {
                                     key: self.key.clone(),
-                                    expected: self.object_len,
-                                    actual: end,
+                                    expected: end,
+                                    actual: received,
                                 });
                             }
-                            self.received = end;
+                            self.received = received;
                             self.stall = None;
                             return Ok(Some(chunk));
                         }
@@ -205,7 +243,8 @@ impl ObjectReader {
         Ok(())
     }
 
-    /// GET from byte `from` on, conditional on the ETag seen first.
+    /// GET from byte `from` to the end of the range or object, conditional
+    /// on the ETag seen first.
     fn get(&self, from: u64) -> Result<GetObjectOutput, RemoteError> {
         let shared = &self.shared;
         let mut request = shared
@@ -213,8 +252,11 @@ impl ObjectReader {
             .get_object()
             .bucket(&shared.config.bucket)
             .key(&self.key);
-        if from > 0 {
-            request = request.range(format!("bytes={from}-"));
+        match self.range_end {
+            // RFC 9110 §14.1.2: the last byte position is inclusive.
+            Some(end) => request = request.range(format!("bytes={from}-{}", end - 1)),
+            None if from > 0 => request = request.range(format!("bytes={from}-")),
+            None => {}
         }
         if let Some(etag) = &self.etag {
             request = request.if_match(etag);
@@ -225,13 +267,20 @@ impl ObjectReader {
             .map_err(|err| shared.target(&self.key).classify(err))
     }
 
-    /// The whole object's length, from `Content-Range` for a ranged answer.
+    /// The whole object's length, from `Content-Range` for a ranged answer,
+    /// which must start at `from`.
     fn object_len_of(&self, response: &GetObjectOutput, from: u64) -> Result<u64, RemoteError> {
         let unusable = |what: String| RemoteError::Other(format!("{}: {what}", self.key));
         match response.content_range() {
-            Some(range) => content_range_total(range)
-                .ok_or_else(|| unusable(format!("unusable Content-Range {range:?}"))),
-            None if from > 0 => Err(unusable("server ignored the Range header".into())),
+            Some(range) => match parse_content_range(range) {
+                Some((first, _, total)) if first == from => Ok(total),
+                _ => Err(unusable(format!(
+                    "unusable Content-Range {range:?} in answer to a request from byte {from}"
+                ))),
+            },
+            None if from > 0 || self.range_end.is_some() => Err(RemoteError::RangeIgnored {
+                key: self.key.clone(),
+            }),
             None => response
                 .content_length()
                 .and_then(|len| u64::try_from(len).ok())
@@ -258,9 +307,10 @@ impl Read for ObjectReader {
     }
 }
 
-/// The total of a `Content-Range: bytes <first>-<last>/<total>` header
-/// (RFC 9110 §14.4); `None` when it is unknown (`*`) or malformed.
-fn content_range_total(header: &str) -> Option<u64> {
+/// `(first, last, total)` of a `Content-Range: bytes <first>-<last>/<total>`
+/// header (RFC 9110 §14.4); `None` when the total is unknown (`*`) or the
+/// header is malformed.
+fn parse_content_range(header: &str) -> Option<(u64, u64, u64)> {
     let (range, total) = header.strip_prefix("bytes ")?.split_once('/')?;
     let (first, last) = range.split_once('-')?;
     let (first, last, total) = (
@@ -268,19 +318,19 @@ fn content_range_total(header: &str) -> Option<u64> {
         last.parse::<u64>().ok()?,
         total.parse::<u64>().ok()?,
     );
-    (first <= last && last < total).then_some(total)
+    (first <= last && last < total).then_some((first, last, total))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::content_range_total;
+    use super::parse_content_range;
 
     #[test]
-    fn content_range_totals() {
-        assert_eq!(content_range_total("bytes 0-99/100"), Some(100));
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 0-99/100"), Some((0, 99, 100)));
         assert_eq!(
-            content_range_total("bytes 5242880-10485759/10485760"),
-            Some(10485760)
+            parse_content_range("bytes 5242880-10485759/10485760"),
+            Some((5242880, 10485759, 10485760))
         );
     }
 
@@ -295,7 +345,7 @@ mod tests {
             "bytes 0-99",
             "",
         ] {
-            assert_eq!(content_range_total(bad), None, "{bad:?}");
+            assert_eq!(parse_content_range(bad), None, "{bad:?}");
         }
     }
 }
