@@ -85,14 +85,14 @@ pub struct DeltaOptions {
 }
 
 impl Default for DeltaOptions {
-    /// Gaps up to 128 KiB are read through (about one round trip's worth at
-    /// 10 Mbit/s, 100 ms), requests span at most 16 MiB, 4 in flight, and
-    /// a delta must save at least 10%. See docs/delta.md.
+    /// Gaps up to 32 KiB (a frame or two) are read through, requests span
+    /// at most 16 MiB, 4 in flight, and a delta must save at least 10%. See
+    /// docs/delta.md for the measurements.
     fn default() -> Self {
         DeltaOptions {
             write: WriteOptions::default(),
             coalescing: Coalescing {
-                max_gap: 128 << 10,
+                max_gap: 32 << 10,
                 max_request: 16 << 20,
             },
             parallel_requests: 4,
