@@ -17,6 +17,13 @@ use crate::tree::Tree;
 /// zero makes e2fsprogs fall back to the clock.
 pub const FIXED_TIME: u64 = 1_700_000_000;
 
+/// The UUID a read-only image is made with, before it gets its own: it seeds
+/// the metadata checksums (kept in the superblock, `metadata_csum_seed`) and
+/// the directory hashes. Were they seeded by the version id, every inode,
+/// directory and bitmap block would differ between two versions of the same
+/// tree, and a delta update would download all of them (docs/delta.md).
+const SEED_UUID: &str = "6a1c3e0d-52b7-4f8e-9d21-0b7e4c5f3a98";
+
 const BLOCK_SIZE: u64 = 4096;
 const INODE_SIZE: u64 = 256;
 const MIB: u64 = 1 << 20;
@@ -25,10 +32,12 @@ const MIB: u64 = 1 << 20;
 /// `staging` is a scratch directory path (it must not exist); it is removed
 /// afterwards.
 ///
-/// Deterministic: mke2fs takes its own times from `E2FSPROGS_FAKE_TIME`, the
-/// directory hash seed from the UUID, and every inode's times and owner are
-/// then set with debugfs (mke2fs copies ctime from the staging files, which
-/// no one can set).
+/// Deterministic: mke2fs takes its own times from `E2FSPROGS_FAKE_TIME`,
+/// the checksum and directory hash seeds are [`SEED_UUID`] whatever the
+/// version, and every inode's times and owner are then set with debugfs
+/// (mke2fs copies ctime from the staging files, which no one can set).
+/// Only then does the filesystem get its UUID: with `metadata_csum_seed`,
+/// tune2fs rewrites just the superblocks (e2fsprogs `tune2fs.c`, `-U`).
 pub fn read_only_image(
     tree: &Tree,
     uuid: Uuid,
@@ -43,23 +52,30 @@ pub fn read_only_image(
     let bytes = tree.file_bytes()? + tree.entry_count() as u64 * BLOCK_SIZE + inodes * INODE_SIZE;
     let size = (bytes + bytes / 20 + 2 * MIB).div_ceil(MIB) * MIB;
     create_sized(out, size)?;
-    let uuid = uuid.to_string();
     tool::run(
-        mkfs(out, &uuid, label)
+        mkfs(out, SEED_UUID, label)
             // Never written, never grown: no journal, no room for resizing.
             .args([
                 "-O",
-                "^has_journal,^resize_inode",
+                "^has_journal,^resize_inode,metadata_csum,metadata_csum_seed",
                 "-N",
                 &inodes.to_string(),
             ])
             .arg("-E")
-            .arg(format!("root_owner=0:0,hash_seed={uuid}"))
+            .arg(format!("root_owner=0:0,hash_seed={SEED_UUID}"))
             .arg("-d")
             .arg(staging),
     )?;
     std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
-    fix_inodes(out, tree)
+    fix_inodes(out, tree)?;
+    tool::run(
+        Command::new("tune2fs")
+            .env("E2FSPROGS_FAKE_TIME", FIXED_TIME.to_string())
+            .arg("-U")
+            .arg(uuid.to_string())
+            .arg(out),
+    )?;
+    Ok(())
 }
 
 /// An empty ext4 filesystem of `size` bytes at `out` (a read-write

@@ -16,7 +16,7 @@ fn package_of(program: &str) -> &'static str {
         "apt-get" | "apt-cache" => "apt",
         "dpkg-deb" => "dpkg",
         "depmod" => "kmod",
-        "mkfs.ext4" | "debugfs" => "e2fsprogs",
+        "mkfs.ext4" | "debugfs" | "tune2fs" => "e2fsprogs",
         "sgdisk" => "gdisk",
         "ldd" => "libc-bin",
         "qemu-system-x86_64" => "qemu-system-x86",
