@@ -74,6 +74,7 @@ struct Faults {
     /// Requests seen since `fail_every_second` was turned on.
     seen_while_failing: usize,
     latency: Duration,
+    ignore_ranges: bool,
 }
 
 struct State {
@@ -92,6 +93,7 @@ struct Plan {
     fail: bool,
     cut: Option<BodyCut>,
     latency: Duration,
+    strip_range: bool,
 }
 
 /// A proxy on 127.0.0.1 in front of `upstream`. Faults are set at runtime
@@ -196,6 +198,14 @@ impl FaultProxy {
         faults.seen_while_failing = 0;
     }
 
+    /// While on, requests are forwarded without their `Range` header, so the
+    /// server answers `200` with the whole object: a server (or a cache in
+    /// between) that does not serve ranges. For unsigned requests only: the
+    /// header is signed, so a signed request would fail its signature.
+    pub fn ignore_ranges(&self, on: bool) {
+        self.state.faults.lock().unwrap().ignore_ranges = on;
+    }
+
     /// Delay before each request is forwarded (or failed).
     pub fn set_latency(&self, latency: Duration) {
         self.state.faults.lock().unwrap().latency = latency;
@@ -257,6 +267,7 @@ impl State {
             fail,
             cut,
             latency: faults.latency,
+            strip_range: faults.ignore_ranges,
         }
     }
 }
@@ -279,6 +290,10 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     }
 
     let mut upstream = TcpStream::connect(state.upstream)?;
+    let head = match plan.strip_range {
+        true => without_header(&head, "range"),
+        false => head,
+    };
     upstream.write_all(&with_connection_close(&head))?;
     // Body bytes the reader already pulled in with the head.
     let buffered = client_reader.buffer().to_vec();
@@ -433,6 +448,16 @@ fn with_connection_close(head: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The request head without any header called `name` (lowercase).
+fn without_header(head: &[u8], name: &str) -> Vec<u8> {
+    let prefix = format!("{name}:");
+    head.split_inclusive(|&b| b == b'\n')
+        .filter(|line| !line.to_ascii_lowercase().starts_with(prefix.as_bytes()))
+        .flatten()
+        .copied()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,6 +480,15 @@ mod tests {
         assert_eq!(
             with_connection_close(head),
             b"PUT /b/k HTTP/1.1\r\nHost: h\r\nx-amz-date: d\r\nConnection: close\r\n\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_header_is_dropped_and_the_rest_kept() {
+        let head = b"GET /b/k HTTP/1.1\r\nHost: h\r\nRange: bytes=5-9\r\nx-a: 1\r\n\r\n";
+        assert_eq!(
+            without_header(head, "range"),
+            b"GET /b/k HTTP/1.1\r\nHost: h\r\nx-a: 1\r\n\r\n".to_vec()
         );
     }
 
