@@ -1,0 +1,344 @@
+//! Drives `bench/delta.sh`: measures chunk sizes for delta updates, and times
+//! a delta update against a full download through a real S3 server.
+//!
+//! ```text
+//! delta measure OLD NEW WORK [MIN/AVG/MAX ...]
+//! delta bench NAME OLD NEW WORK
+//! ```
+//!
+//! `measure` packs both raw images (`abnix_core::pack`, zstd level 9) with
+//! each chunk-size triple (e.g. `64K/256K/1M`) and prints, for the update
+//! OLD -> NEW: chunks, index size, compression ratio, and what the delta
+//! planner downloads in how many requests when it reads through gaps of up
+//! to 0 (only the frames OLD lacks), 32 and 128 KiB.
+//!
+//! `bench` packs both with the default chunking, uploads them to `s3s-fs`
+//! on 127.0.0.1 behind a request-counting proxy, puts OLD into an "active
+//! slot" file, then writes NEW into a fresh "target slot" file twice, each
+//! with read-back: once with `Channel::write_image` (full download), once
+//! with `Channel::write_image_delta`; it prints bytes downloaded, requests
+//! and wall time of each.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use abnix_core::bundle::Bundle;
+use abnix_core::channel::Channel;
+use abnix_core::chunking::ChunkParams;
+use abnix_core::delta::{ActiveSlot, Coalescing, DeltaOptions, LocalChunks, Plan};
+use abnix_core::meta::Meta;
+use abnix_core::pack::{pack, PackInput};
+use abnix_core::pipeline::WriteOptions;
+use abnix_core::progress::NoProgress;
+use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::sign::{SecretKey, TrustedKeys};
+use abnix_testkit::{credentials_file, FaultProxy, S3Server};
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args[..] {
+        ["measure", old, new, work, ref params @ ..] => {
+            let params = match params {
+                [] => vec!["16K/64K/256K", "32K/128K/512K", "64K/256K/1M"],
+                given => given.to_vec(),
+            };
+            let params = params
+                .iter()
+                .map(|p| parse_params(p))
+                .collect::<Result<Vec<_>>>()?;
+            measure(Path::new(old), Path::new(new), Path::new(work), &params)
+        }
+        ["bench", name, old, new, work] => {
+            bench(name, Path::new(old), Path::new(new), Path::new(work))
+        }
+        _ => bail!(
+            "usage: delta measure OLD NEW WORK [MIN/AVG/MAX ...] | delta bench NAME OLD NEW WORK"
+        ),
+    }
+}
+
+/// `64K/256K/1M`.
+fn parse_params(text: &str) -> Result<ChunkParams> {
+    let sizes = text
+        .split('/')
+        .map(|size| {
+            let (digits, shift) = match size.as_bytes().last() {
+                Some(b'K') => (&size[..size.len() - 1], 10),
+                Some(b'M') => (&size[..size.len() - 1], 20),
+                _ => (size, 0),
+            };
+            Ok(digits.parse::<u32>()? << shift)
+        })
+        .collect::<Result<Vec<u32>>>()
+        .with_context(|| format!("chunk sizes {text:?}"))?;
+    let [min, avg, max] = sizes[..] else {
+        bail!("chunk sizes {text:?}: expected MIN/AVG/MAX");
+    };
+    let params = ChunkParams { min, avg, max };
+    params.check()?;
+    Ok(params)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// Packs `raw` into `out` (reused when it holds a bundle already).
+fn packed(
+    raw: &Path,
+    out: &Path,
+    version: u64,
+    params: ChunkParams,
+    key: &SecretKey,
+) -> Result<Bundle> {
+    let keys: TrustedKeys = [key.public()].into_iter().collect();
+    if let Ok(bundle) = Bundle::open(out, &keys) {
+        return Ok(bundle);
+    }
+    let _ = fs::remove_dir_all(out);
+    let boot = out.with_extension("boot");
+    fs::create_dir_all(&boot)?;
+    fs::write(boot.join("kernel"), b"kernel")?;
+    fs::write(boot.join("initrd"), b"initrd")?;
+    let mut input = PackInput::new(
+        raw,
+        boot.join("kernel"),
+        boot.join("initrd"),
+        "quiet",
+        version,
+        format!("bench {version}"),
+        key,
+    );
+    input.chunking = params;
+    pack(&input, out, &NoProgress).with_context(|| format!("packing {}", raw.display()))?;
+    Ok(Bundle::open(out, &keys)?)
+}
+
+/// The bench's signing key, kept in WORK so that bundles can be reused.
+fn bench_key(work: &Path) -> Result<SecretKey> {
+    let path = work.join("bench.key");
+    if let Ok(text) = fs::read_to_string(&path) {
+        return Ok(SecretKey::parse(&text)?);
+    }
+    let key = SecretKey::generate("bench")?;
+    fs::create_dir_all(work)?;
+    fs::write(&path, key.to_string())?;
+    Ok(key)
+}
+
+/// Gaps read through between wanted frames, compared by `measure`.
+const GAPS: [u64; 3] = [0, 32 << 10, 128 << 10];
+
+fn measure(old: &Path, new: &Path, work: &Path, params: &[ChunkParams]) -> Result<()> {
+    let key = bench_key(work)?;
+    let max_request = DeltaOptions::default().coalescing.max_request;
+    print!(
+        "{:<15} {:>7} {:>8} {:>10} {:>6}",
+        "min/avg/max", "chunks", "index", "image.zst", "ratio"
+    );
+    for gap in GAPS {
+        print!(" {:>21}", format!("download, gap {}K", gap >> 10));
+    }
+    println!();
+    for &p in params {
+        let tag = format!("{}k-{}k-{}k", p.min >> 10, p.avg >> 10, p.max >> 10);
+        let old = packed(old, &work.join(format!("old-{tag}")), 1, p, &key)?;
+        let new = packed(new, &work.join(format!("new-{tag}")), 2, p, &key)?;
+        let meta = &new.signed.meta;
+        let full = meta.image.compressed_size;
+        print!(
+            "{:<15} {:>7} {:>5.0}KiB {:>7.1}MiB {:>6.2}",
+            format!("{}K/{}K/{}K", p.min >> 10, p.avg >> 10, p.max >> 10),
+            new.index.chunks.len(),
+            meta.index.size as f64 / 1024.0,
+            mib(full),
+            meta.image.size as f64 / full as f64,
+        );
+        let plan = Plan::new(&new.index, Some(&old.index), &[]);
+        for max_gap in GAPS {
+            let cost = plan.cost(
+                &new.index,
+                Coalescing {
+                    max_gap,
+                    max_request,
+                },
+            );
+            print!(
+                " {:>6.1}MiB {:>5.1}% {:>4}r",
+                mib(cost.download),
+                100.0 * cost.download as f64 / full as f64,
+                cost.requests
+            );
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// A file of `len` bytes holding `raw` at its start: a slot.
+fn slot_file(path: &Path, raw: Option<&Path>, len: u64) -> Result<File> {
+    let _ = fs::remove_file(path);
+    if let Some(raw) = raw {
+        fs::copy(raw, path).with_context(|| format!("copying {}", raw.display()))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    file.set_len(len)?;
+    Ok(file)
+}
+
+/// Uploads every object of a bundle, the meta last (as `publish` does).
+fn upload(remote: &Remote, bundle: &Bundle) -> Result<()> {
+    let meta = &bundle.signed.meta;
+    let mut objects = vec![
+        meta.image.object.clone(),
+        meta.index.object.clone(),
+        meta.kernel.object.clone(),
+        meta.initrd.object.clone(),
+    ];
+    let meta_name =
+        abnix_core::meta::object_name(meta.version, meta.id, abnix_core::meta::ObjectKind::Meta);
+    objects.push(format!("{meta_name}.sig"));
+    objects.push(meta_name);
+    for object in objects {
+        let key = remote.config().object_key(&object);
+        remote.put_file(&key, &bundle.dir.join(&object), &NoProgress)?;
+    }
+    Ok(())
+}
+
+fn bench(name: &str, old_raw: &Path, new_raw: &Path, work: &Path) -> Result<()> {
+    let key = bench_key(work)?;
+    let params = ChunkParams::default();
+    let tag = name.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let old = packed(
+        old_raw,
+        &work.join(format!("bench-{tag}-old")),
+        1,
+        params,
+        &key,
+    )?;
+    let new = packed(
+        new_raw,
+        &work.join(format!("bench-{tag}-new")),
+        2,
+        params,
+        &key,
+    )?;
+
+    let server = S3Server::start();
+    let proxy = FaultProxy::start(server.addr());
+    let remote = Remote::new(RemoteConfig {
+        endpoint: Some(proxy.endpoint()),
+        region: "us-east-1".into(),
+        bucket: server.bucket().into(),
+        prefix: "bench".into(),
+        channel: "stable".into(),
+        path_style: true,
+        credentials: CredentialSource::File(credentials_file(
+            work_dir(work, &tag)?.as_path(),
+            &server,
+        )),
+        retry: RetryPolicy::default(),
+        timeouts: Timeouts::default(),
+    })?;
+    upload(&remote, &old)?;
+    upload(&remote, &new)?;
+    let channel = Channel::new(remote, [key.public()].into_iter().collect());
+
+    let meta: &Meta = &new.signed.meta;
+    let slot_len = meta.image.size.max(old.signed.meta.image.size);
+    let write = WriteOptions {
+        verify_readback: true,
+        target_name: "target slot".into(),
+        ..WriteOptions::default()
+    };
+    let target_path = work.join("target.slot");
+
+    let mut target = slot_file(&target_path, None, slot_len)?;
+    proxy.clear_requests();
+    let started = Instant::now();
+    channel.write_image(meta, &new.index, &mut target, &write, &NoProgress)?;
+    let full_time = started.elapsed();
+    let full_requests = image_gets(&proxy, meta);
+
+    let mut target = slot_file(&target_path, None, slot_len)?;
+    let active = slot_file(&work.join("active.slot"), Some(old_raw), slot_len)?;
+    proxy.clear_requests();
+    let started = Instant::now();
+    let report = channel.write_image_delta(
+        meta,
+        &new.index,
+        &mut target,
+        LocalChunks {
+            active: Some(ActiveSlot {
+                disk: active,
+                index: &old.index,
+            }),
+            target_may_hold_image: false,
+        },
+        &DeltaOptions {
+            write,
+            ..DeltaOptions::default()
+        },
+        &NoProgress,
+    )?;
+    let delta_time = started.elapsed();
+    let delta_requests = image_gets(&proxy, meta);
+    fs::remove_file(&target_path)?;
+    fs::remove_file(work.join("active.slot"))?;
+
+    let full = meta.image.compressed_size;
+    println!(
+        "{name}: image {:.1} MiB raw, {:.1} MiB compressed",
+        mib(meta.image.size),
+        mib(full)
+    );
+    print_line("full download", full, full, full_requests, full_time);
+    print_line("delta", report.downloaded, full, delta_requests, delta_time);
+    println!(
+        "  delta: {} chunks copied from the active slot ({:.1} MiB), {} fetched ({:.1} MiB raw){}",
+        report.copied.chunks,
+        mib(report.copied.bytes),
+        report.fetched.chunks,
+        mib(report.fetched.bytes),
+        match &report.fallback {
+            Some(fallback) => format!("; fell back to a full download: {fallback}"),
+            None => String::new(),
+        }
+    );
+    Ok(())
+}
+
+fn work_dir(work: &Path, tag: &str) -> Result<PathBuf> {
+    let dir = work.join(format!("creds-{tag}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// GET requests the proxy saw for the image object.
+fn image_gets(proxy: &FaultProxy, meta: &Meta) -> usize {
+    proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path_only().ends_with(&meta.image.object))
+        .count()
+}
+
+fn print_line(what: &str, bytes: u64, full: u64, requests: usize, time: Duration) {
+    println!(
+        "  {what:<14} {:>8.1} MiB {:>6.1}% of full  {:>4} requests  {:>7.2} s",
+        mib(bytes),
+        100.0 * bytes as f64 / full as f64,
+        requests,
+        time.as_secs_f64()
+    );
+}
