@@ -102,9 +102,11 @@ fn current(channel: &Channel) -> Result<Current, PublishError> {
         // `latest` maps a missing signature to a verification error, so
         // not found here is the pointer itself: a new channel.
         Err(ChannelError::Remote(RemoteError::NotFound { .. })) => Ok(Current::Empty),
-        Err(err @ (ChannelError::Unreadable { .. } | ChannelError::Verify(_))) => {
-            Ok(Current::Untrusted(err))
-        }
+        Err(
+            err @ (ChannelError::Unreadable { .. }
+            | ChannelError::Verify(_)
+            | ChannelError::Remote(RemoteError::TooLarge { .. })),
+        ) => Ok(Current::Untrusted(err)),
         Err(err) => Err(PublishError::Current(err)),
     }
 }

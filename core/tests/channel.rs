@@ -579,6 +579,17 @@ fn a_pointer_that_does_not_verify_is_replaced_only_with_force() {
         "{err:?}"
     );
 
+    // Nor one too large to be a meta.
+    fs::write(f.server.object_path(&pointer), vec![b'{'; 100_000]).unwrap();
+    let err = f.publish(&ours, PublishOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PublishError::UntrustedPointer(ChannelError::Remote(RemoteError::TooLarge { .. }))
+        ),
+        "{err:?}"
+    );
+
     let report = f.publish(&ours, force()).unwrap();
     assert_eq!(report.previous, None);
     assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 2);
@@ -684,4 +695,45 @@ fn keep_never_prunes_the_version_just_published() {
     let target = f.target("fetched.img");
     fetch(&f.trusted_channel(), &target).unwrap();
     assert_same_file(&target, &image);
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn tampered_small_objects_and_a_missing_signature_are_refused() {
+    let f = Fixture::new();
+    let (bundle, _) = f.bundle(3);
+    f.publish(&bundle, PublishOptions::default()).unwrap();
+    let channel = f.trusted_channel();
+    let meta = channel.latest().unwrap().meta;
+
+    flip_byte(&f.server.object_path(&f.key_of(3, ObjectKind::Kernel)), 100);
+    let mut kernel = Vec::new();
+    let err = channel
+        .open_artifact(&meta.kernel)
+        .unwrap()
+        .read_to_end(&mut kernel)
+        .unwrap_err();
+    assert!(err.to_string().contains(&meta.kernel.object), "{err}");
+
+    flip_byte(&f.server.object_path(&f.key_of(3, ObjectKind::Index)), 100);
+    let err = channel.index(&meta).unwrap_err();
+    assert!(
+        matches!(&err, ChannelError::Object { object, .. } if *object == meta.index.object),
+        "{err:?}"
+    );
+
+    fs::remove_file(f.server.object_path(&f.key_of(3, ObjectKind::MetaSig))).unwrap();
+    let err = channel.latest().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::Verify(VerifyError::Signature(SignatureError::NoSignature))
+        ),
+        "{err:?}"
+    );
 }
