@@ -22,6 +22,7 @@ pub mod pack;
 pub mod pipeline;
 pub mod probe;
 pub mod progress;
+pub mod publish;
 pub mod reboot;
 pub mod remote;
 pub mod sign;

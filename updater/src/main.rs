@@ -41,8 +41,54 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("abnix-update: error: {err:#}");
+            eprintln!("abnix-update: error: {}", error_chain(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `context: cause: …` with each message once: many errors embed their
+/// source in their own message, which `{:#}` would print twice.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut outer = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !outer.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        outer = text;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading x: {source}")]
+    struct Embeds {
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("opening y")]
+    struct Wraps(#[source] std::io::Error);
+
+    #[test]
+    fn each_message_of_the_chain_appears_once() {
+        let embedded = anyhow::Error::new(Embeds {
+            source: std::io::Error::other("disk on fire"),
+        })
+        .context("fetching");
+        assert_eq!(error_chain(&embedded), "fetching: reading x: disk on fire");
+
+        let wrapped =
+            anyhow::Error::new(Wraps(std::io::Error::other("disk on fire"))).context("fetching");
+        assert_eq!(error_chain(&wrapped), "fetching: opening y: disk on fire");
     }
 }

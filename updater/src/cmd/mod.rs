@@ -4,6 +4,7 @@ pub mod fetch;
 pub mod keygen;
 pub mod pack;
 pub mod publish;
+pub mod remote_args;
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` overrides the default level.
 pub fn init_logging() {
