@@ -16,6 +16,7 @@ pub mod fat;
 pub mod fsid;
 pub mod gpt;
 pub mod index;
+pub mod install;
 pub mod layout;
 pub mod meta;
 pub mod pack;
