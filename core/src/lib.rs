@@ -15,6 +15,7 @@ pub mod disk;
 pub mod fat;
 pub mod fsid;
 pub mod gpt;
+pub mod grow;
 pub mod index;
 pub mod install;
 pub mod layout;
