@@ -144,7 +144,9 @@ pub fn partition_name(disk: &str, number: u32) -> String {
 impl GrowTarget {
     /// The disk the running system booted from: the one holding `/`.
     pub fn booted(sys: &SysRoot) -> Result<GrowTarget, GrowError> {
-        let root = sys.device_of_path(Path::new("/"))?;
+        let root = sys
+            .device_of_path(Path::new("/"))
+            .map_err(GrowError::Booted)?;
         Ok(GrowTarget::Device {
             disk: Path::new("/dev").join(&root.disk),
             rw: Path::new("/dev").join(partition_name(&root.disk, RW_NUMBER)),
@@ -153,9 +155,9 @@ impl GrowTarget {
 
     /// A named block device or disk-image file.
     pub fn at(path: &Path) -> Result<GrowTarget, GrowError> {
-        let open_error = |source| GrowError::Open {
+        let open_error = |error| GrowError::Open {
             path: path.to_owned(),
-            source,
+            error,
         };
         let real = fs::canonicalize(path).map_err(open_error)?;
         let kind = fs::metadata(&real).map_err(open_error)?.file_type();
@@ -191,14 +193,16 @@ const RW_NUMBER: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrowError {
-    #[error("{}: {source}", path.display())]
-    Open { path: PathBuf, source: io::Error },
+    // The causes are quoted in the messages and not chained as sources, so
+    // `{:#}` does not print them twice.
+    #[error("{}: {error}", path.display())]
+    Open { path: PathBuf, error: io::Error },
     #[error("finding the disk behind /: {0}")]
-    Booted(#[from] BlockDevError),
+    Booted(BlockDevError),
     #[error("the partition table: {0}")]
-    Table(#[from] GptError),
-    #[error(transparent)]
-    NotAbnix(#[from] LayoutError),
+    Table(GptError),
+    #[error("{0}")]
+    NotAbnix(LayoutError),
     #[error("telling the kernel that abnix-rw grew: {0}")]
     Kernel(io::Error),
     #[error("running resize2fs: {0}")]
@@ -294,9 +298,9 @@ impl fmt::Display for GrowReport {
 /// (if it is smaller than its partition). See the module docs.
 pub fn grow(target: &GrowTarget) -> Result<GrowReport, GrowError> {
     let path = target.disk();
-    let open_error = |source| GrowError::Open {
+    let open_error = |error| GrowError::Open {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut disk = OpenOptions::new()
         .read(true)
@@ -305,12 +309,12 @@ pub fn grow(target: &GrowTarget) -> Result<GrowReport, GrowError> {
         .map_err(open_error)?;
     let sector_size = blockdev::logical_sector_size(&disk).map_err(open_error)?;
     let size = disk.size().map_err(open_error)?;
-    let mut gpt = Gpt::read(&mut disk, sector_size)?;
-    let before = Layout::from_gpt(&gpt, size)?;
-    let (layout, table) = match grow_gpt(&mut gpt, size)? {
+    let mut gpt = Gpt::read(&mut disk, sector_size).map_err(GrowError::Table)?;
+    let before = Layout::from_gpt(&gpt, size).map_err(GrowError::NotAbnix)?;
+    let (layout, table) = match grow_gpt(&mut gpt, size).map_err(GrowError::NotAbnix)? {
         None => (before, TableChange::Unchanged),
         Some(grown) => {
-            gpt.write(&mut disk)?;
+            gpt.write(&mut disk).map_err(GrowError::Table)?;
             let rw = &grown.rw;
             let table = if rw.size > before.rw.size {
                 blockdev::resize_partition(&disk, rw.number, rw.start, rw.size)
@@ -331,9 +335,9 @@ pub fn grow(target: &GrowTarget) -> Result<GrowReport, GrowError> {
         GrowTarget::Device { rw: device, .. } => {
             // Through the partition device: the buffer cache a mounted ext4
             // updates its superblock in.
-            let mut part = File::open(device).map_err(|source| GrowError::Open {
+            let mut part = File::open(device).map_err(|error| GrowError::Open {
                 path: device.clone(),
-                source,
+                error,
             })?;
             let fs = Ext4Size::read(&mut part, 0)?;
             if needs_resize(&fs, rw.size, table_grew) {
