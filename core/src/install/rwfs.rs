@@ -83,6 +83,10 @@ pub fn format(disk: &Path, rw: &PartSpec, uuid: Uuid) -> Result<(), RwError> {
         "mkfs.ext4",
         Command::new("mkfs.ext4")
             .args(["-q", "-F", "-L", RW_NAME, "-U", &uuid.to_string()])
+            // A template's small abnix-rw grows to the real disk's size: 4 KiB
+            // blocks and the usage type of a normal filesystem, not the 1 KiB
+            // blocks and dense inodes mke2fs picks for small ones.
+            .args(["-b", "4096", "-T", "default"])
             // nodiscard: nothing to discard on a fresh partition, and a
             // discard must never reach outside it. lazy_itable_init: the
             // kernel zeroes the inode tables after the first mount instead of
@@ -189,7 +193,8 @@ mod tests {
             "{stats}"
         );
         assert!(stats.contains(&format!("Filesystem UUID:          {uuid}")));
-        assert!(stats.contains(&format!("Block count:              {}", 32 * MIB / 1024)));
+        assert!(stats.contains(&format!("Block count:              {}", 32 * MIB / 4096)));
+        assert!(stats.contains("Block size:               4096"));
         for (dir, mode) in DIRECTORIES {
             let stat = debugfs(&["-R", &format!("stat {dir}")], &fs);
             assert!(stat.contains(&format!("Mode:  0{mode:o}")), "{dir}: {stat}");
