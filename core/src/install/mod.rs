@@ -176,8 +176,10 @@ pub enum InstallError {
     Scan(#[from] BlockDevError),
     #[error(transparent)]
     NoEligibleDisk(#[from] NoEligibleDisk),
+    /// The target is not what its flag asks for: `--disk` names a
+    /// partition or a file, `--file` a device.
     #[error("{}: {reason}", path.display())]
-    NotAWholeDisk { path: PathBuf, reason: String },
+    WrongKind { path: PathBuf, reason: String },
     #[error("{} cannot be the target: {reason}", path.display())]
     Ineligible {
         path: PathBuf,
@@ -211,8 +213,6 @@ pub enum InstallError {
 /// The step of the installation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("opening the target: {0}")]
-    Open(io::Error),
     #[error("erasing old signatures: {0}")]
     Erase(io::Error),
     #[error("writing the partition table: {0}")]
@@ -275,7 +275,7 @@ fn disk_name(path: &Path) -> Result<String, InstallError> {
     let real = fs::canonicalize(path).map_err(open_error)?;
     let kind = fs::metadata(&real).map_err(open_error)?.file_type();
     if !kind.is_block_device() {
-        return Err(InstallError::NotAWholeDisk {
+        return Err(InstallError::WrongKind {
             path: path.to_owned(),
             reason: "not a block device (use --file for a disk-image file)".into(),
         });
@@ -309,7 +309,7 @@ pub fn check_named_disk(
     req: &Requirements,
 ) -> Result<DiskInfo, InstallError> {
     if !sys.root.join("sys/block").join(name).exists() {
-        return Err(InstallError::NotAWholeDisk {
+        return Err(InstallError::WrongKind {
             path: path.to_owned(),
             reason: format!("{name} is not a whole disk (a partition?)"),
         });
@@ -351,7 +351,14 @@ fn find_target(
             let mut signatures = Vec::new();
             match File::open(path) {
                 Ok(mut file) => {
-                    let have = file.metadata().map_err(open_error(path))?.len();
+                    let metadata = file.metadata().map_err(open_error(path))?;
+                    if !metadata.is_file() {
+                        return Err(InstallError::WrongKind {
+                            path: path.clone(),
+                            reason: "not a regular file (use --disk for a device)".into(),
+                        });
+                    }
+                    let have = metadata.len();
                     if have > *size {
                         return Err(InstallError::FileLarger {
                             path: path.clone(),
@@ -566,9 +573,12 @@ pub fn execute<D: Disk>(
     progress: &dyn Progress,
 ) -> Result<Summary, InstallError> {
     let started = Instant::now();
-    let result = open()
-        .map_err(WriteError::Open)
-        .and_then(|mut disk| write(plan, &mut disk, progress));
+    let mut disk = open().map_err(|source| InstallError::Open {
+        path: plan.target.path.clone(),
+        source,
+    })?;
+    let result = write(plan, &mut disk, progress);
+    drop(disk);
     if let Err(failed) = result {
         warn!("installation failed ({failed}); wiping the partition table");
         let reset = open()

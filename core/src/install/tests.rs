@@ -416,6 +416,16 @@ fn a_file_target_is_created_or_extended_never_truncated() {
     };
     let err = f.prepare(&bigger).unwrap_err();
     assert!(matches!(err, InstallError::FileLarger { .. }), "{err}");
+
+    let mut device = f.request(grub());
+    device.target = TargetRequest::File {
+        path: "/dev/null".into(),
+        size: DISK_SIZE,
+    };
+    assert_eq!(
+        f.prepare(&device).unwrap_err().to_string(),
+        "/dev/null: not a regular file (use --disk for a device)"
+    );
 }
 
 /// Every bad input is refused by prepare with an error that says what to
@@ -456,6 +466,13 @@ fn bad_input_is_refused_before_anything_is_written() {
         size: 64 * MIB,
     };
     check(&small_disk, "disk too small: the layout needs");
+
+    let mut not_a_device = f.request(grub());
+    not_a_device.target = TargetRequest::Disk(f.sample.image.clone());
+    check(
+        &not_a_device,
+        "not a block device (use --file for a disk-image file)",
+    );
 
     let mut no_grub = f.request(grub());
     no_grub.bootloader = BootloaderSetup::Grub {
