@@ -27,6 +27,8 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Fetch and verify the channel's latest version and stream its image into a file.
     Fetch(cmd::fetch::Args),
+    /// Grow abnix-rw to the end of a larger disk (at every boot; a no-op when there is nothing to grow).
+    Grow(cmd::grow::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Pack(args) => cmd::pack::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Grow(args) => cmd::grow::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! One module per subcommand; each has `Args` and `run`.
 
 pub mod fetch;
+pub mod grow;
 pub mod keygen;
 pub mod pack;
 pub mod publish;
