@@ -29,8 +29,14 @@ enum Command {
     Fetch(cmd::fetch::Args),
     /// Show the booted slot, both slots, the last check, failed versions and any pending reboot.
     Status(cmd::status::Args),
+    /// Say what an update would do (exit 0: an update is available, 3: nothing to do).
+    Check(cmd::check::Args),
+    /// Install the channel's newest version into the other slot, then reboot per policy.
+    Update(cmd::update::Args),
     /// Mark the booted slot good (run once the host is healthy).
     MarkGood(cmd::mark_good::Args),
+    /// Make the other slot, if it holds a good version, boot next.
+    Rollback(cmd::rollback::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +48,10 @@ fn main() -> ExitCode {
         Command::Publish(args) => cmd::publish::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Check(args) => cmd::check::run(args),
+        Command::Update(args) => cmd::update::run(args),
         Command::MarkGood(args) => cmd::mark_good::run(args),
+        Command::Rollback(args) => cmd::rollback::run(args),
     };
     match result {
         Ok(code) => code,

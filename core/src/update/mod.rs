@@ -6,6 +6,11 @@
 //! produced, unit-tested without disks or network; [`run`] performs the
 //! actions on a real disk, bucket and state directory.
 
+pub mod machine;
+pub mod notify;
+pub mod restart;
+pub mod run;
+
 use std::time::Duration;
 
 use crate::boot::{BootControl, BootError, BootStatus, SlotInfo, SlotState, SlotStatus};
@@ -55,4 +60,185 @@ pub fn mark_good(boot: &mut dyn BootControl, booted: Slot) -> Result<MarkedGood,
     }
     boot.mark_good(booted)?;
     Ok(MarkedGood::Marked(info))
+}
+
+/// How `rollback` makes the other slot boot next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackHow {
+    /// The booted slot is good: the other becomes the primary, the booted
+    /// one stays as its fallback (`BootControl::prefer`).
+    Prefer,
+    /// The booted slot is still on trial (or came up through the rescue
+    /// path): it is marked bad, which ends its trial; the good other slot
+    /// is then the only one the bootloader picks.
+    AbandonBooted,
+}
+
+/// What `rollback` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// The slot that boots next, and its (good) version.
+    pub to: Slot,
+    pub to_version: SlotInfo,
+    /// The version rolled back from, recorded as failed so it is never
+    /// installed again; `None` when the booted slot's files are gone.
+    pub from_version: Option<SlotInfo>,
+    pub how: RollbackHow,
+}
+
+/// Why there is nothing to roll back to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackRefusal {
+    #[error("slot {0} is empty (no complete boot files): there is nothing to roll back to")]
+    Empty(Slot),
+    #[error("slot {slot} holds version {version}, which is {state}, not good: only a proven version is rolled back to")]
+    NotGood {
+        slot: Slot,
+        version: u64,
+        state: &'static str,
+    },
+}
+
+/// The rollback from `booted` to the other slot, if it holds a good
+/// version.
+pub fn rollback_plan(status: &BootStatus, booted: Slot) -> Result<Rollback, RollbackRefusal> {
+    let other = status.slot(booted.other());
+    let Some(to_version) = other.info.clone() else {
+        return Err(RollbackRefusal::Empty(other.slot));
+    };
+    if other.state != SlotState::Good {
+        return Err(RollbackRefusal::NotGood {
+            slot: other.slot,
+            version: to_version.version,
+            state: state_name(other.state),
+        });
+    }
+    let current = status.slot(booted);
+    Ok(Rollback {
+        to: other.slot,
+        to_version,
+        from_version: current.info.clone(),
+        how: if current.state == SlotState::Good {
+            RollbackHow::Prefer
+        } else {
+            RollbackHow::AbandonBooted
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn slot(slot: Slot, state: SlotState, version: Option<u64>) -> SlotStatus {
+        SlotStatus {
+            slot,
+            state,
+            info: version.map(|version| SlotInfo {
+                version,
+                id: Uuid::from_u128(version.into()),
+                label: format!("v{version}"),
+                cmdline: String::new(),
+            }),
+        }
+    }
+
+    fn status(a: SlotStatus, b: SlotStatus, next: Option<Slot>) -> BootStatus {
+        BootStatus {
+            next,
+            slots: [a, b],
+        }
+    }
+
+    #[test]
+    fn state_names() {
+        assert_eq!(state_name(SlotState::Good), "good");
+        assert_eq!(state_name(SlotState::Bad), "bad");
+        assert_eq!(state_name(SlotState::Trial { tries_left: 2 }), "trial");
+        assert_eq!(state_name(SlotState::Trial { tries_left: 0 }), "failed");
+    }
+
+    #[test]
+    fn a_pending_trial_is_the_other_slot_booting_next() {
+        let trial = SlotState::Trial { tries_left: 3 };
+        let a = slot(Slot::A, SlotState::Good, Some(1));
+        let pending = status(a.clone(), slot(Slot::B, trial, Some(2)), Some(Slot::B));
+        assert_eq!(
+            pending_trial(&pending, Slot::A).map(|s| s.slot),
+            Some(Slot::B)
+        );
+        // Once booted into it, nothing is pending any more.
+        assert_eq!(pending_trial(&pending, Slot::B), None);
+        // Activated but not first (a power cut inside activate).
+        let torn = status(a.clone(), slot(Slot::B, trial, Some(2)), Some(Slot::A));
+        assert_eq!(pending_trial(&torn, Slot::A), None);
+        let failed = status(
+            a,
+            slot(Slot::B, SlotState::Trial { tries_left: 0 }, Some(2)),
+            Some(Slot::A),
+        );
+        assert_eq!(pending_trial(&failed, Slot::A), None);
+    }
+
+    #[test]
+    fn rollback_goes_to_a_good_other_slot() {
+        let both_good = status(
+            slot(Slot::A, SlotState::Good, Some(1)),
+            slot(Slot::B, SlotState::Good, Some(2)),
+            Some(Slot::B),
+        );
+        let plan = rollback_plan(&both_good, Slot::B).unwrap();
+        assert_eq!(plan.to, Slot::A);
+        assert_eq!(plan.to_version.version, 1);
+        assert_eq!(plan.from_version.map(|v| v.version), Some(2));
+        assert_eq!(plan.how, RollbackHow::Prefer);
+
+        // From a trial boot, the trial is abandoned.
+        let on_trial = status(
+            slot(Slot::A, SlotState::Good, Some(1)),
+            slot(Slot::B, SlotState::Trial { tries_left: 2 }, Some(2)),
+            Some(Slot::B),
+        );
+        assert_eq!(
+            rollback_plan(&on_trial, Slot::B).unwrap().how,
+            RollbackHow::AbandonBooted
+        );
+    }
+
+    #[test]
+    fn rollback_is_refused_without_a_good_version_to_go_to() {
+        let empty = status(
+            slot(Slot::A, SlotState::Good, Some(1)),
+            slot(Slot::B, SlotState::Bad, None),
+            Some(Slot::A),
+        );
+        let refusal = rollback_plan(&empty, Slot::A).unwrap_err();
+        assert_eq!(refusal, RollbackRefusal::Empty(Slot::B));
+        assert!(refusal.to_string().contains("slot b is empty"), "{refusal}");
+
+        for (state, word) in [
+            (SlotState::Trial { tries_left: 0 }, "failed"),
+            (SlotState::Trial { tries_left: 3 }, "trial"),
+        ] {
+            let other = status(
+                slot(Slot::A, SlotState::Good, Some(1)),
+                slot(Slot::B, state, Some(2)),
+                Some(Slot::A),
+            );
+            let refusal = rollback_plan(&other, Slot::A).unwrap_err();
+            assert_eq!(
+                refusal,
+                RollbackRefusal::NotGood {
+                    slot: Slot::B,
+                    version: 2,
+                    state: word
+                }
+            );
+            assert!(
+                refusal.to_string().contains(&format!("which is {word}")),
+                "{refusal}"
+            );
+        }
+    }
 }

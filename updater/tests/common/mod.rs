@@ -9,11 +9,13 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use abnix_core::boot::esp;
 use abnix_core::boot::grubcfg::GrubCfgOptions;
+use abnix_core::boot::grubenv::{decode_state, encode_state};
 use abnix_core::boot::{BootControl, BootFiles, GrubBoot, GrubInstall, SlotInfo};
 use abnix_core::bundle::Bundle;
 use abnix_core::disk::Region;
-use abnix_core::fat::FormatOptions;
+use abnix_core::fat::{FatFs, FormatOptions};
 use abnix_core::layout::{compute, LayoutConfig};
 use abnix_core::meta::{object_name, ObjectKind};
 use abnix_core::pack::{pack, PackInput};
@@ -225,11 +227,12 @@ pub struct Device {
     pub state_dir: PathBuf,
 }
 
-/// Reboot policy and network wait of a test device.
+/// What a test device's config says.
 pub struct DeviceOptions<'a> {
     pub endpoint: String,
     pub trusted_key: String,
     pub reboot: &'a str,
+    pub reboot_window: Option<String>,
 }
 
 impl Device {
@@ -244,6 +247,7 @@ impl Device {
                 endpoint: fleet.proxy.endpoint(),
                 trusted_key: fleet.public_key(),
                 reboot,
+                reboot_window: None,
             },
         )
     }
@@ -314,9 +318,15 @@ impl Device {
 
         let state_dir = dir.path().join("state");
         let config_path = dir.path().join("config.toml");
+        let window = options
+            .reboot_window
+            .as_ref()
+            .map(|w| format!("reboot_window = \"{w}\"\n"))
+            .unwrap_or_default();
         fs::write(
             &config_path,
-            format!(
+            window
+                + &format!(
                 "endpoint = \"{}\"\nregion = \"us-east-1\"\nbucket = \"{}\"\nprefix = \"{PREFIX}\"\n\
                  channel = \"{CHANNEL}\"\npath_style = true\ncredentials = \"{}\"\n\
                  trusted_keys = [\"{}\"]\ntries = 3\nreboot = \"{}\"\nstate_dir = \"{}\"\n",
@@ -325,8 +335,8 @@ impl Device {
                 fleet.credentials.display(),
                 options.trusted_key,
                 options.reboot,
-                state_dir.display()
-            ),
+                    state_dir.display()
+                ),
         )
         .unwrap();
         Device {
@@ -397,6 +407,28 @@ impl Device {
         let mut disk = SystemDisk::open(file, 512).unwrap();
         let mut boot = disk.boot_control().unwrap();
         op(boot.as_mut())
+    }
+
+    /// What GRUB does at power-on (the model `BootState::next_boot` that
+    /// the boot tests check against real GRUB): picks the slot, records a
+    /// trial's attempt in grubenv. Returns the slot that boots.
+    pub fn power_on(&self) -> Slot {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&self.disk)
+            .unwrap();
+        let mut disk = SystemDisk::open(file, 512).unwrap();
+        let status = disk.boot_control().unwrap().status().unwrap();
+        let mut fat = FatFs::open(disk.esp()).unwrap();
+        let state = decode_state(&fat.read_file(esp::GRUB_ENV).unwrap()).state;
+        let complete = Slot::ALL.map(|s| status.slot(s).info.is_some());
+        let next = state.next_boot(complete).expect("a slot boots");
+        if next.state_after != state {
+            fat.overwrite_file(esp::GRUB_ENV, &encode_state(&next.state_after))
+                .unwrap();
+        }
+        next.slot
     }
 
     /// Holds the update lock, as a running update does.
