@@ -56,7 +56,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("abnix-update: error: {err:#}");
+            eprintln!(
+                "abnix-update: error: {}",
+                abnix_core::update::error_text(err.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -20,6 +20,22 @@ use crate::slot::Slot;
 /// before it gives up with a message naming the lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// An error and its causes on one line, each said once. Many errors here
+/// put their source in their own message, which `{:#}` would repeat.
+pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A slot's state in one word, as `status` shows it (docs/boot.md's terms;
 /// a trial with no tries left is a failed trial).
 pub fn state_name(state: SlotState) -> &'static str {
@@ -149,6 +165,25 @@ mod tests {
             next,
             slots: [a, b],
         }
+    }
+
+    #[test]
+    fn error_text_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading {path}: {source}")]
+        struct Read {
+            path: &'static str,
+            source: std::io::Error,
+        }
+        let read = Read {
+            path: "/etc/abnix/config.toml",
+            source: std::io::Error::other("no such file"),
+        };
+        let err = anyhow::Error::new(read).context("loading the config");
+        assert_eq!(
+            error_text(err.as_ref()),
+            "loading the config: reading /etc/abnix/config.toml: no such file"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use anyhow::Context;
 use chrono::Utc;
 
+use super::error_text;
 use super::machine::{failed_trial_record, Action, Event, Machine, Outcome, Plan, Step};
 use super::notify::Notifier;
 use crate::boot::BootFiles;
@@ -86,7 +87,7 @@ impl<'a, D: Disk> Executor<'a, D> {
         match action {
             Action::ReadBootStatus => match self.read_boot_status() {
                 Ok(status) => Event::BootStatus(status),
-                Err(e) => Event::Failed(format!("{e:#}")),
+                Err(e) => Event::Failed(error_text(e.as_ref())),
             },
             Action::RecordFailedTrial { trial, info } => {
                 let record = failed_trial_record(trial, &info, Utc::now());
@@ -112,7 +113,7 @@ impl<'a, D: Disk> Executor<'a, D> {
             }
             Action::Install { plan, step } => match self.install_step(&plan, step) {
                 Ok(()) => Event::StepDone,
-                Err(e) => Event::Failed(format!("{e:#}")),
+                Err(e) => Event::Failed(error_text(e.as_ref())),
             },
             Action::Finish(outcome) => {
                 unreachable!("run returns on Finish, it is never performed: {outcome}")
@@ -127,7 +128,7 @@ impl<'a, D: Disk> Executor<'a, D> {
     fn fetch_latest(&mut self) -> Event {
         let channel = match connected(&mut self.channel, self.config) {
             Ok(channel) => channel,
-            Err(e) => return Event::Failed(format!("{e:#}")),
+            Err(e) => return Event::Failed(error_text(e.as_ref())),
         };
         match channel.latest() {
             Ok(signed) => {

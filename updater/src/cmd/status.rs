@@ -11,6 +11,7 @@ use abnix_core::host::Host;
 use abnix_core::state::{CheckRecord, ErrorRecord, FailedVersion, LockError, State, StateDir};
 use abnix_core::update::{pending_trial, state_name};
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -110,6 +111,10 @@ fn report(
     }
 }
 
+fn when(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 fn human(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "disk:            {} ({})", r.disk, r.bootloader);
@@ -160,11 +165,11 @@ fn human(r: &Report) -> String {
         r.channel
     );
     let _ = match &r.last_check {
-        Some(c) => writeln!(out, "last check:      {}: {}", c.at.to_rfc3339(), c.result),
+        Some(c) => writeln!(out, "last check:      {}: {}", when(&c.at), c.result),
         None => writeln!(out, "last check:      never"),
     };
     if let Some(e) = &r.last_error {
-        let _ = writeln!(out, "last error:      {}: {}", e.at.to_rfc3339(), e.message);
+        let _ = writeln!(out, "last error:      {}: {}", when(&e.at), e.message);
     }
     if r.failed_versions.is_empty() {
         let _ = writeln!(out, "failed versions: none");
@@ -176,7 +181,7 @@ fn human(r: &Report) -> String {
             f.version,
             f.label,
             f.id,
-            f.at.to_rfc3339(),
+            when(&f.at),
             f.reason
         );
     }

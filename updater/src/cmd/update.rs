@@ -16,8 +16,8 @@ use abnix_core::update::machine::{
     Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
 };
 use abnix_core::update::notify::{Notifier, NotifyingProgress};
-use abnix_core::update::restart;
 use abnix_core::update::run::Executor;
+use abnix_core::update::{error_text, restart};
 use anyhow::Context;
 use chrono::{Local, Utc};
 
@@ -67,7 +67,7 @@ pub fn run_cycle(
         Err(e) => Outcome::Failed(Failure {
             stage: Stage::Disk,
             latest: None,
-            error: format!("{e:#}"),
+            error: error_text(e.as_ref()),
         }),
         Ok(mut host) => match host.booted.clone() {
             Err(e) => Outcome::Refused(Refusal::BootedUnknown(e.to_string())),
