@@ -6,6 +6,7 @@
 //! - [`version`]: fixture versions: root filesystem image + kernel + initrd +
 //!   command line, with a `/init` whose [`version::Behaviour`] the test
 //!   chooses (healthy, never healthy, kernel panic);
+//! - [`bundle`]: fixture versions packed into signed bundles;
 //! - [`disk`]: GPT disk-image files for booting fixtures without a bootloader;
 //! - [`vm`]: QEMU machines (SeaBIOS or OVMF, virtio disks, user network)
 //!   driven over the serial console, with power cuts;
@@ -13,6 +14,7 @@
 //!
 //! See `qemu/README.md` for a walk through.
 
+pub mod bundle;
 pub mod cpio;
 pub mod disk;
 pub mod ext4;

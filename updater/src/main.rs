@@ -37,6 +37,8 @@ enum Command {
     MarkGood(cmd::mark_good::Args),
     /// Make the other slot, if it holds a good version, boot next.
     Rollback(cmd::rollback::Args),
+    /// Grow abnix-rw to the end of a larger disk (at every boot; a no-op when there is nothing to grow).
+    Grow(cmd::grow::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Update(args) => cmd::update::run(args),
         Command::MarkGood(args) => cmd::mark_good::run(args),
         Command::Rollback(args) => cmd::rollback::run(args),
+        Command::Grow(args) => cmd::grow::run(args),
     };
     match result {
         Ok(code) => code,
