@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abnix_core::slot::Slot;
+use abnix_core::system_disk::Bootloader;
 use common::{assert_exit, stderr, stdout, Device, Fleet, Version, MIB};
 use serde_json::Value;
 
@@ -319,6 +320,7 @@ fn network_down() {
             trusted_key: fleet.public_key(),
             reboot: "never",
             reboot_window: None,
+            bootloader: Bootloader::Grub,
         },
     );
     let started = Instant::now();
@@ -542,6 +544,7 @@ fn window_policy_outside_the_window_waits_for_it() {
             trusted_key: fleet.public_key(),
             reboot: "window",
             reboot_window: Some(format!("{}-{}", hour(2), hour(3))),
+            bootloader: Bootloader::Grub,
         },
     );
     fleet.publish(&fleet.version(2, 8 * MIB));

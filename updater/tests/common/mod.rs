@@ -1,7 +1,7 @@
 //! Helpers of the device tests: versions packed from real ext4 images, a
-//! sparse disk installed from the core primitives the way the installer
-//! does it, a real S3 server (s3s-fs) behind a fault proxy, and a device
-//! config pointing at it.
+//! sparse disk-image file installed by the installer (core::install), a
+//! real S3 server (s3s-fs) behind a fault proxy, and a device config
+//! pointing at it.
 
 #![allow(dead_code)] // each test file uses its own part of the helpers
 
@@ -9,23 +9,23 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use abnix_core::blockdev::SysRoot;
+use abnix_core::boot::bls::EntryName;
 use abnix_core::boot::esp;
-use abnix_core::boot::grubcfg::GrubCfgOptions;
 use abnix_core::boot::grubenv::{decode_state, encode_state};
-use abnix_core::boot::{BootControl, BootFiles, GrubBoot, GrubInstall, SlotInfo};
+use abnix_core::boot::BootControl;
 use abnix_core::bundle::Bundle;
-use abnix_core::disk::Region;
-use abnix_core::fat::{FatFs, FormatOptions};
-use abnix_core::layout::{compute, LayoutConfig};
+use abnix_core::fat::FatFs;
+use abnix_core::install::{prepare, BootloaderSetup, Request, TargetRequest};
+use abnix_core::layout::{min_disk_size, LayoutConfig};
 use abnix_core::meta::{object_name, ObjectKind};
 use abnix_core::pack::{pack, PackInput};
-use abnix_core::pipeline::{write_image, ImageSpec, WriteOptions};
 use abnix_core::progress::NoProgress;
 use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
 use abnix_core::sign::SecretKey;
 use abnix_core::slot::Slot;
 use abnix_core::state::{Lock, StateDir};
-use abnix_core::system_disk::SystemDisk;
+use abnix_core::system_disk::{Bootloader, SystemDisk};
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -65,16 +65,6 @@ impl Version {
 
     pub fn image_object(&self) -> String {
         self.bundle.signed.meta.image.object.clone()
-    }
-
-    fn slot_info(&self) -> SlotInfo {
-        let meta = &self.bundle.signed.meta;
-        SlotInfo {
-            version: meta.version,
-            id: meta.id,
-            label: meta.label.clone(),
-            cmdline: meta.cmdline.clone(),
-        }
     }
 }
 
@@ -141,7 +131,7 @@ impl Fleet {
         }
     }
 
-    fn trusted_keys(&self, key: &SecretKey) -> abnix_core::sign::TrustedKeys {
+    pub fn trusted_keys(&self, key: &SecretKey) -> abnix_core::sign::TrustedKeys {
         let mut keys = abnix_core::sign::TrustedKeys::new();
         keys.insert(key.public());
         keys
@@ -233,12 +223,12 @@ pub struct DeviceOptions<'a> {
     pub trusted_key: String,
     pub reboot: &'a str,
     pub reboot_window: Option<String>,
+    pub bootloader: Bootloader,
 }
 
 impl Device {
-    /// A disk with `version` installed in slot A and good, as the installer
-    /// leaves it: layout → GPT → image into slot A through the pipeline →
-    /// ESP with GRUB → A's boot files → activate → mark good.
+    /// A disk with `version` installed in slot A by the installer
+    /// (core::install, as `abnix-install --file` runs it), with GRUB.
     pub fn install(fleet: &Fleet, version: &Version, reboot: &str) -> Device {
         Device::install_with(
             fleet,
@@ -248,6 +238,7 @@ impl Device {
                 trusted_key: fleet.public_key(),
                 reboot,
                 reboot_window: None,
+                bootloader: Bootloader::Grub,
             },
         )
     }
@@ -255,66 +246,38 @@ impl Device {
     pub fn install_with(fleet: &Fleet, version: &Version, options: &DeviceOptions) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let disk_path = dir.path().join("disk.img");
-        let mut config = LayoutConfig::new(SLOT_SIZE);
-        config.esp_size = ESP_SIZE;
-        let size = abnix_core::layout::min_disk_size(512, &config);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&disk_path)
+        let layout = LayoutConfig {
+            esp_size: ESP_SIZE,
+            min_rw_size: 16 * MIB,
+            ..LayoutConfig::new(SLOT_SIZE)
+        };
+        let bootloader = match options.bootloader {
+            Bootloader::Grub => BootloaderSetup::Grub {
+                mkimage: "grub-mkimage".into(),
+                bios_dir: Some("/usr/lib/grub/i386-pc".into()),
+                efi_dir: "/usr/lib/grub/x86_64-efi".into(),
+            },
+            Bootloader::SystemdBoot => BootloaderSetup::SystemdBoot {
+                efi: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+            },
+        };
+        let request = Request {
+            bundle: version.bundle.dir.clone(),
+            trusted_keys: fleet.trusted_keys(&fleet.key),
+            target: TargetRequest::File {
+                path: disk_path.clone(),
+                size: min_disk_size(512, &layout),
+            },
+            layout,
+            bootloader,
+            wipe: false,
+            allow_removable: false,
+            seed: Some([7; 32]),
+        };
+        prepare(&request, &SysRoot::default())
+            .unwrap()
+            .install(&NoProgress)
             .unwrap();
-        file.set_len(size).unwrap();
-        let layout = compute(size, 512, &config).unwrap();
-        let gpt = layout.to_gpt(&[7; 32]);
-        let mut file = file;
-        gpt.write(&mut file).unwrap();
-        let mut disk = SystemDisk::from_parts(file, gpt, layout);
-
-        let bundle = &version.bundle;
-        let meta = &bundle.signed.meta;
-        write_image(
-            File::open(bundle.image_path()).unwrap(),
-            &ImageSpec {
-                index: &bundle.index,
-                size: meta.image.size,
-                sha256: meta.image.sha256,
-            },
-            &mut disk.slot_region(Slot::A),
-            &WriteOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
-
-        let esp: Region<&mut File> = disk.esp();
-        let mut boot = GrubBoot::install(
-            esp,
-            &GrubInstall {
-                format: FormatOptions {
-                    label: "ABNIX-ESP".into(),
-                    volume_id: 0x0abc_0001,
-                    sector_size: 512,
-                },
-                efi_image: None,
-                cfg: GrubCfgOptions::default(),
-            },
-        )
-        .unwrap();
-        let kernel = fs::read(bundle.path_of(&meta.kernel)).unwrap();
-        let initrd = fs::read(bundle.path_of(&meta.initrd)).unwrap();
-        boot.write_boot_files(
-            Slot::A,
-            &mut BootFiles {
-                info: version.slot_info(),
-                kernel: &mut &kernel[..],
-                kernel_len: kernel.len() as u64,
-                initrd: &mut &initrd[..],
-                initrd_len: initrd.len() as u64,
-            },
-        )
-        .unwrap();
-        boot.activate(Slot::A, 1).unwrap();
-        boot.mark_good(Slot::A).unwrap();
 
         let state_dir = dir.path().join("state");
         let config_path = dir.path().join("config.toml");
@@ -409,9 +372,11 @@ impl Device {
         op(boot.as_mut())
     }
 
-    /// What GRUB does at power-on (the model `BootState::next_boot` that
-    /// the boot tests check against real GRUB): picks the slot, records a
-    /// trial's attempt in grubenv. Returns the slot that boots.
+    /// What the bootloader does at power-on, as the boot tests model it
+    /// (checked against the real bootloaders in QEMU): GRUB picks the slot
+    /// and saves a trial's decremented tries in grubenv; systemd-boot picks
+    /// the first entry and renames a counted one. Returns the slot that
+    /// boots.
     pub fn power_on(&self) -> Slot {
         let file = File::options()
             .read(true)
@@ -420,15 +385,34 @@ impl Device {
             .unwrap();
         let mut disk = SystemDisk::open(file, 512).unwrap();
         let status = disk.boot_control().unwrap().status().unwrap();
+        let slot = status.next.expect("a slot boots");
+        let bootloader = disk.bootloader().unwrap();
         let mut fat = FatFs::open(disk.esp()).unwrap();
-        let state = decode_state(&fat.read_file(esp::GRUB_ENV).unwrap()).state;
-        let complete = Slot::ALL.map(|s| status.slot(s).info.is_some());
-        let next = state.next_boot(complete).expect("a slot boots");
-        if next.state_after != state {
-            fat.overwrite_file(esp::GRUB_ENV, &encode_state(&next.state_after))
-                .unwrap();
+        match bootloader {
+            Bootloader::Grub => {
+                let state = decode_state(&fat.read_file(esp::GRUB_ENV).unwrap()).state;
+                let complete = Slot::ALL.map(|s| status.slot(s).info.is_some());
+                let next = state.next_boot(complete).expect("a slot boots");
+                assert_eq!(next.slot, slot);
+                if next.state_after != state {
+                    fat.overwrite_file(esp::GRUB_ENV, &encode_state(&next.state_after))
+                        .unwrap();
+                }
+            }
+            Bootloader::SystemdBoot => {
+                let counted = fat
+                    .list_dir(esp::ENTRIES_DIR)
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|e| EntryName::parse(&e.name).ok().flatten())
+                    .find(|name| name.slot == slot && name.counter.is_some());
+                if let Some(name) = counted {
+                    fat.rename(&name.path(), &name.after_boot_attempt().path())
+                        .unwrap();
+                }
+            }
         }
-        next.slot
+        slot
     }
 
     /// Holds the update lock, as a running update does.
