@@ -12,10 +12,12 @@ pub mod chunking;
 pub mod config;
 pub mod digest;
 pub mod disk;
+pub mod errors;
 pub mod fat;
 pub mod fsid;
 pub mod gpt;
 pub mod grow;
+pub mod host;
 pub mod index;
 pub mod install;
 pub mod layout;
@@ -34,3 +36,4 @@ pub mod system_disk;
 #[cfg(test)]
 mod testutil;
 pub mod units;
+pub mod update;

@@ -10,6 +10,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use abnix_core::blockdev::SysRoot;
+use abnix_core::errors::error_text;
 use abnix_core::install::{self, InstallError};
 use abnix_core::progress;
 use anyhow::Context;
@@ -34,27 +35,13 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("abnix-install: error: {}", message(&err));
+            eprintln!("abnix-install: error: {}", error_text(err.as_ref()));
             let wrote = err
                 .downcast_ref::<InstallError>()
                 .is_some_and(|e| matches!(e, InstallError::Failed { .. }));
             ExitCode::from(if wrote { EXIT_WRITE_FAILED } else { 1 })
         }
     }
-}
-
-/// The error and its causes, each cause only when the message before does
-/// not already quote it (most of core's errors include their source).
-fn message(err: &anyhow::Error) -> String {
-    let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -71,6 +71,7 @@ struct BodyCut {
 struct Faults {
     cut: Option<BodyCut>,
     fail_every_second: bool,
+    fail_all: bool,
     /// Requests seen since `fail_every_second` was turned on.
     seen_while_failing: usize,
     latency: Duration,
@@ -196,6 +197,12 @@ impl FaultProxy {
         faults.seen_while_failing = 0;
     }
 
+    /// While on, every request is answered `500 InternalError` by the proxy
+    /// itself: a server that stays broken through every retry.
+    pub fn fail_every_request(&self, on: bool) {
+        self.state.faults.lock().unwrap().fail_all = on;
+    }
+
     /// Delay before each request is forwarded (or failed).
     pub fn set_latency(&self, latency: Duration) {
         self.state.faults.lock().unwrap().latency = latency;
@@ -241,10 +248,11 @@ impl State {
             0
         };
 
-        let fail = faults.fail_every_second && {
-            faults.seen_while_failing += 1;
-            faults.seen_while_failing % 2 == 0
-        };
+        let fail = faults.fail_all
+            || faults.fail_every_second && {
+                faults.seen_while_failing += 1;
+                faults.seen_while_failing % 2 == 0
+            };
         let cut = match faults.cut {
             Some(cut) if is_get && !fail => match cut.which {
                 CutWhich::Every => Some(cut),

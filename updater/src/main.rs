@@ -27,6 +27,16 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Fetch and verify the channel's latest version and stream its image into a file.
     Fetch(cmd::fetch::Args),
+    /// Show the booted slot, both slots, the last check, failed versions and any pending reboot.
+    Status(cmd::status::Args),
+    /// Say what an update would do (exit 0: an update is available, 3: nothing to do).
+    Check(cmd::check::Args),
+    /// Install the channel's newest version into the other slot, then reboot per policy.
+    Update(cmd::update::Args),
+    /// Mark the booted slot good (run once the host is healthy).
+    MarkGood(cmd::mark_good::Args),
+    /// Make the other slot, if it holds a good version, boot next.
+    Rollback(cmd::rollback::Args),
     /// Grow abnix-rw to the end of a larger disk (at every boot; a no-op when there is nothing to grow).
     Grow(cmd::grow::Args),
 }
@@ -39,59 +49,21 @@ fn main() -> ExitCode {
         Command::Pack(args) => cmd::pack::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::Check(args) => cmd::check::run(args),
+        Command::Update(args) => cmd::update::run(args),
+        Command::MarkGood(args) => cmd::mark_good::run(args),
+        Command::Rollback(args) => cmd::rollback::run(args),
         Command::Grow(args) => cmd::grow::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("abnix-update: error: {}", error_chain(&err));
+            eprintln!(
+                "abnix-update: error: {}",
+                abnix_core::errors::error_text(err.as_ref())
+            );
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `context: cause: …` with each message once: many errors embed their
-/// source in their own message, which `{:#}` would print twice.
-fn error_chain(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    let mut outer = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if !outer.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-        outer = text;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("reading x: {source}")]
-    struct Embeds {
-        source: std::io::Error,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("opening y")]
-    struct Wraps(#[source] std::io::Error);
-
-    #[test]
-    fn each_message_of_the_chain_appears_once() {
-        let embedded = anyhow::Error::new(Embeds {
-            source: std::io::Error::other("disk on fire"),
-        })
-        .context("fetching");
-        assert_eq!(error_chain(&embedded), "fetching: reading x: disk on fire");
-
-        let wrapped =
-            anyhow::Error::new(Wraps(std::io::Error::other("disk on fire"))).context("fetching");
-        assert_eq!(error_chain(&wrapped), "fetching: opening y: disk on fire");
     }
 }
