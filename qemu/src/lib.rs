@@ -7,6 +7,8 @@
 //!   command line, with a `/init` whose [`version::Behaviour`] the test
 //!   chooses (healthy, never healthy, kernel panic);
 //! - [`disk`]: GPT disk-image files for booting fixtures without a bootloader;
+//! - [`system_disk`]: abnix disks written from the host side with core's
+//!   layout and boot control (bootloader, slots, boot state);
 //! - [`vm`]: QEMU machines (SeaBIOS or OVMF, virtio disks, user network)
 //!   driven over the serial console, with power cuts;
 //! - [`workspace`]: the project's own binaries, built for fixtures.
@@ -20,6 +22,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod paths;
 mod shell;
+pub mod system_disk;
 mod tool;
 pub mod tree;
 pub mod version;

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use abnix_core::boot::SlotInfo;
 use abnix_core::slot::Slot;
 use anyhow::{Context, Result};
 use uuid::Uuid;
@@ -106,6 +107,11 @@ impl Behaviour {
     }
 }
 
+/// The root filesystem's label, also the version's label in boot menus.
+fn image_label(version: u64) -> String {
+    format!("abnix-v{version}")
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct VersionSpec {
@@ -155,9 +161,11 @@ impl VersionSpec {
         tree.file("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n");
         tree.file("etc/group", 0o644, "root:x:0:\n");
         tree.file("etc/hosts", 0o644, "127.0.0.1 localhost\n");
-        // Mount points, and root's home (on the read-only root, as a host's
-        // would be before the rw partition is bound there).
-        for directory in ["dev", "proc", "sys", "run", "tmp", "var", "root"] {
+        // Mount points: the rw partition's, and where its directories are
+        // bound (scripts/host-init.sh).
+        for directory in [
+            "dev", "proc", "sys", "run", "tmp", "rw", "var", "home", "root",
+        ] {
             tree.directory(directory);
         }
         for (path, contents) in &self.files {
@@ -191,7 +199,7 @@ impl FixtureVersion {
         ext4::read_only_image(
             &spec.tree()?,
             spec.id,
-            &format!("abnix-v{}", spec.version),
+            &image_label(spec.version),
             &image,
             &dir.join("root.staging"),
         )
@@ -209,6 +217,17 @@ impl FixtureVersion {
                 spec.id
             ),
         })
+    }
+
+    /// What boot control records for this version in a slot (the label is
+    /// the root filesystem's, `abnix-v<N>`).
+    pub fn slot_info(&self) -> SlotInfo {
+        SlotInfo {
+            version: self.version,
+            id: self.id,
+            label: image_label(self.version),
+            cmdline: self.cmdline.clone(),
+        }
     }
 
     /// Boots this version's kernel directly (no bootloader), as the
