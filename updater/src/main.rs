@@ -27,6 +27,10 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Fetch and verify the channel's latest version and stream its image into a file.
     Fetch(cmd::fetch::Args),
+    /// Show the booted slot, both slots, the last check, failed versions and any pending reboot.
+    Status(cmd::status::Args),
+    /// Mark the booted slot good (run once the host is healthy).
+    MarkGood(cmd::mark_good::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::Pack(args) => cmd::pack::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::MarkGood(args) => cmd::mark_good::run(args),
     };
     match result {
         Ok(code) => code,

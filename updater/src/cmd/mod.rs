@@ -1,9 +1,12 @@
 //! One module per subcommand; each has `Args` and `run`.
 
+pub mod device;
 pub mod fetch;
 pub mod keygen;
+pub mod mark_good;
 pub mod pack;
 pub mod publish;
+pub mod status;
 
 /// Logs go to stderr through `tracing`; `RUST_LOG` overrides the default level.
 pub fn init_logging() {
