@@ -52,8 +52,9 @@ impl BootloaderImages {
         let grub_efi = grub
             .efi_image()
             .context("building GRUB's EFI image (apt-get install grub-efi-amd64-bin)")?;
-        let systemd_boot = std::fs::read(SYSTEMD_BOOT_EFI)
-            .with_context(|| format!("reading {SYSTEMD_BOOT_EFI} (apt-get install systemd-boot-efi)"))?;
+        let systemd_boot = std::fs::read(SYSTEMD_BOOT_EFI).with_context(|| {
+            format!("reading {SYSTEMD_BOOT_EFI} (apt-get install systemd-boot-efi)")
+        })?;
         Ok(BootloaderImages {
             grub_bios,
             grub_efi,
@@ -226,8 +227,8 @@ impl AbnixDisk {
     }
 
     fn open(&self) -> Result<SystemDisk<File>> {
-        let (file, sector_size) =
-            open_disk_file(&self.path).with_context(|| format!("opening {}", self.path.display()))?;
+        let (file, sector_size) = open_disk_file(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
         SystemDisk::open(file, sector_size)
             .with_context(|| format!("reading {} as an abnix disk", self.path.display()))
     }

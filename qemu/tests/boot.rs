@@ -230,8 +230,7 @@ impl Bench {
     /// the host side, as the updater does.
     fn update_b(&self, fixture: &Fixture) -> Result<()> {
         self.disk.install_version(Slot::B, &fixture.version)?;
-        self.disk
-            .boot_control(|boot| boot.activate(Slot::B, TRIES))
+        self.disk.boot_control(|boot| boot.activate(Slot::B, TRIES))
     }
 
     /// Switches the machine on and waits until the host of `expected`
@@ -559,13 +558,12 @@ impl Args {
                 "--skip" => parsed.skip.push(value("--skip")?),
                 "--test-threads" => {
                     let threads = value("--test-threads")?;
-                    parsed.threads = Some(
-                        threads
-                            .parse()
-                            .ok()
-                            .filter(|&n| n > 0)
-                            .ok_or_else(|| anyhow!("--test-threads {threads:?}: not a count"))?,
-                    );
+                    parsed.threads =
+                        Some(
+                            threads.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                                anyhow!("--test-threads {threads:?}: not a count")
+                            })?,
+                        );
                 }
                 // libtest options that take a value and change nothing here.
                 "--format" | "--color" | "--logfile" | "-Z" | "--shuffle-seed" => {
