@@ -17,7 +17,7 @@ use abnix_core::boot::{
     bios, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, GrubBoot,
     GrubInstall, SystemdBoot,
 };
-use abnix_core::disk::{Disk, Region};
+use abnix_core::disk::{Disk, Fault, FaultyDisk, Region};
 use abnix_core::fat::FormatOptions;
 use abnix_core::layout::{self, Arch, LayoutConfig};
 use abnix_core::slot::Slot;
@@ -153,11 +153,8 @@ impl AbnixDisk {
         let disk = AbnixDisk {
             path: path.to_owned(),
         };
-        disk.install_version(Slot::A, first)?;
-        disk.boot_control(|boot| {
-            boot.activate(Slot::A, 1)?;
-            boot.mark_good(Slot::A)
-        })?;
+        disk.update(Slot::A, first, 1)?;
+        disk.boot_control(|boot| boot.mark_good(Slot::A))?;
         Ok(disk)
     }
 
@@ -165,52 +162,65 @@ impl AbnixDisk {
         &self.path
     }
 
-    /// Writes `version` into `slot` as the updater does, up to but not
-    /// including its activation: checks that its boot files fit, marks the
-    /// slot bad, writes the image into the slot, then the boot files.
-    pub fn install_version(&self, slot: Slot, version: &FixtureVersion) -> Result<()> {
-        let info = version.slot_info();
-        let kernel_len = file_len(&version.kernel)?;
-        let initrd_len = file_len(&version.initrd)?;
-        let mut disk = self.open()?;
-        {
-            let mut boot = disk.boot_control()?;
-            boot.check_boot_files(slot, &info, kernel_len, initrd_len)?;
-            boot.mark_bad(slot)?;
-        }
-        let mut region = disk.slot_region(slot);
-        let image_len = file_len(&version.image)?;
-        anyhow::ensure!(
-            image_len <= region.size()?,
-            "version {}'s image ({image_len} bytes) does not fit slot {slot} ({} bytes)",
-            version.version,
-            region.size()?
-        );
-        let mut image = File::open(&version.image)
-            .with_context(|| format!("opening {}", version.image.display()))?;
-        io::copy(&mut image, &mut region)
-            .with_context(|| format!("writing version {} into slot {slot}", version.version))?;
-        region.flush()?;
-        // The image is on the disk before the boot files that make the slot
-        // bootable are written.
-        region.sync()?;
-        let mut kernel = File::open(&version.kernel)
-            .with_context(|| format!("opening {}", version.kernel.display()))?;
-        let mut initrd = File::open(&version.initrd)
-            .with_context(|| format!("opening {}", version.initrd.display()))?;
-        disk.boot_control()?.write_boot_files(
-            slot,
-            &mut BootFiles {
-                info,
-                kernel: &mut kernel,
-                kernel_len,
-                initrd: &mut initrd,
-                initrd_len,
-            },
-        )?;
-        Ok(())
+    /// Writes `version` into `slot` and activates it with `tries`, as the
+    /// updater does (DESIGN §5): checks that its boot files fit, marks the
+    /// slot bad, writes the image, then the boot files, then activates.
+    pub fn update(&self, slot: Slot, version: &FixtureVersion, tries: u8) -> Result<()> {
+        self.update_steps(slot, version, tries, None)
     }
 
+    /// [`AbnixDisk::update`] with a power cut during one of its steps: the
+    /// step's writes land up to `cut.after_bytes` (the write crossing it
+    /// torn, later ones lost, as `FaultyDisk` simulates) and no later step
+    /// runs. Fails if the step writes less than that, so a cut that never
+    /// strikes is not mistaken for one that did.
+    pub fn update_with_power_cut(
+        &self,
+        slot: Slot,
+        version: &FixtureVersion,
+        tries: u8,
+        cut: PowerCut,
+    ) -> Result<()> {
+        self.update_steps(slot, version, tries, Some(cut))
+    }
+
+    fn update_steps(
+        &self,
+        slot: Slot,
+        version: &FixtureVersion,
+        tries: u8,
+        cut: Option<PowerCut>,
+    ) -> Result<()> {
+        for step in UpdateStep::ALL {
+            let budget = cut
+                .filter(|cut| cut.step == step)
+                .map(|cut| cut.after_bytes);
+            let file = self.open_file()?;
+            let disk = match budget {
+                Some(budget) => FaultyDisk::failing_after(file, budget, Fault::PowerCut),
+                None => FaultyDisk::counting(file),
+            };
+            let written = disk.counter();
+            let mut disk = SystemDisk::open(disk, SECTOR_SIZE)
+                .with_context(|| format!("reading {} as an abnix disk", self.path.display()))?;
+            let result = update_step(&mut disk, step, slot, version, tries).with_context(|| {
+                format!("updating slot {slot} of {}: {step:?}", self.path.display())
+            });
+            let Some(budget) = budget else {
+                result?;
+                continue;
+            };
+            // The power is gone: what the step did after the cut never
+            // reached the disk, and nothing after it runs.
+            let bytes = written.lock().expect("write counter").bytes;
+            anyhow::ensure!(
+                bytes > budget,
+                "the power cut {budget} bytes into {step:?} never struck: the step wrote {bytes} bytes"
+            );
+            return Ok(());
+        }
+        Ok(())
+    }
     /// Runs `operation` on the disk's boot control.
     pub fn boot_control<T>(
         &self,
@@ -227,11 +237,103 @@ impl AbnixDisk {
     }
 
     fn open(&self) -> Result<SystemDisk<File>> {
-        let (file, sector_size) = open_disk_file(&self.path)
-            .with_context(|| format!("opening {}", self.path.display()))?;
-        SystemDisk::open(file, sector_size)
+        SystemDisk::open(self.open_file()?, SECTOR_SIZE)
             .with_context(|| format!("reading {} as an abnix disk", self.path.display()))
     }
+
+    fn open_file(&self) -> Result<File> {
+        let (file, sector_size) = open_disk_file(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        anyhow::ensure!(
+            sector_size == SECTOR_SIZE,
+            "{} has {sector_size}-byte sectors, not {SECTOR_SIZE}",
+            self.path.display()
+        );
+        Ok(file)
+    }
+}
+
+/// The steps of an update, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateStep {
+    /// `check_boot_files`, then `mark_bad`.
+    MarkBad,
+    /// The image into the slot.
+    Image,
+    /// `write_boot_files`: kernel, initrd, slot file, marker.
+    BootFiles,
+    Activate,
+}
+
+impl UpdateStep {
+    pub const ALL: [UpdateStep; 4] = [
+        UpdateStep::MarkBad,
+        UpdateStep::Image,
+        UpdateStep::BootFiles,
+        UpdateStep::Activate,
+    ];
+}
+
+/// Where [`AbnixDisk::update_with_power_cut`] cuts the power: this many
+/// bytes into the writes of `step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PowerCut {
+    pub step: UpdateStep,
+    pub after_bytes: u64,
+}
+
+fn update_step<D: Disk>(
+    disk: &mut SystemDisk<D>,
+    step: UpdateStep,
+    slot: Slot,
+    version: &FixtureVersion,
+    tries: u8,
+) -> Result<()> {
+    let info = version.slot_info();
+    let kernel_len = file_len(&version.kernel)?;
+    let initrd_len = file_len(&version.initrd)?;
+    match step {
+        UpdateStep::MarkBad => {
+            let mut boot = disk.boot_control()?;
+            boot.check_boot_files(slot, &info, kernel_len, initrd_len)?;
+            boot.mark_bad(slot)?;
+        }
+        UpdateStep::Image => {
+            let mut region = disk.slot_region(slot);
+            let image_len = file_len(&version.image)?;
+            anyhow::ensure!(
+                image_len <= region.size()?,
+                "version {}'s image ({image_len} bytes) does not fit slot {slot} ({} bytes)",
+                version.version,
+                region.size()?
+            );
+            let mut image = File::open(&version.image)
+                .with_context(|| format!("opening {}", version.image.display()))?;
+            io::copy(&mut image, &mut region)?;
+            region.flush()?;
+            // The image is on the disk before the boot files that make the
+            // slot bootable are written.
+            region.sync()?;
+        }
+        UpdateStep::BootFiles => {
+            let mut kernel = File::open(&version.kernel)
+                .with_context(|| format!("opening {}", version.kernel.display()))?;
+            let mut initrd = File::open(&version.initrd)
+                .with_context(|| format!("opening {}", version.initrd.display()))?;
+            disk.boot_control()?.write_boot_files(
+                slot,
+                &mut BootFiles {
+                    info,
+                    kernel: &mut kernel,
+                    kernel_len,
+                    initrd: &mut initrd,
+                    initrd_len,
+                },
+            )?;
+        }
+        UpdateStep::Activate => disk.boot_control()?.activate(slot, tries)?,
+    }
+    Ok(())
 }
 
 fn file_len(path: &Path) -> Result<u64> {
@@ -323,8 +425,7 @@ mod tests {
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "abnix-rw");
 
-            disk.install_version(Slot::B, &v2).unwrap();
-            disk.boot_control(|boot| boot.activate(Slot::B, 2)).unwrap();
+            disk.update(Slot::B, &v2, 2).unwrap();
             let status = disk.status().unwrap();
             assert_eq!(status.next, Some(Slot::B));
             assert_eq!(
@@ -332,6 +433,52 @@ mod tests {
                 SlotState::Trial { tries_left: 2 }
             );
             assert_eq!(status.slot(Slot::B).info, Some(v2.slot_info()));
+        }
+    }
+
+    /// An update of the empty slot B cut short leaves slot A booting next,
+    /// whichever step that writes the cut hits (marking an empty slot bad
+    /// writes nothing), and a completed update afterwards activates B; a
+    /// cut beyond the step's writes is reported rather than silently
+    /// missed.
+    #[test]
+    fn updates_cut_short_leave_a_booting() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = BootloaderImages::system().unwrap();
+        let (v1, v2) = (version(dir.path(), 1), version(dir.path(), 2));
+        for bootloader in [Bootloader::Grub, Bootloader::SystemdBoot] {
+            let spec = DiskSpec {
+                bootloader,
+                slot_size: 8 << 20,
+                esp_size: 40 << 20,
+                rw_size: 64 << 20,
+            };
+            let path = dir.path().join(format!("{bootloader}.img"));
+            let disk = AbnixDisk::create(&path, &spec, &images, &v1).unwrap();
+            for step in [
+                UpdateStep::Image,
+                UpdateStep::BootFiles,
+                UpdateStep::Activate,
+            ] {
+                let cut = PowerCut {
+                    step,
+                    after_bytes: 1,
+                };
+                disk.update_with_power_cut(Slot::B, &v2, 2, cut).unwrap();
+                let status = disk.status().unwrap();
+                assert_eq!(status.next, Some(Slot::A), "{bootloader}, {step:?}");
+                assert_eq!(status.slot(Slot::A).state, SlotState::Good);
+            }
+            let never = PowerCut {
+                step: UpdateStep::Activate,
+                after_bytes: 1 << 30,
+            };
+            let err = disk
+                .update_with_power_cut(Slot::B, &v2, 2, never)
+                .unwrap_err();
+            assert!(err.to_string().contains("never struck"), "{err:#}");
+            disk.update(Slot::B, &v2, 2).unwrap();
+            assert_eq!(disk.status().unwrap().next, Some(Slot::B));
         }
     }
 }

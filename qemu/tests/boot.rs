@@ -35,13 +35,13 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use abnix_core::boot::{BootStatus, SlotState};
+use abnix_core::boot::{grubenv, BootState, BootStatus, SlotState};
 use abnix_core::config::Config;
 use abnix_core::sign::SecretKey;
 use abnix_core::slot::Slot;
 use abnix_core::system_disk::Bootloader;
 use abnix_systest::kernel::Kernel;
-use abnix_systest::system_disk::{AbnixDisk, BootloaderImages, DiskSpec};
+use abnix_systest::system_disk::{AbnixDisk, BootloaderImages, DiskSpec, PowerCut, UpdateStep};
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureVersion, VersionSpec};
 use abnix_systest::vm::{Boot, Firmware, Machine, MachineSpec, OnReboot, Vm};
 use abnix_systest::{paths, workspace};
@@ -229,8 +229,7 @@ impl Bench {
     /// Writes `fixture` into slot B and activates it with [`TRIES`], from
     /// the host side, as the updater does.
     fn update_b(&self, fixture: &Fixture) -> Result<()> {
-        self.disk.install_version(Slot::B, &fixture.version)?;
-        self.disk.boot_control(|boot| boot.activate(Slot::B, TRIES))
+        self.disk.update(Slot::B, &fixture.version, TRIES)
     }
 
     /// Switches the machine on and waits until the host of `expected`
@@ -468,6 +467,68 @@ fn power_cut_during_first_trial(bench: &mut Bench) -> Result<()> {
     bench.expect_next(Slot::B)
 }
 
+/// While A runs, the update of B is cut short three times, as an updater
+/// that retries after each power cut meets it: halfway through the image,
+/// halfway through the kernel file, and inside activate's state write (in
+/// GRUB's state block after `abnix_primary=b` and before B's tries, a
+/// mixed state; in systemd-boot before the entry file is complete). After
+/// each cut status predicts A, and the real bootloader boots A. Then a
+/// complete update boots B on trial.
+fn power_cut_during_update(bench: &mut Bench) -> Result<()> {
+    let fixtures = bench.fixtures;
+    let (a, b) = (&fixtures.good_a, &fixtures.good_b);
+    let len = |path: &Path| -> Result<u64> { Ok(std::fs::metadata(path)?.len()) };
+    let cuts = [
+        PowerCut {
+            step: UpdateStep::Image,
+            after_bytes: len(&b.version.image)? / 2,
+        },
+        PowerCut {
+            step: UpdateStep::BootFiles,
+            after_bytes: len(&b.version.kernel)? / 2,
+        },
+        PowerCut {
+            step: UpdateStep::Activate,
+            after_bytes: grubenv_offset_of_slot_b(),
+        },
+    ];
+    let mut vm = bench.power_on(a, Slot::A)?;
+    for cut in cuts {
+        expect_mark_good(&mut vm)?;
+        vm.expect("ABNIX-FIXTURE done then=idle", STEP)?;
+        bench
+            .disk
+            .update_with_power_cut(Slot::B, &b.version, TRIES, cut)?;
+        vm.power_cut()?;
+        println!(
+            "{}: power cut {} bytes into {:?}; B is then {:?}",
+            bench.name,
+            cut.after_bytes,
+            cut.step,
+            bench.status()?.slot(Slot::B).state
+        );
+        bench.expect_next(Slot::A)?;
+        vm = bench.power_on(a, Slot::A)?;
+    }
+    expect_mark_good(&mut vm)?;
+    vm.expect("ABNIX-FIXTURE done then=idle", STEP)?;
+    bench.update_b(b)?;
+    vm.power_cut()?;
+    bench.boot(b, Slot::B)?;
+    bench.expect_slot(Slot::B, SlotState::Good, Some(b))
+}
+
+/// Where B's line starts in GRUB's state block: every block abnix writes
+/// has its keys at the same offsets (docs/boot.md, "The state block").
+fn grubenv_offset_of_slot_b() -> u64 {
+    let block = grubenv::encode_state(&BootState::FALLBACK);
+    let key = format!("{}=", grubenv::slot_key(Slot::B));
+    block
+        .windows(key.len())
+        .position(|window| window == key.as_bytes())
+        .expect("the state block names slot b") as u64
+}
+
 struct Scenario {
     name: &'static str,
     run: fn(&mut Bench) -> Result<()>,
@@ -493,6 +554,10 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "power-cut-right-after-activate",
         run: power_cut_right_after_activate,
+    },
+    Scenario {
+        name: "power-cut-during-update",
+        run: power_cut_during_update,
     },
     Scenario {
         name: "power-cut-during-first-trial",
