@@ -61,7 +61,8 @@ impl Behaviour {
         }
     }
 
-    fn name(&self) -> &'static str {
+    /// The behaviour's name, as the host's marker line reports it.
+    pub fn name(&self) -> &'static str {
         match self {
             Behaviour::Healthy { .. } => "healthy",
             Behaviour::NeverHealthy { .. } => "never-healthy",

@@ -256,7 +256,7 @@ impl Bench {
             "boot {}: expected slot {slot} version {} ({}), got {booted}: {marker}\n(console: {})",
             self.boots,
             version.version,
-            expected.behaviour_name(),
+            expected.behaviour.name(),
             vm.log_path().display()
         );
         Ok(vm)
@@ -314,16 +314,6 @@ impl Bench {
             self.boots
         );
         Ok(())
-    }
-}
-
-impl Fixture {
-    fn behaviour_name(&self) -> &'static str {
-        match self.behaviour {
-            Behaviour::Healthy { .. } => "healthy",
-            Behaviour::NeverHealthy { .. } => "never healthy",
-            Behaviour::KernelPanic => "kernel panic",
-        }
     }
 }
 
