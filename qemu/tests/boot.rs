@@ -733,12 +733,11 @@ fn run_case(case: Case) -> Outcome {
 fn summary(outcomes: &[Outcome], wall: Duration) -> String {
     const FIRST: usize = 32;
     const COLUMN: usize = 20;
-    let mut table = String::new();
-    let _ = write!(table, "\n{:FIRST$}", "scenario");
+    let mut header = format!("{:FIRST$}", "scenario");
     for path in BOOT_PATHS {
-        let _ = write!(table, "{:COLUMN$}", path.name());
+        let _ = write!(header, "{:COLUMN$}", path.name());
     }
-    table.push('\n');
+    let mut table = format!("\n{}\n", header.trim_end());
     for scenario in SCENARIOS {
         let mut row = format!("{:FIRST$}", scenario.name);
         let mut ran = false;
