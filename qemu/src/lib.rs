@@ -11,7 +11,8 @@
 //!   layout and boot control (bootloader, slots, boot state);
 //! - [`vm`]: QEMU machines (SeaBIOS or OVMF, virtio disks, user network)
 //!   driven over the serial console, with power cuts;
-//! - [`workspace`]: the project's own binaries, built for fixtures.
+//! - [`workspace`]: the project's own binaries, built for fixtures;
+//! - [`runner`]: the harness of scenario files, with their summary table.
 //!
 //! See `qemu/README.md` for a walk through.
 
@@ -21,6 +22,7 @@ pub mod ext4;
 pub mod initramfs;
 pub mod kernel;
 pub mod paths;
+pub mod runner;
 mod shell;
 pub mod system_disk;
 mod tool;

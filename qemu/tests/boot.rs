@@ -21,18 +21,15 @@
 //! | v2 | B | kernel panic (`panic=1` reboots) |
 //! | v3 | B | marks good, reboots |
 //!
-//! This file has its own harness (`harness = false`): the scenarios run on
-//! worker threads as libtest's would, share fixtures built once, print
-//! each boot and scenario with its duration, and end with a table of
+//! This file has its own harness (`harness = false`, `runner`): the cases
+//! run on worker threads as libtest's would, share fixtures built once,
+//! print each boot and case with its duration, and end with a table of
 //! scenario × boot path. Arguments: name filters (substrings of
 //! `boot-path/scenario`), `--exact`, `--skip FILTER`, `--list`,
 //! `--test-threads N`; libtest's other options are accepted and ignored.
 
-use std::collections::VecDeque;
-use std::fmt::Write as _;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use abnix_core::boot::{grubenv, BootState, BootStatus, SlotState};
@@ -41,6 +38,7 @@ use abnix_core::sign::SecretKey;
 use abnix_core::slot::Slot;
 use abnix_core::system_disk::Bootloader;
 use abnix_systest::kernel::Kernel;
+use abnix_systest::runner::{self, Case};
 use abnix_systest::system_disk::{AbnixDisk, BootloaderImages, DiskSpec, PowerCut, UpdateStep};
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureVersion, VersionSpec};
 use abnix_systest::vm::{Boot, Firmware, Machine, MachineSpec, OnReboot, Vm};
@@ -555,223 +553,23 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-// The harness.
-
-#[derive(Clone, Copy)]
-struct Case {
-    path: BootPath,
-    scenario: &'static Scenario,
-}
-
-impl Case {
-    fn name(&self) -> String {
-        format!("{}/{}", self.path.name(), self.scenario.name)
-    }
-
-    fn run(&self) -> Result<()> {
-        let mut bench = Bench::new(self.path, self.scenario.name)?;
-        (self.scenario.run)(&mut bench)
-    }
-}
-
-struct Outcome {
-    case: Case,
-    result: Result<(), String>,
-    duration: Duration,
-}
-
-/// The command line, as far as this harness honours libtest's.
-#[derive(Default)]
-struct Args {
-    filters: Vec<String>,
-    skip: Vec<String>,
-    exact: bool,
-    list: bool,
-    ignored_only: bool,
-    threads: Option<usize>,
-}
-
-impl Args {
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Args> {
-        let mut parsed = Args::default();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value)),
-                _ => (arg.clone(), None),
-            };
-            let mut value = |flag: &str| {
-                inline
-                    .map(str::to_owned)
-                    .or_else(|| args.next())
-                    .ok_or_else(|| anyhow!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--list" => parsed.list = true,
-                "--exact" => parsed.exact = true,
-                "--ignored" => parsed.ignored_only = true,
-                "--skip" => parsed.skip.push(value("--skip")?),
-                "--test-threads" => {
-                    let threads = value("--test-threads")?;
-                    parsed.threads =
-                        Some(
-                            threads.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                                anyhow!("--test-threads {threads:?}: not a count")
-                            })?,
-                        );
-                }
-                // libtest options that take a value and change nothing here.
-                "--format" | "--color" | "--logfile" | "-Z" | "--shuffle-seed" => {
-                    value(&flag)?;
-                }
-                other if other.starts_with('-') => {}
-                _ => parsed.filters.push(arg),
-            }
-        }
-        Ok(parsed)
-    }
-
-    fn selects(&self, name: &str) -> bool {
-        let matches = |filter: &String| {
-            if self.exact {
-                name == filter
-            } else {
-                name.contains(filter.as_str())
-            }
-        };
-        (self.filters.is_empty() || self.filters.iter().any(matches))
-            && !self.skip.iter().any(matches)
-    }
-}
-
 fn main() {
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("error: {err}");
-            std::process::exit(2);
-        }
-    };
     // Scenario by scenario, so the boot paths of one scenario run side by
     // side and a partial run still covers every bootloader.
-    let cases: Vec<Case> = SCENARIOS
+    let cases = SCENARIOS
         .iter()
-        .flat_map(|scenario| BOOT_PATHS.map(|path| Case { path, scenario }))
-        .filter(|case| !args.ignored_only && args.selects(&case.name()))
+        .flat_map(|scenario| {
+            BOOT_PATHS.map(|path| Case {
+                row: scenario.name,
+                column: path.name(),
+                run: Box::new(move || {
+                    let mut bench = Bench::new(path, scenario.name)?;
+                    (scenario.run)(&mut bench)
+                }),
+            })
+        })
         .collect();
-    if args.list {
-        for case in &cases {
-            println!("{}: test", case.name());
-        }
-        return;
-    }
-    let threads = args
-        .threads
-        .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
-        .unwrap_or(1)
-        .min(cases.len().max(1));
-    println!(
-        "running {} boot scenarios on {threads} threads (trial tries: {TRIES})",
-        cases.len()
-    );
-    let started = Instant::now();
-    let outcomes = run_all(cases, threads);
-    print!("{}", summary(&outcomes, started.elapsed()));
-    if outcomes.iter().any(|outcome| outcome.result.is_err()) {
-        std::process::exit(101);
-    }
-}
-
-fn run_all(cases: Vec<Case>, threads: usize) -> Vec<Outcome> {
-    let queue = Mutex::new(VecDeque::from(cases));
-    let outcomes = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let Some(case) = queue.lock().unwrap().pop_front() else {
-                    break;
-                };
-                let outcome = run_case(case);
-                outcomes.lock().unwrap().push(outcome);
-            });
-        }
-    });
-    outcomes.into_inner().unwrap()
-}
-
-fn run_case(case: Case) -> Outcome {
-    let name = case.name();
-    // The first case waits for the shared fixtures; that is not its time.
-    let _ = fixtures();
-    println!("{name}: started");
-    let started = Instant::now();
-    let result = match panic::catch_unwind(AssertUnwindSafe(|| case.run())) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(format!("{err:#}")),
-        Err(panic) => Err(panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "panicked".to_owned())),
-    };
-    let duration = started.elapsed();
-    match &result {
-        Ok(()) => println!("{name}: ok in {:.1} s", duration.as_secs_f64()),
-        Err(err) => println!(
-            "{name}: FAILED after {:.1} s:\n{err}",
-            duration.as_secs_f64()
-        ),
-    }
-    Outcome {
-        case,
-        result,
-        duration,
-    }
-}
-
-/// The table: a row per scenario, a column per boot path.
-fn summary(outcomes: &[Outcome], wall: Duration) -> String {
-    const FIRST: usize = 32;
-    const COLUMN: usize = 20;
-    let mut header = format!("{:FIRST$}", "scenario");
-    for path in BOOT_PATHS {
-        let _ = write!(header, "{:COLUMN$}", path.name());
-    }
-    let mut table = format!("\n{}\n", header.trim_end());
-    for scenario in SCENARIOS {
-        let mut row = format!("{:FIRST$}", scenario.name);
-        let mut ran = false;
-        for path in BOOT_PATHS {
-            let cell = match outcomes.iter().find(|outcome| {
-                outcome.case.path == path && outcome.case.scenario.name == scenario.name
-            }) {
-                Some(outcome) => {
-                    ran = true;
-                    let verdict = if outcome.result.is_ok() {
-                        "pass"
-                    } else {
-                        "FAIL"
-                    };
-                    format!("{verdict} {:6.1} s", outcome.duration.as_secs_f64())
-                }
-                None => "-".to_owned(),
-            };
-            let _ = write!(row, "{cell:COLUMN$}");
-        }
-        if ran {
-            table.push_str(row.trim_end());
-            table.push('\n');
-        }
-    }
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    let _ = writeln!(
-        table,
-        "\n{} passed, {failed} failed; wall time {:.1} s",
-        outcomes.len() - failed,
-        wall.as_secs_f64()
-    );
-    for outcome in outcomes.iter().filter(|o| o.result.is_err()) {
-        let _ = writeln!(table, "  failed: {}", outcome.case.name());
-    }
-    table
+    println!("a trial gets {TRIES} tries");
+    // A failure to build the fixtures is reported by every case.
+    runner::main(cases, &|| drop(fixtures()));
 }
