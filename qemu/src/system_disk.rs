@@ -12,13 +12,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use abnix_core::boot::grubenv::{self, DecodedState};
 use abnix_core::boot::mkimage::{BiosImages, GrubTools};
 use abnix_core::boot::{
-    bios, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, GrubBoot,
+    bios, esp, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, GrubBoot,
     GrubInstall, SystemdBoot,
 };
 use abnix_core::disk::{Disk, Fault, FaultyDisk, Region};
-use abnix_core::fat::FormatOptions;
+use abnix_core::fat::{FatFs, FormatOptions};
 use abnix_core::layout::{self, Arch, LayoutConfig};
 use abnix_core::slot::Slot;
 use abnix_core::system_disk::{open_disk_file, Bootloader, SystemDisk};
@@ -236,6 +237,17 @@ impl AbnixDisk {
         self.boot_control(|boot| boot.status())
     }
 
+    /// GRUB's state block as GRUB reads it (with the primary slot, which
+    /// [`BootStatus`] does not show), and what is wrong with it.
+    pub fn grub_state(&self) -> Result<DecodedState> {
+        let mut disk = self.open()?;
+        let mut esp = FatFs::open(disk.esp())?;
+        let block = esp
+            .read_file(esp::GRUB_ENV)
+            .with_context(|| format!("reading {} on the ESP", esp::GRUB_ENV))?;
+        Ok(grubenv::decode_state(&block))
+    }
+
     fn open(&self) -> Result<SystemDisk<File>> {
         SystemDisk::open(self.open_file()?, SECTOR_SIZE)
             .with_context(|| format!("reading {} as an abnix disk", self.path.display()))
@@ -400,6 +412,15 @@ mod tests {
             assert_eq!(status.next, Some(Slot::A));
             assert_eq!(status.slot(Slot::A).state, SlotState::Good);
             assert_eq!(status.slot(Slot::A).info, Some(v1.slot_info()));
+            match bootloader {
+                Bootloader::Grub => {
+                    let grub = disk.grub_state().unwrap();
+                    assert!(grub.problems.is_empty(), "{:?}", grub.problems);
+                    assert_eq!(grub.state.primary, Slot::A);
+                    assert_eq!(grub.state.slot(Slot::A), SlotState::Good);
+                }
+                Bootloader::SystemdBoot => assert!(disk.grub_state().is_err()),
+            }
             assert_eq!(status.slot(Slot::B).state, SlotState::Bad);
             let mut opened = disk.open().unwrap();
             assert_eq!(opened.bootloader().unwrap(), bootloader);

@@ -187,6 +187,7 @@ fn device_config(dir: &Path) -> Result<Vec<u8>> {
 /// One scenario on one boot path: its disk, its machine, its boots.
 struct Bench {
     fixtures: &'static Fixtures,
+    path: BootPath,
     name: String,
     disk: AbnixDisk,
     machine: Machine,
@@ -217,6 +218,7 @@ impl Bench {
         )?;
         Ok(Bench {
             fixtures,
+            path,
             name,
             disk,
             machine,
@@ -495,6 +497,9 @@ fn power_cut_during_update(bench: &mut Bench) -> Result<()> {
             cut.step,
             bench.status()?.slot(Slot::B).state
         );
+        if cut.step == UpdateStep::Activate && bench.path.bootloader() == Bootloader::Grub {
+            expect_torn_grub_state(&bench.disk)?;
+        }
         bench.expect_next(Slot::A)?;
         vm = bench.power_on(a, Slot::A)?;
     }
@@ -504,6 +509,20 @@ fn power_cut_during_update(bench: &mut Bench) -> Result<()> {
     vm.power_cut()?;
     bench.boot(b, Slot::B)?;
     bench.expect_slot(Slot::B, SlotState::Good, Some(b))
+}
+
+/// The state block torn before B's line: the new primary (B) landed, B's
+/// new tries did not, so B is still bad, and GRUB must boot A.
+fn expect_torn_grub_state(disk: &AbnixDisk) -> Result<()> {
+    let grub = disk.grub_state()?;
+    ensure!(
+        grub.problems.is_empty()
+            && grub.state.primary == Slot::B
+            && grub.state.slot(Slot::B) == SlotState::Bad,
+        "the torn state block should read primary=b with B bad: {:?}",
+        grub
+    );
+    Ok(())
 }
 
 /// Where B's line starts in GRUB's state block: every block abnix writes
