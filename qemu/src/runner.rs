@@ -215,7 +215,7 @@ pub fn summary(rows: &[&str], columns: &[&str], outcomes: &[Outcome], wall: Dura
         .map(|column| column.len())
         .max()
         .unwrap_or(0)
-        .max(12)
+        .max(16)
         + 2;
     let mut header = format!("{:first$}", "scenario");
     for column in columns {
