@@ -9,7 +9,7 @@
 #   REBOOT_AFTER    never-healthy only: seconds before the health check "times
 #                   out" and the machine reboots
 # /etc/abnix-fixture/commands lists the shell commands a healthy host runs, one
-# a line (later: abnix-update mark-good, abnix-update update).
+# a line (such as abnix-update mark-good).
 #
 # Everything the test reads is a console line starting with ABNIX-FIXTURE.
 

@@ -122,7 +122,7 @@ pub struct VersionSpec {
     pub id: Uuid,
     pub behaviour: Behaviour,
     /// Host executables installed in `/bin` with their shared libraries
-    /// (later: `abnix-update`).
+    /// (such as `abnix-update`).
     pub binaries: Vec<PathBuf>,
     /// Extra files: (absolute path in the image, contents), e.g. the abnix
     /// configuration under `/etc/abnix/`.
