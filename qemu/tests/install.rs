@@ -48,11 +48,12 @@ fn version(dir: &Path, spec: &VersionSpec) -> Version {
     }
 }
 
-/// A healthy host that shows abnix-rw's directories and powers off.
+/// A healthy host that shows abnix-rw's directories (mounted at /rw, as a
+/// host mounts it) and powers off.
 fn healthy_spec(number: u64) -> VersionSpec {
     VersionSpec::new(
         number,
-        Behaviour::healthy(["ls -d /var/var/lib/abnix /var/home /var/root"]),
+        Behaviour::healthy(["ls -d /rw/var/lib/abnix /rw/home /rw/root"]),
     )
 }
 
