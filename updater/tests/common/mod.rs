@@ -10,12 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use abnix_core::blockdev::SysRoot;
-use abnix_core::boot::bls::EntryName;
-use abnix_core::boot::esp;
-use abnix_core::boot::grubenv::{decode_state, encode_state};
-use abnix_core::boot::BootControl;
+use abnix_core::boot::{model, BootControl};
 use abnix_core::bundle::Bundle;
-use abnix_core::fat::FatFs;
 use abnix_core::install::{prepare, BootloaderSetup, Request, TargetRequest};
 use abnix_core::layout::{min_disk_size, LayoutConfig};
 use abnix_core::meta::{object_name, ObjectKind};
@@ -387,31 +383,12 @@ impl Device {
         let status = disk.boot_control().unwrap().status().unwrap();
         let slot = status.next.expect("a slot boots");
         let bootloader = disk.bootloader().unwrap();
-        let mut fat = FatFs::open(disk.esp()).unwrap();
-        match bootloader {
-            Bootloader::Grub => {
-                let state = decode_state(&fat.read_file(esp::GRUB_ENV).unwrap()).state;
-                let complete = Slot::ALL.map(|s| status.slot(s).info.is_some());
-                let next = state.next_boot(complete).expect("a slot boots");
-                assert_eq!(next.slot, slot);
-                if next.state_after != state {
-                    fat.overwrite_file(esp::GRUB_ENV, &encode_state(&next.state_after))
-                        .unwrap();
-                }
-            }
-            Bootloader::SystemdBoot => {
-                let counted = fat
-                    .list_dir(esp::ENTRIES_DIR)
-                    .unwrap()
-                    .into_iter()
-                    .filter_map(|e| EntryName::parse(&e.name).ok().flatten())
-                    .find(|name| name.slot == slot && name.counter.is_some());
-                if let Some(name) = counted {
-                    fat.rename(&name.path(), &name.after_boot_attempt().path())
-                        .unwrap();
-                }
-            }
-        }
+        let booted = model::power_on(disk.esp(), bootloader, &status).unwrap();
+        assert_eq!(
+            booted,
+            Some(slot),
+            "the bootloader's model agrees with status"
+        );
         slot
     }
 
