@@ -33,8 +33,10 @@
 # chunk's hash checked on the workers and the whole image's SHA-256 on the
 # reading thread (sequential by nature: ~1 s of the 2.7 here). Its own steps
 # (grub-mkimage, GPT, mkfs.ext4 of abnix-rw, ESP, BIOS code) take ~0.3 s.
-# The read-back stays: at install time there is no other slot to fall back
-# to, so a disk that silently corrupts writes must be caught then.
+# The read-back is where the meta's whole-image SHA-256 is checked against
+# what the slot holds as the kernel serves it (it catches a wrong offset or
+# a short write, not a medium that loses what its cache reported written);
+# without it (a) would be about (b'), as bench/fetch.sh's fetch is.
 #
 # Usage: bench/install.sh   (as root or not; needs zstd, mkfs.ext4, GNU time,
 #   grub-mkimage and GRUB's i386-pc and x86_64-efi modules)
