@@ -241,16 +241,25 @@ fn update_reboot_mark_good_then_nothing_new_costs_two_requests() {
 }
 
 #[test]
-fn a_failed_trial_is_remembered_and_its_version_never_installed_again() {
+fn a_failed_trial_is_remembered_and_its_version_never_installed_again_grub() {
+    failed_trial_is_remembered(Bootloader::Grub);
+}
+
+#[test]
+fn a_failed_trial_is_remembered_and_its_version_never_installed_again_systemd_boot() {
+    failed_trial_is_remembered(Bootloader::SystemdBoot);
+}
+
+fn failed_trial_is_remembered(bootloader: Bootloader) {
     let fleet = Fleet::new();
     let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let device = Device::install_booting(&fleet, &v1, bootloader);
     let v2 = fleet.version(2, 8 * MIB);
     fleet.publish(&v2);
     assert_exit(&device.run(Slot::A, "update", &[]), 4);
 
-    // Version 2 never becomes healthy: GRUB boots it three times, then
-    // falls back to slot a.
+    // Version 2 never becomes healthy: the bootloader boots it three times
+    // (the config's tries), then falls back to slot a.
     for _ in 0..3 {
         assert_eq!(device.power_on(), Slot::B);
     }
@@ -286,6 +295,17 @@ fn a_failed_trial_is_remembered_and_its_version_never_installed_again() {
             slot_state("trial", Some(3), true)
         ]
     );
+    // It boots on trial and, healthy, is marked good.
+    assert_eq!(device.power_on(), Slot::B);
+    assert_exit(&device.run(Slot::B, "mark-good", &[]), 0);
+    assert_eq!(
+        slots(&device, Slot::B),
+        vec![
+            slot_state("good", Some(1), false),
+            slot_state("good", Some(3), true)
+        ]
+    );
+    assert_eq!(device.power_on(), Slot::B);
 }
 
 /// Runs `update`, expects exit code `code`, and returns the status that

@@ -239,6 +239,22 @@ impl Device {
         )
     }
 
+    /// Like [`Device::install`] with reboot policy `never`, booting through
+    /// `bootloader`.
+    pub fn install_booting(fleet: &Fleet, version: &Version, bootloader: Bootloader) -> Device {
+        Device::install_with(
+            fleet,
+            version,
+            &DeviceOptions {
+                endpoint: fleet.proxy.endpoint(),
+                trusted_key: fleet.public_key(),
+                reboot: "never",
+                reboot_window: None,
+                bootloader,
+            },
+        )
+    }
+
     pub fn install_with(fleet: &Fleet, version: &Version, options: &DeviceOptions) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let disk_path = dir.path().join("disk.img");
