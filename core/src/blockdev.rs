@@ -630,17 +630,17 @@ pub fn resize_partition(disk: &File, number: u32, start: u64, length: u64) -> io
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    /// A fake sysfs/procfs tree.
-    struct FakeRoot {
-        dir: tempfile::TempDir,
+    /// A fake sysfs/procfs tree (also used by the installer's tests).
+    pub(crate) struct FakeRoot {
+        pub(crate) dir: tempfile::TempDir,
     }
 
     impl FakeRoot {
-        fn new() -> FakeRoot {
+        pub(crate) fn new() -> FakeRoot {
             let root = FakeRoot {
                 dir: tempfile::tempdir().unwrap(),
             };
@@ -648,19 +648,19 @@ mod tests {
             root
         }
 
-        fn write(&self, rel: &str, content: &str) {
+        pub(crate) fn write(&self, rel: &str, content: &str) {
             let path = self.dir.path().join(rel);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, content).unwrap();
         }
 
-        fn sys(&self) -> SysRoot {
+        pub(crate) fn sys(&self) -> SysRoot {
             SysRoot::new(self.dir.path())
         }
 
         /// A disk the way sysfs shows one: `sys/block/NAME` links into
         /// `sys/devices`, partitions are subdirectories.
-        fn disk(
+        pub(crate) fn disk(
             &self,
             name: &str,
             dev: (u32, u32),

@@ -58,10 +58,27 @@ impl ChannelError {
 }
 
 /// Just enough of an unverified meta to find its signature.
-#[derive(Deserialize)]
-struct MetaLocator {
-    version: u64,
-    id: Uuid,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) struct MetaLocator {
+    pub version: u64,
+    pub id: Uuid,
+}
+
+impl MetaLocator {
+    /// The version and id named by a pointer's bytes, unverified: only fit
+    /// to find objects, never to trust them.
+    pub(crate) fn parse(meta: &[u8]) -> Result<MetaLocator, String> {
+        serde_json::from_slice(meta)
+            .map_err(|e| format!("no version and id to locate its signature ({e})"))
+    }
+}
+
+/// What [`Channel::write_image`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFetch {
+    pub written: WriteReport,
+    /// How often the download broke off and resumed with a Range request.
+    pub resumes: u32,
 }
 
 pub struct Channel {
@@ -78,17 +95,20 @@ impl Channel {
         &self.remote
     }
 
+    pub fn keys(&self) -> &TrustedKeys {
+        &self.keys
+    }
+
     /// The channel's latest version, verified against the trusted keys.
     pub fn latest(&self) -> Result<SignedMeta, ChannelError> {
         let key = self.remote.config().channel_meta_key();
         let meta = self
             .remote
             .get_bytes(&key, crate::meta::MAX_META_BYTES as u64)?;
-        let locator: MetaLocator =
-            serde_json::from_slice(&meta).map_err(|e| ChannelError::Unreadable {
-                key: key.clone(),
-                reason: format!("no version and id to locate its signature ({e})"),
-            })?;
+        let locator = MetaLocator::parse(&meta).map_err(|reason| ChannelError::Unreadable {
+            key: key.clone(),
+            reason,
+        })?;
         let sig_key = self.remote.config().object_key(&object_name(
             locator.version,
             locator.id,
@@ -185,10 +205,10 @@ impl Channel {
         target: &mut D,
         opts: &WriteOptions,
         progress: &dyn Progress,
-    ) -> Result<WriteReport, ChannelError> {
+    ) -> Result<ImageFetch, ChannelError> {
         let object = &meta.image.object;
         let key = self.remote.config().object_key(object);
-        let reader = self
+        let mut reader = self
             .remote
             .open_reader(&key, 0, Some(meta.image.compressed_size))?;
         let spec = ImageSpec {
@@ -196,9 +216,17 @@ impl Channel {
             size: meta.image.size,
             sha256: meta.image.sha256,
         };
-        write_image(reader, &spec, target, opts, progress).map_err(|source| ChannelError::Image {
-            object: object.clone(),
-            source,
+        // Lent, not given, so its resume count can be read afterwards.
+        let written =
+            write_image(&mut reader, &spec, target, opts, progress).map_err(|source| {
+                ChannelError::Image {
+                    object: object.clone(),
+                    source,
+                }
+            })?;
+        Ok(ImageFetch {
+            written,
+            resumes: reader.resumes(),
         })
     }
 

@@ -530,7 +530,6 @@ pub(crate) mod test_support {
     use super::*;
     use crate::progress::NoProgress;
     use rand::{Rng, SeedableRng};
-    use std::process::Command;
 
     pub const UUID: &str = "3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40";
 
@@ -547,20 +546,7 @@ pub(crate) mod test_support {
             .map(|i| format!("line {i} of a config file\n"))
             .collect();
         fs::write(tree.join("etc/config.txt"), text).unwrap();
-        let image = dir.join("root.ext4");
-        File::create(&image).unwrap().set_len(12 << 20).unwrap();
-        let out = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-U", uuid, "-E", "root_owner=0:0", "-d"])
-            .arg(&tree)
-            .arg(&image)
-            .output()
-            .expect("running mkfs.ext4 (install e2fsprogs)");
-        assert!(
-            out.status.success(),
-            "mkfs.ext4: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        image
+        abnix_testkit::images::ext4_image(&tree, uuid, 12 << 20, &dir.join("root.ext4"))
     }
 
     pub struct Sample {

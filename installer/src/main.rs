@@ -1,6 +1,92 @@
 //! abnix-install: provision a disk or a disk-image file with the A/B layout.
+//!
+//! Flags and the config file ([`settings`]) become a request; the core
+//! checks it without writing ([`install::prepare`]), the plan is shown and
+//! counted down, then written ([`install::Plan::install`]).
 
-fn main() {
-    eprintln!("abnix-install: not built yet");
-    std::process::exit(1);
+use std::io::{self, IsTerminal};
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use abnix_core::blockdev::SysRoot;
+use abnix_core::errors::error_text;
+use abnix_core::install::{self, InstallError};
+use abnix_core::progress;
+use anyhow::Context;
+use clap::Parser;
+
+mod settings;
+
+use settings::{Args, Settings};
+
+/// Exit status when writing failed and the partition table was wiped.
+const EXIT_WRITE_FAILED: u8 = 3;
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("abnix-install: error: {}", error_text(err.as_ref()));
+            let wrote = err
+                .downcast_ref::<InstallError>()
+                .is_some_and(|e| matches!(e, InstallError::Failed { .. }));
+            ExitCode::from(if wrote { EXIT_WRITE_FAILED } else { 1 })
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let settings = Settings::from_args(args)?;
+    let plan = install::prepare(&settings.request, &SysRoot::default())?;
+    eprintln!("{plan}");
+    countdown(settings.countdown);
+    let summary = plan.install(progress::for_stderr().as_ref())?;
+    println!("{summary}");
+    if settings.poweroff {
+        power_off().context("powering off")?;
+    }
+    Ok(())
+}
+
+/// Gives whoever watches the console time to stop an unattended install.
+fn countdown(seconds: u64) {
+    if seconds == 0 {
+        return;
+    }
+    eprintln!("writing in {seconds} s; power off or press Ctrl-C to stop");
+    for left in (1..=seconds).rev() {
+        eprintln!("{left}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Under systemd (the installer ISO) through `systemctl poweroff`, which
+/// stops the services and unmounts cleanly; elsewhere (a bare initramfs)
+/// with the reboot(2) system call, after a sync.
+fn power_off() -> anyhow::Result<()> {
+    // sd_booted(3): systemd is PID 1 exactly when this directory exists.
+    if Path::new("/run/systemd/system").exists() {
+        let status = Command::new("systemctl")
+            .arg("poweroff")
+            .status()
+            .context("running systemctl poweroff")?;
+        anyhow::ensure!(status.success(), "systemctl poweroff: {status}");
+        return Ok(());
+    }
+    // SAFETY: sync(2) and reboot(2) take no pointers; reboot returns only
+    // on failure.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    Err(io::Error::last_os_error().into())
 }

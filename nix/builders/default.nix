@@ -144,6 +144,14 @@ let
     ++ lib.optional cfg.pathStyle "--path-style"
   );
 
+  # publish refuses a bundle that the host's own trusted keys do not verify.
+  trustedKeyArgs = lib.escapeShellArgs (
+    lib.concatMap (key: [
+      "--trusted-key"
+      key
+    ]) cfg.trustedKeys
+  );
+
   # Signs at run time, so publishing needs no sandbox setup: the key is a
   # file named by $ABNIX_SIGNING_KEY on the machine that publishes.
   upload = buildPkgs.writeShellApplication {
@@ -161,7 +169,7 @@ let
       work=$(mktemp -d)
       trap 'rm -rf "$work"' EXIT
       abnix-update pack ${packArgs} --key "$key" --out "$work/bundle"
-      abnix-update publish --bundle "$work/bundle" ${remoteArgs} "$@"
+      abnix-update publish --bundle "$work/bundle" ${remoteArgs} ${trustedKeyArgs} "$@"
     '';
   };
 

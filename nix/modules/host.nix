@@ -430,6 +430,9 @@ in
           ExecStart = "${update} update ${withConfig}";
           # 4: a version was installed and waits for its reboot (docs/cli.md).
           SuccessExitStatus = [ 4 ];
+          # The updater reports its progress as STATUS=; systemd ignores
+          # that from a oneshot service unless allowed (systemd.service(5)).
+          NotifyAccess = "main";
           # The host's own work comes first.
           Nice = 19;
           IOSchedulingClass = "idle";

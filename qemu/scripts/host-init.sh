@@ -9,7 +9,7 @@
 #   REBOOT_AFTER    never-healthy only: seconds before the health check "times
 #                   out" and the machine reboots
 # /etc/abnix-fixture/commands lists the shell commands a healthy host runs, one
-# a line (later: abnix-update mark-good, abnix-update update).
+# a line (such as abnix-update mark-good).
 #
 # Everything the test reads is a console line starting with ABNIX-FIXTURE.
 
@@ -45,16 +45,27 @@ mount -t tmpfs -o mode=0755 run /run
 mount -t tmpfs -o mode=1777 tmp /tmp
 
 # The read-write partition is found by its GPT partition name, which the
-# kernel reports as PARTNAME in each partition's uevent.
+# kernel reports as PARTNAME in each partition's uevent. Mounted as a host
+# mounts it (nix/modules/host.nix): abnix-rw at /rw, its var/, home/ and root/
+# created if missing and bind-mounted at /var, /home and /root; abnix's state
+# is /var/lib/abnix.
 rw_device=
 for uevent in /sys/class/block/*/uevent; do
 	if grep -qx PARTNAME=abnix-rw "$uevent"; then
 		rw_device=/dev/$(sed -n 's/^DEVNAME=//p' "$uevent")
 	fi
 done
+mount_rw() {
+	mount -o rw "$rw_device" /rw || return 1
+	mkdir -p -m 0755 /rw/var /rw/home && mkdir -p -m 0700 /rw/root || return 1
+	for directory in var home root; do
+		mount -o bind "/rw/$directory" "/$directory" || return 1
+	done
+	mkdir -p /var/lib/abnix
+}
 if [ -z "$rw_device" ]; then
 	say "rw=none"
-elif mount -o rw "$rw_device" /var; then
+elif mount_rw; then
 	say "rw=$rw_device"
 else
 	say "rw=failed device=$rw_device"

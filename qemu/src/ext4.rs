@@ -53,7 +53,7 @@ pub fn read_only_image(
     let size = (bytes + bytes / 20 + 2 * MIB).div_ceil(MIB) * MIB;
     create_sized(out, size)?;
     tool::run(
-        mkfs(out, SEED_UUID, label)
+        mkfs(SEED_UUID, label)
             // Never written, never grown: no journal, no room for resizing.
             .args([
                 "-O",
@@ -64,7 +64,8 @@ pub fn read_only_image(
             .arg("-E")
             .arg(format!("root_owner=0:0,hash_seed={SEED_UUID}"))
             .arg("-d")
-            .arg(staging),
+            .arg(staging)
+            .arg(out),
     )?;
     std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
     fix_inodes(out, tree)?;
@@ -82,7 +83,31 @@ pub fn read_only_image(
 /// partition), with a journal.
 pub fn empty_image(uuid: Uuid, label: &str, size: u64, out: &Path) -> Result<()> {
     create_sized(out, size)?;
-    tool::run(&mut mkfs(out, &uuid.to_string(), label))?;
+    tool::run(mkfs(&uuid.to_string(), label).arg(out))?;
+    Ok(())
+}
+
+/// An empty ext4 filesystem like [`empty_image`], made in place in the
+/// `size` bytes at `offset` of the disk-image file `disk` (a partition),
+/// leaving the rest of the file, and its holes, as they are.
+pub fn empty_filesystem_in(
+    disk: &Path,
+    offset: u64,
+    size: u64,
+    uuid: Uuid,
+    label: &str,
+) -> Result<()> {
+    anyhow::ensure!(
+        offset % BLOCK_SIZE == 0 && size % BLOCK_SIZE == 0,
+        "an ext4 partition at {offset} of {size} bytes is not aligned to {BLOCK_SIZE}-byte blocks"
+    );
+    tool::run(
+        mkfs(&uuid.to_string(), label)
+            .arg("-E")
+            .arg(format!("offset={offset}"))
+            .arg(disk)
+            .arg((size / BLOCK_SIZE).to_string()),
+    )?;
     Ok(())
 }
 
@@ -92,15 +117,16 @@ fn create_sized(out: &Path, size: u64) -> Result<()> {
         .with_context(|| format!("creating {}", out.display()))
 }
 
-fn mkfs(out: &Path, uuid: &str, label: &str) -> Command {
+/// mkfs.ext4 with the options every image shares; the caller adds the
+/// file (and more options before it).
+fn mkfs(uuid: &str, label: &str) -> Command {
     let mut command = Command::new("mkfs.ext4");
     command
         .env("E2FSPROGS_FAKE_TIME", FIXED_TIME.to_string())
         .args([
             "-q", "-F", "-T", "default", "-b", "4096", "-I", "256", "-m", "0",
         ])
-        .args(["-U", uuid, "-L", label])
-        .arg(out);
+        .args(["-U", uuid, "-L", label]);
     command
 }
 

@@ -6,20 +6,27 @@
 //! - [`version`]: fixture versions: root filesystem image + kernel + initrd +
 //!   command line, with a `/init` whose [`version::Behaviour`] the test
 //!   chooses (healthy, never healthy, kernel panic);
+//! - [`bundle`]: fixture versions packed into signed bundles;
 //! - [`disk`]: GPT disk-image files for booting fixtures without a bootloader;
+//! - [`system_disk`]: abnix disks written from the host side with core's
+//!   layout and boot control (bootloader, slots, boot state);
 //! - [`vm`]: QEMU machines (SeaBIOS or OVMF, virtio disks, user network)
 //!   driven over the serial console, with power cuts;
-//! - [`workspace`]: the project's own binaries, built for fixtures.
+//! - [`workspace`]: the project's own binaries, built for fixtures;
+//! - [`runner`]: the harness of scenario files, with their summary table.
 //!
 //! See `qemu/README.md` for a walk through.
 
+pub mod bundle;
 pub mod cpio;
 pub mod disk;
 pub mod ext4;
 pub mod initramfs;
 pub mod kernel;
 pub mod paths;
+pub mod runner;
 mod shell;
+pub mod system_disk;
 mod tool;
 pub mod tree;
 pub mod version;

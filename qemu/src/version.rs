@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use abnix_core::boot::SlotInfo;
 use abnix_core::slot::Slot;
 use anyhow::{Context, Result};
 use uuid::Uuid;
@@ -60,7 +61,8 @@ impl Behaviour {
         }
     }
 
-    fn name(&self) -> &'static str {
+    /// The behaviour's name, as the host's marker line reports it.
+    pub fn name(&self) -> &'static str {
         match self {
             Behaviour::Healthy { .. } => "healthy",
             Behaviour::NeverHealthy { .. } => "never-healthy",
@@ -106,6 +108,11 @@ impl Behaviour {
     }
 }
 
+/// The root filesystem's label, also the version's label in boot menus.
+fn image_label(version: u64) -> String {
+    format!("abnix-v{version}")
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct VersionSpec {
@@ -115,7 +122,7 @@ pub struct VersionSpec {
     pub id: Uuid,
     pub behaviour: Behaviour,
     /// Host executables installed in `/bin` with their shared libraries
-    /// (later: `abnix-update`).
+    /// (such as `abnix-update`).
     pub binaries: Vec<PathBuf>,
     /// Extra files: (absolute path in the image, contents), e.g. the abnix
     /// configuration under `/etc/abnix/`.
@@ -155,9 +162,11 @@ impl VersionSpec {
         tree.file("etc/passwd", 0o644, "root:x:0:0:root:/root:/bin/sh\n");
         tree.file("etc/group", 0o644, "root:x:0:\n");
         tree.file("etc/hosts", 0o644, "127.0.0.1 localhost\n");
-        // Mount points, and root's home (on the read-only root, as a host's
-        // would be before the rw partition is bound there).
-        for directory in ["dev", "proc", "sys", "run", "tmp", "var", "root"] {
+        // Mount points: the rw partition's, and where its directories are
+        // bound (scripts/host-init.sh).
+        for directory in [
+            "dev", "proc", "sys", "run", "tmp", "rw", "var", "home", "root",
+        ] {
             tree.directory(directory);
         }
         for (path, contents) in &self.files {
@@ -191,7 +200,7 @@ impl FixtureVersion {
         ext4::read_only_image(
             &spec.tree()?,
             spec.id,
-            &format!("abnix-v{}", spec.version),
+            &image_label(spec.version),
             &image,
             &dir.join("root.staging"),
         )
@@ -209,6 +218,17 @@ impl FixtureVersion {
                 spec.id
             ),
         })
+    }
+
+    /// What boot control records for this version in a slot (the label is
+    /// the root filesystem's, `abnix-v<N>`).
+    pub fn slot_info(&self) -> SlotInfo {
+        SlotInfo {
+            version: self.version,
+            id: self.id,
+            label: image_label(self.version),
+            cmdline: self.cmdline.clone(),
+        }
     }
 
     /// Boots this version's kernel directly (no bootloader), as the

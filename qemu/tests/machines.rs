@@ -78,7 +78,8 @@ fn http_server(body: &'static str) -> (u16, mpsc::Receiver<String>) {
 
 /// One version on a virtio disk, booted directly from slot b: the marker
 /// names the version, its id and the slot; the root is read-only; the rw
-/// partition is found by its GPT name and mounted at /var, and keeps what
+/// partition is found by its GPT name and mounted at /rw with /var, /home
+/// and /root bound from it (abnix's state directory in place), and keeps what
 /// was written when the machine is switched on again; the guest reaches an
 /// HTTP server on the host; our own (dynamically linked) updater runs.
 #[test]
@@ -90,7 +91,8 @@ fn healthy_host_boots_mounts_rw_reaches_the_host_and_keeps_state() {
         Behaviour::healthy([
             format!("wget -q -O - http://10.0.2.2:{port}/probe"),
             "grep -q ' / ext4 ro' /proc/mounts".to_owned(),
-            "grep -q ' /var ext4 rw' /proc/mounts".to_owned(),
+            // abnix-rw at /rw, its directories bound at /var, /home, /root.
+            "for m in /rw /var /home /root; do grep -q \" $m ext4 rw\" /proc/mounts || exit 1; done && test -d /var/lib/abnix && test -d /rw/var/lib/abnix".to_owned(),
             "echo boot >>/var/boots && echo boots=$(wc -l </var/boots)".to_owned(),
             "abnix-update --version".to_owned(),
         ]),

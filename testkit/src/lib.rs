@@ -4,11 +4,13 @@
 //!   in a temporary directory;
 //! - [`FaultProxy`]: an HTTP/1.1 proxy in front of it that records requests
 //!   and injects faults (cut or stalled bodies, 500s, latency);
-//! - [`credentials_file`]: a 0600 credentials file for the server.
+//! - [`credentials_file`]: a 0600 credentials file for the server;
+//! - [`images`]: realistic ext4 images (`mkfs.ext4 -d` of real files).
 //!
 //! Nothing here skips: a missing `s3s-fs` is a panic that says how to
 //! install it.
 
+pub mod images;
 mod proxy;
 mod s3server;
 

@@ -71,6 +71,7 @@ struct BodyCut {
 struct Faults {
     cut: Option<BodyCut>,
     fail_every_second: bool,
+    fail_all: bool,
     /// Requests seen since `fail_every_second` was turned on.
     seen_while_failing: usize,
     latency: Duration,
@@ -198,6 +199,12 @@ impl FaultProxy {
         faults.seen_while_failing = 0;
     }
 
+    /// While on, every request is answered `500 InternalError` by the proxy
+    /// itself: a server that stays broken through every retry.
+    pub fn fail_every_request(&self, on: bool) {
+        self.state.faults.lock().unwrap().fail_all = on;
+    }
+
     /// While on, requests are forwarded without their `Range` header, so the
     /// server answers `200` with the whole object: a server (or a cache in
     /// between) that does not serve ranges. For unsigned requests only: the
@@ -251,10 +258,11 @@ impl State {
             0
         };
 
-        let fail = faults.fail_every_second && {
-            faults.seen_while_failing += 1;
-            faults.seen_while_failing % 2 == 0
-        };
+        let fail = faults.fail_all
+            || faults.fail_every_second && {
+                faults.seen_while_failing += 1;
+                faults.seen_while_failing % 2 == 0
+            };
         let cut = match faults.cut {
             Some(cut) if is_get && !fail => match cut.which {
                 CutWhich::Every => Some(cut),

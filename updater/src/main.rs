@@ -27,6 +27,18 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Fetch and verify the channel's latest version and stream its image into a file.
     Fetch(cmd::fetch::Args),
+    /// Show the booted slot, both slots, the last check, failed versions and any pending reboot.
+    Status(cmd::status::Args),
+    /// Say what an update would do (exit 0: an update is available, 3: nothing to do).
+    Check(cmd::check::Args),
+    /// Install the channel's newest version into the other slot, then reboot per policy.
+    Update(cmd::update::Args),
+    /// Mark the booted slot good (run once the host is healthy).
+    MarkGood(cmd::mark_good::Args),
+    /// Make the other slot, if it holds a good version, boot next.
+    Rollback(cmd::rollback::Args),
+    /// Grow abnix-rw to the end of a larger disk (at every boot; a no-op when there is nothing to grow).
+    Grow(cmd::grow::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,11 +49,20 @@ fn main() -> ExitCode {
         Command::Pack(args) => cmd::pack::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::Check(args) => cmd::check::run(args),
+        Command::Update(args) => cmd::update::run(args),
+        Command::MarkGood(args) => cmd::mark_good::run(args),
+        Command::Rollback(args) => cmd::rollback::run(args),
+        Command::Grow(args) => cmd::grow::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("abnix-update: error: {err:#}");
+            eprintln!(
+                "abnix-update: error: {}",
+                abnix_core::errors::error_text(err.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

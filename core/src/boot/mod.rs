@@ -28,6 +28,7 @@ mod grub;
 pub mod grubcfg;
 pub mod grubenv;
 pub mod mkimage;
+pub mod model;
 mod sdboot;
 pub mod slotinfo;
 pub mod state;

@@ -82,11 +82,6 @@ impl RemoteConfig {
         format!("{}{}.meta", self.key_prefix(), self.channel)
     }
 
-    /// The signature of the channel's meta: `<prefix>/<channel>.meta.sig`.
-    pub fn channel_signature_key(&self) -> String {
-        format!("{}.sig", self.channel_meta_key())
-    }
-
     /// Where the channel's per-version objects live: `<prefix>/<channel>/`.
     pub fn channel_prefix(&self) -> String {
         format!("{}{}/", self.key_prefix(), self.channel)
@@ -451,7 +446,6 @@ mod tests {
         for prefix in ["kiosk", "/kiosk/", "kiosk/"] {
             let c = config(prefix);
             assert_eq!(c.channel_meta_key(), "kiosk/stable.meta");
-            assert_eq!(c.channel_signature_key(), "kiosk/stable.meta.sig");
             assert_eq!(c.channel_prefix(), "kiosk/stable/");
             assert_eq!(c.object_key("7-abc.image"), "kiosk/stable/7-abc.image");
         }

@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::bls::EntryName;
 use super::grubcfg::GrubCfgOptions;
 use super::grubenv::{decode_state, encode_state};
 use super::{
-    esp, BootControl, BootError, BootFiles, BootStatus, GrubBoot, GrubInstall, SlotInfo, SlotState,
-    SystemdBoot,
+    esp, model, BootControl, BootError, BootFiles, BootStatus, GrubBoot, GrubInstall, SlotInfo,
+    SlotState, SystemdBoot,
 };
 use crate::disk::Disk;
 use crate::fat::{FatFs, FormatOptions};
 use crate::slot::Slot;
+use crate::system_disk::Bootloader;
 use crate::testutil::pattern;
 
 /// Room for FAT32 with 512-byte clusters (at least 65525 of them).
@@ -173,41 +173,26 @@ fn write_version(boot: &mut dyn BootControl, slot: Slot, version: u64) -> Result
     )
 }
 
-/// What the bootloader does at power-on: picks the slot `status().next`
-/// names (the models of GRUB's script and systemd-boot's order, checked in
-/// QEMU) and records the attempt as the bootloader would (GRUB: `save_env`
-/// of the decremented state; systemd-boot: renaming the entry). Returns the
-/// slot after checking that its files are intact.
+/// What the bootloader does at power-on ([`model::power_on`]), checked to
+/// pick the slot `status().next` names. Returns the slot after checking
+/// that its files are intact.
 fn power_on(kind: Kind, disk: Overlay) -> (Option<Slot>, Overlay) {
     let (status, disk) = status(kind, disk);
     let Some(slot) = status.next else {
         return (None, disk);
     };
+    let bootloader = match kind {
+        Kind::Grub => Bootloader::Grub,
+        Kind::SystemdBoot => Bootloader::SystemdBoot,
+    };
+    let mut disk = disk;
+    let booted = model::power_on(&mut disk, bootloader, &status).unwrap();
+    assert_eq!(
+        booted,
+        Some(slot),
+        "the bootloader's model agrees with status"
+    );
     let mut fs = FatFs::open(disk).unwrap();
-    match kind {
-        Kind::Grub => {
-            let state = decode_state(&fs.read_file(esp::GRUB_ENV).unwrap_or_default()).state;
-            let complete = Slot::ALL.map(|s| status.slot(s).info.is_some());
-            let next = state.next_boot(complete).expect("a slot boots");
-            assert_eq!(next.slot, slot);
-            if next.state_after != state {
-                fs.overwrite_file(esp::GRUB_ENV, &encode_state(&next.state_after))
-                    .unwrap();
-            }
-        }
-        Kind::SystemdBoot => {
-            let counted = fs
-                .list_dir(esp::ENTRIES_DIR)
-                .unwrap()
-                .into_iter()
-                .filter_map(|e| EntryName::parse(&e.name).ok().flatten())
-                .find(|name| name.slot == slot && name.counter.is_some());
-            if let Some(name) = counted {
-                fs.rename(&name.path(), &name.after_boot_attempt().path())
-                    .unwrap();
-            }
-        }
-    }
     let version = status
         .slot(slot)
         .info

@@ -1,0 +1,785 @@
+//! The installer (DESIGN §7): a verified bundle onto a disk or a disk-image
+//! file, as a bootable A/B disk.
+//!
+//! Two steps, so a person can be shown what will happen in between:
+//!
+//! 1. [`prepare`] checks everything it can without writing a byte: the
+//!    bundle's signature and objects, the bootloader's files (GRUB images are
+//!    built here), e2fsprogs, the target (chosen automatically by
+//!    [`target::select`], or named and checked by [`target::check_disk`]),
+//!    the layout on it, that the image fits a slot, and what the target holds
+//!    ([`Contents`]: anything but an earlier abnix installation needs
+//!    `wipe`). Every failure here leaves the target untouched.
+//! 2. [`Plan::install`] (or [`execute`] on any [`Disk`]) writes, making the
+//!    disk bootable last, as coreos-installer does:
+//!    1. erase old signatures on the disk and inside every new partition's
+//!       range (an old ESP or a root filesystem with the same UUID must not
+//!       survive at the new offsets), and the MBR's boot code;
+//!    2. the GPT (GUIDs from the seed);
+//!    3. slot A from the bundle through the pipeline, read back and verified;
+//!    4. `abnix-rw`: ext4 and the host's directories ([`rwfs`]);
+//!    5. the ESP: the bootloader, slot A's boot files, slot A marked good
+//!       (slot B has no boot files, so it is bad) — from here UEFI boots;
+//!    6. GRUB's BIOS boot code: core.img, then boot.img into the MBR — from
+//!       here BIOS boots.
+//!
+//!    Each step syncs before the next. If any step fails, the partition
+//!    table is wiped ([`gpt::wipe`]), so the disk cannot boot half-installed,
+//!    and the error says so.
+
+mod bootloader;
+mod contents;
+pub mod rwfs;
+pub mod target;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+pub use bootloader::{BootPayload, BootloaderError, BootloaderSetup};
+pub use contents::Contents;
+use target::{InstallerMedium, NoEligibleDisk, Requirements, Selection};
+
+use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
+use crate::boot::grubcfg::{slot_cfg, GrubCfgOptions};
+use crate::boot::{
+    bios, bls, BootControl, BootError, BootFiles, GrubBoot, GrubInstall, SlotInfo, SystemdBoot,
+};
+use crate::bundle::{Bundle, BundleError};
+use crate::digest::Verifying;
+use crate::disk::{Disk, Region};
+use crate::fat::FormatOptions;
+use crate::gpt::{self, GptError};
+use crate::layout::{self, Layout, LayoutConfig, LayoutError};
+use crate::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions};
+use crate::probe::{erase_signatures, probe_signatures, Signature};
+use crate::progress::Progress;
+use crate::sign::TrustedKeys;
+use crate::slot::Slot;
+use crate::units::Bytes;
+use rwfs::RwError;
+
+/// The ESP's FAT volume label.
+pub const ESP_LABEL: &str = "ABNIX-ESP";
+
+/// Where to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetRequest {
+    /// A whole disk, e.g. `/dev/vda` or a `/dev/disk/by-id/…` link.
+    Disk(PathBuf),
+    /// A disk-image file of `size` bytes, created or extended (sparse).
+    File { path: PathBuf, size: u64 },
+    /// The first eligible disk ([`target::select`]).
+    Auto,
+}
+
+/// Everything the installer is told.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// The keys the bundle's signature is checked against; at least one.
+    pub trusted_keys: TrustedKeys,
+    pub target: TargetRequest,
+    pub layout: LayoutConfig,
+    pub bootloader: BootloaderSetup,
+    /// Overwrite a target that holds something other than abnix.
+    pub wipe: bool,
+    /// Let automatic selection choose removable disks.
+    pub allow_removable: bool,
+    /// Derives the GPT GUIDs and filesystem ids, for reproducible
+    /// templates; random when `None`.
+    pub seed: Option<[u8; 32]>,
+}
+
+/// The disk or file the installer writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sector_size: u32,
+    /// What sysfs says about it; `None` for a disk-image file.
+    pub device: Option<DiskInfo>,
+}
+
+impl Target {
+    /// Opens the target for writing; a disk-image file is created or
+    /// extended (sparse) to its size.
+    pub fn open(&self) -> io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(self.device.is_none())
+            .truncate(false)
+            .open(&self.path)?;
+        if self.device.is_none() && file.metadata()?.len() < self.size {
+            file.set_len(self.size)?;
+        }
+        Ok(file)
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.device {
+            Some(disk) => target::describe(disk),
+            None => format!(
+                "file {} ({}, {}-byte sectors)",
+                self.path.display(),
+                Bytes(self.size),
+                self.sector_size
+            ),
+        }
+    }
+}
+
+/// What [`prepare`] found and decided; [`Plan::install`] carries it out.
+#[derive(Debug)]
+pub struct Plan {
+    pub bundle: Bundle,
+    pub target: Target,
+    /// How the target was chosen, when it was chosen automatically.
+    pub selection: Option<Selection>,
+    pub contents: Contents,
+    pub layout: Layout,
+    pub boot: BootPayload,
+    /// Whole-disk signatures to erase.
+    signatures: Vec<Signature>,
+    seed: [u8; 32],
+}
+
+/// Why nothing was installed, or why an installation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("no trusted key: the bundle's signature must be verified before anything is written (pass --trusted-key or --trusted-keys-file)")]
+    NoTrustedKeys,
+    #[error("the bundle: {0}")]
+    Bundle(#[from] BundleError),
+    #[error("version {version} cannot be booted by {bootloader}: {source}")]
+    Unbootable {
+        version: u64,
+        bootloader: &'static str,
+        source: BootError,
+    },
+    #[error(transparent)]
+    Bootloader(#[from] BootloaderError),
+    #[error("formatting abnix-rw needs e2fsprogs: {0}")]
+    Tools(RwError),
+    #[error("listing the disks: {0}")]
+    Scan(#[from] BlockDevError),
+    #[error(transparent)]
+    NoEligibleDisk(#[from] NoEligibleDisk),
+    /// The target is not what its flag asks for: `--disk` names a
+    /// partition or a file, `--file` a device.
+    #[error("{}: {reason}", path.display())]
+    WrongKind { path: PathBuf, reason: String },
+    #[error("{} cannot be the target: {reason}", path.display())]
+    Ineligible {
+        path: PathBuf,
+        reason: target::Ineligible,
+    },
+    #[error("{}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{} is {have} bytes, more than the {size} asked for: remove it or ask for at least its size", path.display())]
+    FileLarger { path: PathBuf, have: u64, size: u64 },
+    #[error("{}: {source}", path.display())]
+    Layout { path: PathBuf, source: LayoutError },
+    #[error("the image of version {version} is {} ({image} bytes), more than a slot of {} ({slot} bytes): raise the slot size", Bytes(*image), Bytes(*slot))]
+    ImageTooLarge { version: u64, image: u64, slot: u64 },
+    #[error("{} holds {found}: pass --wipe to erase it", path.display())]
+    NotEmpty { path: PathBuf, found: String },
+    #[error("reading what {} holds: {source}", path.display())]
+    Probe { path: PathBuf, source: io::Error },
+    #[error("no randomness for the disk's GUIDs: {0}")]
+    Random(String),
+    #[error("{failed}. {}", match reset {
+        None => "The partition table was wiped, so the disk cannot boot half-installed".to_owned(),
+        Some(e) => format!("Wiping the partition table failed too ({e}): do not boot this disk, install again or wipe it"),
+    })]
+    Failed {
+        failed: Box<WriteError>,
+        /// Why the reset failed; `None` when the table was wiped.
+        reset: Option<Box<GptError>>,
+    },
+}
+
+/// The step of the installation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("erasing old signatures: {0}")]
+    Erase(io::Error),
+    #[error("writing the partition table: {0}")]
+    Table(GptError),
+    #[error("reading the bundle's {what}: {source}")]
+    Bundle {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("writing slot a: {0}")]
+    Slot(PipelineError),
+    #[error("formatting abnix-rw: {0}")]
+    Rw(RwError),
+    #[error("syncing the target: {0}")]
+    Sync(io::Error),
+    #[error("installing {bootloader} on the ESP: {source}")]
+    Esp {
+        bootloader: &'static str,
+        source: BootError,
+    },
+    #[error("writing the boot files of slot a: {0}")]
+    BootFiles(BootError),
+    #[error("installing GRUB's BIOS boot code: {0}")]
+    Bios(BootError),
+}
+
+/// The version's slot file contents.
+fn slot_info(bundle: &Bundle) -> SlotInfo {
+    let meta = &bundle.signed.meta;
+    SlotInfo {
+        version: meta.version,
+        id: meta.id,
+        label: meta.label.clone(),
+        cmdline: meta.cmdline.clone(),
+    }
+}
+
+/// Checks what boot control would refuse in `write_boot_files` (a label or
+/// command line the bootloader cannot carry), before anything is written.
+fn check_bootable(info: &SlotInfo, boot: &BootloaderSetup) -> Result<(), BootError> {
+    info.validate()?;
+    match boot {
+        BootloaderSetup::Grub { .. } => {
+            slot_cfg(Slot::A, &info.cmdline)?;
+        }
+        BootloaderSetup::SystemdBoot { .. } => {
+            bls::slot_entry(Slot::A, info.version, &info.label, &info.cmdline).serialize()?;
+        }
+    }
+    Ok(())
+}
+
+/// The kernel name of the whole disk behind `path` (following
+/// `/dev/disk/by-id/…` links).
+fn disk_name(path: &Path) -> Result<String, InstallError> {
+    let open_error = |source| InstallError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let real = fs::canonicalize(path).map_err(open_error)?;
+    let kind = fs::metadata(&real).map_err(open_error)?.file_type();
+    if !kind.is_block_device() {
+        return Err(InstallError::WrongKind {
+            path: path.to_owned(),
+            reason: "not a block device (use --file for a disk-image file)".into(),
+        });
+    }
+    Ok(real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default())
+}
+
+/// The disk holding the bundle, if it is on one: the installer's medium.
+fn bundle_medium(sys: &SysRoot, bundle: &Path) -> Result<Option<InstallerMedium>, InstallError> {
+    match sys.device_of_path(bundle) {
+        Ok(device) => Ok(Some(InstallerMedium {
+            disk: device.disk,
+            why: format!("the bundle {} is on it", bundle.display()),
+        })),
+        Err(BlockDevError::NotOnBlockDevice { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads disk `name` from sysfs and checks it can be the target: a named
+/// disk may be removable, but everything else [`target::check_disk`] asks
+/// holds.
+pub fn check_named_disk(
+    sys: &SysRoot,
+    path: &Path,
+    name: &str,
+    media: &[InstallerMedium],
+    req: &Requirements,
+) -> Result<DiskInfo, InstallError> {
+    if !sys.root.join("sys/block").join(name).exists() {
+        return Err(InstallError::WrongKind {
+            path: path.to_owned(),
+            reason: format!("{name} is not a whole disk (a partition?)"),
+        });
+    }
+    let disk = sys.disk(name)?;
+    let mut media = media.to_vec();
+    media.extend(target::media_from_mounts([&disk]));
+    let named = Requirements {
+        allow_removable: true,
+        ..req.clone()
+    };
+    target::check_disk(&disk, &media, &named).map_err(|reason| InstallError::Ineligible {
+        path: path.to_owned(),
+        reason,
+    })?;
+    Ok(disk)
+}
+
+/// Finds the target and opens it for reading: its size, sector size and
+/// signatures.
+fn find_target(
+    request: &Request,
+    sys: &SysRoot,
+    req: &Requirements,
+) -> Result<(Target, Option<Selection>, Vec<Signature>), InstallError> {
+    let probe = |path: &Path, file: &mut File| {
+        probe_signatures(file).map_err(|source| InstallError::Probe {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let open_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| InstallError::Open { path, source }
+    };
+
+    let (device, selection) = match &request.target {
+        TargetRequest::File { path, size } => {
+            let mut signatures = Vec::new();
+            match File::open(path) {
+                Ok(mut file) => {
+                    let metadata = file.metadata().map_err(open_error(path))?;
+                    if !metadata.is_file() {
+                        return Err(InstallError::WrongKind {
+                            path: path.clone(),
+                            reason: "not a regular file (use --disk for a device)".into(),
+                        });
+                    }
+                    let have = metadata.len();
+                    if have > *size {
+                        return Err(InstallError::FileLarger {
+                            path: path.clone(),
+                            have,
+                            size: *size,
+                        });
+                    }
+                    signatures = probe(path, &mut file)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(open_error(path)(e)),
+            }
+            let target = Target {
+                path: path.clone(),
+                size: *size,
+                // What sgdisk and the loop driver assume for a file.
+                sector_size: 512,
+                device: None,
+            };
+            return Ok((target, None, signatures));
+        }
+        TargetRequest::Disk(path) => {
+            let name = disk_name(path)?;
+            let media: Vec<InstallerMedium> =
+                bundle_medium(sys, &request.bundle)?.into_iter().collect();
+            (check_named_disk(sys, path, &name, &media, req)?, None)
+        }
+        TargetRequest::Auto => {
+            let scan = sys.disks()?;
+            let mut media = target::media_from_mounts(&scan.disks);
+            media.extend(bundle_medium(sys, &request.bundle)?);
+            let selection = target::select(&scan, &media, req)?;
+            (selection.chosen.clone(), Some(selection))
+        }
+    };
+    let path = device.dev_path.clone();
+    let mut file = File::open(&path).map_err(open_error(&path))?;
+    let size = blockdev::device_size(&file).map_err(open_error(&path))?;
+    let sector_size = blockdev::logical_sector_size(&file).map_err(open_error(&path))?;
+    let signatures = probe(&path, &mut file)?;
+    let target = Target {
+        path,
+        size,
+        sector_size,
+        device: Some(device),
+    };
+    Ok((target, selection, signatures))
+}
+
+/// Checks everything before anything is written (see the module docs).
+pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
+    if request.trusted_keys.is_empty() {
+        return Err(InstallError::NoTrustedKeys);
+    }
+    let bundle = Bundle::open(&request.bundle, &request.trusted_keys)?;
+    let meta = &bundle.signed.meta;
+    info!(
+        version = meta.version,
+        id = %meta.id,
+        signer = bundle.signed.signer,
+        "bundle verified"
+    );
+    check_bootable(&slot_info(&bundle), &request.bootloader).map_err(|source| {
+        InstallError::Unbootable {
+            version: meta.version,
+            bootloader: request.bootloader.kind().name(),
+            source,
+        }
+    })?;
+    let boot = request.bootloader.prepare()?;
+    rwfs::check_tools().map_err(InstallError::Tools)?;
+
+    let req = Requirements {
+        layout: request.layout.clone(),
+        bios_boot: request.bootloader.bios_boot(),
+        allow_removable: request.allow_removable,
+    };
+    let (target, selection, signatures) = find_target(request, sys, &req)?;
+    let layout_error = |source| InstallError::Layout {
+        path: target.path.clone(),
+        source,
+    };
+    let layout =
+        layout::compute(target.size, target.sector_size, &request.layout).map_err(layout_error)?;
+    if meta.image.size > layout.slot_a.size {
+        return Err(InstallError::ImageTooLarge {
+            version: meta.version,
+            image: meta.image.size,
+            slot: layout.slot_a.size,
+        });
+    }
+    let contents = Contents::classify(&signatures, target.size);
+    if !contents.replaceable() && !request.wipe {
+        return Err(InstallError::NotEmpty {
+            path: target.path.clone(),
+            found: contents.to_string(),
+        });
+    }
+    let seed = match request.seed {
+        Some(seed) => seed,
+        None => {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed).map_err(|e| InstallError::Random(e.to_string()))?;
+            seed
+        }
+    };
+    Ok(Plan {
+        bundle,
+        target,
+        selection,
+        contents,
+        layout,
+        boot,
+        signatures,
+        seed,
+    })
+}
+
+/// 32 bytes for `purpose`, derived from the seed.
+fn derive(seed: &[u8; 32], purpose: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(seed)
+        .chain_update(purpose.as_bytes())
+        .finalize()
+        .into()
+}
+
+/// What an installation did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub target: String,
+    pub layout: Layout,
+    pub version: u64,
+    pub id: Uuid,
+    pub label: String,
+    pub bootloader: &'static str,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "installed version {} {:?} (id {}) onto {} in {:.1} s",
+            self.version,
+            self.label,
+            self.id,
+            self.target,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "bootloader: {}; slot a: version {}, good, boots next; slot b: empty",
+            self.bootloader, self.version
+        )?;
+        write!(f, "{}", self.layout)
+    }
+}
+
+impl fmt::Display for Plan {
+    /// What will happen, for the countdown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let meta = &self.bundle.signed.meta;
+        if let Some(selection) = &self.selection {
+            writeln!(f, "{selection}")?;
+        }
+        writeln!(
+            f,
+            "installing version {} {:?} (id {}) from {}",
+            meta.version,
+            meta.label,
+            meta.id,
+            self.bundle.dir.display()
+        )?;
+        writeln!(f, "onto {}", self.target.describe())?;
+        match &self.contents {
+            Contents::Empty => {}
+            Contents::EarlierAbnix(_) => writeln!(f, "replacing an earlier abnix installation")?,
+            Contents::Foreign(_) => writeln!(f, "ERASING what it holds: {}", self.contents)?,
+        }
+        writeln!(f, "bootloader: {}", self.boot.describe())?;
+        write!(f, "{}", self.layout)
+    }
+}
+
+impl Plan {
+    /// Installs onto the target (see [`execute`]) and, on a block device,
+    /// asks the kernel to read the new partition table.
+    pub fn install(&self, progress: &dyn Progress) -> Result<Summary, InstallError> {
+        let summary = execute(self, || self.target.open(), progress)?;
+        if self.target.device.is_some() {
+            let reread = self
+                .target
+                .open()
+                .and_then(|disk| blockdev::reread_partition_table(&disk));
+            if let Err(e) = reread {
+                // The disk is complete; the running kernel merely keeps its
+                // old view until the next boot.
+                warn!("the kernel did not re-read the new partition table: {e}");
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Writes the plan onto the disk `open` gives (see the module docs). On
+/// failure the partition table is wiped through a disk opened afresh: the
+/// handle that failed may keep failing.
+pub fn execute<D: Disk>(
+    plan: &Plan,
+    mut open: impl FnMut() -> io::Result<D>,
+    progress: &dyn Progress,
+) -> Result<Summary, InstallError> {
+    let started = Instant::now();
+    let mut disk = open().map_err(|source| InstallError::Open {
+        path: plan.target.path.clone(),
+        source,
+    })?;
+    let result = write(plan, &mut disk, progress);
+    drop(disk);
+    if let Err(failed) = result {
+        warn!("installation failed ({failed}); wiping the partition table");
+        let reset = open()
+            .map_err(GptError::Io)
+            .and_then(|mut disk| gpt::wipe(&mut disk, plan.target.sector_size));
+        return Err(InstallError::Failed {
+            failed: Box::new(failed),
+            reset: reset.err().map(Box::new),
+        });
+    }
+    let meta = &plan.bundle.signed.meta;
+    let summary = Summary {
+        target: plan.target.describe(),
+        layout: plan.layout.clone(),
+        version: meta.version,
+        id: meta.id,
+        label: meta.label.clone(),
+        bootloader: plan.boot.describe(),
+        elapsed: started.elapsed(),
+    };
+    info!("{}", summary.to_string().lines().next().unwrap_or_default());
+    Ok(summary)
+}
+
+/// Zeroes the MBR's boot code (bytes 0..440): an old bootloader there must
+/// not run until the new one is complete.
+fn erase_boot_code<D: Disk>(disk: &mut D) -> io::Result<()> {
+    disk.seek(SeekFrom::Start(0))?;
+    disk.write_all(&[0u8; 440])
+}
+
+/// Step 1: old signatures on the disk and inside each new partition.
+fn erase<D: Disk>(plan: &Plan, disk: &mut D) -> io::Result<()> {
+    erase_signatures(disk, &plan.signatures)?;
+    for part in plan.layout.partitions() {
+        let mut region = Region::new(&mut *disk, part.start, part.size);
+        let found = probe_signatures(&mut region)?;
+        if !found.is_empty() {
+            let names: Vec<String> = found.iter().map(ToString::to_string).collect();
+            info!("erasing {} inside {}", names.join("; "), part.name);
+        }
+        erase_signatures(&mut region, &found)?;
+    }
+    erase_boot_code(disk)?;
+    disk.sync()
+}
+
+/// A reader that reports what passes through it to `progress`.
+struct Reporting<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for Reporting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// Step 5: the ESP, with slot A bootable and good.
+fn install_esp<D: Disk>(
+    plan: &Plan,
+    disk: &mut D,
+    progress: &dyn Progress,
+) -> Result<(), WriteError> {
+    let esp = Region::new(&mut *disk, plan.layout.esp.start, plan.layout.esp.size);
+    let format = FormatOptions {
+        label: ESP_LABEL.to_owned(),
+        volume_id: u32::from_le_bytes(derive(&plan.seed, "esp volume id")[..4].try_into().unwrap()),
+        sector_size: plan.target.sector_size,
+    };
+    let esp_error = |source| WriteError::Esp {
+        bootloader: plan.boot.describe(),
+        source,
+    };
+    let mut boot: Box<dyn BootControl> = match &plan.boot {
+        BootPayload::Grub { efi_image, .. } => Box::new(
+            GrubBoot::install(
+                esp,
+                &GrubInstall {
+                    format,
+                    efi_image: Some(efi_image.clone()),
+                    // Headless machines and VMs show GRUB on their serial
+                    // port; without one GRUB keeps the screen.
+                    cfg: GrubCfgOptions {
+                        serial_console: true,
+                    },
+                },
+            )
+            .map_err(esp_error)?,
+        ),
+        BootPayload::SystemdBoot { efi } => {
+            Box::new(SystemdBoot::install(esp, &format, efi).map_err(esp_error)?)
+        }
+    };
+
+    let meta = &plan.bundle.signed.meta;
+    let open = |what: &'static str, artifact: &crate::meta::Artifact| {
+        let file = File::open(plan.bundle.path_of(artifact))
+            .map_err(|source| WriteError::Bundle { what, source })?;
+        // Checked again while streaming: the bundle was verified when it
+        // was opened, but files can change under us.
+        Ok::<_, WriteError>(Verifying::new(
+            file,
+            artifact.object.clone(),
+            artifact.size,
+            artifact.sha256,
+        ))
+    };
+    progress.start(
+        "writing boot files",
+        Some(meta.kernel.size + meta.initrd.size),
+    );
+    let mut kernel = Reporting {
+        inner: open("kernel", &meta.kernel)?,
+        progress,
+    };
+    let mut initrd = Reporting {
+        inner: open("initrd", &meta.initrd)?,
+        progress,
+    };
+    boot.write_boot_files(
+        Slot::A,
+        &mut BootFiles {
+            info: slot_info(&plan.bundle),
+            kernel: &mut kernel,
+            kernel_len: meta.kernel.size,
+            initrd: &mut initrd,
+            initrd_len: meta.initrd.size,
+        },
+    )
+    .map_err(WriteError::BootFiles)?;
+    progress.finish();
+    // Good at once: there is no older version to fall back to. mark_good
+    // also makes A the slot that boots first.
+    boot.mark_good(Slot::A).map_err(WriteError::BootFiles)
+}
+
+/// The installation's writes, in order (see the module docs).
+fn write<D: Disk>(plan: &Plan, disk: &mut D, progress: &dyn Progress) -> Result<(), WriteError> {
+    let layout = &plan.layout;
+    let sector_size = plan.target.sector_size;
+
+    info!("erasing old signatures");
+    erase(plan, disk).map_err(WriteError::Erase)?;
+
+    info!("writing the partition table");
+    layout
+        .to_gpt(&plan.seed)
+        .write(disk)
+        .map_err(WriteError::Table)?;
+
+    let meta = &plan.bundle.signed.meta;
+    let image = File::open(plan.bundle.image_path()).map_err(|source| WriteError::Bundle {
+        what: "image",
+        source,
+    })?;
+    let spec = ImageSpec {
+        index: &plan.bundle.index,
+        size: meta.image.size,
+        sha256: meta.image.sha256,
+    };
+    let options = WriteOptions {
+        verify_readback: true,
+        target_name: format!("slot {}", Slot::A),
+        ..WriteOptions::default()
+    };
+    let mut slot = Region::new(&mut *disk, layout.slot_a.start, layout.slot_a.size);
+    write_image(image, &spec, &mut slot, &options, progress).map_err(WriteError::Slot)?;
+
+    info!("formatting abnix-rw");
+    let rw_uuid = uuid::Builder::from_random_bytes(
+        derive(&plan.seed, "abnix-rw filesystem")[..16]
+            .try_into()
+            .unwrap(),
+    )
+    .into_uuid();
+    rwfs::format(&plan.target.path, &layout.rw, rw_uuid).map_err(WriteError::Rw)?;
+    // mkfs.ext4 wrote through its own descriptor: make it durable before
+    // the disk becomes bootable.
+    disk.sync().map_err(WriteError::Sync)?;
+
+    info!("installing {}", plan.boot.describe());
+    install_esp(plan, disk, progress)?;
+
+    if let BootPayload::Grub {
+        bios: Some(images), ..
+    } = &plan.boot
+    {
+        info!("installing GRUB's BIOS boot code");
+        let ss = u64::from(sector_size);
+        bios::install(
+            disk,
+            sector_size,
+            layout.bios.start / ss,
+            layout.bios.size / ss,
+            images,
+        )
+        .map_err(WriteError::Bios)?;
+    }
+    disk.sync().map_err(WriteError::Sync)
+}

@@ -1,0 +1,699 @@
+//! The installer against sparse disk-image files: what lands in every
+//! partition, what is refused before anything is written, and the reset
+//! when a write fails midway.
+//!
+//! These run the real mkfs.ext4, debugfs, e2fsck, sgdisk and grub-mkimage
+//! (e2fsprogs, gdisk, grub-pc-bin, grub-efi-amd64-bin, systemd-boot-efi): a
+//! missing tool fails the test.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::process::Command;
+
+use super::*;
+use crate::blockdev::tests::FakeRoot;
+use crate::boot::bios;
+use crate::boot::esp;
+use crate::boot::mkimage::GrubTools;
+use crate::boot::SlotState;
+use crate::disk::{Fault, FaultyDisk};
+use crate::fat::FatFs;
+use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
+use crate::gpt::Gpt;
+use crate::layout::{Arch, MIB};
+use crate::pack::test_support::Sample;
+use crate::pack::{pack, PackInput};
+use crate::progress::NoProgress;
+use crate::sign::SecretKey;
+use crate::system_disk::{Bootloader, SystemDisk};
+
+const DISK_SIZE: u64 = 128 * MIB;
+const SEED: [u8; 32] = [42; 32];
+
+fn layout_config() -> LayoutConfig {
+    LayoutConfig {
+        slot_size: 16 * MIB,
+        esp_size: 40 * MIB,
+        min_rw_size: 16 * MIB,
+        arch: Arch::X86_64,
+    }
+}
+
+fn grub() -> BootloaderSetup {
+    BootloaderSetup::Grub {
+        mkimage: "grub-mkimage".into(),
+        bios_dir: Some("/usr/lib/grub/i386-pc".into()),
+        efi_dir: "/usr/lib/grub/x86_64-efi".into(),
+    }
+}
+
+fn systemd_boot() -> BootloaderSetup {
+    BootloaderSetup::SystemdBoot {
+        efi: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+    }
+}
+
+/// A packed sample version (12 MiB ext4 image) and a place for disks.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    sample: Sample,
+    bundle: PathBuf,
+    keys: TrustedKeys,
+    /// An empty sysfs: file targets never consult it.
+    sys: FakeRoot,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let sample = Sample::new(tmp.path());
+        let bundle = tmp.path().join("bundle");
+        sample.pack_into(&bundle);
+        Fixture {
+            keys: [sample.key.public()].into_iter().collect(),
+            sample,
+            bundle,
+            tmp,
+            sys: FakeRoot::new(),
+        }
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.tmp.path().join("disk.img")
+    }
+
+    fn request(&self, boot: BootloaderSetup) -> Request {
+        Request {
+            bundle: self.bundle.clone(),
+            trusted_keys: self.keys.clone(),
+            target: TargetRequest::File {
+                path: self.disk(),
+                size: DISK_SIZE,
+            },
+            layout: layout_config(),
+            bootloader: boot,
+            wipe: false,
+            allow_removable: false,
+            seed: Some(SEED),
+        }
+    }
+
+    fn prepare(&self, request: &Request) -> Result<Plan, InstallError> {
+        prepare(request, &self.sys.sys())
+    }
+
+    fn install(&self, request: &Request) -> Summary {
+        self.prepare(request).unwrap().install(&NoProgress).unwrap()
+    }
+}
+
+fn read_at(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+    let mut file = File::open(path).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn run(program: &str, args: &[&str], target: &Path) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .arg(target)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} {}: {}",
+        target.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// abnix-rw holds a clean ext4 with its label and the host's directories.
+fn check_rw(disk: &Path, layout: &Layout) {
+    let fs = rwfs::at_offset(disk, layout.rw.start);
+    run("e2fsck", &["-fn"], &fs);
+    let stats = run("debugfs", &["-R", "stats"], &fs);
+    assert!(
+        stats.contains("Filesystem volume name:   abnix-rw"),
+        "{stats}"
+    );
+    let blocks: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Block count:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let block_size: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(blocks * block_size, layout.rw.size, "fills abnix-rw");
+    let listing = run("debugfs", &["-R", "ls -l /var/lib"], &fs);
+    assert!(listing.contains(" abnix"), "{listing}");
+    let root = run("debugfs", &["-R", "stat /root"], &fs);
+    assert!(root.contains("Mode:  0700"), "{root}");
+}
+
+/// Everything DESIGN §2 and §7 promise about a freshly installed disk, with
+/// either bootloader: the table, slot A's bytes, slot B empty, the ESP's
+/// boot state, abnix-rw. Returns the table.
+fn check_installed(f: &Fixture, disk: &Path, sector_size: u32, bootloader: Bootloader) -> Gpt {
+    let mut file = File::open(disk).unwrap();
+    let gpt = Gpt::read(&mut file, sector_size).unwrap();
+    let layout = Layout::from_gpt(&gpt, DISK_SIZE).unwrap();
+    assert_eq!(
+        layout,
+        layout::compute(DISK_SIZE, sector_size, &layout_config()).unwrap()
+    );
+    assert_eq!(gpt, layout.to_gpt(&SEED), "GUIDs come from the seed");
+
+    let image = fs::read(&f.sample.image).unwrap();
+    let slot_a = read_at(disk, layout.slot_a.start, layout.slot_a.size);
+    assert!(slot_a[..image.len()] == image[..], "slot a holds the image");
+    // Slot B has no boot files (checked below) and no filesystem whatever
+    // the disk held before.
+    let mut slot_b = Region::new(
+        File::open(disk).unwrap(),
+        layout.slot_b.start,
+        layout.slot_b.size,
+    );
+    assert_eq!(probe_signatures(&mut slot_b).unwrap(), Vec::new());
+
+    let rw_file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .unwrap();
+    let mut system = SystemDisk::open(rw_file, sector_size).unwrap();
+    assert_eq!(system.bootloader().unwrap(), bootloader);
+    let status = system.boot_control().unwrap().status().unwrap();
+    assert_eq!(status.next, Some(Slot::A));
+    let a = status.slot(Slot::A);
+    assert_eq!(a.state, SlotState::Good);
+    let info = a.info.as_ref().unwrap();
+    assert_eq!((info.version, info.label.as_str()), (5, "sample"));
+    assert_eq!(status.slot(Slot::B).state, SlotState::Bad);
+    assert_eq!(status.slot(Slot::B).info, None);
+    let mut esp_fs = FatFs::open(system.esp()).unwrap();
+    assert_eq!(
+        esp_fs.read_file(&esp::kernel(Slot::A)).unwrap(),
+        fs::read(&f.sample.kernel).unwrap()
+    );
+    assert_eq!(
+        esp_fs.read_file(&esp::initrd(Slot::A)).unwrap(),
+        fs::read(&f.sample.initrd).unwrap()
+    );
+    assert!(esp_fs
+        .read_file(esp::EFI_BOOT_X64)
+        .unwrap()
+        .starts_with(b"MZ"));
+    drop(esp_fs);
+    check_rw(disk, &layout);
+    gpt
+}
+
+#[test]
+fn grub_install_into_a_new_file_writes_every_partition() {
+    let f = Fixture::new();
+    let request = f.request(grub());
+    let plan = f.prepare(&request).unwrap();
+    assert_eq!(plan.contents, Contents::Empty);
+    assert!(!f.disk().exists(), "prepare writes nothing");
+    let text = plan.to_string();
+    assert!(text.contains("installing version 5 \"sample\""), "{text}");
+    assert!(text.contains("bootloader: grub (BIOS and UEFI)"), "{text}");
+    let summary = plan.install(&NoProgress).unwrap();
+    let text = summary.to_string();
+    assert!(text.starts_with("installed version 5 \"sample\""), "{text}");
+    assert!(text.contains("5  abnix-rw"), "{text}");
+
+    let disk = f.disk();
+    assert_eq!(fs::metadata(&disk).unwrap().len(), DISK_SIZE);
+    let gpt = check_installed(&f, &disk, 512, Bootloader::Grub);
+    sgdisk_agrees_with(&gpt, &disk);
+    assert!(sgdisk(&["-p"], &disk).contains("abnix-esp"));
+
+    // The BIOS boot code: core.img in abnix-bios, patched to its own LBA,
+    // boot.img in the MBR pointing at it, the protective MBR kept.
+    let images = GrubTools::system().bios_images().unwrap();
+    let bios_lba = plan.layout.bios.start / 512;
+    let core = bios::patch_core(&images.core_img, bios_lba).unwrap();
+    assert_eq!(
+        read_at(&disk, plan.layout.bios.start, core.len() as u64),
+        core
+    );
+    let mbr: [u8; 512] = read_at(&disk, 0, 512).try_into().unwrap();
+    let mut pristine = mbr;
+    pristine[..440].fill(0);
+    assert_eq!(pristine, gpt::protective_mbr(&[0; 512], DISK_SIZE / 512));
+    assert_eq!(
+        mbr,
+        bios::patch_mbr(&images.boot_img, &pristine, bios_lba).unwrap()
+    );
+}
+
+/// systemd-boot on a disk with 4096-byte logical sectors (a 4Kn NVMe
+/// drive): prepared as a file, then given the device's sector size, which
+/// is what a 4Kn disk looks like to the installer. The ESP is big enough
+/// for FAT32 with 4 KiB sectors.
+#[test]
+fn systemd_boot_install_on_4096_byte_sectors() {
+    let f = Fixture::new();
+    let mut request = f.request(systemd_boot());
+    request.layout.esp_size = 300 * MIB;
+    request.target = TargetRequest::File {
+        path: f.disk(),
+        size: 4 * DISK_SIZE,
+    };
+    let mut plan = f.prepare(&request).unwrap();
+    assert_eq!(plan.boot.describe(), "systemd-boot (UEFI)");
+    plan.target.sector_size = 4096;
+    plan.layout = layout::compute(4 * DISK_SIZE, 4096, &request.layout).unwrap();
+    plan.install(&NoProgress).unwrap();
+
+    let disk = f.disk();
+    let mut file = File::open(&disk).unwrap();
+    let gpt = Gpt::read(&mut file, 4096).unwrap();
+    assert_eq!(gpt, plan.layout.to_gpt(&SEED));
+    let mut system = SystemDisk::open(
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .unwrap(),
+        4096,
+    )
+    .unwrap();
+    assert_eq!(system.bootloader().unwrap(), Bootloader::SystemdBoot);
+    let status = system.boot_control().unwrap().status().unwrap();
+    assert_eq!(status.next, Some(Slot::A));
+    assert_eq!(status.slot(Slot::A).state, SlotState::Good);
+    assert_eq!(status.slot(Slot::B).state, SlotState::Bad);
+    // No BIOS boot code: the MBR's code area stays empty.
+    assert!(read_at(&disk, 0, 440).iter().all(|&b| b == 0));
+    check_rw(&disk, &plan.layout);
+}
+
+#[test]
+fn systemd_boot_install_on_512_byte_sectors() {
+    let f = Fixture::new();
+    f.install(&f.request(systemd_boot()));
+    let gpt = check_installed(&f, &f.disk(), 512, Bootloader::SystemdBoot);
+    sgdisk_agrees_with(&gpt, &f.disk());
+}
+
+/// Installing again over an abnix disk needs no --wipe; what an update left
+/// in slot B (a root filesystem with its own UUID) is erased, so `root=UUID=`
+/// can never find two candidates; the new seed gives new GUIDs.
+#[test]
+fn reinstalling_replaces_an_earlier_installation_and_its_filesystems() {
+    let f = Fixture::new();
+    f.install(&f.request(grub()));
+    let layout = layout::compute(DISK_SIZE, 512, &layout_config()).unwrap();
+    let image = fs::read(&f.sample.image).unwrap();
+    let mut disk = fs::OpenOptions::new().write(true).open(f.disk()).unwrap();
+    disk.seek(SeekFrom::Start(layout.slot_b.start)).unwrap();
+    std::io::Write::write_all(&mut disk, &image).unwrap();
+    drop(disk);
+
+    let mut again = f.request(systemd_boot());
+    again.seed = Some([7; 32]);
+    let plan = f.prepare(&again).unwrap();
+    assert_eq!(
+        plan.contents,
+        Contents::EarlierAbnix(Box::new(layout.clone()))
+    );
+    assert!(plan
+        .to_string()
+        .contains("replacing an earlier abnix installation"));
+    plan.install(&NoProgress).unwrap();
+
+    let mut slot_b = Region::new(
+        File::open(f.disk()).unwrap(),
+        layout.slot_b.start,
+        layout.slot_b.size,
+    );
+    assert_eq!(probe_signatures(&mut slot_b).unwrap(), Vec::new());
+    let gpt = Gpt::read(&mut File::open(f.disk()).unwrap(), 512).unwrap();
+    assert_eq!(gpt, layout.to_gpt(&[7; 32]));
+    let mut system = SystemDisk::open(
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(f.disk())
+            .unwrap(),
+        512,
+    )
+    .unwrap();
+    assert_eq!(system.bootloader().unwrap(), Bootloader::SystemdBoot);
+}
+
+/// A disk holding someone's filesystem is refused, untouched, unless wiping
+/// is allowed; then it is installed and nothing of the old filesystem is
+/// found on the disk.
+#[test]
+fn foreign_contents_are_refused_unless_wiping_is_allowed() {
+    let f = Fixture::new();
+    File::create(f.disk()).unwrap().set_len(DISK_SIZE).unwrap();
+    run("mkfs.ext4", &["-q", "-F", "-L", "photos"], &f.disk());
+    let before = fs::read(f.disk()).unwrap();
+
+    let request = f.request(grub());
+    let err = f.prepare(&request).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} holds ext4 filesystem labelled \"photos\": pass --wipe to erase it",
+            f.disk().display()
+        )
+    );
+    assert!(fs::read(f.disk()).unwrap() == before, "nothing written");
+
+    let wipe = Request {
+        wipe: true,
+        ..request
+    };
+    let plan = f.prepare(&wipe).unwrap();
+    assert!(plan
+        .to_string()
+        .contains("ERASING what it holds: ext4 filesystem labelled \"photos\""));
+    plan.install(&NoProgress).unwrap();
+    let found = probe_signatures(&mut File::open(f.disk()).unwrap()).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(matches!(found[0].kind, crate::probe::SignatureKind::Gpt(_)));
+    check_installed(&f, &f.disk(), 512, Bootloader::Grub);
+}
+
+/// An existing smaller file is extended, keeping it sparse; a larger one
+/// is refused.
+#[test]
+fn a_file_target_is_created_or_extended_never_truncated() {
+    let f = Fixture::new();
+    File::create(f.disk())
+        .unwrap()
+        .set_len(DISK_SIZE / 2)
+        .unwrap();
+    f.install(&f.request(grub()));
+    let meta = fs::metadata(f.disk()).unwrap();
+    assert_eq!(meta.len(), DISK_SIZE);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        meta.blocks() * 512 < DISK_SIZE / 2,
+        "sparse: {} bytes allocated",
+        meta.blocks() * 512
+    );
+
+    let mut bigger = f.request(grub());
+    bigger.target = TargetRequest::File {
+        path: f.disk(),
+        size: DISK_SIZE - MIB,
+    };
+    let err = f.prepare(&bigger).unwrap_err();
+    assert!(matches!(err, InstallError::FileLarger { .. }), "{err}");
+
+    let mut device = f.request(grub());
+    device.target = TargetRequest::File {
+        path: "/dev/null".into(),
+        size: DISK_SIZE,
+    };
+    assert_eq!(
+        f.prepare(&device).unwrap_err().to_string(),
+        "/dev/null: not a regular file (use --disk for a device)"
+    );
+}
+
+/// Every bad input is refused by prepare with an error that says what to
+/// do, and the target file is never created.
+#[test]
+fn bad_input_is_refused_before_anything_is_written() {
+    let f = Fixture::new();
+    let check = |request: &Request, expect: &str| {
+        let err = f.prepare(request).unwrap_err().to_string();
+        assert!(err.contains(expect), "expected {expect:?} in {err:?}");
+        assert!(!f.disk().exists(), "{expect}: the target was created");
+    };
+
+    let mut missing = f.request(grub());
+    missing.bundle = f.tmp.path().join("no-such-bundle");
+    check(&missing, "no-such-bundle is missing");
+
+    let mut no_keys = f.request(grub());
+    no_keys.trusted_keys = TrustedKeys::new();
+    check(&no_keys, "no trusted key");
+
+    let mut wrong_key = f.request(grub());
+    wrong_key.trusted_keys = [SecretKey::generate("other").unwrap().public()]
+        .into_iter()
+        .collect();
+    check(&wrong_key, "does not verify");
+
+    let mut small_slot = f.request(grub());
+    small_slot.layout.slot_size = 8 * MIB;
+    check(
+        &small_slot,
+        "more than a slot of 8.0 MiB (8388608 bytes): raise the slot size",
+    );
+
+    let mut small_disk = f.request(grub());
+    small_disk.target = TargetRequest::File {
+        path: f.disk(),
+        size: 64 * MIB,
+    };
+    check(&small_disk, "disk too small: the layout needs");
+
+    let mut not_a_device = f.request(grub());
+    not_a_device.target = TargetRequest::Disk(f.sample.image.clone());
+    check(
+        &not_a_device,
+        "not a block device (use --file for a disk-image file)",
+    );
+
+    let mut no_grub = f.request(grub());
+    no_grub.bootloader = BootloaderSetup::Grub {
+        mkimage: "/nonexistent/grub-mkimage".into(),
+        bios_dir: None,
+        efi_dir: "/usr/lib/grub/x86_64-efi".into(),
+    };
+    check(&no_grub, "running /nonexistent/grub-mkimage");
+
+    // A corrupt kernel: found when the bundle is opened.
+    let kernel = fs::read_dir(&f.bundle)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".kernel"))
+        .unwrap();
+    let mut bytes = fs::read(&kernel).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&kernel, &bytes).unwrap();
+    check(&f.request(grub()), "has SHA-256");
+}
+
+/// A version whose command line GRUB would alter is refused for GRUB (and
+/// accepted for systemd-boot, which passes it verbatim).
+#[test]
+fn a_command_line_grub_cannot_carry_is_refused_before_writing() {
+    let f = Fixture::new();
+    let bundle = f.tmp.path().join("quoted");
+    let mut input: PackInput = f.sample.input();
+    input.cmdline = "init=/init quote='a'".into();
+    pack(&input, &bundle, &NoProgress).unwrap();
+    let mut request = f.request(grub());
+    request.bundle = bundle;
+    let err = f.prepare(&request).unwrap_err().to_string();
+    assert!(
+        err.starts_with("version 5 cannot be booted by grub: "),
+        "{err}"
+    );
+    request.bootloader = systemd_boot();
+    f.prepare(&request).unwrap();
+}
+
+/// A write that fails at any step leaves a disk without a partition table
+/// (so nothing boots it half-installed) and an error that says so.
+#[test]
+fn a_failed_write_at_any_step_wipes_the_partition_table() {
+    let f = Fixture::new();
+    let plan = f.prepare(&f.request(grub())).unwrap();
+    let open = || plan.target.open();
+    let fresh = || {
+        let _ = fs::remove_file(f.disk());
+    };
+
+    // How many bytes a whole installation writes through the disk handle.
+    fresh();
+    let disk = FaultyDisk::counting(open().unwrap());
+    let counter = disk.counter();
+    let mut disk = Some(disk);
+    execute(
+        &plan,
+        || Ok(disk.take().expect("opened once when all goes well")),
+        &NoProgress,
+    )
+    .unwrap();
+    let total = counter.lock().unwrap().bytes;
+    let BootPayload::Grub {
+        bios: Some(images), ..
+    } = &plan.boot
+    else {
+        panic!("GRUB with BIOS boot code")
+    };
+    let core_len = bios::patch_core(&images.core_img, 2048).unwrap().len() as u64;
+
+    type Step = fn(&WriteError) -> bool;
+    let cases: [(u64, &str, Step); 6] = [
+        (0, "erase", |e| matches!(e, WriteError::Erase(_))),
+        (600, "table", |e| matches!(e, WriteError::Table(_))),
+        (8 * MIB, "slot", |e| matches!(e, WriteError::Slot(_))),
+        (total - 512 - core_len - 300, "esp", |e| {
+            matches!(e, WriteError::Esp { .. } | WriteError::BootFiles(_))
+        }),
+        (total - 512 - 100, "core.img", |e| {
+            matches!(e, WriteError::Bios(_))
+        }),
+        (total - 1, "boot.img", |e| matches!(e, WriteError::Bios(_))),
+    ];
+    for (budget, step, expected) in cases {
+        fresh();
+        let mut opened = 0;
+        let err = execute(
+            &plan,
+            || {
+                opened += 1;
+                let file = open()?;
+                Ok(if opened == 1 {
+                    FaultyDisk::failing_after(file, budget, Fault::Error)
+                } else {
+                    FaultyDisk::counting(file)
+                })
+            },
+            &NoProgress,
+        )
+        .unwrap_err();
+        let InstallError::Failed { failed, reset } = &err else {
+            panic!("{step}: {err}")
+        };
+        assert!(expected(failed), "{step}: failed at {failed}");
+        assert!(reset.is_none(), "{step}: {err}");
+        assert!(
+            err.to_string()
+                .ends_with("The partition table was wiped, so the disk cannot boot half-installed"),
+            "{err}"
+        );
+        let mut disk = File::open(f.disk()).unwrap();
+        assert!(
+            Gpt::read(&mut disk, 512).is_err(),
+            "{step}: a table survived"
+        );
+        assert!(
+            read_at(&f.disk(), 0, 512).iter().all(|&b| b == 0),
+            "{step}: MBR boot code or partition records survived"
+        );
+        let found = probe_signatures(&mut disk).unwrap();
+        assert!(
+            !found
+                .iter()
+                .any(|s| matches!(s.kind, crate::probe::SignatureKind::Gpt(_))),
+            "{step}: {found:?}"
+        );
+    }
+
+    // A reset that cannot even open the disk is reported as such.
+    fresh();
+    let mut opened = 0;
+    let err = execute(
+        &plan,
+        || {
+            opened += 1;
+            if opened == 1 {
+                Ok(FaultyDisk::failing_after(open()?, 0, Fault::Error))
+            } else {
+                Err(io::Error::other("disk gone"))
+            }
+        },
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("Wiping the partition table failed too (disk I/O: disk gone): do not boot this disk, install again or wipe it"),
+        "{err}"
+    );
+}
+
+/// Named disks read from a fake sysfs: each way a disk can be in use, the
+/// installer's own medium, a partition instead of a disk. A named
+/// removable disk is accepted.
+#[test]
+fn named_disks_in_use_are_refused() {
+    let root = FakeRoot::new();
+    root.disk("vda", (253, 0), 2 << 21, &[("vda1", 1), ("vda2", 2)]);
+    root.disk("vdb", (253, 16), 2 << 21, &[("vdb1", 1)]);
+    root.disk("vdc", (253, 32), 2 << 21, &[("vdc1", 1)]);
+    let vdd = root.disk("vdd", (253, 48), 2 << 21, &[]);
+    fs::write(vdd.join("removable"), "1\n").unwrap();
+    let vde = root.disk("vde", (253, 64), 2 << 21, &[("vde1", 1)]);
+    fs::create_dir_all(vde.join("vde1/holders/md0")).unwrap();
+    root.disk("sr0", (11, 0), 2 << 21, &[]);
+    root.write(
+        "proc/self/mountinfo",
+        "22 1 253:2 / /data rw - ext4 /dev/vda2 rw\n23 1 253:17 / /iso ro - iso9660 /dev/vdb1 ro\n",
+    );
+    root.write(
+        "proc/swaps",
+        "Filename Type Size Used Priority\n/dev/vdc1 partition 1024 0 -2\n",
+    );
+    let sys = root.sys();
+    let req = Requirements {
+        layout: LayoutConfig {
+            slot_size: 64 * MIB,
+            esp_size: 64 * MIB,
+            min_rw_size: 64 * MIB,
+            arch: Arch::X86_64,
+        },
+        bios_boot: true,
+        allow_removable: false,
+    };
+    let refuse = |name: &str, expect: &str| {
+        let path = PathBuf::from("/dev").join(name);
+        let err = check_named_disk(&sys, &path, name, &[], &req).unwrap_err();
+        assert_eq!(err.to_string(), format!("/dev/{name}{expect}"));
+    };
+    refuse(
+        "vda",
+        " cannot be the target: it is in use: /dev/vda2 is mounted on /data",
+    );
+    refuse(
+        "vdb",
+        " cannot be the target: it holds the installer itself (/dev/vdb1 is mounted on /iso)",
+    );
+    refuse(
+        "vdc",
+        " cannot be the target: it is in use: /dev/vdc1 is active swap",
+    );
+    refuse(
+        "vde",
+        " cannot be the target: it is in use: md0 is stacked on it",
+    );
+    refuse("vda1", ": vda1 is not a whole disk (a partition?)");
+    let disk = check_named_disk(&sys, Path::new("/dev/vdd"), "vdd", &[], &req).unwrap();
+    assert!(disk.removable);
+
+    // The same machine, automatically: nothing is eligible (sr0 is an
+    // optical drive, vdd removable), so nothing is opened.
+    let f = Fixture::new();
+    let mut request = f.request(grub());
+    request.target = TargetRequest::Auto;
+    let err = prepare(&request, &sys).unwrap_err().to_string();
+    assert!(
+        err.starts_with("no eligible disk to install onto\n  vda: it is in use"),
+        "{err}"
+    );
+    assert!(err.contains("\n  vdd: it is removable (allow it with --allow-removable)"));
+    assert!(err.contains("\n  sr0: optical drive"));
+}

@@ -1,0 +1,426 @@
+//! Publishing a bundle to its channel (DESIGN §4), and pruning old versions.
+//!
+//! Order: every per-version object first (image, index, kernel, initrd, the
+//! version's meta and its `.meta.sig`), the channel's pointer
+//! `<prefix>/<channel>.meta` last, in one PUT. A device reads the pointer,
+//! then the signature of the version it names, so it never sees a meta whose
+//! objects are missing; a publish that fails midway leaves the channel on its
+//! previous version, with some unreferenced objects that a later `keep`
+//! prunes.
+//!
+//! Anti-rollback on the operator side: the version must be greater than the
+//! one the current pointer names, unless forced. A pointer that exists but
+//! does not verify against the trusted keys (or does not parse) is not taken
+//! as "no current version": it may name a newer version signed by a key this
+//! publisher does not trust, and overwriting it could move the fleet
+//! backwards. It is refused unless forced (e.g. to repair a corrupted
+//! pointer), and then logged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::num::NonZeroUsize;
+
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::bundle::Bundle;
+use crate::channel::{Channel, ChannelError, MetaLocator};
+use crate::meta::{object_name, ObjectKind, MAX_META_BYTES};
+use crate::progress::Progress;
+use crate::remote::{Remote, RemoteError};
+use crate::sign::{SignatureError, MAX_SIGNATURE_FILE_BYTES};
+
+/// How [`publish`] behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Afterwards, delete the objects of all but the newest `keep` versions
+    /// of the channel (the published one and the pointer's are always kept).
+    pub keep: Option<NonZeroUsize>,
+    /// Publish even if the version is not greater than the channel's
+    /// current one, or the current pointer does not verify.
+    pub force: bool,
+}
+
+/// A version as named in the bucket: `<version>-<id>.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VersionRef {
+    pub version: u64,
+    pub id: Uuid,
+}
+
+impl fmt::Display for VersionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.version, self.id)
+    }
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReport {
+    pub published: VersionRef,
+    /// The version the pointer named before, if it verified.
+    pub previous: Option<VersionRef>,
+    /// Keys written, in order; the channel's pointer is the last.
+    pub uploaded: Vec<String>,
+    /// Versions whose objects were deleted, oldest first.
+    pub pruned: Vec<VersionRef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("version {version} is not greater than the channel's current version {current}")]
+    NotNewer { version: u64, current: u64 },
+    /// The pointer exists but does not verify or parse (see the module
+    /// documentation).
+    #[error("the channel's current meta cannot be trusted: {0}")]
+    UntrustedPointer(#[source] ChannelError),
+    #[error("the bundle's signature {object}: {reason}")]
+    Signature { object: String, reason: String },
+    #[error("reading the channel's current meta: {0}")]
+    Current(#[source] ChannelError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The version is published (the pointer names it); deleting old
+    /// versions failed.
+    #[error("version {published} is published, but pruning old versions failed: {source}")]
+    Prune { published: u64, source: RemoteError },
+}
+
+/// What the pointer says before publishing.
+enum Current {
+    Empty,
+    Verified(VersionRef),
+    Untrusted(ChannelError),
+}
+
+fn current(channel: &Channel) -> Result<Current, PublishError> {
+    match channel.latest() {
+        Ok(signed) => Ok(Current::Verified(VersionRef {
+            version: signed.meta.version,
+            id: signed.meta.id,
+        })),
+        // `latest` maps a missing signature to a verification error, so
+        // not found here is the pointer itself: a new channel.
+        Err(ChannelError::Remote(RemoteError::NotFound { .. })) => Ok(Current::Empty),
+        Err(
+            err @ (ChannelError::Unreadable { .. }
+            | ChannelError::Verify(_)
+            | ChannelError::Remote(RemoteError::TooLarge { .. })),
+        ) => Ok(Current::Untrusted(err)),
+        Err(err) => Err(PublishError::Current(err)),
+    }
+}
+
+/// Uploads `bundle` to the channel of `channel`'s remote, the pointer last,
+/// then prunes if asked. The bundle must verify against the channel's
+/// trusted keys (checked again here for the signature file uploaded), so
+/// nothing is published that devices would refuse. Publishing the same
+/// bundle again with `force` rewrites the same objects: idempotent.
+pub fn publish(
+    channel: &Channel,
+    bundle: &Bundle,
+    opts: &PublishOptions,
+    progress: &dyn Progress,
+) -> Result<PublishReport, PublishError> {
+    let remote = channel.remote();
+    let config = remote.config();
+    let meta = &bundle.signed.meta;
+    let published = VersionRef {
+        version: meta.version,
+        id: meta.id,
+    };
+
+    // Read before anything else, so the check costs no upload.
+    let sig_name = object_name(meta.version, meta.id, ObjectKind::MetaSig);
+    let sig = read_signature(bundle, &sig_name)?;
+    channel
+        .keys()
+        .verify(&bundle.signed.bytes, &sig)
+        .map_err(|e: SignatureError| PublishError::Signature {
+            object: sig_name.clone(),
+            reason: e.to_string(),
+        })?;
+
+    let previous = match current(channel)? {
+        Current::Empty => None,
+        Current::Verified(current) => {
+            if published.version <= current.version {
+                if !opts.force {
+                    return Err(PublishError::NotNewer {
+                        version: published.version,
+                        current: current.version,
+                    });
+                }
+                if published != current {
+                    warn!(
+                        "forced: version {published} replaces the newer or equal {current}; \
+                         devices that have installed {} or later will not install it",
+                        current.version
+                    );
+                }
+            }
+            Some(current)
+        }
+        Current::Untrusted(err) => {
+            if !opts.force {
+                return Err(PublishError::UntrustedPointer(err));
+            }
+            warn!("forced: replacing the channel's meta, which cannot be trusted: {err}");
+            None
+        }
+    };
+
+    let mut uploaded = Vec::new();
+    // The image first: it is by far the longest, and failing early on it
+    // wastes the least.
+    let files = [
+        (&meta.image.object, bundle.image_path()),
+        (&meta.index.object, bundle.path_of(&meta.index)),
+        (&meta.kernel.object, bundle.path_of(&meta.kernel)),
+        (&meta.initrd.object, bundle.path_of(&meta.initrd)),
+    ];
+    for (object, path) in files {
+        let key = config.object_key(object);
+        remote.put_file(&key, &path, progress)?;
+        uploaded.push(key);
+    }
+    let meta_key = config.object_key(&object_name(meta.version, meta.id, ObjectKind::Meta));
+    remote.put_bytes(&meta_key, &bundle.signed.bytes)?;
+    uploaded.push(meta_key);
+    let sig_key = config.object_key(&sig_name);
+    remote.put_bytes(&sig_key, &sig)?;
+    uploaded.push(sig_key);
+    // Last: from here on devices see the new version, and everything it
+    // names is in place (S3 PUTs are atomic and read-after-write consistent).
+    let pointer = config.channel_meta_key();
+    remote.put_bytes(&pointer, &bundle.signed.bytes)?;
+    uploaded.push(pointer);
+    info!(version = %published, channel = %config.channel, "published");
+
+    let pruned = match opts.keep {
+        Some(keep) => prune(remote, keep, published).map_err(|source| PublishError::Prune {
+            published: published.version,
+            source,
+        })?,
+        None => Vec::new(),
+    };
+    Ok(PublishReport {
+        published,
+        previous,
+        uploaded,
+        pruned,
+    })
+}
+
+fn read_signature(bundle: &Bundle, name: &str) -> Result<Vec<u8>, PublishError> {
+    let path = bundle.dir.join(name);
+    let refuse = |reason: String| PublishError::Signature {
+        object: path.display().to_string(),
+        reason,
+    };
+    let sig = std::fs::read(&path).map_err(|e| refuse(e.to_string()))?;
+    if sig.len() > MAX_SIGNATURE_FILE_BYTES {
+        return Err(refuse(format!(
+            "{} bytes, more than the {MAX_SIGNATURE_FILE_BYTES} allowed",
+            sig.len()
+        )));
+    }
+    Ok(sig)
+}
+
+/// Deletes the objects of all but the newest `keep` versions, never those of
+/// `published` nor of the version the pointer names now (read again: another
+/// publisher may have moved it meanwhile).
+fn prune(
+    remote: &Remote,
+    keep: NonZeroUsize,
+    published: VersionRef,
+) -> Result<Vec<VersionRef>, RemoteError> {
+    let config = remote.config();
+    let mut protected = vec![published];
+    let pointer = config.channel_meta_key();
+    match remote.get_bytes(&pointer, MAX_META_BYTES as u64) {
+        Ok(bytes) => match MetaLocator::parse(&bytes) {
+            Ok(locator) => protected.push(VersionRef {
+                version: locator.version,
+                id: locator.id,
+            }),
+            Err(reason) => warn!("{pointer}: {reason}; pruning keeps only {published}"),
+        },
+        Err(RemoteError::NotFound { .. }) => warn!("{pointer} is gone; pruning keeps {published}"),
+        Err(err) => return Err(err),
+    }
+
+    let prefix = config.channel_prefix();
+    let listing = remote.list(&prefix)?;
+    let versions = group_by_version(listing.iter().map(|o| &o.key[prefix.len()..]));
+    let doomed = versions_to_prune(versions.keys().copied(), keep, &protected);
+    let keys: Vec<String> = doomed
+        .iter()
+        .flat_map(|v| versions[v].iter().map(|name| format!("{prefix}{name}")))
+        .collect();
+    if !keys.is_empty() {
+        remote.delete(&keys)?;
+    }
+    for version in &doomed {
+        info!(%version, "pruned");
+    }
+    Ok(doomed)
+}
+
+/// The version a per-version object belongs to: `<version>-<id>.<suffix>`.
+fn version_of(name: &str) -> Option<VersionRef> {
+    let (version, rest) = name.split_once('-')?;
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id = rest.get(..36)?;
+    let suffix = rest.get(36..)?.strip_prefix('.')?;
+    if suffix.is_empty() {
+        return None;
+    }
+    Some(VersionRef {
+        version: version.parse().ok()?,
+        id: Uuid::try_parse(id).ok()?,
+    })
+}
+
+/// Object names (relative to the channel prefix) grouped by version. Names
+/// that are not `<version>-<id>.<suffix>` are not abnix's and left alone.
+fn group_by_version<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> BTreeMap<VersionRef, Vec<&'a str>> {
+    let mut versions: BTreeMap<VersionRef, Vec<&str>> = BTreeMap::new();
+    for name in names {
+        match version_of(name) {
+            Some(version) => versions.entry(version).or_default().push(name),
+            None => debug!(name, "not a version's object; left alone"),
+        }
+    }
+    versions
+}
+
+/// The versions to delete, oldest first: all but the newest `keep` (by
+/// version number, then id), minus the protected ones.
+fn versions_to_prune(
+    versions: impl Iterator<Item = VersionRef>,
+    keep: NonZeroUsize,
+    protected: &[VersionRef],
+) -> Vec<VersionRef> {
+    let all: BTreeSet<VersionRef> = versions.collect();
+    let doomed = all.len().saturating_sub(keep.get());
+    all.into_iter()
+        .take(doomed)
+        .filter(|v| !protected.contains(v))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40";
+    const OTHER: &str = "8c4e2f10-5a3b-4d7c-9e61-2b0a7f3c9d58";
+
+    fn v(version: u64, id: &str) -> VersionRef {
+        VersionRef {
+            version,
+            id: id.parse().unwrap(),
+        }
+    }
+
+    fn keep(n: usize) -> NonZeroUsize {
+        NonZeroUsize::new(n).unwrap()
+    }
+
+    #[test]
+    fn object_names_give_their_version() {
+        let id: Uuid = ID.parse().unwrap();
+        for kind in [
+            ObjectKind::Image,
+            ObjectKind::Index,
+            ObjectKind::Kernel,
+            ObjectKind::Initrd,
+            ObjectKind::Meta,
+            ObjectKind::MetaSig,
+        ] {
+            assert_eq!(
+                version_of(&object_name(42, id, kind)),
+                Some(v(42, ID)),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_names_have_no_version() {
+        for name in [
+            "README",
+            "",
+            "-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40.meta",
+            "7-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40",
+            "7-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40.",
+            "7-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40meta",
+            "7-not-a-uuid-at-all-but-36-chars-long.meta",
+            "x7-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40.meta",
+            "+7-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40.meta",
+            "99999999999999999999999-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40.meta",
+            "7-3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b4é.meta",
+        ] {
+            assert_eq!(version_of(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn objects_are_grouped_by_version() {
+        let names = [
+            format!("3-{ID}.img.zst"),
+            "notes.txt".to_string(),
+            format!("3-{ID}.meta"),
+            format!("10-{OTHER}.index"),
+        ];
+        let groups = group_by_version(names.iter().map(String::as_str));
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            groups[&v(3, ID)],
+            vec![format!("3-{ID}.img.zst"), format!("3-{ID}.meta")]
+        );
+        // Numeric order, not key order: 10 is newer than 3.
+        assert_eq!(groups.keys().last(), Some(&v(10, OTHER)));
+    }
+
+    #[test]
+    fn the_newest_are_kept() {
+        let all = [v(1, ID), v(2, ID), v(3, ID), v(4, ID)];
+        assert_eq!(
+            versions_to_prune(all.into_iter(), keep(2), &[v(4, ID)]),
+            vec![v(1, ID), v(2, ID)]
+        );
+        assert_eq!(
+            versions_to_prune(all.into_iter(), keep(4), &[]),
+            Vec::<VersionRef>::new()
+        );
+        assert_eq!(
+            versions_to_prune(all.into_iter(), keep(9), &[]),
+            Vec::<VersionRef>::new()
+        );
+    }
+
+    #[test]
+    fn protected_versions_survive_outside_the_newest() {
+        // A forced publish of an older version: it and the pointer's stay.
+        let all = [v(1, ID), v(2, ID), v(3, ID), v(4, ID)];
+        assert_eq!(
+            versions_to_prune(all.into_iter(), keep(1), &[v(2, ID), v(1, ID)]),
+            vec![v(3, ID)]
+        );
+    }
+
+    #[test]
+    fn same_version_with_two_ids_counts_twice() {
+        let all = [v(5, ID), v(5, OTHER), v(6, ID)];
+        let doomed = versions_to_prune(all.into_iter(), keep(2), &[]);
+        assert_eq!(doomed.len(), 1);
+        assert_eq!(doomed[0].version, 5);
+    }
+}

@@ -1,0 +1,222 @@
+//! The executor of the update cycle: performs each [`Action`] the
+//! [`Machine`] asks for on the real disk, bucket and state directory, and
+//! turns the result into the [`Event`] the machine advances on.
+//!
+//! Ordering on disk is boot control's and the pipeline's: every boot
+//! control method syncs the ESP before it returns, and the pipeline syncs
+//! the slot after the image, so `mark_bad` is durable before the first
+//! byte of the image is written, and the image before the boot files.
+
+use anyhow::Context;
+use chrono::Utc;
+
+use super::machine::{failed_trial_record, Action, Event, Machine, Outcome, Plan, Step};
+use super::notify::Notifier;
+use crate::boot::BootFiles;
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::disk::Disk;
+use crate::errors::error_text;
+use crate::index::Index;
+use crate::pipeline::WriteOptions;
+use crate::progress::Progress;
+use crate::remote::{Remote, RemoteError};
+use crate::state::{State, StateDir};
+use crate::system_disk::SystemDisk;
+
+/// What the actions work on.
+pub struct Executor<'a, D: Disk> {
+    pub disk: &'a mut SystemDisk<D>,
+    pub config: &'a Config,
+    pub state_dir: &'a StateDir,
+    /// The loaded state; failed trials are added and saved as they are met.
+    pub state: &'a mut State,
+    pub progress: &'a dyn Progress,
+    pub notifier: &'a Notifier,
+    pub write_options: WriteOptions,
+    channel: Option<Channel>,
+    /// The index of the version being installed, from its FetchIndex step.
+    index: Option<Index>,
+}
+
+impl<'a, D: Disk> Executor<'a, D> {
+    pub fn new(
+        disk: &'a mut SystemDisk<D>,
+        config: &'a Config,
+        state_dir: &'a StateDir,
+        state: &'a mut State,
+        progress: &'a dyn Progress,
+        notifier: &'a Notifier,
+    ) -> Self {
+        Executor {
+            disk,
+            config,
+            state_dir,
+            state,
+            progress,
+            notifier,
+            write_options: WriteOptions {
+                // The slot is read back and every chunk checked once it is
+                // synced: a trial that would boot a corrupt root costs a
+                // reboot, reading the slot costs seconds.
+                verify_readback: true,
+                ..WriteOptions::default()
+            },
+            channel: None,
+            index: None,
+        }
+    }
+
+    /// Runs the machine to its outcome, logging each action and putting it
+    /// in the unit's status line.
+    pub fn run(&mut self, mut machine: Machine) -> Outcome {
+        loop {
+            let action = machine.action();
+            let line = action.describe();
+            self.notifier.status(&line);
+            if let Action::Finish(outcome) = action {
+                return outcome;
+            }
+            tracing::info!("{line}");
+            let event = self.perform(action);
+            machine = machine.advance(event);
+        }
+    }
+
+    fn perform(&mut self, action: Action) -> Event {
+        match action {
+            Action::ReadBootStatus => match self.read_boot_status() {
+                Ok(status) => Event::BootStatus(status),
+                Err(e) => Event::Failed(error_text(e.as_ref())),
+            },
+            Action::RecordFailedTrial { trial, info } => {
+                let record = failed_trial_record(trial, &info, Utc::now());
+                tracing::warn!(
+                    "version {} \"{}\" {}; it is never installed again",
+                    record.version,
+                    record.label,
+                    record.reason
+                );
+                self.state.record_failed(record.clone());
+                match self.state_dir.save(self.state) {
+                    Ok(()) => Event::Recorded(Box::new(record)),
+                    Err(e) => Event::Failed(format!(
+                        "saving the state in {}: {e}",
+                        self.state_dir.path().display()
+                    )),
+                }
+            }
+            Action::FetchLatest => self.fetch_latest(),
+            Action::Wait(delay) => {
+                std::thread::sleep(delay);
+                Event::Waited
+            }
+            Action::Install { plan, step } => match self.install_step(&plan, step) {
+                Ok(()) => Event::StepDone,
+                Err(e) => Event::Failed(error_text(e.as_ref())),
+            },
+            Action::Finish(outcome) => {
+                unreachable!("run returns on Finish, it is never performed: {outcome}")
+            }
+        }
+    }
+
+    fn read_boot_status(&mut self) -> anyhow::Result<crate::boot::BootStatus> {
+        Ok(self.disk.boot_control()?.status()?)
+    }
+
+    fn fetch_latest(&mut self) -> Event {
+        let channel = match connected(&mut self.channel, self.config) {
+            Ok(channel) => channel,
+            Err(e) => return Event::Failed(error_text(e.as_ref())),
+        };
+        match channel.latest() {
+            Ok(signed) => {
+                let meta = signed.meta;
+                tracing::info!(
+                    "the channel's latest version is {} \"{}\" (signed by {})",
+                    meta.version,
+                    meta.label,
+                    signed.signer
+                );
+                Event::Latest(Box::new(meta))
+            }
+            Err(e) => match e.remote() {
+                Some(RemoteError::Unreachable { .. }) => Event::Unreachable(e.to_string()),
+                _ => Event::Failed(e.to_string()),
+            },
+        }
+    }
+
+    fn install_step(&mut self, plan: &Plan, step: Step) -> anyhow::Result<()> {
+        let slot = plan.target;
+        let meta = &plan.meta;
+        match step {
+            Step::FetchIndex => {
+                let index = connected(&mut self.channel, self.config)?.index(meta)?;
+                self.index = Some(index);
+            }
+            Step::CheckBootFiles => self.disk.boot_control()?.check_boot_files(
+                slot,
+                &plan.slot_info(),
+                meta.kernel.size,
+                meta.initrd.size,
+            )?,
+            Step::MarkBad => self.disk.boot_control()?.mark_bad(slot)?,
+            Step::WriteImage => {
+                let channel = connected(&mut self.channel, self.config)?;
+                let index = self
+                    .index
+                    .as_ref()
+                    .expect("FetchIndex comes before WriteImage");
+                let options = WriteOptions {
+                    target_name: format!("slot {slot}"),
+                    ..self.write_options.clone()
+                };
+                let fetch = channel.write_image(
+                    meta,
+                    index,
+                    &mut self.disk.slot_region(slot),
+                    &options,
+                    self.progress,
+                )?;
+                tracing::info!(
+                    "wrote {} bytes ({} chunks) into slot {slot} in {:.1?}, verified; {} resumed downloads",
+                    fetch.written.bytes,
+                    fetch.written.chunks,
+                    fetch.written.elapsed,
+                    fetch.resumes
+                );
+            }
+            Step::WriteBootFiles => {
+                let channel = connected(&mut self.channel, self.config)?;
+                // Both readers fail at their end unless the bytes match the
+                // meta, so a corrupt kernel never gets its slot file.
+                let mut kernel = channel.open_artifact(&meta.kernel)?;
+                let mut initrd = channel.open_artifact(&meta.initrd)?;
+                self.disk.boot_control()?.write_boot_files(
+                    slot,
+                    &mut BootFiles {
+                        info: plan.slot_info(),
+                        kernel: &mut kernel,
+                        kernel_len: meta.kernel.size,
+                        initrd: &mut initrd,
+                        initrd_len: meta.initrd.size,
+                    },
+                )?;
+            }
+            Step::Activate => self.disk.boot_control()?.activate(slot, plan.tries)?,
+        }
+        Ok(())
+    }
+}
+
+/// The channel, made on first use, so a run that ends before its first
+/// fetch sends no request and loads no credentials.
+fn connected<'c>(channel: &'c mut Option<Channel>, config: &Config) -> anyhow::Result<&'c Channel> {
+    if channel.is_none() {
+        let remote = Remote::new(config.remote.clone()).context("the bucket")?;
+        *channel = Some(Channel::new(remote, config.trusted_keys.clone()));
+    }
+    Ok(channel.as_ref().expect("just made"))
+}

@@ -1,0 +1,129 @@
+//! The Nix side computes some of what the Rust side computes (DESIGN §8.4):
+//! nix/lib/pure.nix's outputs for fixed inputs are committed in nix/testdata
+//! (nix/check.sh keeps them current). Here core's own code reads the same
+//! inputs and must come to the same answers, so the two sides cannot drift.
+//! (The device and installer configs in nix/testdata are parsed by
+//! core::config's and abnix-install's own tests.)
+
+use std::path::{Path, PathBuf};
+
+use abnix_core::config;
+use abnix_core::layout::{compute, min_disk_size, LayoutConfig};
+use abnix_core::meta::{check_cmdline, check_label};
+use abnix_core::units::{parse_duration, parse_size};
+use serde_json::Value;
+use uuid::Uuid;
+
+fn testdata(name: &str) -> Value {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../nix/testdata")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// Sizes appear as Nix writes them: a number of bytes or a string like "4G".
+fn size(value: &Value) -> u64 {
+    match value {
+        Value::Number(n) => n.as_u64().expect("a size is a non-negative integer"),
+        Value::String(s) => parse_size(s).unwrap_or_else(|e| panic!("size {s:?}: {e}")),
+        other => panic!("not a size: {other}"),
+    }
+}
+
+#[test]
+fn nix_computes_the_same_partition_layout_as_core() {
+    let examples = testdata("layout.json");
+    let examples = examples.as_array().expect("a list of examples");
+    assert!(!examples.is_empty());
+    for example in examples {
+        let sector_size = example["sectorSize"].as_u64().unwrap() as u32;
+        let mut config = LayoutConfig::new(size(&example["slotSize"]));
+        config.esp_size = size(&example["espSize"]);
+        let disk_size = size(&example["diskSize"]);
+        let layout = compute(disk_size, sector_size, &config)
+            .unwrap_or_else(|e| panic!("core refuses the layout Nix computed for {example}: {e}"));
+
+        let nix = &example["layout"];
+        assert_eq!(nix["diskSize"].as_u64(), Some(layout.disk_size));
+        assert_eq!(
+            nix["sectorSize"].as_u64(),
+            Some(u64::from(layout.sector_size))
+        );
+        let nix_parts: Vec<(&str, u64, u64)> = nix["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap(),
+                    p["start"].as_u64().unwrap(),
+                    p["size"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let core_parts: Vec<(&str, u64, u64)> = layout
+            .partitions()
+            .iter()
+            .map(|p| (p.name, p.start, p.size))
+            .collect();
+        assert_eq!(nix_parts, core_parts, "for {example}");
+    }
+}
+
+#[test]
+fn a_template_disk_sized_by_nix_fits_cores_layout_exactly() {
+    // The third example is pure.nix's minimumDiskSize for a 1G slot, a 256M
+    // ESP and 64M of abnix-rw: the size a template image is written with.
+    // Nix rounds it to whole MiB, so it may exceed core's bare minimum, but
+    // core must accept it and give abnix-rw exactly the 64M asked for.
+    let examples = testdata("layout.json");
+    let template = &examples[2];
+    let mut config = LayoutConfig::new(size(&template["slotSize"]));
+    config.esp_size = size(&template["espSize"]);
+    let sector_size = template["sectorSize"].as_u64().unwrap() as u32;
+    let disk_size = size(&template["diskSize"]);
+    assert!(disk_size >= min_disk_size(sector_size, &config));
+    let layout = compute(disk_size, sector_size, &config).unwrap();
+    assert_eq!(layout.rw.size, LayoutConfig::DEFAULT_MIN_RW_SIZE);
+}
+
+#[test]
+fn the_nix_module_defaults_are_cores_defaults() {
+    let defaults = testdata("defaults.json");
+    assert_eq!(
+        defaults["tries"].as_u64(),
+        Some(u64::from(config::DEFAULT_TRIES))
+    );
+    assert_eq!(
+        parse_duration(defaults["checkInterval"].as_str().unwrap()).unwrap(),
+        config::DEFAULT_CHECK_INTERVAL
+    );
+    assert_eq!(
+        defaults["stateDir"].as_str(),
+        Some(config::DEFAULT_STATE_DIR)
+    );
+    assert_eq!(defaults["configFile"].as_str(), Some(config::DEFAULT_PATH));
+    assert_eq!(size(&defaults["espSize"]), LayoutConfig::DEFAULT_ESP_SIZE);
+}
+
+#[test]
+fn a_version_described_by_nix_is_one_pack_accepts() {
+    let version = testdata("version.json");
+    check_label(version["label"].as_str().unwrap()).expect("label");
+    check_cmdline(version["cmdline"].as_str().unwrap()).expect("cmdline");
+    version["id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .expect("the id is a UUID");
+    assert!(version["version"].as_u64().is_some());
+
+    // Version ids Nix derives from the system: UUIDs, versions beyond 32 bits
+    // included (meta's version is a u64).
+    for entry in testdata("version-id.json").as_array().unwrap() {
+        entry["id"].as_str().unwrap().parse::<Uuid>().expect("id");
+        assert!(entry["version"].as_u64().is_some(), "{entry}");
+    }
+}

@@ -1,0 +1,666 @@
+//! The command line and the config file (docs/cli.md), merged into one
+//! [`abnix_core::install::Request`].
+//!
+//! The config file has the same settings as the flags, keys spelled with
+//! `_` for `-`; a flag overrides the file's value, `--trusted-key` adds to
+//! the file's keys, and a target given by flags (`--disk`, `--file`,
+//! `--auto`) replaces the file's. Both are parsed strictly: an unknown key
+//! or a bad value is an error naming the flag or the file and key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use abnix_core::install::{BootloaderSetup, Request, TargetRequest};
+use abnix_core::layout::{Arch, LayoutConfig};
+use abnix_core::sign::{PublicKey, TrustedKeys};
+use abnix_core::system_disk::Bootloader;
+use abnix_core::units::parse_size;
+use serde::Deserialize;
+
+/// Debian's GRUB and systemd-boot (grub-common, grub-pc-bin,
+/// grub-efi-amd64-bin, systemd-boot-efi); Nix passes its own paths.
+const DEFAULT_GRUB_MKIMAGE: &str = "grub-mkimage";
+const DEFAULT_GRUB_BIOS_DIR: &str = "/usr/lib/grub/i386-pc";
+const DEFAULT_GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+const DEFAULT_SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+const DEFAULT_ESP_SIZE: &str = "512M";
+
+/// `abnix-install`'s flags (docs/cli.md).
+#[derive(Debug, Default, clap::Parser)]
+#[command(
+    name = "abnix-install",
+    version,
+    about = "Install a signed abnix version onto a disk or into a disk-image file",
+    after_help = "Exit status: 0 installed; 1 nothing written (bad input, target refused); \
+                  3 failed while writing (the partition table was wiped)."
+)]
+pub struct Args {
+    /// The bundle directory (one signed version).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Install onto this whole disk.
+    #[arg(long, value_name = "DEV")]
+    pub disk: Option<PathBuf>,
+    /// Install into this disk-image file (created or extended, sparse).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Size of the --file image (K, M, G, T suffixes or bytes).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Install onto the first eligible disk.
+    #[arg(long)]
+    pub auto: bool,
+    /// A TOML file with the same settings (keys with `_` for `-`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Size of each OS slot.
+    #[arg(long, value_name = "SIZE")]
+    pub slot_size: Option<String>,
+    /// Size of the ESP [default: 512M].
+    #[arg(long, value_name = "SIZE")]
+    pub esp_size: Option<String>,
+    /// grub (BIOS and UEFI) or systemd-boot (UEFI) [default: grub].
+    #[arg(long, value_name = "NAME")]
+    pub bootloader: Option<String>,
+    /// Erase a target that holds anything but an earlier abnix installation.
+    #[arg(long)]
+    pub wipe: bool,
+    /// Let --auto choose removable disks.
+    #[arg(long)]
+    pub allow_removable: bool,
+    /// A public key (name:base64) the bundle may be signed with; repeatable.
+    #[arg(long, value_name = "KEY")]
+    pub trusted_key: Vec<String>,
+    /// A file of public keys, one per line (# starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub trusted_keys_file: Option<PathBuf>,
+    /// grub-mkimage to build GRUB's images with [default: grub-mkimage].
+    #[arg(long, value_name = "PATH")]
+    pub grub_mkimage: Option<PathBuf>,
+    /// GRUB's i386-pc module directory [default: /usr/lib/grub/i386-pc on x86_64].
+    #[arg(long, value_name = "DIR")]
+    pub grub_bios_dir: Option<PathBuf>,
+    /// GRUB's x86_64-efi module directory [default: /usr/lib/grub/x86_64-efi].
+    #[arg(long, value_name = "DIR")]
+    pub grub_efi_dir: Option<PathBuf>,
+    /// systemd-boot's EFI binary [default: /usr/lib/systemd/boot/efi/systemd-bootx64.efi].
+    #[arg(long, value_name = "FILE")]
+    pub systemd_boot_efi: Option<PathBuf>,
+    /// 64 hex digits: GPT GUIDs and filesystem ids derive from it [default: random].
+    #[arg(long, value_name = "HEX")]
+    pub seed: Option<String>,
+    /// Show what will happen and wait this many seconds before writing [default: 0].
+    #[arg(long, value_name = "SECS")]
+    pub countdown: Option<u64>,
+    /// Power the machine off after a successful installation.
+    #[arg(long)]
+    pub poweroff: bool,
+}
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    bundle: Option<PathBuf>,
+    disk: Option<PathBuf>,
+    file: Option<PathBuf>,
+    size: Option<String>,
+    auto: Option<bool>,
+    slot_size: Option<String>,
+    esp_size: Option<String>,
+    bootloader: Option<String>,
+    wipe: Option<bool>,
+    allow_removable: Option<bool>,
+    trusted_key: Option<Vec<String>>,
+    trusted_keys_file: Option<PathBuf>,
+    grub_mkimage: Option<PathBuf>,
+    grub_bios_dir: Option<PathBuf>,
+    grub_efi_dir: Option<PathBuf>,
+    systemd_boot_efi: Option<PathBuf>,
+    seed: Option<String>,
+    countdown: Option<u64>,
+    poweroff: Option<bool>,
+}
+
+/// Where a value came from, for errors.
+#[derive(Debug, Clone)]
+enum Origin {
+    Flag(&'static str),
+    File(PathBuf, &'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(key) => write!(f, "--{}", key.replace('_', "-")),
+            Origin::File(path, key) => write!(f, "{}: `{key}`", path.display()),
+        }
+    }
+}
+
+/// A settings error: what is wrong, naming the flag or the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{origin}: {reason}")]
+    Invalid { origin: String, reason: String },
+    #[error("{0}")]
+    Missing(String),
+}
+
+fn invalid(origin: &Origin, reason: impl fmt::Display) -> SettingsError {
+    SettingsError::Invalid {
+        origin: origin.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What the binary does: the request for the core, and its own settings.
+#[derive(Debug)]
+pub struct Settings {
+    pub request: Request,
+    pub countdown: u64,
+    pub poweroff: bool,
+}
+
+/// Picks the flag's value over the file's, remembering which it was.
+struct Merge<'a> {
+    path: &'a Path,
+}
+
+impl Merge<'_> {
+    fn pick<T>(&self, key: &'static str, flag: Option<T>, file: Option<T>) -> Option<(T, Origin)> {
+        match (flag, file) {
+            (Some(v), _) => Some((v, Origin::Flag(key))),
+            (None, Some(v)) => Some((v, Origin::File(self.path.to_owned(), key))),
+            (None, None) => None,
+        }
+    }
+
+    fn size(
+        &self,
+        key: &'static str,
+        flag: Option<String>,
+        file: Option<String>,
+    ) -> Result<Option<u64>, SettingsError> {
+        self.pick(key, flag, file)
+            .map(|(text, origin)| parse_size(&text).map_err(|e| invalid(&origin, e)))
+            .transpose()
+    }
+}
+
+/// The target given by one source: at most one of disk, file, auto.
+fn target_of(
+    origin: impl Fn(&'static str) -> Origin,
+    disk: Option<PathBuf>,
+    file: Option<PathBuf>,
+    auto: bool,
+) -> Result<Option<(TargetKind, Origin)>, SettingsError> {
+    let mut given = Vec::new();
+    if let Some(disk) = disk {
+        given.push((TargetKind::Disk(disk), origin("disk")));
+    }
+    if let Some(file) = file {
+        given.push((TargetKind::File(file), origin("file")));
+    }
+    if auto {
+        given.push((TargetKind::Auto, origin("auto")));
+    }
+    if given.len() > 1 {
+        let names: Vec<String> = given.iter().map(|(_, o)| o.to_string()).collect();
+        return Err(SettingsError::Missing(format!(
+            "{} exclude each other: give one target",
+            names.join(", ")
+        )));
+    }
+    Ok(given.pop())
+}
+
+enum TargetKind {
+    Disk(PathBuf),
+    File(PathBuf),
+    Auto,
+}
+
+/// Public keys, one per line, `#` comments and blank lines skipped.
+fn keys_from_file(path: &Path, keys: &mut TrustedKeys) -> Result<(), SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let key = PublicKey::parse(line).map_err(|e| SettingsError::Invalid {
+            origin: format!("{} line {}", path.display(), i + 1),
+            reason: e.to_string(),
+        })?;
+        keys.insert(key);
+    }
+    Ok(())
+}
+
+fn parse_seed(text: &str, origin: &Origin) -> Result<[u8; 32], SettingsError> {
+    let bytes = hex::decode(text.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or_else(|| invalid(origin, format!("{text:?} is not 64 hex digits")))?;
+    Ok(bytes.try_into().expect("32 bytes"))
+}
+
+impl Settings {
+    /// Reads `--config` if given and merges it with the flags.
+    pub fn from_args(args: Args) -> Result<Settings, SettingsError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some((path.clone(), text))
+            }
+            None => None,
+        };
+        Settings::merge(args, file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())))
+    }
+
+    /// Merges the flags with a config file's `(path, text)`.
+    pub fn merge(args: Args, config: Option<(&Path, &str)>) -> Result<Settings, SettingsError> {
+        let (path, file) = match config {
+            Some((path, text)) => {
+                let file: FileSettings =
+                    toml::from_str(text).map_err(|e| SettingsError::Syntax {
+                        path: path.to_owned(),
+                        message: e.message().to_owned()
+                            + &e.span()
+                                .map(|s| format!(" (at byte {})", s.start))
+                                .unwrap_or_default(),
+                    })?;
+                (path.to_owned(), file)
+            }
+            None => (PathBuf::new(), FileSettings::default()),
+        };
+        let m = Merge { path: &path };
+
+        let (bundle, _) = m
+            .pick("bundle", args.bundle, file.bundle)
+            .ok_or_else(|| SettingsError::Missing("no bundle: pass --bundle DIR".into()))?;
+
+        let flag_target = target_of(Origin::Flag, args.disk, args.file, args.auto)?;
+        let file_target = target_of(
+            |key| Origin::File(path.clone(), key),
+            file.disk,
+            file.file,
+            file.auto.unwrap_or(false),
+        )?;
+        let size = m.pick("size", args.size, file.size);
+        let target = match (flag_target.or(file_target), size) {
+            (None, _) => {
+                return Err(SettingsError::Missing(
+                    "no target: pass --disk DEV, --file PATH --size SIZE or --auto".into(),
+                ))
+            }
+            (Some((TargetKind::File(file), _)), Some((text, origin))) => TargetRequest::File {
+                path: file,
+                size: parse_size(&text).map_err(|e| invalid(&origin, e))?,
+            },
+            (Some((TargetKind::File(_), origin)), None) => {
+                return Err(invalid(&origin, "needs a size (--size SIZE)"))
+            }
+            (Some((_, _)), Some((_, origin))) => {
+                return Err(invalid(&origin, "only goes with --file"))
+            }
+            (Some((TargetKind::Disk(disk), _)), None) => TargetRequest::Disk(disk),
+            (Some((TargetKind::Auto, _)), None) => TargetRequest::Auto,
+        };
+
+        let slot_size = m
+            .size("slot_size", args.slot_size, file.slot_size)?
+            .ok_or_else(|| SettingsError::Missing("no slot size: pass --slot-size SIZE".into()))?;
+        let esp_size = m
+            .size("esp_size", args.esp_size, file.esp_size)?
+            .unwrap_or(parse_size(DEFAULT_ESP_SIZE).expect("a valid default"));
+        let layout = LayoutConfig {
+            slot_size,
+            esp_size,
+            ..LayoutConfig::new(slot_size)
+        };
+
+        let bootloader = match m.pick("bootloader", args.bootloader, file.bootloader) {
+            Some((name, origin)) => name
+                .parse::<Bootloader>()
+                .map_err(|e| invalid(&origin, e))?,
+            None => Bootloader::Grub,
+        };
+        let bootloader = match bootloader {
+            Bootloader::Grub => BootloaderSetup::Grub {
+                mkimage: m
+                    .pick("grub_mkimage", args.grub_mkimage, file.grub_mkimage)
+                    .map_or_else(|| DEFAULT_GRUB_MKIMAGE.into(), |(p, _)| p),
+                // BIOS boot code exists for x86 only: elsewhere (aarch64)
+                // GRUB is installed for UEFI unless a directory is given.
+                bios_dir: m
+                    .pick("grub_bios_dir", args.grub_bios_dir, file.grub_bios_dir)
+                    .map(|(p, _)| p)
+                    .or_else(|| {
+                        (Arch::native() == Arch::X86_64).then(|| DEFAULT_GRUB_BIOS_DIR.into())
+                    }),
+                efi_dir: m
+                    .pick("grub_efi_dir", args.grub_efi_dir, file.grub_efi_dir)
+                    .map_or_else(|| DEFAULT_GRUB_EFI_DIR.into(), |(p, _)| p),
+            },
+            Bootloader::SystemdBoot => BootloaderSetup::SystemdBoot {
+                efi: m
+                    .pick(
+                        "systemd_boot_efi",
+                        args.systemd_boot_efi,
+                        file.systemd_boot_efi,
+                    )
+                    .map_or_else(|| DEFAULT_SYSTEMD_BOOT_EFI.into(), |(p, _)| p),
+            },
+        };
+
+        let mut trusted_keys = TrustedKeys::new();
+        for (i, text) in file.trusted_key.iter().flatten().enumerate() {
+            let key = PublicKey::parse(text).map_err(|e| SettingsError::Invalid {
+                origin: format!("{}: `trusted_key`[{i}]", path.display()),
+                reason: e.to_string(),
+            })?;
+            trusted_keys.insert(key);
+        }
+        for text in &args.trusted_key {
+            let key =
+                PublicKey::parse(text).map_err(|e| invalid(&Origin::Flag("trusted_key"), e))?;
+            trusted_keys.insert(key);
+        }
+        if let Some((keys_file, _)) = m.pick(
+            "trusted_keys_file",
+            args.trusted_keys_file,
+            file.trusted_keys_file,
+        ) {
+            keys_from_file(&keys_file, &mut trusted_keys)?;
+        }
+
+        let seed = m
+            .pick("seed", args.seed, file.seed)
+            .map(|(text, origin)| parse_seed(&text, &origin))
+            .transpose()?;
+
+        Ok(Settings {
+            request: Request {
+                bundle,
+                trusted_keys,
+                target,
+                layout,
+                bootloader,
+                wipe: args.wipe || file.wipe.unwrap_or(false),
+                allow_removable: args.allow_removable || file.allow_removable.unwrap_or(false),
+                seed,
+            },
+            countdown: m
+                .pick("countdown", args.countdown, file.countdown)
+                .map_or(0, |(n, _)| n),
+            poweroff: args.poweroff || file.poweroff.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const NIX_CONFIG: &str = include_str!("../../nix/testdata/install.toml");
+    const KEY: &str = "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc=";
+
+    fn args(flags: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("abnix-install").chain(flags.iter().copied())).unwrap()
+    }
+
+    fn merge(flags: &[&str], config: Option<&str>) -> Result<Settings, SettingsError> {
+        Settings::merge(
+            args(flags),
+            config.map(|text| (Path::new("install.toml"), text)),
+        )
+    }
+
+    fn error(flags: &[&str], config: Option<&str>) -> String {
+        merge(flags, config).unwrap_err().to_string()
+    }
+
+    /// The file the Nix side writes for the installer ISO, with the flags
+    /// the ISO's service adds.
+    #[test]
+    fn the_nix_generated_config_parses() {
+        let settings = merge(&["--auto", "--poweroff"], Some(NIX_CONFIG)).unwrap();
+        let r = &settings.request;
+        assert_eq!(r.bundle, Path::new("/iso/abnix/bundle"));
+        assert_eq!(r.target, TargetRequest::Auto);
+        assert_eq!(r.layout.slot_size, 4 << 30);
+        assert_eq!(r.layout.esp_size, 512 << 20);
+        let nix = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12";
+        assert_eq!(
+            r.bootloader,
+            BootloaderSetup::Grub {
+                mkimage: format!("{nix}/bin/grub-mkimage").into(),
+                bios_dir: Some(format!("{nix}/lib/grub/i386-pc").into()),
+                efi_dir: format!("{nix}/lib/grub/x86_64-efi").into(),
+            }
+        );
+        assert!(!r.wipe && !r.allow_removable);
+        assert_eq!(r.trusted_keys.len(), 1);
+        assert_eq!(r.trusted_keys.iter().next().unwrap().to_string(), KEY);
+        assert_eq!(r.seed, None);
+        assert_eq!((settings.countdown, settings.poweroff), (10, true));
+    }
+
+    /// The template build: the same file, a file target and a seed.
+    #[test]
+    fn flags_override_the_file() {
+        let seed = "ab".repeat(32);
+        let settings = merge(
+            &[
+                "--file",
+                "/out/disk.raw",
+                "--size",
+                "6G",
+                "--seed",
+                &seed,
+                "--slot-size",
+                "2G",
+                "--countdown",
+                "0",
+                "--bootloader",
+                "systemd-boot",
+                "--wipe",
+            ],
+            Some(NIX_CONFIG),
+        )
+        .unwrap();
+        let r = &settings.request;
+        assert_eq!(
+            r.target,
+            TargetRequest::File {
+                path: "/out/disk.raw".into(),
+                size: 6 << 30
+            }
+        );
+        assert_eq!(r.seed, Some([0xab; 32]));
+        assert_eq!(r.layout.slot_size, 2 << 30);
+        assert_eq!(
+            r.bootloader,
+            BootloaderSetup::SystemdBoot {
+                efi: DEFAULT_SYSTEMD_BOOT_EFI.into()
+            }
+        );
+        assert!(r.wipe);
+        assert_eq!(settings.countdown, 0);
+        assert!(!settings.poweroff);
+    }
+
+    #[test]
+    fn flags_alone_with_defaults() {
+        let settings = merge(
+            &[
+                "--bundle",
+                "b",
+                "--disk",
+                "/dev/vda",
+                "--slot-size",
+                "1G",
+                "--trusted-key",
+                KEY,
+            ],
+            None,
+        )
+        .unwrap();
+        let r = &settings.request;
+        assert_eq!(r.target, TargetRequest::Disk("/dev/vda".into()));
+        assert_eq!(r.layout.esp_size, 512 << 20);
+        assert_eq!(r.layout.arch, Arch::native());
+        assert_eq!(r.bootloader.kind(), Bootloader::Grub);
+        assert_eq!(r.bootloader.bios_boot(), Arch::native() == Arch::X86_64);
+        assert_eq!(settings.countdown, 0);
+    }
+
+    #[test]
+    fn keys_add_up_from_the_file_the_flags_and_a_keys_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys_file = tmp.path().join("keys");
+        let other = abnix_core::sign::SecretKey::generate("other")
+            .unwrap()
+            .public();
+        let third = abnix_core::sign::SecretKey::generate("third")
+            .unwrap()
+            .public();
+        std::fs::write(&keys_file, format!("# fleet keys\n\n{other}  # current\n")).unwrap();
+        let settings = merge(
+            &[
+                "--auto",
+                "--trusted-key",
+                &third.to_string(),
+                "--trusted-keys-file",
+                keys_file.to_str().unwrap(),
+            ],
+            Some(NIX_CONFIG),
+        )
+        .unwrap();
+        assert_eq!(settings.request.trusted_keys.len(), 3);
+
+        std::fs::write(&keys_file, "one:two\n").unwrap();
+        let err = error(
+            &["--auto", "--trusted-keys-file", keys_file.to_str().unwrap()],
+            Some(NIX_CONFIG),
+        );
+        assert!(
+            err.starts_with(&format!("{} line 1: ", keys_file.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_flag_or_the_key() {
+        fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+            [&["--bundle", "b", "--slot-size", "1G"][..], extra].concat()
+        }
+        assert_eq!(
+            error(&with(&["--auto", "--disk", "/dev/vda"]), None),
+            "--disk, --auto exclude each other: give one target"
+        );
+        assert_eq!(
+            error(&with(&["--file", "x.img"]), None),
+            "--file: needs a size (--size SIZE)"
+        );
+        assert_eq!(
+            error(&with(&["--auto", "--size", "1G"]), None),
+            "--size: only goes with --file"
+        );
+        assert_eq!(
+            error(&with(&["--auto", "--esp-size", "lots"]), None),
+            "--esp-size: not a size: \"lots\" (expected a number with an optional K, M, G or T suffix)"
+        );
+        assert_eq!(
+            error(&with(&["--auto", "--bootloader", "lilo"]), None),
+            "--bootloader: unknown bootloader \"lilo\" (expected \"grub\" or \"systemd-boot\")"
+        );
+        assert_eq!(
+            error(&with(&["--auto", "--seed", "abc"]), None),
+            "--seed: \"abc\" is not 64 hex digits"
+        );
+        assert!(
+            error(&with(&["--auto", "--trusted-key", "nope"]), None).starts_with("--trusted-key: ")
+        );
+        assert_eq!(error(&["--auto"], None), "no bundle: pass --bundle DIR");
+        assert_eq!(
+            error(&["--bundle", "b"], None),
+            "no target: pass --disk DEV, --file PATH --size SIZE or --auto"
+        );
+        assert_eq!(
+            error(&["--bundle", "b", "--auto"], None),
+            "no slot size: pass --slot-size SIZE"
+        );
+
+        // The same mistakes in the file name the file and the key.
+        assert_eq!(
+            error(&["--auto"], Some("bundle = \"b\"\nslot_size = \"4X\"\n")),
+            "install.toml: `slot_size`: not a size: \"4X\" (expected a number with an optional K, M, G or T suffix)"
+        );
+        assert_eq!(
+            error(
+                &[],
+                Some("bundle = \"b\"\nslot_size = \"4G\"\ndisk = \"/dev/sda\"\nauto = true\n")
+            ),
+            "install.toml: `disk`, install.toml: `auto` exclude each other: give one target"
+        );
+        let key = error(
+            &["--auto"],
+            Some("bundle = \"b\"\nslot_size = \"4G\"\ntrusted_key = [\"x\"]\n"),
+        );
+        assert!(key.starts_with("install.toml: `trusted_key`[0]: "), "{key}");
+        let unknown = error(&["--auto"], Some("bundle = \"b\"\nslot-size = \"4G\"\n"));
+        assert!(
+            unknown.starts_with("install.toml: unknown field `slot-size`"),
+            "{unknown}"
+        );
+        let wrong_type = error(&["--auto"], Some("bundle = \"b\"\nwipe = \"yes\"\n"));
+        assert!(
+            wrong_type.starts_with("install.toml: invalid type"),
+            "{wrong_type}"
+        );
+    }
+
+    /// A target in the file is replaced by one on the command line.
+    #[test]
+    fn a_flag_target_replaces_the_file_target() {
+        let config = "bundle = \"b\"\nslot_size = \"4G\"\nfile = \"t.img\"\nsize = \"8G\"\n";
+        assert_eq!(
+            merge(&[], Some(config)).unwrap().request.target,
+            TargetRequest::File {
+                path: "t.img".into(),
+                size: 8 << 30
+            }
+        );
+        assert_eq!(
+            error(&["--disk", "/dev/vda"], Some(config)),
+            "install.toml: `size`: only goes with --file"
+        );
+        assert_eq!(
+            merge(&["--file", "u.img"], Some(config))
+                .unwrap()
+                .request
+                .target,
+            TargetRequest::File {
+                path: "u.img".into(),
+                size: 8 << 30
+            }
+        );
+    }
+}

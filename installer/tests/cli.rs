@@ -1,0 +1,251 @@
+//! abnix-install as a program, against disk-image files: a template built
+//! by an unprivileged user (the Nix build sandbox), the config file with
+//! flags, and the exit status telling "nothing written" from "the write
+//! failed and the table was wiped".
+//!
+//! These run the real mkfs.ext4, debugfs, grub-mkimage and setpriv
+//! (e2fsprogs, grub-pc-bin, grub-efi-amd64-bin, util-linux); the
+//! unprivileged test needs root to drop to `nobody`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use abnix_core::boot::SlotState;
+use abnix_core::gpt::Gpt;
+use abnix_core::install::rwfs;
+use abnix_core::pack::{pack, PackInput};
+use abnix_core::progress::NoProgress;
+use abnix_core::sign::SecretKey;
+use abnix_core::slot::Slot;
+use abnix_core::system_disk::SystemDisk;
+
+const BIN: &str = env!("CARGO_BIN_EXE_abnix-install");
+const UUID: &str = "6a1d3c9e-2b4f-4c8a-9e17-0d5b3f2a7c61";
+
+/// A signed bundle of a small ext4 image, in a world-readable directory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        // Readable and writable by the unprivileged user of the sandbox test.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        fs::write(tree.join("etc/os-release"), "ID=abnix-test\n").unwrap();
+        let image = dir.path().join("root.ext4");
+        fs::File::create(&image).unwrap().set_len(4 << 20).unwrap();
+        run_ok(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-U", UUID, "-d"])
+                .arg(&tree)
+                .arg(&image),
+        );
+        let kernel = dir.path().join("kernel");
+        let initrd = dir.path().join("initrd");
+        fs::write(&kernel, b"MZ kernel stand-in".repeat(100)).unwrap();
+        fs::write(&initrd, b"070701 initrd stand-in".repeat(100)).unwrap();
+        let secret = SecretKey::generate("cli-test").unwrap();
+        let input = PackInput::new(&image, &kernel, &initrd, "quiet", 3, "cli test", &secret);
+        pack(&input, &dir.path().join("bundle"), &NoProgress).unwrap();
+        make_world_readable(&dir.path().join("bundle"));
+        Fixture {
+            key: secret.public().to_string(),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Flags for a 192 MiB image file `name`.
+    fn flags(&self, name: &str) -> Vec<String> {
+        [
+            "--bundle",
+            self.path("bundle").to_str().unwrap(),
+            "--file",
+            self.path(name).to_str().unwrap(),
+            "--size",
+            "192M",
+            "--slot-size",
+            "16M",
+            "--esp-size",
+            "40M",
+            "--trusted-key",
+            &self.key,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+fn make_world_readable(dir: &Path) {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in fs::read_dir(dir).unwrap() {
+        fs::set_permissions(entry.unwrap().path(), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+fn run_ok(command: &mut Command) -> Output {
+    let out = command.output().expect("starting the command");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn install(args: &[String]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// The disk boots slot A, good, with version 3; abnix-rw's directories are
+/// root's.
+fn check_disk(path: &Path) {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut disk = SystemDisk::open(file, 512).unwrap();
+    let status = disk.boot_control().unwrap().status().unwrap();
+    assert_eq!(status.next, Some(Slot::A));
+    assert_eq!(status.slot(Slot::A).state, SlotState::Good);
+    assert_eq!(status.slot(Slot::A).info.as_ref().unwrap().version, 3);
+    let rw = disk.layout().rw.start;
+    let listing = run_ok(
+        Command::new("debugfs")
+            .args(["-R", "ls -l"])
+            .arg(rwfs::at_offset(path, rw)),
+    );
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for dir in ["var", "home", "root"] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {dir}")))
+            .unwrap_or_else(|| panic!("{dir} in {listing}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            (fields[3], fields[4]),
+            ("0", "0"),
+            "{dir} owned by root: {line}"
+        );
+    }
+}
+
+/// What a Nix build sandbox does: no root, no loop device, a fixed seed.
+/// The same seed twice gives the same partition table.
+#[test]
+fn an_unprivileged_user_builds_a_bootable_template() {
+    let f = Fixture::new();
+    let seed = "5e".repeat(32);
+    for name in ["template.raw", "again.raw"] {
+        let mut args = f.flags(name);
+        args.extend(["--seed".to_owned(), seed.clone()]);
+        let out = run_ok(
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(BIN)
+                .args(&args),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.starts_with("installed version 3 \"cli test\""),
+            "{stdout}"
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(f.path(name)).unwrap().uid(), 65534);
+        check_disk(&f.path(name));
+    }
+    let table = |name: &str| Gpt::read(&mut fs::File::open(f.path(name)).unwrap(), 512).unwrap();
+    assert_eq!(table("template.raw"), table("again.raw"));
+}
+
+/// The config file the Nix side writes, with the flags a template build
+/// adds; the plan is shown on stderr and the summary on stdout.
+#[test]
+fn config_file_and_flags_together() {
+    let f = Fixture::new();
+    let config = f.path("install.toml");
+    fs::write(
+        &config,
+        format!(
+            "bundle = {:?}\nslot_size = \"16M\"\nesp_size = \"40M\"\nbootloader = \"systemd-boot\"\n\
+             wipe = false\nallow_removable = false\ntrusted_key = [{:?}]\ncountdown = 1\n",
+            f.path("bundle"),
+            f.key
+        ),
+    )
+    .unwrap();
+    let out = run_ok(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("--file")
+            .arg(f.path("disk.raw"))
+            .args(["--size", "192M"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("installing version 3 \"cli test\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bootloader: systemd-boot (UEFI)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("writing in 1 s"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bootloader: systemd-boot (UEFI)"));
+    check_disk(&f.path("disk.raw"));
+}
+
+/// Refused before writing: exit 1, no file. Failed while writing (an image
+/// object corrupted after it was signed, found while streaming it): exit 3
+/// and the partition table gone.
+#[test]
+fn exit_status_says_whether_anything_was_written() {
+    let f = Fixture::new();
+    let mut refused = f.flags("refused.raw");
+    let key = refused.iter().position(|a| a == "--trusted-key").unwrap() + 1;
+    refused[key] = SecretKey::generate("stranger")
+        .unwrap()
+        .public()
+        .to_string();
+    let out = install(&refused);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("abnix-install: error: the bundle: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    assert!(!f.path("refused.raw").exists());
+
+    let image = fs::read_dir(f.path("bundle"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".img.zst"))
+        .unwrap();
+    let mut bytes = fs::read(&image).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    fs::write(&image, bytes).unwrap();
+    let out = install(&f.flags("failed.raw"));
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("writing slot a: "), "{stderr}");
+    assert!(
+        stderr.contains("The partition table was wiped, so the disk cannot boot half-installed"),
+        "{stderr}"
+    );
+    let mut disk = fs::File::open(f.path("failed.raw")).unwrap();
+    assert!(Gpt::read(&mut disk, 512).is_err());
+}

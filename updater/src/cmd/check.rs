@@ -1,0 +1,32 @@
+//! `abnix-update check`: what an update would do, without changing the
+//! disk (the outcome is recorded as the last check). Exit codes
+//! (docs/cli.md): 0 an update is available, 3 nothing to do, 1 error.
+
+use std::process::ExitCode;
+
+use abnix_core::update::machine::{Mode, Outcome};
+
+use super::device::DeviceArgs;
+use super::update::{run_cycle, NetworkArgs};
+
+/// Nothing for an update to do.
+pub const EXIT_NOTHING_TO_DO: u8 = 3;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.device.load_config()?;
+    let cycle = run_cycle(Mode::Check, &args.device, &config, &args.network)?;
+    println!("{}", cycle.outcome);
+    Ok(match &cycle.outcome {
+        Outcome::WouldInstall(_) => ExitCode::SUCCESS,
+        outcome if outcome.is_error() => ExitCode::FAILURE,
+        _ => ExitCode::from(EXIT_NOTHING_TO_DO),
+    })
+}

@@ -1,0 +1,38 @@
+//! `abnix-update mark-good`: the booted slot proved healthy (systemd runs
+//! this once boot-complete.target is reached) and becomes good. Exits 0 on
+//! a boot that is good already, which is every boot but a trial's first.
+
+use std::process::ExitCode;
+
+use abnix_core::update::{mark_good, MarkedGood};
+use anyhow::Context;
+
+use super::device::{booted, lock, DeviceArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.device.load_config()?;
+    let mut host = args.device.open_host()?;
+    let slot = booted(&host)?;
+    // The ESP is written by one process at a time.
+    let (_dir, _lock) = lock(&config)?;
+    let mut boot = host.disk.boot_control()?;
+    match mark_good(boot.as_mut(), slot).with_context(|| format!("marking slot {slot} good"))? {
+        MarkedGood::AlreadyGood(info) => tracing::info!(
+            "slot {slot} (version {} \"{}\") is already good",
+            info.version,
+            info.label
+        ),
+        MarkedGood::Marked(info) => tracing::info!(
+            "slot {slot} (version {} \"{}\") marked good",
+            info.version,
+            info.label
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,75 @@
+//! `abnix-update rollback`: the operator's way back. The other slot boots
+//! next when it holds a good version; the running version is recorded as
+//! failed first, so the updater never installs it again. Refused, with the
+//! reason, when the other slot is empty or not good.
+
+use std::process::ExitCode;
+
+use abnix_core::state::FailedVersion;
+use abnix_core::update::{rollback_plan, RollbackHow};
+use anyhow::Context;
+use chrono::Utc;
+
+use super::device::{booted, lock, DeviceArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.device.load_config()?;
+    let mut host = args.device.open_host()?;
+    let slot = booted(&host)?;
+    let (state_dir, _lock) = lock(&config)?;
+    let mut boot = host.disk.boot_control()?;
+    let status = boot.status().context("reading the boot state")?;
+    let plan = rollback_plan(&status, slot).context("refusing to roll back")?;
+
+    // Recorded before the boot state changes: once the other slot boots,
+    // the update that runs there must already know to skip this version.
+    let before = state_dir.load().context("reading the state")?;
+    if let Some(from) = &plan.from_version {
+        let mut state = before.clone();
+        state.record_failed(FailedVersion {
+            version: from.version,
+            id: from.id,
+            label: from.label.clone(),
+            at: Utc::now(),
+            reason: format!(
+                "rolled back by an operator to version {}",
+                plan.to_version.version
+            ),
+        });
+        state_dir
+            .save(&state)
+            .context("recording the failed version")?;
+    }
+    let changed = match plan.how {
+        RollbackHow::Prefer => boot.prefer(plan.to),
+        RollbackHow::AbandonBooted => boot.mark_bad(slot),
+    };
+    if let Err(e) = changed {
+        state_dir
+            .save(&before)
+            .context("restoring the state after a failed rollback")?;
+        return Err(e).context(format!("making slot {} boot next", plan.to));
+    }
+    let from = plan
+        .from_version
+        .map(|v| {
+            format!(
+                "; version {} is recorded as failed and not installed again",
+                v.version
+            )
+        })
+        .unwrap_or_default();
+    tracing::info!(
+        "slot {} (version {} \"{}\") boots at the next reboot{from}",
+        plan.to,
+        plan.to_version.version,
+        plan.to_version.label
+    );
+    Ok(ExitCode::SUCCESS)
+}

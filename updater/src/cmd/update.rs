@@ -1,0 +1,142 @@
+//! `abnix-update update`: the update cycle (core::update::machine), then
+//! the reboot the policy asks for. Exit codes (docs/cli.md): 0 nothing to
+//! do, 4 a new version was installed (or was already waiting) and boots at
+//! the next reboot, 1 failed or refused (the state file and `status` say
+//! why).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use abnix_core::config::Config;
+use abnix_core::errors::error_text;
+use abnix_core::progress;
+use abnix_core::reboot;
+use abnix_core::state::{ErrorRecord, Lock, State, StateDir};
+use abnix_core::units::parse_duration;
+use abnix_core::update::machine::{
+    Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
+};
+use abnix_core::update::notify::{Notifier, NotifyingProgress};
+use abnix_core::update::restart;
+use abnix_core::update::run::Executor;
+use anyhow::Context;
+use chrono::{Local, Utc};
+
+use super::device::{lock, DeviceArgs};
+
+/// A new version waits for the next reboot (systemd: SuccessExitStatus=4).
+pub const EXIT_UPDATED: u8 = 4;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
+#[derive(clap::Args)]
+pub struct NetworkArgs {
+    /// How long to keep trying, with backoff, while the bucket is
+    /// unreachable (e.g. 90s, 5m; 0 tries once).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    network_wait: Duration,
+}
+
+/// A finished cycle, with the lock still held.
+pub struct CycleRun {
+    pub outcome: Outcome,
+    pub state_dir: StateDir,
+    pub state: State,
+    _lock: Lock,
+}
+
+/// Runs the cycle under the update lock and records its outcome in the
+/// state, whatever it is: `status` must be able to say why.
+pub fn run_cycle(
+    mode: Mode,
+    device: &DeviceArgs,
+    config: &Config,
+    network: &NetworkArgs,
+) -> anyhow::Result<CycleRun> {
+    let (state_dir, lock) = lock(config)?;
+    let mut state = state_dir
+        .load()
+        .with_context(|| format!("reading the state in {}", state_dir.path().display()))?;
+    let notifier = Notifier::from_env();
+    let outcome = match device.open_host() {
+        Err(e) => Outcome::Failed(Failure {
+            stage: Stage::Disk,
+            latest: None,
+            error: error_text(e.as_ref()),
+        }),
+        Ok(mut host) => match host.booted.clone() {
+            Err(e) => Outcome::Refused(Refusal::BootedUnknown(e.to_string())),
+            Ok(booted) => {
+                let setup = Setup {
+                    mode,
+                    booted,
+                    failed: state.failed.clone(),
+                    slot_size: host.disk.layout().slot(booted.other()).size,
+                    tries: u8::try_from(config.tries).context("tries")?,
+                    network: NetworkWait {
+                        budget: network.network_wait,
+                        ..NetworkWait::DEFAULT
+                    },
+                };
+                let terminal = progress::for_stderr();
+                let progress = NotifyingProgress::new(terminal.as_ref(), &notifier);
+                Executor::new(
+                    &mut host.disk,
+                    config,
+                    &state_dir,
+                    &mut state,
+                    &progress,
+                    &notifier,
+                )
+                .run(Machine::new(setup))
+            }
+        },
+    };
+    outcome.record(Utc::now(), &mut state);
+    state_dir
+        .save(&state)
+        .with_context(|| format!("saving the state in {}", state_dir.path().display()))?;
+    match &outcome {
+        o if o.is_error() => tracing::error!("{o}"),
+        Outcome::Skipped {
+            reason: Skip::Older { .. } | Skip::FailedBefore { .. },
+            ..
+        } => tracing::warn!("{outcome}"),
+        o => tracing::info!("{o}"),
+    }
+    notifier.status(&outcome.to_string());
+    Ok(CycleRun {
+        outcome,
+        state_dir,
+        state,
+        _lock: lock,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.device.load_config()?;
+    let mut cycle = run_cycle(Mode::Update, &args.device, &config, &args.network)?;
+    let Some((slot, version)) = cycle.outcome.reboot_pending() else {
+        return Ok(if cycle.outcome.is_error() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    };
+    let plan = reboot::plan(config.reboot, Local::now().naive_local());
+    if let Err(e) = restart::carry_out(plan, slot, version) {
+        cycle.state.last_error = Some(ErrorRecord {
+            at: Utc::now(),
+            message: format!("version {version} waits in slot {slot}, but rebooting failed: {e}"),
+        });
+        cycle.state_dir.save(&cycle.state)?;
+        return Err(e).context(format!("rebooting into version {version}"));
+    }
+    Ok(ExitCode::from(EXIT_UPDATED))
+}

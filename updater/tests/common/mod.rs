@@ -1,0 +1,435 @@
+//! Helpers of the device tests: versions packed from real ext4 images, a
+//! sparse disk-image file installed by the installer (core::install), a
+//! real S3 server (s3s-fs) behind a fault proxy, and a device config
+//! pointing at it.
+
+#![allow(dead_code)] // each test file uses its own part of the helpers
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use abnix_core::blockdev::SysRoot;
+use abnix_core::boot::{model, BootControl};
+use abnix_core::bundle::Bundle;
+use abnix_core::install::{prepare, BootloaderSetup, Request, TargetRequest};
+use abnix_core::layout::{min_disk_size, LayoutConfig};
+use abnix_core::meta::{object_name, ObjectKind};
+use abnix_core::pack::{pack, PackInput};
+use abnix_core::progress::NoProgress;
+use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::sign::SecretKey;
+use abnix_core::slot::Slot;
+use abnix_core::state::{Lock, StateDir};
+use abnix_core::system_disk::{Bootloader, SystemDisk};
+use abnix_testkit::{credentials_file, FaultProxy, S3Server};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+pub const MIB: u64 = 1 << 20;
+pub const SLOT_SIZE: u64 = 16 * MIB;
+/// The smallest FAT32 with 512-byte clusters abnix formats is about 33 MiB.
+const ESP_SIZE: u64 = 40 * MIB;
+pub const PREFIX: &str = "fleet";
+pub const CHANNEL: &str = "kiosk";
+
+/// The bucket, the signing key and a scratch directory.
+pub struct Fleet {
+    pub dir: TempDir,
+    pub server: S3Server,
+    /// What devices talk to; uploads go to the server directly, so the
+    /// proxy sees only the devices' requests.
+    pub proxy: FaultProxy,
+    pub key: SecretKey,
+    credentials: PathBuf,
+    uploader: Remote,
+}
+
+/// A packed, verified version (a bundle directory).
+pub struct Version {
+    pub bundle: Bundle,
+}
+
+impl Version {
+    pub fn number(&self) -> u64 {
+        self.bundle.signed.meta.version
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.bundle.signed.meta.id
+    }
+
+    pub fn image_object(&self) -> String {
+        self.bundle.signed.meta.image.object.clone()
+    }
+}
+
+impl Fleet {
+    pub fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let server = S3Server::start();
+        let proxy = FaultProxy::start(server.addr());
+        let credentials = credentials_file(dir.path(), &server);
+        let uploader = Remote::new(RemoteConfig {
+            endpoint: Some(server.endpoint()),
+            region: "us-east-1".into(),
+            bucket: server.bucket().into(),
+            prefix: PREFIX.into(),
+            channel: CHANNEL.into(),
+            path_style: true,
+            credentials: CredentialSource::File(credentials.clone()),
+            retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
+        })
+        .unwrap();
+        Fleet {
+            dir,
+            server,
+            proxy,
+            key: SecretKey::generate("fleet-test").unwrap(),
+            credentials,
+            uploader,
+        }
+    }
+
+    /// Version `number` with an ext4 image of `image_size` bytes, signed
+    /// with the fleet's key.
+    pub fn version(&self, number: u64, image_size: u64) -> Version {
+        self.version_signed_with(number, image_size, &self.key)
+    }
+
+    pub fn version_signed_with(&self, number: u64, image_size: u64, key: &SecretKey) -> Version {
+        let id = Uuid::new_v4();
+        let work = self.dir.path().join(format!("v{number}-{id}"));
+        fs::create_dir_all(&work).unwrap();
+        let image = ext4_image(&work, id, number, image_size);
+        let kernel = work.join("kernel");
+        let initrd = work.join("initrd");
+        fs::write(
+            &kernel,
+            format!("MZ kernel of version {number}\n").repeat(300),
+        )
+        .unwrap();
+        fs::write(&initrd, format!("initrd of version {number}\n").repeat(900)).unwrap();
+        let input = PackInput::new(
+            &image,
+            &kernel,
+            &initrd,
+            format!("console=ttyS0 root=UUID={id} quiet"),
+            number,
+            format!("kiosk {number}"),
+            key,
+        );
+        let out = work.join("bundle");
+        pack(&input, &out, &NoProgress).unwrap();
+        Version {
+            bundle: Bundle::open(&out, &self.trusted_keys(key)).unwrap(),
+        }
+    }
+
+    pub fn trusted_keys(&self, key: &SecretKey) -> abnix_core::sign::TrustedKeys {
+        let mut keys = abnix_core::sign::TrustedKeys::new();
+        keys.insert(key.public());
+        keys
+    }
+
+    /// Uploads a version the way `publish` does (DESIGN §4): every object
+    /// under `<prefix>/<channel>/`, then the channel's meta last.
+    pub fn publish(&self, version: &Version) {
+        let meta = &version.bundle.signed.meta;
+        let config = self.uploader.config();
+        for artifact in [&meta.index, &meta.kernel, &meta.initrd] {
+            self.uploader
+                .put_file(
+                    &config.object_key(&artifact.object),
+                    &version.bundle.path_of(artifact),
+                    &NoProgress,
+                )
+                .unwrap();
+        }
+        self.uploader
+            .put_file(
+                &config.object_key(&meta.image.object),
+                &version.bundle.image_path(),
+                &NoProgress,
+            )
+            .unwrap();
+        let meta_name = object_name(meta.version, meta.id, ObjectKind::Meta);
+        let sig_name = object_name(meta.version, meta.id, ObjectKind::MetaSig);
+        let bundle_dir = &version.bundle.dir;
+        let sig = fs::read(bundle_dir.join(&sig_name)).unwrap();
+        self.uploader
+            .put_bytes(&config.object_key(&meta_name), &version.bundle.signed.bytes)
+            .unwrap();
+        self.uploader
+            .put_bytes(&config.object_key(&sig_name), &sig)
+            .unwrap();
+        self.uploader
+            .put_bytes(&config.channel_meta_key(), &version.bundle.signed.bytes)
+            .unwrap();
+    }
+
+    /// Where s3s-fs keeps a version's object, to corrupt it in place.
+    pub fn object_file(&self, object: &str) -> PathBuf {
+        self.server
+            .object_path(&self.uploader.config().object_key(object))
+    }
+
+    pub fn public_key(&self) -> String {
+        self.key.public().to_string()
+    }
+}
+
+/// An ext4 image of `size` bytes with filesystem UUID `id`, holding a file
+/// that differs per version.
+fn ext4_image(dir: &Path, id: Uuid, number: u64, size: u64) -> PathBuf {
+    let tree = dir.join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    let text: String = (0..20_000)
+        .map(|i| format!("version {number} line {i}\n"))
+        .collect();
+    fs::write(tree.join("etc/version.txt"), text).unwrap();
+    let image = dir.join("root.ext4");
+    File::create(&image).unwrap().set_len(size).unwrap();
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-U", &id.to_string(), "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .output()
+        .expect("running mkfs.ext4 (install e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    image
+}
+
+/// A device: its disk image, its config and its state directory.
+pub struct Device {
+    pub dir: TempDir,
+    pub disk: PathBuf,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// What a test device's config says.
+pub struct DeviceOptions<'a> {
+    pub endpoint: String,
+    pub trusted_key: String,
+    pub reboot: &'a str,
+    pub reboot_window: Option<String>,
+    pub bootloader: Bootloader,
+}
+
+impl Device {
+    /// A disk with `version` installed in slot A by the installer
+    /// (core::install, as `abnix-install --file` runs it), with GRUB.
+    pub fn install(fleet: &Fleet, version: &Version, reboot: &str) -> Device {
+        Device::install_with(
+            fleet,
+            version,
+            &DeviceOptions {
+                endpoint: fleet.proxy.endpoint(),
+                trusted_key: fleet.public_key(),
+                reboot,
+                reboot_window: None,
+                bootloader: Bootloader::Grub,
+            },
+        )
+    }
+
+    /// Like [`Device::install`] with reboot policy `never`, booting through
+    /// `bootloader`.
+    pub fn install_booting(fleet: &Fleet, version: &Version, bootloader: Bootloader) -> Device {
+        Device::install_with(
+            fleet,
+            version,
+            &DeviceOptions {
+                endpoint: fleet.proxy.endpoint(),
+                trusted_key: fleet.public_key(),
+                reboot: "never",
+                reboot_window: None,
+                bootloader,
+            },
+        )
+    }
+
+    pub fn install_with(fleet: &Fleet, version: &Version, options: &DeviceOptions) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let disk_path = dir.path().join("disk.img");
+        let layout = LayoutConfig {
+            esp_size: ESP_SIZE,
+            min_rw_size: 16 * MIB,
+            ..LayoutConfig::new(SLOT_SIZE)
+        };
+        let bootloader = match options.bootloader {
+            Bootloader::Grub => BootloaderSetup::Grub {
+                mkimage: "grub-mkimage".into(),
+                bios_dir: Some("/usr/lib/grub/i386-pc".into()),
+                efi_dir: "/usr/lib/grub/x86_64-efi".into(),
+            },
+            Bootloader::SystemdBoot => BootloaderSetup::SystemdBoot {
+                efi: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+            },
+        };
+        let request = Request {
+            bundle: version.bundle.dir.clone(),
+            trusted_keys: fleet.trusted_keys(&fleet.key),
+            target: TargetRequest::File {
+                path: disk_path.clone(),
+                size: min_disk_size(512, &layout),
+            },
+            layout,
+            bootloader,
+            wipe: false,
+            allow_removable: false,
+            seed: Some([7; 32]),
+        };
+        prepare(&request, &SysRoot::default())
+            .unwrap()
+            .install(&NoProgress)
+            .unwrap();
+
+        let state_dir = dir.path().join("state");
+        let config_path = dir.path().join("config.toml");
+        let window = options
+            .reboot_window
+            .as_ref()
+            .map(|w| format!("reboot_window = \"{w}\"\n"))
+            .unwrap_or_default();
+        fs::write(
+            &config_path,
+            window
+                + &format!(
+                "endpoint = \"{}\"\nregion = \"us-east-1\"\nbucket = \"{}\"\nprefix = \"{PREFIX}\"\n\
+                 channel = \"{CHANNEL}\"\npath_style = true\ncredentials = \"{}\"\n\
+                 trusted_keys = [\"{}\"]\ntries = 3\nreboot = \"{}\"\nstate_dir = \"{}\"\n",
+                options.endpoint,
+                fleet.server.bucket(),
+                fleet.credentials.display(),
+                options.trusted_key,
+                options.reboot,
+                    state_dir.display()
+                ),
+        )
+        .unwrap();
+        Device {
+            disk: disk_path,
+            config: config_path,
+            state_dir,
+            dir,
+        }
+    }
+
+    /// `abnix-update COMMAND ARGS --config … --disk … --cmdline "… abnix.slot=SLOT"`:
+    /// the device as booted from `slot`.
+    pub fn command(&self, slot: Slot, command: &str, args: &[&str]) -> Command {
+        self.command_with_cmdline(
+            &format!("console=ttyS0 quiet abnix.slot={slot}"),
+            command,
+            args,
+        )
+    }
+
+    /// The device as booted with kernel command line `cmdline`.
+    pub fn command_with_cmdline(&self, cmdline: &str, command: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_abnix-update"));
+        cmd.arg(command)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--disk")
+            .arg(&self.disk)
+            .arg("--cmdline")
+            .arg(cmdline);
+        cmd
+    }
+
+    pub fn run(&self, slot: Slot, command: &str, args: &[&str]) -> Output {
+        self.command(slot, command, args)
+            .output()
+            .expect("running abnix-update")
+    }
+
+    /// `status --json` as booted from `slot`.
+    pub fn status(&self, slot: Slot) -> serde_json::Value {
+        let out = self.run(slot, "status", &["--json"]);
+        assert_exit(&out, 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Each slot's (state, version) from `status`.
+    pub fn slots(&self, slot: Slot) -> [(String, Option<u64>); 2] {
+        let status = self.status(slot);
+        [0, 1].map(|i| {
+            let s = &status["slots"][i];
+            (
+                s["state"].as_str().unwrap().to_owned(),
+                s["version"].as_u64(),
+            )
+        })
+    }
+
+    /// Boot control of the disk, as a test sees it (e.g. to simulate what the
+    /// bootloader does at power-on).
+    pub fn with_boot<R>(&self, op: impl FnOnce(&mut dyn BootControl) -> R) -> R {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&self.disk)
+            .unwrap();
+        let mut disk = SystemDisk::open(file, 512).unwrap();
+        let mut boot = disk.boot_control().unwrap();
+        op(boot.as_mut())
+    }
+
+    /// What the bootloader does at power-on, as the boot tests model it
+    /// (checked against the real bootloaders in QEMU): GRUB picks the slot
+    /// and saves a trial's decremented tries in grubenv; systemd-boot picks
+    /// the first entry and renames a counted one. Returns the slot that
+    /// boots.
+    pub fn power_on(&self) -> Slot {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&self.disk)
+            .unwrap();
+        let mut disk = SystemDisk::open(file, 512).unwrap();
+        let status = disk.boot_control().unwrap().status().unwrap();
+        let slot = status.next.expect("a slot boots");
+        let bootloader = disk.bootloader().unwrap();
+        let booted = model::power_on(disk.esp(), bootloader, &status).unwrap();
+        assert_eq!(
+            booted,
+            Some(slot),
+            "the bootloader's model agrees with status"
+        );
+        slot
+    }
+
+    /// Holds the update lock, as a running update does.
+    pub fn hold_lock(&self) -> Lock {
+        StateDir::new(&self.state_dir)
+            .lock(std::time::Duration::ZERO)
+            .unwrap()
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code; stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}

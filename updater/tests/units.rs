@@ -1,0 +1,150 @@
+//! The unit files in systemd/: valid for systemd, running commands the
+//! binary has, and the same as the units nix/modules/host.nix generates.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const UNITS: [&str; 5] = [
+    "abnix-mark-good.service",
+    "abnix-update.service",
+    "abnix-update.timer",
+    "abnix-health-deadline.service",
+    "abnix-health-deadline.timer",
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn unit(name: &str) -> String {
+    fs::read_to_string(repo().join("systemd").join(name)).unwrap()
+}
+
+/// The values of `key=` in a unit file, in order.
+fn values(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn value(name: &str, key: &str) -> String {
+    let found = values(&unit(name), key);
+    assert_eq!(found.len(), 1, "{name}: {key}= {found:?}");
+    found[0].clone()
+}
+
+/// `systemd-analyze verify` finds nothing wrong, with the binary where the
+/// units expect it.
+#[test]
+fn systemd_accepts_the_units() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in UNITS {
+        let text = unit(name).replace("/usr/bin/abnix-update", env!("CARGO_BIN_EXE_abnix-update"));
+        fs::write(dir.path().join(name), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(UNITS.map(|name| dir.path().join(name)))
+        .output()
+        .expect("running systemd-analyze (install systemd)");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && report.is_empty(), "{report}");
+}
+
+/// Each ExecStart= of the updater names a command and flags it has.
+#[test]
+fn the_units_run_commands_the_binary_has() {
+    for name in ["abnix-mark-good.service", "abnix-update.service"] {
+        let exec = value(name, "ExecStart");
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert_eq!(args[0], "/usr/bin/abnix-update", "{name}");
+        let out = Command::new(env!("CARGO_BIN_EXE_abnix-update"))
+            .args(&args[1..])
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {exec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The settings that matter are the same here and in the NixOS module
+/// (whose defaults are nix/lib/pure.nix's).
+#[test]
+fn the_units_match_the_nixos_module() {
+    let host = fs::read_to_string(repo().join("nix/modules/host.nix")).unwrap();
+    let pure = fs::read_to_string(repo().join("nix/lib/pure.nix")).unwrap();
+    let in_nix = |text: &str, what: &str| {
+        assert!(
+            text.contains(what),
+            "the NixOS module does not have {what:?}"
+        )
+    };
+
+    let mark_good = "abnix-mark-good.service";
+    assert_eq!(value(mark_good, "Requires"), "boot-complete.target");
+    assert_eq!(
+        value(mark_good, "After"),
+        "local-fs.target boot-complete.target"
+    );
+    assert_eq!(value(mark_good, "DefaultDependencies"), "no");
+    assert!(value(mark_good, "ExecStart").ends_with("mark-good --config /etc/abnix/config.toml"));
+    in_nix(&host, "requires = [ \"boot-complete.target\" ];");
+    in_nix(&host, "unitConfig.DefaultDependencies = false;");
+    in_nix(&host, "ExecStart = \"${update} mark-good ${withConfig}\";");
+
+    let update = "abnix-update.service";
+    assert_eq!(value(update, "Wants"), "network-online.target");
+    assert_eq!(
+        value(update, "After"),
+        "network-online.target abnix-mark-good.service"
+    );
+    assert_eq!(value(update, "SuccessExitStatus"), "4");
+    assert_eq!(value(update, "NotifyAccess"), "main");
+    assert_eq!(value(update, "Nice"), "19");
+    assert_eq!(value(update, "IOSchedulingClass"), "idle");
+    assert!(value(update, "ExecStart").ends_with("update --config /etc/abnix/config.toml"));
+    in_nix(&host, "wants = [ \"network-online.target\" ];");
+    in_nix(&host, "\"abnix-mark-good.service\"");
+    in_nix(&host, "SuccessExitStatus = [ 4 ];");
+    in_nix(&host, "NotifyAccess = \"main\";");
+    in_nix(&host, "Nice = 19;");
+    in_nix(&host, "IOSchedulingClass = \"idle\";");
+    in_nix(&host, "ExecStart = \"${update} update ${withConfig}\";");
+
+    let timer = "abnix-update.timer";
+    assert_eq!(value(timer, "OnBootSec"), "1min");
+    in_nix(&host, "OnBootSec = \"1min\";");
+    in_nix(
+        &pure,
+        &format!("checkInterval = \"{}\";", value(timer, "OnUnitActiveSec")),
+    );
+    in_nix(
+        &pure,
+        &format!("checkJitter = \"{}\";", value(timer, "RandomizedDelaySec")),
+    );
+    in_nix(&pure, "configFile = \"/etc/abnix/config.toml\";");
+
+    let deadline = "abnix-health-deadline.timer";
+    in_nix(
+        &pure,
+        &format!("healthTimeout = \"{}\";", value(deadline, "OnBootSec")),
+    );
+    assert_eq!(value(deadline, "AccuracySec"), "1s");
+    in_nix(&host, "AccuracySec = \"1s\";");
+    let script = value("abnix-health-deadline.service", "ExecStart");
+    for step in [
+        "systemctl is-active --quiet boot-complete.target",
+        "systemctl is-active --quiet abnix-update.service",
+        "systemctl reboot",
+    ] {
+        assert!(script.contains(step), "{script}");
+        in_nix(&host, step);
+    }
+}

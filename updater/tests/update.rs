@@ -1,0 +1,591 @@
+//! The update cycle through the real binary: a sparse disk image installed
+//! with version 1, versions published to a real S3 server (s3s-fs) behind a
+//! fault proxy, reboots simulated by GRUB's power-on model on the ESP and
+//! `--cmdline abnix.slot=`.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abnix_core::slot::Slot;
+use abnix_core::system_disk::Bootloader;
+use common::{assert_exit, stderr, stdout, Device, Fleet, Version, MIB};
+use serde_json::Value;
+
+/// The requests the device made since the proxy's record was cleared, as
+/// (method, path).
+fn requests(fleet: &Fleet) -> Vec<(String, String)> {
+    fleet
+        .proxy
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.path_only().to_owned()))
+        .collect()
+}
+
+fn get(path: String) -> (String, String) {
+    ("GET".to_owned(), path)
+}
+
+/// The bucket paths of the channel's meta and of `version`'s signature.
+fn meta_and_signature(fleet: &Fleet, version: &Version) -> Vec<(String, String)> {
+    let bucket = fleet.server.bucket();
+    vec![
+        get(format!("/{bucket}/fleet/kiosk.meta")),
+        get(format!(
+            "/{bucket}/fleet/kiosk/{}-{}.meta.sig",
+            version.number(),
+            version.id()
+        )),
+    ]
+}
+
+fn text(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"))
+}
+
+/// Each slot's (state, version), and the slot that boots next.
+fn slots(device: &Device, booted: Slot) -> Vec<(String, Option<u64>, bool)> {
+    let status = device.status(booted);
+    (0..2)
+        .map(|i| {
+            let s = &status["slots"][i];
+            (
+                text(&s["state"]).to_owned(),
+                s["version"].as_u64(),
+                s["boots_next"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn slot_state(state: &str, version: Option<u64>, boots_next: bool) -> (String, Option<u64>, bool) {
+    (state.to_owned(), version, boots_next)
+}
+
+/// Slot A good with version `version` and booting next, slot B as given.
+fn a_active(version: u64, b: (&str, Option<u64>)) -> Vec<(String, Option<u64>, bool)> {
+    vec![
+        slot_state("good", Some(version), true),
+        slot_state(b.0, b.1, false),
+    ]
+}
+
+/// Collects what is sent to a notify socket, as systemd would, until
+/// [`Notifications::stop`].
+struct Notifications {
+    stop: Arc<AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Notifications {
+    fn listen(path: &std::path::Path) -> Notifications {
+        let socket = UnixDatagram::bind(path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            let mut buf = vec![0; 4096];
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => lines.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) if stopped.load(Ordering::SeqCst) => return lines,
+                    Err(_) => {}
+                }
+            }
+        });
+        Notifications { stop, reader }
+    }
+
+    /// Everything received, once the sender is done.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.reader.join().unwrap()
+    }
+}
+
+#[test]
+fn update_reboot_mark_good_then_nothing_new_costs_two_requests() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish(&v2);
+
+    let out = device.run(Slot::A, "check", &[]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("version 2 \"kiosk 2\" is available"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(slots(&device, Slot::A), a_active(1, ("bad", None)));
+
+    // The update, as systemd runs it: STATUS= lines on the notify socket.
+    let socket_path = device.dir.path().join("notify");
+    let notifications = Notifications::listen(&socket_path);
+    let out = device
+        .command(Slot::A, "update", &[])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .output()
+        .unwrap();
+    assert_exit(&out, 4);
+    assert!(
+        stderr(&out).contains("version 2 (slot b) boots at the next reboot"),
+        "{}",
+        stderr(&out)
+    );
+    let statuses = notifications.stop();
+    for expected in [
+        "STATUS=checking the channel for a new version\n",
+        "STATUS=marking slot b bad\n",
+        "STATUS=writing the image of version 2 into slot b\n",
+        "STATUS=activating slot b as the trial that boots next\n",
+    ] {
+        assert!(
+            statuses.iter().any(|s| s == expected),
+            "{expected:?} not in {statuses:#?}"
+        );
+    }
+    assert!(
+        statuses
+            .last()
+            .unwrap()
+            .starts_with("STATUS=installed version 2"),
+        "{statuses:#?}"
+    );
+
+    let status = device.status(Slot::A);
+    assert_eq!(status["slots"][1]["state"], "trial");
+    assert_eq!(status["slots"][1]["tries_left"], 3);
+    assert_eq!(status["slots"][1]["version"], 2);
+    assert_eq!(status["slots"][1]["id"], v2.id().to_string());
+    assert_eq!(status["slots"][1]["boots_next"], true);
+    assert_eq!(status["pending_reboot"], 2);
+    assert_eq!(status["latest_known"], 2);
+    assert!(
+        text(&status["last_check"]["result"]).starts_with("installed version 2"),
+        "{status}"
+    );
+    assert!(status["last_error"].is_null());
+
+    // Run again before the reboot: nothing to install, still pending, and
+    // only the meta and its signature fetched.
+    fleet.proxy.clear_requests();
+    let out = device.run(Slot::A, "update", &[]);
+    assert_exit(&out, 4);
+    assert_eq!(requests(&fleet), meta_and_signature(&fleet, &v2));
+
+    // The reboot: GRUB boots slot b on trial.
+    assert_eq!(device.power_on(), Slot::B);
+    // The health gate: no update from a trial boot, not even a request.
+    fleet.proxy.clear_requests();
+    let out = device.run(Slot::B, "update", &[]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("not marked good"), "{}", stderr(&out));
+    assert_eq!(requests(&fleet), Vec::<(String, String)>::new());
+
+    // Healthy: mark-good.
+    assert_exit(&device.run(Slot::B, "mark-good", &[]), 0);
+    let status = device.status(Slot::B);
+    assert_eq!(status["booted"], "b");
+    assert_eq!(status["slots"][1]["state"], "good");
+    assert_eq!(status["slots"][1]["version"], 2);
+    assert_eq!(status["slots"][1]["boots_next"], true);
+    assert_eq!(status["slots"][0]["state"], "good");
+    assert!(status["pending_reboot"].is_null());
+
+    // A check that finds nothing new: one GET of the meta, one of its
+    // signature, nothing else.
+    fleet.proxy.clear_requests();
+    let out = device.run(Slot::B, "update", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(requests(&fleet), meta_and_signature(&fleet, &v2));
+    let status = device.status(Slot::B);
+    assert_eq!(status["last_check"]["result"], "up to date (version 2)");
+    assert_exit(&device.run(Slot::B, "check", &[]), 3);
+
+    // The operator rolls back: slot a boots next, version 2 is never
+    // installed again.
+    let out = device.run(Slot::B, "rollback", &[]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("slot a (version 1 \"kiosk 1\") boots at the next reboot"),
+        "{}",
+        stderr(&out)
+    );
+    let status = device.status(Slot::B);
+    assert_eq!(status["slots"][0]["boots_next"], true);
+    assert_eq!(status["failed_versions"][0]["version"], 2);
+    assert!(
+        text(&status["failed_versions"][0]["reason"]).contains("rolled back by an operator"),
+        "{status}"
+    );
+    assert_eq!(device.power_on(), Slot::A);
+    let out = device.run(Slot::A, "update", &[]);
+    assert_exit(&out, 0);
+    let status = device.status(Slot::A);
+    assert!(
+        text(&status["last_check"]["result"]).starts_with("ignored version 2: it failed before"),
+        "{status}"
+    );
+    assert_eq!(slots(&device, Slot::A), a_active(1, ("good", Some(2))));
+}
+
+#[test]
+fn a_failed_trial_is_remembered_and_its_version_never_installed_again_grub() {
+    failed_trial_is_remembered(Bootloader::Grub);
+}
+
+#[test]
+fn a_failed_trial_is_remembered_and_its_version_never_installed_again_systemd_boot() {
+    failed_trial_is_remembered(Bootloader::SystemdBoot);
+}
+
+fn failed_trial_is_remembered(bootloader: Bootloader) {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install_booting(&fleet, &v1, bootloader);
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish(&v2);
+    assert_exit(&device.run(Slot::A, "update", &[]), 4);
+
+    // Version 2 never becomes healthy: the bootloader boots it three times
+    // (the config's tries), then falls back to slot a.
+    for _ in 0..3 {
+        assert_eq!(device.power_on(), Slot::B);
+    }
+    assert_eq!(device.power_on(), Slot::A);
+    assert_eq!(slots(&device, Slot::A), a_active(1, ("failed", Some(2))));
+
+    // The failed version, still (or again) the channel's latest.
+    fleet.publish(&v2);
+    let out = device.run(Slot::A, "update", &[]);
+    assert_exit(&out, 0);
+    let status = device.status(Slot::A);
+    let failed = &status["failed_versions"][0];
+    assert_eq!(failed["version"], 2);
+    assert_eq!(failed["id"], v2.id().to_string());
+    assert!(
+        text(&failed["reason"]).contains("its trial in slot b failed"),
+        "{status}"
+    );
+    assert!(
+        text(&status["last_check"]["result"]).starts_with("ignored version 2: it failed before"),
+        "{status}"
+    );
+    assert_eq!(slots(&device, Slot::A), a_active(1, ("failed", Some(2))));
+
+    // A newer version is installed over the failed one.
+    let v3 = fleet.version(3, 8 * MIB);
+    fleet.publish(&v3);
+    assert_exit(&device.run(Slot::A, "update", &[]), 4);
+    assert_eq!(
+        slots(&device, Slot::A),
+        vec![
+            slot_state("good", Some(1), false),
+            slot_state("trial", Some(3), true)
+        ]
+    );
+    // It boots on trial and, healthy, is marked good.
+    assert_eq!(device.power_on(), Slot::B);
+    assert_exit(&device.run(Slot::B, "mark-good", &[]), 0);
+    assert_eq!(
+        slots(&device, Slot::B),
+        vec![
+            slot_state("good", Some(1), false),
+            slot_state("good", Some(3), true)
+        ]
+    );
+    assert_eq!(device.power_on(), Slot::B);
+}
+
+/// Runs `update`, expects exit code `code`, and returns the status that
+/// follows, after checking that slot a still boots with version `booted`
+/// and slot b is as given.
+fn update_leaves_a_active(
+    device: &Device,
+    code: i32,
+    booted: u64,
+    b: (&str, Option<u64>),
+    args: &[&str],
+) -> Value {
+    let out = device.run(Slot::A, "update", args);
+    assert_exit(&out, code);
+    assert_eq!(slots(device, Slot::A), a_active(booted, b));
+    device.status(Slot::A)
+}
+
+#[test]
+fn network_down() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    // Nothing listens on this port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let device = Device::install_with(
+        &fleet,
+        &v1,
+        &common::DeviceOptions {
+            endpoint,
+            trusted_key: fleet.public_key(),
+            reboot: "never",
+            reboot_window: None,
+            bootloader: Bootloader::Grub,
+        },
+    );
+    let started = Instant::now();
+    let status = update_leaves_a_active(&device, 1, 1, ("bad", None), &["--network-wait", "3s"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "gave up without waiting"
+    );
+    let error = text(&status["last_error"]["message"]);
+    assert!(
+        error.starts_with("failed waiting for the network: the bucket stayed unreachable"),
+        "{error}"
+    );
+    assert!(error.contains("unreachable"), "{error}");
+    assert!(status["latest_known"].is_null());
+}
+
+#[test]
+fn server_errors() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&fleet.version(2, 8 * MIB));
+    fleet.proxy.fail_every_request(true);
+    let status = update_leaves_a_active(&device, 1, 1, ("bad", None), &[]);
+    let error = text(&status["last_error"]["message"]);
+    assert!(
+        error.starts_with("failed fetching the channel's meta") && error.contains("500"),
+        "{error}"
+    );
+    assert!(
+        fleet.proxy.injected_errors() > 1,
+        "retried before giving up"
+    );
+}
+
+#[test]
+fn corrupt_image_object() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish(&v2);
+    let object = fleet.object_file(&v2.image_object());
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&object, bytes).unwrap();
+
+    // Slot b was marked bad before the image was written, and stays so.
+    let status = update_leaves_a_active(&device, 1, 1, ("bad", None), &[]);
+    let error = text(&status["last_error"]["message"]);
+    assert!(
+        error.starts_with("failed writing the image of version 2 into slot b"),
+        "{error}"
+    );
+    assert_eq!(status["latest_known"], 2);
+}
+
+#[test]
+fn wrong_signing_key() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    let stranger = abnix_core::sign::SecretKey::generate("stranger").unwrap();
+    fleet.publish(&fleet.version_signed_with(2, 8 * MIB, &stranger));
+    let status = update_leaves_a_active(&device, 1, 1, ("bad", None), &[]);
+    let error = text(&status["last_error"]["message"]);
+    assert!(
+        error.starts_with("failed fetching the channel's meta") && error.contains("stranger"),
+        "{error}"
+    );
+    assert!(
+        status["latest_known"].is_null(),
+        "an unverified meta is no news"
+    );
+}
+
+#[test]
+fn an_older_version_is_not_installed() {
+    let fleet = Fleet::new();
+    let v2 = fleet.version(2, 8 * MIB);
+    let device = Device::install(&fleet, &v2, "never");
+    fleet.publish(&fleet.version(1, 8 * MIB));
+    let status = update_leaves_a_active(&device, 0, 2, ("bad", None), &[]);
+    assert_eq!(
+        status["last_check"]["result"],
+        "ignored version 1: older than the booted version 2 (versions never go back)"
+    );
+    assert_eq!(status["latest_known"], 1);
+    assert!(status["last_error"].is_null());
+}
+
+#[test]
+fn an_image_larger_than_the_slot_is_refused() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&fleet.version(2, common::SLOT_SIZE + 8 * MIB));
+    let status = update_leaves_a_active(&device, 1, 1, ("bad", None), &[]);
+    assert_eq!(
+        status["last_error"]["message"],
+        format!(
+            "refused version 2: its image is {} bytes, a slot holds {}",
+            common::SLOT_SIZE + 8 * MIB,
+            common::SLOT_SIZE
+        )
+    );
+}
+
+#[test]
+fn a_second_update_waits_for_the_first_then_gives_up() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&fleet.version(2, 8 * MIB));
+
+    // The first update holds the lock while its first request hangs.
+    fleet.proxy.set_latency(Duration::from_secs(14));
+    let first = device
+        .command(Slot::A, "update", &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fleet.proxy.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the first update sent nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fleet.proxy.set_latency(Duration::ZERO);
+
+    let started = Instant::now();
+    let second = device.run(Slot::A, "update", &[]);
+    assert_exit(&second, 1);
+    assert!(
+        stderr(&second).contains("another abnix-update is running"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "waited briefly"
+    );
+    assert_eq!(device.status(Slot::A)["update_running"], true);
+
+    let first = first.wait_with_output().unwrap();
+    assert_exit(&first, 4);
+    let status = device.status(Slot::A);
+    assert_eq!(status["update_running"], false);
+    assert_eq!(status["pending_reboot"], 2);
+}
+
+/// Stand-ins for the programs the updater reboots with, alone on a PATH
+/// (so nothing real can run): each appends its name and arguments to a
+/// log. `systemctl is-active` says "not active".
+fn fake_reboot_tools(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    let log = dir.join("calls.log");
+    std::fs::create_dir(&bin).unwrap();
+    for name in ["reboot", "systemctl", "systemd-run"] {
+        let path = bin.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"${{0##*/}} $*\" >> '{}'\n[ \"$1\" != is-active ]\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (bin, log)
+}
+
+#[test]
+fn immediate_policy_reboots_after_a_short_delay() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "immediate");
+    fleet.publish(&fleet.version(2, 8 * MIB));
+    let (bin, log) = fake_reboot_tools(device.dir.path());
+
+    let out = device
+        .command(Slot::A, "update", &[])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_exit(&out, 4);
+    assert!(
+        stderr(&out).contains("rebooting into version 2 (slot b) in 5 s"),
+        "{}",
+        stderr(&out)
+    );
+    let expected = if abnix_core::update::restart::systemd_running() {
+        "systemctl reboot\n"
+    } else {
+        "reboot \n"
+    };
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), expected);
+    // The state was saved before the reboot.
+    assert_eq!(device.status(Slot::A)["pending_reboot"], 2);
+}
+
+#[test]
+fn window_policy_outside_the_window_waits_for_it() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let now = chrono::Local::now();
+    let hour = |h| {
+        (now + chrono::Duration::hours(h))
+            .format("%H:%M")
+            .to_string()
+    };
+    let device = Device::install_with(
+        &fleet,
+        &v1,
+        &common::DeviceOptions {
+            endpoint: fleet.proxy.endpoint(),
+            trusted_key: fleet.public_key(),
+            reboot: "window",
+            reboot_window: Some(format!("{}-{}", hour(2), hour(3))),
+            bootloader: Bootloader::Grub,
+        },
+    );
+    fleet.publish(&fleet.version(2, 8 * MIB));
+    let (bin, log) = fake_reboot_tools(device.dir.path());
+
+    let out = device
+        .command(Slot::A, "update", &[])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_exit(&out, 4);
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    if abnix_core::update::restart::systemd_running() {
+        assert!(calls.contains("systemd-run --unit=abnix-reboot"), "{calls}");
+    } else {
+        assert_eq!(calls, "", "nothing to schedule with");
+        assert!(
+            stderr(&out).contains("waits for the reboot window"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!calls.contains("systemctl reboot"), "{calls}");
+}
