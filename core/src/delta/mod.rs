@@ -22,14 +22,16 @@
 //! when the server ignores Range requests.
 
 mod plan;
+mod reopen;
 mod store;
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 pub use plan::{coalesce, Coalescing, Cost, Plan, Source};
+pub use reopen::Reopen;
 pub use store::{IndexStore, StoreError};
 
 use crate::disk::Disk;
@@ -153,6 +155,34 @@ pub struct DeltaReport {
     pub elapsed: Duration,
 }
 
+/// One line for the log: what was reused, what was downloaded, or why the
+/// whole image was.
+impl std::fmt::Display for DeltaReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(fallback) = &self.fallback {
+            return write!(
+                f,
+                "downloaded the whole image ({} bytes) because {fallback}",
+                self.downloaded
+            );
+        }
+        write!(
+            f,
+            "reused {} of {} chunks ({} kept in the target, {} copied from the active slot: {} bytes), \
+             fetched {} ({} refetched after a bad local copy): {} bytes downloaded in {} requests",
+            self.kept.chunks + self.copied.chunks,
+            self.chunks,
+            self.kept.chunks,
+            self.copied.chunks,
+            self.kept.bytes + self.copied.bytes,
+            self.fetched.chunks,
+            self.refetched,
+            self.downloaded,
+            self.requests
+        )
+    }
+}
+
 /// Writes `image` into `target`, taking chunks from `local` where it can and
 /// fetching the rest from `object` (see the module documentation). Syncs the
 /// target, and reads it back when `opts.write.verify_readback` is set.
@@ -190,7 +220,7 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
     let cost = plan.cost(image.index, opts.coalescing);
     let total = image.index.compressed_size();
     let saved = total.saturating_sub(cost.download);
-    info!(
+    debug!(
         kept = cost.kept.chunks,
         copied = cost.copied.chunks,
         fetched = cost.fetched.chunks,
@@ -282,7 +312,7 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
         fallback: None,
         elapsed: started.elapsed(),
     };
-    info!(
+    debug!(
         kept = report.kept.chunks,
         copied = report.copied.chunks,
         fetched = report.fetched.chunks,
@@ -329,7 +359,7 @@ fn full_download<O: ImageObject, D: Disk>(
     fallback: Fallback,
     started: Instant,
 ) -> Result<DeltaReport, PipelineError> {
-    info!(reason = %fallback, "downloading the whole image");
+    debug!(reason = %fallback, "downloading the whole image");
     let reader = object.open().map_err(PipelineError::Source)?;
     let written = pipeline::write_image(reader, image, target, &opts.write, progress)?;
     let all = Tally {

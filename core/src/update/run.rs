@@ -15,7 +15,8 @@ use super::notify::Notifier;
 use crate::boot::BootFiles;
 use crate::channel::Channel;
 use crate::config::Config;
-use crate::disk::Disk;
+use crate::delta::{ActiveSlot, DeltaOptions, IndexStore, LocalChunks, Reopen};
+use crate::disk::{Disk, Region};
 use crate::errors::error_text;
 use crate::index::Index;
 use crate::pipeline::WriteOptions;
@@ -39,7 +40,7 @@ pub struct Executor<'a, D: Disk> {
     index: Option<Index>,
 }
 
-impl<'a, D: Disk> Executor<'a, D> {
+impl<'a, D: Reopen> Executor<'a, D> {
     pub fn new(
         disk: &'a mut SystemDisk<D>,
         config: &'a Config,
@@ -163,31 +164,7 @@ impl<'a, D: Disk> Executor<'a, D> {
                 meta.initrd.size,
             )?,
             Step::MarkBad => self.disk.boot_control()?.mark_bad(slot)?,
-            Step::WriteImage => {
-                let channel = connected(&mut self.channel, self.config)?;
-                let index = self
-                    .index
-                    .as_ref()
-                    .expect("FetchIndex comes before WriteImage");
-                let options = WriteOptions {
-                    target_name: format!("slot {slot}"),
-                    ..self.write_options.clone()
-                };
-                let fetch = channel.write_image(
-                    meta,
-                    index,
-                    &mut self.disk.slot_region(slot),
-                    &options,
-                    self.progress,
-                )?;
-                tracing::info!(
-                    "wrote {} bytes ({} chunks) into slot {slot} in {:.1?}, verified; {} resumed downloads",
-                    fetch.written.bytes,
-                    fetch.written.chunks,
-                    fetch.written.elapsed,
-                    fetch.resumes
-                );
-            }
+            Step::WriteImage => self.write_image(plan)?,
             Step::WriteBootFiles => {
                 let channel = connected(&mut self.channel, self.config)?;
                 // Both readers fail at their end unless the bytes match the
@@ -206,6 +183,88 @@ impl<'a, D: Disk> Executor<'a, D> {
                 )?;
             }
             Step::Activate => self.disk.boot_control()?.activate(slot, plan.tries)?,
+        }
+        Ok(())
+    }
+}
+
+impl<D: Reopen> Executor<'_, D> {
+    /// Writes the image into the target slot by a delta update
+    /// (docs/delta.md): chunks are taken from the active slot, by the index
+    /// of its version (kept in the state dir, else fetched from the bucket),
+    /// and from the target itself when an earlier attempt at this version
+    /// was interrupted; the rest is downloaded.
+    fn write_image(&mut self, plan: &Plan) -> anyhow::Result<()> {
+        let (slot, meta) = (plan.target, &plan.meta);
+        let channel = connected(&mut self.channel, self.config)?;
+        let index = self
+            .index
+            .as_ref()
+            .expect("FetchIndex comes before WriteImage");
+        let store = IndexStore::new(self.state_dir.path());
+        let active = slot.other();
+        let active_version = self
+            .disk
+            .boot_control()?
+            .status()?
+            .slot(active)
+            .info
+            .as_ref()
+            .map(|info| (info.version, info.id));
+        let active_index =
+            active_version.and_then(|(version, id)| store.active_index(channel, version, id));
+        // The new version's index is kept before the first byte is written:
+        // finding it at the next attempt means this one may have left chunks
+        // in the target. Were it lost, that attempt would only download more.
+        let resumed = matches!(store.load(meta.version, meta.id), Ok(Some(_)));
+        if let Err(e) = store.save(meta.version, meta.id, index) {
+            tracing::warn!("cannot keep the index of version {}: {e}", meta.version);
+        }
+        let part = self.disk.layout().slot(active).clone();
+        let active_disk = Region::new(
+            self.disk
+                .disk()
+                .reopen()
+                .context("opening the active slot")?,
+            part.start,
+            part.size,
+        );
+        let options = DeltaOptions {
+            write: WriteOptions {
+                target_name: format!("slot {slot}"),
+                ..self.write_options.clone()
+            },
+            ..DeltaOptions::default()
+        };
+        let report = channel.write_image_delta(
+            meta,
+            index,
+            &mut self.disk.slot_region(slot),
+            LocalChunks {
+                active: active_index.as_ref().map(|index| ActiveSlot {
+                    disk: active_disk,
+                    index,
+                }),
+                target_may_hold_image: resumed,
+            },
+            &options,
+            self.progress,
+        )?;
+        tracing::info!(
+            "wrote {} bytes ({} chunks) into slot {slot} in {:.1?}, verified; {report}",
+            report.bytes,
+            report.chunks,
+            report.elapsed
+        );
+        let keep: Vec<(u64, uuid::Uuid)> = active_version
+            .into_iter()
+            .chain([(meta.version, meta.id)])
+            .collect();
+        if let Err(e) = store.retain(&keep) {
+            tracing::warn!(
+                "cannot remove old indexes from {}: {e}",
+                self.state_dir.path().display()
+            );
         }
         Ok(())
     }
