@@ -1,0 +1,506 @@
+//! Delta updates against a real S3 server (s3s-fs) behind a proxy that
+//! records every request: what is reused, what is fetched and by which
+//! Range requests, the fallbacks, and that the target always ends up
+//! holding exactly the new image (read back, chunk by chunk and whole).
+
+use std::fs::File;
+use std::io::Write;
+use std::time::Duration;
+
+use abnix_core::channel::Channel;
+use abnix_core::channel::ChannelError;
+use abnix_core::chunking::{chunks, ChunkParams};
+use abnix_core::delta::{ActiveSlot, DeltaOptions, DeltaReport, Fallback, LocalChunks};
+use abnix_core::digest::Digest;
+use abnix_core::disk;
+use abnix_core::index::Index;
+use abnix_core::meta::{Artifact, FsType, Image, Meta, FORMAT_VERSION};
+use abnix_core::pipeline::{PipelineError, WriteOptions};
+use abnix_core::progress::NoProgress;
+use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_testkit::images::seeded_random;
+use abnix_testkit::{credentials_file, FaultProxy, RecordedRequest, S3Server};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+const IMAGE_LEN: usize = 4 * MIB;
+
+/// The bucket, a proxy in front of it, and a channel through the proxy.
+struct Bucket {
+    _server: S3Server,
+    proxy: FaultProxy,
+    channel: Channel,
+    dir: TempDir,
+}
+
+impl Bucket {
+    /// A server requiring signatures.
+    fn signed() -> Bucket {
+        Bucket::start(S3Server::start(), true)
+    }
+
+    /// A public server, for requests the proxy may alter (a signed Range
+    /// header cannot be dropped).
+    fn public() -> Bucket {
+        Bucket::start(S3Server::start_public(), false)
+    }
+
+    fn start(server: S3Server, signed: bool) -> Bucket {
+        let proxy = FaultProxy::start(server.addr());
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = match signed {
+            true => CredentialSource::File(credentials_file(dir.path(), &server)),
+            false => CredentialSource::Anonymous,
+        };
+        let remote = Remote::new(RemoteConfig {
+            endpoint: Some(proxy.endpoint()),
+            region: "us-east-1".into(),
+            bucket: server.bucket().into(),
+            prefix: "kiosk".into(),
+            channel: "stable".into(),
+            path_style: true,
+            credentials,
+            retry: RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(100),
+                max_total: Duration::from_secs(20),
+            },
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                read: Duration::from_secs(5),
+            },
+        })
+        .unwrap();
+        // write_image_delta takes the meta as verified by the caller: no key
+        // is needed here.
+        let channel = Channel::new(remote, Default::default());
+        Bucket {
+            _server: server,
+            proxy,
+            channel,
+            dir,
+        }
+    }
+
+    /// Cuts `image` into chunks as pack does (default chunking, one zstd
+    /// frame each), uploads the compressed object and returns its meta and
+    /// index.
+    fn publish(&self, version: u64, image: &[u8]) -> (Meta, Index) {
+        let mut index = Index::default();
+        let mut object = Vec::new();
+        for chunk in chunks(image, ChunkParams::default()).unwrap() {
+            let chunk = chunk.unwrap();
+            let frame = zstd::bulk::compress(&chunk.data, 1).unwrap();
+            index.push(
+                chunk.data.len() as u32,
+                frame.len() as u32,
+                Digest::of(&chunk.data),
+            );
+            object.extend_from_slice(&frame);
+        }
+        let name = format!("{version}.image.zst");
+        let remote = self.channel.remote();
+        remote
+            .put_bytes(&remote.config().object_key(&name), &object)
+            .unwrap();
+        let artifact = |object: &str| Artifact {
+            object: object.into(),
+            size: 0,
+            sha256: Digest::of(b""),
+        };
+        let meta = Meta {
+            format: FORMAT_VERSION,
+            version,
+            id: Uuid::from_u128(version.into()),
+            label: format!("test {version}"),
+            image: Image {
+                object: name,
+                compressed_size: object.len() as u64,
+                size: image.len() as u64,
+                sha256: Digest::of(image),
+                fs: FsType::Ext4,
+            },
+            index: artifact("index"),
+            kernel: artifact("kernel"),
+            initrd: artifact("initrd"),
+            cmdline: String::new(),
+        };
+        (meta, index)
+    }
+
+    /// A slot: a file larger than the images, holding `contents` at its
+    /// start.
+    fn slot(&self, name: &str, contents: &[u8]) -> File {
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(self.dir.path().join(name))
+            .unwrap();
+        file.write_all(contents).unwrap();
+        file.set_len((IMAGE_LEN + MIB) as u64).unwrap();
+        file
+    }
+
+    /// GETs of the image object of `meta` since the record was cleared.
+    fn image_gets(&self, meta: &Meta) -> Vec<RecordedRequest> {
+        self.proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path_only().ends_with(&meta.image.object))
+            .collect()
+    }
+
+    /// Writes `meta`'s image into `target` by a delta update, read-back on.
+    fn update(
+        &self,
+        meta: &Meta,
+        index: &Index,
+        target: &mut File,
+        local: LocalChunks<'_, File>,
+        opts: DeltaOptions,
+    ) -> Result<DeltaReport, ChannelError> {
+        self.proxy.clear_requests();
+        let opts = DeltaOptions {
+            write: WriteOptions {
+                verify_readback: true,
+                ..WriteOptions::default()
+            },
+            ..opts
+        };
+        self.channel
+            .write_image_delta(meta, index, target, local, &opts, &NoProgress)
+    }
+}
+
+/// Content shaped like a filesystem image: random runs (binaries), text and
+/// zeros.
+fn image(seed: u64) -> Vec<u8> {
+    let mut image = seeded_random(IMAGE_LEN, seed);
+    for (i, block) in image.chunks_mut(256 * KIB).enumerate() {
+        match i % 3 {
+            0 => block[..64 * KIB].fill(0),
+            1 => block[..32 * KIB]
+                .copy_from_slice(&b"/nix/store/abc-glibc/lib ".repeat(2 * KIB)[..32 * KIB]),
+            _ => {}
+        }
+    }
+    image
+}
+
+fn active(disk: File, index: &Index) -> LocalChunks<'_, File> {
+    LocalChunks {
+        active: Some(ActiveSlot { disk, index }),
+        target_may_hold_image: false,
+    }
+}
+
+fn no_local() -> LocalChunks<'static, File> {
+    LocalChunks {
+        active: None,
+        target_may_hold_image: false,
+    }
+}
+
+/// The first `len` bytes of `file`.
+fn contents(file: &mut File, len: usize) -> Vec<u8> {
+    let mut data = vec![0; len];
+    disk::read_at(file, 0, &mut data).unwrap();
+    data
+}
+
+/// `bytes=<first>-<last>` of a request, as `first..last + 1`.
+fn requested_range(request: &RecordedRequest) -> (u64, u64) {
+    let range = request.range().expect("a Range header");
+    let (first, last) = range
+        .strip_prefix("bytes=")
+        .unwrap()
+        .split_once('-')
+        .unwrap();
+    (first.parse().unwrap(), last.parse::<u64>().unwrap() + 1)
+}
+
+#[test]
+fn the_same_image_twice_downloads_nothing() {
+    let bucket = Bucket::signed();
+    let v1 = image(1);
+    let (meta, index) = bucket.publish(1, &v1);
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &v1), &index),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.fallback, None);
+    assert_eq!(report.copied.chunks, index.chunks.len());
+    assert_eq!(
+        (report.fetched.chunks, report.downloaded, report.requests),
+        (0, 0, 0)
+    );
+    assert!(bucket.image_gets(&meta).is_empty());
+    assert_eq!(contents(&mut target, v1.len()), v1);
+}
+
+#[test]
+fn nothing_in_common_is_a_plain_full_download() {
+    let bucket = Bucket::signed();
+    let (old_meta, old_index) = bucket.publish(1, &image(1));
+    let v2 = image(2);
+    let (meta, index) = bucket.publish(2, &v2);
+    let mut target = bucket.slot("target", &[]);
+    let active_slot = bucket.slot("active", &image(1));
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(active_slot, &old_index),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    // The zero and text runs are shared, which is too little.
+    assert!(
+        matches!(report.fallback, Some(Fallback::TooLittleToGain { .. })),
+        "{report}"
+    );
+    let gets = bucket.image_gets(&meta);
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert_eq!(
+        gets[0].range(),
+        None,
+        "one sequential GET of the whole object"
+    );
+    assert_eq!(report.downloaded, meta.image.compressed_size);
+    assert_eq!(contents(&mut target, v2.len()), v2);
+    assert!(bucket.image_gets(&old_meta).is_empty());
+}
+
+#[test]
+fn all_new_by_ranges_when_told_to_try() {
+    let bucket = Bucket::signed();
+    let (_, old_index) = bucket.publish(1, &seeded_random(IMAGE_LEN, 1));
+    let v2 = seeded_random(IMAGE_LEN, 2);
+    let (meta, index) = bucket.publish(2, &v2);
+    let mut target = bucket.slot("target", &[]);
+    let mut opts = DeltaOptions {
+        min_saving_percent: 0,
+        ..DeltaOptions::default()
+    };
+    // Small requests, so that several are in flight.
+    opts.coalescing.max_request = 512 * KIB as u64;
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &[]), &old_index),
+            opts,
+        )
+        .unwrap();
+    assert_eq!(report.fallback, None);
+    assert_eq!(report.fetched.chunks, index.chunks.len());
+    assert_eq!(report.copied.chunks, 0);
+    let gets = bucket.image_gets(&meta);
+    assert_eq!(gets.len(), report.requests);
+    assert!(gets.len() >= 8, "{} requests", gets.len());
+    // The ranges tile the object exactly.
+    let mut ranges: Vec<(u64, u64)> = gets.iter().map(requested_range).collect();
+    ranges.sort_unstable();
+    assert_eq!(ranges[0].0, 0);
+    assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0), "{ranges:?}");
+    assert_eq!(ranges.last().unwrap().1, meta.image.compressed_size);
+    assert_eq!(report.downloaded, meta.image.compressed_size);
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
+fn shifted_content_is_reused_and_only_the_change_fetched() {
+    let bucket = Bucket::signed();
+    let v1 = image(1);
+    let (_, old_index) = bucket.publish(1, &v1);
+    // 1000 bytes inserted near the start shift everything after them; 100
+    // KiB further on are rewritten.
+    let mut v2 = v1[..MIB].to_vec();
+    v2.extend_from_slice(&seeded_random(1000, 7));
+    v2.extend_from_slice(&v1[MIB..]);
+    v2[3 * MIB..3 * MIB + 100 * KIB].copy_from_slice(&seeded_random(100 * KIB, 8));
+    v2.truncate(IMAGE_LEN);
+    let (meta, index) = bucket.publish(2, &v2);
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &v1), &old_index),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.fallback, None, "{report}");
+    assert!(
+        report.copied.chunks * 10 >= index.chunks.len() * 8,
+        "most chunks come from the active slot: {report}"
+    );
+    assert!(
+        report.downloaded * 4 < meta.image.compressed_size,
+        "{report}, of {}",
+        meta.image.compressed_size
+    );
+    // Every byte downloaded was asked for by a Range request.
+    let gets = bucket.image_gets(&meta);
+    assert_eq!(gets.len(), report.requests);
+    let asked: u64 = gets.iter().map(requested_range).map(|(a, b)| b - a).sum();
+    assert_eq!(asked, report.downloaded);
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
+fn a_corrupted_local_chunk_is_fetched_instead() {
+    let bucket = Bucket::signed();
+    let v1 = image(1);
+    let (meta, index) = bucket.publish(1, &v1);
+    let mut damaged = v1.clone();
+    let victim = &index.chunks[5];
+    damaged[victim.offset as usize + 10] ^= 0xff;
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &damaged), &index),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.refetched, 1, "{report}");
+    assert_eq!(report.fetched.chunks, 1);
+    assert_eq!(report.copied.chunks, index.chunks.len() - 1);
+    let gets = bucket.image_gets(&meta);
+    assert_eq!(gets.len(), 1);
+    assert_eq!(
+        requested_range(&gets[0]),
+        (
+            victim.compressed_offset,
+            victim.compressed_offset + u64::from(victim.compressed_len)
+        )
+    );
+    assert_eq!(contents(&mut target, v1.len()), v1);
+}
+
+#[test]
+fn an_interrupted_attempt_is_resumed() {
+    let bucket = Bucket::signed();
+    let v2 = image(2);
+    let (meta, index) = bucket.publish(2, &v2);
+    // The attempt wrote the first 2.5 MiB, then stopped.
+    let written = 5 * MIB / 2;
+    let mut target = bucket.slot("target", &v2[..written]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            LocalChunks {
+                active: None,
+                target_may_hold_image: true,
+            },
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.fallback, None, "{report}");
+    let whole_before = index
+        .chunks
+        .iter()
+        .filter(|c| c.offset + u64::from(c.len) <= written as u64)
+        .count();
+    assert_eq!(report.kept.chunks, whole_before, "{report}");
+    assert_eq!(report.fetched.chunks, index.chunks.len() - whole_before);
+    let first_fetched = &index.chunks[whole_before];
+    for get in bucket.image_gets(&meta) {
+        assert!(requested_range(&get).0 >= first_fetched.compressed_offset);
+    }
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
+fn a_server_that_ignores_ranges_gets_a_full_download() {
+    let bucket = Bucket::public();
+    let v1 = image(1);
+    let (_, old_index) = bucket.publish(1, &v1);
+    let mut v2 = v1.clone();
+    v2[2 * MIB..2 * MIB + 200 * KIB].copy_from_slice(&seeded_random(200 * KIB, 9));
+    let (meta, index) = bucket.publish(2, &v2);
+    bucket.proxy.ignore_ranges(true);
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &v1), &old_index),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        report.fallback,
+        Some(Fallback::RangesUnsupported),
+        "{report}"
+    );
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
+fn without_a_local_source_the_whole_image_is_downloaded() {
+    let bucket = Bucket::signed();
+    let v1 = image(1);
+    let (meta, index) = bucket.publish(1, &v1);
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            no_local(),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.fallback, Some(Fallback::NoLocalSource));
+    assert_eq!(bucket.image_gets(&meta).len(), 1);
+    assert_eq!(contents(&mut target, v1.len()), v1);
+}
+
+#[test]
+fn the_read_back_checks_the_whole_image_hash() {
+    let bucket = Bucket::signed();
+    let v1 = image(1);
+    let (mut meta, index) = bucket.publish(1, &v1);
+    // Every chunk matches the index, but the meta names another image.
+    meta.image.sha256 = Digest::of(b"another image");
+    let mut target = bucket.slot("target", &[]);
+    let error = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &v1), &index),
+            DeltaOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ChannelError::Image {
+                source: PipelineError::ImageMismatch { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
