@@ -10,7 +10,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -86,6 +86,8 @@ struct State {
     cuts: AtomicUsize,
     /// GETs seen since start (not reset by `clear_requests`).
     gets: AtomicUsize,
+    /// Response body bytes relayed to clients since `clear_requests`.
+    body_bytes: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -116,6 +118,7 @@ impl FaultProxy {
             injected_errors: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
+            body_bytes: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let accept_state = state.clone();
@@ -154,9 +157,17 @@ impl FaultProxy {
         self.state.requests.lock().unwrap().clone()
     }
 
-    /// Forgets the requests seen so far (GET numbering goes on).
+    /// Forgets the requests seen so far and zeroes [`FaultProxy::body_bytes`]
+    /// (GET numbering goes on).
     pub fn clear_requests(&self) {
         self.state.requests.lock().unwrap().clear();
+        self.state.body_bytes.store(0, Ordering::SeqCst);
+    }
+
+    /// Response body bytes relayed to clients since the record was last
+    /// cleared: what the clients downloaded.
+    pub fn body_bytes(&self) -> u64 {
+        self.state.body_bytes.load(Ordering::SeqCst)
     }
 
     /// Cuts the body of the next GET response after `after_bytes` bytes by
@@ -322,7 +333,12 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     };
 
     let mut upstream_reader = BufReader::new(upstream);
-    let result = relay_response(&mut upstream_reader, &mut client_writer, plan.cut);
+    let result = relay_response(
+        &mut upstream_reader,
+        &mut client_writer,
+        plan.cut,
+        &state.body_bytes,
+    );
     if let Ok(true) = result {
         state.cuts.fetch_add(1, Ordering::SeqCst);
         if plan.cut.is_some_and(|cut| cut.stall) {
@@ -339,11 +355,13 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
 }
 
 /// Copies the response head and body to the client, stopping after
-/// `cut.after_bytes` body bytes; true if it stopped early.
+/// `cut.after_bytes` body bytes, and adds the body bytes sent to
+/// `relayed`; true if it stopped early.
 fn relay_response(
     upstream: &mut BufReader<TcpStream>,
     client: &mut TcpStream,
     cut: Option<BodyCut>,
+    relayed: &AtomicU64,
 ) -> io::Result<bool> {
     let Some(head) = read_head(upstream)? else {
         return Ok(false);
@@ -358,6 +376,7 @@ fn relay_response(
         }
         let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
         client.write_all(&buf[..take])?;
+        relayed.fetch_add(take as u64, Ordering::SeqCst);
         left -= take as u64;
         if take < n || (left == 0 && cut.is_some()) {
             return Ok(true);

@@ -99,10 +99,31 @@ impl Fleet {
     }
 
     pub fn version_signed_with(&self, number: u64, image_size: u64, key: &SecretKey) -> Version {
+        self.build_version(number, image_size, key, &[])
+    }
+
+    /// Version `number` whose image also holds `files` (path in the tree,
+    /// contents): content shared with other versions, for delta updates.
+    pub fn version_with_files(
+        &self,
+        number: u64,
+        image_size: u64,
+        files: &[(&str, &[u8])],
+    ) -> Version {
+        self.build_version(number, image_size, &self.key, files)
+    }
+
+    fn build_version(
+        &self,
+        number: u64,
+        image_size: u64,
+        key: &SecretKey,
+        files: &[(&str, &[u8])],
+    ) -> Version {
         let id = Uuid::new_v4();
         let work = self.dir.path().join(format!("v{number}-{id}"));
         fs::create_dir_all(&work).unwrap();
-        let image = ext4_image(&work, id, number, image_size);
+        let image = ext4_image(&work, id, number, image_size, files);
         let kernel = work.join("kernel");
         let initrd = work.join("initrd");
         fs::write(
@@ -181,10 +202,15 @@ impl Fleet {
 }
 
 /// An ext4 image of `size` bytes with filesystem UUID `id`, holding a file
-/// that differs per version.
-fn ext4_image(dir: &Path, id: Uuid, number: u64, size: u64) -> PathBuf {
+/// that differs per version, and `files`.
+fn ext4_image(dir: &Path, id: Uuid, number: u64, size: u64, files: &[(&str, &[u8])]) -> PathBuf {
     let tree = dir.join("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
+    for (path, contents) in files {
+        let path = tree.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
     let text: String = (0..20_000)
         .map(|i| format!("version {number} line {i}\n"))
         .collect();
