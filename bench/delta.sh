@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Delta update benchmark (issue 8 item 5, docs/delta.md).
+#
+# Builds root images the way the Nix side does (nix/builders/root-image.sh:
+# erofs, and ext4) from real directories of this machine standing in for
+# store paths, packs them with the default chunking (zstd level 9), uploads
+# them to s3s-fs on 127.0.0.1 behind a request-counting proxy, and writes
+# the new image into a fresh "target slot" file twice, read-back on: once
+# with Channel::write_image (the full download), once with
+# Channel::write_image_delta from an "active slot" file holding the old
+# image (core/examples/delta.rs). Prints bytes downloaded, requests and
+# wall time of each, for:
+#   (a) two versions where one "store path" (a directory of ~20 MB) is
+#       replaced by another, the other nine (~300 MB) unchanged: erofs, and
+#       ext4 as (a');
+#   (b) two images with nothing in common (must be no slower than full);
+#   (c) the same image twice (near zero bytes).
+# Target: (a) <= 15% of the full compressed image.
+#
+# Figures from one run on the build machine (2 vCPU, shared; 1m24s in all;
+# loopback, so wall times show CPU and disk cost, not a network's; full
+# output in docs/delta.md, "Benchmark"):
+#   (a)  erofs: delta 5.7 of 90.7 MiB (6.3%), 78 requests; 1.99 s vs 1.35 s full
+#   (a') ext4:  delta 8.2 of 90.8 MiB (9.0%), 89 requests; 1.19 s vs 1.12 s full
+#   (b)  falls back (nothing to reuse): 160.5 MiB, 1 request; 1.37 s vs 1.31 s
+#   (c)  0 bytes, 0 requests; 0.96 s vs 1.19 s full
+#
+# Usage: bench/delta.sh   (root; needs mkfs.erofs, mkfs.ext4, faketime,
+#   fakeroot, s3s-fs)   WORK=/var/tmp/abnix-bench-delta
+#   MEASURE=1 also compares chunk sizes on (a) (slow: packs the pair 3 times)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORK=${WORK:-/var/tmp/abnix-bench-delta}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+
+for tool in mkfs.erofs mkfs.ext4 faketime fakeroot s3s-fs; do
+  command -v "$tool" >/dev/null || [[ -x $HOME/.cargo/bin/$tool ]] ||
+    { echo "missing $tool" >&2; exit 1; }
+done
+export PATH=$PATH:$HOME/.cargo/bin
+
+cargo build --quiet --release -p abnix-core --example delta
+BIN=$CARGO_TARGET_DIR/release/examples/delta
+mkdir -p "$WORK"
+
+# "Store paths": real directories of a Debian system, unique basenames.
+common=(
+  /usr/lib/python3.11
+  /usr/lib/x86_64-linux-gnu/dri
+  /usr/lib/x86_64-linux-gnu/perl
+  /usr/lib/git-core
+  /usr/lib/grub
+  /usr/share/vim
+  /usr/share/i18n
+  /usr/lib/x86_64-linux-gnu/gstreamer-1.0
+  /usr/share/icons
+)
+# The package that changes between the two versions.
+app_v1=/usr/lib/x86_64-linux-gnu/valgrind
+app_v2=/usr/lib/node_modules
+# Nothing in common with the above.
+other=(/usr/share/doc /usr/share/man /usr/lib/postgresql /usr/share/pocketsphinx)
+
+for dir in "${common[@]}" "$app_v1" "$app_v2" "${other[@]}"; do
+  [[ -d $dir ]] || { echo "missing $dir (this bench expects a Debian build machine)" >&2; exit 1; }
+done
+
+# image NAME FSTYPE UUID DIR...: builds $WORK/NAME.img once.
+image() {
+  local name=$1 fs=$2 uuid=$3
+  shift 3
+  local out=$WORK/$name.img
+  [[ -s $out ]] && return
+  printf '%s\n' "$@" >"$WORK/$name.paths"
+  : >"$WORK/links"
+  nix/builders/root-image.sh "$fs" "$uuid" "$WORK/$name.paths" "$WORK/links" "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
+echo "building images in $WORK"
+image erofs-v1 erofs 11111111-0000-4000-8000-000000000001 "${common[@]}" "$app_v1"
+image erofs-v2 erofs 11111111-0000-4000-8000-000000000002 "${common[@]}" "$app_v2"
+image erofs-other erofs 11111111-0000-4000-8000-000000000003 "${other[@]}"
+image ext4-v1 ext4 22222222-0000-4000-8000-000000000001 "${common[@]}" "$app_v1"
+image ext4-v2 ext4 22222222-0000-4000-8000-000000000002 "${common[@]}" "$app_v2"
+
+echo
+"$BIN" bench "(a) erofs, one store path changed" "$WORK/erofs-v1.img" "$WORK/erofs-v2.img" "$WORK"
+"$BIN" bench "(a') ext4, one store path changed" "$WORK/ext4-v1.img" "$WORK/ext4-v2.img" "$WORK"
+"$BIN" bench "(b) erofs, nothing in common" "$WORK/erofs-v1.img" "$WORK/erofs-other.img" "$WORK"
+"$BIN" bench "(c) erofs, the same image twice" "$WORK/erofs-v1.img" "$WORK/erofs-v1.img" "$WORK"
+
+if [[ ${MEASURE:-0} == 1 ]]; then
+  echo
+  echo "chunk sizes, (a) erofs (download: compressed bytes a delta fetches, % of the full image, requests)"
+  "$BIN" measure "$WORK/erofs-v1.img" "$WORK/erofs-v2.img" "$WORK/measure" 8K/32K/128K 16K/64K/256K 32K/128K/512K 64K/256K/1M
+fi
