@@ -323,8 +323,7 @@ fn fetch_range<'run, R: Read>(
     })?;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let mut wanted = range.chunks.iter().peekable();
-    for index in first..=last {
-        let chunk = &chunks[index];
+    for (index, chunk) in chunks.iter().enumerate().take(last + 1).skip(first) {
         let is_wanted = wanted.next_if_eq(&&index).is_some();
         let lease = match is_wanted {
             // The raw bytes are reserved too, as in the sequential reader.
