@@ -19,6 +19,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+# Only parsing and evaluation happen here, never a build: without this, Nix
+# warns on stderr when Debian's nix-bin came without its nixbld group (as
+# with --no-install-recommends), and the warning lands in captured values.
+export NIX_CONFIG="build-users-group ="
 
 update=no
 case ${1:-} in
