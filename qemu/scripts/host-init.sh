@@ -97,7 +97,11 @@ number=0
 while IFS= read -r command; do
 	number=$((number + 1))
 	say "command=$number run: $command"
-	sh -c "$command" </dev/null
+	# In the background and waited for, so a reboot a command asks for (the
+	# updater runs `reboot`, which signals PID 1) is honoured at once: a
+	# shell runs its traps only between foreground commands.
+	sh -c "$command" </dev/null &
+	wait $!
 	say "command=$number exit=$?"
 done </etc/abnix-fixture/commands
 

@@ -7,6 +7,9 @@
 //!   command line, with a `/init` whose [`version::Behaviour`] the test
 //!   chooses (healthy, never healthy, kernel panic);
 //! - [`bundle`]: fixture versions packed into signed bundles;
+//! - [`fleet`]: a bucket on a real S3 server, a signing key and a channel,
+//!   with releases published by `abnix-update publish` for hosts that
+//!   update themselves;
 //! - [`disk`]: GPT disk-image files for booting fixtures without a bootloader;
 //! - [`system_disk`]: abnix disks written from the host side with core's
 //!   layout and boot control (bootloader, slots, boot state);
@@ -21,6 +24,7 @@ pub mod bundle;
 pub mod cpio;
 pub mod disk;
 pub mod ext4;
+pub mod fleet;
 pub mod initramfs;
 pub mod kernel;
 pub mod paths;

@@ -124,9 +124,27 @@ pub struct VersionSpec {
     /// Host executables installed in `/bin` with their shared libraries
     /// (such as `abnix-update`).
     pub binaries: Vec<PathBuf>,
-    /// Extra files: (absolute path in the image, contents), e.g. the abnix
-    /// configuration under `/etc/abnix/`.
-    pub files: Vec<(String, Vec<u8>)>,
+    /// Extra files, e.g. the abnix configuration under `/etc/abnix/`.
+    pub files: Vec<FixtureFile>,
+}
+
+/// A file of a fixture's root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixtureFile {
+    /// Absolute path in the image.
+    pub path: String,
+    pub mode: u32,
+    pub contents: Vec<u8>,
+}
+
+impl FixtureFile {
+    pub fn new(path: &str, mode: u32, contents: impl Into<Vec<u8>>) -> Self {
+        FixtureFile {
+            path: path.to_owned(),
+            mode,
+            contents: contents.into(),
+        }
+    }
 }
 
 impl VersionSpec {
@@ -169,8 +187,8 @@ impl VersionSpec {
         ] {
             tree.directory(directory);
         }
-        for (path, contents) in &self.files {
-            tree.file(path, 0o644, contents.as_slice());
+        for file in &self.files {
+            tree.file(&file.path, file.mode, file.contents.as_slice());
         }
         Ok(tree)
     }

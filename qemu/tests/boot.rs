@@ -40,7 +40,7 @@ use abnix_core::system_disk::Bootloader;
 use abnix_systest::kernel::Kernel;
 use abnix_systest::runner::{self, Case};
 use abnix_systest::system_disk::{AbnixDisk, BootloaderImages, DiskSpec, PowerCut, UpdateStep};
-use abnix_systest::version::{AfterCommands, Behaviour, FixtureVersion, VersionSpec};
+use abnix_systest::version::{AfterCommands, Behaviour, FixtureFile, FixtureVersion, VersionSpec};
 use abnix_systest::vm::{Boot, Firmware, Machine, MachineSpec, OnReboot, Vm};
 use abnix_systest::{paths, workspace};
 use anyhow::{anyhow, ensure, Context, Result};
@@ -137,7 +137,7 @@ fn build_fixtures() -> Result<Fixtures> {
         let mut spec = VersionSpec::new(version, behaviour.clone());
         spec.binaries.push(updater.clone());
         spec.files
-            .push(("/etc/abnix/config.toml".to_owned(), config.clone()));
+            .push(FixtureFile::new("/etc/abnix/config.toml", 0o644, config.clone()));
         let version = FixtureVersion::build(&spec, &kernel, &dir.join(name))?;
         Ok(Fixture { version, behaviour })
     };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use abnix_systest::kernel::Kernel;
 use abnix_systest::paths;
-use abnix_systest::version::{Behaviour, FixtureVersion, VersionSpec};
+use abnix_systest::version::{Behaviour, FixtureFile, FixtureVersion, VersionSpec};
 
 /// The same spec built twice, a second apart, gives byte-identical images
 /// and initrds: no clock, owner or directory-order leaks in, so successive
@@ -15,8 +15,9 @@ fn a_version_builds_reproducibly_into_a_clean_filesystem_named_by_its_id() {
     let dir = paths::run_dir("reproducible").unwrap();
     let kernel = Kernel::debian_cloud().unwrap();
     let mut spec = VersionSpec::new(9, Behaviour::healthy(["echo hello"]));
-    spec.files.push((
-        "/etc/abnix/config.toml".to_owned(),
+    spec.files.push(FixtureFile::new(
+        "/etc/abnix/config.toml",
+        0o644,
         b"channel = \"test\"\n".to_vec(),
     ));
 

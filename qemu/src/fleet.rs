@@ -1,0 +1,248 @@
+//! A fleet for machines that update themselves: a real S3 server (`s3s-fs`
+//! on 127.0.0.1, which guests reach at 10.0.2.2 through QEMU's user
+//! network), the operator's signing key, one channel, and releases built
+//! as fixture versions, packed with the project's own `pack` and published
+//! with the project's own `abnix-update publish`.
+//!
+//! Every host of the fleet carries the same device config (the bucket, the
+//! channel, the trusted key, tries and reboot policy) and a credentials
+//! file, so the real `abnix-update update` inside a guest signs its requests
+//! and verifies what it downloads exactly as on a real machine.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use abnix_core::config::Config;
+use abnix_core::index::Index;
+use abnix_core::meta::SignedMeta;
+use abnix_core::sign::{PublicKey, SecretKey};
+use abnix_testkit::S3Server;
+use anyhow::{ensure, Context, Result};
+
+use crate::bundle::pack_fixture;
+use crate::kernel::Kernel;
+use crate::version::{FixtureFile, FixtureVersion, VersionSpec};
+use crate::workspace;
+
+/// The bucket's key prefix; channels live under it.
+const PREFIX: &str = "fleet";
+/// Where a host keeps its bucket credentials (mode 0600, as the updater
+/// demands).
+const GUEST_CREDENTIALS: &str = "/etc/abnix/credentials.toml";
+/// Bytes of pseudo-random content every version shares, and bytes of
+/// content that differ between versions (`/usr/share/fixture/`): an update
+/// then has something to reuse and something to download, as a real one
+/// does, and the image write takes long enough to be cut short.
+const SHARED_PAYLOAD: usize = 6 << 20;
+const OWN_PAYLOAD: usize = 1 << 20;
+
+/// How the fleet's hosts update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Boot attempts of a trial version (`tries`).
+    pub tries: u32,
+}
+
+/// A version of the fleet: its fixture, its signed bundle, its meta.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub version: FixtureVersion,
+    pub bundle: PathBuf,
+    pub meta: SignedMeta,
+    /// The key that signed it.
+    pub signer: PublicKey,
+}
+
+/// The bucket, the key and the channel of one fleet; the server stops when
+/// the fleet is dropped.
+pub struct Fleet {
+    server: S3Server,
+    channel: String,
+    dir: PathBuf,
+    key: SecretKey,
+    policy: Policy,
+    updater: PathBuf,
+    /// The operator's credentials file (mode 0600), for `publish`.
+    credentials: PathBuf,
+}
+
+impl Fleet {
+    /// Starts the bucket and makes the signing key; files go under `dir`.
+    pub fn start(dir: &Path, channel: &str, policy: Policy) -> Result<Fleet> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let server = S3Server::start();
+        let credentials = dir.join("operator-credentials.toml");
+        write_secret(&credentials, &credentials_toml(&server))?;
+        Ok(Fleet {
+            channel: channel.to_owned(),
+            dir: dir.to_owned(),
+            key: SecretKey::generate("abnix-fleet")?,
+            policy,
+            updater: workspace::release_binary("abnix-updater", "abnix-update")?,
+            credentials,
+            server,
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public()
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The release build of `abnix-update`: what the hosts run and what
+    /// the operator publishes with.
+    pub fn updater(&self) -> &Path {
+        &self.updater
+    }
+
+    /// `/etc/abnix/config.toml` of the fleet's hosts, checked with the
+    /// parser the updater uses. `reboot = "immediate"`: a host reboots into
+    /// a new version as soon as it is installed.
+    pub fn device_config(&self) -> Result<String> {
+        let text = format!(
+            "endpoint = \"http://10.0.2.2:{port}\"\n\
+             region = \"us-east-1\"\n\
+             bucket = \"{bucket}\"\n\
+             prefix = \"{PREFIX}\"\n\
+             channel = \"{channel}\"\n\
+             path_style = true\n\
+             credentials = \"{GUEST_CREDENTIALS}\"\n\
+             trusted_keys = [\"{key}\"]\n\
+             tries = {tries}\n\
+             reboot = \"immediate\"\n\
+             state_dir = \"/var/lib/abnix\"\n",
+            port = self.server.addr().port(),
+            bucket = self.server.bucket(),
+            channel = self.channel,
+            key = self.public_key(),
+            tries = self.policy.tries,
+        );
+        Config::parse(&text, Path::new("config.toml")).context("the fleet's device config")?;
+        Ok(text)
+    }
+
+    /// Builds version `spec` as a host of this fleet (the updater, the
+    /// device config, the credentials, the shared and own payload) and packs
+    /// it into a signed bundle under the fleet's directory.
+    pub fn release(&self, mut spec: VersionSpec, kernel: &Kernel) -> Result<Release> {
+        let name = format!("v{}-{}", spec.version, spec.behaviour.name());
+        let dir = self.dir.join(&name);
+        spec.binaries.push(self.updater.clone());
+        spec.files.extend([
+            FixtureFile::new("/etc/abnix/config.toml", 0o644, self.device_config()?),
+            FixtureFile::new(
+                GUEST_CREDENTIALS,
+                0o600,
+                credentials_toml(&self.server),
+            ),
+            FixtureFile::new(
+                "/usr/share/fixture/shared",
+                0o644,
+                abnix_testkit::images::seeded_random(SHARED_PAYLOAD, 0),
+            ),
+            FixtureFile::new(
+                "/usr/share/fixture/own",
+                0o644,
+                abnix_testkit::images::seeded_random(OWN_PAYLOAD, spec.version),
+            ),
+        ]);
+        let version = FixtureVersion::build(&spec, kernel, &dir)?;
+        let bundle = dir.join("bundle");
+        let meta = pack_fixture(&version, &self.key, &bundle)?;
+        Ok(Release {
+            version,
+            bundle,
+            meta,
+            signer: self.public_key(),
+        })
+    }
+
+    /// The same version signed by a key the hosts do not trust.
+    pub fn signed_by_stranger(&self, release: &Release) -> Result<Release> {
+        let stranger = SecretKey::generate("stranger")?;
+        let bundle = release.bundle.with_file_name("bundle-by-stranger");
+        let meta = pack_fixture(&release.version, &stranger, &bundle)?;
+        Ok(Release {
+            version: release.version.clone(),
+            bundle,
+            meta,
+            signer: stranger.public(),
+        })
+    }
+
+    /// Publishes `release` with `abnix-update publish`, as whoever holds
+    /// its signing key: the bundle is checked against that key. `force`
+    /// publishes over a newer channel meta, or one that key does not
+    /// verify (what an operator does on purpose, or an intruder would).
+    pub fn publish(&self, release: &Release, force: bool) -> Result<()> {
+        let mut publish = Command::new(&self.updater);
+        publish
+            .arg("publish")
+            .arg("--bundle")
+            .arg(&release.bundle)
+            .args(["--endpoint", &self.server.endpoint()])
+            .args(["--region", "us-east-1", "--bucket", self.server.bucket()])
+            .args(["--prefix", PREFIX, "--channel", &self.channel, "--path-style"])
+            .arg("--credentials")
+            .arg(&self.credentials)
+            .args(["--trusted-key", &release.signer.to_string()]);
+        if force {
+            publish.arg("--force");
+        }
+        let output = publish
+            .output()
+            .with_context(|| format!("running {}", self.updater.display()))?;
+        ensure!(
+            output.status.success(),
+            "abnix-update publish of version {} failed ({}): {}",
+            release.meta.meta.version,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(())
+    }
+
+    /// Damages the stored image object of `release` as a bad disk or a
+    /// hostile mirror would: one byte flipped in the middle of every
+    /// chunk's frame, so whatever part of it a host downloads fails its
+    /// hash. The object keeps its size.
+    pub fn tamper_image(&self, release: &Release) -> Result<()> {
+        let meta = &release.meta.meta;
+        let index_path = release.bundle.join(&meta.index.object);
+        let index = Index::parse(
+            &fs::read(&index_path).with_context(|| format!("reading {}", index_path.display()))?,
+        )?;
+        let path = self.object_path(&meta.image.object);
+        let mut bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        for chunk in &index.chunks {
+            let middle = chunk.compressed_offset + u64::from(chunk.compressed_len) / 2;
+            bytes[usize::try_from(middle)?] ^= 0x55;
+        }
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Where the server keeps the channel's object `name`.
+    fn object_path(&self, name: &str) -> PathBuf {
+        self.server
+            .object_path(&format!("{PREFIX}/{}/{name}", self.channel))
+    }
+}
+
+fn credentials_toml(server: &S3Server) -> String {
+    format!(
+        "access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        server.access_key(),
+        server.secret_key()
+    )
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))
+}
