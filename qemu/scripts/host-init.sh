@@ -15,6 +15,8 @@
 
 export PATH=/bin
 export HOME=/root
+# A command's exit code, not that of the pipe its output goes through.
+set -o pipefail
 
 . /etc/abnix-fixture/fixture.env
 
@@ -97,10 +99,12 @@ number=0
 while IFS= read -r command; do
 	number=$((number + 1))
 	say "command=$number run: $command"
+	# Its output goes through a pipe, as a service's goes to the journal: the
+	# tools print plain lines, no progress bars or colours on the console.
 	# In the background and waited for, so a reboot a command asks for (the
 	# updater runs `reboot`, which signals PID 1) is honoured at once: a
 	# shell runs its traps only between foreground commands.
-	sh -c "$command" </dev/null &
+	sh -c "$command" </dev/null 2>&1 | cat &
 	wait $!
 	say "command=$number exit=$?"
 done </etc/abnix-fixture/commands

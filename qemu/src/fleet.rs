@@ -86,18 +86,16 @@ impl Fleet {
         })
     }
 
-    pub fn public_key(&self) -> PublicKey {
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    fn public_key(&self) -> PublicKey {
         self.key.public()
     }
 
     pub fn channel(&self) -> &str {
         &self.channel
-    }
-
-    /// The release build of `abnix-update`: what the hosts run and what
-    /// the operator publishes with.
-    pub fn updater(&self) -> &Path {
-        &self.updater
     }
 
     /// `/etc/abnix/config.toml` of the fleet's hosts, checked with the
@@ -135,11 +133,7 @@ impl Fleet {
         spec.binaries.push(self.updater.clone());
         spec.files.extend([
             FixtureFile::new("/etc/abnix/config.toml", 0o644, self.device_config()?),
-            FixtureFile::new(
-                GUEST_CREDENTIALS,
-                0o600,
-                credentials_toml(&self.server),
-            ),
+            FixtureFile::new(GUEST_CREDENTIALS, 0o600, credentials_toml(&self.server)),
             FixtureFile::new(
                 "/usr/share/fixture/shared",
                 0o644,
@@ -187,7 +181,13 @@ impl Fleet {
             .arg(&release.bundle)
             .args(["--endpoint", &self.server.endpoint()])
             .args(["--region", "us-east-1", "--bucket", self.server.bucket()])
-            .args(["--prefix", PREFIX, "--channel", &self.channel, "--path-style"])
+            .args([
+                "--prefix",
+                PREFIX,
+                "--channel",
+                &self.channel,
+                "--path-style",
+            ])
             .arg("--credentials")
             .arg(&self.credentials)
             .args(["--trusted-key", &release.signer.to_string()]);

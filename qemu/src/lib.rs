@@ -16,7 +16,12 @@
 //! - [`vm`]: QEMU machines (SeaBIOS or OVMF, virtio disks, user network)
 //!   driven over the serial console, with power cuts;
 //! - [`workspace`]: the project's own binaries, built for fixtures;
-//! - [`runner`]: the harness of scenario files, with their summary table.
+//! - [`runner`]: the harness of scenario files, with their summary table;
+//! - [`story`]: one machine of a fleet, driven and narrated: installed,
+//!   switched on, watched over the console, its power cut;
+//! - [`scenarios`]: the stories DESIGN §8.3 asks for (install, update,
+//!   fallback, power cuts, bad input), shared by `tests/scenarios.rs` and
+//!   the demo.
 //!
 //! See `qemu/README.md` for a walk through.
 
@@ -29,7 +34,9 @@ pub mod initramfs;
 pub mod kernel;
 pub mod paths;
 pub mod runner;
+pub mod scenarios;
 mod shell;
+pub mod story;
 pub mod system_disk;
 mod tool;
 pub mod tree;

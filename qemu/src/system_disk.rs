@@ -159,6 +159,16 @@ impl AbnixDisk {
         Ok(disk)
     }
 
+    /// A disk-image file written by someone else (`abnix-install --file`,
+    /// or a machine's updater), read and changed through the same calls.
+    pub fn existing(path: &Path) -> Result<AbnixDisk> {
+        let disk = AbnixDisk {
+            path: path.to_owned(),
+        };
+        disk.open()?;
+        Ok(disk)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -346,31 +346,45 @@ impl Vm {
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> Result<ConsoleLine, VmError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.remember(&line);
-                    if line.text.contains(needle) {
-                        return Ok(line);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(VmError::Timeout {
-                        needle: needle.to_owned(),
-                        waited: timeout,
-                        tail: self.tail(),
-                    })
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.reap()?;
-                    return Err(VmError::Exited {
-                        needle: needle.to_owned(),
-                        status,
-                        tail: self.tail(),
-                    });
-                }
+            let line = self.next_line_until(deadline, needle, timeout)?;
+            if line.text.contains(needle) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// The next console line, whatever it says, within `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<ConsoleLine, VmError> {
+        self.next_line_until(Instant::now() + timeout, "any line", timeout)
+    }
+
+    /// The next line before `deadline`; errors name what was awaited.
+    fn next_line_until(
+        &mut self,
+        deadline: Instant,
+        awaited: &str,
+        timeout: Duration,
+    ) -> Result<ConsoleLine, VmError> {
+        match self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => {
+                self.remember(&line);
+                Ok(line)
+            }
+            Err(RecvTimeoutError::Timeout) => Err(VmError::Timeout {
+                needle: awaited.to_owned(),
+                waited: timeout,
+                tail: self.tail(),
+            }),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.reap()?;
+                Err(VmError::Exited {
+                    needle: awaited.to_owned(),
+                    status,
+                    tail: self.tail(),
+                })
             }
         }
     }

@@ -39,9 +39,10 @@ use abnix_core::slot::Slot;
 use abnix_core::system_disk::Bootloader;
 use abnix_systest::kernel::Kernel;
 use abnix_systest::runner::{self, Case};
+use abnix_systest::story::BootPath;
 use abnix_systest::system_disk::{AbnixDisk, BootloaderImages, DiskSpec, PowerCut, UpdateStep};
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureFile, FixtureVersion, VersionSpec};
-use abnix_systest::vm::{Boot, Firmware, Machine, MachineSpec, OnReboot, Vm};
+use abnix_systest::vm::{Boot, Machine, MachineSpec, OnReboot, Vm};
 use abnix_systest::{paths, workspace};
 use anyhow::{anyhow, ensure, Context, Result};
 
@@ -54,44 +55,6 @@ const BOOT: Duration = Duration::from_secs(240);
 const STEP: Duration = Duration::from_secs(120);
 const MIB: u64 = 1 << 20;
 const MARK_GOOD: &str = "abnix-update mark-good";
-
-/// A firmware and the bootloader it starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BootPath {
-    GrubSeaBios,
-    GrubOvmf,
-    SystemdBootOvmf,
-}
-
-const BOOT_PATHS: [BootPath; 3] = [
-    BootPath::GrubSeaBios,
-    BootPath::GrubOvmf,
-    BootPath::SystemdBootOvmf,
-];
-
-impl BootPath {
-    fn name(self) -> &'static str {
-        match self {
-            BootPath::GrubSeaBios => "grub-seabios",
-            BootPath::GrubOvmf => "grub-ovmf",
-            BootPath::SystemdBootOvmf => "systemd-boot-ovmf",
-        }
-    }
-
-    fn firmware(self) -> Firmware {
-        match self {
-            BootPath::GrubSeaBios => Firmware::SeaBios,
-            BootPath::GrubOvmf | BootPath::SystemdBootOvmf => Firmware::Ovmf,
-        }
-    }
-
-    fn bootloader(self) -> Bootloader {
-        match self {
-            BootPath::GrubSeaBios | BootPath::GrubOvmf => Bootloader::Grub,
-            BootPath::SystemdBootOvmf => Bootloader::SystemdBoot,
-        }
-    }
-}
 
 /// A fixture version and what it does once booted.
 struct Fixture {
@@ -136,8 +99,11 @@ fn build_fixtures() -> Result<Fixtures> {
     let build = |version: u64, behaviour: Behaviour, name: &str| -> Result<Fixture> {
         let mut spec = VersionSpec::new(version, behaviour.clone());
         spec.binaries.push(updater.clone());
-        spec.files
-            .push(FixtureFile::new("/etc/abnix/config.toml", 0o644, config.clone()));
+        spec.files.push(FixtureFile::new(
+            "/etc/abnix/config.toml",
+            0o644,
+            config.clone(),
+        ));
         let version = FixtureVersion::build(&spec, &kernel, &dir.join(name))?;
         Ok(Fixture { version, behaviour })
     };
@@ -578,7 +544,7 @@ fn main() {
     let cases = SCENARIOS
         .iter()
         .flat_map(|scenario| {
-            BOOT_PATHS.map(|path| Case {
+            BootPath::ALL.map(|path| Case {
                 row: scenario.name,
                 column: path.name(),
                 run: Box::new(move || {

@@ -1,7 +1,8 @@
 //! The installer at machine level (issue 4): what it writes boots through
-//! real firmware and real bootloaders; it runs inside a guest against an
-//! empty virtio disk and powers off; a template written to a disk twice its
-//! size grows `abnix-rw` on its first boot.
+//! real firmware and real bootloaders; a template written to a disk twice
+//! its size grows `abnix-rw` on its first boot. The installer inside a
+//! guest (`--auto` skipping its own medium, powering off) is the install
+//! scenario of `tests/scenarios.rs`.
 //!
 //! Times are printed: run with `-- --nocapture` to see them.
 
@@ -15,7 +16,6 @@ use abnix_core::grow::Ext4Size;
 use abnix_core::layout::{self, Layout, LayoutConfig, MIB};
 use abnix_core::sign::SecretKey;
 use abnix_systest::bundle::pack_fixture;
-use abnix_systest::initramfs::{self, InstallerEnv};
 use abnix_systest::kernel::Kernel;
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureVersion, VersionSpec};
 use abnix_systest::vm::{Boot, Firmware, Machine, MachineSpec, OnReboot, Vm};
@@ -28,7 +28,6 @@ const STEP: Duration = Duration::from_secs(60);
 const SLOT_SIZE: &str = "48M";
 const ESP_SIZE: &str = "64M";
 const DISK_SIZE: u64 = 256 * MIB;
-const GRUB_LIB: &str = "/usr/lib/grub";
 
 /// A fixture version's signed bundle and the key that signed it.
 struct Version {
@@ -121,100 +120,6 @@ fn written_files_boot_through_grub_and_systemd_boot() {
     let sdboot = dir.join("systemd-boot.raw");
     install_file(&v, &sdboot, DISK_SIZE, "systemd-boot", &[]);
     boots_slot_a(&dir, "systemd-boot-ovmf", Firmware::Ovmf, &sdboot, 1);
-}
-
-/// An ext4 image of `tree` (a directory), for a disk that is mounted whole.
-fn ext4_of(tree: &Path, out: &Path) {
-    fs::File::create(out).unwrap().set_len(64 * MIB).unwrap();
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(tree)
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(mkfs.status.success(), "{mkfs:?}");
-}
-
-/// The installer environment (a busybox initramfs) with the bundle on its
-/// medium: the first virtio disk, mounted on /iso. `--auto` must skip it
-/// and take the empty second disk; the installer counts down, installs
-/// GRUB and powers the machine off itself. The disk it wrote then boots.
-#[test]
-fn the_installer_runs_in_a_guest_and_its_disk_boots() {
-    let dir = paths::run_dir("install-in-guest").unwrap();
-    let v = version(&dir, &healthy_spec(2));
-    let medium = dir.join("medium.ext4");
-    ext4_of(&dir.join("medium"), &medium);
-    let target = dir.join("target.raw");
-    fs::File::create(&target)
-        .unwrap()
-        .set_len(DISK_SIZE)
-        .unwrap();
-
-    let command = format!(
-        "until [ -b /dev/vdb ]; do sleep 1; done; mkdir /iso && mount -o ro /dev/vda /iso && \
-         abnix-install --auto --bundle /iso/bundle --slot-size {SLOT_SIZE} --esp-size {ESP_SIZE} \
-         --trusted-key {} --grub-mkimage /bin/grub-mkimage --grub-bios-dir /grub/i386-pc \
-         --grub-efi-dir /grub/x86_64-efi --countdown 2 --poweroff",
-        v.key
-    );
-    let env = InstallerEnv {
-        command,
-        binaries: vec![
-            installer(),
-            "/usr/bin/grub-mkimage".into(),
-            "/usr/sbin/mkfs.ext4".into(),
-            "/usr/sbin/debugfs".into(),
-        ],
-        directories: vec![
-            (
-                Path::new(GRUB_LIB).join("i386-pc"),
-                "grub/i386-pc".to_owned(),
-            ),
-            (
-                Path::new(GRUB_LIB).join("x86_64-efi"),
-                "grub/x86_64-efi".to_owned(),
-            ),
-        ],
-    };
-    let kernel = Kernel::debian_cloud().unwrap();
-    let initrd = dir.join("installer.cpio");
-    initramfs::installer_initramfs(&kernel, &env, &initrd).unwrap();
-    let mut machine = Machine::new(
-        "installer",
-        MachineSpec::new(Firmware::SeaBios)
-            .disk(&medium)
-            .disk(&target),
-        &dir,
-    )
-    .unwrap();
-    let boot = Boot::Kernel {
-        kernel: kernel.image.clone(),
-        initrd,
-        cmdline: "console=ttyS0 quiet panic=1".to_owned(),
-    };
-    let mut vm = machine.start(&boot, OnReboot::Exit).unwrap();
-    vm.expect("chose /dev/vdb", BOOT).unwrap();
-    vm.expect(
-        "skipped vda: it holds the installer itself (/dev/vda is mounted on /iso)",
-        STEP,
-    )
-    .unwrap();
-    vm.expect("writing in 2 s", STEP).unwrap();
-    let done = vm.expect("installed version 2", BOOT).unwrap();
-    println!(
-        "installer in the guest: installed at {:.1} s",
-        done.at.as_secs_f64()
-    );
-    let status = vm.wait_exit(STEP).unwrap();
-    assert!(status.success(), "{status}");
-    let transcript = fs::read_to_string(vm.log_path()).unwrap();
-    assert!(
-        !transcript.contains("ABNIX-INSTALLER exit="),
-        "the installer powered off before its shell went on"
-    );
-
-    boots_slot_a(&dir, "installed", Firmware::SeaBios, &target, 2);
 }
 
 /// A template (an image file built without root) written onto a disk twice

@@ -1,0 +1,780 @@
+//! One machine of a fleet, told as a story: the scenarios of
+//! `tests/scenarios.rs` and the demo (`abnix-demo`) drive a [`Story`].
+//!
+//! A story owns a [`Fleet`] (bucket, key, channel), one disk and the
+//! machine it sits in. The machine runs with [`OnReboot::Restart`], as
+//! hardware does: when the updater inside reboots it into a new version,
+//! the next boot shows on the same console, and so does every fallback the
+//! bootloader makes by itself. The test only switches the machine on, cuts
+//! its power, and publishes.
+//!
+//! Every healthy version of the fleet runs, once up, `abnix-update
+//! mark-good` and then, every two seconds, `abnix-update update` followed
+//! by `abnix-update status --json` on one console line (`ABNIX-STATUS
+//! {…}`): what the host itself says about its slots, its last check and
+//! its failed versions is what the scenarios assert.
+//!
+//! Narration (`say`) goes to stdout with the seconds since the story began;
+//! console transcripts are kept in the story's run directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use abnix_core::boot::BootStatus;
+use abnix_core::slot::Slot;
+use abnix_core::state::{CheckRecord, ErrorRecord, FailedVersion};
+use abnix_core::system_disk::Bootloader;
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::fleet::{Fleet, Policy, Release};
+use crate::initramfs::{self, InstallerEnv};
+use crate::kernel::Kernel;
+use crate::system_disk::AbnixDisk;
+use crate::tree::Tree;
+use crate::version::{AfterCommands, Behaviour, VersionSpec};
+use crate::vm::{Boot, ConsoleLine, Firmware, Machine, MachineSpec, OnReboot, Vm};
+use crate::{ext4, paths, workspace};
+
+/// Switch-on (or reset) to the host's marker: firmware, bootloader, kernel
+/// and initrd under TCG, on a machine busy with other work.
+pub const BOOT: Duration = Duration::from_secs(240);
+/// A step of a running host: a command, a check of the bucket.
+pub const STEP: Duration = Duration::from_secs(120);
+/// A whole update: the image written and read back under TCG.
+pub const UPDATE: Duration = Duration::from_secs(420);
+
+/// The disk every story's machine has: two 48 MiB slots, a 64 MiB ESP and
+/// the rest for `abnix-rw`.
+const DISK_BYTES: u64 = 256 << 20;
+const SLOT_SIZE: &str = "48M";
+const ESP_SIZE: &str = "64M";
+const MARK_GOOD: &str = "abnix-update mark-good";
+/// The status line a fleet host prints after each update run.
+const STATUS: &str = "ABNIX-STATUS ";
+const UPDATE_EXIT: &str = "ABNIX-UPDATE exit=";
+const SYSTEMD_BOOT_EFI_DIR: &str = "/usr/lib/systemd/boot/efi";
+const GRUB_LIB: &str = "/usr/lib/grub";
+
+/// A firmware and the bootloader it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootPath {
+    GrubSeaBios,
+    GrubOvmf,
+    SystemdBootOvmf,
+}
+
+impl BootPath {
+    pub const ALL: [BootPath; 3] = [
+        BootPath::GrubSeaBios,
+        BootPath::GrubOvmf,
+        BootPath::SystemdBootOvmf,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BootPath::GrubSeaBios => "grub-seabios",
+            BootPath::GrubOvmf => "grub-ovmf",
+            BootPath::SystemdBootOvmf => "systemd-boot-ovmf",
+        }
+    }
+
+    pub fn firmware(self) -> Firmware {
+        match self {
+            BootPath::GrubSeaBios => Firmware::SeaBios,
+            BootPath::GrubOvmf | BootPath::SystemdBootOvmf => Firmware::Ovmf,
+        }
+    }
+
+    pub fn bootloader(self) -> Bootloader {
+        match self {
+            BootPath::GrubSeaBios | BootPath::GrubOvmf => Bootloader::Grub,
+            BootPath::SystemdBootOvmf => Bootloader::SystemdBoot,
+        }
+    }
+
+    /// `--bootloader` of `abnix-install`.
+    fn installer_name(self) -> &'static str {
+        match self.bootloader() {
+            Bootloader::Grub => "grub",
+            Bootloader::SystemdBoot => "systemd-boot",
+        }
+    }
+}
+
+/// What a version of the fleet does once booted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Marks itself good, then checks for updates every two seconds.
+    Good,
+    /// Comes up, never becomes healthy, reboots after three seconds.
+    NeverHealthy,
+    /// Its kernel panics (and reboots) at every boot.
+    KernelPanic,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        self.behaviour().name()
+    }
+
+    fn behaviour(self) -> Behaviour {
+        match self {
+            Kind::Good => Behaviour::Healthy {
+                commands: vec![
+                    MARK_GOOD.to_owned(),
+                    format!(
+                        "while :; do {{ abnix-update update; echo \"{UPDATE_EXIT}$?\"; }}; \
+                         echo \"{STATUS}$(abnix-update status --json | tr -d '\\n')\"; sleep 2; done"
+                    ),
+                ],
+                then: AfterCommands::Idle,
+            },
+            Kind::NeverHealthy => Behaviour::NeverHealthy {
+                reboot_after: Duration::from_secs(3),
+            },
+            Kind::KernelPanic => Behaviour::KernelPanic,
+        }
+    }
+}
+
+/// A slot as `abnix-update status --json` reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SlotReport {
+    pub slot: String,
+    pub state: String,
+    pub tries_left: Option<u8>,
+    pub version: Option<u64>,
+    pub booted: bool,
+    pub boots_next: bool,
+}
+
+/// `abnix-update status --json`, as the host printed it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HostStatus {
+    pub booted: Option<String>,
+    pub slots: Vec<SlotReport>,
+    pub pending_reboot: Option<u64>,
+    pub latest_known: Option<u64>,
+    pub last_check: Option<CheckRecord>,
+    pub last_error: Option<ErrorRecord>,
+    pub failed_versions: Vec<FailedVersion>,
+}
+
+impl HostStatus {
+    pub fn slot(&self, slot: Slot) -> Result<&SlotReport> {
+        self.slots
+            .iter()
+            .find(|report| report.slot == slot.name())
+            .ok_or_else(|| anyhow!("the status has no slot {slot}: {self:?}"))
+    }
+
+    /// What the last check concluded ("" before the first).
+    pub fn check_result(&self) -> &str {
+        self.last_check.as_ref().map_or("", |check| &check.result)
+    }
+
+    /// The last error ("" if none).
+    pub fn error(&self) -> &str {
+        self.last_error.as_ref().map_or("", |error| &error.message)
+    }
+
+    pub fn has_failed(&self, version: u64) -> bool {
+        self.failed_versions.iter().any(|f| f.version == version)
+    }
+}
+
+/// What the host does at boot, as a story expects it.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    pub version: u64,
+    pub slot: Slot,
+}
+
+/// What an update reported when it wrote its image.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The updater's line: "wrote … bytes … into slot b in …; reused …".
+    pub line: String,
+}
+
+impl Written {
+    /// "reused N of M chunks" → N, if the update reused any.
+    pub fn reused_chunks(&self) -> Option<u64> {
+        let (_, after) = self.line.split_once("reused ")?;
+        after.split(' ').next()?.parse().ok()
+    }
+}
+
+/// A point of an update (or of the boot after it) to cut the power at.
+#[derive(Debug, Clone)]
+pub enum Cut {
+    /// The moment a console line contains this.
+    At(String),
+    /// This long after a console line contains this.
+    After(String, Duration),
+    /// This long after the machine is switched on.
+    AfterSwitchOn(Duration),
+}
+
+impl Cut {
+    pub fn describe(&self) -> String {
+        match self {
+            Cut::At(needle) => format!("at \"{needle}\""),
+            Cut::After(needle, delay) => {
+                format!("{:.1} s after \"{needle}\"", delay.as_secs_f64())
+            }
+            Cut::AfterSwitchOn(delay) => {
+                format!("{:.1} s after switch-on", delay.as_secs_f64())
+            }
+        }
+    }
+}
+
+/// One chapter of a story, for the summary table.
+#[derive(Debug, Clone)]
+pub struct Chapter {
+    pub name: String,
+    pub result: Result<String, String>,
+    pub duration: Duration,
+}
+
+/// A fleet of one machine and what has happened to it (see the module
+/// docs).
+pub struct Story {
+    pub path: BootPath,
+    pub fleet: Fleet,
+    name: String,
+    dir: PathBuf,
+    kernel: Kernel,
+    disk: PathBuf,
+    machine: Option<Machine>,
+    vm: Option<Vm>,
+    /// What the host runs (or boots next) as the story knows it.
+    running: Option<Running>,
+    /// The highest version number released so far.
+    last_version: u64,
+    started: Instant,
+    chapters: Vec<Chapter>,
+}
+
+impl Story {
+    /// A story called `name` on `path`: a fleet (bucket, key, channel) and
+    /// an empty disk, in a fresh run directory.
+    pub fn new(path: BootPath, name: &str, policy: Policy) -> Result<Story> {
+        let full_name = format!("{}/{name}", path.name());
+        let dir = paths::run_dir(&format!("story-{}-{name}", path.name()))?;
+        let fleet = Fleet::start(&dir.join("fleet"), name, policy)?;
+        Ok(Story {
+            path,
+            fleet,
+            name: full_name,
+            disk: dir.join("disk.raw"),
+            dir,
+            kernel: Kernel::debian_cloud()?,
+            machine: None,
+            vm: None,
+            running: None,
+            last_version: 0,
+            started: Instant::now(),
+            chapters: Vec::new(),
+        })
+    }
+
+    /// Narrates one line.
+    pub fn say(&self, text: impl AsRef<str>) {
+        println!(
+            "[{} {:6.1} s] {}",
+            self.name,
+            self.started.elapsed().as_secs_f64(),
+            text.as_ref()
+        );
+    }
+
+    /// Runs `chapter` and records it for [`Story::summary`]; its `Ok`
+    /// value is the chapter's one-line result.
+    pub fn chapter(
+        &mut self,
+        name: &str,
+        chapter: impl FnOnce(&mut Story) -> Result<String>,
+    ) -> Result<()> {
+        self.say(format!("== {name}"));
+        let started = Instant::now();
+        let result = chapter(self);
+        let duration = started.elapsed();
+        let recorded = match &result {
+            Ok(line) => Ok(line.clone()),
+            Err(err) => Err(format!("{err:#}")),
+        };
+        self.chapters.push(Chapter {
+            name: name.to_owned(),
+            result: recorded,
+            duration,
+        });
+        result
+            .map(drop)
+            .with_context(|| format!("{}: {name}", self.name))
+    }
+
+    /// Whether `chapters` chapters ran and all passed.
+    pub fn passed(&self, chapters: usize) -> bool {
+        self.chapters.len() == chapters && self.chapters.iter().all(|c| c.result.is_ok())
+    }
+
+    /// The story's run directory: disk, console transcripts, fleet files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The chapters as a table: name, result, duration.
+    pub fn summary(&self) -> String {
+        let width = self
+            .chapters
+            .iter()
+            .map(|chapter| chapter.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(7)
+            + 2;
+        let mut table = format!(
+            "\n{:width$}{:8}{:>9}  what happened\n",
+            "chapter", "result", "time"
+        );
+        for chapter in &self.chapters {
+            let (result, what) = match &chapter.result {
+                Ok(line) => ("pass", line.as_str()),
+                Err(err) => ("FAIL", err.lines().next().unwrap_or("")),
+            };
+            table.push_str(&format!(
+                "{:width$}{result:8}{:>7.1} s  {what}\n",
+                chapter.name,
+                chapter.duration.as_secs_f64()
+            ));
+        }
+        table
+    }
+
+    /// Builds the next version of the fleet (one higher than any before).
+    pub fn release(&mut self, kind: Kind) -> Result<Release> {
+        self.release_numbered(self.last_version + 1, kind)
+    }
+
+    /// Builds version `number` of the fleet, e.g. one older than the last.
+    pub fn release_numbered(&mut self, number: u64, kind: Kind) -> Result<Release> {
+        self.last_version = self.last_version.max(number);
+        let release = self
+            .fleet
+            .release(VersionSpec::new(number, kind.behaviour()), &self.kernel)?;
+        self.say(format!(
+            "built version {number} ({}): image {} bytes, packed and signed",
+            kind.name(),
+            release.meta.meta.image.size
+        ));
+        Ok(release)
+    }
+
+    /// Publishes `release` on the channel with `abnix-update publish`.
+    pub fn publish(&mut self, release: &Release, force: bool) -> Result<()> {
+        self.fleet.publish(release, force)?;
+        self.say(format!(
+            "published version {} on channel {}{}",
+            release.meta.meta.version,
+            self.fleet.channel(),
+            if force { " (--force)" } else { "" }
+        ));
+        Ok(())
+    }
+
+    /// Writes the disk on the build machine with `abnix-install --file`,
+    /// as a cloud template is made: `first` in slot A.
+    pub fn install_file(&mut self, first: &Release) -> Result<()> {
+        let installer = workspace::release_binary("abnix-installer", "abnix-install")?;
+        let output = Command::new(&installer)
+            .arg("--bundle")
+            .arg(&first.bundle)
+            .arg("--file")
+            .arg(&self.disk)
+            .args(["--size", &DISK_BYTES.to_string(), "--slot-size", SLOT_SIZE])
+            .args(["--esp-size", ESP_SIZE])
+            .args(["--bootloader", self.path.installer_name()])
+            .args(["--trusted-key", &first.signer.to_string()])
+            .output()
+            .with_context(|| format!("running {}", installer.display()))?;
+        ensure!(
+            output.status.success(),
+            "abnix-install --file failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        self.say(format!(
+            "abnix-install --file wrote version {} into slot a of a {} MiB disk ({})",
+            first.meta.meta.version,
+            DISK_BYTES >> 20,
+            self.path.installer_name()
+        ));
+        self.installed(first)
+    }
+
+    /// Boots an installer environment (a busybox initramfs with
+    /// `abnix-install`) with the bundle on its medium, mounted on `/iso`,
+    /// and the empty disk beside it. `--auto` must skip the medium and take
+    /// the empty disk; the installer counts down, writes, installs the
+    /// bootloader and powers the machine off.
+    pub fn install_in_guest(&mut self, first: &Release) -> Result<()> {
+        let mut medium_tree = Tree::new();
+        medium_tree.host_directory("bundle", &first.bundle)?;
+        let medium = self.dir.join("medium.ext4");
+        ext4::read_only_image(
+            &medium_tree,
+            Uuid::new_v4(),
+            "abnix-medium",
+            &medium,
+            &self.dir.join("medium.staging"),
+        )?;
+        fs::File::create(&self.disk)
+            .and_then(|file| file.set_len(DISK_BYTES))
+            .with_context(|| format!("creating {}", self.disk.display()))?;
+
+        let version = first.meta.meta.version;
+        let mut command = format!(
+            "until [ -b /dev/vdb ]; do sleep 1; done; mkdir /iso && mount -o ro /dev/vda /iso && \
+             abnix-install --auto --bundle /iso/bundle --slot-size {SLOT_SIZE} \
+             --esp-size {ESP_SIZE} --trusted-key {} --bootloader {} --countdown 2 --poweroff",
+            first.signer,
+            self.path.installer_name()
+        );
+        let mut env = InstallerEnv {
+            binaries: vec![
+                workspace::release_binary("abnix-installer", "abnix-install")?,
+                "/usr/sbin/mkfs.ext4".into(),
+                "/usr/sbin/debugfs".into(),
+            ],
+            ..InstallerEnv::default()
+        };
+        match self.path.bootloader() {
+            Bootloader::Grub => {
+                command.push_str(
+                    " --grub-mkimage /bin/grub-mkimage --grub-bios-dir /grub/i386-pc \
+                     --grub-efi-dir /grub/x86_64-efi",
+                );
+                env.binaries.push("/usr/bin/grub-mkimage".into());
+                for platform in ["i386-pc", "x86_64-efi"] {
+                    env.directories.push((
+                        Path::new(GRUB_LIB).join(platform),
+                        format!("grub/{platform}"),
+                    ));
+                }
+            }
+            Bootloader::SystemdBoot => {
+                command.push_str(" --systemd-boot-efi /systemd-boot/systemd-bootx64.efi");
+                env.directories
+                    .push((SYSTEMD_BOOT_EFI_DIR.into(), "systemd-boot".to_owned()));
+            }
+        }
+        env.command = command;
+        let initrd = self.dir.join("installer.cpio");
+        initramfs::installer_initramfs(&self.kernel, &env, &initrd)?;
+        let mut installer = Machine::new(
+            "installer",
+            MachineSpec::new(self.path.firmware())
+                .disk(&medium)
+                .disk(&self.disk),
+            &self.dir,
+        )?;
+        let boot = Boot::Kernel {
+            kernel: self.kernel.image.clone(),
+            initrd,
+            cmdline: "console=ttyS0 quiet panic=1".to_owned(),
+        };
+        self.say("switched on the installer (the medium is vda, the empty disk vdb)");
+        let mut vm = installer.start(&boot, OnReboot::Exit)?;
+        let chose = vm.expect("chose /dev/vdb", BOOT)?;
+        self.say(format!("installer: {}", plain_message(&chose.text)));
+        let skipped = vm.expect("skipped vda", STEP)?;
+        ensure!(
+            skipped
+                .text
+                .contains("it holds the installer itself (/dev/vda is mounted on /iso)"),
+            "the installer should skip its own medium: {skipped}"
+        );
+        self.say(format!("installer: {}", plain_message(&skipped.text)));
+        vm.expect("writing in 2 s", STEP)?;
+        let done = vm.expect(&format!("installed version {version}"), BOOT)?;
+        self.say(format!(
+            "installer: {} ({:.1} s after switch-on)",
+            plain_message(&done.text),
+            done.at.as_secs_f64()
+        ));
+        let status = vm.wait_exit(STEP)?;
+        ensure!(
+            status.success(),
+            "the installer's machine exited with {status}"
+        );
+        let transcript = fs::read_to_string(vm.log_path())?;
+        ensure!(
+            !transcript.contains("ABNIX-INSTALLER exit="),
+            "the installer returned to its shell instead of powering off"
+        );
+        self.say("the installer powered the machine off");
+        self.installed(first)
+    }
+
+    /// The disk now holds `first` in slot A: the machine is this disk.
+    fn installed(&mut self, first: &Release) -> Result<()> {
+        AbnixDisk::existing(&self.disk)?;
+        self.machine = Some(Machine::new(
+            "host",
+            MachineSpec::new(self.path.firmware()).disk(&self.disk),
+            &self.dir,
+        )?);
+        self.running = Some(Running {
+            version: first.meta.meta.version,
+            slot: Slot::A,
+        });
+        Ok(())
+    }
+
+    /// What the host runs, as the story knows it.
+    pub fn running(&self) -> Result<Running> {
+        self.running
+            .ok_or_else(|| anyhow!("nothing is installed yet"))
+    }
+
+    /// Switches the machine on.
+    pub fn switch_on(&mut self) -> Result<()> {
+        let machine = self
+            .machine
+            .as_mut()
+            .ok_or_else(|| anyhow!("no disk installed yet"))?;
+        self.vm = Some(machine.start(&Boot::Firmware, OnReboot::Restart)?);
+        self.say(format!("switched the machine on ({})", self.path.name()));
+        Ok(())
+    }
+
+    /// Pulls the plug.
+    pub fn power_cut(&mut self) -> Result<()> {
+        self.vm()?.power_cut()?;
+        self.vm = None;
+        Ok(())
+    }
+
+    fn vm(&mut self) -> Result<&mut Vm> {
+        self.vm
+            .as_mut()
+            .ok_or_else(|| anyhow!("the machine is switched off"))
+    }
+
+    /// Waits for a console line containing `needle`.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> Result<ConsoleLine> {
+        Ok(self.vm()?.expect(needle, timeout)?)
+    }
+
+    /// Waits for the next boot's marker and checks it is `version` in
+    /// `slot`; returns the marker's behaviour.
+    pub fn expect_boot(&mut self, version: u64, slot: Slot) -> Result<String> {
+        let (booted, behaviour) = self.next_boot()?;
+        ensure!(
+            booted.version == version && booted.slot == slot,
+            "expected version {version} to boot from slot {slot}, but version {} came up from slot {}",
+            booted.version,
+            booted.slot
+        );
+        Ok(behaviour)
+    }
+
+    /// Waits for the next boot's marker: what came up, and how it behaves.
+    pub fn next_boot(&mut self) -> Result<(Running, String)> {
+        let marker = self.expect("ABNIX-FIXTURE version=", BOOT)?;
+        let field = |key| {
+            marker
+                .field(key)
+                .ok_or_else(|| anyhow!("the marker has no {key}: {marker}"))
+        };
+        let version = field("version")?.parse().context("the marker's version")?;
+        let slot: Slot = field("slot")?
+            .parse()
+            .map_err(|e| anyhow!("the marker's slot: {e}"))?;
+        let behaviour = field("behaviour")?.to_owned();
+        let booted = Running { version, slot };
+        self.say(format!(
+            "slot {slot} booted version {version} ({behaviour}); console at {:.1} s since switch-on",
+            marker.at.as_secs_f64()
+        ));
+        self.running = Some(booted);
+        Ok((booted, behaviour))
+    }
+
+    /// The booted host ran `abnix-update mark-good` successfully.
+    pub fn expect_marked_good(&mut self) -> Result<()> {
+        self.expect(&format!("command=1 run: {MARK_GOOD}"), STEP)?;
+        let done = self.expect("ABNIX-FIXTURE command=1 exit=", STEP)?;
+        ensure!(done.field("exit") == Some("0"), "mark-good failed: {done}");
+        self.say("the host is healthy: abnix-update mark-good succeeded");
+        Ok(())
+    }
+
+    /// Waits for `version` to boot from `slot` and mark itself good, and
+    /// for its first status line.
+    pub fn expect_healthy(&mut self, version: u64, slot: Slot) -> Result<HostStatus> {
+        self.expect_boot(version, slot)?;
+        self.expect_marked_good()?;
+        let (status, _) = self.next_status()?;
+        let booted = status.slot(slot)?;
+        ensure!(
+            status.booted.as_deref() == Some(slot.name())
+                && booted.state == "good"
+                && booted.version == Some(version),
+            "the host should say slot {slot} is booted and good with version {version}: {status:?}"
+        );
+        Ok(status)
+    }
+
+    /// Reads console lines up to the host's next status line; returns the
+    /// status and the lines before it.
+    pub fn next_status(&mut self) -> Result<(HostStatus, Vec<String>)> {
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + UPDATE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.vm()?.next_line(left)?;
+            // Only at the start: the line announcing the command quotes it.
+            if let Some(json) = line.text.strip_prefix(STATUS) {
+                let status: HostStatus = serde_json::from_str(json)
+                    .with_context(|| format!("parsing the host's status line: {json}"))?;
+                return Ok((status, lines));
+            }
+            if line.text.contains("ABNIX-FIXTURE version=") {
+                bail!("the machine rebooted (into {line}) before its next status");
+            }
+            lines.push(line.text);
+        }
+    }
+
+    /// Reads status lines until one satisfies `until` (at most `limit`),
+    /// failing if any console line on the way contains one of `never`.
+    pub fn await_status(
+        &mut self,
+        what: &str,
+        limit: usize,
+        never: &[String],
+        until: impl Fn(&HostStatus) -> bool,
+    ) -> Result<HostStatus> {
+        for _ in 0..limit {
+            let (status, lines) = self.next_status()?;
+            if let Some(line) = lines
+                .iter()
+                .find(|line| never.iter().any(|needle| line.contains(needle.as_str())))
+            {
+                bail!("while waiting for {what}, the host printed: {line}");
+            }
+            if until(&status) {
+                return Ok(status);
+            }
+        }
+        bail!("no status of the host showed {what} within {limit} checks")
+    }
+
+    /// Follows the running host as it installs `version` into `slot`: the
+    /// updater's steps in order, ending with the reboot it announces.
+    pub fn expect_update(&mut self, version: u64, slot: Slot) -> Result<Written> {
+        self.expect(&format!("marking slot {slot} bad"), UPDATE)?;
+        self.say(format!(
+            "the host found version {version}: marking slot {slot} bad"
+        ));
+        self.expect(
+            &format!("writing the image of version {version} into slot {slot}"),
+            STEP,
+        )?;
+        self.say(format!("writing version {version} into slot {slot}"));
+        let wrote = self.expect(&format!("into slot {slot} in"), UPDATE)?;
+        let written = Written {
+            line: plain_message(&wrote.text),
+        };
+        self.say(format!("updater: {}", written.line));
+        self.expect(
+            &format!("writing the boot files of version {version} for slot {slot}"),
+            STEP,
+        )?;
+        self.expect(&format!("activating slot {slot} as the trial"), STEP)?;
+        self.expect(
+            &format!("rebooting into version {version} (slot {slot})"),
+            STEP,
+        )?;
+        self.say(format!(
+            "slot {slot} is the trial that boots next; the host reboots into it"
+        ));
+        Ok(written)
+    }
+
+    /// Cuts the power at `cut`; the machine must be on.
+    pub fn power_cut_at(&mut self, cut: &Cut) -> Result<()> {
+        match cut {
+            Cut::At(needle) => drop(self.expect(needle, UPDATE)?),
+            Cut::After(needle, delay) => {
+                self.expect(needle, UPDATE)?;
+                std::thread::sleep(*delay);
+            }
+            Cut::AfterSwitchOn(delay) => std::thread::sleep(*delay),
+        }
+        self.power_cut()?;
+        self.say(format!("power cut {}", cut.describe()));
+        Ok(())
+    }
+
+    /// The boot state on the disk, read from outside as the bootloader
+    /// will: the machine must be off.
+    pub fn disk_status(&self) -> Result<BootStatus> {
+        ensure!(
+            self.vm.is_none(),
+            "the disk is read only while the machine is off"
+        );
+        AbnixDisk::existing(&self.disk)?.status()
+    }
+}
+
+/// A tracing line without its colours, timestamp and level.
+fn plain_message(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    match ["INFO ", "WARN ", "ERROR "]
+        .iter()
+        .find_map(|level| plain.split_once(level).map(|(_, rest)| rest.trim()))
+    {
+        Some(message) => message.to_owned(),
+        None => plain.trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_message_drops_colours_time_and_level() {
+        let line =
+            "\u{1b}[2m2026-12-03T11:40:48Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m installed version 1";
+        assert_eq!(plain_message(line), "installed version 1");
+        assert_eq!(plain_message("  chose /dev/vdb "), "chose /dev/vdb");
+    }
+
+    #[test]
+    fn reused_chunks_of_the_write_report() {
+        let written = Written {
+            line:
+                "wrote 1 bytes (440 chunks) into slot b in 2.2s, verified; reused 423 of 440 chunks"
+                    .into(),
+        };
+        assert_eq!(written.reused_chunks(), Some(423));
+    }
+}
