@@ -24,13 +24,20 @@ pub fn provision(story: &mut Story, first: u64) -> Result<String> {
     let release = story.release_numbered(first, Kind::Good)?;
     story.publish(&release, false)?;
     story.install_file(&release)?;
+    first_boot(story, first)?;
+    Ok(format!("version {first} runs from slot a, up to date"))
+}
+
+/// The installed disk's first boot: `version` comes up from slot A, marks
+/// itself good, and its first check finds the channel's version is its own.
+fn first_boot(story: &mut Story, version: u64) -> Result<()> {
     story.switch_on()?;
-    let status = story.expect_healthy(first, Slot::A)?;
+    let status = story.expect_healthy(version, Slot::A)?;
     ensure!(
         status.check_result().contains("up to date"),
-        "a host running the channel's version should be up to date: {status:?}"
+        "the freshly installed host should be up to date: {status:?}"
     );
-    Ok(format!("version {first} runs from slot a, up to date"))
+    Ok(())
 }
 
 /// a. The installer environment boots with an empty disk beside its
@@ -43,12 +50,7 @@ pub fn install(story: &mut Story) -> Result<String> {
     let version = first.meta.meta.version;
     story.publish(&first, false)?;
     story.install_in_guest(&first)?;
-    story.switch_on()?;
-    let status = story.expect_healthy(version, Slot::A)?;
-    ensure!(
-        status.check_result().contains("up to date"),
-        "the freshly installed host should be up to date: {status:?}"
-    );
+    first_boot(story, version)?;
     Ok(format!(
         "abnix-install chose the empty disk and powered off; version {version} boots from slot a"
     ))

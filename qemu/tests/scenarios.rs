@@ -27,7 +27,10 @@ struct Scenario {
     name: &'static str,
     paths: &'static [BootPath],
     tries: u32,
-    run: fn(&mut Story) -> Result<()>,
+    /// The version a host written with `abnix-install --file` runs before
+    /// the scenario starts; none: the scenario installs it.
+    provisioned: Option<u64>,
+    run: fn(&mut Story) -> Result<String>,
 }
 
 const BIOS_AND_SYSTEMD_BOOT: &[BootPath] = &[BootPath::GrubSeaBios, BootPath::SystemdBootOvmf];
@@ -37,46 +40,50 @@ const SCENARIOS: &[Scenario] = &[
         name: "install",
         paths: &BootPath::ALL,
         tries: 2,
-        run: |story| story.chapter("install", scenarios::install),
+        provisioned: None,
+        run: scenarios::install,
     },
     Scenario {
         name: "update",
         paths: &BootPath::ALL,
         tries: 2,
-        run: |story| {
-            story.chapter("provision", |story| scenarios::provision(story, 1))?;
-            story.chapter("update", scenarios::update)
-        },
+        provisioned: Some(1),
+        run: scenarios::update,
     },
     Scenario {
         name: "fallback",
         paths: BIOS_AND_SYSTEMD_BOOT,
         tries: 2,
-        run: |story| {
-            story.chapter("provision", |story| scenarios::provision(story, 1))?;
-            story.chapter("fallback", scenarios::fallback)
-        },
+        provisioned: Some(1),
+        run: scenarios::fallback,
     },
     Scenario {
         name: "power-cut",
         paths: BIOS_AND_SYSTEMD_BOOT,
         tries: 4,
-        run: |story| {
-            story.chapter("provision", |story| scenarios::provision(story, 1))?;
-            story.chapter("power cuts", scenarios::power_cuts)
-        },
+        provisioned: Some(1),
+        run: scenarios::power_cuts,
     },
     Scenario {
         name: "bad-input",
         paths: BIOS_AND_SYSTEMD_BOOT,
         tries: 2,
-        // Version 2 runs, so that version 1 is an older one.
-        run: |story| {
-            story.chapter("provision", |story| scenarios::provision(story, 2))?;
-            story.chapter("bad input", scenarios::bad_input)
-        },
+        // So that version 1 is an older one.
+        provisioned: Some(2),
+        run: scenarios::bad_input,
     },
 ];
+
+impl Scenario {
+    fn run_on(&self, path: BootPath) -> Result<()> {
+        let policy = Policy { tries: self.tries };
+        let mut story = Story::new(path, self.name, policy)?;
+        if let Some(version) = self.provisioned {
+            story.chapter("provision", |story| scenarios::provision(story, version))?;
+        }
+        story.chapter(self.name, self.run)
+    }
+}
 
 fn main() {
     let cases = SCENARIOS
@@ -85,13 +92,7 @@ fn main() {
             scenario.paths.iter().map(move |&path| Case {
                 row: scenario.name,
                 column: path.name(),
-                run: Box::new(move || {
-                    let policy = Policy {
-                        tries: scenario.tries,
-                    };
-                    let mut story = Story::new(path, scenario.name, policy)?;
-                    (scenario.run)(&mut story)
-                }),
+                run: Box::new(move || scenario.run_on(path)),
             })
         })
         .collect();
