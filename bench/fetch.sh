@@ -9,8 +9,8 @@
 # signature), then times, best of RUNS each, target file removed and `sync`
 # before every run (untimed), the object warm in the page cache:
 #   (a)  abnix-update fetch --to FILE   (meta, signature, index, image:
-#        parallel decompression, SHA-256 per chunk and of the whole image,
-#        fsync at the end)
+#        parallel decompression, SHA-256 of every chunk against the signed
+#        index, fsync at the end; no read-back, as in the baseline)
 #   (b)  curl URL | zstd -d | tee FILE | sha256sum   (the DESIGN §9 baseline
 #        `curl | zstd -d | tee >(sha256sum) > FILE`, written so that the
 #        shell waits for sha256sum and its time counts)

@@ -196,8 +196,9 @@ impl Channel {
     }
 
     /// Streams the version's image into `target` (a slot), verifying every
-    /// chunk and the whole image. A dropped connection resumes where it
-    /// broke off.
+    /// chunk against the signed index as it arrives; the whole image's
+    /// SHA-256 is checked on read-back when `opts.verify_readback` is set.
+    /// A dropped connection resumes where it broke off.
     pub fn write_image<D: Disk>(
         &self,
         meta: &Meta,
