@@ -4,7 +4,7 @@
 //! The config file has the same settings as the flags, keys spelled with
 //! `_` for `-`; a flag overrides the file's value, `--trusted-key` adds to
 //! the file's keys, and a target given by flags (`--disk`, `--file`,
-//! `--auto`) replaces the file's. Both are parsed strictly: an unknown key
+//! `--auto`) replaces the file's, with its `size`. Both are parsed strictly: an unknown key
 //! or a bad value is an error naming the flag or the file and key.
 
 use std::fmt;
@@ -301,7 +301,14 @@ impl Settings {
             file.file,
             file.auto.unwrap_or(false),
         )?;
-        let size = m.pick("size", args.size, file.size);
+        // A size belongs to a file target: the file's `size` goes with the
+        // file's target, so a flag target replacing it drops it too, except
+        // that `--file` alone keeps the file's size.
+        let keeps_file_size = match &flag_target {
+            None => true,
+            Some((kind, _)) => matches!(kind, TargetKind::File(_)),
+        };
+        let size = m.pick("size", args.size, file.size.filter(|_| keeps_file_size));
         let target = match (flag_target.or(file_target), size) {
             (None, _) => {
                 return Err(SettingsError::Missing(
@@ -649,7 +656,26 @@ mod tests {
             }
         );
         assert_eq!(
-            error(&["--disk", "/dev/vda"], Some(config)),
+            merge(&["--disk", "/dev/vda"], Some(config))
+                .unwrap()
+                .request
+                .target,
+            TargetRequest::Disk("/dev/vda".into())
+        );
+        assert_eq!(
+            merge(&["--auto"], Some(config)).unwrap().request.target,
+            TargetRequest::Auto
+        );
+        assert_eq!(
+            error(&["--disk", "/dev/vda", "--size", "8G"], Some(config)),
+            "--size: only goes with --file"
+        );
+        // A size in the file with the file's own disk target is a mistake.
+        assert_eq!(
+            error(
+                &[],
+                Some("bundle = \"b\"\nslot_size = \"4G\"\ndisk = \"/dev/sda\"\nsize = \"8G\"\n")
+            ),
             "install.toml: `size`: only goes with --file"
         );
         assert_eq!(
@@ -660,6 +686,16 @@ mod tests {
             TargetRequest::File {
                 path: "u.img".into(),
                 size: 8 << 30
+            }
+        );
+        assert_eq!(
+            merge(&["--file", "u.img", "--size", "2G"], Some(config))
+                .unwrap()
+                .request
+                .target,
+            TargetRequest::File {
+                path: "u.img".into(),
+                size: 2 << 30
             }
         );
     }
