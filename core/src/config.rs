@@ -5,10 +5,13 @@
 //! nobody can reach. Credentials are never in this file: it only says where
 //! they come from.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::reboot::{DailyWindow, RebootPolicy};
 use crate::remote::{CredentialSource, RemoteConfig, RetryPolicy, Timeouts};
@@ -86,18 +89,23 @@ impl Config {
 
     /// Parses the text of a config file; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
-        })?;
         let invalid = |field: &str, reason: String| ConfigError::Invalid {
             path: path.to_owned(),
             field: field.to_owned(),
             reason,
         };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            match e.span().and_then(|span| key_around(text, &span)) {
+                Some(key) => invalid(&key, e.message().to_owned()),
+                None => ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned()
+                        + &e.span()
+                            .map(|span| format!(" (at byte {})", span.start))
+                            .unwrap_or_default(),
+                },
+            }
+        })?;
 
         let credentials = match raw.credentials.as_deref() {
             None | Some("chain") => CredentialSource::Chain,
@@ -226,6 +234,19 @@ impl Config {
     }
 }
 
+/// The key whose name or value holds all of `span` in `text`, a file that
+/// is valid TOML: toml's errors for a value of the wrong type (or an
+/// unknown key) point at it but do not name the key. An error about the
+/// whole file (a missing field) is inside no key.
+fn key_around(text: &str, span: &Range<usize>) -> Option<String> {
+    let inside = |outer: Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> = toml::from_str(text).ok()?;
+    table
+        .into_iter()
+        .find(|(key, value)| inside(key.span()) || inside(value.span()))
+        .map(|(key, _)| key.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +316,15 @@ mod tests {
             ("credentials = \"creds.toml\"", "credentials"),
             ("endpoint = \"s3.example.com\"", "endpoint"),
             ("state_dir = \"var/lib\"", "state_dir"),
+            // Values of the wrong type.
+            ("tries = \"three\"", "tries"),
+            ("tries = -1", "tries"),
+            ("path_style = \"yes\"", "path_style"),
+            ("check_interval = 60", "check_interval"),
+            ("state_dir = 1", "state_dir"),
+            ("reboot = true", "reboot"),
+            // An unknown key.
+            ("bucket_name = \"x\"", "bucket_name"),
         ];
         for (extra, field) in cases {
             let err = parse(&format!("{}{extra}\n", minimal())).unwrap_err();
@@ -303,20 +333,40 @@ mod tests {
                 "{extra:?}: expected an error on `{field}`, got {err}"
             );
         }
+        for (text, field) in [
+            (
+                "bucket = 5\nchannel = \"c\"\ntrusted_keys = [\"k\"]\n",
+                "bucket",
+            ),
+            (
+                "bucket = \"b\"\nchannel = \"c\"\ntrusted_keys = \"x\"\n",
+                "trusted_keys",
+            ),
+            (
+                "bucket = \"b\"\nchannel = \"c\"\ntrusted_keys = [1]\n",
+                "trusted_keys",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                "{text:?}: expected an error on `{field}`, got {err}"
+            );
+        }
         let err =
             parse("bucket = \"b\"\nchannel = \"c\"\ntrusted_keys = [\"nokey\"]\n").unwrap_err();
         assert!(err.to_string().contains("trusted_keys[0]"), "{err}");
         let err = parse("bucket = \"b\"\nchannel = \"c\"\ntrusted_keys = []\n").unwrap_err();
         assert!(err.to_string().contains("trusted_keys"), "{err}");
-        let err = parse(&format!("{}bucket_name = \"x\"\n", minimal())).unwrap_err();
+        let err = parse(&format!("channel = \"c\"\ntrusted_keys = [\"{KEY}\"]\n")).unwrap_err();
         assert!(
-            err.to_string().contains("bucket_name"),
-            "unknown key named: {err}"
+            matches!(&err, ConfigError::Syntax { message, .. } if message.contains("missing field `bucket`")),
+            "missing field named, and no other: {err}"
         );
-        let err = parse("channel = \"c\"\n").unwrap_err();
+        let err = parse(&format!("{}tries = \n", minimal())).unwrap_err();
         assert!(
-            err.to_string().contains("bucket"),
-            "missing field named: {err}"
+            matches!(&err, ConfigError::Syntax { message, .. } if message.contains("at byte")),
+            "a syntax error says where: {err}"
         );
     }
 
