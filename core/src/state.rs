@@ -1,11 +1,12 @@
 //! The updater's own state on the rw partition: versions that failed, the
-//! last check and the last error.
+//! last check, the channel's latest version as last verified, and the last
+//! error.
 //!
 //! Written atomically (temporary file, fsync, rename, fsync of the
 //! directory), so a power cut leaves either the old or the new state. A
 //! missing file is a fresh start; a corrupt one is set aside and replaced by
-//! a fresh state, with a warning — losing this state is never worse than a
-//! new install.
+//! a fresh state, with a warning, by the commands that write the state
+//! (losing it is never worse than a new install); `status` only reports it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -49,12 +50,24 @@ pub struct ErrorRecord {
     pub message: String,
 }
 
+/// The channel's latest version as last verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestSeen {
+    pub version: u64,
+    /// The last check that verified it.
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     #[serde(default)]
     pub failed: Vec<FailedVersion>,
     #[serde(default)]
     pub last_check: Option<CheckRecord>,
+    /// Kept across checks that fail: a network outage does not make the
+    /// latest version unknown.
+    #[serde(default)]
+    pub latest: Option<LatestSeen>,
     #[serde(default)]
     pub last_error: Option<ErrorRecord>,
 }
@@ -91,26 +104,34 @@ impl StateDir {
         &self.dir
     }
 
-    /// Loads the state; a missing file gives a fresh state, and so does a
-    /// corrupt one, which is kept beside it as `state.json.corrupt` for a
-    /// human to look at.
-    pub fn load(&self) -> io::Result<State> {
+    /// Reads the state without changing anything (for `status`): a missing
+    /// file is a fresh state, a corrupt one is reported as such.
+    pub fn read(&self) -> io::Result<Result<State, CorruptState>> {
         let path = self.dir.join(STATE_FILE);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ok(State::default())),
             Err(e) => return Err(e),
         };
-        match serde_json::from_slice(&bytes) {
+        Ok(serde_json::from_slice(&bytes).map_err(|e| CorruptState {
+            path,
+            reason: e.to_string(),
+        }))
+    }
+
+    /// Loads the state for a command that writes it; a missing file gives a
+    /// fresh state, and so does a corrupt one, which is kept beside it as
+    /// `state.json.corrupt` for a human to look at.
+    pub fn load(&self) -> io::Result<State> {
+        match self.read()? {
             Ok(state) => Ok(state),
-            Err(e) => {
+            Err(corrupt) => {
                 let aside = self.dir.join(format!("{STATE_FILE}.corrupt"));
                 tracing::warn!(
-                    "{} is corrupt ({e}); starting from a fresh state, the old file is kept as {}",
-                    path.display(),
+                    "{corrupt}; starting from a fresh state, the old file is kept as {}",
                     aside.display()
                 );
-                fs::rename(&path, &aside)?;
+                fs::rename(&corrupt.path, &aside)?;
                 Ok(State::default())
             }
         }
@@ -139,14 +160,8 @@ impl StateDir {
             .map_err(LockError::Io)?;
         let deadline = Instant::now() + wait;
         loop {
-            // SAFETY: flock on a file descriptor we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
+            if try_flock(&file).map_err(LockError::Io)? {
                 return Ok(Lock { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(LockError::Io(err));
             }
             if Instant::now() >= deadline {
                 return Err(LockError::Busy { path, waited: wait });
@@ -154,6 +169,41 @@ impl StateDir {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Whether another run holds the lock, found without creating the
+    /// directory or the lock file (for `status`).
+    pub fn is_locked(&self) -> io::Result<bool> {
+        match File::open(self.dir.join(LOCK_FILE)) {
+            // Taken for a moment only, and released on drop.
+            Ok(file) => Ok(!try_flock(&file)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Takes an exclusive flock on `file` if no one holds it; `Ok(false)` when
+/// someone does.
+fn try_flock(file: &File) -> io::Result<bool> {
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// A state file that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} is corrupt ({reason})", path.display())]
+pub struct CorruptState {
+    pub path: PathBuf,
+    pub reason: String,
 }
 
 /// Held while an update runs; released on drop (or when the process dies).
@@ -222,6 +272,10 @@ mod tests {
             at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
             message: "network down".into(),
         });
+        state.latest = Some(LatestSeen {
+            version: 4,
+            at: DateTime::from_timestamp(1_700_000_050, 0).unwrap(),
+        });
         dir.save(&state).unwrap();
         assert_eq!(dir.load().unwrap(), state);
         assert!(state.has_failed(3, Uuid::nil()));
@@ -233,10 +287,21 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_state_is_set_aside() {
+    fn corrupt_state_is_reported_by_read_and_set_aside_by_load() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = StateDir::new(tmp.path());
         fs::write(tmp.path().join(STATE_FILE), b"{\"failed\": [tru").unwrap();
+        let corrupt = dir.read().unwrap().unwrap_err();
+        assert_eq!(corrupt.path, tmp.path().join(STATE_FILE));
+        assert!(
+            corrupt.to_string().contains("state.json is corrupt"),
+            "{corrupt}"
+        );
+        assert_eq!(
+            fs::read(tmp.path().join(STATE_FILE)).unwrap(),
+            b"{\"failed\": [tru",
+            "read changes nothing"
+        );
         assert_eq!(dir.load().unwrap(), State::default());
         assert!(tmp.path().join("state.json.corrupt").exists());
         assert!(!tmp.path().join(STATE_FILE).exists());
@@ -267,5 +332,19 @@ mod tests {
         }
         drop(held);
         dir.lock(Duration::ZERO).expect("free again after drop");
+    }
+
+    #[test]
+    fn is_locked_sees_a_held_lock_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path().join("abnix"));
+        assert!(!dir.is_locked().unwrap());
+        assert!(!tmp.path().join("abnix").exists(), "nothing created");
+        let held = dir.lock(Duration::ZERO).unwrap();
+        assert!(dir.is_locked().unwrap());
+        drop(held);
+        assert!(!dir.is_locked().unwrap());
+        dir.lock(Duration::ZERO)
+            .expect("is_locked left the lock free");
     }
 }

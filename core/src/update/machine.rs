@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::boot::{BootStatus, SlotInfo, SlotState};
 use crate::meta::Meta;
 use crate::slot::Slot;
-use crate::state::{CheckRecord, ErrorRecord, FailedVersion, State};
+use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
 
 /// `check` stops where `update` would start installing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,15 +266,20 @@ impl Outcome {
         }
     }
 
-    /// Records the run in the state: the last check always, the last error
-    /// when it is one.
+    /// Records the run in the state: the last check always, the channel's
+    /// latest version when this run verified it, the last error when it is
+    /// one.
     pub fn record(&self, at: DateTime<Utc>, state: &mut State) {
         let result = self.to_string();
+        let latest = self.latest();
         state.last_check = Some(CheckRecord {
             at,
-            latest: self.latest(),
+            latest,
             result: result.clone(),
         });
+        if let Some(version) = latest {
+            state.latest = Some(LatestSeen { version, at });
+        }
         if self.is_error() {
             state.last_error = Some(ErrorRecord {
                 at,

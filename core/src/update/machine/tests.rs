@@ -595,18 +595,26 @@ fn outcomes_are_recorded_in_the_state() {
         "the last error stays, with its time"
     );
 
+    assert_eq!(state.latest, Some(LatestSeen { version: 2, at }));
+
     let failed = Outcome::Failed(Failure {
         stage: Stage::Network,
         latest: None,
         error: "unreachable".into(),
     });
-    failed.record(at, &mut state);
+    let later = DateTime::from_timestamp(1_800_003_600, 0).unwrap();
+    failed.record(later, &mut state);
     let check = state.last_check.clone().unwrap();
     assert_eq!(check.latest, None);
     assert_eq!(
+        state.latest,
+        Some(LatestSeen { version: 2, at }),
+        "a failed check keeps the latest version known, with the time it was verified"
+    );
+    assert_eq!(
         state.last_error,
         Some(ErrorRecord {
-            at,
+            at: later,
             message: check.result
         })
     );
