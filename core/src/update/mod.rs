@@ -10,6 +10,7 @@ pub mod machine;
 pub mod notify;
 pub mod restart;
 pub mod run;
+pub mod schedule;
 
 use std::time::Duration;
 
