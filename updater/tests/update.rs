@@ -328,21 +328,29 @@ fn update_leaves_a_active(
 fn network_down() {
     let fleet = Fleet::new();
     let v1 = fleet.version(1, 8 * MIB);
-    // Nothing listens on this port.
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&fleet.version(2, 8 * MIB));
+    assert_exit(&device.run(Slot::A, "check", &[]), 0);
+    let seen = device.status(Slot::A)["latest_known_at"].clone();
+    assert!(seen.is_string(), "{seen}");
+
+    // The network goes down: nothing listens at the endpoint any more.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let device = Device::install_with(
-        &fleet,
-        &v1,
-        &common::DeviceOptions {
-            endpoint,
-            trusted_key: fleet.public_key(),
-            reboot: "never",
-            reboot_window: None,
-            bootloader: Bootloader::Grub,
-        },
+    device.set_config(
+        "endpoint",
+        &format!("\"http://{}\"", closed.local_addr().unwrap()),
     );
+    drop(closed);
+
+    // `check` fails (1), unlike "available" (0) and "nothing to do" (3).
+    let out = device.run(Slot::A, "check", &["--network-wait", "0"]);
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).starts_with("failed waiting for the network"),
+        "{}",
+        stdout(&out)
+    );
+
     let started = Instant::now();
     let status = update_leaves_a_active(&device, 1, 1, ("bad", None), &["--network-wait", "3s"]);
     assert!(
@@ -355,7 +363,10 @@ fn network_down() {
         "{error}"
     );
     assert!(error.contains("unreachable"), "{error}");
-    assert!(status["latest_known"].is_null());
+    assert!(status["last_check"]["latest"].is_null(), "{status}");
+    // The outage does not erase what the last good check verified.
+    assert_eq!(status["latest_known"], 2);
+    assert_eq!(status["latest_known_at"], seen);
 }
 
 #[test]
@@ -407,6 +418,14 @@ fn wrong_signing_key() {
     let device = Device::install(&fleet, &v1, "never");
     let stranger = abnix_core::sign::SecretKey::generate("stranger").unwrap();
     fleet.publish(&fleet.version_signed_with(2, 8 * MIB, &stranger));
+    let out = device.run(Slot::A, "check", &[]);
+    assert_exit(&out, 1);
+    assert!(
+        stdout(&out).starts_with("failed fetching the channel's meta")
+            && stdout(&out).contains("stranger"),
+        "{}",
+        stdout(&out)
+    );
     let status = update_leaves_a_active(&device, 1, 1, ("bad", None), &[]);
     let error = text(&status["last_error"]["message"]);
     assert!(
@@ -588,4 +607,184 @@ fn window_policy_outside_the_window_waits_for_it() {
         );
     }
     assert!(!calls.contains("systemctl reboot"), "{calls}");
+}
+
+#[test]
+fn never_policy_leaves_the_reboot_pending() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&fleet.version(2, 8 * MIB));
+    let (bin, log) = fake_reboot_tools(device.dir.path());
+
+    let out = device
+        .command(Slot::A, "update", &[])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_exit(&out, 4);
+    assert!(
+        stderr(&out).contains("version 2 (slot b) boots at the next reboot (reboot policy: never)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!log.exists(), "nothing rebooted or scheduled");
+
+    let status = device.status(Slot::A);
+    assert_eq!(status["pending_reboot"], 2);
+    assert_eq!(status["booted"], "a");
+    let out = device.run(Slot::A, "status", &[]);
+    assert!(
+        stdout(&out).contains("pending reboot:  yes, version 2 boots at the next reboot"),
+        "{}",
+        stdout(&out)
+    );
+    // Whenever the machine reboots, it boots the new version.
+    assert_eq!(device.power_on(), Slot::B);
+}
+
+#[test]
+fn rollback_is_refused_to_an_empty_or_failed_slot() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+
+    let out = device.run(Slot::A, "rollback", &[]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("refusing to roll back: slot b is empty"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(slots(&device, Slot::A), a_active(1, ("bad", None)));
+
+    // Version 2's trial fails: slot b holds a failed version.
+    fleet.publish(&fleet.version(2, 8 * MIB));
+    assert_exit(&device.run(Slot::A, "update", &[]), 4);
+    for _ in 0..3 {
+        assert_eq!(device.power_on(), Slot::B);
+    }
+    assert_eq!(device.power_on(), Slot::A);
+    let out = device.run(Slot::A, "rollback", &[]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out)
+            .contains("refusing to roll back: slot b holds version 2, which is failed, not good"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(slots(&device, Slot::A), a_active(1, ("failed", Some(2))));
+    let status = device.status(Slot::A);
+    assert_eq!(
+        status["failed_versions"],
+        serde_json::json!([]),
+        "a refused rollback records nothing"
+    );
+}
+
+#[test]
+fn status_reads_a_corrupt_state_without_touching_it() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&v1);
+
+    // Nothing checked yet: status creates neither the state nor the lock.
+    device.status(Slot::A);
+    assert!(!device.state_dir.exists(), "status created the state dir");
+
+    std::fs::create_dir_all(&device.state_dir).unwrap();
+    let state_file = device.state_dir.join("state.json");
+    std::fs::write(&state_file, "{\"failed\": [tru").unwrap();
+    let status = device.status(Slot::A);
+    assert!(
+        text(&status["state_corrupt"]).contains("state.json is corrupt"),
+        "{status}"
+    );
+    let out = device.run(Slot::A, "status", &[]);
+    assert!(
+        stdout(&out).contains("state.json is corrupt"),
+        "{}",
+        stdout(&out)
+    );
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&device.state_dir), ["state.json"]);
+    assert_eq!(
+        std::fs::read_to_string(&state_file).unwrap(),
+        "{\"failed\": [tru"
+    );
+
+    // A check sets it aside, says so, and starts afresh.
+    let out = device.run(Slot::A, "check", &[]);
+    assert_exit(&out, 3);
+    assert!(stderr(&out).contains("is corrupt"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(device.state_dir.join("state.json.corrupt")).unwrap(),
+        "{\"failed\": [tru"
+    );
+    let status = device.status(Slot::A);
+    assert!(status["state_corrupt"].is_null(), "{status}");
+    assert!(status["last_check"]["at"].is_string(), "{status}");
+}
+
+#[test]
+fn status_says_when_the_next_check_is_due_and_flags_a_stopped_timer() {
+    use abnix_core::state::{CheckRecord, State, StateDir};
+    use chrono::{DateTime, Utc};
+
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&v1);
+    device.set_config("check_interval", "\"1h\"");
+    let due =
+        |status: &Value| -> DateTime<Utc> { text(&status["next_check_due"]).parse().unwrap() };
+
+    // The last check was three days ago: the timer is not running.
+    let long_ago = Utc::now() - chrono::Duration::days(3);
+    StateDir::new(&device.state_dir)
+        .save(&State {
+            last_check: Some(CheckRecord {
+                at: long_ago,
+                latest: Some(1),
+                result: "up to date (version 1)".into(),
+            }),
+            ..State::default()
+        })
+        .unwrap();
+    let status = device.status(Slot::A);
+    assert_eq!(status["check_interval_secs"], 3600);
+    assert_eq!(status["check_overdue"], true, "{status}");
+    assert_eq!(due(&status), long_ago + chrono::Duration::hours(1));
+    let out = device.run(Slot::A, "status", &[]);
+    assert!(
+        stdout(&out).contains("the update timer may not be running"),
+        "{}",
+        stdout(&out)
+    );
+    // While an update runs, a late check is that run, not a stopped timer.
+    {
+        let _lock = device.hold_lock();
+        assert_eq!(device.status(Slot::A)["check_overdue"], false);
+    }
+
+    // A check (even one that finds nothing) resets the schedule.
+    assert_exit(&device.run(Slot::A, "check", &[]), 3);
+    let status = device.status(Slot::A);
+    assert_eq!(status["check_overdue"], false, "{status}");
+    let checked: DateTime<Utc> = text(&status["last_check"]["at"]).parse().unwrap();
+    assert_eq!(due(&status), checked + chrono::Duration::hours(1));
+    let out = device.run(Slot::A, "status", &[]);
+    assert!(
+        stdout(&out).contains("next check:      due "),
+        "{}",
+        stdout(&out)
+    );
 }

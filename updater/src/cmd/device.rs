@@ -30,6 +30,11 @@ impl DeviceArgs {
         Ok(Config::load(&self.config)?)
     }
 
+    /// Whether the disk or the command line is not the running host's.
+    pub fn overridden(&self) -> bool {
+        self.disk.is_some() || self.cmdline.is_some()
+    }
+
     pub fn open_host(&self) -> anyhow::Result<Host> {
         let overrides = HostOverrides {
             disk: self.disk.clone(),

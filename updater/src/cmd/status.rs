@@ -1,14 +1,17 @@
 //! `abnix-update status`: the booted slot, both slots, what the last check
-//! found, failed versions and whether a reboot is pending. Reads only: no
-//! network, nothing written.
+//! found, when the next one is due, failed versions and whether a reboot is
+//! pending. Reads only: no network, nothing written (a corrupt state file
+//! is reported, not set aside; no lock file is created).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
+use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{BootStatus, SlotState, SlotStatus};
+use abnix_core::config::Config;
 use abnix_core::host::Host;
-use abnix_core::state::{CheckRecord, ErrorRecord, FailedVersion, LockError, State, StateDir};
+use abnix_core::state::{CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir};
+use abnix_core::update::schedule::{boot_time, check_schedule};
 use abnix_core::update::{pending_trial, state_name};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -50,11 +53,30 @@ struct Report {
     /// The version waiting in the other slot for the next reboot.
     pending_reboot: Option<u64>,
     channel: String,
-    /// The channel's latest version as of the last successful check.
+    /// The channel's latest version as of the last check that verified it
+    /// (later checks may have failed), and when that was.
     latest_known: Option<u64>,
+    latest_known_at: Option<DateTime<Utc>>,
     last_check: Option<CheckRecord>,
+    /// The config's check_interval.
+    check_interval_secs: u64,
+    /// When the update timer checks next (its random delay aside).
+    next_check_due: Option<DateTime<Utc>>,
+    /// A whole interval and more has passed since a check was due: the
+    /// timer may not be running.
+    check_overdue: bool,
     last_error: Option<ErrorRecord>,
     failed_versions: Vec<FailedVersion>,
+    /// Why the state file could not be read; the next `check` or `update`
+    /// sets it aside and starts afresh.
+    state_corrupt: Option<String>,
+    update_running: bool,
+}
+
+/// What the state directory holds, read without changing it.
+struct Stored {
+    state: State,
+    corrupt: Option<CorruptState>,
     update_running: bool,
 }
 
@@ -79,10 +101,18 @@ fn report(
     host: &Host,
     bootloader: String,
     status: &BootStatus,
-    channel: &str,
-    state: State,
-    update_running: bool,
+    config: &Config,
+    stored: Stored,
+    booted_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
 ) -> Report {
+    let state = stored.state;
+    let schedule = check_schedule(
+        state.last_check.as_ref().map(|c| c.at),
+        booted_at,
+        config.check_interval,
+        now,
+    );
     let booted = host.booted.as_ref().ok().map(|s| s.to_string());
     let pending_reboot = host
         .booted
@@ -102,12 +132,18 @@ fn report(
             .collect(),
         booted,
         pending_reboot,
-        channel: channel.to_owned(),
-        latest_known: state.last_check.as_ref().and_then(|c| c.latest),
+        channel: config.remote.channel.clone(),
+        latest_known: state.latest.as_ref().map(|l| l.version),
+        latest_known_at: state.latest.as_ref().map(|l| l.at),
         last_check: state.last_check,
+        check_interval_secs: config.check_interval.as_secs(),
+        next_check_due: schedule.next_due,
+        // A run that takes long (a slow download) is not a stopped timer.
+        check_overdue: schedule.overdue && !stored.update_running,
         last_error: state.last_error,
         failed_versions: state.failed,
-        update_running,
+        state_corrupt: stored.corrupt.map(|c| c.to_string()),
+        update_running: stored.update_running,
     }
 }
 
@@ -156,9 +192,10 @@ fn human(r: &Report) -> String {
         ),
         None => writeln!(out, "pending reboot:  no"),
     };
-    let latest = r
-        .latest_known
-        .map_or("unknown".to_owned(), |v| format!("version {v}"));
+    let latest = match (r.latest_known, &r.latest_known_at) {
+        (Some(v), Some(at)) => format!("version {v}, seen {}", when(at)),
+        _ => "unknown".to_owned(),
+    };
     let _ = writeln!(
         out,
         "channel:         {} (latest known: {latest})",
@@ -167,6 +204,16 @@ fn human(r: &Report) -> String {
     let _ = match &r.last_check {
         Some(c) => writeln!(out, "last check:      {}: {}", when(&c.at), c.result),
         None => writeln!(out, "last check:      never"),
+    };
+    let _ = match (&r.next_check_due, r.check_overdue) {
+        (Some(due), true) => writeln!(
+            out,
+            "next check:      OVERDUE: one was due {} and none has run since; \
+             the update timer may not be running (systemctl status abnix-update.timer)",
+            when(due)
+        ),
+        (Some(due), false) => writeln!(out, "next check:      due {}", when(due)),
+        (None, _) => writeln!(out, "next check:      at the update timer's first run"),
     };
     if let Some(e) = &r.last_error {
         let _ = writeln!(out, "last error:      {}: {}", when(&e.at), e.message);
@@ -185,19 +232,34 @@ fn human(r: &Report) -> String {
             f.reason
         );
     }
+    if let Some(corrupt) = &r.state_corrupt {
+        let _ = writeln!(
+            out,
+            "state:           {corrupt}; the next check or update sets it aside and starts afresh"
+        );
+    }
     if r.update_running {
         let _ = writeln!(out, "update running:  yes");
     }
     out
 }
 
-/// Whether another run holds the update lock right now.
-fn update_running(dir: &StateDir) -> anyhow::Result<bool> {
-    match dir.lock(Duration::ZERO) {
-        Ok(_) => Ok(false),
-        Err(LockError::Busy { .. }) => Ok(true),
-        Err(e) => Err(e.into()),
-    }
+fn read_state_dir(dir: &StateDir) -> anyhow::Result<Stored> {
+    let (state, corrupt) = match dir
+        .read()
+        .with_context(|| format!("reading the state in {}", dir.path().display()))?
+    {
+        Ok(state) => (state, None),
+        Err(corrupt) => (State::default(), Some(corrupt)),
+    };
+    let update_running = dir
+        .is_locked()
+        .with_context(|| format!("reading the update lock in {}", dir.path().display()))?;
+    Ok(Stored {
+        state,
+        corrupt,
+        update_running,
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -209,18 +271,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .boot_control()?
         .status()
         .context("reading the boot state")?;
-    let dir = StateDir::new(&config.state_dir);
-    let state = dir
-        .load()
-        .with_context(|| format!("reading the state in {}", dir.path().display()))?;
-    let running = update_running(&dir)?;
+    let stored = read_state_dir(&StateDir::new(&config.state_dir))?;
+    // The host's boot time says whether a check is due since boot; a disk
+    // or command line given on the command line is not this host's boot.
+    let booted_at = if args.device.overridden() {
+        None
+    } else {
+        boot_time(&SysRoot::default())
+    };
     let report = report(
         &host,
         bootloader,
         &status,
-        &config.remote.channel,
-        state,
-        running,
+        &config,
+        stored,
+        booted_at,
+        Utc::now(),
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

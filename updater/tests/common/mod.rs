@@ -434,6 +434,17 @@ impl Device {
         slot
     }
 
+    /// Sets `key = value` (a TOML value) in the device's config, replacing
+    /// the key's line if it has one.
+    pub fn set_config(&self, key: &str, value: &str) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        let prefix = format!("{key} =");
+        let mut lines: Vec<&str> = text.lines().filter(|l| !l.starts_with(&prefix)).collect();
+        let line = format!("{key} = {value}");
+        lines.push(&line);
+        fs::write(&self.config, lines.join("\n") + "\n").unwrap();
+    }
+
     /// Holds the update lock, as a running update does.
     pub fn hold_lock(&self) -> Lock {
         StateDir::new(&self.state_dir)
