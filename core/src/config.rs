@@ -33,8 +33,9 @@ pub struct Config {
     /// Boot attempts a trial version gets before falling back.
     pub tries: u32,
     pub reboot: RebootPolicy,
-    /// How often the timer checks; read by the units, kept here so one file
-    /// describes the host's update behaviour.
+    /// How often the timer checks (its `OnUnitActiveSec=`, which the Nix
+    /// module sets from the same setting); `status` says from it when the
+    /// next check is due and whether checks are overdue.
     pub check_interval: Duration,
     /// The updater's state, on the rw partition.
     pub state_dir: PathBuf,
