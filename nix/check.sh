@@ -6,6 +6,8 @@
 #     output for fixed inputs must equal nix/testdata/, which the Rust side
 #     parses with its real parsers; its properties hold and bad input is
 #     rejected with a message that names the problem;
+#   - nix/package.nix's source (pure.cargoSources) holds the whole Cargo
+#     workspace: cargo loads it from a copy of exactly those paths;
 #   - nix/builders/root-image.sh builds erofs and ext4 images that are
 #     byte-for-byte reproducible, carry the version id as UUID and hold the
 #     tree they were given.
@@ -14,7 +16,7 @@
 #   nix/check.sh --update   rewrite nix/testdata/ from nix/lib/pure.nix first
 #
 # Tools: nix-bin, deadnix (cargo install --locked deadnix@1.3.1), shellcheck,
-# python3, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup installs
+# cargo (with the registry cache of Cargo.lock's crates), python3, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup installs
 # them. A missing tool fails the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +42,7 @@ fail() {
 }
 step() { printf '\n== %s\n' "$*"; }
 
-for tool in nix-instantiate deadnix shellcheck python3 mkfs.erofs fsck.erofs \
+for tool in nix-instantiate deadnix shellcheck cargo python3 mkfs.erofs fsck.erofs \
   mkfs.ext4 debugfs dumpe2fs e2fsck resize2fs tune2fs blkid faketime fakeroot; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (run ./scripts/setup)"
 done
@@ -176,6 +178,18 @@ expected = "a \"quoted\" \\ back\nslash\ttab"
 assert parsed["prefix"] == expected, (parsed["prefix"], expected)
 ' || fail "a string with quotes, backslashes and control characters did not survive TOML"
 echo "values, rejections and TOML escaping as expected"
+
+step "package.nix: its source holds the Cargo workspace"
+mapfile -t cargo_sources < <(nix-instantiate --eval --strict --json --expr \
+  '(import ./nix/lib/pure.nix).cargoSources (builtins.fromTOML (builtins.readFile ./Cargo.toml))' |
+  python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin)))')
+((${#cargo_sources[@]} > 2)) || fail "pure.cargoSources gave no workspace members"
+mkdir "$work/cargo-source"
+cp -a "${cargo_sources[@]}" "$work/cargo-source/" || fail "a path of pure.cargoSources is missing"
+# --no-deps: every member's manifest and targets, and no network.
+(cd "$work/cargo-source" && cargo metadata --offline --locked --no-deps --format-version 1 >/dev/null) ||
+  fail "cargo cannot load the workspace from nix/package.nix's source (${cargo_sources[*]})"
+echo "cargo loads the workspace from ${cargo_sources[*]}"
 
 step "root image builder: reproducible erofs and ext4 with the version id"
 uuid=602ca684-2bac-458d-8517-a23b37fff6a6

@@ -398,6 +398,15 @@ rec {
       fs = fsType;
     };
 
+  # The repository paths cargo needs to build the workspace described by
+  # `cargoToml` (the parsed root Cargo.toml): the manifest, the lock file and
+  # every member. nix/package.nix builds from exactly these.
+  cargoSources = cargoToml: [
+    "Cargo.toml"
+    "Cargo.lock"
+  ]
+  ++ cargoToml.workspace.members;
+
   # Used by the module's assertions: the text of a value's problem, or null.
   checkRebootWindow =
     { reboot, rebootWindow }:
