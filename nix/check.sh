@@ -91,11 +91,15 @@ import json, pathlib, re, sys, tomllib
 data = pathlib.Path(sys.argv[1])
 MIB = 1024 * 1024
 
-for name in ["config.toml", "config-minimal.toml", "install.toml"]:
-    tomllib.loads((data / name).read_text())
+tomls = sorted(data.glob("*.toml"))
+assert len(tomls) >= 3, tomls
+for path in tomls:
+    tomllib.loads(path.read_text())
 
 config = tomllib.loads((data / "config.toml").read_text())
 assert config["reboot_window"] == "02:00-04:00" and config["path_style"] is True, config
+# A unit systemd spells "min" and the Rust side must read (examples/kiosk).
+assert config["check_interval"] == "15min", config
 assert len(config["trusted_keys"]) == 2, config
 minimal = tomllib.loads((data / "config-minimal.toml").read_text())
 assert "endpoint" not in minimal and "reboot_window" not in minimal, minimal
@@ -123,6 +127,12 @@ assert json.loads((data / "layout.json").read_text())[2]["layout"]["partitions"]
 
 version = json.loads((data / "version.json").read_text())
 assert version["cmdline"].startswith("init=/nix/store/") and "/init " in version["cmdline"], version
+
+durations = json.loads((data / "durations.json").read_text())
+accepted = [e for e in durations["examples"] if e["seconds"] is not None]
+refused = [e for e in durations["examples"] if e["seconds"] is None]
+assert len(accepted) >= 5 and len(refused) >= 5, durations
+assert {"text": "15min", "seconds": 900} in accepted, accepted
 print("TOML and JSON parse; ids, layouts and the version description hold their invariants")
 EOF
 
@@ -147,6 +157,17 @@ expect_value 'pure.parseSize "1T"' 1099511627776
 expect_value 'pure.parseSize "4096"' 4096
 expect_error 'pure.parseSize "4X"' "'4X' is not a size"
 expect_error 'pure.parseSize "1.5G"' "'1.5G' is not a size"
+expect_value 'pure.parseDuration "15min"' 900
+expect_value 'pure.parseDuration "15m"' 900
+expect_value 'pure.parseDuration "90"' 90
+expect_value 'pure.parseDuration "007m"' 420
+expect_value 'pure.parseDuration "99999999d"' 8639999913600
+expect_error 'pure.parseDuration "5M"' "'5M' is not a duration"
+expect_error 'pure.parseDuration "1h30m"' "'1h30m' is not a duration"
+expect_error 'pure.parseDuration "123456789"' "'123456789' is not a duration"
+expect_value 'builtins.match pure.patterns.duration "6h"' '["h"]'
+expect_value 'builtins.match pure.patterns.duration "90"' '[null]'
+expect_value 'builtins.match pure.patterns.duration "6 h"' null
 expect_value 'pure.parseVersion "12"' 12
 expect_value 'pure.parseVersion 7' 7
 expect_error 'pure.parseVersion "07"' "whole number such as 7, not '07'"
