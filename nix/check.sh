@@ -92,7 +92,7 @@ data = pathlib.Path(sys.argv[1])
 MIB = 1024 * 1024
 
 tomls = sorted(data.glob("*.toml"))
-assert len(tomls) >= 3, tomls
+assert len(tomls) >= 4, tomls
 for path in tomls:
     tomllib.loads(path.read_text())
 
@@ -127,6 +127,10 @@ assert json.loads((data / "layout.json").read_text())[2]["layout"]["partitions"]
 
 version = json.loads((data / "version.json").read_text())
 assert version["cmdline"].startswith("init=/nix/store/") and "/init " in version["cmdline"], version
+
+systemd_boot = tomllib.loads((data / "install-systemd-boot.toml").read_text())
+assert systemd_boot["bootloader"] == "systemd-boot", systemd_boot
+assert not any(key.startswith("grub_") for key in systemd_boot), systemd_boot
 
 durations = json.loads((data / "durations.json").read_text())
 accepted = [e for e in durations["examples"] if e["seconds"] is not None]

@@ -118,6 +118,26 @@ in
         ];
   };
 
+  # A UEFI-only host with systemd-boot (aarch64's default): no GRUB paths,
+  # the installer may wipe and take a removable disk, no countdown.
+  "install-systemd-boot.toml" = pure.installerConfig {
+    bundle = "/iso/abnix/bundle";
+    slotSize = "2G";
+    espSize = "256M";
+    bootloader = "systemd-boot";
+    wipe = true;
+    allowRemovable = true;
+    trustedKeys = [
+      testKey
+      rotatedKey
+    ];
+    grubMkimage = null;
+    grubBiosDir = null;
+    grubEfiDir = null;
+    systemdBootEfi = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-systemd-257.9/lib/systemd/boot/efi/systemd-bootaa64.efi";
+    countdown = 0;
+  };
+
   "layout.json" = builtins.toJSON (
     map (
       example:
