@@ -7,7 +7,8 @@
 #   installer  the installer ISO: result/iso/*.iso (needs signingKeyFile)
 #   version    the unsigned version: image, kernel, initrd, cmdline, version.json
 #   upload     result/bin/abnix-upload: signs ($ABNIX_SIGNING_KEY) and publishes
-#   template   a bootable disk: result/disk.raw and result/disk.qcow2 (needs signingKeyFile)
+#   template   a bootable disk: result/disk.qcow2, and result/disk.raw with
+#              --arg templateRaw true (needs signingKeyFile)
 #   vm         result/bin/abnix-vm: boots the template in QEMU
 #   image, bundle, toplevel, versionId, host   the pieces, for inspection
 #
@@ -35,6 +36,12 @@
   buildSystem ? system,
   # Initial size of the rw partition in the template (it grows on first boot).
   templateRwSize ? "1G",
+  # The template is a qcow2 disk (result/disk.qcow2: only the written blocks,
+  # for QEMU, or `qemu-img convert` to VHD/VMDK for a cloud). true also keeps
+  # it raw (result/disk.raw, e.g. for dd or a raw cloud import): that file
+  # takes the whole disk size in the store, about 9.5 GiB with the default
+  # 4G slots (two slots, the ESP, templateRwSize).
+  templateRaw ? false,
   # abnix-install on the ISO: wipe a disk that holds other partitions, allow
   # removable disks, seconds of countdown before writing.
   installerWipe ? false,
@@ -53,6 +60,7 @@ import ./nix/lib/mk-abnix.nix { nixpkgs = toString nixpkgs; } {
     versionId
     signingKeyFile
     templateRwSize
+    templateRaw
     ;
   hostSystem = system;
   inherit buildSystem;

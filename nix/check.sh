@@ -6,6 +6,8 @@
 #     output for fixed inputs must equal nix/testdata/, which the Rust side
 #     parses with its real parsers; its properties hold and bad input is
 #     rejected with a message that names the problem;
+#   - nix/package.nix's source (pure.cargoSources) holds the whole Cargo
+#     workspace: cargo loads it from a copy of exactly those paths;
 #   - nix/builders/root-image.sh builds erofs and ext4 images that are
 #     byte-for-byte reproducible, carry the version id as UUID and hold the
 #     tree they were given.
@@ -14,7 +16,7 @@
 #   nix/check.sh --update   rewrite nix/testdata/ from nix/lib/pure.nix first
 #
 # Tools: nix-bin, deadnix (cargo install --locked deadnix@1.3.1), shellcheck,
-# python3, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup installs
+# cargo (with the registry cache of Cargo.lock's crates), python3, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup installs
 # them. A missing tool fails the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +42,7 @@ fail() {
 }
 step() { printf '\n== %s\n' "$*"; }
 
-for tool in nix-instantiate deadnix shellcheck python3 mkfs.erofs fsck.erofs \
+for tool in nix-instantiate deadnix shellcheck cargo python3 mkfs.erofs fsck.erofs \
   mkfs.ext4 debugfs dumpe2fs e2fsck resize2fs tune2fs blkid faketime fakeroot; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (run ./scripts/setup)"
 done
@@ -89,11 +91,15 @@ import json, pathlib, re, sys, tomllib
 data = pathlib.Path(sys.argv[1])
 MIB = 1024 * 1024
 
-for name in ["config.toml", "config-minimal.toml", "install.toml"]:
-    tomllib.loads((data / name).read_text())
+tomls = sorted(data.glob("*.toml"))
+assert len(tomls) >= 4, tomls
+for path in tomls:
+    tomllib.loads(path.read_text())
 
 config = tomllib.loads((data / "config.toml").read_text())
 assert config["reboot_window"] == "02:00-04:00" and config["path_style"] is True, config
+# A unit systemd spells "min" and the Rust side must read (examples/kiosk).
+assert config["check_interval"] == "15min", config
 assert len(config["trusted_keys"]) == 2, config
 minimal = tomllib.loads((data / "config-minimal.toml").read_text())
 assert "endpoint" not in minimal and "reboot_window" not in minimal, minimal
@@ -121,6 +127,16 @@ assert json.loads((data / "layout.json").read_text())[2]["layout"]["partitions"]
 
 version = json.loads((data / "version.json").read_text())
 assert version["cmdline"].startswith("init=/nix/store/") and "/init " in version["cmdline"], version
+
+systemd_boot = tomllib.loads((data / "install-systemd-boot.toml").read_text())
+assert systemd_boot["bootloader"] == "systemd-boot", systemd_boot
+assert not any(key.startswith("grub_") for key in systemd_boot), systemd_boot
+
+durations = json.loads((data / "durations.json").read_text())
+accepted = [e for e in durations["examples"] if e["seconds"] is not None]
+refused = [e for e in durations["examples"] if e["seconds"] is None]
+assert len(accepted) >= 5 and len(refused) >= 5, durations
+assert {"text": "15min", "seconds": 900} in accepted, accepted
 print("TOML and JSON parse; ids, layouts and the version description hold their invariants")
 EOF
 
@@ -145,6 +161,17 @@ expect_value 'pure.parseSize "1T"' 1099511627776
 expect_value 'pure.parseSize "4096"' 4096
 expect_error 'pure.parseSize "4X"' "'4X' is not a size"
 expect_error 'pure.parseSize "1.5G"' "'1.5G' is not a size"
+expect_value 'pure.parseDuration "15min"' 900
+expect_value 'pure.parseDuration "15m"' 900
+expect_value 'pure.parseDuration "90"' 90
+expect_value 'pure.parseDuration "007m"' 420
+expect_value 'pure.parseDuration "99999999d"' 8639999913600
+expect_error 'pure.parseDuration "5M"' "'5M' is not a duration"
+expect_error 'pure.parseDuration "1h30m"' "'1h30m' is not a duration"
+expect_error 'pure.parseDuration "123456789"' "'123456789' is not a duration"
+expect_value 'builtins.match pure.patterns.duration "6h"' '["h"]'
+expect_value 'builtins.match pure.patterns.duration "90"' '[null]'
+expect_value 'builtins.match pure.patterns.duration "6 h"' null
 expect_value 'pure.parseVersion "12"' 12
 expect_value 'pure.parseVersion 7' 7
 expect_error 'pure.parseVersion "07"' "whole number such as 7, not '07'"
@@ -176,6 +203,18 @@ expected = "a \"quoted\" \\ back\nslash\ttab"
 assert parsed["prefix"] == expected, (parsed["prefix"], expected)
 ' || fail "a string with quotes, backslashes and control characters did not survive TOML"
 echo "values, rejections and TOML escaping as expected"
+
+step "package.nix: its source holds the Cargo workspace"
+mapfile -t cargo_sources < <(nix-instantiate --eval --strict --json --expr \
+  '(import ./nix/lib/pure.nix).cargoSources (builtins.fromTOML (builtins.readFile ./Cargo.toml))' |
+  python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin)))')
+((${#cargo_sources[@]} > 2)) || fail "pure.cargoSources gave no workspace members"
+mkdir "$work/cargo-source"
+cp -a "${cargo_sources[@]}" "$work/cargo-source/" || fail "a path of pure.cargoSources is missing"
+# --no-deps: every member's manifest and targets, and no network.
+(cd "$work/cargo-source" && cargo metadata --offline --locked --no-deps --format-version 1 >/dev/null) ||
+  fail "cargo cannot load the workspace from nix/package.nix's source (${cargo_sources[*]})"
+echo "cargo loads the workspace from ${cargo_sources[*]}"
 
 step "root image builder: reproducible erofs and ext4 with the version id"
 uuid=602ca684-2bac-458d-8517-a23b37fff6a6

@@ -2,31 +2,34 @@
 # workspace with the dependencies pinned by Cargo.lock.
 { lib, rustPlatform }:
 let
+  pure = import ./lib/pure.nix;
   workspace = lib.importTOML ../Cargo.toml;
 in
 rustPlatform.buildRustPackage {
   pname = "abnix";
   inherit (workspace.workspace.package) version;
 
-  # Only the workspace: editing the Nix side does not rebuild the tools.
-  # qemu/ is optional so that this works before and after its crate joins
-  # the workspace.
+  # Only what cargo reads: the manifest, the lock file and every workspace
+  # member (pure.cargoSources follows Cargo.toml's member list, and
+  # nix/check.sh has cargo load the workspace from exactly these paths).
+  # Editing nix/ does not rebuild the tools (qemu/'s scripts do: they belong
+  # to a member). fuzz/ is a workspace of its own.
   src = lib.fileset.toSource {
     root = ../.;
-    fileset = lib.fileset.unions [
-      ../Cargo.toml
-      ../Cargo.lock
-      ../core
-      ../installer
-      ../updater
-      (lib.fileset.maybeMissing ../qemu/Cargo.toml)
-      (lib.fileset.maybeMissing ../qemu/src)
-      (lib.fileset.maybeMissing ../qemu/tests)
-    ];
+    fileset = lib.fileset.unions (map (path: ../. + "/${path}") (pure.cargoSources workspace));
   };
 
   cargoLock.lockFile = ../Cargo.lock;
 
+  # No native build inputs beyond the C compiler of stdenv: the crates with C
+  # code build it with the cc crate. zstd-sys compiles its bundled zstd;
+  # ring 0.17 from crates.io ships its assembly pregenerated (no perl); and
+  # aws-lc-sys 0.47 (aws-lc-rs, under the AWS SDK's TLS) takes its cc
+  # builder with pregenerated bindings on x86_64 and aarch64 Linux: CMake,
+  # Go, Perl and libclang are only for FIPS, bindgen or other targets
+  # (aws-lc-sys builder/main.rs, get_builder; its book: "CMake is never
+  # required for aws-lc-sys"). Check again when Cargo.lock moves to a new
+  # aws-lc-sys.
   cargoBuildFlags = [
     "--package"
     "abnix-installer"

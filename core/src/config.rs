@@ -24,6 +24,9 @@ pub const DEFAULT_TRIES: u32 = 3;
 /// GRUB's script unrolls the tries countdown, so the limit is small and fixed.
 pub const MAX_TRIES: u32 = 9;
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// Checking more often than this only loads the bucket; the Nix module's
+/// `abnix.checkInterval` refuses the same values.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The validated device config.
 #[derive(Debug, Clone)]
@@ -196,7 +199,7 @@ impl Config {
             Some(text) => {
                 let d =
                     parse_duration(text).map_err(|e| invalid("check_interval", e.to_string()))?;
-                if d < Duration::from_secs(60) {
+                if d < MIN_CHECK_INTERVAL {
                     return Err(invalid(
                         "check_interval",
                         format!("{text:?} is shorter than a minute"),
@@ -371,14 +374,22 @@ mod tests {
         );
     }
 
-    /// The configs the Nix module generates (nix/testdata, checked against
-    /// nix/lib/pure.nix by nix/check.sh) parse here.
+    /// Every config the Nix module generates (nix/testdata/config*.toml,
+    /// checked against nix/lib/pure.nix by nix/check.sh) parses here.
     #[test]
     fn nix_generated_configs_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nix/testdata");
-        for name in ["config.toml", "config-minimal.toml"] {
-            let config = Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
-            assert!(!config.trusted_keys.is_empty());
+        let mut parsed = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            if !(name.starts_with("config") && name.ends_with(".toml")) {
+                continue;
+            }
+            let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.trusted_keys.is_empty(), "{name}");
+            parsed += 1;
         }
+        assert!(parsed >= 2, "only {parsed} configs in {}", dir.display());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 pub enum UnitError {
     #[error("not a size: {0:?} (expected a number with an optional K, M, G or T suffix)")]
     BadSize(String),
-    #[error("not a duration: {0:?} (expected e.g. 90s, 30m, 6h, 1d)")]
+    #[error("not a duration: {0:?} (expected whole seconds, or a whole number with s, m or min, h or d: 90s, 15min, 6h, 1d)")]
     BadDuration(String),
 }
 
@@ -37,24 +37,35 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
-/// Parses `90s`, `30m`, `6h`, `1d` (one unit; a bare number is seconds).
+/// Parses a duration: a whole number of at most 8 digits, alone (seconds) or
+/// followed by one unit: `s`, `m` or `min`, `h`, `d` (`90s`, `15min`, `6h`,
+/// `1d`). Every such text is also a systemd time span (systemd.time(7)) of
+/// the same length, so one value can go into a timer unit and into
+/// config.toml; 8 digits keep it within systemd's range. The Nix module's
+/// option type is the same grammar (nix/lib/pure.nix, `patterns.duration`).
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let bad = || UnitError::BadDuration(text.to_owned());
-    let t = text.trim();
-    let (digits, unit) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
-        _ => (t, 's'),
+    let unit_at = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(unit_at);
+    if digits.is_empty() || digits.len() > MAX_DURATION_DIGITS {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let seconds_per_unit = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
     };
-    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
-    let secs = match unit {
-        's' => Some(n),
-        'm' => n.checked_mul(60),
-        'h' => n.checked_mul(3600),
-        'd' => n.checked_mul(86400),
-        _ => None,
-    };
-    secs.map(Duration::from_secs).ok_or_else(bad)
+    Ok(Duration::from_secs(n * seconds_per_unit))
 }
+
+/// 99999999d is about 274,000 years: beyond any useful interval, and inside
+/// systemd's limit (a u64 of microseconds, about 584,000 years).
+const MAX_DURATION_DIGITS: usize = 8;
 
 /// Bytes shown in binary units with one decimal: `1.5 GiB`.
 pub struct Bytes(pub u64);
@@ -96,10 +107,37 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("15min"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21600)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
-        for bad in ["", "h", "5w", "1.5h"] {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("007m"), Ok(Duration::from_secs(420)));
+        assert_eq!(
+            parse_duration("99999999d"),
+            Ok(Duration::from_secs(99_999_999 * 86400))
+        );
+        // Not in the grammar, though systemd takes some of them: refused so
+        // that the Nix module and config.toml never disagree.
+        for bad in [
+            "",
+            "h",
+            "min",
+            "5w",
+            "1.5h",
+            "5M",
+            "5H",
+            "5 min",
+            " 6h",
+            "6h ",
+            "+5m",
+            "-5m",
+            "5mins",
+            "1h30m",
+            "123456789",
+            "123456789s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
         }
     }

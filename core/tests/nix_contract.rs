@@ -2,22 +2,27 @@
 //! nix/lib/pure.nix's outputs for fixed inputs are committed in nix/testdata
 //! (nix/check.sh keeps them current). Here core's own code reads the same
 //! inputs and must come to the same answers, so the two sides cannot drift.
-//! (The device and installer configs in nix/testdata are parsed by
+//! (Every device and installer config in nix/testdata is also parsed by
 //! core::config's and abnix-install's own tests.)
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use abnix_core::config;
+use abnix_core::config::{self, Config};
 use abnix_core::layout::{compute, min_disk_size, LayoutConfig};
 use abnix_core::meta::{check_cmdline, check_label};
 use abnix_core::units::{parse_duration, parse_size};
 use serde_json::Value;
 use uuid::Uuid;
 
-fn testdata(name: &str) -> Value {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+fn testdata_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../nix/testdata")
-        .join(name);
+        .join(name)
+}
+
+fn testdata(name: &str) -> Value {
+    let path = testdata_path(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
@@ -126,4 +131,32 @@ fn a_version_described_by_nix_is_one_pack_accepts() {
         entry["id"].as_str().unwrap().parse::<Uuid>().expect("id");
         assert!(entry["version"].as_u64().is_some(), "{entry}");
     }
+}
+
+/// The duration options go into systemd units and, for checkInterval, into
+/// config.toml: what the Nix option type accepts, core must read as the
+/// same number of seconds, and what it refuses core must refuse.
+#[test]
+fn nix_and_core_read_durations_alike() {
+    let durations = testdata("durations.json");
+    let examples = durations["examples"].as_array().unwrap();
+    assert!(examples.len() >= 10);
+    for example in examples {
+        let text = example["text"].as_str().unwrap();
+        let nix = example["seconds"].as_u64();
+        let core = parse_duration(text).ok().map(|d| d.as_secs());
+        assert_eq!(core, nix, "{text:?}: core and the Nix option type disagree");
+    }
+    assert_eq!(
+        Duration::from_secs(durations["minCheckIntervalSeconds"].as_u64().unwrap()),
+        config::MIN_CHECK_INTERVAL
+    );
+}
+
+/// examples/kiosk sets checkInterval = "15min": the config the module
+/// writes from it is one abnix-update loads.
+#[test]
+fn a_config_with_a_check_interval_in_minutes_loads() {
+    let config = Config::load(&testdata_path("config.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.check_interval, Duration::from_secs(15 * 60));
 }

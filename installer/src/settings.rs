@@ -426,6 +426,8 @@ mod tests {
     use clap::Parser;
 
     const NIX_CONFIG: &str = include_str!("../../nix/testdata/install.toml");
+    const NIX_SYSTEMD_BOOT_CONFIG: &str =
+        include_str!("../../nix/testdata/install-systemd-boot.toml");
     const KEY: &str = "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc=";
 
     fn args(flags: &[&str]) -> Args {
@@ -467,6 +469,27 @@ mod tests {
         assert_eq!(r.trusted_keys.iter().next().unwrap().to_string(), KEY);
         assert_eq!(r.seed, None);
         assert_eq!((settings.countdown, settings.poweroff), (10, true));
+    }
+
+    /// The file the Nix side writes for a systemd-boot host: its EFI binary
+    /// from the store, not the default path, and the switches it turns on.
+    #[test]
+    fn the_nix_generated_systemd_boot_config_parses() {
+        let settings = merge(&["--auto", "--poweroff"], Some(NIX_SYSTEMD_BOOT_CONFIG)).unwrap();
+        let r = &settings.request;
+        assert_eq!(r.bundle, Path::new("/iso/abnix/bundle"));
+        assert_eq!(r.target, TargetRequest::Auto);
+        assert_eq!(r.layout.slot_size, 2 << 30);
+        assert_eq!(r.layout.esp_size, 256 << 20);
+        assert_eq!(
+            r.bootloader,
+            BootloaderSetup::SystemdBoot {
+                efi: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-systemd-257.9/lib/systemd/boot/efi/systemd-bootaa64.efi".into()
+            }
+        );
+        assert!(r.wipe && r.allow_removable);
+        assert_eq!(r.trusted_keys.len(), 2);
+        assert_eq!((settings.countdown, settings.poweroff), (0, true));
     }
 
     /// The template build: the same file, a file target and a seed.

@@ -11,6 +11,9 @@
   signingKeyFile,
   # Room for abnix-rw in the template; it grows to the real disk on boot.
   templateRwSize,
+  # Keep the raw disk next to the qcow2 one in the template (full size in
+  # the store, which keeps no holes).
+  templateRaw,
   # abnix-install settings that are not host options.
   installer,
 }:
@@ -223,8 +226,10 @@ let
 
   # A disk image ready to boot, written by abnix-install into a file in the
   # sandbox (no root, no loop device, no VM). Written to a bigger disk, it
-  # grows abnix-rw on first boot. The raw image is stored in full (the store
-  # keeps no holes); the qcow2 one is small.
+  # grows abnix-rw on first boot. The raw disk is written in the build
+  # directory, where it stays sparse; the store would keep it at full size
+  # (the slots alone are twice abnix.slotSize), so only the small qcow2 is
+  # kept unless templateRaw asks for the raw one too.
   template =
     buildPkgs.runCommand "${name}-template"
       {
@@ -244,9 +249,10 @@ let
         mkdir "$out"
         # GPT GUIDs from the version id, so the same version gives the same disk.
         abnix-install --config "$installConfigPath" \
-          --file "$out/disk.raw" --size ${toString templateSize} \
+          --file disk.raw --size ${toString templateSize} \
           --seed ${builtins.hashString "sha256" "abnix-template:${id}"}
-        qemu-img convert -f raw -O qcow2 "$out/disk.raw" "$out/disk.qcow2"
+        qemu-img convert -f raw -O qcow2 disk.raw "$out/disk.qcow2"
+        ${lib.optionalString templateRaw ''mv disk.raw "$out/disk.raw"''}
       '';
 
   # Boots the template through its boot loader (qemu/boot-disk.sh); writes go

@@ -23,6 +23,10 @@
   signingKeyFile ? null,
   # Initial size of abnix-rw in the template image (it grows on first boot).
   templateRwSize ? "1G",
+  # Also keep the template as a raw disk (result/disk.raw): the full disk
+  # size in the store, about 9.5 GiB with the default 4G slots. By default
+  # the template is only result/disk.qcow2.
+  templateRaw ? false,
   # abnix-install settings: { wipe ? false, allowRemovable ? false, countdown ? 10 }.
   installer ? { },
 }:
@@ -90,7 +94,12 @@ let
       };
 
   artifacts = import ../builders {
-    inherit host signingKeyFile templateRwSize;
+    inherit
+      host
+      signingKeyFile
+      templateRwSize
+      templateRaw
+      ;
     abnixBuild = abnixFor host.pkgs.buildPackages;
     installer = installerSettings;
   };

@@ -35,6 +35,16 @@ let
     T = 1024 * 1024 * mib;
   };
 
+  # Seconds per unit of a duration (patterns.duration); "" is seconds.
+  durationUnits = {
+    "" = 1;
+    s = 1;
+    m = 60;
+    min = 60;
+    h = 3600;
+    d = 86400;
+  };
+
   alignUp = alignment: n: (n + alignment - 1) / alignment * alignment;
   alignDown = alignment: n: n / alignment * alignment;
 
@@ -99,10 +109,22 @@ rec {
     uuid = uuidPattern;
     # Sizes as the command lines take them: bytes, or K/M/G/T (powers of 1024).
     size = "[0-9]+[KMGT]?";
+    # Durations, the same grammar as core's parse_duration (docs/cli.md):
+    # whole seconds, or a whole number with one unit. Each is also a systemd
+    # time span of the same length (systemd.time(7): "m" is minutes there
+    # too), so one value serves a timer unit and config.toml. At most 8
+    # digits: within systemd's range, and no overflow in Nix's integers.
+    duration = "[0-9]{1,8}(s|m|min|h|d)?";
     # A daily window in local time, as config.toml's reboot_window.
     rebootWindow = "([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]";
     # Public keys in Nix's name:base64 format (32-byte ed25519 key).
     publicKey = "[A-Za-z0-9._-]+:[A-Za-z0-9+/]{43}=";
+  };
+
+  # Limits the Rust side enforces on option values, in the options' units.
+  limits = {
+    # core's config::MIN_CHECK_INTERVAL.
+    minCheckIntervalSeconds = 60;
   };
 
   # Defaults of the abnix.* options, as plain data.
@@ -139,6 +161,19 @@ rec {
       throw "abnix: '${text}' is not a size (bytes, or a number with K, M, G or T)"
     else
       builtins.fromJSON (elemAt parts 0) * sizeUnits.${elemAt parts 1};
+
+  # "15min" -> 900; throws with the offending text otherwise.
+  parseDuration =
+    text:
+    let
+      parts = match "0*([0-9]+)(s|m|min|h|d)?" text;
+      unit = elemAt parts 1;
+    in
+    if match patterns.duration text == null then
+      throw "abnix: '${text}' is not a duration (whole seconds, or a whole number with s, m or min, h or d, such as 90s, 15min, 6h, 1d)"
+    else
+      # Leading zeros go: JSON numbers have none.
+      builtins.fromJSON (elemAt parts 0) * durationUnits.${if unit == null then "" else unit};
 
   # A version number from Nix (7) or from the command line (--argstr version 7).
   parseVersion =
@@ -397,6 +432,15 @@ rec {
         ;
       fs = fsType;
     };
+
+  # The repository paths cargo needs to build the workspace described by
+  # `cargoToml` (the parsed root Cargo.toml): the manifest, the lock file and
+  # every member. nix/package.nix builds from exactly these.
+  cargoSources = cargoToml: [
+    "Cargo.toml"
+    "Cargo.lock"
+  ]
+  ++ cargoToml.workspace.members;
 
   # Used by the module's assertions: the text of a value's problem, or null.
   checkRebootWindow =

@@ -41,7 +41,16 @@ let
   update = "${cfg.package}/bin/abnix-update";
   withConfig = "--config ${pure.defaults.configFile}";
 
-  timespan = types.strMatching "[1-9][0-9]*(s|min|h|d)";
+  # Durations go both into timer units and, for checkInterval, into
+  # config.toml: one grammar that systemd and abnix-update read alike
+  # (pure.patterns.duration, docs/cli.md).
+  duration = types.strMatching pure.patterns.duration;
+  durationOfAtLeast =
+    seconds:
+    types.addCheck duration (text: pure.parseDuration text >= seconds)
+    // {
+      description = "duration of at least ${toString seconds} s (up to 8 digits, alone or with s, m, min, h or d)";
+    };
   size = types.strMatching pure.patterns.size;
 in
 {
@@ -187,17 +196,25 @@ in
     };
 
     checkInterval = mkOption {
-      type = timespan;
+      type = durationOfAtLeast pure.limits.minCheckIntervalSeconds;
       default = pure.defaults.checkInterval;
-      description = "How often the update timer checks the bucket after the check at boot.";
+      example = "15min";
+      description = ''
+        How often the update timer checks the bucket after the check at boot:
+        a whole number of at most 8 digits, alone for seconds or with one unit
+        `s`, `m` or `min`, `h`, `d` (`90s`, `15min`, `6h`, `1d`), at least a
+        minute. The same text goes into the timer unit and into
+        `/etc/abnix/config.toml`, and both read it alike (docs/cli.md).
+      '';
     };
 
     checkJitter = mkOption {
-      type = timespan;
+      type = duration;
       default = pure.defaults.checkJitter;
       description = ''
         Random delay added to each check (systemd's RandomizedDelaySec), so a
-        fleet that boots together does not hit the bucket together.
+        fleet that boots together does not hit the bucket together. A
+        duration as in {option}`abnix.checkInterval`; `"0"` turns it off.
       '';
     };
 
@@ -216,12 +233,13 @@ in
     };
 
     healthTimeout = mkOption {
-      type = types.nullOr timespan;
+      type = types.nullOr (durationOfAtLeast 1);
       default = pure.defaults.healthTimeout;
       description = ''
         Reboot when `boot-complete.target` is not reached this long after
         boot, so a trial version that never becomes healthy uses up its tries
-        and the boot loader falls back. `null` turns it off. A running update
+        and the boot loader falls back. A duration as in
+        {option}`abnix.checkInterval`; `null` turns it off. A running update
         postpones it: a host that is good but unhealthy may be fetching a fix.
       '';
     };

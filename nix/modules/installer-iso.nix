@@ -79,11 +79,15 @@ in
     };
 
     # The console is the monitor; the serial port gets the whole journal
-    # too, for headless machines and QEMU.
-    services.journald.settings.Journal = {
-      ForwardToConsole = true;
-      TTYPath = "/dev/ttyS0";
-    };
+    # too, for headless machines and QEMU. A journald.conf(5) drop-in rather
+    # than a services.journald option: those changed in NixOS 26.11
+    # (`console` and `extraConfig` removed, `settings` added), a drop-in
+    # works on every release.
+    environment.etc."systemd/journald.conf.d/abnix-installer.conf".text = ''
+      [Journal]
+      ForwardToConsole=yes
+      TTYPath=/dev/ttyS0
+    '';
 
     # When something goes wrong, whoever holds the medium gets a shell to see
     # why (they could install anything with it anyway).

@@ -37,7 +37,8 @@ in
 {
   "defaults.json" = builtins.toJSON pure.defaults;
 
-  # Every key, a custom endpoint and a reboot window.
+  # Every key, a custom endpoint, a reboot window and a check interval in
+  # minutes, as examples/kiosk sets it (systemd's "min").
   "config.toml" = pure.deviceConfig {
     endpoint = "http://10.0.2.2:9000";
     region = "garage";
@@ -53,7 +54,7 @@ in
     tries = 3;
     reboot = "window";
     rebootWindow = "02:00-04:00";
-    checkInterval = "6h";
+    checkInterval = "15min";
   };
 
   # AWS S3 (no endpoint), the credential chain, defaults elsewhere.
@@ -79,6 +80,62 @@ in
     grubEfiDir = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12/lib/grub/x86_64-efi";
     systemdBootEfi = null;
     countdown = 10;
+  };
+
+  # What the duration options accept, with their seconds (null: refused);
+  # core's parse_duration must agree on every one.
+  "durations.json" = builtins.toJSON {
+    inherit (pure.limits) minCheckIntervalSeconds;
+    examples =
+      map
+        (text: {
+          inherit text;
+          seconds = if builtins.match pure.patterns.duration text == null then null else pure.parseDuration text;
+        })
+        [
+          "90"
+          "90s"
+          "30m"
+          "15min"
+          "6h"
+          "1d"
+          "0"
+          "007m"
+          "99999999d"
+          ""
+          "min"
+          "5M"
+          "5H"
+          "5w"
+          "1.5h"
+          "5 min"
+          " 6h"
+          "+5m"
+          "-5m"
+          "5mins"
+          "1h30m"
+          "123456789"
+        ];
+  };
+
+  # A UEFI-only host with systemd-boot (aarch64's default): no GRUB paths,
+  # the installer may wipe and take a removable disk, no countdown.
+  "install-systemd-boot.toml" = pure.installerConfig {
+    bundle = "/iso/abnix/bundle";
+    slotSize = "2G";
+    espSize = "256M";
+    bootloader = "systemd-boot";
+    wipe = true;
+    allowRemovable = true;
+    trustedKeys = [
+      testKey
+      rotatedKey
+    ];
+    grubMkimage = null;
+    grubBiosDir = null;
+    grubEfiDir = null;
+    systemdBootEfi = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-systemd-257.9/lib/systemd/boot/efi/systemd-bootaa64.efi";
+    countdown = 0;
   };
 
   "layout.json" = builtins.toJSON (
