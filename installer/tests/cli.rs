@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 
 use abnix_core::boot::SlotState;
 use abnix_core::gpt::Gpt;
+use abnix_core::index::Index;
 use abnix_core::install::rwfs;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
@@ -229,15 +230,7 @@ fn exit_status_says_whether_anything_was_written() {
     assert!(stderr.contains("does not verify"), "{stderr}");
     assert!(!f.path("refused.raw").exists());
 
-    let image = fs::read_dir(f.path("bundle"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".img.zst"))
-        .unwrap();
-    let mut bytes = fs::read(&image).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    fs::write(&image, bytes).unwrap();
+    corrupt_image(&f);
     let out = install(&f.flags("failed.raw"));
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -248,4 +241,26 @@ fn exit_status_says_whether_anything_was_written() {
     );
     let mut disk = fs::File::open(f.path("failed.raw")).unwrap();
     assert!(Gpt::read(&mut disk, 512).is_err());
+}
+
+/// The bundle's object whose name ends in `suffix`.
+fn object(f: &Fixture, suffix: &str) -> PathBuf {
+    fs::read_dir(f.path("bundle"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap()
+}
+
+/// Flips a byte in the middle of the last chunk's frame in the bundle's
+/// image object (not the first chunk, which `prepare` reads for the
+/// superblock): the signed meta and index still verify.
+fn corrupt_image(f: &Fixture) {
+    let index = Index::parse(&fs::read(object(f, ".index")).unwrap()).unwrap();
+    let last = index.chunks.last().unwrap();
+    assert!(index.chunks.len() > 1, "the image has several chunks");
+    let image = object(f, ".img.zst");
+    let mut bytes = fs::read(&image).unwrap();
+    bytes[(last.compressed_offset + u64::from(last.compressed_len) / 2) as usize] ^= 0x55;
+    fs::write(&image, bytes).unwrap();
 }

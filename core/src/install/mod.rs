@@ -5,10 +5,12 @@
 //!
 //! 1. [`prepare`] checks everything it can without writing a byte: the
 //!    bundle's signature and objects, the bootloader's files (GRUB images are
-//!    built here), e2fsprogs, the target (chosen automatically by
-//!    [`target::select`], or named and checked by [`target::check_disk`]),
-//!    the layout on it, that the image fits a slot, and what the target holds
-//!    ([`Contents`]: anything but an earlier abnix installation needs
+//!    built here), e2fsprogs, the image's filesystem (from the superblock in
+//!    its first chunk), the target (chosen automatically by
+//!    [`target::select`], or named and checked by [`target::check_disk`]:
+//!    among others, no logical sectors larger than the filesystem's blocks),
+//!    the layout on it, that the image fits a slot, and what the target
+//!    holds ([`Contents`]: anything but an earlier abnix installation needs
 //!    `wipe`). Every failure here leaves the target untouched.
 //! 2. [`Plan::install`] (or [`execute`] on any [`Disk`]) writes, making the
 //!    disk bootable last, as coreos-installer does:
@@ -36,7 +38,7 @@ mod tests;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, SeekFrom};
+use std::io::{self, Cursor, Read, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -58,9 +60,10 @@ use crate::bundle::{Bundle, BundleError};
 use crate::digest::Verifying;
 use crate::disk::{Disk, Region};
 use crate::fat::FormatOptions;
+use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
 use crate::gpt::{self, GptError};
 use crate::layout::{self, Layout, LayoutConfig, LayoutError};
-use crate::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions};
+use crate::pipeline::{read_image_head, write_image, ImageSpec, PipelineError, WriteOptions};
 use crate::probe::{erase_signatures, probe_signatures, Signature};
 use crate::progress::Progress;
 use crate::sign::TrustedKeys;
@@ -193,6 +196,10 @@ pub enum InstallError {
     Layout { path: PathBuf, source: LayoutError },
     #[error("the image of version {version} is {} ({image} bytes), more than a slot of {} ({slot} bytes): raise the slot size", Bytes(*image), Bytes(*slot))]
     ImageTooLarge { version: u64, image: u64, slot: u64 },
+    #[error("reading the image's first chunk: {0} (copy or pack the bundle again)")]
+    ImageHead(PipelineError),
+    #[error("the image's filesystem: {0}")]
+    ImageFs(FsIdError),
     #[error("{} holds {found}: pass --wipe to erase it", path.display())]
     NotEmpty { path: PathBuf, found: String },
     #[error("reading what {} holds: {source}", path.display())]
@@ -430,11 +437,14 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
     })?;
     let boot = request.bootloader.prepare()?;
     rwfs::check_tools().map_err(InstallError::Tools)?;
+    let image_fs = image_superblock(&bundle)?;
 
     let req = Requirements {
         layout: request.layout.clone(),
         bios_boot: request.bootloader.bios_boot(),
         allow_removable: request.allow_removable,
+        image_fs: image_fs.fs,
+        image_block_size: image_fs.block_size,
     };
     let (target, selection, signatures) = find_target(request, sys, &req)?;
     let layout_error = |source| InstallError::Layout {
@@ -475,6 +485,25 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
         signatures,
         seed,
     })
+}
+
+/// The image as the signed meta and index describe it.
+fn image_spec(bundle: &Bundle) -> ImageSpec<'_> {
+    let meta = &bundle.signed.meta;
+    ImageSpec {
+        index: &bundle.index,
+        size: meta.image.size,
+        sha256: meta.image.sha256,
+    }
+}
+
+/// The image's filesystem, from the superblock in its first chunk.
+fn image_superblock(bundle: &Bundle) -> Result<Superblock, InstallError> {
+    let head = File::open(bundle.image_path())
+        .map_err(PipelineError::Source)
+        .and_then(|object| read_image_head(object, &image_spec(bundle), SUPERBLOCK_END))
+        .map_err(InstallError::ImageHead)?;
+    read_superblock(&mut Cursor::new(head)).map_err(InstallError::ImageFs)
 }
 
 /// 32 bytes for `purpose`, derived from the seed.
@@ -733,16 +762,11 @@ fn write<D: Disk>(plan: &Plan, disk: &mut D, progress: &dyn Progress) -> Result<
         .write(disk)
         .map_err(WriteError::Table)?;
 
-    let meta = &plan.bundle.signed.meta;
     let image = File::open(plan.bundle.image_path()).map_err(|source| WriteError::Bundle {
         what: "image",
         source,
     })?;
-    let spec = ImageSpec {
-        index: &plan.bundle.index,
-        size: meta.image.size,
-        sha256: meta.image.sha256,
-    };
+    let spec = image_spec(&plan.bundle);
     let options = WriteOptions {
         verify_readback: true,
         target_name: format!("slot {}", Slot::A),

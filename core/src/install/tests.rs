@@ -482,6 +482,24 @@ fn bad_input_is_refused_before_anything_is_written() {
     };
     check(&no_grub, "running /nonexistent/grub-mkimage");
 
+    // A corrupt first chunk of the image: found when its superblock is read.
+    let image = f.bundle.join(
+        fs::read_dir(&f.bundle)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .find(|n| n.to_string_lossy().ends_with(".img.zst"))
+            .unwrap(),
+    );
+    let pristine = fs::read(&image).unwrap();
+    let mut bytes = pristine.clone();
+    bytes[100] ^= 1;
+    fs::write(&image, &bytes).unwrap();
+    check(
+        &f.request(grub()),
+        "reading the image's first chunk: chunk 0",
+    );
+    fs::write(&image, &pristine).unwrap();
+
     // A corrupt kernel: found when the bundle is opened.
     let kernel = fs::read_dir(&f.bundle)
         .unwrap()
@@ -492,6 +510,52 @@ fn bad_input_is_refused_before_anything_is_written() {
     bytes[100] ^= 1;
     fs::write(&kernel, &bytes).unwrap();
     check(&f.request(grub()), "has SHA-256");
+}
+
+/// The image's filesystem is read from the superblock in its first chunk:
+/// a disk whose logical sectors are larger than its blocks is not eligible
+/// (ext4 of 1 KiB blocks on a 4Kn disk), one whose sectors are not larger
+/// is (erofs of 4 KiB blocks on the same disk: chosen, then opened, which
+/// the fake machine cannot do).
+#[test]
+fn the_image_block_size_limits_the_sector_size() {
+    let f = Fixture::new();
+    let root = FakeRoot::new();
+    let sdx = root.disk("sdx", (8, 0), 4 * DISK_SIZE / 512, &[]);
+    fs::write(sdx.join("queue/logical_block_size"), "4096\n").unwrap();
+    let mut request = f.request(systemd_boot());
+    request.target = TargetRequest::Auto;
+
+    let err = prepare(&request, &root.sys()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "no eligible disk to install onto\n  sdx: its logical sectors are 4096 bytes, larger than \
+         the 1024-byte blocks of the image's ext4 filesystem, which cannot be mounted from it (use \
+         a disk with smaller sectors, or build the image with 4096-byte blocks)"
+    );
+
+    let tree = f.tmp.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/os-release"), "ID=abnix-test\n").unwrap();
+    let erofs = f.tmp.path().join("root.erofs");
+    run(
+        "mkfs.erofs",
+        &[
+            "--quiet",
+            "-U6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab",
+            erofs.to_str().unwrap(),
+        ],
+        &tree,
+    );
+    let mut input = f.sample.input();
+    input.image = erofs;
+    let bundle = f.tmp.path().join("erofs-bundle");
+    pack(&input, &bundle, &NoProgress).unwrap();
+    request.bundle = bundle;
+    match prepare(&request, &root.sys()) {
+        Err(InstallError::Open { path, .. }) => assert_eq!(path, Path::new("/dev/sdx")),
+        other => panic!("expected sdx chosen, then not opened: {other:?}"),
+    }
 }
 
 /// A version whose command line GRUB would alter is refused for GRUB (and
@@ -658,6 +722,8 @@ fn named_disks_in_use_are_refused() {
         },
         bios_boot: true,
         allow_removable: false,
+        image_fs: crate::fsid::FsType::Ext4,
+        image_block_size: 4096,
     };
     let refuse = |name: &str, expect: &str| {
         let path = PathBuf::from("/dev").join(name);
