@@ -230,6 +230,22 @@ fn exit_status_says_whether_anything_was_written() {
     assert!(stderr.contains("does not verify"), "{stderr}");
     assert!(!f.path("refused.raw").exists());
 
+    // An ESP below FAT32's minimum is found before anything is written.
+    let mut small_esp = f.flags("small-esp.raw");
+    let esp = small_esp.iter().position(|a| a == "--esp-size").unwrap() + 1;
+    small_esp[esp] = "16M".to_owned();
+    let out = install(&small_esp);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "abnix-install: error: an ESP of 16.0 MiB cannot hold FAT32 on 512-byte sectors"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass --esp-size 33M or more"), "{stderr}");
+    assert!(!f.path("small-esp.raw").exists());
+
     corrupt_image(&f);
     let out = install(&f.flags("failed.raw"));
     assert_eq!(out.status.code(), Some(3));

@@ -9,9 +9,11 @@
 //!    its first chunk), the target (chosen automatically by
 //!    [`target::select`], or named and checked by [`target::check_disk`]:
 //!    among others, no logical sectors larger than the filesystem's blocks),
-//!    the layout on it, that the image fits a slot, and what the target
-//!    holds ([`Contents`]: anything but an earlier abnix installation needs
-//!    `wipe`). Every failure here leaves the target untouched.
+//!    the layout on it, that the image fits a slot, that the ESP takes
+//!    FAT32, the bootloader and two slots' boot files ([`esp_room`]), and
+//!    what the target holds ([`Contents`]: anything but an earlier abnix
+//!    installation needs `wipe`). Every failure here leaves the target
+//!    untouched.
 //! 2. [`Plan::install`] (or [`execute`] on any [`Disk`]) writes, making the
 //!    disk bootable last, as coreos-installer does:
 //!    1. erase old signatures on the disk and inside every new partition's
@@ -31,6 +33,7 @@
 
 mod bootloader;
 mod contents;
+mod esp_room;
 pub mod rwfs;
 pub mod target;
 #[cfg(test)]
@@ -52,17 +55,15 @@ pub use contents::Contents;
 use target::{InstallerMedium, NoEligibleDisk, Requirements, Selection};
 
 use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
-use crate::boot::grubcfg::{slot_cfg, GrubCfgOptions};
-use crate::boot::{
-    bios, bls, BootControl, BootError, BootFiles, GrubBoot, GrubInstall, SlotInfo, SystemdBoot,
-};
+use crate::boot::grubcfg::slot_cfg;
+use crate::boot::{bios, bls, BootError, BootFiles, SlotInfo};
 use crate::bundle::{Bundle, BundleError};
 use crate::digest::Verifying;
 use crate::disk::{Disk, Region};
 use crate::fat::FormatOptions;
 use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
 use crate::gpt::{self, GptError};
-use crate::layout::{self, Layout, LayoutConfig, LayoutError};
+use crate::layout::{self, Layout, LayoutConfig, LayoutError, MIB};
 use crate::pipeline::{read_image_head, write_image, ImageSpec, PipelineError, WriteOptions};
 use crate::probe::{erase_signatures, probe_signatures, Signature};
 use crate::progress::Progress;
@@ -200,6 +201,18 @@ pub enum InstallError {
     ImageHead(PipelineError),
     #[error("the image's filesystem: {0}")]
     ImageFs(FsIdError),
+    #[error("an ESP of {} cannot hold FAT32 on {sector_size}-byte sectors, {bootloader} and the boot files of two slots (a {} kernel and a {} initrd each: slot a's now, slot b's beside them at an update): pass --esp-size {}M or more", Bytes(*size), Bytes(*kernel), Bytes(*initrd), needed / MIB)]
+    EspTooSmall {
+        size: u64,
+        sector_size: u32,
+        bootloader: &'static str,
+        kernel: u64,
+        initrd: u64,
+        /// The ESP size that fits, a whole number of MiB.
+        needed: u64,
+    },
+    #[error("trying the ESP in memory: {0}")]
+    EspTrial(BootError),
     #[error("{} holds {found}: pass --wipe to erase it", path.display())]
     NotEmpty { path: PathBuf, found: String },
     #[error("reading what {} holds: {source}", path.display())]
@@ -460,6 +473,23 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
             slot: layout.slot_a.size,
         });
     }
+    let esp_files = esp_room::SlotFiles {
+        info: &slot_info(&bundle),
+        kernel_len: meta.kernel.size,
+        initrd_len: meta.initrd.size,
+    };
+    let esp_needed = esp_room::needed_size(layout.esp.size, target.sector_size, &boot, &esp_files)
+        .map_err(InstallError::EspTrial)?;
+    if esp_needed > layout.esp.size {
+        return Err(InstallError::EspTooSmall {
+            size: layout.esp.size,
+            sector_size: target.sector_size,
+            bootloader: boot.describe(),
+            kernel: meta.kernel.size,
+            initrd: meta.initrd.size,
+            needed: esp_needed,
+        });
+    }
     let contents = Contents::classify(&signatures, target.size);
     if !contents.replaceable() && !request.wipe {
         return Err(InstallError::NotEmpty {
@@ -681,30 +711,13 @@ fn install_esp<D: Disk>(
         volume_id: u32::from_le_bytes(derive(&plan.seed, "esp volume id")[..4].try_into().unwrap()),
         sector_size: plan.target.sector_size,
     };
-    let esp_error = |source| WriteError::Esp {
-        bootloader: plan.boot.describe(),
-        source,
-    };
-    let mut boot: Box<dyn BootControl> = match &plan.boot {
-        BootPayload::Grub { efi_image, .. } => Box::new(
-            GrubBoot::install(
-                esp,
-                &GrubInstall {
-                    format,
-                    efi_image: Some(efi_image.clone()),
-                    // Headless machines and VMs show GRUB on their serial
-                    // port; without one GRUB keeps the screen.
-                    cfg: GrubCfgOptions {
-                        serial_console: true,
-                    },
-                },
-            )
-            .map_err(esp_error)?,
-        ),
-        BootPayload::SystemdBoot { efi } => {
-            Box::new(SystemdBoot::install(esp, &format, efi).map_err(esp_error)?)
-        }
-    };
+    let mut boot = plan
+        .boot
+        .install(esp, format)
+        .map_err(|source| WriteError::Esp {
+            bootloader: plan.boot.describe(),
+            source,
+        })?;
 
     let meta = &plan.bundle.signed.meta;
     let open = |what: &'static str, artifact: &crate::meta::Artifact| {

@@ -15,7 +15,7 @@ use crate::blockdev::tests::FakeRoot;
 use crate::boot::bios;
 use crate::boot::esp;
 use crate::boot::mkimage::GrubTools;
-use crate::boot::SlotState;
+use crate::boot::{BootError, SlotState};
 use crate::disk::{Fault, FaultyDisk};
 use crate::fat::FatFs;
 use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
@@ -510,6 +510,111 @@ fn bad_input_is_refused_before_anything_is_written() {
     bytes[100] ^= 1;
     fs::write(&kernel, &bytes).unwrap();
     check(&f.request(grub()), "has SHA-256");
+}
+
+/// The ESP size at which `request` is refused for its ESP, and the size
+/// that error names, after checking that nothing was written.
+fn esp_refused(f: &Fixture, request: &Request) -> (String, u64) {
+    let err = f.prepare(request).unwrap_err();
+    assert!(!f.disk().exists(), "the target was created");
+    let text = err.to_string();
+    match err {
+        InstallError::EspTooSmall { needed, size, .. } => {
+            assert_eq!(size, request.layout.esp_size);
+            assert!(needed > size && needed % MIB == 0, "{text}");
+            assert!(
+                text.ends_with(&format!("pass --esp-size {}M or more", needed / MIB)),
+                "{text}"
+            );
+            (text, needed)
+        }
+        other => panic!("expected EspTooSmall, got {other}"),
+    }
+}
+
+/// An ESP below FAT32's minimum for the sector size is refused before
+/// anything is written; the size the error names is the smallest that
+/// works.
+#[test]
+fn an_esp_too_small_for_fat32_is_refused_with_the_size_that_fits() {
+    let f = Fixture::new();
+    let mut request = f.request(grub());
+    request.layout.esp_size = 16 * MIB;
+    let (text, needed) = esp_refused(&f, &request);
+    assert!(
+        text.starts_with(
+            "an ESP of 16.0 MiB cannot hold FAT32 on 512-byte sectors, grub (BIOS and UEFI) and the boot files of two slots"
+        ),
+        "{text}"
+    );
+    // FAT32 needs 65525 clusters: about 32.5 MiB with 512-byte sectors.
+    assert_eq!(needed, 33 * MIB);
+    request.layout.esp_size = needed - MIB;
+    esp_refused(&f, &request);
+    request.layout.esp_size = needed;
+    f.prepare(&request).unwrap();
+}
+
+/// An initrd that fits an ESP once but not twice is refused: an update
+/// writes slot B's boot files beside slot A's, which stay as the fallback.
+/// At the size the error names, the installed disk takes slot B's files (the
+/// updater's own check passes); a MiB less would install, then refuse every
+/// update.
+#[test]
+fn an_esp_that_holds_one_slot_but_not_two_is_refused() {
+    let f = Fixture::new();
+    let initrd = f.tmp.path().join("big-initrd");
+    File::create(&initrd).unwrap().set_len(24 * MIB).unwrap();
+    let bundle = f.tmp.path().join("big");
+    let mut input = f.sample.input();
+    input.initrd = initrd.clone();
+    pack(&input, &bundle, &NoProgress).unwrap();
+    let mut request = f.request(systemd_boot());
+    request.bundle = bundle;
+    request.target = TargetRequest::File {
+        path: f.disk(),
+        size: 2 * DISK_SIZE,
+    };
+    let (text, needed) = esp_refused(&f, &request);
+    assert!(
+        text.contains("(a 21.5 KiB kernel and a 24.0 MiB initrd each: slot a's now, slot b's beside them at an update)"),
+        "{text}"
+    );
+    assert!(needed > 48 * MIB, "two initrds: {needed}");
+
+    request.layout.esp_size = needed;
+    let mut plan = f.prepare(&request).unwrap();
+    let info = slot_info(&plan.bundle);
+    let (kernel_len, initrd_len) = {
+        let meta = &plan.bundle.signed.meta;
+        (meta.kernel.size, meta.initrd.size)
+    };
+    let slot_b_fits = |layout: &Layout| {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(f.disk())
+            .unwrap();
+        let mut system = SystemDisk::open(file, 512).unwrap();
+        assert_eq!(system.layout(), layout);
+        let mut boot = system.boot_control().unwrap();
+        boot.check_boot_files(Slot::B, &info, kernel_len, initrd_len)
+    };
+    plan.install(&NoProgress).unwrap();
+    slot_b_fits(&plan.layout).unwrap();
+
+    // Installed anyway a MiB smaller, the first update would find no room.
+    let smaller = LayoutConfig {
+        esp_size: needed - MIB,
+        ..request.layout.clone()
+    };
+    plan.layout = layout::compute(2 * DISK_SIZE, 512, &smaller).unwrap();
+    fs::remove_file(f.disk()).unwrap();
+    plan.install(&NoProgress).unwrap();
+    assert!(matches!(
+        slot_b_fits(&plan.layout),
+        Err(BootError::NoRoom { slot: Slot::B, .. })
+    ));
 }
 
 /// The image's filesystem is read from the superblock in its first chunk:
