@@ -250,6 +250,11 @@ fn exit_status_says_whether_anything_was_written() {
     let out = install(&f.flags("failed.raw"));
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("the target is blank: the image is verified chunk by chunk as it is written"),
+        "{stderr}"
+    );
     assert!(stderr.contains("writing slot a: "), "{stderr}");
     assert!(
         stderr.contains("The partition table was wiped, so the disk cannot boot half-installed"),
@@ -279,4 +284,44 @@ fn corrupt_image(f: &Fixture) {
     let mut bytes = fs::read(&image).unwrap();
     bytes[(last.compressed_offset + u64::from(last.compressed_len) / 2) as usize] ^= 0x55;
     fs::write(&image, bytes).unwrap();
+}
+
+/// Over an earlier installation, a corrupt image object is found before
+/// the first write: exit 1, and the disk is byte for byte what it was (its
+/// table, slot a, everything), so the earlier installation still boots.
+#[test]
+fn a_corrupt_image_leaves_an_earlier_installation_as_it_was() {
+    let f = Fixture::new();
+    let out = run_ok(Command::new(BIN).args(f.flags("disk.raw")));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the target is blank"),
+        "the first installation skips the check"
+    );
+    let before = fs::read(f.path("disk.raw")).unwrap();
+
+    corrupt_image(&f);
+    let out = install(&f.flags("disk.raw"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the whole image is verified before the first write, so a bad bundle leaves the disk as it is"
+        ),
+        "the plan says so: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "verifying the whole image before the first write: the target holds an earlier abnix installation"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("abnix-install: error: the bundle's image object does not verify, nothing was written: chunk "),
+        "{stderr}"
+    );
+    assert!(
+        fs::read(f.path("disk.raw")).unwrap() == before,
+        "the disk changed"
+    );
+    check_disk(&f.path("disk.raw"));
 }

@@ -15,7 +15,13 @@
 //!    installation needs `wipe`). Every failure here leaves the target
 //!    untouched.
 //! 2. [`Plan::install`] (or [`execute`] on any [`Disk`]) writes, making the
-//!    disk bootable last, as coreos-installer does:
+//!    disk bootable last, as coreos-installer does. First, when the target
+//!    holds anything ([`Contents`] not empty: an earlier installation, or
+//!    what `wipe` allowed to erase), the whole image object is checked
+//!    against the signed index without writing ([`verify_object`]), so a
+//!    corrupt bundle leaves that as it was; on a blank target this pass is
+//!    skipped, since a failure loses nothing there and templates stay fast
+//!    (the chunks are checked as they are written either way). Then:
 //!    1. erase old signatures on the disk and inside every new partition's
 //!       range (an old ESP or a root filesystem with the same UUID must not
 //!       survive at the new offsets), and the MBR's boot code;
@@ -64,7 +70,9 @@ use crate::fat::FormatOptions;
 use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
 use crate::gpt::{self, GptError};
 use crate::layout::{self, Layout, LayoutConfig, LayoutError, MIB};
-use crate::pipeline::{read_image_head, write_image, ImageSpec, PipelineError, WriteOptions};
+use crate::pipeline::{
+    read_image_head, verify_object, write_image, ImageSpec, PipelineError, WriteOptions,
+};
 use crate::probe::{erase_signatures, probe_signatures, Signature};
 use crate::progress::Progress;
 use crate::sign::TrustedKeys;
@@ -213,6 +221,8 @@ pub enum InstallError {
     },
     #[error("trying the ESP in memory: {0}")]
     EspTrial(BootError),
+    #[error("the bundle's image object does not verify, nothing was written: {0} (copy or pack the bundle again)")]
+    ImageObject(PipelineError),
     #[error("{} holds {found}: pass --wipe to erase it", path.display())]
     NotEmpty { path: PathBuf, found: String },
     #[error("reading what {} holds: {source}", path.display())]
@@ -598,12 +608,26 @@ impl fmt::Display for Plan {
             Contents::EarlierAbnix(_) => writeln!(f, "replacing an earlier abnix installation")?,
             Contents::Foreign(_) => writeln!(f, "ERASING what it holds: {}", self.contents)?,
         }
+        if self.checks_image_first() {
+            writeln!(
+                f,
+                "the whole image is verified before the first write, so a bad bundle leaves the disk as it is"
+            )?;
+        }
         writeln!(f, "bootloader: {}", self.boot.describe())?;
         write!(f, "{}", self.layout)
     }
 }
 
 impl Plan {
+    /// Whether the image object is checked whole before the first write:
+    /// when the target holds something a failed write would erase. A blank
+    /// target loses nothing to a failure, so its image is checked only as
+    /// it is written.
+    pub fn checks_image_first(&self) -> bool {
+        self.contents != Contents::Empty
+    }
+
     /// Installs onto the target (see [`execute`]) and, on a block device,
     /// asks the kernel to read the new partition table.
     pub fn install(&self, progress: &dyn Progress) -> Result<Summary, InstallError> {
@@ -623,15 +647,18 @@ impl Plan {
     }
 }
 
-/// Writes the plan onto the disk `open` gives (see the module docs). On
-/// failure the partition table is wiped through a disk opened afresh: the
-/// handle that failed may keep failing.
+/// Writes the plan onto the disk `open` gives (see the module docs). An
+/// image that fails the check before the first write is
+/// [`InstallError::ImageObject`], with nothing written; on a failure after
+/// that the partition table is wiped through a disk opened afresh (the
+/// handle that failed may keep failing).
 pub fn execute<D: Disk>(
     plan: &Plan,
     mut open: impl FnMut() -> io::Result<D>,
     progress: &dyn Progress,
 ) -> Result<Summary, InstallError> {
     let started = Instant::now();
+    check_image_first(plan, progress)?;
     let mut disk = open().map_err(|source| InstallError::Open {
         path: plan.target.path.clone(),
         source,
@@ -660,6 +687,34 @@ pub fn execute<D: Disk>(
     };
     info!("{}", summary.to_string().lines().next().unwrap_or_default());
     Ok(summary)
+}
+
+/// Step 0: the whole image object against the signed index, without
+/// writing, when the plan says so; either way, says which and why.
+fn check_image_first(plan: &Plan, progress: &dyn Progress) -> Result<(), InstallError> {
+    if !plan.checks_image_first() {
+        info!(
+            "the target is blank: the image is verified chunk by chunk as it is written \
+             (a failure loses nothing there), not before"
+        );
+        return Ok(());
+    }
+    info!(
+        "verifying the whole image before the first write: the target holds {}, \
+         which a failed write would erase",
+        plan.contents
+    );
+    File::open(plan.bundle.image_path())
+        .map_err(PipelineError::Source)
+        .and_then(|object| {
+            verify_object(
+                object,
+                &image_spec(&plan.bundle),
+                &WriteOptions::default(),
+                progress,
+            )
+        })
+        .map_err(InstallError::ImageObject)
 }
 
 /// Zeroes the MBR's boot code (bytes 0..440): an old bootloader there must
