@@ -5,7 +5,8 @@
 //! is verified before anything else is read, then every object the meta
 //! names is checked against it. The image object is only checked for its
 //! size here; its content is verified chunk by chunk against the index (and
-//! as a whole against the meta) when it is written into a slot.
+//! as a whole against the meta) when it is written into a slot, and by the
+//! installer before it overwrites anything (see [`crate::install`]).
 
 use std::fs::{self, File};
 use std::io::{self, Read};

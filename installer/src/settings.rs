@@ -4,8 +4,11 @@
 //! The config file has the same settings as the flags, keys spelled with
 //! `_` for `-`; a flag overrides the file's value, `--trusted-key` adds to
 //! the file's keys, and a target given by flags (`--disk`, `--file`,
-//! `--auto`) replaces the file's, with its `size`. Both are parsed strictly: an unknown key
-//! or a bad value is an error naming the flag or the file and key.
+//! `--auto`) replaces the file's, with its `size` (`--file` alone keeps the
+//! file's `size`). Both are parsed strictly: an unknown key or a bad value
+//! is an error naming the flag or the file and key, and the file is checked
+//! on its own first (a `size` with a `disk` or `auto` target in the file is
+//! an error whatever the flags).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -301,24 +304,36 @@ impl Settings {
             file.file,
             file.auto.unwrap_or(false),
         )?;
-        // A size belongs to a file target: the file's `size` goes with the
-        // file's target, so a flag target replacing it drops it too, except
-        // that `--file` alone keeps the file's size.
+        // The file's own target and size must agree, whatever the flags: a
+        // `size` goes with a `file` target or none.
+        let file_size_origin = Origin::File(path.clone(), "size");
+        let file_size = match (&file_target, file.size) {
+            (_, None) => None,
+            (Some((TargetKind::Disk(_) | TargetKind::Auto, _)), Some(_)) => {
+                return Err(invalid(&file_size_origin, "only goes with --file"))
+            }
+            (_, Some(text)) => Some(parse_size(&text).map_err(|e| invalid(&file_size_origin, e))?),
+        };
+        let flag_size = args
+            .size
+            .map(|text| parse_size(&text).map_err(|e| invalid(&Origin::Flag("size"), e)))
+            .transpose()?;
+        // The file's `size` goes with the file's target, so a flag target
+        // replacing it drops it too, except that `--file` alone keeps it.
         let keeps_file_size = match &flag_target {
             None => true,
             Some((kind, _)) => matches!(kind, TargetKind::File(_)),
         };
-        let size = m.pick("size", args.size, file.size.filter(|_| keeps_file_size));
+        let size = m.pick("size", flag_size, file_size.filter(|_| keeps_file_size));
         let target = match (flag_target.or(file_target), size) {
             (None, _) => {
                 return Err(SettingsError::Missing(
                     "no target: pass --disk DEV, --file PATH --size SIZE or --auto".into(),
                 ))
             }
-            (Some((TargetKind::File(file), _)), Some((text, origin))) => TargetRequest::File {
-                path: file,
-                size: parse_size(&text).map_err(|e| invalid(&origin, e))?,
-            },
+            (Some((TargetKind::File(file), _)), Some((size, _))) => {
+                TargetRequest::File { path: file, size }
+            }
             (Some((TargetKind::File(_), origin)), None) => {
                 return Err(invalid(&origin, "needs a size (--size SIZE)"))
             }
@@ -664,6 +679,46 @@ mod tests {
         assert!(
             wrong_type.starts_with("install.toml: invalid type"),
             "{wrong_type}"
+        );
+    }
+
+    /// A file whose target and size disagree is refused whatever the flags
+    /// replace, naming the file and key: the same file would be refused
+    /// without them.
+    #[test]
+    fn the_file_target_and_size_are_checked_on_their_own() {
+        let with_disk = "bundle = \"b\"\nslot_size = \"4G\"\ndisk = \"/dev/sda\"\nsize = \"8G\"\n";
+        let with_auto = "bundle = \"b\"\nslot_size = \"4G\"\nauto = true\nsize = \"8G\"\n";
+        for config in [with_disk, with_auto] {
+            for flags in [
+                &[][..],
+                &["--disk", "/dev/vdb"],
+                &["--auto"],
+                &["--file", "u.img"],
+                &["--file", "u.img", "--size", "2G"],
+            ] {
+                assert_eq!(
+                    error(flags, Some(config)),
+                    "install.toml: `size`: only goes with --file",
+                    "{flags:?} over {config:?}"
+                );
+            }
+        }
+        // A size that is not one, even where a flag would replace it.
+        let bad_size = "bundle = \"b\"\nslot_size = \"4G\"\nfile = \"t.img\"\nsize = \"lots\"\n";
+        assert!(error(&["--disk", "/dev/vdb"], Some(bad_size))
+            .starts_with("install.toml: `size`: not a size: \"lots\""));
+        // A size on its own in the file goes with a --file flag.
+        let size_only = "bundle = \"b\"\nslot_size = \"4G\"\nsize = \"8G\"\n";
+        assert_eq!(
+            merge(&["--file", "u.img"], Some(size_only))
+                .unwrap()
+                .request
+                .target,
+            TargetRequest::File {
+                path: "u.img".into(),
+                size: 8 << 30
+            }
         );
     }
 

@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 
 use abnix_core::boot::SlotState;
 use abnix_core::gpt::Gpt;
+use abnix_core::index::Index;
 use abnix_core::install::rwfs;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
@@ -229,18 +230,31 @@ fn exit_status_says_whether_anything_was_written() {
     assert!(stderr.contains("does not verify"), "{stderr}");
     assert!(!f.path("refused.raw").exists());
 
-    let image = fs::read_dir(f.path("bundle"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".img.zst"))
-        .unwrap();
-    let mut bytes = fs::read(&image).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    fs::write(&image, bytes).unwrap();
+    // An ESP below FAT32's minimum is found before anything is written.
+    let mut small_esp = f.flags("small-esp.raw");
+    let esp = small_esp.iter().position(|a| a == "--esp-size").unwrap() + 1;
+    small_esp[esp] = "16M".to_owned();
+    let out = install(&small_esp);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "abnix-install: error: an ESP of 16.0 MiB cannot hold FAT32 on 512-byte sectors"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass --esp-size 33M or more"), "{stderr}");
+    assert!(!f.path("small-esp.raw").exists());
+
+    corrupt_image(&f);
     let out = install(&f.flags("failed.raw"));
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("the target is blank: the image is verified chunk by chunk as it is written"),
+        "{stderr}"
+    );
     assert!(stderr.contains("writing slot a: "), "{stderr}");
     assert!(
         stderr.contains("The partition table was wiped, so the disk cannot boot half-installed"),
@@ -248,4 +262,66 @@ fn exit_status_says_whether_anything_was_written() {
     );
     let mut disk = fs::File::open(f.path("failed.raw")).unwrap();
     assert!(Gpt::read(&mut disk, 512).is_err());
+}
+
+/// The bundle's object whose name ends in `suffix`.
+fn object(f: &Fixture, suffix: &str) -> PathBuf {
+    fs::read_dir(f.path("bundle"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap()
+}
+
+/// Flips a byte in the middle of the last chunk's frame in the bundle's
+/// image object (not the first chunk, which `prepare` reads for the
+/// superblock): the signed meta and index still verify.
+fn corrupt_image(f: &Fixture) {
+    let index = Index::parse(&fs::read(object(f, ".index")).unwrap()).unwrap();
+    let last = index.chunks.last().unwrap();
+    assert!(index.chunks.len() > 1, "the image has several chunks");
+    let image = object(f, ".img.zst");
+    let mut bytes = fs::read(&image).unwrap();
+    bytes[(last.compressed_offset + u64::from(last.compressed_len) / 2) as usize] ^= 0x55;
+    fs::write(&image, bytes).unwrap();
+}
+
+/// Over an earlier installation, a corrupt image object is found before
+/// the first write: exit 1, and the disk is byte for byte what it was (its
+/// table, slot a, everything), so the earlier installation still boots.
+#[test]
+fn a_corrupt_image_leaves_an_earlier_installation_as_it_was() {
+    let f = Fixture::new();
+    let out = run_ok(Command::new(BIN).args(f.flags("disk.raw")));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the target is blank"),
+        "the first installation skips the check"
+    );
+    let before = fs::read(f.path("disk.raw")).unwrap();
+
+    corrupt_image(&f);
+    let out = install(&f.flags("disk.raw"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the whole image is verified before the first write, so a bad bundle leaves the disk as it is"
+        ),
+        "the plan says so: {stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "verifying the whole image before the first write: the target holds an earlier abnix installation"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("abnix-install: error: the bundle's image object does not verify, nothing was written: chunk "),
+        "{stderr}"
+    );
+    assert!(
+        fs::read(f.path("disk.raw")).unwrap() == before,
+        "the disk changed"
+    );
+    check_disk(&f.path("disk.raw"));
 }

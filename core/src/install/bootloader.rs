@@ -5,7 +5,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::boot::grubcfg::GrubCfgOptions;
 use crate::boot::mkimage::{BiosImages, GrubTools, MkimageError};
+use crate::boot::{BootControl, BootError, GrubBoot, GrubInstall, SystemdBoot};
+use crate::disk::Disk;
+use crate::fat::FormatOptions;
 use crate::system_disk::Bootloader;
 
 /// The GRUB platform directories [`GrubTools`] builds images from.
@@ -155,6 +159,31 @@ impl BootPayload {
             BootPayload::Grub { bios: None, .. } => "grub (UEFI)",
             BootPayload::SystemdBoot { .. } => "systemd-boot (UEFI)",
         }
+    }
+
+    /// Formats `esp` and installs the bootloader's files on it (GRUB's BIOS
+    /// boot code goes outside the ESP): boot control over an ESP on which
+    /// no slot is bootable yet.
+    pub fn install<'a, D: Disk + 'a>(
+        &self,
+        esp: D,
+        format: FormatOptions,
+    ) -> Result<Box<dyn BootControl + 'a>, BootError> {
+        Ok(match self {
+            BootPayload::Grub { efi_image, .. } => Box::new(GrubBoot::install(
+                esp,
+                &GrubInstall {
+                    format,
+                    efi_image: Some(efi_image.clone()),
+                    // Headless machines and VMs show GRUB on their serial
+                    // port; without one GRUB keeps the screen.
+                    cfg: GrubCfgOptions {
+                        serial_console: true,
+                    },
+                },
+            )?),
+            BootPayload::SystemdBoot { efi } => Box::new(SystemdBoot::install(esp, &format, efi)?),
+        })
     }
 }
 

@@ -5,13 +5,23 @@
 //!
 //! 1. [`prepare`] checks everything it can without writing a byte: the
 //!    bundle's signature and objects, the bootloader's files (GRUB images are
-//!    built here), e2fsprogs, the target (chosen automatically by
-//!    [`target::select`], or named and checked by [`target::check_disk`]),
-//!    the layout on it, that the image fits a slot, and what the target holds
-//!    ([`Contents`]: anything but an earlier abnix installation needs
-//!    `wipe`). Every failure here leaves the target untouched.
+//!    built here), e2fsprogs, the image's filesystem (from the superblock in
+//!    its first chunk), the target (chosen automatically by
+//!    [`target::select`], or named and checked by [`target::check_disk`]:
+//!    among others, no logical sectors larger than the filesystem's blocks),
+//!    the layout on it, that the image fits a slot, that the ESP takes
+//!    FAT32, the bootloader and two slots' boot files ([`esp_room`]), and
+//!    what the target holds ([`Contents`]: anything but an earlier abnix
+//!    installation needs `wipe`). Every failure here leaves the target
+//!    untouched.
 //! 2. [`Plan::install`] (or [`execute`] on any [`Disk`]) writes, making the
-//!    disk bootable last, as coreos-installer does:
+//!    disk bootable last, as coreos-installer does. First, when the target
+//!    holds anything ([`Contents`] not empty: an earlier installation, or
+//!    what `wipe` allowed to erase), the whole image object is checked
+//!    against the signed index without writing ([`verify_object`]), so a
+//!    corrupt bundle leaves that as it was; on a blank target this pass is
+//!    skipped, since a failure loses nothing there and templates stay fast
+//!    (the chunks are checked as they are written either way). Then:
 //!    1. erase old signatures on the disk and inside every new partition's
 //!       range (an old ESP or a root filesystem with the same UUID must not
 //!       survive at the new offsets), and the MBR's boot code;
@@ -29,6 +39,7 @@
 
 mod bootloader;
 mod contents;
+mod esp_room;
 pub mod rwfs;
 pub mod target;
 #[cfg(test)]
@@ -36,7 +47,7 @@ mod tests;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, SeekFrom};
+use std::io::{self, Cursor, Read, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,17 +61,18 @@ pub use contents::Contents;
 use target::{InstallerMedium, NoEligibleDisk, Requirements, Selection};
 
 use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
-use crate::boot::grubcfg::{slot_cfg, GrubCfgOptions};
-use crate::boot::{
-    bios, bls, BootControl, BootError, BootFiles, GrubBoot, GrubInstall, SlotInfo, SystemdBoot,
-};
+use crate::boot::grubcfg::slot_cfg;
+use crate::boot::{bios, bls, BootError, BootFiles, SlotInfo};
 use crate::bundle::{Bundle, BundleError};
 use crate::digest::Verifying;
 use crate::disk::{Disk, Region};
 use crate::fat::FormatOptions;
+use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
 use crate::gpt::{self, GptError};
-use crate::layout::{self, Layout, LayoutConfig, LayoutError};
-use crate::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions};
+use crate::layout::{self, Layout, LayoutConfig, LayoutError, MIB};
+use crate::pipeline::{
+    read_image_head, verify_object, write_image, ImageSpec, PipelineError, WriteOptions,
+};
 use crate::probe::{erase_signatures, probe_signatures, Signature};
 use crate::progress::Progress;
 use crate::sign::TrustedKeys;
@@ -193,6 +205,24 @@ pub enum InstallError {
     Layout { path: PathBuf, source: LayoutError },
     #[error("the image of version {version} is {} ({image} bytes), more than a slot of {} ({slot} bytes): raise the slot size", Bytes(*image), Bytes(*slot))]
     ImageTooLarge { version: u64, image: u64, slot: u64 },
+    #[error("reading the image's first chunk: {0} (copy or pack the bundle again)")]
+    ImageHead(PipelineError),
+    #[error("the image's filesystem: {0}")]
+    ImageFs(FsIdError),
+    #[error("an ESP of {} cannot hold FAT32 on {sector_size}-byte sectors, {bootloader} and the boot files of two slots (a {} kernel and a {} initrd each: slot a's now, slot b's beside them at an update): pass --esp-size {}M or more", Bytes(*size), Bytes(*kernel), Bytes(*initrd), needed / MIB)]
+    EspTooSmall {
+        size: u64,
+        sector_size: u32,
+        bootloader: &'static str,
+        kernel: u64,
+        initrd: u64,
+        /// The ESP size that fits, a whole number of MiB.
+        needed: u64,
+    },
+    #[error("trying the ESP in memory: {0}")]
+    EspTrial(BootError),
+    #[error("the bundle's image object does not verify, nothing was written: {0} (copy or pack the bundle again)")]
+    ImageObject(PipelineError),
     #[error("{} holds {found}: pass --wipe to erase it", path.display())]
     NotEmpty { path: PathBuf, found: String },
     #[error("reading what {} holds: {source}", path.display())]
@@ -430,11 +460,14 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
     })?;
     let boot = request.bootloader.prepare()?;
     rwfs::check_tools().map_err(InstallError::Tools)?;
+    let image_fs = image_superblock(&bundle)?;
 
     let req = Requirements {
         layout: request.layout.clone(),
         bios_boot: request.bootloader.bios_boot(),
         allow_removable: request.allow_removable,
+        image_fs: image_fs.fs,
+        image_block_size: image_fs.block_size,
     };
     let (target, selection, signatures) = find_target(request, sys, &req)?;
     let layout_error = |source| InstallError::Layout {
@@ -448,6 +481,23 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
             version: meta.version,
             image: meta.image.size,
             slot: layout.slot_a.size,
+        });
+    }
+    let esp_files = esp_room::SlotFiles {
+        info: &slot_info(&bundle),
+        kernel_len: meta.kernel.size,
+        initrd_len: meta.initrd.size,
+    };
+    let esp_needed = esp_room::needed_size(layout.esp.size, target.sector_size, &boot, &esp_files)
+        .map_err(InstallError::EspTrial)?;
+    if esp_needed > layout.esp.size {
+        return Err(InstallError::EspTooSmall {
+            size: layout.esp.size,
+            sector_size: target.sector_size,
+            bootloader: boot.describe(),
+            kernel: meta.kernel.size,
+            initrd: meta.initrd.size,
+            needed: esp_needed,
         });
     }
     let contents = Contents::classify(&signatures, target.size);
@@ -475,6 +525,25 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
         signatures,
         seed,
     })
+}
+
+/// The image as the signed meta and index describe it.
+fn image_spec(bundle: &Bundle) -> ImageSpec<'_> {
+    let meta = &bundle.signed.meta;
+    ImageSpec {
+        index: &bundle.index,
+        size: meta.image.size,
+        sha256: meta.image.sha256,
+    }
+}
+
+/// The image's filesystem, from the superblock in its first chunk.
+fn image_superblock(bundle: &Bundle) -> Result<Superblock, InstallError> {
+    let head = File::open(bundle.image_path())
+        .map_err(PipelineError::Source)
+        .and_then(|object| read_image_head(object, &image_spec(bundle), SUPERBLOCK_END))
+        .map_err(InstallError::ImageHead)?;
+    read_superblock(&mut Cursor::new(head)).map_err(InstallError::ImageFs)
 }
 
 /// 32 bytes for `purpose`, derived from the seed.
@@ -539,12 +608,26 @@ impl fmt::Display for Plan {
             Contents::EarlierAbnix(_) => writeln!(f, "replacing an earlier abnix installation")?,
             Contents::Foreign(_) => writeln!(f, "ERASING what it holds: {}", self.contents)?,
         }
+        if self.checks_image_first() {
+            writeln!(
+                f,
+                "the whole image is verified before the first write, so a bad bundle leaves the disk as it is"
+            )?;
+        }
         writeln!(f, "bootloader: {}", self.boot.describe())?;
         write!(f, "{}", self.layout)
     }
 }
 
 impl Plan {
+    /// Whether the image object is checked whole before the first write:
+    /// when the target holds something a failed write would erase. A blank
+    /// target loses nothing to a failure, so its image is checked only as
+    /// it is written.
+    pub fn checks_image_first(&self) -> bool {
+        self.contents != Contents::Empty
+    }
+
     /// Installs onto the target (see [`execute`]) and, on a block device,
     /// asks the kernel to read the new partition table.
     pub fn install(&self, progress: &dyn Progress) -> Result<Summary, InstallError> {
@@ -564,15 +647,18 @@ impl Plan {
     }
 }
 
-/// Writes the plan onto the disk `open` gives (see the module docs). On
-/// failure the partition table is wiped through a disk opened afresh: the
-/// handle that failed may keep failing.
+/// Writes the plan onto the disk `open` gives (see the module docs). An
+/// image that fails the check before the first write is
+/// [`InstallError::ImageObject`], with nothing written; on a failure after
+/// that the partition table is wiped through a disk opened afresh (the
+/// handle that failed may keep failing).
 pub fn execute<D: Disk>(
     plan: &Plan,
     mut open: impl FnMut() -> io::Result<D>,
     progress: &dyn Progress,
 ) -> Result<Summary, InstallError> {
     let started = Instant::now();
+    check_image_first(plan, progress)?;
     let mut disk = open().map_err(|source| InstallError::Open {
         path: plan.target.path.clone(),
         source,
@@ -601,6 +687,34 @@ pub fn execute<D: Disk>(
     };
     info!("{}", summary.to_string().lines().next().unwrap_or_default());
     Ok(summary)
+}
+
+/// Step 0: the whole image object against the signed index, without
+/// writing, when the plan says so; either way, says which and why.
+fn check_image_first(plan: &Plan, progress: &dyn Progress) -> Result<(), InstallError> {
+    if !plan.checks_image_first() {
+        info!(
+            "the target is blank: the image is verified chunk by chunk as it is written \
+             (a failure loses nothing there), not before"
+        );
+        return Ok(());
+    }
+    info!(
+        "verifying the whole image before the first write: the target holds {}, \
+         which a failed write would erase",
+        plan.contents
+    );
+    File::open(plan.bundle.image_path())
+        .map_err(PipelineError::Source)
+        .and_then(|object| {
+            verify_object(
+                object,
+                &image_spec(&plan.bundle),
+                &WriteOptions::default(),
+                progress,
+            )
+        })
+        .map_err(InstallError::ImageObject)
 }
 
 /// Zeroes the MBR's boot code (bytes 0..440): an old bootloader there must
@@ -652,30 +766,13 @@ fn install_esp<D: Disk>(
         volume_id: u32::from_le_bytes(derive(&plan.seed, "esp volume id")[..4].try_into().unwrap()),
         sector_size: plan.target.sector_size,
     };
-    let esp_error = |source| WriteError::Esp {
-        bootloader: plan.boot.describe(),
-        source,
-    };
-    let mut boot: Box<dyn BootControl> = match &plan.boot {
-        BootPayload::Grub { efi_image, .. } => Box::new(
-            GrubBoot::install(
-                esp,
-                &GrubInstall {
-                    format,
-                    efi_image: Some(efi_image.clone()),
-                    // Headless machines and VMs show GRUB on their serial
-                    // port; without one GRUB keeps the screen.
-                    cfg: GrubCfgOptions {
-                        serial_console: true,
-                    },
-                },
-            )
-            .map_err(esp_error)?,
-        ),
-        BootPayload::SystemdBoot { efi } => {
-            Box::new(SystemdBoot::install(esp, &format, efi).map_err(esp_error)?)
-        }
-    };
+    let mut boot = plan
+        .boot
+        .install(esp, format)
+        .map_err(|source| WriteError::Esp {
+            bootloader: plan.boot.describe(),
+            source,
+        })?;
 
     let meta = &plan.bundle.signed.meta;
     let open = |what: &'static str, artifact: &crate::meta::Artifact| {
@@ -733,16 +830,11 @@ fn write<D: Disk>(plan: &Plan, disk: &mut D, progress: &dyn Progress) -> Result<
         .write(disk)
         .map_err(WriteError::Table)?;
 
-    let meta = &plan.bundle.signed.meta;
     let image = File::open(plan.bundle.image_path()).map_err(|source| WriteError::Bundle {
         what: "image",
         source,
     })?;
-    let spec = ImageSpec {
-        index: &plan.bundle.index,
-        size: meta.image.size,
-        sha256: meta.image.sha256,
-    };
+    let spec = image_spec(&plan.bundle);
     let options = WriteOptions {
         verify_readback: true,
         target_name: format!("slot {}", Slot::A),

@@ -8,7 +8,9 @@
 //! (`sda < sdb < vda < nvme0n1 < sdaa < mmcblk0`). A disk is eligible when it
 //! is not the installer's own medium, not read-only, not removable (unless
 //! allowed), not in use (mounted, swap, holders), has a logical sector size
-//! the layout and the bootloader support, and is big enough for the layout.
+//! the layout and the bootloader support and no larger than the blocks of
+//! the image's filesystem (which could not be mounted from it otherwise),
+//! and is big enough for the layout.
 //! What is *on* an eligible disk is checked afterwards on the chosen disk
 //! alone (see [`super::contents`]): a disk holding data is refused, not
 //! skipped, so `--auto` never silently moves on to the next disk.
@@ -16,6 +18,7 @@
 use std::fmt;
 
 use crate::blockdev::{DiskInfo, DiskScan};
+use crate::fsid::FsType;
 use crate::layout::{self, LayoutConfig};
 use crate::units::Bytes;
 
@@ -58,6 +61,11 @@ pub struct Requirements {
     pub bios_boot: bool,
     /// Removable disks may be chosen (an explicitly named disk always may).
     pub allow_removable: bool,
+    /// The image's filesystem and its block size, from its superblock: the
+    /// kernel mounts no filesystem whose blocks are smaller than the disk's
+    /// logical sectors.
+    pub image_fs: FsType,
+    pub image_block_size: u32,
 }
 
 /// Why a disk cannot be the target.
@@ -75,6 +83,8 @@ pub enum Ineligible {
     SectorSize(u32),
     #[error("its logical sectors are 4096 bytes and GRUB's BIOS boot code needs 512 (use --bootloader systemd-boot for UEFI machines)")]
     BiosSectorSize,
+    #[error("its logical sectors are {sector} bytes, larger than the {block}-byte blocks of the image's {fs} filesystem, which cannot be mounted from it (use a disk with smaller sectors, or build the image with {sector}-byte blocks)")]
+    LargerThanFsBlocks { sector: u32, fs: FsType, block: u32 },
     #[error("it is too small: the layout needs {} ({needed} bytes), it has {} ({have} bytes)", Bytes(*needed), Bytes(*have))]
     TooSmall { needed: u64, have: u64 },
 }
@@ -103,6 +113,13 @@ pub fn check_disk(
         4096 if req.bios_boot => return Err(Ineligible::BiosSectorSize),
         4096 => {}
         other => return Err(Ineligible::SectorSize(other)),
+    }
+    if disk.logical_sector_size > req.image_block_size {
+        return Err(Ineligible::LargerThanFsBlocks {
+            sector: disk.logical_sector_size,
+            fs: req.image_fs,
+            block: req.image_block_size,
+        });
     }
     let needed = layout::min_disk_size(disk.logical_sector_size, &req.layout);
     if disk.size_bytes < needed {
@@ -226,6 +243,8 @@ mod tests {
             },
             bios_boot: true,
             allow_removable: false,
+            image_fs: FsType::Erofs,
+            image_block_size: 4096,
         }
     }
 
@@ -377,6 +396,50 @@ mod tests {
         assert_eq!(
             check_disk(&disk("sdc"), &[medium], &req()),
             Err(Ineligible::InstallerMedium("the bundle is on it".into()))
+        );
+    }
+
+    /// A 4Kn disk cannot mount a filesystem of 1 KiB blocks (mkfs.ext4's
+    /// default below 512 MiB) or an erofs of 512-byte blocks; a 512-byte
+    /// disk mounts both, and a 4Kn disk 4 KiB blocks of either.
+    #[test]
+    fn sectors_larger_than_the_image_blocks_are_refused() {
+        let uefi = |fs, block| Requirements {
+            bios_boot: false,
+            image_fs: fs,
+            image_block_size: block,
+            ..req()
+        };
+        let mut native4k = disk("sda");
+        native4k.logical_sector_size = 4096;
+        for (fs, block) in [
+            (FsType::Ext4, 1024),
+            (FsType::Ext4, 2048),
+            (FsType::Erofs, 512),
+        ] {
+            assert_eq!(
+                check_disk(&native4k, &[], &uefi(fs, block)),
+                Err(Ineligible::LargerThanFsBlocks {
+                    sector: 4096,
+                    fs,
+                    block
+                })
+            );
+            assert_eq!(check_disk(&disk("sdb"), &[], &uefi(fs, block)), Ok(()));
+        }
+        for fs in [FsType::Ext4, FsType::Erofs] {
+            assert_eq!(check_disk(&native4k, &[], &uefi(fs, 4096)), Ok(()));
+        }
+        assert_eq!(
+            Ineligible::LargerThanFsBlocks {
+                sector: 4096,
+                fs: FsType::Ext4,
+                block: 1024
+            }
+            .to_string(),
+            "its logical sectors are 4096 bytes, larger than the 1024-byte blocks of the image's \
+             ext4 filesystem, which cannot be mounted from it (use a disk with smaller sectors, \
+             or build the image with 4096-byte blocks)"
         );
     }
 

@@ -15,7 +15,7 @@ use crate::blockdev::tests::FakeRoot;
 use crate::boot::bios;
 use crate::boot::esp;
 use crate::boot::mkimage::GrubTools;
-use crate::boot::SlotState;
+use crate::boot::{BootError, SlotState};
 use crate::disk::{Fault, FaultyDisk};
 use crate::fat::FatFs;
 use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
@@ -482,6 +482,24 @@ fn bad_input_is_refused_before_anything_is_written() {
     };
     check(&no_grub, "running /nonexistent/grub-mkimage");
 
+    // A corrupt first chunk of the image: found when its superblock is read.
+    let image = f.bundle.join(
+        fs::read_dir(&f.bundle)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .find(|n| n.to_string_lossy().ends_with(".img.zst"))
+            .unwrap(),
+    );
+    let pristine = fs::read(&image).unwrap();
+    let mut bytes = pristine.clone();
+    bytes[100] ^= 1;
+    fs::write(&image, &bytes).unwrap();
+    check(
+        &f.request(grub()),
+        "reading the image's first chunk: chunk 0",
+    );
+    fs::write(&image, &pristine).unwrap();
+
     // A corrupt kernel: found when the bundle is opened.
     let kernel = fs::read_dir(&f.bundle)
         .unwrap()
@@ -492,6 +510,157 @@ fn bad_input_is_refused_before_anything_is_written() {
     bytes[100] ^= 1;
     fs::write(&kernel, &bytes).unwrap();
     check(&f.request(grub()), "has SHA-256");
+}
+
+/// The ESP size at which `request` is refused for its ESP, and the size
+/// that error names, after checking that nothing was written.
+fn esp_refused(f: &Fixture, request: &Request) -> (String, u64) {
+    let err = f.prepare(request).unwrap_err();
+    assert!(!f.disk().exists(), "the target was created");
+    let text = err.to_string();
+    match err {
+        InstallError::EspTooSmall { needed, size, .. } => {
+            assert_eq!(size, request.layout.esp_size);
+            assert!(needed > size && needed % MIB == 0, "{text}");
+            assert!(
+                text.ends_with(&format!("pass --esp-size {}M or more", needed / MIB)),
+                "{text}"
+            );
+            (text, needed)
+        }
+        other => panic!("expected EspTooSmall, got {other}"),
+    }
+}
+
+/// An ESP below FAT32's minimum for the sector size is refused before
+/// anything is written; the size the error names is the smallest that
+/// works.
+#[test]
+fn an_esp_too_small_for_fat32_is_refused_with_the_size_that_fits() {
+    let f = Fixture::new();
+    let mut request = f.request(grub());
+    request.layout.esp_size = 16 * MIB;
+    let (text, needed) = esp_refused(&f, &request);
+    assert!(
+        text.starts_with(
+            "an ESP of 16.0 MiB cannot hold FAT32 on 512-byte sectors, grub (BIOS and UEFI) and the boot files of two slots"
+        ),
+        "{text}"
+    );
+    // FAT32 needs 65525 clusters: about 32.5 MiB with 512-byte sectors.
+    assert_eq!(needed, 33 * MIB);
+    request.layout.esp_size = needed - MIB;
+    esp_refused(&f, &request);
+    request.layout.esp_size = needed;
+    f.prepare(&request).unwrap();
+}
+
+/// An initrd that fits an ESP once but not twice is refused: an update
+/// writes slot B's boot files beside slot A's, which stay as the fallback.
+/// At the size the error names, the installed disk takes slot B's files (the
+/// updater's own check passes); a MiB less would install, then refuse every
+/// update.
+#[test]
+fn an_esp_that_holds_one_slot_but_not_two_is_refused() {
+    let f = Fixture::new();
+    let initrd = f.tmp.path().join("big-initrd");
+    File::create(&initrd).unwrap().set_len(24 * MIB).unwrap();
+    let bundle = f.tmp.path().join("big");
+    let mut input = f.sample.input();
+    input.initrd = initrd.clone();
+    pack(&input, &bundle, &NoProgress).unwrap();
+    let mut request = f.request(systemd_boot());
+    request.bundle = bundle;
+    request.target = TargetRequest::File {
+        path: f.disk(),
+        size: 2 * DISK_SIZE,
+    };
+    let (text, needed) = esp_refused(&f, &request);
+    assert!(
+        text.contains("(a 21.5 KiB kernel and a 24.0 MiB initrd each: slot a's now, slot b's beside them at an update)"),
+        "{text}"
+    );
+    assert!(needed > 48 * MIB, "two initrds: {needed}");
+
+    request.layout.esp_size = needed;
+    let mut plan = f.prepare(&request).unwrap();
+    let info = slot_info(&plan.bundle);
+    let (kernel_len, initrd_len) = {
+        let meta = &plan.bundle.signed.meta;
+        (meta.kernel.size, meta.initrd.size)
+    };
+    let slot_b_fits = |layout: &Layout| {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(f.disk())
+            .unwrap();
+        let mut system = SystemDisk::open(file, 512).unwrap();
+        assert_eq!(system.layout(), layout);
+        let mut boot = system.boot_control().unwrap();
+        boot.check_boot_files(Slot::B, &info, kernel_len, initrd_len)
+    };
+    plan.install(&NoProgress).unwrap();
+    slot_b_fits(&plan.layout).unwrap();
+
+    // Installed anyway a MiB smaller, the first update would find no room.
+    let smaller = LayoutConfig {
+        esp_size: needed - MIB,
+        ..request.layout.clone()
+    };
+    plan.layout = layout::compute(2 * DISK_SIZE, 512, &smaller).unwrap();
+    fs::remove_file(f.disk()).unwrap();
+    plan.install(&NoProgress).unwrap();
+    assert!(matches!(
+        slot_b_fits(&plan.layout),
+        Err(BootError::NoRoom { slot: Slot::B, .. })
+    ));
+}
+
+/// The image's filesystem is read from the superblock in its first chunk:
+/// a disk whose logical sectors are larger than its blocks is not eligible
+/// (ext4 of 1 KiB blocks on a 4Kn disk), one whose sectors are not larger
+/// is (erofs of 4 KiB blocks on the same disk: chosen, then opened, which
+/// the fake machine cannot do).
+#[test]
+fn the_image_block_size_limits_the_sector_size() {
+    let f = Fixture::new();
+    let root = FakeRoot::new();
+    let sdx = root.disk("sdx", (8, 0), 4 * DISK_SIZE / 512, &[]);
+    fs::write(sdx.join("queue/logical_block_size"), "4096\n").unwrap();
+    let mut request = f.request(systemd_boot());
+    request.target = TargetRequest::Auto;
+
+    let err = prepare(&request, &root.sys()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "no eligible disk to install onto\n  sdx: its logical sectors are 4096 bytes, larger than \
+         the 1024-byte blocks of the image's ext4 filesystem, which cannot be mounted from it (use \
+         a disk with smaller sectors, or build the image with 4096-byte blocks)"
+    );
+
+    let tree = f.tmp.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/os-release"), "ID=abnix-test\n").unwrap();
+    let erofs = f.tmp.path().join("root.erofs");
+    run(
+        "mkfs.erofs",
+        &[
+            "--quiet",
+            "-U6f1c2d3e-4a5b-4c6d-8e7f-0123456789ab",
+            erofs.to_str().unwrap(),
+        ],
+        &tree,
+    );
+    let mut input = f.sample.input();
+    input.image = erofs;
+    let bundle = f.tmp.path().join("erofs-bundle");
+    pack(&input, &bundle, &NoProgress).unwrap();
+    request.bundle = bundle;
+    match prepare(&request, &root.sys()) {
+        Err(InstallError::Open { path, .. }) => assert_eq!(path, Path::new("/dev/sdx")),
+        other => panic!("expected sdx chosen, then not opened: {other:?}"),
+    }
 }
 
 /// A version whose command line GRUB would alter is refused for GRUB (and
@@ -658,6 +827,8 @@ fn named_disks_in_use_are_refused() {
         },
         bios_boot: true,
         allow_removable: false,
+        image_fs: crate::fsid::FsType::Ext4,
+        image_block_size: 4096,
     };
     let refuse = |name: &str, expect: &str| {
         let path = PathBuf::from("/dev").join(name);

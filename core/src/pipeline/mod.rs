@@ -31,6 +31,11 @@
 //! fetched by byte range and chunks copied from the other slot, and writes
 //! each chunk at its offset; [`find_present_chunks`] finds what a target
 //! already holds, and [`verify_image`] is the read-back check on its own.
+//!
+//! Without a target: [`verify_object`] runs the reader and decoders over a
+//! whole object and drops the chunks (checking a bundle before anything is
+//! overwritten), and [`read_image_head`] decodes only the first chunks (a
+//! superblock).
 
 mod budget;
 mod scatter;
@@ -43,7 +48,7 @@ pub use scatter::{
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
-use std::io::{self, Read, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::num::NonZeroUsize;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -207,6 +212,65 @@ pub fn check_image<D: Disk>(image: &ImageSpec, target: &mut D) -> Result<(), Pip
     Ok(())
 }
 
+/// Decompresses the image object from `source` and checks every chunk
+/// against the index, writing nothing: [`write_image`]'s reader and
+/// decoders, with a writer that drops the chunks. For a caller that must
+/// know the object is sound before it changes anything (the installer,
+/// before it overwrites an earlier installation). The chunks are those of
+/// the signed index, so this proves the whole image as [`write_image`]
+/// does.
+pub fn verify_object<R: Read + Send>(
+    source: R,
+    image: &ImageSpec,
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+) -> Result<(), PipelineError> {
+    check_index(&image.index.chunks, image.size)?;
+    progress.start("checking the image object", Some(image.size));
+    stream_chunks(
+        source,
+        &image.index.chunks,
+        &mut io::empty(),
+        opts,
+        progress,
+    )?;
+    progress.finish();
+    Ok(())
+}
+
+/// The image's first bytes, at least `len` of them (all of a smaller
+/// image): the first chunks read from the start of the object `source`,
+/// decompressed and checked against the index. Enough to read a superblock
+/// without going through the whole image.
+pub fn read_image_head<R: Read>(
+    mut source: R,
+    image: &ImageSpec,
+    len: u64,
+) -> Result<Vec<u8>, PipelineError> {
+    let chunks = &image.index.chunks;
+    check_index(chunks, image.size)?;
+    let mut zstd = Decompressor::default();
+    let mut head = Vec::new();
+    for (index, chunk) in chunks.iter().enumerate() {
+        if head.len() as u64 >= len {
+            break;
+        }
+        let mut frame = vec![0; chunk.compressed_len as usize];
+        let got = read_fully(&mut source, &mut frame).map_err(|e| {
+            PipelineError::Source(context(e, format_args!("frame of chunk {index}")))
+        })?;
+        if got < frame.len() {
+            return Err(PipelineError::Truncated {
+                chunk: index,
+                expected: chunk.compressed_len.into(),
+                got: got as u64,
+            });
+        }
+        head.extend(decode_chunk(&mut zstd, chunks, index, &frame)?);
+    }
+    Ok(head)
+}
+
 /// Items waiting in a bounded channel between two stages. The byte budget is
 /// the real bound on memory; this only has to be deep enough that stages
 /// rarely wait on each other.
@@ -258,10 +322,10 @@ fn check_index(chunks: &[Chunk], size: u64) -> Result<(), PipelineError> {
 }
 
 /// Runs the reader, decoders and writer.
-fn stream_chunks<R: Read + Send, D: Disk>(
+fn stream_chunks<R: Read + Send, W: Write + Seek>(
     source: R,
     chunks: &[Chunk],
-    target: &mut D,
+    target: &mut W,
     opts: &WriteOptions,
     progress: &dyn Progress,
 ) -> Result<(), PipelineError> {
@@ -366,9 +430,23 @@ fn decode<'run>(
     chunks: &[Chunk],
     frame: Block<'run>,
 ) -> Result<Block<'run>, PipelineError> {
-    let chunk = &chunks[frame.index];
+    Ok(Block {
+        index: frame.index,
+        data: decode_chunk(zstd, chunks, frame.index, &frame.data)?,
+        lease: frame.lease,
+    })
+}
+
+/// Decompresses the frame of chunk `index` and checks the chunk's hash.
+fn decode_chunk(
+    zstd: &mut Decompressor,
+    chunks: &[Chunk],
+    index: usize,
+    frame: &[u8],
+) -> Result<Vec<u8>, PipelineError> {
+    let chunk = &chunks[index];
     let bad_frame = |reason| PipelineError::BadFrame {
-        chunk: frame.index,
+        chunk: index,
         offset: chunk.compressed_offset,
         reason,
     };
@@ -376,7 +454,7 @@ fn decode<'run>(
     // zeroed first; a frame holding more than the index says fails with
     // "Destination buffer is too small".
     let mut data = Vec::with_capacity(chunk.len as usize);
-    match zstd.decompress_to_buffer(&frame.data, &mut data) {
+    match zstd.decompress_to_buffer(frame, &mut data) {
         Err(e) => return Err(bad_frame(format!("zstd: {e}"))),
         Ok(n) if n != chunk.len as usize => {
             return Err(bad_frame(format!(
@@ -389,23 +467,19 @@ fn decode<'run>(
     let actual = Digest::of(&data);
     if actual != chunk.sha256 {
         return Err(PipelineError::ChunkMismatch {
-            chunk: frame.index,
+            chunk: index,
             offset: chunk.offset,
             expected: chunk.sha256,
             actual,
         });
     }
-    Ok(Block {
-        index: frame.index,
-        data,
-        lease: frame.lease,
-    })
+    Ok(data)
 }
 
 /// Writer stage, on the calling thread (the target need not be `Send`):
 /// writes the chunks in index order as they arrive in any order.
-fn write_in_order<D: Disk>(
-    target: &mut D,
+fn write_in_order<W: Write + Seek>(
+    target: &mut W,
     chunks: &[Chunk],
     decoded: Receiver<Block<'_>>,
     run: &Run,

@@ -252,6 +252,100 @@ fn a_flipped_byte_in_a_frame_names_its_chunk() {
     }
 }
 
+/// Checking an object without writing it: a sound object passes, with
+/// progress over the whole image; a flipped byte, a cut or trailing bytes
+/// fail as they do in [`write_image`].
+#[test]
+fn verify_object_checks_every_chunk_and_writes_nothing() {
+    let packed = Packed::new(sample_image(2 * MIB + 7, 14), LENS);
+    let progress = RecordingProgress::default();
+    verify_object(
+        packed.object.as_slice(),
+        &packed.spec(),
+        &options(),
+        &progress,
+    )
+    .unwrap();
+    let size = packed.raw.len() as u64;
+    assert_eq!(
+        progress.phases.into_inner().unwrap(),
+        [PhaseRecord {
+            name: "checking the image object".to_owned(),
+            total: Some(size),
+            done: size,
+            finished: true,
+        }]
+    );
+
+    let verify = |object: &[u8]| verify_object(object, &packed.spec(), &options(), &NoProgress);
+    let victim = packed.frame(4);
+    let mut flipped = packed.object.clone();
+    flipped[victim.start + victim.len() / 2] ^= 0x10;
+    assert!(
+        matches!(
+            verify(&flipped),
+            Err(PipelineError::ChunkMismatch { chunk: 4, .. }
+                | PipelineError::BadFrame { chunk: 4, .. })
+        ),
+        "{:?}",
+        verify(&flipped)
+    );
+    assert!(matches!(
+        verify(&packed.object[..victim.start]),
+        Err(PipelineError::Truncated { chunk: 4, .. })
+    ));
+    let trailing = [&packed.object[..], b"x"].concat();
+    assert!(matches!(
+        verify(&trailing),
+        Err(PipelineError::TrailingData { .. })
+    ));
+}
+
+/// The head of an image comes from its first chunks only: a corrupt frame
+/// further on does not matter, one within the head does.
+#[test]
+fn read_image_head_decodes_only_the_chunks_it_needs() {
+    let packed = Packed::new(sample_image(MIB, 15), LENS);
+    let first = packed.index.chunks[0].len as u64;
+    let head = read_image_head(packed.object.as_slice(), &packed.spec(), 2048).unwrap();
+    assert_eq!(head, packed.raw[..first as usize]);
+
+    // Two chunks: the first is 64 KiB, the second 100000 bytes.
+    let head = read_image_head(packed.object.as_slice(), &packed.spec(), first + 1).unwrap();
+    let two = first as usize + packed.index.chunks[1].len as usize;
+    assert_eq!(head, packed.raw[..two]);
+
+    let mut object = packed.object.clone();
+    let third = packed.frame(2);
+    object[third.start + 1] ^= 0x10;
+    assert_eq!(
+        read_image_head(object.as_slice(), &packed.spec(), 2048).unwrap(),
+        packed.raw[..first as usize]
+    );
+    let first_frame = packed.frame(0);
+    object[first_frame.start + first_frame.len() / 2] ^= 0x10;
+    assert!(matches!(
+        read_image_head(object.as_slice(), &packed.spec(), 2048),
+        Err(PipelineError::ChunkMismatch { chunk: 0, .. }
+            | PipelineError::BadFrame { chunk: 0, .. })
+    ));
+    assert!(matches!(
+        read_image_head(&packed.object[..10], &packed.spec(), 2048),
+        Err(PipelineError::Truncated {
+            chunk: 0,
+            got: 10,
+            ..
+        })
+    ));
+
+    // A whole image shorter than asked for comes whole.
+    let tiny = Packed::new(sample_image(1000, 16), LENS);
+    assert_eq!(
+        read_image_head(tiny.object.as_slice(), &tiny.spec(), 2048).unwrap(),
+        tiny.raw
+    );
+}
+
 #[test]
 fn a_wrong_chunk_hash_in_the_index_is_a_chunk_mismatch() {
     let mut packed = Packed::new(sample_image(MIB, 5), LENS);
