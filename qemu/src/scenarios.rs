@@ -301,7 +301,10 @@ struct UpdateLines {
     /// systemd-boot, which counts it.
     bootloader: Needle,
     marker: Needle,
-    host_up: Needle,
+    /// The host has mounted abnix-rw; its network and mark-good follow
+    /// (network and mark-good are milliseconds apart, too close to cut
+    /// between).
+    rw_mounted: Needle,
     mark_good: Needle,
     marked: Needle,
 }
@@ -327,7 +330,7 @@ impl UpdateLines {
                 Bootloader::SystemdBoot => Needle::new("BdsDxe: starting"),
             },
             marker: Needle::new(format!("ABNIX-FIXTURE version={version} ")),
-            host_up: Needle::new("ABNIX-FIXTURE network="),
+            rw_mounted: Needle::new("ABNIX-FIXTURE rw="),
             mark_good: Needle::new("command=1 run: abnix-update mark-good"),
             marked: Needle::new("ABNIX-FIXTURE command=1 exit="),
         }
@@ -417,8 +420,8 @@ impl UpdateLines {
                     BootsNext::New,
                 ),
                 point(
-                    "the trial host up, before its mark-good",
-                    Cut::at(self.host_up.clone()),
+                    "the trial host up, its rw partition mounted, before its mark-good",
+                    Cut::at(self.rw_mounted.clone()),
                     &[&self.mark_good],
                     BootsNext::New,
                 ),
