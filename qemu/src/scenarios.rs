@@ -11,11 +11,13 @@
 
 use std::time::Duration;
 
-use abnix_core::boot::SlotState;
+use abnix_core::boot::{BootStatus, SlotState};
 use abnix_core::slot::Slot;
+use abnix_core::system_disk::Bootloader;
 use anyhow::{anyhow, ensure, Result};
 
-use crate::story::{Cut, Kind, Running, Story};
+use crate::story::{plain_message, Cut, Kind, Needle, Running, Story};
+use crate::vm::ConsoleLine;
 
 /// Fresh story, for the scenarios that start from an installed host: the
 /// disk written on the build machine with `abnix-install --file` (a cloud
@@ -174,84 +176,380 @@ fn falls_back(story: &mut Story, version: u64, slot: Slot, good: Running) -> Res
     }
 }
 
-/// d. The power is cut at eleven points of one update, in the order the
-/// update reaches them (each later cut lets the retried update get further):
-/// marking the slot bad, the image write's start and middle (twice), the
-/// image written, the boot files, the boot-state switch, the reboot
-/// announcement, the trial's firmware, the trial host up, its mark-good.
-/// After each cut the boot state on the disk says which slot boots next,
-/// and the machine boots exactly that, a working version; the update then
-/// completes and both slots are good.
+/// d. The power is cut at thirteen points of an update, in four rounds,
+/// one per phase (issue 6, 2d): during the image write, between the write
+/// and the activation, during the boot-state switch, during the first trial
+/// boot. Each round installs a version of its own and ends with that update
+/// completed: the new version boots and marks itself good, the old one
+/// stays good as the fallback.
+///
+/// After each cut the console received before the kill shows whether the
+/// cut landed at its point: nothing the machine does after that point was
+/// printed (a line takes milliseconds from the guest to the console, so
+/// this is the console's view). A cut that landed elsewhere is said so and
+/// not counted. The boot state on the disk then says which slot boots
+/// next, and the machine boots exactly that, a working version: the old
+/// version's host marks itself good and its update starts again. A retried
+/// update that finds the whole image in the target, written before a cut,
+/// keeps every chunk. At least ten distinct points must be cut at.
 pub fn power_cuts(story: &mut Story) -> Result<String> {
-    story.say("the power is cut again and again during one update; every boot must come up on the slot the disk's boot state names");
+    story.say("the power is cut again and again, in every phase of an update; every boot must come up on the slot the disk's boot state names, and every update must complete");
+    let mut tally = Tally::default();
+    for phase in Phase::ALL {
+        cut_round(story, phase, &mut tally)?;
+    }
+    let exercised = tally.exercised.len();
+    let missed = match tally.missed.is_empty() {
+        true => String::new(),
+        false => format!("; not cut at: {}", tally.missed.join("; ")),
+    };
+    ensure!(
+        exercised >= 10,
+        "only {exercised} distinct points of an update were cut at: {}{missed}",
+        tally.exercised.join("; ")
+    );
+    let result = format!(
+        "{} power cuts, {exercised} distinct points ({}){missed}; each time the disk booted the slot its boot state named; the four updates completed",
+        tally.cuts,
+        tally.exercised.join("; ")
+    );
+    story.say(&result);
+    Ok(result)
+}
+
+/// The phases of an update the power is cut in, one round each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    ImageWrite,
+    BeforeActivate,
+    Switch,
+    TrialBoot,
+}
+
+impl Phase {
+    const ALL: [Phase; 4] = [
+        Phase::ImageWrite,
+        Phase::BeforeActivate,
+        Phase::Switch,
+        Phase::TrialBoot,
+    ];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Phase::ImageWrite => "during the image write",
+            Phase::BeforeActivate => "between the image write and the activation",
+            Phase::Switch => "during the boot-state switch",
+            Phase::TrialBoot => "during the first trial boot",
+        }
+    }
+}
+
+/// Which slot the disk must boot after a cut that landed at its point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BootsNext {
+    /// The running version: the new one is not activated yet.
+    Old,
+    /// Either: the cut fell in the switch itself.
+    Either,
+    /// The new version, on trial (or good, once its mark-good is through).
+    New,
+}
+
+/// A point of an update to cut the power at.
+struct Point {
+    /// Where the cut lands, in words.
+    name: &'static str,
+    cut: Cut,
+    /// Lines of a later point: printed before the kill, they show that the
+    /// cut landed past this one.
+    past: Vec<Needle>,
+    boots_next: BootsNext,
+}
+
+impl Point {
+    fn new(name: &'static str, cut: Cut, past: &[&Needle], boots_next: BootsNext) -> Point {
+        Point {
+            name,
+            cut,
+            past: past.iter().map(|&needle| needle.clone()).collect(),
+            boots_next,
+        }
+    }
+}
+
+/// The console lines of an update of `version` into `target` and of the
+/// trial boot after it: what the updater, the bootloader and the host
+/// print on the way.
+struct UpdateLines {
+    marking: Needle,
+    image: Needle,
+    /// The final progress line of the check of what an interrupted attempt
+    /// left in the target ("… in <time>").
+    checked: Needle,
+    /// The final progress line of the write: the image is in the slot and
+    /// synced, the read-back starts.
+    written: Needle,
+    verified: Needle,
+    boot_files: Needle,
+    boot_files_written: Needle,
+    activating: Needle,
+    /// Boot control's own line once the switch is on the disk.
+    activated: Needle,
+    rebooting: Needle,
+    reset: Needle,
+    /// GRUB prints it once it has counted the try; OVMF as it starts
+    /// systemd-boot, which counts it.
+    bootloader: Needle,
+    marker: Needle,
+    /// The host has mounted abnix-rw; its network and mark-good follow
+    /// (network and mark-good are milliseconds apart, too close to cut
+    /// between).
+    rw_mounted: Needle,
+    mark_good: Needle,
+    marked: Needle,
+}
+
+impl UpdateLines {
+    fn new(version: u64, target: Slot, bootloader: Bootloader) -> UpdateLines {
+        UpdateLines {
+            marking: Needle::new(format!("marking slot {target} bad")),
+            image: Needle::new(format!(
+                "writing the image of version {version} into slot {target}"
+            )),
+            checked: Needle::new(format!("checking slot {target}: ")).and(" in "),
+            written: Needle::new(format!("writing slot {target}: ")).and(" in "),
+            verified: Needle::new(format!("into slot {target} in")).and("verified"),
+            boot_files: Needle::new(format!("writing the boot files of version {version}")),
+            boot_files_written: Needle::new(format!("wrote boot files slot={target}")),
+            activating: Needle::new(format!("activating slot {target} as the trial")),
+            activated: Needle::new(format!("activated slot={target}")),
+            rebooting: Needle::new(format!("rebooting into version {version} (slot {target})")),
+            reset: Needle::new("reboot: Restarting system"),
+            bootloader: match bootloader {
+                Bootloader::Grub => Needle::new(format!("abnix: booting slot {target}")),
+                Bootloader::SystemdBoot => Needle::new("BdsDxe: starting"),
+            },
+            marker: Needle::new(format!("ABNIX-FIXTURE version={version} ")),
+            rw_mounted: Needle::new("ABNIX-FIXTURE rw="),
+            mark_good: Needle::new("command=1 run: abnix-update mark-good"),
+            marked: Needle::new("ABNIX-FIXTURE command=1 exit="),
+        }
+    }
+
+    /// The points of `phase`. Every cut before the activation makes the
+    /// update start again from the top, so the points of those rounds need
+    /// not come in update order.
+    fn points(&self, phase: Phase) -> Vec<Point> {
+        let ms = Duration::from_millis;
+        let point = Point::new;
+        match phase {
+            // The first attempt writes from the start; it keeps the new
+            // version's index first, so every later one is a resumed
+            // attempt that checks what the target holds, then writes.
+            Phase::ImageWrite => vec![
+                point(
+                    "marking the target slot bad",
+                    Cut::at(self.marking.clone()),
+                    &[&self.image],
+                    BootsNext::Old,
+                ),
+                point(
+                    "the image write step, 1 s in",
+                    Cut::after(self.image.clone(), ms(1000)),
+                    &[&self.written],
+                    BootsNext::Old,
+                ),
+                point(
+                    "the image write step, at its start",
+                    Cut::at(self.image.clone()),
+                    &[&self.checked, &self.written],
+                    BootsNext::Old,
+                ),
+                point(
+                    "the image write, 0.3 s after the check of what earlier attempts left",
+                    Cut::after(self.checked.clone(), ms(300)),
+                    &[&self.written],
+                    BootsNext::Old,
+                ),
+                point(
+                    "the read-back of the written image",
+                    Cut::at(self.written.clone()),
+                    &[&self.verified],
+                    BootsNext::Old,
+                ),
+            ],
+            Phase::BeforeActivate => vec![
+                point(
+                    "the image written and verified",
+                    Cut::at(self.verified.clone()),
+                    &[&self.boot_files],
+                    BootsNext::Old,
+                ),
+                point(
+                    "the boot files, at their start",
+                    Cut::at(self.boot_files.clone()),
+                    &[&self.boot_files_written, &self.activating],
+                    BootsNext::Old,
+                ),
+                point(
+                    "the boot files, 0.3 s in",
+                    Cut::after(self.boot_files.clone(), ms(300)),
+                    &[&self.boot_files_written, &self.activating],
+                    BootsNext::Old,
+                ),
+            ],
+            Phase::Switch => vec![
+                point(
+                    "the boot-state switch (activate)",
+                    Cut::at(self.activating.clone()),
+                    &[&self.activated, &self.rebooting],
+                    BootsNext::Either,
+                ),
+                point(
+                    "the trial activated, before the reboot",
+                    Cut::at(self.rebooting.clone()),
+                    &[&self.reset],
+                    BootsNext::New,
+                ),
+            ],
+            Phase::TrialBoot => vec![
+                point(
+                    "the trial's bootloader",
+                    Cut::at(self.bootloader.clone()),
+                    &[&self.marker],
+                    BootsNext::New,
+                ),
+                point(
+                    "the trial host up, its rw partition mounted, before its mark-good",
+                    Cut::at(self.rw_mounted.clone()),
+                    &[&self.mark_good],
+                    BootsNext::New,
+                ),
+                point(
+                    "the trial's mark-good",
+                    Cut::at(self.mark_good.clone()),
+                    &[&self.marked],
+                    BootsNext::New,
+                ),
+            ],
+        }
+    }
+}
+
+/// What the cuts of a story exercised.
+#[derive(Default)]
+struct Tally {
+    cuts: usize,
+    /// The points cuts landed at, each once.
+    exercised: Vec<&'static str>,
+    /// Points no cut landed at, and why.
+    missed: Vec<String>,
+}
+
+/// One round: a new version is published and the power cut at the points
+/// of `phase` of its update; then the update completes.
+fn cut_round(story: &mut Story, phase: Phase, tally: &mut Tally) -> Result<()> {
     let from = story.running()?;
     let target = from.slot.other();
     let next = story.release(Kind::Good)?;
     let version = next.meta.meta.version;
-    let image = format!("writing the image of version {version} into slot {target}");
-    // (cut, whether the host of the old version is the one that reaches it)
-    let cuts = [
-        (Cut::At(format!("marking slot {target} bad")), true),
-        (Cut::At(image.clone()), true),
-        (Cut::After(image.clone(), Duration::from_millis(300)), true),
-        (Cut::After(image, Duration::from_millis(1200)), true),
-        (Cut::At(format!("into slot {target} in")), true),
-        (
-            Cut::At(format!("writing the boot files of version {version}")),
-            true,
-        ),
-        (
-            Cut::At(format!("activating slot {target} as the trial")),
-            true,
-        ),
-        (Cut::At(format!("rebooting into version {version}")), true),
-        (Cut::AfterSwitchOn(Duration::from_secs(3)), false),
-        (Cut::At("ABNIX-FIXTURE network=".to_owned()), false),
-        (
-            Cut::At("command=1 run: abnix-update mark-good".to_owned()),
-            false,
-        ),
-    ];
+    story.say(format!(
+        "-- power cuts {}: version {version} goes into slot {target}",
+        phase.describe()
+    ));
     story.publish(&next, false)?;
-    let mut booted = Vec::new();
-    let mut made = 0;
+    if phase == Phase::TrialBoot {
+        // The first trial boot follows the update's own reboot.
+        story.expect_update(version, target)?;
+    }
+    let lines = UpdateLines::new(version, target, story.path.bootloader());
+    // Whether the trial is what boots: the old version's host is past.
     let mut trial_next = false;
-    for (number, (cut, before_trial)) in cuts.iter().enumerate() {
-        if *before_trial && trial_next {
-            // A cut right as activate starts may land after it: the update
-            // is past the remaining points of the old version's host.
+    // Whether the whole image was in the target, synced, before a cut.
+    let mut image_whole = false;
+    for point in lines.points(phase) {
+        if trial_next && phase != Phase::TrialBoot {
             story.say(format!(
-                "skipping the cut {}: the update is past it",
-                cut.describe()
+                "cannot cut at {}: the update of version {version} is past it, its trial boots next",
+                point.name
+            ));
+            tally.missed.push(format!(
+                "{} (version {version}'s update was already past it)",
+                point.name
             ));
             continue;
         }
-        story.power_cut_at(cut)?;
-        made += 1;
-        let (expected, slots) = next_boot_on_disk(story, from, version)?;
-        trial_next = expected.slot == target;
+        let console = story.power_cut_at(&point.cut, &point.past)?;
+        tally.cuts += 1;
+        let last = format!("the last console line: {}", plain_line(console.last()));
+        let landed = match point.past.iter().find_map(|needle| console.shows(needle)) {
+            None => {
+                story.say(format!("cut {}: {} ({last})", tally.cuts, point.name));
+                if !tally.exercised.contains(&point.name) {
+                    tally.exercised.push(point.name);
+                }
+                true
+            }
+            Some(line) => {
+                story.say(format!(
+                    "cut {} missed {}: the console had already shown {} ({last}); not counted",
+                    tally.cuts,
+                    point.name,
+                    plain_line(line)
+                ));
+                tally.missed.push(format!("{} (landed later)", point.name));
+                false
+            }
+        };
+        image_whole |= console.shows(&lines.written).is_some() || phase == Phase::BeforeActivate;
+        let status = story.disk_status()?;
+        let (expected, slots) = next_boot_on_disk(&status, from, version)?;
         story.say(format!(
-            "cut {made}: on the disk {slots}; slot {} (version {}) boots next",
+            "on the disk {slots}; slot {} (version {}) boots next",
             expected.slot, expected.version
         ));
-        booted.push(expected.slot.name());
+        trial_next = expected.slot == target;
+        if phase == Phase::Switch {
+            story.say(switch_state(story, &status, target)?);
+        }
+        let wanted = match point.boots_next {
+            BootsNext::Old => Some(false),
+            BootsNext::Either => None,
+            BootsNext::New => Some(true),
+        };
+        ensure!(
+            !landed || wanted.is_none_or(|new| new == trial_next),
+            "a cut at {} should leave version {} to boot next, but the disk boots version {} from slot {}",
+            point.name,
+            if wanted == Some(true) { version } else { from.version },
+            expected.version,
+            expected.slot
+        );
         story.switch_on()?;
-        match cuts.get(number + 1) {
-            // That cut comes before the boot's marker.
-            Some((Cut::AfterSwitchOn(_), _)) => {}
-            Some(_) => {
-                story.expect_boot(expected.version, expected.slot)?;
-            }
-            None => ensure!(
-                trial_next,
-                "after the last cut the trial should boot, not version {} in slot {}",
-                expected.version,
-                expected.slot
-            ),
+        story.expect_boot(expected.version, expected.slot)?;
+        if !trial_next {
+            // The running version is healthy again, and its next check
+            // starts the update anew.
+            story.expect_marked_good()?;
         }
     }
-    ensure!(made >= 10, "only {made} of the power cuts struck");
-    let status = story.expect_healthy(version, target)?;
+    let status = if trial_next {
+        story.expect_good(version, target)?
+    } else {
+        let written = story.expect_update(version, target)?;
+        let (kept, chunks) = (written.kept_chunks(), written.chunks());
+        story.say(format!(
+            "the update resumed: {} of {} chunks kept in the target",
+            kept.map_or("no".to_owned(), |kept| kept.to_string()),
+            chunks.map_or("its".to_owned(), |chunks| chunks.to_string())
+        ));
+        ensure!(
+            !image_whole || (kept.is_some() && kept == chunks),
+            "the whole image was in the target before a cut, so the retried update should keep every chunk there: {}",
+            written.line
+        );
+        story.expect_healthy(version, target)?
+    };
     let old = status.slot(from.slot)?;
     ensure!(
         old.state == "good" && old.version == Some(from.version),
@@ -259,17 +557,55 @@ pub fn power_cuts(story: &mut Story) -> Result<String> {
         from.slot,
         from.version
     );
-    Ok(format!(
-        "{made} power cuts; after each the disk booted the slot its boot state named ({}); version {version} good in slot {target}",
-        booted.join(",")
-    ))
+    story.say(format!(
+        "the update completed: version {version} good in slot {target}, version {} good in slot {}",
+        from.version, from.slot
+    ));
+    Ok(())
+}
+
+/// Where the boot-state switch stood when the power went, in words.
+fn switch_state(story: &Story, status: &BootStatus, target: Slot) -> Result<String> {
+    let mut words = match status.slot(target).state {
+        SlotState::Trial { tries_left } => {
+            format!("the switch had happened: slot {target} is the trial with {tries_left} tries")
+        }
+        SlotState::Bad if status.slot(target).info.is_some() => format!(
+            "the switch had not happened: slot {target} is still bad, its boot files complete"
+        ),
+        other => format!(
+            "slot {target} is {} after the switch",
+            describe_state(other)
+        ),
+    };
+    if story.path.bootloader() == Bootloader::Grub {
+        let block = story.disk()?.grub_state()?;
+        words.push_str(&match block.problems.is_empty() {
+            true => "; GRUB's state block is whole".to_owned(),
+            false => format!("; GRUB's state block: {}", block.problems.join(", ")),
+        });
+    }
+    Ok(words)
+}
+
+/// A console line as the narration quotes it: without colours, with its
+/// time since switch-on.
+fn plain_line(line: &ConsoleLine) -> String {
+    format!(
+        "[{:.1} s] {}",
+        line.at.as_secs_f64(),
+        plain_message(&line.text)
+    )
 }
 
 /// The slot the disk boots next and the version in it, read from the disk
 /// (it must be one of the two versions of the update, in its own slot),
 /// and the slots' states in words.
-fn next_boot_on_disk(story: &Story, from: Running, version: u64) -> Result<(Running, String)> {
-    let status = story.disk_status()?;
+fn next_boot_on_disk(
+    status: &BootStatus,
+    from: Running,
+    version: u64,
+) -> Result<(Running, String)> {
     let slot = status
         .next
         .ok_or_else(|| anyhow!("no slot would boot: {status:#?}"))?;

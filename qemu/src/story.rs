@@ -36,7 +36,7 @@ use crate::kernel::Kernel;
 use crate::system_disk::AbnixDisk;
 use crate::tree::Tree;
 use crate::version::{AfterCommands, Behaviour, VersionSpec};
-use crate::vm::{Boot, ConsoleLine, Firmware, Machine, MachineSpec, OnReboot, Vm};
+use crate::vm::{Boot, ConsoleLine, Firmware, Machine, MachineSpec, OnReboot, Vm, VmError};
 use crate::{ext4, paths, workspace};
 
 /// Switch-on (or reset) to the host's marker: firmware, bootloader, kernel
@@ -204,33 +204,108 @@ pub struct Written {
 impl Written {
     /// "reused N of M chunks" → N, if the update reused any.
     pub fn reused_chunks(&self) -> Option<u64> {
-        let (_, after) = self.line.split_once("reused ")?;
+        self.number_after("reused ")
+    }
+
+    /// "wrote … (M chunks)" → M.
+    pub fn chunks(&self) -> Option<u64> {
+        self.number_after("bytes (")
+    }
+
+    /// "(K kept in the target, …" → K: chunks an interrupted attempt had
+    /// already written.
+    pub fn kept_chunks(&self) -> Option<u64> {
+        let (before, _) = self.line.split_once(" kept in the target")?;
+        before.rsplit('(').next()?.parse().ok()
+    }
+
+    /// The number that follows `prefix` in the line.
+    fn number_after(&self, prefix: &str) -> Option<u64> {
+        let (_, after) = self.line.split_once(prefix)?;
         after.split(' ').next()?.parse().ok()
     }
 }
 
-/// A point of an update (or of the boot after it) to cut the power at.
+/// A console line to wait for or look for: one containing every part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needle {
+    parts: Vec<String>,
+}
+
+impl Needle {
+    pub fn new(part: impl Into<String>) -> Needle {
+        Needle {
+            parts: vec![part.into()],
+        }
+    }
+
+    /// The same line, which must also contain `part`.
+    pub fn and(mut self, part: impl Into<String>) -> Needle {
+        self.parts.push(part.into());
+        self
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        self.parts.iter().all(|part| text.contains(part.as_str()))
+    }
+}
+
+impl std::fmt::Display for Needle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{}\"", self.parts.join("…"))
+    }
+}
+
+/// A point of an update (or of the boot after it) to cut the power at:
+/// `delay` after a console line matching `line`.
 #[derive(Debug, Clone)]
-pub enum Cut {
-    /// The moment a console line contains this.
-    At(String),
-    /// This long after a console line contains this.
-    After(String, Duration),
-    /// This long after the machine is switched on.
-    AfterSwitchOn(Duration),
+pub struct Cut {
+    pub line: Needle,
+    pub delay: Duration,
 }
 
 impl Cut {
-    pub fn describe(&self) -> String {
-        match self {
-            Cut::At(needle) => format!("at \"{needle}\""),
-            Cut::After(needle, delay) => {
-                format!("{:.1} s after \"{needle}\"", delay.as_secs_f64())
-            }
-            Cut::AfterSwitchOn(delay) => {
-                format!("{:.1} s after switch-on", delay.as_secs_f64())
-            }
+    /// The moment a line matches (a few ms later: the time to kill QEMU).
+    pub fn at(line: Needle) -> Cut {
+        Cut {
+            line,
+            delay: Duration::ZERO,
         }
+    }
+
+    pub fn after(line: Needle, delay: Duration) -> Cut {
+        Cut { line, delay }
+    }
+
+    pub fn describe(&self) -> String {
+        if self.delay.is_zero() {
+            format!("at {}", self.line)
+        } else {
+            format!("{:.1} s after {}", self.delay.as_secs_f64(), self.line)
+        }
+    }
+}
+
+/// The console around a power cut: the line the cut went by (its own, or
+/// a later one that came first), and every line the machine printed after
+/// it until QEMU died.
+#[derive(Debug, Clone)]
+pub struct CutConsole {
+    pub line: ConsoleLine,
+    pub after: Vec<ConsoleLine>,
+}
+
+impl CutConsole {
+    /// The first line, from the one the cut went by, that matches `needle`.
+    pub fn shows(&self, needle: &Needle) -> Option<&ConsoleLine> {
+        std::iter::once(&self.line)
+            .chain(&self.after)
+            .find(|line| needle.matches(&line.text))
+    }
+
+    /// The last line the machine printed before it died.
+    pub fn last(&self) -> &ConsoleLine {
+        self.after.last().unwrap_or(&self.line)
     }
 }
 
@@ -554,11 +629,25 @@ impl Story {
         Ok(())
     }
 
-    /// Pulls the plug.
-    pub fn power_cut(&mut self) -> Result<()> {
-        self.vm()?.power_cut()?;
-        self.vm = None;
-        Ok(())
+    /// Pulls the plug; returns the console lines the machine printed
+    /// before it died that were not read yet.
+    pub fn power_cut(&mut self) -> Result<Vec<ConsoleLine>> {
+        let mut vm = self
+            .vm
+            .take()
+            .ok_or_else(|| anyhow!("the machine is switched off"))?;
+        vm.power_cut()?;
+        // QEMU is gone; what it printed before is still on its way through
+        // the console thread, which ends when it reads the end of QEMU's
+        // output.
+        let mut rest = Vec::new();
+        loop {
+            match vm.next_line(STEP) {
+                Ok(line) => rest.push(line),
+                Err(VmError::Exited { .. }) => return Ok(rest),
+                Err(err) => return Err(err).context("reading the console of a killed machine"),
+            }
+        }
     }
 
     fn vm(&mut self) -> Result<&mut Vm> {
@@ -570,6 +659,26 @@ impl Story {
     /// Waits for a console line containing `needle`.
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> Result<ConsoleLine> {
         Ok(self.vm()?.expect(needle, timeout)?)
+    }
+
+    /// Waits for a console line matching one of `needles`; returns which
+    /// and the line.
+    pub fn expect_first(
+        &mut self,
+        needles: &[&Needle],
+        timeout: Duration,
+    ) -> Result<(usize, ConsoleLine)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.vm()?.next_line(left).with_context(|| {
+                let names: Vec<String> = needles.iter().map(ToString::to_string).collect();
+                format!("waiting for a line {}", names.join(" or "))
+            })?;
+            if let Some(found) = needles.iter().position(|needle| needle.matches(&line.text)) {
+                return Ok((found, line));
+            }
+        }
     }
 
     /// Waits for the next boot's marker and checks it is `version` in
@@ -620,6 +729,12 @@ impl Story {
     /// for its first status line.
     pub fn expect_healthy(&mut self, version: u64, slot: Slot) -> Result<HostStatus> {
         self.expect_boot(version, slot)?;
+        self.expect_good(version, slot)
+    }
+
+    /// `version`, booted from `slot`, marks itself good, and its first
+    /// status line says so.
+    pub fn expect_good(&mut self, version: u64, slot: Slot) -> Result<HostStatus> {
         self.expect_marked_good()?;
         let (status, _) = self.next_status()?;
         let booted = status.slot(slot)?;
@@ -709,34 +824,45 @@ impl Story {
         Ok(written)
     }
 
-    /// Cuts the power at `cut`; the machine must be on.
-    pub fn power_cut_at(&mut self, cut: &Cut) -> Result<()> {
-        match cut {
-            Cut::At(needle) => drop(self.expect(needle, UPDATE)?),
-            Cut::After(needle, delay) => {
-                self.expect(needle, UPDATE)?;
-                std::thread::sleep(*delay);
-            }
-            Cut::AfterSwitchOn(delay) => std::thread::sleep(*delay),
+    /// Cuts the power at `cut`; the machine must be on. Should a line of
+    /// `later` come first (the machine went past the cut's point without
+    /// printing its line), the power is cut at once. Returns what the
+    /// console showed from the line the cut went by to the end.
+    pub fn power_cut_at(&mut self, cut: &Cut, later: &[Needle]) -> Result<CutConsole> {
+        let needles: Vec<&Needle> = [&cut.line].into_iter().chain(later).collect();
+        let (found, line) = self.expect_first(&needles, UPDATE)?;
+        if found == 0 {
+            std::thread::sleep(cut.delay);
         }
-        self.power_cut()?;
-        self.say(format!("power cut {}", cut.describe()));
-        Ok(())
+        let after = self.power_cut()?;
+        self.say(match found {
+            0 => format!("power cut {}", cut.describe()),
+            _ => format!(
+                "power cut at once: {} came before {}",
+                needles[found], cut.line
+            ),
+        });
+        Ok(CutConsole { line, after })
     }
 
     /// The boot state on the disk, read from outside as the bootloader
     /// will: the machine must be off.
     pub fn disk_status(&self) -> Result<BootStatus> {
+        self.disk()?.status()
+    }
+
+    /// The disk, to read from outside: the machine must be off.
+    pub fn disk(&self) -> Result<AbnixDisk> {
         ensure!(
             self.vm.is_none(),
             "the disk is read only while the machine is off"
         );
-        AbnixDisk::existing(&self.disk)?.status()
+        AbnixDisk::existing(&self.disk)
     }
 }
 
 /// A tracing line without its colours, timestamp and level.
-fn plain_message(text: &str) -> String {
+pub fn plain_message(text: &str) -> String {
     let mut plain = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -776,5 +902,23 @@ mod tests {
                     .into(),
         };
         assert_eq!(written.reused_chunks(), Some(423));
+        assert_eq!(written.chunks(), Some(440));
+        let resumed = Written {
+            line: "wrote 40894464 bytes (440 chunks) into slot b in 2.2s, verified; reused 440 of \
+                   440 chunks (431 kept in the target, 9 copied from the active slot: 40894464 \
+                   bytes), fetched 0 (0 refetched after a bad local copy): 0 bytes downloaded in \
+                   0 requests"
+                .into(),
+        };
+        assert_eq!(resumed.kept_chunks(), Some(431));
+        assert_eq!(written.kept_chunks(), None);
+    }
+
+    #[test]
+    fn needles_match_lines_holding_every_part() {
+        let written = Needle::new("writing slot b: ").and(" in ");
+        assert!(written.matches(" INFO writing slot b: 39 MiB in 2.1 s, 19 MiB/s"));
+        assert!(!written.matches(" INFO writing slot b: 12 MiB of 39 MiB (30%), 8.0 MiB/s"));
+        assert_eq!(written.to_string(), "\"writing slot b: … in \"");
     }
 }

@@ -10,7 +10,7 @@
 //! | install | all three | 2 |
 //! | update | all three | 2 |
 //! | fallback | GRUB on SeaBIOS, systemd-boot on OVMF | 2 |
-//! | power-cut | GRUB on SeaBIOS, systemd-boot on OVMF | 4: three cuts fall in the trial's boots |
+//! | power-cut | GRUB on SeaBIOS, systemd-boot on OVMF | 4: three cuts fall in the last round's trial boots, the fourth marks good |
 //! | bad-input | GRUB on SeaBIOS, systemd-boot on OVMF | 2 |
 //!
 //! Own harness (`runner`): name filters (`boot-path/scenario`), `--exact`,
