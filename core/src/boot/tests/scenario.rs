@@ -5,6 +5,7 @@ use std::io::Cursor;
 use super::*;
 use crate::boot::bios;
 use crate::boot::grubcfg::grub_cfg;
+use crate::boot::grubenv::STATE_BLOCK_SIZE;
 use crate::boot::mkimage::GrubTools;
 use crate::boot::state::{BootState, TransitionError};
 
@@ -261,6 +262,72 @@ fn systemd_boot_ignores_foreign_entries() {
             next: Some(Slot::A),
         },
     );
+}
+
+/// GRUB's rescue path (docs/boot.md, "The script"): with the state block
+/// damaged or gone, GRUB boots the slot last proved good, not a failed trial
+/// whose files still load; the booted slot's mark-good writes a clean block.
+#[test]
+fn grub_rescue_boots_the_last_good_slot_not_a_failed_trial() {
+    let kind = Kind::Grub;
+    // v2 good in B, then v3 into A, whose trial fails.
+    let (result, disk) = with_backend(kind, with_version_1(kind), |b| {
+        write_version(b, Slot::B, 2)?;
+        b.activate(Slot::B, 3)
+    });
+    result.unwrap();
+    let disk = boot(kind, disk, Slot::B);
+    let (result, disk) = with_backend(kind, disk, |b| {
+        b.mark_good(Slot::B)?;
+        write_version(b, Slot::A, 3)?;
+        b.activate(Slot::A, 2)
+    });
+    result.unwrap();
+    let disk = boot(kind, disk, Slot::A);
+    let disk = boot(kind, disk, Slot::A);
+    let disk = boot(kind, disk, Slot::B);
+    let failed = assert_summary(
+        kind,
+        disk,
+        Summary {
+            slots: [(trial(0), Some(3)), (GOOD, Some(2))],
+            next: Some(Slot::B),
+        },
+    );
+    let garbage = pattern(STATE_BLOCK_SIZE, 7);
+    for damaged in [Some(&garbage), None] {
+        let mut fs = FatFs::open(failed.clone()).unwrap();
+        match damaged {
+            Some(bytes) => fs.overwrite_file(esp::GRUB_ENV, bytes).unwrap(),
+            None => fs.remove(esp::GRUB_ENV).unwrap(),
+        }
+        // GRUB reads both slots as bad; status says so, and that B boots.
+        let disk = assert_summary(
+            kind,
+            fs.into_inner(),
+            Summary {
+                slots: [(BAD, Some(3)), (BAD, Some(2))],
+                next: Some(Slot::B),
+            },
+        );
+        let disk = boot(kind, disk, Slot::B);
+        let disk = boot(kind, disk, Slot::B);
+        let (result, disk) = with_backend(kind, disk, |b| b.mark_good(Slot::B));
+        result.unwrap();
+        // A's trial is forgotten with the block: bad, it is rewritten
+        // before it boots again.
+        let mut fs = FatFs::open(assert_summary(
+            kind,
+            disk,
+            Summary {
+                slots: [(BAD, Some(3)), (GOOD, Some(2))],
+                next: Some(Slot::B),
+            },
+        ))
+        .unwrap();
+        let decoded = decode_state(&fs.read_file(esp::GRUB_ENV).unwrap());
+        assert!(decoded.problems.is_empty(), "{:?}", decoded.problems);
+    }
 }
 
 #[test]
