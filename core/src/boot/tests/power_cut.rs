@@ -220,6 +220,31 @@ fn activate_of_a_slot_marked_good_survives_power_cuts() {
     });
 }
 
+/// systemd-boot: mark-good of a slot whose only entry is unusable but
+/// listed (it loads the slot's kernel, with a line systemd-boot skips):
+/// the entry is replaced, and at every cut something lists the slot.
+#[test]
+fn mark_good_over_an_unusable_entry_survives_power_cuts() {
+    let kind = Kind::SystemdBoot;
+    let (result, disk) = with_backend(kind, installed(kind), |b| write_version(b, Slot::A, 1));
+    result.unwrap();
+    let mut fs = FatFs::open(disk).unwrap();
+    fs.write_file(
+        "loader/entries/abnix-a.conf",
+        b"linux /abnix/a/kernel\ninitrd /abnix/a/initrd\noptions abnix.slot=a\njunk\n",
+    )
+    .unwrap();
+    let start = flatten(&fs.into_inner());
+    let (status, _) = status(kind, start.clone());
+    assert_eq!(
+        (status.slot(Slot::A).state, status.next),
+        (SlotState::Bad, Some(Slot::A))
+    );
+    cut_everywhere(kind, &start, |b| {
+        let _ = b.mark_good(Slot::A);
+    });
+}
+
 #[test]
 fn mark_good_survives_power_cuts() {
     for kind in KINDS {
