@@ -258,6 +258,15 @@ impl AbnixDisk {
         Ok(grubenv::decode_state(&block))
     }
 
+    /// Overwrites GRUB's state block in place with `block`, which must
+    /// have its size: what a damaged sector or a careless tool leaves.
+    pub fn overwrite_grub_state(&self, block: &[u8]) -> Result<()> {
+        let mut disk = self.open()?;
+        let mut esp = FatFs::open(disk.esp())?;
+        esp.overwrite_file(esp::GRUB_ENV, block)
+            .with_context(|| format!("overwriting {} on the ESP", esp::GRUB_ENV))
+    }
+
     fn open(&self) -> Result<SystemDisk<File>> {
         SystemDisk::open(self.open_file()?, SECTOR_SIZE)
             .with_context(|| format!("reading {} as an abnix disk", self.path.display()))

@@ -18,7 +18,7 @@
 //! |---------|----|-----------|
 //! | v1 | A | marks good, stays up (the test cuts the power once it is done) |
 //! | v2 | B | never healthy: reboots after a delay, never marks good |
-//! | v2 | B | kernel panic (`panic=1` reboots) |
+//! | v2 | B, A | kernel panic (`panic=1` reboots) |
 //! | v3 | B | marks good, reboots |
 //!
 //! This file has its own harness (`harness = false`, `runner`): the cases
@@ -28,11 +28,11 @@
 //! `boot-path/scenario`), `--exact`, `--skip FILTER`, `--list`,
 //! `--test-threads N`; libtest's other options are accepted and ignored.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use abnix_core::boot::{grubenv, BootState, BootStatus, SlotState};
+use abnix_core::boot::{grubcfg, grubenv, BootState, BootStatus, SlotState};
 use abnix_core::config::Config;
 use abnix_core::sign::SecretKey;
 use abnix_core::slot::Slot;
@@ -231,7 +231,8 @@ impl Bench {
     /// One whole boot of `expected` from `slot`: the host comes up, does
     /// what its behaviour says, and the boot ends (QEMU exits as the host
     /// reboots; a host that stays up has its power cut once it is done).
-    fn boot(&mut self, expected: &Fixture, slot: Slot) -> Result<()> {
+    /// Returns the console transcript of the boot.
+    fn boot(&mut self, expected: &Fixture, slot: Slot) -> Result<PathBuf> {
         let mut vm = self.power_on(expected, slot)?;
         match &expected.behaviour {
             Behaviour::Healthy { then, .. } => {
@@ -251,7 +252,7 @@ impl Bench {
                 wait_clean_exit(&mut vm)?;
             }
         }
-        Ok(())
+        Ok(vm.log_path().to_owned())
     }
 
     fn status(&self) -> Result<BootStatus> {
@@ -502,39 +503,92 @@ fn grubenv_offset_of_slot_b() -> u64 {
         .expect("the state block names slot b") as u64
 }
 
+/// GRUB's rescue path (docs/boot.md, "The script"): B holds a good
+/// version, A one whose trial failed (its files still load), and the state
+/// block is damaged (random bytes). GRUB finds no slot eligible, says so,
+/// and boots B, the slot with the last-good mark, not A; B's mark-good
+/// writes a clean block.
+fn rescue_boots_last_good(bench: &mut Bench) -> Result<()> {
+    let fixtures = bench.fixtures;
+    let (a, b) = (&fixtures.panicking_b, &fixtures.good_b);
+    bench.update_b(b)?;
+    bench.boot(b, Slot::B)?;
+    bench.expect_slot(Slot::B, SlotState::Good, Some(b))?;
+    // One try, which the panic uses up.
+    bench.disk.update(Slot::A, &a.version, 1)?;
+    bench.boot(a, Slot::A)?;
+    bench.expect_slot(Slot::A, SlotState::Trial { tries_left: 0 }, Some(a))?;
+    let garbage = abnix_testkit::images::seeded_random(grubenv::STATE_BLOCK_SIZE, 3);
+    bench.disk.overwrite_grub_state(&garbage)?;
+    bench.expect_next(Slot::B)?;
+    let console = bench.boot(b, Slot::B)?;
+    let transcript = std::fs::read_to_string(&console)
+        .with_context(|| format!("reading {}", console.display()))?;
+    ensure!(
+        transcript.contains(grubcfg::RESCUE_MESSAGE),
+        "GRUB should have taken the rescue path, saying {:?} (console: {})",
+        grubcfg::RESCUE_MESSAGE,
+        console.display()
+    );
+    let grub = bench.disk.grub_state()?;
+    ensure!(
+        grub.problems.is_empty(),
+        "mark-good should have written a clean state block: {grub:?}"
+    );
+    bench.expect_slot(Slot::B, SlotState::Good, Some(b))?;
+    bench.expect_slot(Slot::A, SlotState::Bad, Some(a))?;
+    bench.expect_next(Slot::B)
+}
+
 struct Scenario {
     name: &'static str,
     run: fn(&mut Bench) -> Result<()>,
+    /// The boot paths it runs on.
+    paths: &'static [BootPath],
 }
+
+const GRUB_PATHS: &[BootPath] = &[BootPath::GrubSeaBios, BootPath::GrubOvmf];
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "boots-a",
         run: boots_a,
+        paths: &BootPath::ALL,
     },
     Scenario {
         name: "activated-b-boots-on-trial",
         run: activated_b_boots_on_trial,
+        paths: &BootPath::ALL,
     },
     Scenario {
         name: "failing-b-falls-back-to-a",
         run: failing_b_falls_back_to_a,
+        paths: &BootPath::ALL,
     },
     Scenario {
         name: "good-b-keeps-booting",
         run: good_b_keeps_booting,
+        paths: &BootPath::ALL,
     },
     Scenario {
         name: "power-cut-right-after-activate",
         run: power_cut_right_after_activate,
+        paths: &BootPath::ALL,
     },
     Scenario {
         name: "power-cut-during-update",
         run: power_cut_during_update,
+        paths: &BootPath::ALL,
     },
     Scenario {
         name: "power-cut-during-first-trial",
         run: power_cut_during_first_trial,
+        paths: &BootPath::ALL,
+    },
+    Scenario {
+        name: "rescue-boots-last-good",
+        run: rescue_boots_last_good,
+        paths: GRUB_PATHS,
     },
 ];
 
@@ -544,7 +598,7 @@ fn main() {
     let cases = SCENARIOS
         .iter()
         .flat_map(|scenario| {
-            BootPath::ALL.map(|path| Case {
+            scenario.paths.iter().map(move |&path| Case {
                 row: scenario.name,
                 column: path.name(),
                 run: Box::new(move || {

@@ -74,6 +74,10 @@ pub enum BlsError {
     BadEntryName(String),
     #[error("boot entry line {line}: {reason}")]
     BadLine { line: usize, reason: String },
+    #[error("boot entry line {line} is not UTF-8")]
+    NotUtf8 { line: usize },
+    #[error("boot entry has a NUL byte at offset {offset}, where systemd-boot stops reading")]
+    Nul { offset: usize },
     #[error("boot entry value of {key:?} contains a line break")]
     LineBreak { key: String },
 }
@@ -175,41 +179,64 @@ pub struct BlsEntry {
 }
 
 impl BlsEntry {
-    /// Parses an entry like systemd-boot's `line_get_key_value`: blank and
-    /// `#` lines are skipped, the key ends at the first space or tab, the
+    /// Reads an entry file as systemd-boot does (`line_get_key_value` and
+    /// `config_entry_add_type1`): the text ends at the first NUL byte; a
+    /// line ends at `\n` or `\r`; blank and `#` lines are skipped, and so is
+    /// a line without a value; the key ends at the first space or tab, the
     /// value is the rest with surrounding blanks and one pair of enclosing
-    /// double quotes removed.
-    pub fn parse(text: &str) -> Result<BlsEntry, BlsError> {
-        let mut entry = BlsEntry::default();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim_matches([' ', '\t', '\r']);
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+    /// double quotes removed. Returns the entry systemd-boot sees and what
+    /// it silently skipped (nothing, for an entry abnix wrote).
+    pub fn read(bytes: &[u8]) -> (BlsEntry, Vec<BlsError>) {
+        let mut problems = Vec::new();
+        let text = match bytes.iter().position(|&b| b == 0) {
+            Some(offset) => {
+                problems.push(BlsError::Nul { offset });
+                &bytes[..offset]
             }
-            let (key, value) = line
-                .split_once([' ', '\t'])
-                .map(|(k, v)| (k, v.trim_matches([' ', '\t'])))
-                .ok_or_else(|| BlsError::BadLine {
-                    line: i + 1,
-                    reason: format!("{line:?} has no value"),
-                })?;
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value)
-                .to_owned();
-            match key {
-                "title" => entry.title = Some(value),
-                "version" => entry.version = Some(value),
-                "sort-key" => entry.sort_key = Some(value),
-                "machine-id" => entry.machine_id = Some(value),
-                "linux" => entry.linux = Some(value),
-                "initrd" => entry.initrd.push(value),
-                "options" => entry.options.push(value),
-                _ => entry.other.push((key.to_owned(), value)),
+            None => bytes,
+        };
+        let mut entry = BlsEntry::default();
+        for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+            let line_number = i + 1;
+            let raw = String::from_utf8(raw.to_vec()).unwrap_or_else(|e| {
+                problems.push(BlsError::NotUtf8 { line: line_number });
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            });
+            for part in raw.split('\r') {
+                let line = part.trim_matches([' ', '\t']);
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((key, value)) = line.split_once([' ', '\t']) else {
+                    problems.push(BlsError::BadLine {
+                        line: line_number,
+                        reason: format!("{line:?} has no value"),
+                    });
+                    continue;
+                };
+                entry.set(key, value.trim_matches([' ', '\t']));
             }
         }
-        Ok(entry)
+        (entry, problems)
+    }
+
+    /// Takes one `key value` line (value trimmed) as systemd-boot does.
+    fn set(&mut self, key: &str, value: &str) {
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value)
+            .to_owned();
+        match key {
+            "title" => self.title = Some(value),
+            "version" => self.version = Some(value),
+            "sort-key" => self.sort_key = Some(value),
+            "machine-id" => self.machine_id = Some(value),
+            "linux" => self.linux = Some(value),
+            "initrd" => self.initrd.push(value),
+            "options" => self.options.push(value),
+            _ => self.other.push((key.to_owned(), value)),
+        }
     }
 
     pub fn serialize(&self) -> Result<String, BlsError> {
@@ -517,7 +544,7 @@ mod tests {
              linux /abnix/b/kernel\ninitrd /abnix/b/initrd\n\
              options init=/x/init q=\"a b\" abnix.slot=b\n"
         );
-        assert_eq!(BlsEntry::parse(&text), Ok(entry.clone()));
+        assert_eq!(BlsEntry::read(text.as_bytes()), (entry.clone(), vec![]));
         assert_eq!(entry.cmdline(), r#"init=/x/init q="a b" abnix.slot=b"#);
         assert_eq!(slot_entry(Slot::A, 1, "x", "").cmdline(), "abnix.slot=a");
     }
@@ -526,18 +553,12 @@ mod tests {
     fn parses_foreign_entries_like_systemd_boot() {
         let text = "# comment\n\ntitle   \"Debian GNU/Linux\"  \r\nlinux\t/vmlinuz\n\
                     options a=1\noptions b=2\ndevicetree /dtb\n";
-        let entry = BlsEntry::parse(text).unwrap();
+        let (entry, problems) = BlsEntry::read(text.as_bytes());
+        assert_eq!(problems, []);
         assert_eq!(entry.title.as_deref(), Some("Debian GNU/Linux"));
         assert_eq!(entry.linux.as_deref(), Some("/vmlinuz"));
         assert_eq!(entry.cmdline(), "a=1 b=2");
         assert_eq!(entry.other, [("devicetree".to_owned(), "/dtb".to_owned())]);
-        assert_eq!(
-            BlsEntry::parse("title x\nlinux\n"),
-            Err(BlsError::BadLine {
-                line: 2,
-                reason: "\"linux\" has no value".into()
-            })
-        );
         let entry = BlsEntry {
             title: Some("two\nlines".into()),
             ..BlsEntry::default()
@@ -548,6 +569,34 @@ mod tests {
                 key: "title".into()
             })
         );
+    }
+
+    #[test]
+    fn reads_damaged_entries_like_systemd_boot_and_names_what_it_skipped() {
+        // A line without a value is skipped; a lone \r ends a line.
+        let (entry, problems) = BlsEntry::read(b"title x\nlinux\nversion 3\rsort-key abnix\n");
+        assert_eq!(entry.title.as_deref(), Some("x"));
+        assert_eq!(entry.linux, None);
+        assert_eq!(entry.version.as_deref(), Some("3"));
+        assert_eq!(entry.sort_key.as_deref(), Some("abnix"));
+        assert_eq!(
+            problems,
+            [BlsError::BadLine {
+                line: 2,
+                reason: "\"linux\" has no value".into()
+            }]
+        );
+        // systemd-boot reads a C string: nothing after a NUL counts.
+        let (entry, problems) = BlsEntry::read(b"linux /abnix/a/kernel\n\0\0options x\n");
+        assert_eq!(entry.linux.as_deref(), Some("/abnix/a/kernel"));
+        assert_eq!(entry.options, Vec::<String>::new());
+        assert_eq!(problems, [BlsError::Nul { offset: 22 }]);
+        // Invalid UTF-8 is replaced; the rest of the line still counts.
+        let (entry, problems) = BlsEntry::read(b"title \xff\xfe\nlinux /k\n");
+        assert_eq!(entry.title.as_deref(), Some("\u{fffd}\u{fffd}"));
+        assert_eq!(entry.linux.as_deref(), Some("/k"));
+        assert_eq!(problems, [BlsError::NotUtf8 { line: 1 }]);
+        assert_eq!(problems[0].to_string(), "boot entry line 1 is not UTF-8");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! abnix/<slot>/initrd       initrd,
 //! abnix/<slot>/slot.json    version, id, label and kernel command line,
 //! abnix/<slot>/slot.cfg     GRUB: loads the slot (sourced by grub.cfg)
+//! abnix/<slot>/good         GRUB: empty; the slot holds the last version proved good
 //! loader/loader.conf        systemd-boot: settings, written once at install
 //! loader/entries/abnix-<slot>[+LEFT[-DONE]].conf   systemd-boot: one entry per activated slot
 //! ```
@@ -49,6 +50,15 @@ pub fn grub_slot_cfg(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}/slot.cfg")
 }
 
+/// The file name of GRUB's last-good mark in a slot's directory.
+pub const GRUB_GOOD_MARK: &str = "good";
+
+/// GRUB's last-good mark of a slot: an empty file, so creating or
+/// removing it is one directory-sector write.
+pub fn grub_good_mark(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}/{GRUB_GOOD_MARK}")
+}
+
 /// A path as the bootloaders name it: from the root of the ESP.
 pub fn absolute(path: &str) -> String {
     format!("/{path}")
@@ -64,5 +74,6 @@ mod tests {
         assert_eq!(initrd(Slot::B), "abnix/b/initrd");
         assert_eq!(slot_info(Slot::B), "abnix/b/slot.json");
         assert_eq!(absolute(&grub_slot_cfg(Slot::A)), "/abnix/a/slot.cfg");
+        assert_eq!(absolute(&grub_good_mark(Slot::B)), "/abnix/b/good");
     }
 }

@@ -1,11 +1,25 @@
 //! The GRUB backend: state in `abnix/grubenv`, a slot's marker is its
 //! `slot.cfg`.
+//!
+//! Besides the state block, each slot may carry a last-good mark,
+//! `abnix/<slot>/good` (empty: created or removed by one directory-sector
+//! write). Only GRUB's rescue path reads it, to boot the version last proved
+//! good when the block is damaged or names no eligible slot. The rule it
+//! keeps: a mark only ever sits on boot files that passed mark-good.
+//! So it is created only by [`mark_good`](BootControl::mark_good), on the
+//! running slot's complete files, before the block says good (a cut in
+//! between leaves a marked slot still on trial, whose next boot runs
+//! mark-good again); and it goes before anything that ends that: in
+//! `mark_bad` right after `slot.cfg` and before the block and the files, in
+//! `activate` before the block makes the slot a trial (a trial that fails
+//! must not be rescued). `write_boot_files` refuses a slot that still has
+//! one. docs/boot.md works through every cut.
 
 use tracing::{info, warn};
 
 use super::grubcfg::{grub_cfg, slot_cfg, GrubCfgOptions};
 use super::grubenv::{decode_state, encode_state, DecodedState, STATE_BLOCK_SIZE};
-use super::state::{slot_index, BootState};
+use super::state::{slot_index, BootState, SlotFiles};
 use super::{
     esp, files, BootControl, BootError, BootFiles, BootStatus, SlotInfo, SlotState, SlotStatus,
 };
@@ -109,6 +123,23 @@ impl<D: Disk> GrubBoot<D> {
         Ok(self.fs.exists(&esp::grub_slot_cfg(slot))?)
     }
 
+    fn marked_good(&mut self, slot: Slot) -> Result<bool, BootError> {
+        Ok(self.fs.exists(&esp::grub_good_mark(slot))?)
+    }
+
+    /// What GRUB finds of the slot's files.
+    fn files(&mut self, slot: Slot) -> Result<SlotFiles, BootError> {
+        Ok(SlotFiles {
+            complete: self.complete(slot)?,
+            marked_good: self.marked_good(slot)?,
+        })
+    }
+
+    fn remove_good_mark(&mut self, slot: Slot) -> Result<(), BootError> {
+        files::remove_if_exists(&mut self.fs, &esp::grub_good_mark(slot))?;
+        Ok(())
+    }
+
     fn require_complete(&mut self, slot: Slot) -> Result<(), BootError> {
         if self.complete(slot)? {
             Ok(())
@@ -121,11 +152,11 @@ impl<D: Disk> GrubBoot<D> {
 impl<D: Disk> BootControl for GrubBoot<D> {
     fn status(&mut self) -> Result<BootStatus, BootError> {
         let state = self.read_state()?;
-        let mut complete = [false; 2];
+        let mut files = [SlotFiles::default(); 2];
         let mut slots = Vec::new();
         for slot in Slot::ALL {
-            complete[slot_index(slot)] = self.complete(slot)?;
-            let info = if complete[slot_index(slot)] {
+            files[slot_index(slot)] = self.files(slot)?;
+            let info = if files[slot_index(slot)].complete {
                 Some(
                     files::read_info(&mut self.fs, slot)?.ok_or_else(|| BootError::Corrupt {
                         path: esp::grub_slot_cfg(slot),
@@ -146,7 +177,7 @@ impl<D: Disk> BootControl for GrubBoot<D> {
             });
         }
         Ok(BootStatus {
-            next: state.next_boot(complete).map(|next| next.slot),
+            next: state.next_boot(files).map(|next| next.slot),
             slots: slots.try_into().expect("two slots"),
         })
     }
@@ -171,9 +202,11 @@ impl<D: Disk> BootControl for GrubBoot<D> {
     }
 
     fn mark_bad(&mut self, slot: Slot) -> Result<(), BootError> {
-        // The marker first: from here on GRUB cannot load the slot, whatever
-        // the state block says.
+        // slot.cfg first: from here on GRUB cannot load the slot, whatever
+        // the state block or the last-good mark says. Then the mark,
+        // which must be gone before the files change.
         files::remove_if_exists(&mut self.fs, &esp::grub_slot_cfg(slot))?;
+        self.remove_good_mark(slot)?;
         self.change_state(|state| Ok(state.mark_bad(slot)))?;
         files::remove_slot_files(&mut self.fs, slot)?;
         info!(%slot, "marked bad");
@@ -181,7 +214,10 @@ impl<D: Disk> BootControl for GrubBoot<D> {
     }
 
     fn write_boot_files(&mut self, slot: Slot, files: &mut BootFiles<'_>) -> Result<(), BootError> {
-        if self.complete(slot)? {
+        // A last-good mark left by a mark_bad cut short must not end up
+        // on new files.
+        let present = self.files(slot)?;
+        if present.complete || present.marked_good {
             return Err(BootError::NotMarkedBad(slot));
         }
         self.check_boot_files(slot, &files.info, files.kernel_len, files.initrd_len)?;
@@ -195,13 +231,26 @@ impl<D: Disk> BootControl for GrubBoot<D> {
 
     fn activate(&mut self, slot: Slot, tries: u8) -> Result<(), BootError> {
         self.require_complete(slot)?;
-        self.change_state(|state| Ok(state.activate(slot, tries)?))?;
+        let old = self.read_state()?;
+        let activated = old.activate(slot, tries)?;
+        // A trial may fail, so it carries no last-good mark: the mark
+        // goes before the block makes the slot a trial. (A slot written by
+        // write_boot_files has none; this is for one activated again.)
+        self.remove_good_mark(slot)?;
+        if activated != old {
+            self.write_state(&activated)?;
+        }
         info!(%slot, tries, "activated");
         Ok(())
     }
 
     fn mark_good(&mut self, slot: Slot) -> Result<(), BootError> {
         self.require_complete(slot)?;
+        // The mark before the block: the running slot's files passed
+        // mark-good whether or not the block gets to say so.
+        if !self.marked_good(slot)? {
+            self.fs.write_file(&esp::grub_good_mark(slot), &[])?;
+        }
         self.change_state(|state| Ok(state.mark_good(slot)))?;
         info!(%slot, "marked good");
         Ok(())

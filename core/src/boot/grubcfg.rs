@@ -4,7 +4,7 @@
 //! `grub.cfg` holds all the logic and never changes; the boot state it acts
 //! on is in the environment block (see [`super::grubenv`]) and the kernel
 //! command line of each slot is in that slot's `slot.cfg`. What the script
-//! does is modelled by [`BootState::next_boot`](super::state::BootState::next_boot).
+//! does is modelled by [`BootState::next_boot`].
 //!
 //! GRUB script has no arithmetic, so the decrement of a trial slot's tries is
 //! spelled out for each count; it has no variable indirection either, so the
@@ -71,26 +71,45 @@ function abnix_boot {{
     boot
   fi
 }}
+
+# Boots slot $1 if it holds the last version proved good (a file
+# outside grubenv, so it survives a damaged block); returns if not.
+function abnix_boot_good {{
+  if [ -f /{dir}/$1/{mark} ]; then
+    abnix_boot $1
+  fi
+}}
 "#,
-        dir = esp::ABNIX_DIR
+        dir = esp::ABNIX_DIR,
+        mark = esp::GRUB_GOOD_MARK,
     ));
     for slot in Slot::ALL {
         cfg.push_str(&try_slot_function(slot, &env));
     }
+    // The rescue path changes no state: save_env cannot write a damaged or
+    // missing block, and an intact block without an eligible slot has no
+    // tries worth resetting (docs/boot.md, "The script").
     cfg.push_str(&format!(
         r#"
 {normal}
-echo "abnix: no slot is eligible; booting the first slot that loads"
-{rescue}
+echo "{RESCUE_MESSAGE}"
+{rescue_good}
+echo "abnix: no slot marked good loads; booting the first slot that loads"
+{rescue_any}
 echo "abnix: no slot has loadable boot files"
 sleep 10
 reboot
 "#,
         normal = in_boot_order("abnix_try_a", "abnix_try_b"),
-        rescue = in_boot_order("abnix_boot a", "abnix_boot b"),
+        rescue_good = in_boot_order("abnix_boot_good a", "abnix_boot_good b"),
+        rescue_any = in_boot_order("abnix_boot a", "abnix_boot b"),
     ));
     cfg
 }
+
+/// What `grub.cfg` prints when it takes the rescue path: no slot is
+/// eligible by the state block (see [`BootState::next_boot`]).
+pub const RESCUE_MESSAGE: &str = "abnix: no slot is eligible; booting the last good slot";
 
 /// `abnix_try_<slot>`: boots the slot if its state makes it eligible,
 /// recording a trial attempt first.
@@ -308,6 +327,24 @@ mod tests {
                 assert!(cfg.contains(&step), "missing {step:?}");
             }
             assert!(cfg.contains(&format!("if save_env --file /abnix/grubenv {var}; then")));
+        }
+    }
+
+    #[test]
+    fn grub_cfg_rescues_slots_marked_good_first() {
+        let cfg = grub_cfg(&GrubCfgOptions::default());
+        let mark = esp::absolute(&esp::grub_good_mark(Slot::A)).replace("/a/", "/$1/");
+        assert!(cfg.contains(&format!("if [ -f {mark} ]; then\n    abnix_boot $1\n")));
+        let rescue = &cfg[cfg.find(RESCUE_MESSAGE).unwrap()..];
+        let normal = &cfg[..cfg.find(RESCUE_MESSAGE).unwrap()];
+        assert!(
+            !normal.contains("abnix_boot_good a"),
+            "only the rescue path"
+        );
+        for slot in Slot::ALL {
+            let good = rescue.find(&format!("abnix_boot_good {slot}\n")).unwrap();
+            let any = rescue.find(&format!("abnix_boot {slot}\n")).unwrap();
+            assert!(good < any, "slot {slot}");
         }
     }
 

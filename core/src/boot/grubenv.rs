@@ -316,7 +316,7 @@ pub fn decode_state(bytes: &[u8]) -> DecodedState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::state::MAX_TRIES;
+    use crate::boot::state::{SlotFiles, MAX_TRIES};
 
     fn block(text: &str, size: usize) -> Vec<u8> {
         let mut bytes = text.as_bytes().to_vec();
@@ -534,7 +534,15 @@ mod tests {
             (a_good.mark_bad(Slot::B), b_trial),
             (
                 b_trial,
-                b_trial.next_boot([true, true]).unwrap().state_after,
+                b_trial
+                    .next_boot(
+                        [SlotFiles {
+                            complete: true,
+                            marked_good: false,
+                        }; 2],
+                    )
+                    .unwrap()
+                    .state_after,
             ),
             (b_trial, b_good),
             (b_good, b_good.prefer(Slot::A).unwrap()),
@@ -562,10 +570,12 @@ mod tests {
                 }
                 // Slot files are complete for every slot the old or new
                 // state lets boot; the torn state must pick one of them.
-                let complete = [0, 1]
-                    .map(|i| old.slots[i] != SlotState::Bad || new.slots[i] != SlotState::Bad);
-                let next = got.next_boot(complete).expect("a torn state still boots");
-                assert!(complete[slot_index(next.slot)]);
+                let files = [0, 1].map(|i| SlotFiles {
+                    complete: old.slots[i] != SlotState::Bad || new.slots[i] != SlotState::Bad,
+                    marked_good: false,
+                });
+                let next = got.next_boot(files).expect("a torn state still boots");
+                assert!(files[slot_index(next.slot)].complete);
             }
         }
     }

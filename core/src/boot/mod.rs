@@ -38,7 +38,7 @@ mod tests;
 pub use grub::{GrubBoot, GrubInstall};
 pub use sdboot::SystemdBoot;
 pub use slotinfo::SlotInfo;
-pub use state::{BootState, SlotState, MAX_TRIES};
+pub use state::{BootState, SlotFiles, SlotState, MAX_TRIES};
 
 use crate::fat::FatError;
 use crate::slot::Slot;

@@ -11,7 +11,7 @@ use crate::system_disk::Bootloader;
 
 use super::bls::EntryName;
 use super::grubenv::{decode_state, encode_state};
-use super::{esp, BootError, BootStatus};
+use super::{esp, BootError, BootStatus, SlotFiles};
 
 /// One power-on of a machine whose ESP is `esp` and whose boot state is
 /// `status` (read from the same ESP just before): returns the slot that
@@ -28,8 +28,14 @@ pub fn power_on<D: Disk>(
             // GRUB starts from an empty environment when the file is gone.
             let bytes = fat.read_file(esp::GRUB_ENV).unwrap_or_default();
             let state = decode_state(&bytes).state;
-            let complete = Slot::ALL.map(|s| status.slot(s).info.is_some());
-            let Some(next) = state.next_boot(complete) else {
+            let mut files = [SlotFiles::default(); 2];
+            for (slot, files) in Slot::ALL.into_iter().zip(&mut files) {
+                *files = SlotFiles {
+                    complete: status.slot(slot).info.is_some(),
+                    marked_good: fat.exists(&esp::grub_good_mark(slot))?,
+                };
+            }
+            let Some(next) = state.next_boot(files) else {
                 return Ok(None);
             };
             if next.state_after != state {

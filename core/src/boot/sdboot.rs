@@ -1,5 +1,13 @@
 //! The systemd-boot backend: a slot's marker and state is its entry,
 //! `loader/entries/abnix-<slot>[+LEFT-DONE].conf` (see [`super::bls`]).
+//!
+//! A file named like an abnix entry whose content is not one abnix wrote for
+//! that slot (damaged: a NUL byte, bytes that are not UTF-8, a line without
+//! a value; or loading another kernel, initrd or `abnix.slot=`) is
+//! *unusable*: `status()` logs it with the reason, it gives its slot no
+//! state (the slot reads as bad, never good), and the next operation that
+//! writes the slot's entry replaces it. If systemd-boot would still list it, it still counts
+//! for which slot boots next, because systemd-boot boots it.
 
 use tracing::{info, warn};
 
@@ -20,7 +28,7 @@ pub struct SystemdBoot<D: Disk> {
     fs: FatFs<D>,
 }
 
-/// An abnix entry that systemd-boot lists.
+/// A file in `loader/entries` named as an abnix entry.
 #[derive(Debug, Clone)]
 struct Entry {
     name: EntryName,
@@ -28,6 +36,10 @@ struct Entry {
     version: Option<String>,
     sort_key: Option<String>,
     machine_id: Option<String>,
+    /// systemd-boot lists it: its `linux` file exists.
+    listed: bool,
+    /// Why it is not an entry abnix wrote for its slot.
+    unusable: Option<String>,
 }
 
 impl Entry {
@@ -44,6 +56,42 @@ impl Entry {
     fn path(&self) -> String {
         format!("{}/{}", esp::ENTRIES_DIR, self.file_name)
     }
+
+    /// An entry abnix wrote, which systemd-boot lists: it gives its slot
+    /// its state.
+    fn is_usable(&self) -> bool {
+        self.listed && self.unusable.is_none()
+    }
+
+    fn is_named(&self, name: EntryName) -> bool {
+        self.file_name.eq_ignore_ascii_case(&name.file_name())
+    }
+}
+
+/// Why `entry`, named as `slot`'s, does not boot that slot the way abnix
+/// writes it: another kernel or initrd, or no `abnix.slot=<slot>` last on
+/// its command line.
+fn not_for_slot(slot: Slot, entry: &BlsEntry) -> Option<String> {
+    let expected = slot_entry(slot, 0, "", "");
+    if entry.linux != expected.linux {
+        return Some(format!(
+            "it loads the kernel {:?}, not {:?}",
+            entry.linux,
+            expected.linux.unwrap_or_default()
+        ));
+    }
+    if entry.initrd != expected.initrd {
+        return Some(format!(
+            "it loads the initrds {:?}, not {:?}",
+            entry.initrd, expected.initrd
+        ));
+    }
+    let cmdline = entry.cmdline();
+    let tail = expected.cmdline();
+    if cmdline != tail && !cmdline.ends_with(&format!(" {tail}")) {
+        return Some(format!("its command line does not end in {tail}"));
+    }
+    None
 }
 
 impl<D: Disk> SystemdBoot<D> {
@@ -71,7 +119,7 @@ impl<D: Disk> SystemdBoot<D> {
         self.fs.into_inner()
     }
 
-    /// abnix's entries that systemd-boot lists: those whose kernel exists.
+    /// The files named as abnix's entries, read as systemd-boot reads them.
     /// Other systems' entries are ignored; a file named like ours that is
     /// not is logged and ignored.
     fn entries(&mut self) -> Result<Vec<Entry>, BootError> {
@@ -91,33 +139,46 @@ impl<D: Disk> SystemdBoot<D> {
                 }
             };
             let path = format!("{}/{}", esp::ENTRIES_DIR, item.name);
-            let text =
-                String::from_utf8(self.fs.read_file(&path)?).map_err(|_| BootError::Corrupt {
-                    path: path.clone(),
-                    reason: "not UTF-8".into(),
-                })?;
-            let entry = BlsEntry::parse(&text).map_err(|e| BootError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let Some(kernel) = entry.linux.as_deref() else {
-                continue;
+            let (entry, unusable) = match self.fs.read_file(&path) {
+                Ok(bytes) => {
+                    let (entry, problems) = BlsEntry::read(&bytes);
+                    let unusable = problems
+                        .first()
+                        .map(ToString::to_string)
+                        .or_else(|| not_for_slot(name.slot, &entry));
+                    (entry, unusable)
+                }
+                // Its clusters do not read as a file: systemd-boot cannot
+                // list it either.
+                Err(FatError::Corrupt(reason)) => (
+                    BlsEntry::default(),
+                    Some(format!("it cannot be read: {reason}")),
+                ),
+                Err(e) => return Err(e.into()),
             };
-            if !self.fs.exists(kernel)? {
-                continue;
-            }
+            let listed = match entry.linux.as_deref() {
+                Some(kernel) => match self.fs.exists(kernel) {
+                    Ok(exists) => exists,
+                    Err(FatError::InvalidName(_)) => false,
+                    Err(e) => return Err(e.into()),
+                },
+                None => false,
+            };
             entries.push(Entry {
                 name,
                 file_name: item.name,
                 version: entry.version,
                 sort_key: entry.sort_key,
                 machine_id: entry.machine_id,
+                listed,
+                unusable,
             });
         }
         Ok(entries)
     }
 
-    /// The entries of `slot`, the one systemd-boot would pick first first.
+    /// The files named as `slot`'s entries, the one systemd-boot would
+    /// pick first first.
     fn slot_entries(&mut self, slot: Slot) -> Result<Vec<Entry>, BootError> {
         let mut entries: Vec<Entry> = self
             .entries()?
@@ -126,6 +187,14 @@ impl<D: Disk> SystemdBoot<D> {
             .collect();
         entries.sort_by(|a, b| compare_entries(&a.sort_entry(), &b.sort_entry()));
         Ok(entries)
+    }
+
+    /// Removes every file named as `slot`'s entry, usable or not.
+    fn remove_entries(&mut self, slot: Slot) -> Result<(), BootError> {
+        for entry in self.slot_entries(slot)? {
+            self.fs.remove(&entry.path())?;
+        }
+        Ok(())
     }
 
     fn require_info(&mut self, slot: Slot) -> Result<SlotInfo, BootError> {
@@ -141,18 +210,44 @@ impl<D: Disk> SystemdBoot<D> {
         Ok(())
     }
 
-    /// Gives `slot` exactly one entry, named `name`: renames its first
-    /// entry (or writes one from its slot file) and removes any duplicate
-    /// an interrupted rename left.
+    /// Gives `slot` exactly one entry, named `name`, and removes its other
+    /// files: duplicates an interrupted rename left, unusable entries. The
+    /// entry kept is its first usable one, renamed; without one, a fresh
+    /// one from its slot file, written first under a name no file holds, so
+    /// that whatever may boot the slot now stays until it exists.
     fn set_entry(&mut self, slot: Slot, name: EntryName, info: &SlotInfo) -> Result<(), BootError> {
-        let mut existing = self.slot_entries(slot)?.into_iter();
-        match existing.next() {
-            Some(first) if first.name == name => {}
-            Some(first) => self.fs.rename(&first.path(), &name.path())?,
-            None => self.write_entry(name, info)?,
+        let mut others = self.slot_entries(slot)?;
+        let kept = match others.iter().position(Entry::is_usable) {
+            Some(first) => others.remove(first).file_name,
+            None => {
+                let demoted = EntryName::demoted(slot);
+                let fresh = if !others.iter().any(|e| e.is_named(name)) {
+                    name
+                } else {
+                    // Both names taken by unusable files: the one named
+                    // `name` stays until the fresh entry exists.
+                    if let Some(i) = others.iter().position(|e| e.is_named(demoted)) {
+                        self.fs.remove(&others.remove(i).path())?;
+                    }
+                    demoted
+                };
+                self.write_entry(fresh, info)?;
+                fresh.file_name()
+            }
+        };
+        if !kept.eq_ignore_ascii_case(&name.file_name()) {
+            // The kept entry boots the slot while the name is freed.
+            if let Some(i) = others.iter().position(|e| e.is_named(name)) {
+                self.fs.remove(&others.remove(i).path())?;
+            }
+            self.fs
+                .rename(&format!("{}/{kept}", esp::ENTRIES_DIR), &name.path())?;
         }
-        for duplicate in existing.filter(|e| e.name != name) {
-            self.fs.remove(&duplicate.path())?;
+        for other in others {
+            self.fs.remove(&other.path())?;
+            if let Some(reason) = &other.unusable {
+                info!(%slot, path = other.path(), reason, "removed an unusable entry");
+            }
         }
         Ok(())
     }
@@ -160,11 +255,9 @@ impl<D: Disk> SystemdBoot<D> {
     /// Demotes the other slot's entry if it is good and would boot before
     /// `slot` once `slot` is good: it gets no tries left and none done
     /// (`+0-0`), so it sorts last but stays bootable. A trial of the other
-    /// slot is left alone.
+    /// slot is left alone. An unusable entry of the other slot that would
+    /// boot first is removed: it gives that slot no state to keep.
     fn demote_other_if_first(&mut self, slot: Slot, info: &SlotInfo) -> Result<(), BootError> {
-        let Some(theirs) = self.slot_entries(slot.other())?.into_iter().next() else {
-            return Ok(());
-        };
         let file_name = EntryName::good(slot).file_name();
         let version = info.version.to_string();
         let mine = SortEntry {
@@ -174,11 +267,30 @@ impl<D: Disk> SystemdBoot<D> {
             machine_id: None,
             version: Some(&version),
         };
-        if theirs.name.counter.is_none() && compare_entries(&theirs.sort_entry(), &mine).is_lt() {
-            self.fs
-                .rename(&theirs.path(), &EntryName::demoted(slot.other()).path())?;
-            info!(slot = %slot.other(), "demoted");
+        let before_mine = |e: &Entry| e.listed && compare_entries(&e.sort_entry(), &mine).is_lt();
+        let (unusable_first, mut theirs): (Vec<Entry>, Vec<Entry>) = self
+            .slot_entries(slot.other())?
+            .into_iter()
+            .partition(|e| !e.is_usable() && before_mine(e));
+        for unusable in unusable_first {
+            self.fs.remove(&unusable.path())?;
+            info!(slot = %slot.other(), path = unusable.path(), "removed an unusable entry");
         }
+        let Some(first) = theirs.iter().position(Entry::is_usable) else {
+            return Ok(());
+        };
+        if theirs[first].name.counter.is_some() || !before_mine(&theirs[first]) {
+            return Ok(());
+        }
+        let first = theirs.remove(first);
+        let demoted = EntryName::demoted(slot.other());
+        // A file already holding the name (unusable, sorting last) goes
+        // first; the entry being demoted still boots meanwhile.
+        if let Some(holder) = theirs.iter().find(|e| e.is_named(demoted)) {
+            self.fs.remove(&holder.path())?;
+        }
+        self.fs.rename(&first.path(), &demoted.path())?;
+        info!(slot = %slot.other(), "demoted");
         Ok(())
     }
 }
@@ -186,12 +298,21 @@ impl<D: Disk> SystemdBoot<D> {
 impl<D: Disk> BootControl for SystemdBoot<D> {
     fn status(&mut self) -> Result<BootStatus, BootError> {
         let entries = self.entries()?;
+        for entry in &entries {
+            if let Some(reason) = &entry.unusable {
+                warn!(
+                    "{}: {reason}: unusable, so slot {} reads as bad until its entry is written again",
+                    entry.path(),
+                    entry.name.slot
+                );
+            }
+        }
         let mut slots = Vec::new();
         for slot in Slot::ALL {
             let info = files::read_info(&mut self.fs, slot)?;
             let first = entries
                 .iter()
-                .filter(|e| e.name.slot == slot)
+                .filter(|e| e.name.slot == slot && e.is_usable())
                 .min_by(|a, b| compare_entries(&a.sort_entry(), &b.sort_entry()));
             let state = match (&info, first) {
                 (Some(_), Some(entry)) => entry.name.state(),
@@ -199,6 +320,8 @@ impl<D: Disk> BootControl for SystemdBoot<D> {
             };
             slots.push(SlotStatus { slot, state, info });
         }
+        // What systemd-boot boots: the first entry it lists, usable or not.
+        let entries: Vec<Entry> = entries.into_iter().filter(|e| e.listed).collect();
         let sorted: Vec<SortEntry> = entries.iter().map(Entry::sort_entry).collect();
         let next = first_entry(&sorted).map(|first| {
             entries
@@ -228,21 +351,9 @@ impl<D: Disk> BootControl for SystemdBoot<D> {
     }
 
     fn mark_bad(&mut self, slot: Slot) -> Result<(), BootError> {
-        // The entries first (also ones whose kernel is already gone): from
-        // here on systemd-boot does not list the slot.
-        let listing = match self.fs.list_dir(esp::ENTRIES_DIR) {
-            Ok(listing) => listing,
-            Err(FatError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        for item in listing {
-            if let Ok(Some(name)) = EntryName::parse(&item.name) {
-                if name.slot == slot {
-                    self.fs
-                        .remove(&format!("{}/{}", esp::ENTRIES_DIR, item.name))?;
-                }
-            }
-        }
+        // The entries first (also unusable ones, and ones whose kernel is
+        // already gone): from here on systemd-boot does not list the slot.
+        self.remove_entries(slot)?;
         files::remove_slot_files(&mut self.fs, slot)?;
         info!(%slot, "marked bad");
         Ok(())
@@ -262,9 +373,7 @@ impl<D: Disk> BootControl for SystemdBoot<D> {
         }
         let info = self.require_info(slot)?;
         // Replace any entry of the slot: it boots as a fresh trial.
-        for entry in self.slot_entries(slot)? {
-            self.fs.remove(&entry.path())?;
-        }
+        self.remove_entries(slot)?;
         self.write_entry(EntryName::trial(slot, u64::from(tries)), &info)?;
         info!(%slot, tries, "activated");
         Ok(())

@@ -63,14 +63,26 @@ pub struct BootState {
     pub slots: [SlotState; 2],
 }
 
+/// What GRUB finds of a slot's files on the ESP when it boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotFiles {
+    /// Its `slot.cfg` exists and loads its kernel and initrd.
+    pub complete: bool,
+    /// It has the last-good mark (`abnix/<slot>/good`): the version in it
+    /// passed mark-good and has not been rewritten or put on trial since.
+    /// Only the rescue path looks at it; see [`BootState::next_boot`].
+    pub marked_good: bool,
+}
+
 /// What the GRUB backend does on the next boot (see [`BootState::next_boot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextBoot {
     pub slot: Slot,
     /// The state after the bootloader recorded this boot attempt.
     pub state_after: BootState,
-    /// No slot was eligible, so the bootloader fell back to a slot with
-    /// complete boot files whatever its state, rather than stopping.
+    /// No slot was eligible, so the bootloader fell back to the last good
+    /// slot, or failing that to any slot with complete boot files, rather
+    /// than stopping.
     pub rescue: bool,
 }
 
@@ -83,8 +95,8 @@ pub(crate) fn slot_index(slot: Slot) -> usize {
 
 impl BootState {
     /// The state GRUB assumes when the environment block is missing or
-    /// unreadable: no slot is eligible, so it boots the first slot (in this
-    /// order) whose boot files are complete. `grub.cfg` sets these same
+    /// unreadable: no slot is eligible, so it takes the rescue path (see
+    /// [`BootState::next_boot`]), in this order. `grub.cfg` sets these same
     /// values before `load_env`.
     pub const FALLBACK: BootState = BootState {
         primary: Slot::A,
@@ -149,21 +161,26 @@ impl BootState {
         })
     }
 
-    /// What GRUB does at the next boot, given which slots have complete boot
-    /// files (a loadable kernel and initrd and their slot file).
+    /// What GRUB does at the next boot, given what it finds of each slot's
+    /// files.
     ///
     /// Mirrors the script in `grub.cfg`: the first eligible slot in
     /// [`order`](Self::order) with complete files boots; a trial slot has
-    /// its tries decremented (and saved) first. With no eligible slot, the
-    /// first slot with complete files boots as it is (rescue), so a machine
-    /// never stops at a prompt while anything can boot. `None` only when no
-    /// slot has complete files.
-    pub fn next_boot(&self, complete: [bool; 2]) -> Option<NextBoot> {
-        let has_files = |slot: Slot| complete[slot_index(slot)];
+    /// its tries decremented (and saved) first. With no eligible slot (a
+    /// damaged or missing block, both slots bad or failed), the rescue path
+    /// boots the first slot in the same order that is complete and marked
+    /// good, else the first complete one, and changes no state: GRUB's
+    /// `save_env` cannot write a damaged or missing block, and with an
+    /// intact one there is nothing a reset could improve (see docs/boot.md,
+    /// "The script"). So a machine never stops at a prompt while anything
+    /// can boot, and prefers the version last proved good to one whose
+    /// trial failed. `None` only when no slot has complete files.
+    pub fn next_boot(&self, files: [SlotFiles; 2]) -> Option<NextBoot> {
+        let files_of = |slot: Slot| files[slot_index(slot)];
         let normal = self
             .order()
             .into_iter()
-            .find(|&slot| has_files(slot) && self.slot(slot).is_eligible());
+            .find(|&slot| files_of(slot).complete && self.slot(slot).is_eligible());
         if let Some(slot) = normal {
             let state_after = match self.slot(slot) {
                 SlotState::Trial { tries_left } => self.with_slot(
@@ -180,14 +197,17 @@ impl BootState {
                 rescue: false,
             });
         }
-        self.order()
+        let complete: Vec<Slot> = self
+            .order()
             .into_iter()
-            .find(|&slot| has_files(slot))
-            .map(|slot| NextBoot {
-                slot,
-                state_after: *self,
-                rescue: true,
-            })
+            .filter(|&slot| files_of(slot).complete)
+            .collect();
+        let last_good = complete.iter().find(|&&slot| files_of(slot).marked_good);
+        last_good.or(complete.first()).map(|&slot| NextBoot {
+            slot,
+            state_after: *self,
+            rescue: true,
+        })
     }
 }
 
@@ -195,7 +215,20 @@ impl BootState {
 mod tests {
     use super::*;
 
-    const BOTH: [bool; 2] = [true, true];
+    /// Complete files, no last-good mark.
+    const PLAIN: SlotFiles = SlotFiles {
+        complete: true,
+        marked_good: false,
+    };
+    const BOTH: [SlotFiles; 2] = [PLAIN; 2];
+
+    /// Which slots are complete, none marked good.
+    fn complete(a: bool, b: bool) -> [SlotFiles; 2] {
+        [a, b].map(|complete| SlotFiles {
+            complete,
+            marked_good: false,
+        })
+    }
 
     fn installed() -> BootState {
         BootState::FALLBACK.mark_good(Slot::A)
@@ -203,10 +236,10 @@ mod tests {
 
     /// Boots `state` until it settles on a slot that is not on trial,
     /// returning the slots booted in order.
-    fn boot_until_settled(mut state: BootState, complete: [bool; 2]) -> (Vec<Slot>, BootState) {
+    fn boot_until_settled(mut state: BootState, files: [SlotFiles; 2]) -> (Vec<Slot>, BootState) {
         let mut booted = Vec::new();
         for _ in 0..=MAX_TRIES {
-            let next = state.next_boot(complete).expect("something boots");
+            let next = state.next_boot(files).expect("something boots");
             booted.push(next.slot);
             state = next.state_after;
             if !matches!(state.slot(next.slot), SlotState::Trial { .. }) {
@@ -248,12 +281,15 @@ mod tests {
     #[test]
     fn slots_without_complete_files_are_never_booted() {
         let state = installed().activate(Slot::B, 3).unwrap();
-        assert_eq!(state.next_boot([true, false]).unwrap().slot, Slot::A);
+        assert_eq!(
+            state.next_boot(complete(true, false)).unwrap().slot,
+            Slot::A
+        );
         // A good slot whose files vanished: the trial slot still boots.
-        let next = installed().next_boot([false, true]).unwrap();
+        let next = installed().next_boot(complete(false, true)).unwrap();
         assert_eq!(next.slot, Slot::B);
         assert!(next.rescue);
-        assert_eq!(BootState::FALLBACK.next_boot([false, false]), None);
+        assert_eq!(BootState::FALLBACK.next_boot(complete(false, false)), None);
     }
 
     #[test]
@@ -261,8 +297,63 @@ mod tests {
         let next = BootState::FALLBACK.next_boot(BOTH).unwrap();
         assert_eq!((next.slot, next.rescue), (Slot::A, true));
         assert_eq!(next.state_after, BootState::FALLBACK);
-        let next = BootState::FALLBACK.next_boot([false, true]).unwrap();
+        let next = BootState::FALLBACK
+            .next_boot(complete(false, true))
+            .unwrap();
         assert_eq!((next.slot, next.rescue), (Slot::B, true));
+    }
+
+    #[test]
+    fn rescue_prefers_the_last_good_slot_to_a_failed_trial() {
+        // A damaged block reads as FALLBACK: A first, nothing eligible. A
+        // holds a failed trial (complete, unmarked), B the good version.
+        let b_good = [
+            PLAIN,
+            SlotFiles {
+                complete: true,
+                marked_good: true,
+            },
+        ];
+        let next = BootState::FALLBACK.next_boot(b_good).unwrap();
+        assert_eq!((next.slot, next.rescue), (Slot::B, true));
+        assert_eq!(
+            next.state_after,
+            BootState::FALLBACK,
+            "rescue writes nothing"
+        );
+        // Both marked: the primary order decides.
+        let both_marked = b_good.map(|files| SlotFiles {
+            marked_good: true,
+            ..files
+        });
+        assert_eq!(
+            BootState::FALLBACK.next_boot(both_marked).unwrap().slot,
+            Slot::A
+        );
+        // A mark without loadable files counts for nothing.
+        let marked_but_gone = [
+            PLAIN,
+            SlotFiles {
+                complete: false,
+                marked_good: true,
+            },
+        ];
+        assert_eq!(
+            BootState::FALLBACK.next_boot(marked_but_gone).unwrap().slot,
+            Slot::A
+        );
+        // The normal path does not look at marks.
+        let a_marked_b_trial = installed().activate(Slot::B, 2).unwrap();
+        let next = a_marked_b_trial
+            .next_boot([
+                SlotFiles {
+                    complete: true,
+                    marked_good: true,
+                },
+                PLAIN,
+            ])
+            .unwrap();
+        assert_eq!((next.slot, next.rescue), (Slot::B, false));
     }
 
     #[test]
@@ -281,7 +372,10 @@ mod tests {
         let rolled_back = both_good.prefer(Slot::A).unwrap();
         assert_eq!(rolled_back.next_boot(BOTH).unwrap().slot, Slot::A);
         assert_eq!(rolled_back.slot(Slot::B), SlotState::Good);
-        assert_eq!(rolled_back.next_boot([false, true]).unwrap().slot, Slot::B);
+        assert_eq!(
+            rolled_back.next_boot(complete(false, true)).unwrap().slot,
+            Slot::B
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! safe against byte tears, which `grubenv`'s tests check at every byte.
 //! After each cut the ESP must open, `status()` must show each slot's state
 //! and version as they were before or after the operation, and the
-//! bootloader must boot a slot whose kernel and initrd are intact.
+//! bootloader must boot a slot whose kernel and initrd are intact. GRUB's
+//! last-good marks must be as before or after too, and sit only on boot
+//! files that were good before or after: what the rescue path boots.
 
 use super::*;
 use crate::disk::{Fault, FaultyDisk};
@@ -16,14 +18,19 @@ use crate::disk::{Fault, FaultyDisk};
 fn cut_everywhere(kind: Kind, start: &Overlay, op: impl Fn(&mut dyn BootControl)) {
     let (before, _) = status(kind, start.clone());
     let before = summary(&before);
+    let marks_before = good_marks(start.clone());
     let recording = Recording {
         inner: start.clone(),
         writes: Vec::new(),
     };
     let (_, done) = with_backend(kind, recording, &op);
+    let marks_after = good_marks(done.inner.clone());
     let (after, _) = status(kind, done.inner);
     let after = summary(&after);
-    assert_ne!(before, after, "{kind:?}: the operation changes something");
+    assert!(
+        before != after || marks_before != marks_after,
+        "{kind:?}: the operation changes something"
+    );
 
     // Budgets in bytes written so far, as FaultyDisk counts them. Writes of
     // the GRUB state block are also torn inside the sector, every 7 bytes
@@ -76,12 +83,42 @@ fn cut_everywhere(kind: Kind, start: &Overlay, op: impl Fn(&mut dyn BootControl)
             before.next,
             after.next
         );
+        let marks = good_marks(disk.clone());
+        for (i, slot) in Slot::ALL.iter().enumerate() {
+            assert!(
+                marks[i] == marks_before[i] || marks[i] == marks_after[i],
+                "{kind:?}, cut after {budget} of {total} bytes: slot {slot} marked good: {}",
+                marks[i]
+            );
+            // A mark on complete files: a good slot on its way down
+            // (still good), or files that mark_good is making good.
+            let (state, version) = now.slots[i];
+            let good = (SlotState::Good, version);
+            assert!(
+                !marks[i]
+                    || version.is_none()
+                    || (state == SlotState::Good && before.slots[i] == good)
+                    || after.slots[i] == good,
+                "{kind:?}, cut after {budget} of {total} bytes: slot {slot} is marked good \
+                 as {:?}; before {:?}, after {:?}",
+                now.slots[i],
+                before.slots[i],
+                after.slots[i]
+            );
+        }
+        // (Before the installer's mark-good, systemd-boot has no entry.)
         let (booted, _) = power_on(kind, disk);
         assert!(
-            booted.is_some(),
+            booted.is_some() || before.next.is_none(),
             "{kind:?}, cut after {budget} of {total} bytes: nothing boots"
         );
     }
+}
+
+/// Which slots carry GRUB's last-good mark (none with systemd-boot).
+fn good_marks(disk: Overlay) -> [bool; 2] {
+    let mut fs = FatFs::open(disk).expect("the ESP opens");
+    Slot::ALL.map(|slot| fs.exists(&esp::grub_good_mark(slot)).unwrap())
 }
 
 /// Where the GRUB state block lies on the ESP, if there is one.
@@ -156,6 +193,56 @@ fn activate_survives_power_cuts() {
             let _ = b.activate(Slot::A, 3);
         });
     }
+}
+
+/// The installer's last step: version 1 complete in A, marked good from
+/// the state block of a fresh install (no slot eligible).
+#[test]
+fn first_mark_good_survives_power_cuts() {
+    for kind in KINDS {
+        let disk = installed(kind);
+        let (result, disk) = with_backend(kind, disk, |b| write_version(b, Slot::A, 1));
+        result.unwrap();
+        cut_everywhere(kind, &flatten(&disk), |b| {
+            let _ = b.mark_good(Slot::A);
+        });
+    }
+}
+
+/// GRUB: activating a slot that is marked good (its version activated
+/// again) takes the mark away before the block makes it a trial.
+#[test]
+fn activate_of_a_slot_marked_good_survives_power_cuts() {
+    let start = both_good(Kind::Grub);
+    assert_eq!(good_marks(start.clone()), [true, true]);
+    cut_everywhere(Kind::Grub, &start, |b| {
+        let _ = b.activate(Slot::A, 3);
+    });
+}
+
+/// systemd-boot: mark-good of a slot whose only entry is unusable but
+/// listed (it loads the slot's kernel, with a line systemd-boot skips):
+/// the entry is replaced, and at every cut something lists the slot.
+#[test]
+fn mark_good_over_an_unusable_entry_survives_power_cuts() {
+    let kind = Kind::SystemdBoot;
+    let (result, disk) = with_backend(kind, installed(kind), |b| write_version(b, Slot::A, 1));
+    result.unwrap();
+    let mut fs = FatFs::open(disk).unwrap();
+    fs.write_file(
+        "loader/entries/abnix-a.conf",
+        b"linux /abnix/a/kernel\ninitrd /abnix/a/initrd\noptions abnix.slot=a\njunk\n",
+    )
+    .unwrap();
+    let start = flatten(&fs.into_inner());
+    let (status, _) = status(kind, start.clone());
+    assert_eq!(
+        (status.slot(Slot::A).state, status.next),
+        (SlotState::Bad, Some(Slot::A))
+    );
+    cut_everywhere(kind, &start, |b| {
+        let _ = b.mark_good(Slot::A);
+    });
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::io::Cursor;
 use super::*;
 use crate::boot::bios;
 use crate::boot::grubcfg::grub_cfg;
+use crate::boot::grubenv::STATE_BLOCK_SIZE;
 use crate::boot::mkimage::GrubTools;
 use crate::boot::state::{BootState, TransitionError};
 
@@ -241,26 +242,259 @@ fn grub_status_reports_a_damaged_state_block_as_grub_reads_it() {
     assert_eq!(decoded.state, BootState::FALLBACK.mark_good(Slot::A));
 }
 
+/// GRUB's rescue path (docs/boot.md, "The script"): with the state block
+/// damaged or gone, GRUB boots the slot last proved good, not a failed trial
+/// whose files still load; the booted slot's mark-good writes a clean block.
 #[test]
-fn systemd_boot_ignores_foreign_entries() {
-    let disk = with_version_1(Kind::SystemdBoot);
-    let mut fs = FatFs::open(disk).unwrap();
-    fs.write_file(
-        "loader/entries/debian.conf",
-        b"title Debian\nlinux /vmlinuz\n",
-    )
-    .unwrap();
-    fs.write_file("loader/entries/abnix-c.conf", b"title odd\n")
+fn grub_rescue_boots_the_last_good_slot_not_a_failed_trial() {
+    let kind = Kind::Grub;
+    // v2 good in B, then v3 into A, whose trial fails.
+    let (result, disk) = with_backend(kind, with_version_1(kind), |b| {
+        write_version(b, Slot::B, 2)?;
+        b.activate(Slot::B, 3)
+    });
+    result.unwrap();
+    let disk = boot(kind, disk, Slot::B);
+    let (result, disk) = with_backend(kind, disk, |b| {
+        b.mark_good(Slot::B)?;
+        write_version(b, Slot::A, 3)?;
+        b.activate(Slot::A, 2)
+    });
+    result.unwrap();
+    let disk = boot(kind, disk, Slot::A);
+    let disk = boot(kind, disk, Slot::A);
+    let disk = boot(kind, disk, Slot::B);
+    let failed = assert_summary(
+        kind,
+        disk,
+        Summary {
+            slots: [(trial(0), Some(3)), (GOOD, Some(2))],
+            next: Some(Slot::B),
+        },
+    );
+    let garbage = pattern(STATE_BLOCK_SIZE, 7);
+    for damaged in [Some(&garbage), None] {
+        let mut fs = FatFs::open(failed.clone()).unwrap();
+        match damaged {
+            Some(bytes) => fs.overwrite_file(esp::GRUB_ENV, bytes).unwrap(),
+            None => fs.remove(esp::GRUB_ENV).unwrap(),
+        }
+        // GRUB reads both slots as bad; status says so, and that B boots.
+        let disk = assert_summary(
+            kind,
+            fs.into_inner(),
+            Summary {
+                slots: [(BAD, Some(3)), (BAD, Some(2))],
+                next: Some(Slot::B),
+            },
+        );
+        let disk = boot(kind, disk, Slot::B);
+        let disk = boot(kind, disk, Slot::B);
+        let (result, disk) = with_backend(kind, disk, |b| b.mark_good(Slot::B));
+        result.unwrap();
+        // A's trial is forgotten with the block: bad, it is rewritten
+        // before it boots again.
+        let mut fs = FatFs::open(assert_summary(
+            kind,
+            disk,
+            Summary {
+                slots: [(BAD, Some(3)), (GOOD, Some(2))],
+                next: Some(Slot::B),
+            },
+        ))
         .unwrap();
-    let disk = fs.into_inner();
-    assert_summary(
-        Kind::SystemdBoot,
+        let decoded = decode_state(&fs.read_file(esp::GRUB_ENV).unwrap());
+        assert!(decoded.problems.is_empty(), "{:?}", decoded.problems);
+    }
+}
+
+/// Files other systems (or people) put on the ESP: foreign boot entries, a
+/// name that looks like abnix's but is not, other EFI loaders, notes in
+/// abnix's own directories. Neither backend reads them into the state,
+/// and a whole update, rollback and rewrite leaves every one as it was.
+#[test]
+fn unknown_files_on_the_esp_are_left_alone() {
+    let foreign: [(&str, &[u8]); 7] = [
+        (
+            "loader/entries/debian.conf",
+            b"title Debian\nlinux /vmlinuz\n",
+        ),
+        (
+            "loader/entries/abnix-c.conf",
+            b"title odd\nlinux /abnix/a/kernel\n",
+        ),
+        ("loader/entries/abnix-a.conf.bak", b"title backup\n"),
+        ("EFI/debian/grubx64.efi", b"MZ someone else's loader"),
+        ("abnix/notes.txt", b"not abnix's"),
+        ("abnix/a/notes.txt", b"not abnix's either"),
+        ("abnix/c/kernel", b"no slot c"),
+    ];
+    for kind in KINDS {
+        let mut fs = FatFs::open(with_version_1(kind)).unwrap();
+        for (path, data) in foreign {
+            fs.create_dir_all(path.rsplit_once('/').unwrap().0).unwrap();
+            fs.write_file(path, data).unwrap();
+        }
+        let disk = assert_summary(
+            kind,
+            fs.into_inner(),
+            Summary {
+                slots: [(GOOD, Some(1)), (BAD, None)],
+                next: Some(Slot::A),
+            },
+        );
+        let (result, disk) = with_backend(kind, disk, |b| {
+            write_version(b, Slot::B, 2)?;
+            b.activate(Slot::B, 2)
+        });
+        result.unwrap();
+        let disk = boot(kind, disk, Slot::B);
+        let (result, disk) = with_backend(kind, disk, |b| {
+            b.mark_good(Slot::B)?;
+            b.prefer(Slot::A)?;
+            b.mark_bad(Slot::B)?;
+            write_version(b, Slot::A, 3)?;
+            b.activate(Slot::A, 2)
+        });
+        result.unwrap();
+        let disk = boot(kind, disk, Slot::A);
+        let (result, disk) = with_backend(kind, disk, |b| b.mark_good(Slot::A));
+        result.unwrap();
+        let mut fs = FatFs::open(assert_summary(
+            kind,
+            disk,
+            Summary {
+                slots: [(GOOD, Some(3)), (BAD, None)],
+                next: Some(Slot::A),
+            },
+        ))
+        .unwrap();
+        for (path, data) in foreign {
+            assert_eq!(fs.read_file(path).unwrap(), data, "{kind:?}: {path}");
+        }
+    }
+}
+
+/// An entry of abnix's that is damaged or changed (its slot B good and
+/// running): status still works and never calls B good, and B's next
+/// mark-good writes its entry afresh; activate and mark-bad replace it too.
+#[test]
+fn systemd_boot_takes_a_malformed_own_entry_as_no_entry() {
+    let kind = Kind::SystemdBoot;
+    let (result, disk) = with_backend(kind, with_version_1(kind), |b| {
+        write_version(b, Slot::B, 2)?;
+        b.activate(Slot::B, 3)
+    });
+    result.unwrap();
+    let disk = boot(kind, disk, Slot::B);
+    let (result, disk) = with_backend(kind, disk, |b| b.mark_good(Slot::B));
+    result.unwrap();
+    let good = flatten(&disk);
+    let entry = "loader/entries/abnix-b.conf";
+    let written = FatFs::open(good.clone()).unwrap().read_file(entry).unwrap();
+    let text = String::from_utf8(written.clone()).unwrap();
+    let with_line = |line: &str| format!("{text}{line}\n").into_bytes();
+    // (content, whether systemd-boot still lists it: it names B's kernel)
+    let malformed: [(Vec<u8>, bool); 6] = [
+        (pattern(700, 3), false),
+        (vec![0; 512], false),
+        (with_line("stray-key-without-value"), true),
+        (with_line("title \u{0}after a NUL"), true),
+        (
+            text.replace("/abnix/b/kernel", "/abnix/a/kernel")
+                .into_bytes(),
+            true,
+        ),
+        (
+            text.replace("abnix.slot=b", "abnix.slot=a").into_bytes(),
+            true,
+        ),
+    ];
+    for (content, listed) in malformed {
+        let mut fs = FatFs::open(good.clone()).unwrap();
+        fs.remove(entry).unwrap();
+        fs.write_file(entry, &content).unwrap();
+        let broken = flatten(&fs.into_inner());
+        let (status, _) = status(kind, broken.clone());
+        let what = String::from_utf8_lossy(&content[..40.min(content.len())]).into_owned();
+        assert_eq!(status.slot(Slot::B).state, BAD, "{what:?}");
+        assert_eq!(status.slot(Slot::A).state, GOOD, "{what:?}");
+        // systemd-boot boots the newer version's entry if it lists it.
+        let next = if listed { Slot::B } else { Slot::A };
+        assert_eq!(status.next, Some(next), "{what:?}");
+
+        let (result, disk) = with_backend(kind, broken.clone(), |b| b.mark_good(Slot::B));
+        result.unwrap();
+        let disk = assert_summary(
+            kind,
+            disk,
+            Summary {
+                slots: [(GOOD, Some(1)), (GOOD, Some(2))],
+                next: Some(Slot::B),
+            },
+        );
+        let mut fs = FatFs::open(disk).unwrap();
+        assert_eq!(fs.read_file(entry).unwrap(), written, "{what:?}");
+        assert_eq!(fs.list_dir(esp::ENTRIES_DIR).unwrap().len(), 2, "{what:?}");
+
+        let (result, disk) = with_backend(kind, broken.clone(), |b| b.activate(Slot::B, 2));
+        result.unwrap();
+        let disk = assert_summary(
+            kind,
+            disk,
+            Summary {
+                slots: [(GOOD, Some(1)), (trial(2), Some(2))],
+                next: Some(Slot::B),
+            },
+        );
+        boot(kind, disk, Slot::B);
+
+        let (result, disk) = with_backend(kind, broken, |b| b.mark_bad(Slot::B));
+        result.unwrap();
+        let mut fs = FatFs::open(disk).unwrap();
+        assert!(!fs.exists(entry).unwrap(), "{what:?}");
+    }
+}
+
+/// mark-good (here the installer's, on a fresh ESP) rewrites a slot whose
+/// two good entry names are both taken by unusable files, and leaves it one
+/// entry.
+#[test]
+fn systemd_boot_mark_good_frees_names_held_by_unusable_entries() {
+    let kind = Kind::SystemdBoot;
+    let (result, disk) = with_backend(kind, installed(kind), |b| write_version(b, Slot::A, 1));
+    result.unwrap();
+    let mut fs = FatFs::open(disk).unwrap();
+    let junk = b"linux /abnix/a/kernel\njunk\n";
+    fs.write_file("loader/entries/abnix-a.conf", junk).unwrap();
+    fs.write_file("loader/entries/abnix-a+0-0.conf", junk)
+        .unwrap();
+    let disk = assert_summary(
+        kind,
+        fs.into_inner(),
+        Summary {
+            slots: [(BAD, Some(1)), (BAD, None)],
+            next: Some(Slot::A),
+        },
+    );
+    let (result, disk) = with_backend(kind, disk, |b| b.mark_good(Slot::A));
+    result.unwrap();
+    let disk = assert_summary(
+        kind,
         disk,
         Summary {
             slots: [(GOOD, Some(1)), (BAD, None)],
             next: Some(Slot::A),
         },
     );
+    let mut fs = FatFs::open(disk).unwrap();
+    let names: Vec<String> = fs
+        .list_dir(esp::ENTRIES_DIR)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["abnix-a.conf"]);
 }
 
 #[test]
