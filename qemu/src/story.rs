@@ -219,6 +219,12 @@ impl Written {
         before.rsplit('(').next()?.parse().ok()
     }
 
+    /// ": N bytes downloaded" → N: what came from the bucket.
+    pub fn downloaded_bytes(&self) -> Option<u64> {
+        let (before, _) = self.line.split_once(" bytes downloaded")?;
+        before.rsplit(' ').next()?.parse().ok()
+    }
+
     /// The number that follows `prefix` in the line.
     fn number_after(&self, prefix: &str) -> Option<u64> {
         let (_, after) = self.line.split_once(prefix)?;
@@ -902,6 +908,7 @@ mod tests {
                     .into(),
         };
         assert_eq!(written.reused_chunks(), Some(423));
+        assert_eq!(written.downloaded_bytes(), None);
         assert_eq!(written.chunks(), Some(440));
         let resumed = Written {
             line: "wrote 40894464 bytes (440 chunks) into slot b in 2.2s, verified; reused 440 of \
@@ -911,6 +918,7 @@ mod tests {
                 .into(),
         };
         assert_eq!(resumed.kept_chunks(), Some(431));
+        assert_eq!(resumed.downloaded_bytes(), Some(0));
         assert_eq!(written.kept_chunks(), None);
     }
 
