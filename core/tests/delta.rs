@@ -278,6 +278,11 @@ fn nothing_in_common_is_a_plain_full_download() {
         "one sequential GET of the whole object"
     );
     assert_eq!(report.downloaded, meta.image.compressed_size);
+    assert_eq!(
+        report.downloaded,
+        bucket.proxy.body_bytes(),
+        "counted as received"
+    );
     assert_eq!(contents(&mut target, v2.len()), v2);
     assert!(bucket.image_gets(&old_meta).is_empty());
 }
@@ -454,6 +459,44 @@ fn a_server_that_ignores_ranges_gets_a_full_download() {
         "{report}"
     );
     assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+/// Everything is copied, so the first range request is the refetch of the
+/// damaged chunk: that is where the server shows it ignores ranges.
+#[test]
+fn a_server_that_ignores_ranges_gets_a_full_download_when_refetching() {
+    let bucket = Bucket::public();
+    let v1 = image(1);
+    let (meta, index) = bucket.publish(1, &v1);
+    let mut damaged = v1.clone();
+    damaged[index.chunks[5].offset as usize + 10] ^= 0xff;
+    bucket.proxy.ignore_ranges(true);
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &damaged), &index),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        report.fallback,
+        Some(Fallback::RangesUnsupported),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("ignores Range requests"),
+        "{report}"
+    );
+    let gets = bucket.image_gets(&meta);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(gets[0].range().is_some(), "the refetch asks for a range");
+    assert_eq!(gets[1].range(), None, "then the whole object");
+    assert_eq!(report.downloaded, meta.image.compressed_size);
+    assert_eq!(report.fetched.chunks, index.chunks.len());
+    assert_eq!(contents(&mut target, v1.len()), v1);
 }
 
 #[test]
