@@ -435,6 +435,36 @@ fn an_interrupted_attempt_is_resumed() {
 }
 
 #[test]
+fn missing_ranges_are_fetched_several_at_once_within_the_bound() {
+    let bucket = Bucket::signed();
+    let (_, old_index) = bucket.publish(1, &seeded_random(IMAGE_LEN, 1));
+    let v2 = seeded_random(IMAGE_LEN, 2);
+    let (meta, index) = bucket.publish(2, &v2);
+    let mut opts = DeltaOptions {
+        min_saving_percent: 0,
+        parallel_requests: 3,
+        ..DeltaOptions::default()
+    };
+    opts.coalescing.max_request = 256 * KIB as u64;
+    // Every request waits at the proxy, so requests in flight overlap there.
+    bucket.proxy.set_latency(Duration::from_millis(100));
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &[]), &old_index),
+            opts,
+        )
+        .unwrap();
+    assert!(report.requests >= 12, "{report}");
+    let most = bucket.proxy.max_open_requests();
+    assert!((2..=3).contains(&most), "{most} requests open at once");
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
 fn a_server_that_ignores_ranges_gets_a_full_download() {
     let bucket = Bucket::public();
     let v1 = image(1);
