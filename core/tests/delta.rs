@@ -3,6 +3,7 @@
 //! Range requests, the fallbacks, and that the target always ends up
 //! holding exactly the new image (read back, chunk by chunk and whole).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::time::Duration;
@@ -431,6 +432,66 @@ fn an_interrupted_attempt_is_resumed() {
     for get in bucket.image_gets(&meta) {
         assert!(requested_range(&get).0 >= first_fetched.compressed_offset);
     }
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
+fn kept_copied_and_fetched_in_one_update() {
+    let bucket = Bucket::signed();
+    let v1 = image(1);
+    let (_, old_index) = bucket.publish(1, &v1);
+    let mut v2 = v1.clone();
+    v2[3 * MIB..3 * MIB + 200 * KIB].copy_from_slice(&seeded_random(200 * KIB, 9));
+    let (meta, index) = bucket.publish(2, &v2);
+    // An attempt at v2 wrote its first 1.5 MiB, then stopped.
+    let mut before = v2[..3 * MIB / 2].to_vec();
+    let mut target = bucket.slot("target", &before);
+    before.resize(IMAGE_LEN, 0);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            LocalChunks {
+                active: Some(ActiveSlot {
+                    disk: bucket.slot("active", &v1),
+                    index: &old_index,
+                }),
+                target_may_hold_image: true,
+            },
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    // Each chunk: kept where the target already held its bytes, else copied
+    // where v1 has the same bytes, else fetched.
+    let in_v1: HashSet<Digest> = old_index.chunks.iter().map(|c| c.sha256).collect();
+    let (mut kept, mut copied, mut fetched) = (0, 0, 0);
+    for chunk in &index.chunks {
+        let bytes = chunk.offset as usize..(chunk.offset + u64::from(chunk.len)) as usize;
+        if before[bytes.clone()] == v2[bytes] {
+            kept += 1;
+        } else if in_v1.contains(&chunk.sha256) {
+            copied += 1;
+        } else {
+            fetched += 1;
+        }
+    }
+    assert!(
+        kept > 0 && copied > 0 && fetched > 0,
+        "{kept} {copied} {fetched}"
+    );
+    assert_eq!(report.fallback, None, "{report}");
+    assert_eq!(
+        (
+            report.kept.chunks,
+            report.copied.chunks,
+            report.fetched.chunks,
+            report.refetched
+        ),
+        (kept, copied, fetched, 0),
+        "{report}"
+    );
+    assert_eq!(bucket.image_gets(&meta).len(), report.requests);
     assert_eq!(contents(&mut target, v2.len()), v2);
 }
 
