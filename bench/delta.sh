@@ -32,6 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${WORK:-/var/tmp/abnix-bench-delta}
+RUNS=${RUNS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 for tool in mkfs.erofs mkfs.ext4 faketime fakeroot s3s-fs; do
@@ -60,7 +61,7 @@ common=(
 app_v1=/usr/lib/x86_64-linux-gnu/valgrind
 app_v2=/usr/lib/node_modules
 # Nothing in common with the above.
-other=(/usr/share/doc /usr/share/man /usr/lib/postgresql /usr/share/pocketsphinx)
+other=(/usr/share/doc /usr/share/man /usr/lib/postgresql /usr/lib/gcc)
 
 for dir in "${common[@]}" "$app_v1" "$app_v2" "${other[@]}"; do
   [[ -d $dir ]] || { echo "missing $dir (this bench expects a Debian build machine)" >&2; exit 1; }
@@ -86,10 +87,10 @@ image ext4-v1 ext4 22222222-0000-4000-8000-000000000001 "${common[@]}" "$app_v1"
 image ext4-v2 ext4 22222222-0000-4000-8000-000000000002 "${common[@]}" "$app_v2"
 
 echo
-"$BIN" bench "(a) erofs, one store path changed" "$WORK/erofs-v1.img" "$WORK/erofs-v2.img" "$WORK"
-"$BIN" bench "(a') ext4, one store path changed" "$WORK/ext4-v1.img" "$WORK/ext4-v2.img" "$WORK"
-"$BIN" bench "(b) erofs, nothing in common" "$WORK/erofs-v1.img" "$WORK/erofs-other.img" "$WORK"
-"$BIN" bench "(c) erofs, the same image twice" "$WORK/erofs-v1.img" "$WORK/erofs-v1.img" "$WORK"
+"$BIN" bench changed "(a) erofs, one store path changed" "$WORK/erofs-v1.img" "$WORK/erofs-v2.img" "$WORK" "$RUNS"
+"$BIN" bench changed "(a') ext4, one store path changed" "$WORK/ext4-v1.img" "$WORK/ext4-v2.img" "$WORK" "$RUNS"
+"$BIN" bench unrelated "(b) erofs, nothing in common" "$WORK/erofs-v1.img" "$WORK/erofs-other.img" "$WORK" "$RUNS"
+"$BIN" bench same "(c) erofs, the same image twice" "$WORK/erofs-v1.img" "$WORK/erofs-v1.img" "$WORK" "$RUNS"
 
 if [[ ${MEASURE:-0} == 1 ]]; then
   echo
