@@ -28,7 +28,7 @@ mod store;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 pub use plan::{coalesce, Coalescing, Cost, Plan, Source};
 pub use reopen::Reopen;
@@ -373,7 +373,7 @@ fn full_download<O: ImageObject, D: Disk>(
     fallback: Fallback,
     started: Instant,
 ) -> Result<DeltaReport, PipelineError> {
-    info!("downloading the whole image because {fallback}");
+    debug!(reason = %fallback, "downloading the whole image");
     let mut source = Counted {
         inner: object.open().map_err(PipelineError::Source)?,
         bytes: 0,
