@@ -3,6 +3,7 @@
 //! Range requests, the fallbacks, and that the target always ends up
 //! holding exactly the new image (read back, chunk by chunk and whole).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::time::Duration;
@@ -278,6 +279,11 @@ fn nothing_in_common_is_a_plain_full_download() {
         "one sequential GET of the whole object"
     );
     assert_eq!(report.downloaded, meta.image.compressed_size);
+    assert_eq!(
+        report.downloaded,
+        bucket.proxy.body_bytes(),
+        "counted as received"
+    );
     assert_eq!(contents(&mut target, v2.len()), v2);
     assert!(bucket.image_gets(&old_meta).is_empty());
 }
@@ -430,6 +436,96 @@ fn an_interrupted_attempt_is_resumed() {
 }
 
 #[test]
+fn kept_copied_and_fetched_in_one_update() {
+    let bucket = Bucket::signed();
+    let v1 = image(1);
+    let (_, old_index) = bucket.publish(1, &v1);
+    let mut v2 = v1.clone();
+    v2[3 * MIB..3 * MIB + 200 * KIB].copy_from_slice(&seeded_random(200 * KIB, 9));
+    let (meta, index) = bucket.publish(2, &v2);
+    // An attempt at v2 wrote its first 1.5 MiB, then stopped.
+    let mut before = v2[..3 * MIB / 2].to_vec();
+    let mut target = bucket.slot("target", &before);
+    before.resize(IMAGE_LEN, 0);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            LocalChunks {
+                active: Some(ActiveSlot {
+                    disk: bucket.slot("active", &v1),
+                    index: &old_index,
+                }),
+                target_may_hold_image: true,
+            },
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    // Each chunk: kept where the target already held its bytes, else copied
+    // where v1 has the same bytes, else fetched.
+    let in_v1: HashSet<Digest> = old_index.chunks.iter().map(|c| c.sha256).collect();
+    let (mut kept, mut copied, mut fetched) = (0, 0, 0);
+    for chunk in &index.chunks {
+        let bytes = chunk.offset as usize..(chunk.offset + u64::from(chunk.len)) as usize;
+        if before[bytes.clone()] == v2[bytes] {
+            kept += 1;
+        } else if in_v1.contains(&chunk.sha256) {
+            copied += 1;
+        } else {
+            fetched += 1;
+        }
+    }
+    assert!(
+        kept > 0 && copied > 0 && fetched > 0,
+        "{kept} {copied} {fetched}"
+    );
+    assert_eq!(report.fallback, None, "{report}");
+    assert_eq!(
+        (
+            report.kept.chunks,
+            report.copied.chunks,
+            report.fetched.chunks,
+            report.refetched
+        ),
+        (kept, copied, fetched, 0),
+        "{report}"
+    );
+    assert_eq!(bucket.image_gets(&meta).len(), report.requests);
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
+fn missing_ranges_are_fetched_several_at_once_within_the_bound() {
+    let bucket = Bucket::signed();
+    let (_, old_index) = bucket.publish(1, &seeded_random(IMAGE_LEN, 1));
+    let v2 = seeded_random(IMAGE_LEN, 2);
+    let (meta, index) = bucket.publish(2, &v2);
+    let mut opts = DeltaOptions {
+        min_saving_percent: 0,
+        parallel_requests: 3,
+        ..DeltaOptions::default()
+    };
+    opts.coalescing.max_request = 256 * KIB as u64;
+    // Every request waits at the proxy, so requests in flight overlap there.
+    bucket.proxy.set_latency(Duration::from_millis(100));
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &[]), &old_index),
+            opts,
+        )
+        .unwrap();
+    assert!(report.requests >= 12, "{report}");
+    let most = bucket.proxy.max_open_requests();
+    assert!((2..=3).contains(&most), "{most} requests open at once");
+    assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+#[test]
 fn a_server_that_ignores_ranges_gets_a_full_download() {
     let bucket = Bucket::public();
     let v1 = image(1);
@@ -454,6 +550,44 @@ fn a_server_that_ignores_ranges_gets_a_full_download() {
         "{report}"
     );
     assert_eq!(contents(&mut target, v2.len()), v2);
+}
+
+/// Everything is copied, so the first range request is the refetch of the
+/// damaged chunk: that is where the server shows it ignores ranges.
+#[test]
+fn a_server_that_ignores_ranges_gets_a_full_download_when_refetching() {
+    let bucket = Bucket::public();
+    let v1 = image(1);
+    let (meta, index) = bucket.publish(1, &v1);
+    let mut damaged = v1.clone();
+    damaged[index.chunks[5].offset as usize + 10] ^= 0xff;
+    bucket.proxy.ignore_ranges(true);
+    let mut target = bucket.slot("target", &[]);
+    let report = bucket
+        .update(
+            &meta,
+            &index,
+            &mut target,
+            active(bucket.slot("active", &damaged), &index),
+            DeltaOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        report.fallback,
+        Some(Fallback::RangesUnsupported),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("ignores Range requests"),
+        "{report}"
+    );
+    let gets = bucket.image_gets(&meta);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(gets[0].range().is_some(), "the refetch asks for a range");
+    assert_eq!(gets[1].range(), None, "then the whole object");
+    assert_eq!(report.downloaded, meta.image.compressed_size);
+    assert_eq!(report.fetched.chunks, index.chunks.len());
+    assert_eq!(contents(&mut target, v1.len()), v1);
 }
 
 #[test]

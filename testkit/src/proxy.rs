@@ -88,6 +88,10 @@ struct State {
     gets: AtomicUsize,
     /// Response body bytes relayed to clients since `clear_requests`.
     body_bytes: AtomicU64,
+    /// Requests between their head's arrival and the end of their
+    /// response, now and at most since `clear_requests`.
+    open_requests: AtomicUsize,
+    max_open_requests: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -119,6 +123,8 @@ impl FaultProxy {
             cuts: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
             body_bytes: AtomicU64::new(0),
+            open_requests: AtomicUsize::new(0),
+            max_open_requests: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let accept_state = state.clone();
@@ -157,11 +163,22 @@ impl FaultProxy {
         self.state.requests.lock().unwrap().clone()
     }
 
-    /// Forgets the requests seen so far and zeroes [`FaultProxy::body_bytes`]
-    /// (GET numbering goes on).
+    /// Forgets the requests seen so far, zeroes [`FaultProxy::body_bytes`]
+    /// and restarts [`FaultProxy::max_open_requests`] from the requests open
+    /// now (GET numbering goes on).
     pub fn clear_requests(&self) {
         self.state.requests.lock().unwrap().clear();
         self.state.body_bytes.store(0, Ordering::SeqCst);
+        let open = self.state.open_requests.load(Ordering::SeqCst);
+        self.state.max_open_requests.store(open, Ordering::SeqCst);
+    }
+
+    /// The most requests open at once (from the arrival of a request's head
+    /// until its response ended) since the record was last cleared: how
+    /// many a client had in flight. With [`FaultProxy::set_latency`], a
+    /// client's parallel requests surely overlap here.
+    pub fn max_open_requests(&self) -> usize {
+        self.state.max_open_requests.load(Ordering::SeqCst)
     }
 
     /// Response body bytes relayed to clients since the record was last
@@ -256,7 +273,36 @@ impl Drop for FaultProxy {
     }
 }
 
+/// A request counted as open until closed or dropped.
+struct OpenRequest<'a> {
+    state: &'a State,
+    closed: bool,
+}
+
+impl OpenRequest<'_> {
+    fn close(&mut self) {
+        if !std::mem::replace(&mut self.closed, true) {
+            self.state.open_requests.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for OpenRequest<'_> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl State {
+    fn open_request(&self) -> OpenRequest<'_> {
+        let open = self.open_requests.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_open_requests.fetch_max(open, Ordering::SeqCst);
+        OpenRequest {
+            state: self,
+            closed: false,
+        }
+    }
+
     /// Records the request and decides its fate.
     fn plan(&self, request: RecordedRequest) -> Plan {
         let mut requests = self.requests.lock().unwrap();
@@ -298,6 +344,7 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
         return Ok(());
     };
     let request = parse_request(&head)?;
+    let mut open = state.open_request();
     let method = request.method.clone();
     let plan = state.plan(request);
     thread::sleep(plan.latency);
@@ -338,6 +385,7 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
         &mut client_writer,
         plan.cut,
         &state.body_bytes,
+        &mut open,
     );
     if let Ok(true) = result {
         state.cuts.fetch_add(1, Ordering::SeqCst);
@@ -356,18 +404,26 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
 
 /// Copies the response head and body to the client, stopping after
 /// `cut.after_bytes` body bytes, and adds the body bytes sent to
-/// `relayed`; true if it stopped early.
+/// `relayed`; true if it stopped early. Closes `open` before the client can
+/// have the whole body (by its `Content-Length`), so that a client's next
+/// request never overlaps this one at the proxy unless it did at the client.
 fn relay_response(
     upstream: &mut BufReader<TcpStream>,
     client: &mut TcpStream,
     cut: Option<BodyCut>,
     relayed: &AtomicU64,
+    open: &mut OpenRequest,
 ) -> io::Result<bool> {
     let Some(head) = read_head(upstream)? else {
         return Ok(false);
     };
+    let body_len = content_length(&head);
+    if body_len == Some(0) {
+        open.close();
+    }
     client.write_all(&head)?;
     let mut left = cut.map_or(u64::MAX, |cut| cut.after_bytes);
+    let mut sent = 0;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = upstream.read(&mut buf)?;
@@ -375,6 +431,10 @@ fn relay_response(
             return Ok(false);
         }
         let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        sent += take as u64;
+        if body_len.is_some_and(|len| sent >= len) {
+            open.close();
+        }
         client.write_all(&buf[..take])?;
         relayed.fetch_add(take as u64, Ordering::SeqCst);
         left -= take as u64;
@@ -382,6 +442,14 @@ fn relay_response(
             return Ok(true);
         }
     }
+}
+
+/// The `Content-Length` of a response head, if it has one.
+fn content_length(head: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(head).ok()?;
+    parse_headers(text.lines().skip(1))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 /// Answers `500 InternalError` with an S3 error document, then drains what
@@ -446,16 +514,21 @@ fn parse_request(head: &[u8]) -> io::Result<RecordedRequest> {
     let (Some(method), Some(path)) = (request_line.next(), request_line.next()) else {
         return Err(invalid("malformed request line"));
     };
-    let headers = lines
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
-        .collect();
     Ok(RecordedRequest {
         method: method.to_string(),
         path: path.to_string(),
-        headers,
+        headers: parse_headers(lines).collect(),
     })
+}
+
+/// (name, value) of each header line, up to the blank line.
+fn parse_headers<'a>(
+    lines: impl Iterator<Item = &'a str> + 'a,
+) -> impl Iterator<Item = (String, String)> + 'a {
+    lines
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
 }
 
 /// The request head with any `Connection` header replaced by
@@ -517,6 +590,13 @@ mod tests {
             without_header(head, "range"),
             b"GET /b/k HTTP/1.1\r\nHost: h\r\nx-a: 1\r\n\r\n".to_vec()
         );
+    }
+
+    #[test]
+    fn the_content_length_of_a_response() {
+        let head = b"HTTP/1.1 206 Partial Content\r\ncontent-length: 42\r\n\r\n";
+        assert_eq!(content_length(head), Some(42));
+        assert_eq!(content_length(b"HTTP/1.1 200 OK\r\n\r\n"), None);
     }
 
     #[test]

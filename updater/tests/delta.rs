@@ -130,3 +130,44 @@ fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
     assert!(kept_index(&device, &v2).exists());
     assert!(kept_index(&device, &v3).exists());
 }
+
+#[test]
+fn a_damaged_stored_index_is_fetched_again_from_the_bucket() {
+    let fleet = Fleet::new();
+    let shared = seeded_random(8 * MIB as usize, 1);
+    let v1 = version(&fleet, 1, &shared);
+    let v2 = version(&fleet, 2, &shared);
+    let device = Device::install(&fleet, &v1, "never");
+    fleet.publish(&v1);
+    fleet.publish(&v2);
+    // v1's index kept on the device, cut short.
+    let stored = kept_index(&device, &v1);
+    let good = fs::read(v1.bundle.path_of(&v1.bundle.signed.meta.index)).unwrap();
+    fs::create_dir_all(stored.parent().unwrap()).unwrap();
+    fs::write(&stored, &good[..good.len() - 1]).unwrap();
+
+    fleet.proxy.clear_requests();
+    let out = device.run(Slot::A, "update", &[]);
+    assert_exit(&out, 4);
+    let log = stderr(&out);
+    assert!(
+        log.contains("the stored index of the active version is unusable; asking the bucket"),
+        "{log}"
+    );
+    let v1_index = v1.bundle.signed.meta.index.object.clone();
+    assert_eq!(
+        gets(&fleet)
+            .iter()
+            .filter(|p| p.ends_with(&v1_index))
+            .count(),
+        1,
+        "{:?}",
+        gets(&fleet)
+    );
+    // The bucket's index served the delta, and replaced the damaged one.
+    assert!(log.contains("copied from the active slot"), "{log}");
+    assert!(fleet.proxy.body_bytes() * 5 < v2.bundle.signed.meta.image.compressed_size);
+    assert_eq!(fs::read(&stored).unwrap(), good);
+    let image = raw_image(&v2);
+    assert_eq!(slot_bytes(&device, Slot::B, image.len()), image);
+}

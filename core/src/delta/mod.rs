@@ -142,7 +142,8 @@ pub struct DeltaReport {
     pub copied: Tally,
     /// Chunks fetched from the bucket (raw sizes).
     pub fetched: Tally,
-    /// Bytes of the image object downloaded, gaps included.
+    /// Bytes of the image object received, gaps included, counted as they
+    /// came (after a fallback: with those of the range requests before it).
     pub downloaded: u64,
     /// GET requests for the image object (not counting resumes).
     pub requests: usize,
@@ -253,18 +254,21 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
         opts,
         progress,
     );
+    // A server that ignores Range requests shows it at the first range
+    // request, whichever round makes it.
+    let ranges_unsupported = |target: &mut D,
+                              earlier: &pipeline::ScatterReport|
+     -> Result<DeltaReport, PipelineError> {
+        progress.finish();
+        let fallback = Fallback::RangesUnsupported;
+        let mut report = full_download(object, image, target, opts, progress, fallback, started)?;
+        report.downloaded += earlier.downloaded;
+        report.requests += earlier.requests;
+        Ok(report)
+    };
     let first = match first {
-        Err(PipelineError::Source(e)) if e.kind() == io::ErrorKind::Unsupported => {
-            progress.finish();
-            return full_download(
-                object,
-                image,
-                target,
-                opts,
-                progress,
-                Fallback::RangesUnsupported,
-                started,
-            );
+        Err(e) if is_unsupported(&e) => {
+            return ranges_unsupported(target, &pipeline::ScatterReport::default())
         }
         other => other?,
     };
@@ -277,7 +281,7 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
                 chunks = first.copy_failures.len(),
                 "chunks of the active slot do not match its index; fetching them"
             );
-            run_round::<O, D, A>(
+            let second = run_round::<O, D, A>(
                 object,
                 image.index,
                 None,
@@ -285,7 +289,11 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
                 target,
                 opts,
                 progress,
-            )?
+            );
+            match second {
+                Err(e) if is_unsupported(&e) => return ranges_unsupported(target, &first),
+                other => other?,
+            }
         }
     };
     // The caller makes the slot bootable next: the image must be durable
@@ -324,6 +332,11 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
     Ok(report)
 }
 
+/// Whether a round failed because the server does not serve ranges.
+fn is_unsupported(error: &PipelineError) -> bool {
+    matches!(error, PipelineError::Source(e) if e.kind() == io::ErrorKind::Unsupported)
+}
+
 /// One pass of [`write_chunks`]: the given copies, and `fetches` coalesced.
 fn run_round<O: ImageObject, D: Disk, A: Disk + Send>(
     object: &O,
@@ -349,7 +362,8 @@ fn run_round<O: ImageObject, D: Disk, A: Disk + Send>(
     )
 }
 
-/// The plain sequential download of the whole object.
+/// The plain sequential download of the whole object. The report's
+/// `downloaded` is what was read from the object, counted as it came.
 fn full_download<O: ImageObject, D: Disk>(
     object: &O,
     image: &ImageSpec,
@@ -360,8 +374,11 @@ fn full_download<O: ImageObject, D: Disk>(
     started: Instant,
 ) -> Result<DeltaReport, PipelineError> {
     debug!(reason = %fallback, "downloading the whole image");
-    let reader = object.open().map_err(PipelineError::Source)?;
-    let written = pipeline::write_image(reader, image, target, &opts.write, progress)?;
+    let mut source = Counted {
+        inner: object.open().map_err(PipelineError::Source)?,
+        bytes: 0,
+    };
+    let written = pipeline::write_image(&mut source, image, target, &opts.write, progress)?;
     let all = Tally {
         chunks: written.chunks,
         bytes: written.bytes,
@@ -372,10 +389,25 @@ fn full_download<O: ImageObject, D: Disk>(
         kept: Tally::default(),
         copied: Tally::default(),
         fetched: all,
-        downloaded: image.index.compressed_size(),
+        downloaded: source.bytes,
+        // One GET; resumes after a dropped connection are not counted.
         requests: 1,
         refetched: 0,
         fallback: Some(fallback),
         elapsed: started.elapsed(),
     })
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
