@@ -13,7 +13,7 @@ use abnix_core::progress::Progress;
 use abnix_core::remote::{
     CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, PART_SIZE,
 };
-use abnix_testkit::{credentials_file, FaultProxy, RecordedRequest, S3Server};
+use abnix_testkit::{credentials_file, FaultProxy, InjectedError, RecordedRequest, S3Server};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -498,8 +498,21 @@ fn object_replaced_during_a_read_is_detected_on_resume() {
 
 #[test]
 fn every_second_request_failing_with_500_still_completes() {
+    every_second_request_failing_still_completes(InjectedError::Internal);
+}
+
+/// S3's throttling answer: retried with backoff like a server error.
+#[test]
+fn every_second_request_throttled_with_503_slowdown_still_completes() {
+    every_second_request_failing_still_completes(InjectedError::SlowDown);
+}
+
+/// Uploads (multipart), a small GET and a resumed streaming read, with
+/// every second request answered `error`: everything completes, and every
+/// failed request was retried.
+fn every_second_request_failing_still_completes(error: InjectedError) {
     let s = setup();
-    s.proxy.fail_every_second_request(true);
+    s.proxy.every_second_request_fails_with(Some(error));
     let key = s.remote.config().channel_meta_key();
     let meta = image_like(3000, 12);
     s.remote.put_bytes(&key, &meta).unwrap();

@@ -14,7 +14,7 @@ pub mod images;
 mod proxy;
 mod s3server;
 
-pub use proxy::{FaultProxy, RecordedRequest};
+pub use proxy::{FaultProxy, InjectedError, RecordedRequest};
 pub use s3server::{S3Server, S3S_FS_INSTALL};
 
 use std::fs::OpenOptions;

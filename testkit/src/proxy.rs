@@ -67,10 +67,36 @@ struct BodyCut {
     stall: bool,
 }
 
+/// An error response the proxy answers itself, instead of forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedError {
+    /// `500 InternalError`: the server failed.
+    Internal,
+    /// `503 SlowDown`: S3's answer to a client sending too many requests.
+    SlowDown,
+}
+
+impl InjectedError {
+    fn status_line(self) -> &'static str {
+        match self {
+            InjectedError::Internal => "500 Internal Server Error",
+            InjectedError::SlowDown => "503 Slow Down",
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            InjectedError::Internal => "InternalError",
+            InjectedError::SlowDown => "SlowDown",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Faults {
     cut: Option<BodyCut>,
-    fail_every_second: bool,
+    /// Answer every second request with this error.
+    fail_every_second: Option<InjectedError>,
     fail_all: bool,
     /// Requests seen since `fail_every_second` was turned on.
     seen_while_failing: usize,
@@ -97,7 +123,7 @@ struct State {
 
 /// What to do with one request, decided when it arrives.
 struct Plan {
-    fail: bool,
+    fail: Option<InjectedError>,
     cut: Option<BodyCut>,
     latency: Duration,
     strip_range: bool,
@@ -222,8 +248,14 @@ impl FaultProxy {
     /// While on, every second request (the 2nd, 4th, … since turned on) is
     /// answered `500 InternalError` by the proxy itself, not forwarded.
     pub fn fail_every_second_request(&self, on: bool) {
+        self.every_second_request_fails_with(on.then_some(InjectedError::Internal));
+    }
+
+    /// Every second request (the 2nd, 4th, … from now) is answered with
+    /// `error` by the proxy itself, not forwarded; `None` turns it off.
+    pub fn every_second_request_fails_with(&self, error: Option<InjectedError>) {
         let mut faults = self.state.faults.lock().unwrap();
-        faults.fail_every_second = on;
+        faults.fail_every_second = error;
         faults.seen_while_failing = 0;
     }
 
@@ -251,7 +283,7 @@ impl FaultProxy {
         *self.state.faults.lock().unwrap() = Faults::default();
     }
 
-    /// Responses the proxy answered `500` itself.
+    /// Error responses the proxy answered itself.
     pub fn injected_errors(&self) -> usize {
         self.state.injected_errors.load(Ordering::SeqCst)
     }
@@ -315,13 +347,16 @@ impl State {
             0
         };
 
-        let fail = faults.fail_all
-            || faults.fail_every_second && {
+        let fail = if faults.fail_all {
+            Some(InjectedError::Internal)
+        } else {
+            faults.fail_every_second.filter(|_| {
                 faults.seen_while_failing += 1;
                 faults.seen_while_failing % 2 == 0
-            };
+            })
+        };
         let cut = match faults.cut {
-            Some(cut) if is_get && !fail => match cut.which {
+            Some(cut) if is_get && fail.is_none() => match cut.which {
                 CutWhich::Every => Some(cut),
                 CutWhich::Nth(n) if n != get_number => None,
                 CutWhich::Next | CutWhich::Nth(_) => faults.cut.take(),
@@ -350,9 +385,9 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     thread::sleep(plan.latency);
 
     let mut client_writer = client;
-    if plan.fail {
+    if let Some(error) = plan.fail {
         state.injected_errors.fetch_add(1, Ordering::SeqCst);
-        return answer_500(&mut client_writer, &mut client_reader, &method);
+        return answer_error(error, &mut client_writer, &mut client_reader, &method);
     }
 
     let mut upstream = TcpStream::connect(state.upstream)?;
@@ -455,21 +490,26 @@ fn content_length(head: &[u8]) -> Option<u64> {
 /// Answers `500 InternalError` with an S3 error document, then drains what
 /// the client still sends so closing does not reset the connection before
 /// the client has read the answer.
-fn answer_500(
+fn answer_error(
+    error: InjectedError,
     client: &mut TcpStream,
     client_reader: &mut BufReader<TcpStream>,
     method: &str,
 ) -> io::Result<()> {
     let body = if method == "HEAD" {
-        ""
+        String::new()
     } else {
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-         <Error><Code>InternalError</Code><Message>injected by FaultProxy</Message></Error>"
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <Error><Code>{}</Code><Message>injected by FaultProxy</Message></Error>",
+            error.code()
+        )
     };
     write!(
         client,
-        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+        "HTTP/1.1 {}\r\nContent-Type: application/xml\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        error.status_line(),
         body.len()
     )?;
     client.shutdown(Shutdown::Write)?;
