@@ -98,7 +98,8 @@ impl AbnixDisk {
             slot_size: spec.slot_size,
             esp_size: spec.esp_size,
             min_rw_size: spec.rw_size,
-            arch: Arch::native(),
+            // The architecture the bootloader images are for.
+            arch: images.grub_efi.arch(),
         };
         let size = layout::min_disk_size(SECTOR_SIZE, &config);
         let layout = layout::compute(size, SECTOR_SIZE, &config)?;
