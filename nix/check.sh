@@ -92,7 +92,7 @@ data = pathlib.Path(sys.argv[1])
 MIB = 1024 * 1024
 
 tomls = sorted(data.glob("*.toml"))
-assert len(tomls) >= 4, tomls
+assert len(tomls) >= 5, tomls
 for path in tomls:
     tomllib.loads(path.read_text())
 
@@ -131,6 +131,15 @@ assert version["cmdline"].startswith("init=/nix/store/") and "/init " in version
 systemd_boot = tomllib.loads((data / "install-systemd-boot.toml").read_text())
 assert systemd_boot["bootloader"] == "systemd-boot", systemd_boot
 assert not any(key.startswith("grub_") for key in systemd_boot), systemd_boot
+assert systemd_boot["arch"] == "aarch64" and systemd_boot["systemd_boot_efi"].endswith("/systemd-bootaa64.efi"), systemd_boot
+
+# aarch64 with GRUB: arm64-efi modules and no BIOS part; x86_64 keeps both.
+aarch64 = tomllib.loads((data / "install-aarch64.toml").read_text())
+assert aarch64["arch"] == "aarch64" and aarch64["bootloader"] == "grub", aarch64
+assert "grub_bios_dir" not in aarch64 and aarch64["grub_efi_dir"].endswith("/arm64-efi"), aarch64
+x86_64 = tomllib.loads((data / "install.toml").read_text())
+assert x86_64["arch"] == "x86_64" and x86_64["grub_efi_dir"].endswith("/x86_64-efi"), x86_64
+assert x86_64["grub_bios_dir"].endswith("/i386-pc"), x86_64
 
 durations = json.loads((data / "durations.json").read_text())
 accepted = [e for e in durations["examples"] if e["seconds"] is not None]
@@ -178,6 +187,9 @@ expect_error 'pure.parseVersion "07"' "whole number such as 7, not '07'"
 expect_error 'pure.parseVersion "-1"' "whole number such as 7, not '-1'"
 expect_error 'pure.layout { diskSize = "1G"; espSize = "512M"; slotSize = "1G"; }' "too small for the layout"
 expect_error 'pure.layout { diskSize = 1073741825; espSize = "64M"; slotSize = "64M"; }' "not a multiple of the sector size 512"
+expect_value 'pure.installerArch "x86_64-linux"' '"x86_64"'
+expect_value 'pure.installerArch "aarch64-linux"' '"aarch64"'
+expect_error 'pure.installerArch "riscv64-linux"' "hosts run on x86_64-linux or aarch64-linux, not 'riscv64-linux'"
 expect_value 'pure.isUuid (pure.uuidFromString "abnix")' true
 expect_value 'pure.versionId { version = 1; toplevel = "/nix/store/a"; } == pure.versionId { version = 1; toplevel = "/nix/store/a"; }' true
 expect_value 'pure.versionId { version = 1; toplevel = "/nix/store/a"; } != pure.versionId { version = 1; toplevel = "/nix/store/b"; }' true

@@ -491,19 +491,24 @@ mod tests {
         assert_eq!(partition_name("mmcblk0", 5), "mmcblk0p5");
     }
 
-    /// A small abnix disk with an ext4 abnix-rw (the rest left empty),
-    /// written to a file twice its size.
-    fn config() -> LayoutConfig {
+    /// A small abnix disk for `arch` with an ext4 abnix-rw (the rest left
+    /// empty), written to a file of `big` bytes.
+    fn config(arch: Arch) -> LayoutConfig {
         LayoutConfig {
             slot_size: 16 * MIB,
             esp_size: 40 * MIB,
             min_rw_size: 16 * MIB,
-            arch: Arch::X86_64,
+            arch,
         }
     }
 
-    fn template_on_a_bigger_disk(dir: &Path, small: u64, big: u64) -> (PathBuf, Layout) {
-        let layout = compute(small, 512, &config()).unwrap();
+    fn template_on_a_bigger_disk(
+        dir: &Path,
+        arch: Arch,
+        small: u64,
+        big: u64,
+    ) -> (PathBuf, Layout) {
+        let layout = compute(small, 512, &config(arch)).unwrap();
         let path = dir.join("disk.img");
         let mut file = OpenOptions::new()
             .read(true)
@@ -519,11 +524,19 @@ mod tests {
         (path, layout)
     }
 
+    /// Either architecture: a host's own disk has its native root type,
+    /// which grow accepts like any abnix root type.
     #[test]
     fn a_template_file_grows_its_table_once_and_leaves_the_filesystem_for_the_boot() {
+        for arch in Arch::ALL {
+            a_template_file_grows_once(arch);
+        }
+    }
+
+    fn a_template_file_grows_once(arch: Arch) {
         let tmp = tempfile::tempdir().unwrap();
         let (small, big) = (128 * MIB, 256 * MIB);
-        let (path, before) = template_on_a_bigger_disk(tmp.path(), small, big);
+        let (path, before) = template_on_a_bigger_disk(tmp.path(), arch, small, big);
         let target = GrowTarget::at(&path).unwrap();
         assert_eq!(target, GrowTarget::File(fs::canonicalize(&path).unwrap()));
 
@@ -532,7 +545,7 @@ mod tests {
         let mut file = File::open(&path).unwrap();
         let gpt = Gpt::read(&mut file, 512).unwrap();
         let after = Layout::from_gpt(&gpt, big).unwrap();
-        assert_eq!(after, compute(big, 512, &config()).unwrap());
+        assert_eq!(after, compute(big, 512, &config(arch)).unwrap());
         assert_eq!(
             report.table,
             TableChange::RwGrown {
@@ -573,7 +586,8 @@ mod tests {
     #[test]
     fn a_disk_grown_by_less_than_a_mib_only_moves_the_backup() {
         let tmp = tempfile::tempdir().unwrap();
-        let (path, before) = template_on_a_bigger_disk(tmp.path(), 128 * MIB, 128 * MIB + 4096);
+        let (path, before) =
+            template_on_a_bigger_disk(tmp.path(), Arch::X86_64, 128 * MIB, 128 * MIB + 4096);
         let report = grow(&GrowTarget::File(path.clone())).unwrap();
         assert_eq!(report.table, TableChange::BackupMoved);
         assert_eq!(report.filesystem, FsChange::Unchanged);

@@ -9,6 +9,9 @@
 //! | 4 | `abnix-b`    | Linux root (arch)  | `slot_size`     |
 //! | 5 | `abnix-rw`   | Linux filesystem   | rest of the disk |
 //!
+//! Every disk has the same five partitions: on aarch64, which boots through
+//! UEFI only, `abnix-bios` stays empty (see [`Arch::has_bios`]).
+//!
 //! Every partition starts and ends on a 1 MiB boundary; the first starts at
 //! 1 MiB. `abnix-rw` ends at the last usable LBA rounded down to 1 MiB, so
 //! it can grow when the disk does.
@@ -38,8 +41,10 @@ pub const BIOS_NAME: &str = "abnix-bios";
 pub const ESP_NAME: &str = "abnix-esp";
 pub const RW_NAME: &str = "abnix-rw";
 
-/// The CPU architecture of the slots' root filesystems: it picks the root
-/// partition type GUID.
+/// The CPU architecture of the machines a disk is for. Every fact abnix
+/// keeps per architecture is a method here: the slots' root partition type,
+/// the file names UEFI and the bootloaders use, GRUB's EFI platform and
+/// serial port, and whether the machines have BIOS firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     X86_64,
@@ -47,12 +52,23 @@ pub enum Arch {
 }
 
 impl Arch {
-    /// The architecture this program was built for (x86-64 unless aarch64).
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The architecture this program was built for (x86-64 unless aarch64):
+    /// the default, and what a device's own disk is for.
     pub fn native() -> Arch {
         if cfg!(target_arch = "aarch64") {
             Arch::Aarch64
         } else {
             Arch::X86_64
+        }
+    }
+
+    /// The name on command lines and in config files (`uname -m`'s).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
         }
     }
 
@@ -66,18 +82,68 @@ impl Arch {
     }
 
     pub fn from_root_type(guid: Guid) -> Option<Arch> {
-        [Arch::X86_64, Arch::Aarch64]
-            .into_iter()
-            .find(|a| a.root_type() == guid)
+        Arch::ALL.into_iter().find(|a| a.root_type() == guid)
+    }
+
+    /// UEFI's short name of the architecture in file names (UEFI 2.10
+    /// §3.5.1.1: `BOOTX64.EFI`, `BOOTAA64.EFI`); systemd-boot's binaries
+    /// use it too, in lowercase (`systemd-bootaa64.efi`).
+    pub fn uefi_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "X64",
+            Arch::Aarch64 => "AA64",
+        }
+    }
+
+    /// The machine type in the header of an EFI application for the
+    /// architecture (PE/COFF: IMAGE_FILE_MACHINE_AMD64, _ARM64).
+    pub fn pe_machine(self) -> u16 {
+        match self {
+            Arch::X86_64 => 0x8664,
+            Arch::Aarch64 => 0xaa64,
+        }
+    }
+
+    pub fn from_pe_machine(machine: u16) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.pe_machine() == machine)
+    }
+
+    /// GRUB's EFI platform: `grub-mkimage -O` and the name of its module
+    /// directory.
+    pub fn grub_efi_platform(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-efi",
+            Arch::Aarch64 => "arm64-efi",
+        }
+    }
+
+    /// Whether GRUB finds the serial console as the PC's first port
+    /// (`serial --unit=0`, COM1). GRUB on arm64-efi has no such port ("serial
+    /// port `com0' isn't found"): there the firmware's console, which GRUB's
+    /// own `console` terminal writes to, is the serial port of a headless
+    /// machine already.
+    pub fn has_pc_serial_port(self) -> bool {
+        match self {
+            Arch::X86_64 => true,
+            Arch::Aarch64 => false,
+        }
+    }
+
+    /// Whether machines of the architecture may boot through BIOS (GRUB's
+    /// i386-pc boot code in the MBR and `abnix-bios`). aarch64 machines
+    /// boot through UEFI only: their `abnix-bios` stays empty, kept so that
+    /// every abnix disk has one table.
+    pub fn has_bios(self) -> bool {
+        match self {
+            Arch::X86_64 => true,
+            Arch::Aarch64 => false,
+        }
     }
 }
 
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -89,11 +155,10 @@ impl FromStr for Arch {
     type Err = UnknownArch;
 
     fn from_str(s: &str) -> Result<Arch, UnknownArch> {
-        match s {
-            "x86_64" => Ok(Arch::X86_64),
-            "aarch64" => Ok(Arch::Aarch64),
-            _ => Err(UnknownArch(s.to_owned())),
-        }
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownArch(s.to_owned()))
     }
 }
 
@@ -608,9 +673,26 @@ mod tests {
         let layout = compute(8 * GIB, 512, &cfg).unwrap();
         assert_eq!(layout.slot_a.start, 514 * MIB);
         assert_eq!(layout.rw.start, 514 * MIB + 4 * GIB);
-        assert_eq!("aarch64".parse::<Arch>().unwrap(), Arch::Aarch64);
+    }
+
+    /// Each architecture's facts tell it apart and read back.
+    #[test]
+    fn architectures_read_back_from_their_names_and_types() {
+        for arch in Arch::ALL {
+            assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);
+            assert_eq!(arch.to_string(), arch.name());
+            assert_eq!(Arch::from_root_type(arch.root_type()), Some(arch));
+            assert_eq!(Arch::from_pe_machine(arch.pe_machine()), Some(arch));
+        }
         assert_eq!(Arch::Aarch64.root_type(), Guid::LINUX_ROOT_AARCH64);
-        assert!("arm".parse::<Arch>().is_err());
+        assert_eq!(Arch::X86_64.root_type(), Guid::LINUX_ROOT_X86_64);
+        assert!(Arch::X86_64.has_bios() && !Arch::Aarch64.has_bios());
+        assert!(Arch::X86_64.has_pc_serial_port() && !Arch::Aarch64.has_pc_serial_port());
+        assert_eq!(Arch::from_root_type(Guid::LINUX_FILESYSTEM), None);
+        assert_eq!(
+            "arm64".parse::<Arch>().unwrap_err().to_string(),
+            "unknown architecture \"arm64\" (expected \"x86_64\" or \"aarch64\")"
+        );
     }
 
     #[test]

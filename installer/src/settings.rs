@@ -21,12 +21,26 @@ use abnix_core::units::parse_size;
 use serde::Deserialize;
 
 /// Debian's GRUB and systemd-boot (grub-common, grub-pc-bin,
-/// grub-efi-amd64-bin, systemd-boot-efi); Nix passes its own paths.
+/// grub-efi-amd64-bin or grub-efi-arm64-bin, systemd-boot-efi), where the
+/// target architecture's files are; Nix passes its own paths.
 const DEFAULT_GRUB_MKIMAGE: &str = "grub-mkimage";
 const DEFAULT_GRUB_BIOS_DIR: &str = "/usr/lib/grub/i386-pc";
-const DEFAULT_GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
-const DEFAULT_SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+const DEBIAN_GRUB_LIB_DIR: &str = "/usr/lib/grub";
+const DEBIAN_SYSTEMD_BOOT_DIR: &str = "/usr/lib/systemd/boot/efi";
 const DEFAULT_ESP_SIZE: &str = "512M";
+
+/// Debian's GRUB module directory for `arch`'s EFI platform.
+fn default_grub_efi_dir(arch: Arch) -> PathBuf {
+    Path::new(DEBIAN_GRUB_LIB_DIR).join(arch.grub_efi_platform())
+}
+
+/// Debian's systemd-boot for `arch` (`systemd-bootx64.efi`, `systemd-bootaa64.efi`).
+fn default_systemd_boot_efi(arch: Arch) -> PathBuf {
+    Path::new(DEBIAN_SYSTEMD_BOOT_DIR).join(format!(
+        "systemd-boot{}.efi",
+        arch.uefi_name().to_ascii_lowercase()
+    ))
+}
 
 /// `abnix-install`'s flags (docs/cli.md).
 #[derive(Debug, Default, clap::Parser)]
@@ -62,7 +76,10 @@ pub struct Args {
     /// Size of the ESP [default: 512M].
     #[arg(long, value_name = "SIZE")]
     pub esp_size: Option<String>,
-    /// grub (BIOS and UEFI) or systemd-boot (UEFI) [default: grub].
+    /// The machines' architecture, x86_64 or aarch64: the slots' partition type, the EFI binaries [default: this program's].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// grub (BIOS and UEFI; UEFI only on aarch64) or systemd-boot (UEFI) [default: grub].
     #[arg(long, value_name = "NAME")]
     pub bootloader: Option<String>,
     /// Erase a target that holds anything but an earlier abnix installation.
@@ -80,13 +97,13 @@ pub struct Args {
     /// grub-mkimage to build GRUB's images with [default: grub-mkimage].
     #[arg(long, value_name = "PATH")]
     pub grub_mkimage: Option<PathBuf>,
-    /// GRUB's i386-pc module directory [default: /usr/lib/grub/i386-pc on x86_64].
+    /// GRUB's i386-pc module directory, x86_64 only [default: /usr/lib/grub/i386-pc on x86_64].
     #[arg(long, value_name = "DIR")]
     pub grub_bios_dir: Option<PathBuf>,
-    /// GRUB's x86_64-efi module directory [default: /usr/lib/grub/x86_64-efi].
+    /// GRUB's x86_64-efi or arm64-efi module directory [default: /usr/lib/grub/x86_64-efi or arm64-efi].
     #[arg(long, value_name = "DIR")]
     pub grub_efi_dir: Option<PathBuf>,
-    /// systemd-boot's EFI binary [default: /usr/lib/systemd/boot/efi/systemd-bootx64.efi].
+    /// systemd-boot's EFI binary [default: /usr/lib/systemd/boot/efi/systemd-bootx64.efi or -bootaa64.efi].
     #[arg(long, value_name = "FILE")]
     pub systemd_boot_efi: Option<PathBuf>,
     /// 64 hex digits: GPT GUIDs and filesystem ids derive from it [default: random].
@@ -111,6 +128,7 @@ struct FileSettings {
     auto: Option<bool>,
     slot_size: Option<String>,
     esp_size: Option<String>,
+    arch: Option<String>,
     bootloader: Option<String>,
     wipe: Option<bool>,
     allow_removable: Option<bool>,
@@ -350,9 +368,14 @@ impl Settings {
         let esp_size = m
             .size("esp_size", args.esp_size, file.esp_size)?
             .unwrap_or(parse_size(DEFAULT_ESP_SIZE).expect("a valid default"));
+        let arch = match m.pick("arch", args.arch, file.arch) {
+            Some((name, origin)) => name.parse::<Arch>().map_err(|e| invalid(&origin, e))?,
+            None => Arch::native(),
+        };
         let layout = LayoutConfig {
             slot_size,
             esp_size,
+            arch,
             ..LayoutConfig::new(slot_size)
         };
 
@@ -368,16 +391,15 @@ impl Settings {
                     .pick("grub_mkimage", args.grub_mkimage, file.grub_mkimage)
                     .map_or_else(|| DEFAULT_GRUB_MKIMAGE.into(), |(p, _)| p),
                 // BIOS boot code exists for x86 only: elsewhere (aarch64)
-                // GRUB is installed for UEFI unless a directory is given.
+                // GRUB is installed for UEFI alone, and a BIOS directory
+                // given there is refused by the core.
                 bios_dir: m
                     .pick("grub_bios_dir", args.grub_bios_dir, file.grub_bios_dir)
                     .map(|(p, _)| p)
-                    .or_else(|| {
-                        (Arch::native() == Arch::X86_64).then(|| DEFAULT_GRUB_BIOS_DIR.into())
-                    }),
+                    .or_else(|| arch.has_bios().then(|| DEFAULT_GRUB_BIOS_DIR.into())),
                 efi_dir: m
                     .pick("grub_efi_dir", args.grub_efi_dir, file.grub_efi_dir)
-                    .map_or_else(|| DEFAULT_GRUB_EFI_DIR.into(), |(p, _)| p),
+                    .map_or_else(|| default_grub_efi_dir(arch), |(p, _)| p),
             },
             Bootloader::SystemdBoot => BootloaderSetup::SystemdBoot {
                 efi: m
@@ -386,7 +408,7 @@ impl Settings {
                         args.systemd_boot_efi,
                         file.systemd_boot_efi,
                     )
-                    .map_or_else(|| DEFAULT_SYSTEMD_BOOT_EFI.into(), |(p, _)| p),
+                    .map_or_else(|| default_systemd_boot_efi(arch), |(p, _)| p),
             },
         };
 
@@ -443,6 +465,7 @@ mod tests {
     const NIX_CONFIG: &str = include_str!("../../nix/testdata/install.toml");
     const NIX_SYSTEMD_BOOT_CONFIG: &str =
         include_str!("../../nix/testdata/install-systemd-boot.toml");
+    const NIX_AARCH64_GRUB_CONFIG: &str = include_str!("../../nix/testdata/install-aarch64.toml");
     const KEY: &str = "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc=";
 
     fn args(flags: &[&str]) -> Args {
@@ -468,6 +491,7 @@ mod tests {
         let r = &settings.request;
         assert_eq!(r.bundle, Path::new("/iso/abnix/bundle"));
         assert_eq!(r.target, TargetRequest::Auto);
+        assert_eq!(r.layout.arch, Arch::X86_64);
         assert_eq!(r.layout.slot_size, 4 << 30);
         assert_eq!(r.layout.esp_size, 512 << 20);
         let nix = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12";
@@ -496,6 +520,7 @@ mod tests {
         assert_eq!(r.target, TargetRequest::Auto);
         assert_eq!(r.layout.slot_size, 2 << 30);
         assert_eq!(r.layout.esp_size, 256 << 20);
+        assert_eq!(r.layout.arch, Arch::Aarch64);
         assert_eq!(
             r.bootloader,
             BootloaderSetup::SystemdBoot {
@@ -505,6 +530,88 @@ mod tests {
         assert!(r.wipe && r.allow_removable);
         assert_eq!(r.trusted_keys.len(), 2);
         assert_eq!((settings.countdown, settings.poweroff), (0, true));
+    }
+
+    /// The file the Nix side writes for an aarch64 host with GRUB, as the
+    /// template build of an x86_64 machine reads it: the arch from the file,
+    /// not this program's, and GRUB for UEFI only, from arm64-efi modules.
+    #[test]
+    fn the_nix_generated_aarch64_grub_config_parses() {
+        let settings = merge(
+            &["--file", "/build/disk.raw", "--size", "9G"],
+            Some(NIX_AARCH64_GRUB_CONFIG),
+        )
+        .unwrap();
+        let r = &settings.request;
+        assert_eq!(r.layout.arch, Arch::Aarch64);
+        let nix = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12";
+        assert_eq!(
+            r.bootloader,
+            BootloaderSetup::Grub {
+                mkimage:
+                    "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-x86_64-2.12/bin/grub-mkimage"
+                        .into(),
+                bios_dir: None,
+                efi_dir: format!("{nix}/lib/grub/arm64-efi").into(),
+            }
+        );
+        assert!(!r.bootloader.bios_boot());
+    }
+
+    /// --arch picks Debian's files for the architecture; the flag overrides
+    /// the file's key; an unknown name is refused naming where it came from.
+    #[test]
+    fn the_architecture_picks_the_default_bootloader_files() {
+        let base = ["--bundle", "b", "--slot-size", "1G", "--auto"];
+        let with = |extra: &[&str]| merge(&[&base[..], extra].concat(), None);
+        let grub = with(&["--arch", "aarch64"]).unwrap().request;
+        assert_eq!(grub.layout.arch, Arch::Aarch64);
+        assert_eq!(
+            grub.bootloader,
+            BootloaderSetup::Grub {
+                mkimage: DEFAULT_GRUB_MKIMAGE.into(),
+                bios_dir: None,
+                efi_dir: "/usr/lib/grub/arm64-efi".into(),
+            }
+        );
+        let grub = with(&["--arch", "x86_64"]).unwrap().request;
+        assert_eq!(
+            grub.bootloader,
+            BootloaderSetup::Grub {
+                mkimage: DEFAULT_GRUB_MKIMAGE.into(),
+                bios_dir: Some("/usr/lib/grub/i386-pc".into()),
+                efi_dir: "/usr/lib/grub/x86_64-efi".into(),
+            }
+        );
+        for (arch, file) in [
+            ("x86_64", "systemd-bootx64.efi"),
+            ("aarch64", "systemd-bootaa64.efi"),
+        ] {
+            let request = with(&["--arch", arch, "--bootloader", "systemd-boot"])
+                .unwrap()
+                .request;
+            assert_eq!(
+                request.bootloader,
+                BootloaderSetup::SystemdBoot {
+                    efi: Path::new("/usr/lib/systemd/boot/efi").join(file)
+                }
+            );
+        }
+
+        let file = "bundle = \"b\"\nslot_size = \"1G\"\nauto = true\narch = \"aarch64\"\n";
+        let from_file = merge(&[], Some(file)).unwrap().request;
+        assert_eq!(from_file.layout.arch, Arch::Aarch64);
+        let flag_wins = merge(&["--arch", "x86_64"], Some(file)).unwrap().request;
+        assert_eq!(flag_wins.layout.arch, Arch::X86_64);
+
+        assert_eq!(
+            with(&["--arch", "arm64"]).unwrap_err().to_string(),
+            "--arch: unknown architecture \"arm64\" (expected \"x86_64\" or \"aarch64\")"
+        );
+        assert_eq!(
+            error(&[], Some(&file.replace("aarch64", "riscv64"))),
+            "install.toml: `arch`: unknown architecture \"riscv64\" (expected \"x86_64\" or \"aarch64\")"
+        );
     }
 
     /// The template build: the same file, a file target and a seed.
@@ -543,7 +650,7 @@ mod tests {
         assert_eq!(
             r.bootloader,
             BootloaderSetup::SystemdBoot {
-                efi: DEFAULT_SYSTEMD_BOOT_EFI.into()
+                efi: default_systemd_boot_efi(Arch::native())
             }
         );
         assert!(r.wipe);

@@ -4,18 +4,21 @@
 //! failed and the table was wiped".
 //!
 //! These run the real mkfs.ext4, debugfs, grub-mkimage and setpriv
-//! (e2fsprogs, grub-pc-bin, grub-efi-amd64-bin, util-linux); the
-//! unprivileged test needs root to drop to `nobody`.
+//! (e2fsprogs, grub-pc-bin, grub-efi-amd64-bin, grub-efi-arm64-bin,
+//! util-linux); the unprivileged tests need root to drop to `nobody`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use abnix_core::boot::SlotState;
+use abnix_core::boot::efi::pe_machine;
+use abnix_core::boot::{esp, SlotState};
+use abnix_core::fat::FatFs;
 use abnix_core::gpt::Gpt;
 use abnix_core::index::Index;
 use abnix_core::install::rwfs;
+use abnix_core::layout::Arch;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
 use abnix_core::sign::SecretKey;
@@ -168,6 +171,48 @@ fn an_unprivileged_user_builds_a_bootable_template() {
     }
     let table = |name: &str| Gpt::read(&mut fs::File::open(f.path(name)).unwrap(), 512).unwrap();
     assert_eq!(table("template.raw"), table("again.raw"));
+}
+
+/// The template of an aarch64 host, built on this x86_64 machine as Nix's
+/// cross build does: `--arch aarch64` alone picks Debian's arm64-efi GRUB,
+/// and the disk gets aarch64's root type and `EFI/BOOT/BOOTAA64.EFI`.
+#[test]
+fn an_aarch64_template_is_built_on_an_x86_64_machine() {
+    let f = Fixture::new();
+    let mut args = f.flags("aarch64.raw");
+    args.extend(["--arch", "aarch64"].map(str::to_owned));
+    let out = run_ok(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(BIN)
+            .args(&args),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bootloader: grub (UEFI) for aarch64"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("abnix-bios stays empty"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("bootloader: grub (UEFI) for aarch64;"),
+        "{stdout}"
+    );
+
+    let path = f.path("aarch64.raw");
+    check_disk(&path);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut disk = SystemDisk::open(file, 512).unwrap();
+    assert_eq!(disk.layout().slot_a.type_guid, Arch::Aarch64.root_type());
+    assert_eq!(disk.layout().slot_b.type_guid, Arch::Aarch64.root_type());
+    let mut esp_fs = FatFs::open(disk.esp()).unwrap();
+    let efi = esp_fs.read_file(&esp::efi_boot(Arch::Aarch64)).unwrap();
+    assert_eq!(pe_machine(&efi), Some(Arch::Aarch64.pe_machine()));
+    assert!(!esp_fs.exists(&esp::efi_boot(Arch::X86_64)).unwrap());
 }
 
 /// The config file the Nix side writes, with the flags a template build

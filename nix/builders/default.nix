@@ -177,8 +177,9 @@ let
   };
 
   # What abnix-install needs to set up the boot loader: GRUB's module
-  # directories for the host (BIOS only on x86) and grub-mkimage from
-  # `mkimagePkgs`, the machine that runs the installer; or systemd-boot.
+  # directories for the host (BIOS only on x86; arm64-efi on aarch64) and
+  # grub-mkimage from `mkimagePkgs`, the machine that runs the installer
+  # (one grub-mkimage builds for every platform); or systemd-boot.
   bootloaderFiles =
     mkimagePkgs:
     if cfg.bootloader == "grub" then
@@ -207,6 +208,9 @@ let
     pure.installerConfig (
       {
         bundle = bundlePath;
+        # The host's, also where the build machine runs abnix-install (the
+        # template of an aarch64 host cross-built on x86_64).
+        arch = pure.installerArch pkgs.stdenv.hostPlatform.system;
         inherit (cfg)
           slotSize
           espSize

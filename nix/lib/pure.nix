@@ -358,14 +358,33 @@ rec {
       }
     ];
 
-  # The file `abnix-install --config` reads on the installer ISO: the flag
-  # names with `_` for `-` (docs/cli.md). Optional tool paths may be null.
+  # abnix-install's `arch` (docs/cli.md) for a Nix system double such as
+  # stdenv.hostPlatform.system; throws for a platform abnix does not support.
+  installerArch =
+    system:
+    let
+      arches = {
+        "x86_64-linux" = "x86_64";
+        "aarch64-linux" = "aarch64";
+      };
+    in
+    arches.${system}
+      or (throw "abnix: hosts run on x86_64-linux or aarch64-linux, not '${toString system}'");
+
+  # The file `abnix-install --config` reads on the installer ISO and in the
+  # template build: the flag names with `_` for `-` (docs/cli.md). `arch` is
+  # the host's (installerArch), whatever machine runs abnix-install.
+  # Optional tool paths may be null.
   installerConfig =
     settings:
     toTOML [
       {
         name = "bundle";
         value = settings.bundle;
+      }
+      {
+        name = "arch";
+        value = settings.arch;
       }
       {
         name = "slot_size";

@@ -69,6 +69,7 @@ in
 
   "install.toml" = pure.installerConfig {
     bundle = "/iso/abnix/bundle";
+    arch = pure.installerArch "x86_64-linux";
     slotSize = "4G";
     espSize = "512M";
     bootloader = "grub";
@@ -122,6 +123,7 @@ in
   # the installer may wipe and take a removable disk, no countdown.
   "install-systemd-boot.toml" = pure.installerConfig {
     bundle = "/iso/abnix/bundle";
+    arch = pure.installerArch "aarch64-linux";
     slotSize = "2G";
     espSize = "256M";
     bootloader = "systemd-boot";
@@ -135,6 +137,24 @@ in
     grubBiosDir = null;
     grubEfiDir = null;
     systemdBootEfi = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-systemd-257.9/lib/systemd/boot/efi/systemd-bootaa64.efi";
+    countdown = 0;
+  };
+
+  # An aarch64 host with GRUB, as its template is built on x86_64: the build
+  # machine's grub-mkimage, the host's arm64-efi modules, no BIOS part.
+  "install-aarch64.toml" = pure.installerConfig {
+    bundle = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-abnix-stable-7-bundle";
+    arch = pure.installerArch "aarch64-linux";
+    slotSize = "4G";
+    espSize = "512M";
+    bootloader = "grub";
+    wipe = false;
+    allowRemovable = false;
+    trustedKeys = [ testKey ];
+    grubMkimage = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-x86_64-2.12/bin/grub-mkimage";
+    grubBiosDir = null;
+    grubEfiDir = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-grub-2.12/lib/grub/arm64-efi";
+    systemdBootEfi = null;
     countdown = 0;
   };
 

@@ -56,7 +56,7 @@ pub fn installer_initramfs(kernel: &Kernel, env: &InstallerEnv, out: &Path) -> R
 
 fn base_tree(kernel: &Kernel, mode: &str) -> Result<Tree> {
     let mut tree = Tree::new();
-    tree.busybox()?;
+    tree.busybox(kernel.arch)?;
     tree.file("init", 0o755, INIT);
     // The kernel opens /dev/console for init's output before /init mounts
     // devtmpfs.

@@ -1,29 +1,31 @@
-//! The fixture kernel: Debian's cloud kernel, fetched once with
-//! `apt-get download` and unpacked into the cache.
+//! The fixture kernel: Debian's cloud kernel for the machines'
+//! architecture, fetched once with `apt-get download` and unpacked into the
+//! cache ([`debian`]).
 //!
 //! The cloud flavour is small and boots quickly under TCG; ext4 is built in,
 //! but the virtio drivers are modules, which the fixture initramfs loads (see
 //! [`Kernel::modules_in_load_order`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
+use abnix_core::layout::Arch;
 use anyhow::{bail, Context, Result};
 
-use crate::{paths, tool};
-
-/// The meta-package whose dependency is always the newest cloud kernel of the
-/// suite (`linux-image-6.1.0-NN-cloud-amd64` on bookworm).
-const META_PACKAGE: &str = "linux-image-cloud-amd64";
+use crate::platform::Platform;
+use crate::{debian, paths, tool};
 
 /// One unpacked kernel package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kernel {
+    /// The machines it runs on.
+    pub arch: Arch,
     /// `uname -r`, e.g. `6.1.0-56-cloud-amd64`.
     pub release: String,
-    /// The bootable image (`vmlinuz`, a bzImage with an EFI stub).
+    /// The bootable image (`vmlinuz`: a bzImage, or arm64's uncompressed
+    /// Image, both with an EFI stub).
     pub image: PathBuf,
     /// `lib/modules/<release>`, with the `modules.dep` that `depmod` made.
     pub modules_dir: PathBuf,
@@ -37,10 +39,10 @@ pub struct Module {
 }
 
 impl Kernel {
-    /// Debian's newest cloud kernel, downloaded into the cache the first time
-    /// and reused afterwards (a newer kernel in the apt lists is fetched once
-    /// it appears). Needs `apt-get update` to have run.
-    pub fn debian_cloud() -> Result<Kernel> {
+    /// Debian's newest cloud kernel for `arch`, downloaded into the cache
+    /// the first time and reused afterwards (a newer kernel in the apt lists
+    /// is fetched once it appears).
+    pub fn debian_cloud(arch: Arch) -> Result<Kernel> {
         // Tests of one process share the download; the atomic rename below
         // covers separate processes.
         static FETCH: Mutex<()> = Mutex::new(());
@@ -48,18 +50,26 @@ impl Kernel {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
 
-        let output = tool::run(Command::new("apt-cache").args(["depends", META_PACKAGE]))?;
-        let package = newest_cloud_kernel(&String::from_utf8_lossy(&output.stdout))
+        let debian_arch = Platform::of(arch).debian_arch;
+        // The meta-package whose dependency is always the newest cloud kernel
+        // of the suite (`linux-image-6.1.0-NN-cloud-amd64` on bookworm).
+        let meta = format!("linux-image-cloud-{debian_arch}");
+        let output = tool::run(
+            Command::new("apt-cache").args(["depends", &format!("{meta}:{debian_arch}")]),
+        )?;
+        let package = newest_cloud_kernel(&String::from_utf8_lossy(&output.stdout), &meta)
             .context("finding Debian's cloud kernel (has apt-get update run?)")?;
         let release = package
             .strip_prefix("linux-image-")
             .context("kernel package name")?
             .to_owned();
         let root = paths::cache_dir().join("kernel").join(&package);
-        if !root.exists() {
-            download(&package, &release, &root)?;
-        }
+        // The package ships no modules.dep: its postinst makes one.
+        debian::unpacked(&format!("{package}:{debian_arch}"), &root, |unpacked| {
+            tool::run(Command::new("depmod").arg("-b").arg(unpacked).arg(&release)).map(drop)
+        })?;
         let kernel = Kernel {
+            arch,
             image: root.join("boot").join(format!("vmlinuz-{release}")),
             modules_dir: root.join("lib/modules").join(&release),
             release,
@@ -92,45 +102,26 @@ impl Kernel {
     }
 }
 
-/// Downloads and unpacks `package` into `root`, and runs `depmod` on it (the
-/// package ships no modules.dep: its postinst makes one).
-fn download(package: &str, release: &str, root: &Path) -> Result<()> {
-    let parent = root.parent().context("cache path")?;
-    let staging = parent.join(format!(".fetching-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    tracing::info!(package, "downloading the fixture kernel");
-    tool::run(
-        Command::new("apt-get")
-            .args(["download", package])
-            .current_dir(&staging),
-    )?;
-    let deb = std::fs::read_dir(&staging)?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
-        .with_context(|| format!("apt-get download {package} left no .deb"))?;
-    let unpacked = staging.join("root");
-    tool::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    tool::run(Command::new("depmod").arg("-b").arg(&unpacked).arg(release))?;
-    match std::fs::rename(&unpacked, root) {
-        Ok(()) => {}
-        // Another process finished the same download first.
-        Err(_) if root.exists() => {}
-        Err(err) => return Err(err).with_context(|| format!("moving into {}", root.display())),
-    }
-    std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))
-}
-
-/// The kernel package the meta-package depends on, from `apt-cache depends`
-/// output (`  Depends: linux-image-6.1.0-56-cloud-amd64`).
-fn newest_cloud_kernel(apt_cache_depends: &str) -> Result<String> {
+/// The kernel package the meta-package `meta` (`linux-image-cloud-ARCH`)
+/// depends on, from `apt-cache depends` output (`  Depends:
+/// linux-image-6.1.0-56-cloud-amd64`, with `:arm64` after it for a foreign
+/// architecture).
+fn newest_cloud_kernel(apt_cache_depends: &str, meta: &str) -> Result<String> {
+    let flavour = meta
+        .strip_prefix("linux-image")
+        .context("not a kernel meta-package")?;
     apt_cache_depends
         .lines()
         .filter_map(|line| line.trim().strip_prefix("Depends: "))
         .map(|package| package.trim_matches(['<', '>']))
-        .find(|package| package.starts_with("linux-image-") && package.ends_with("-cloud-amd64"))
+        .map(|package| {
+            package
+                .split_once(':')
+                .map_or(package, |(name, _arch)| name)
+        })
+        .find(|package| package.starts_with("linux-image-") && package.ends_with(flavour))
         .map(str::to_owned)
-        .with_context(|| format!("{META_PACKAGE} depends on no cloud kernel package"))
+        .with_context(|| format!("{meta} depends on no cloud kernel package"))
 }
 
 /// One line of modules.dep: the module's file and the names of every module
@@ -276,7 +267,7 @@ kernel/fs/nls/nls_iso8859-1.ko:
         );
         assert_eq!(
             modules["nls_iso8859_1"].file,
-            Path::new("kernel/fs/nls/nls_iso8859-1.ko")
+            std::path::Path::new("kernel/fs/nls/nls_iso8859-1.ko")
         );
     }
 
@@ -312,10 +303,18 @@ kernel/fs/nls/nls_iso8859-1.ko:
     fn finds_the_cloud_kernel_of_the_meta_package() {
         let output = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
         assert_eq!(
-            newest_cloud_kernel(output).unwrap(),
+            newest_cloud_kernel(output, "linux-image-cloud-amd64").unwrap(),
             "linux-image-6.1.0-56-cloud-amd64"
         );
-        let err = newest_cloud_kernel("linux-image-cloud-amd64\n").unwrap_err();
+        let foreign =
+            "linux-image-cloud-arm64:arm64\n  Depends: linux-image-6.1.0-57-cloud-arm64:arm64\n";
+        assert_eq!(
+            newest_cloud_kernel(foreign, "linux-image-cloud-arm64").unwrap(),
+            "linux-image-6.1.0-57-cloud-arm64"
+        );
+        assert!(newest_cloud_kernel(output, "linux-image-cloud-arm64").is_err());
+        let err = newest_cloud_kernel("linux-image-cloud-amd64\n", "linux-image-cloud-amd64")
+            .unwrap_err();
         assert!(err.to_string().contains("no cloud kernel"), "{err}");
     }
 }

@@ -1,6 +1,9 @@
 //! abnix-systest: the machine-level harness (DESIGN §8.3).
 //!
-//! - [`kernel`]: Debian's cloud kernel, fetched once into a cache;
+//! - [`platform`]: what differs between the machines of each architecture
+//!   (x86_64; aarch64, which boots through UEFI only);
+//! - [`kernel`]: Debian's cloud kernel, fetched once into a cache
+//!   ([`debian`]);
 //! - [`initramfs`]: busybox initramfs variants (a host's initrd, an
 //!   installer environment);
 //! - [`version`]: fixture versions: root filesystem image + kernel + initrd +
@@ -13,8 +16,8 @@
 //! - [`disk`]: GPT disk-image files for booting fixtures without a bootloader;
 //! - [`system_disk`]: abnix disks written from the host side with core's
 //!   layout and boot control (bootloader, slots, boot state);
-//! - [`vm`]: QEMU machines (SeaBIOS or OVMF, virtio disks, user network)
-//!   driven over the serial console, with power cuts;
+//! - [`vm`]: QEMU machines (SeaBIOS or OVMF; AAVMF for aarch64; virtio
+//!   disks, user network) driven over the serial console, with power cuts;
 //! - [`workspace`]: the project's own binaries, built for fixtures;
 //! - [`runner`]: the harness of scenario files, with their summary table;
 //! - [`story`]: one machine of a fleet, driven and narrated: installed,
@@ -27,12 +30,14 @@
 
 pub mod bundle;
 pub mod cpio;
+pub mod debian;
 pub mod disk;
 pub mod ext4;
 pub mod fleet;
 pub mod initramfs;
 pub mod kernel;
 pub mod paths;
+pub mod platform;
 pub mod runner;
 pub mod scenarios;
 mod shell;

@@ -23,6 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use abnix_core::boot::BootStatus;
+use abnix_core::layout::Arch;
 use abnix_core::slot::Slot;
 use abnix_core::state::{CheckRecord, ErrorRecord, FailedVersion};
 use abnix_core::system_disk::Bootloader;
@@ -355,7 +356,7 @@ impl Story {
             name: full_name,
             disk: dir.join("disk.raw"),
             dir,
-            kernel: Kernel::debian_cloud()?,
+            kernel: Kernel::debian_cloud(Arch::native())?,
             machine: None,
             vm: None,
             running: None,

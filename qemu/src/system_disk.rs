@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use abnix_core::boot::grubenv::{self, DecodedState};
 use abnix_core::boot::mkimage::{BiosImages, GrubTools};
 use abnix_core::boot::{
-    bios, esp, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, GrubBoot,
-    GrubInstall, SystemdBoot,
+    bios, esp, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, EfiApp,
+    GrubBoot, GrubInstall, SystemdBoot,
 };
 use abnix_core::disk::{Disk, Fault, FaultyDisk, Region};
 use abnix_core::fat::{FatFs, FormatOptions};
@@ -38,8 +38,8 @@ const SECTOR_SIZE: u32 = 512;
 /// number of disks.
 pub struct BootloaderImages {
     grub_bios: BiosImages,
-    grub_efi: Vec<u8>,
-    systemd_boot: Vec<u8>,
+    grub_efi: EfiApp,
+    systemd_boot: EfiApp,
 }
 
 impl BootloaderImages {
@@ -51,11 +51,14 @@ impl BootloaderImages {
             .bios_images()
             .context("building GRUB's BIOS images (apt-get install grub-pc-bin)")?;
         let grub_efi = grub
-            .efi_image()
+            .efi_image(Arch::X86_64)
             .context("building GRUB's EFI image (apt-get install grub-efi-amd64-bin)")?;
         let systemd_boot = std::fs::read(SYSTEMD_BOOT_EFI).with_context(|| {
             format!("reading {SYSTEMD_BOOT_EFI} (apt-get install systemd-boot-efi)")
         })?;
+        let grub_efi = EfiApp::new(Arch::X86_64, grub_efi)?;
+        let systemd_boot = EfiApp::new(Arch::X86_64, systemd_boot)
+            .with_context(|| format!("reading {SYSTEMD_BOOT_EFI}"))?;
         Ok(BootloaderImages {
             grub_bios,
             grub_efi,
@@ -95,7 +98,8 @@ impl AbnixDisk {
             slot_size: spec.slot_size,
             esp_size: spec.esp_size,
             min_rw_size: spec.rw_size,
-            arch: Arch::native(),
+            // The architecture the bootloader images are for.
+            arch: images.grub_efi.arch(),
         };
         let size = layout::min_disk_size(SECTOR_SIZE, &config);
         let layout = layout::compute(size, SECTOR_SIZE, &config)?;

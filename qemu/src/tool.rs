@@ -8,7 +8,10 @@ use std::ffi::OsStr;
 use std::io;
 use std::process::{Command, Output};
 
+use abnix_core::layout::Arch;
 use anyhow::{bail, Context, Result};
+
+use crate::platform::Platform;
 
 /// The Debian package that provides `program`, for error messages.
 fn package_of(program: &str) -> &'static str {
@@ -19,8 +22,13 @@ fn package_of(program: &str) -> &'static str {
         "mkfs.ext4" | "debugfs" | "tune2fs" => "e2fsprogs",
         "sgdisk" => "gdisk",
         "ldd" => "libc-bin",
-        "qemu-system-x86_64" => "qemu-system-x86",
-        _ => "the package that provides it",
+        _ => Arch::ALL
+            .into_iter()
+            .map(Platform::of)
+            .find(|platform| platform.qemu == program)
+            .map_or("the package that provides it", |platform| {
+                platform.qemu_package
+            }),
     }
 }
 

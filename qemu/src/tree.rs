@@ -12,13 +12,36 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use abnix_core::layout::Arch;
 use anyhow::{bail, Context, Result};
 
 use crate::cpio::CpioWriter;
-use crate::tool;
+use crate::platform::Platform;
+use crate::{debian, paths, tool};
 
 /// Where busybox-static installs the shell and every tool the fixtures use.
 pub const BUSYBOX: &str = "/bin/busybox";
+
+/// busybox-static for machines of `arch`: the host's own, or for another
+/// architecture Debian's package for it, fetched into the cache.
+fn busybox_for(arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::native() {
+        return Ok(PathBuf::from(BUSYBOX));
+    }
+    let package = format!("busybox-static:{}", Platform::of(arch).debian_arch);
+    let root = paths::cache_dir().join("busybox").join(&package);
+    debian::unpacked(&package, &root, |_| Ok(()))?;
+    Ok(root.join(BUSYBOX.trim_start_matches('/')))
+}
+
+/// The banner a busybox binary carries: `BusyBox v1.35.0 (Debian
+/// 1:1.35.0-4+deb12u1+b1)`, the same for one Debian build on every
+/// architecture.
+fn busybox_banner(binary: &[u8]) -> Option<&[u8]> {
+    let start = binary.windows(9).position(|w| w == b"BusyBox v")?;
+    let len = binary[start..].iter().position(|&b| b == b')')? + 1;
+    Some(&binary[start..start + len])
+}
 
 #[derive(Debug, Clone)]
 enum Entry {
@@ -119,10 +142,29 @@ impl Tree {
         self.insert(normalize(path), Entry::CharDevice { major, minor });
     }
 
-    /// `/bin/busybox` from the host and a link in `/bin` for each applet, so
-    /// `sh`, `mount`, `wget`… work without `busybox --install` at boot.
-    pub fn busybox(&mut self) -> Result<()> {
-        self.binary(Path::new(BUSYBOX), "bin")?;
+    /// `/bin/busybox` for machines of `arch` and a link in `/bin` for each
+    /// applet, so `sh`, `mount`, `wget`… work without `busybox --install` at
+    /// boot. The applets are the host's busybox's (`--list`; a binary of
+    /// another architecture cannot run here), so another architecture's
+    /// must come from the same Debian build, which its banner says.
+    pub fn busybox(&mut self, arch: Arch) -> Result<()> {
+        let busybox = busybox_for(arch)?;
+        if busybox != Path::new(BUSYBOX) {
+            let read = |path: &Path| {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let (theirs, ours) = (read(&busybox)?, read(Path::new(BUSYBOX))?);
+            let (theirs, ours) = (busybox_banner(&theirs), busybox_banner(&ours));
+            anyhow::ensure!(
+                theirs.is_some() && theirs == ours,
+                "{} ({}) is not the build of the host's busybox-static ({}): install the same version",
+                busybox.display(),
+                String::from_utf8_lossy(theirs.unwrap_or(b"no banner")),
+                String::from_utf8_lossy(ours.unwrap_or(b"no banner"))
+            );
+        }
+        // Static: no libraries to bring.
+        self.host_file("bin/busybox", &busybox)?;
         let output = tool::run(Command::new(BUSYBOX).arg("--list"))?;
         for applet in String::from_utf8_lossy(&output.stdout).lines() {
             if !applet.is_empty() && applet != "busybox" {

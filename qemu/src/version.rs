@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use abnix_core::boot::SlotInfo;
+use abnix_core::layout::Arch;
 use abnix_core::slot::Slot;
 use anyhow::{Context, Result};
 use uuid::Uuid;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use crate::ext4;
 use crate::initramfs;
 use crate::kernel::Kernel;
+use crate::platform::Platform;
 use crate::shell::quote;
 use crate::tree::Tree;
 use crate::vm::Boot;
@@ -159,10 +161,17 @@ impl VersionSpec {
         }
     }
 
-    /// The root filesystem's tree.
-    fn tree(&self) -> Result<Tree> {
+    /// The root filesystem's tree, for machines of `arch`.
+    fn tree(&self, arch: Arch) -> Result<Tree> {
+        // Host executables run on the host's architecture only.
+        anyhow::ensure!(
+            self.binaries.is_empty() || arch == Arch::native(),
+            "version {}: host binaries ({:?}) cannot run on {arch} machines",
+            self.version,
+            self.binaries
+        );
         let mut tree = Tree::new();
-        tree.busybox()?;
+        tree.busybox(arch)?;
         for binary in &self.binaries {
             tree.binary(binary, "bin")?;
         }
@@ -211,12 +220,13 @@ pub struct FixtureVersion {
 
 impl FixtureVersion {
     /// Builds `spec` into `dir` (created if needed): `root.ext4`,
-    /// `initrd.cpio`; the kernel is the cached one.
+    /// `initrd.cpio`; the kernel is the cached one, and its architecture
+    /// the version's.
     pub fn build(spec: &VersionSpec, kernel: &Kernel, dir: &Path) -> Result<FixtureVersion> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let image = dir.join("root.ext4");
         ext4::read_only_image(
-            &spec.tree()?,
+            &spec.tree(kernel.arch)?,
             spec.id,
             &image_label(spec.version),
             &image,
@@ -232,7 +242,8 @@ impl FixtureVersion {
             kernel: kernel.image.clone(),
             initrd,
             cmdline: format!(
-                "console=ttyS0 quiet panic={PANIC_REBOOT_SECONDS} root=UUID={}",
+                "console={} quiet panic={PANIC_REBOOT_SECONDS} root=UUID={}",
+                Platform::of(kernel.arch).console,
                 spec.id
             ),
         })

@@ -24,26 +24,23 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use abnix_core::layout::Arch;
 use anyhow::{Context, Result};
 
+use crate::platform::Platform;
 use crate::tool;
 
-const QEMU: &str = "qemu-system-x86_64";
-/// Debian's `ovmf` package: the firmware code (read-only, shared) and the
-/// template of the variable store (copied per machine). The 4M builds need
-/// no SMM, so they run on a plain q35 under TCG.
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Console lines quoted in errors.
 const TAIL_LINES: usize = 40;
 
 /// The machine's firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
-    /// BIOS (QEMU's default firmware): boots the first disk's MBR.
+    /// BIOS (QEMU's default firmware on x86_64): boots the first disk's MBR.
     SeaBios,
-    /// UEFI: boots `EFI/BOOT/BOOTX64.EFI` from the ESP, or the boot entries
-    /// in its variable store.
+    /// UEFI, edk2's (OVMF; AAVMF on aarch64): boots `EFI/BOOT/BOOTX64.EFI`
+    /// (`BOOTAA64.EFI`) from the ESP, or the boot entries in its variable
+    /// store.
     Ovmf,
 }
 
@@ -75,6 +72,8 @@ pub enum OnReboot {
 /// The hardware of a machine.
 #[derive(Debug, Clone)]
 pub struct MachineSpec {
+    /// The harness's own ([`Arch::native`]) unless told otherwise.
+    pub arch: Arch,
     pub firmware: Firmware,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -91,6 +90,7 @@ impl MachineSpec {
     /// has two cores for everything), network on, no disks yet.
     pub fn new(firmware: Firmware) -> Self {
         MachineSpec {
+            arch: Arch::native(),
             firmware,
             memory_mib: 512,
             cpus: 1,
@@ -101,6 +101,12 @@ impl MachineSpec {
 
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(path.into());
+        self
+    }
+
+    /// A machine of another architecture (aarch64 has UEFI only).
+    pub fn arch(mut self, arch: Arch) -> Self {
+        self.arch = arch;
         self
     }
 }
@@ -121,18 +127,28 @@ impl Machine {
     /// transcripts) in `dir`.
     pub fn new(name: &str, spec: MachineSpec, dir: &Path) -> Result<Machine> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let platform = Platform::of(spec.arch);
         let uefi_vars = match spec.firmware {
-            Firmware::SeaBios => None,
+            Firmware::SeaBios => {
+                anyhow::ensure!(
+                    spec.arch.has_bios(),
+                    "{} machines have no BIOS: boot them through UEFI",
+                    spec.arch
+                );
+                None
+            }
             Firmware::Ovmf => {
                 let vars = dir.join(format!("{name}-uefi-vars.fd"));
-                for firmware in [OVMF_CODE, OVMF_VARS] {
+                for firmware in [platform.uefi_code, platform.uefi_vars] {
                     anyhow::ensure!(
                         Path::new(firmware).is_file(),
-                        "{firmware} is missing (apt-get install ovmf)"
+                        "{firmware} is missing (apt-get install {})",
+                        platform.uefi_package
                     );
                 }
-                std::fs::copy(OVMF_VARS, &vars)
-                    .with_context(|| format!("copying {OVMF_VARS} to {}", vars.display()))?;
+                std::fs::copy(platform.uefi_vars, &vars).with_context(|| {
+                    format!("copying {} to {}", platform.uefi_vars, vars.display())
+                })?;
                 Some(vars)
             }
         };
@@ -155,24 +171,27 @@ impl Machine {
     }
 
     fn command(&self, boot: &Boot, on_reboot: OnReboot) -> Command {
-        let mut qemu = Command::new(QEMU);
-        qemu.args([
-            "-nodefaults",
-            "-no-user-config",
+        let platform = Platform::of(self.spec.arch);
+        let mut qemu = Command::new(platform.qemu);
+        qemu.args(["-nodefaults", "-no-user-config"]).args([
             "-machine",
-            "q35",
+            platform.machine,
             "-accel",
             "tcg",
-        ])
-        .args(["-m", &self.spec.memory_mib.to_string()])
-        .args(["-smp", &self.spec.cpus.to_string()])
-        .args(["-display", "none", "-serial", "stdio"])
-        // Entropy for the guest's getrandom() (see initramfs::MODULES).
-        .args(["-device", "virtio-rng-pci"]);
+        ]);
+        if let Some(cpu) = platform.cpu {
+            qemu.args(["-cpu", cpu]);
+        }
+        qemu.args(["-m", &self.spec.memory_mib.to_string()])
+            .args(["-smp", &self.spec.cpus.to_string()])
+            .args(["-display", "none", "-serial", "stdio"])
+            // Entropy for the guest's getrandom() (see initramfs::MODULES).
+            .args(["-device", "virtio-rng-pci"]);
         if let Some(vars) = &self.uefi_vars {
             qemu.arg("-drive")
                 .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    platform.uefi_code
                 ))
                 .arg("-drive")
                 .arg(format!(
@@ -318,12 +337,13 @@ impl Vm {
         let transcript = Arc::new(Mutex::new(transcript));
         let invocation = format!("{command:?}");
         record(&transcript, &format!("$ {invocation}"));
+        let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|err| tool::spawn_error(QEMU, err))?;
+            .map_err(|err| tool::spawn_error(&program, err))?;
         let started = Instant::now();
         let (sender, lines) = mpsc::channel();
         let stdout = child.stdout.take().context("QEMU's stdout")?;
@@ -555,22 +575,41 @@ mod tests {
     }
 
     #[test]
-    fn ovmf_machines_get_their_own_variable_store() {
+    fn uefi_machines_get_their_own_variable_store_and_their_emulator() {
+        for arch in Arch::ALL {
+            let platform = Platform::of(arch);
+            let dir = tempfile::tempdir().unwrap();
+            let spec = MachineSpec::new(Firmware::Ovmf).arch(arch);
+            let machine = Machine::new("m", spec, dir.path()).unwrap();
+            let vars = machine.uefi_vars.clone().unwrap();
+            assert_eq!(
+                std::fs::read(&vars).unwrap(),
+                std::fs::read(platform.uefi_vars).unwrap()
+            );
+            let command = machine.command(&Boot::Firmware, OnReboot::Restart);
+            assert_eq!(command.get_program(), platform.qemu);
+            let args: Vec<String> = command
+                .get_args()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect();
+            assert!(args
+                .iter()
+                .any(|arg| arg.ends_with(&format!("file={}", vars.display()))));
+            assert!(args
+                .windows(2)
+                .any(|pair| pair == ["-machine", platform.machine]));
+            assert!(!args.contains(&"-no-reboot".to_owned()));
+        }
+    }
+
+    #[test]
+    fn aarch64_machines_have_no_bios() {
         let dir = tempfile::tempdir().unwrap();
-        let machine = Machine::new("m", MachineSpec::new(Firmware::Ovmf), dir.path()).unwrap();
-        let vars = machine.uefi_vars.clone().unwrap();
+        let spec = MachineSpec::new(Firmware::SeaBios).arch(Arch::Aarch64);
+        let err = Machine::new("m", spec, dir.path()).unwrap_err();
         assert_eq!(
-            std::fs::read(&vars).unwrap(),
-            std::fs::read(OVMF_VARS).unwrap()
+            err.to_string(),
+            "aarch64 machines have no BIOS: boot them through UEFI"
         );
-        let args: Vec<String> = machine
-            .command(&Boot::Firmware, OnReboot::Restart)
-            .get_args()
-            .map(|arg| arg.to_string_lossy().into_owned())
-            .collect();
-        assert!(args
-            .iter()
-            .any(|arg| arg.ends_with(&format!("file={}", vars.display()))));
-        assert!(!args.contains(&"-no-reboot".to_owned()));
     }
 }

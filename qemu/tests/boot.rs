@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use abnix_core::boot::{grubcfg, grubenv, BootState, BootStatus, SlotState};
 use abnix_core::config::Config;
+use abnix_core::layout::Arch;
 use abnix_core::sign::SecretKey;
 use abnix_core::slot::Slot;
 use abnix_core::system_disk::Bootloader;
@@ -93,7 +94,7 @@ fn fixtures() -> Result<&'static Fixtures> {
 
 fn build_fixtures() -> Result<Fixtures> {
     let dir = paths::run_dir("boot-fixtures")?;
-    let kernel = Kernel::debian_cloud()?;
+    let kernel = Kernel::debian_cloud(Arch::native())?;
     let updater = workspace::release_binary("abnix-updater", "abnix-update")?;
     let config = device_config(&dir)?;
     let build = |version: u64, behaviour: Behaviour, name: &str| -> Result<Fixture> {

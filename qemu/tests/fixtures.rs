@@ -3,6 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use abnix_core::layout::Arch;
 use abnix_systest::kernel::Kernel;
 use abnix_systest::paths;
 use abnix_systest::version::{Behaviour, FixtureFile, FixtureVersion, VersionSpec};
@@ -13,7 +14,7 @@ use abnix_systest::version::{Behaviour, FixtureFile, FixtureVersion, VersionSpec
 #[test]
 fn a_version_builds_reproducibly_into_a_clean_filesystem_named_by_its_id() {
     let dir = paths::run_dir("reproducible").unwrap();
-    let kernel = Kernel::debian_cloud().unwrap();
+    let kernel = Kernel::debian_cloud(Arch::native()).unwrap();
     let mut spec = VersionSpec::new(9, Behaviour::healthy(["echo hello"]));
     spec.files.push(FixtureFile::new(
         "/etc/abnix/config.toml",

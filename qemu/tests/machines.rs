@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use abnix_core::layout::Arch;
 use abnix_core::slot::Slot;
 use abnix_systest::disk::{self, Partition, PartitionType};
 use abnix_systest::initramfs::{self, InstallerEnv};
@@ -29,7 +30,7 @@ const RW_SIZE: u64 = 32 << 20;
 const DYNAMIC_BINARY: &str = "/usr/bin/zstd";
 
 fn build(dir: &Path, spec: &VersionSpec) -> FixtureVersion {
-    let kernel = Kernel::debian_cloud().unwrap();
+    let kernel = Kernel::debian_cloud(Arch::native()).unwrap();
     FixtureVersion::build(spec, &kernel, &dir.join(format!("v{}", spec.version))).unwrap()
 }
 
@@ -374,7 +375,7 @@ fn seabios_boots_the_mbr_of_the_first_disk() {
 #[test]
 fn installer_environment_runs_its_command_and_powers_off() {
     let dir = paths::run_dir("installer-env").unwrap();
-    let kernel = Kernel::debian_cloud().unwrap();
+    let kernel = Kernel::debian_cloud(Arch::native()).unwrap();
     let payload = dir.join("bundle");
     std::fs::create_dir(&payload).unwrap();
     std::fs::write(payload.join("payload"), "ABNIX-PAYLOAD-ON-DISK").unwrap();

@@ -5,7 +5,7 @@
 //! bootloaders take them with a leading '/' (see [`absolute`]).
 //!
 //! ```text
-//! EFI/BOOT/BOOTX64.EFI      GRUB's EFI image or systemd-boot
+//! EFI/BOOT/BOOTX64.EFI      GRUB's EFI image or systemd-boot (BOOTAA64.EFI on aarch64)
 //! abnix/grub.cfg            GRUB: the boot script, written once at install
 //! abnix/grubenv             GRUB: the boot state, one 512-byte block
 //! abnix/<slot>/kernel       each slot's kernel,
@@ -17,18 +17,23 @@
 //! loader/entries/abnix-<slot>[+LEFT[-DONE]].conf   systemd-boot: one entry per activated slot
 //! ```
 
+use crate::layout::Arch;
 use crate::slot::Slot;
 
 pub const ABNIX_DIR: &str = "abnix";
 pub const GRUB_CFG: &str = "abnix/grub.cfg";
 pub const GRUB_ENV: &str = "abnix/grubenv";
 pub const EFI_BOOT_DIR: &str = "EFI/BOOT";
-/// The removable-media path firmware boots without any EFI boot variable
-/// (UEFI spec 3.5.1.1), so a disk written as a file boots anywhere.
-pub const EFI_BOOT_X64: &str = "EFI/BOOT/BOOTX64.EFI";
 pub const LOADER_DIR: &str = "loader";
 pub const LOADER_CONF: &str = "loader/loader.conf";
 pub const ENTRIES_DIR: &str = "loader/entries";
+
+/// The removable-media path that `arch`'s firmware boots without any EFI
+/// boot variable (UEFI 2.10 §3.5.1.1), so a disk written as a file boots
+/// anywhere: `EFI/BOOT/BOOTX64.EFI`, `EFI/BOOT/BOOTAA64.EFI`.
+pub fn efi_boot(arch: Arch) -> String {
+    format!("{EFI_BOOT_DIR}/BOOT{}.EFI", arch.uefi_name())
+}
 
 pub fn slot_dir(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}")
@@ -75,5 +80,7 @@ mod tests {
         assert_eq!(slot_info(Slot::B), "abnix/b/slot.json");
         assert_eq!(absolute(&grub_slot_cfg(Slot::A)), "/abnix/a/slot.cfg");
         assert_eq!(absolute(&grub_good_mark(Slot::B)), "/abnix/b/good");
+        assert_eq!(efi_boot(Arch::X86_64), "EFI/BOOT/BOOTX64.EFI");
+        assert_eq!(efi_boot(Arch::Aarch64), "EFI/BOOT/BOOTAA64.EFI");
     }
 }

@@ -21,7 +21,8 @@ use super::grubcfg::{grub_cfg, slot_cfg, GrubCfgOptions};
 use super::grubenv::{decode_state, encode_state, DecodedState, STATE_BLOCK_SIZE};
 use super::state::{slot_index, BootState, SlotFiles};
 use super::{
-    esp, files, BootControl, BootError, BootFiles, BootStatus, SlotInfo, SlotState, SlotStatus,
+    esp, files, BootControl, BootError, BootFiles, BootStatus, EfiApp, SlotInfo, SlotState,
+    SlotStatus,
 };
 use crate::disk::Disk;
 use crate::fat::{FatError, FatFs, FormatOptions};
@@ -36,9 +37,9 @@ pub struct GrubBoot<D: Disk> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrubInstall {
     pub format: FormatOptions,
-    /// GRUB's x86_64 EFI image (see [`super::mkimage::GrubTools::efi_image`]),
+    /// GRUB's EFI image (see [`super::mkimage::GrubTools::efi_image`]),
     /// for machines that boot through UEFI; `None` for BIOS only.
-    pub efi_image: Option<Vec<u8>>,
+    pub efi_image: Option<EfiApp>,
     pub cfg: GrubCfgOptions,
 }
 
@@ -55,9 +56,9 @@ impl<D: Disk> GrubBoot<D> {
     /// boot code goes outside the ESP ([`super::bios::install`]).
     pub fn install(esp: D, options: &GrubInstall) -> Result<Self, BootError> {
         let mut fs = FatFs::format(esp, &options.format)?;
-        if let Some(image) = &options.efi_image {
+        if let Some(app) = &options.efi_image {
             fs.create_dir_all(esp::EFI_BOOT_DIR)?;
-            fs.write_file(esp::EFI_BOOT_X64, image)?;
+            fs.write_file(&app.removable_path(), app.image())?;
         }
         fs.create_dir_all(esp::ABNIX_DIR)?;
         fs.write_file(esp::GRUB_CFG, grub_cfg(&options.cfg).as_bytes())?;

@@ -20,8 +20,9 @@ use crate::slot::Slot;
 /// Options of the generated `grub.cfg`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GrubCfgOptions {
-    /// Mirror GRUB's console on the first serial port (115200 baud), for
-    /// headless machines and tests.
+    /// Mirror GRUB's console on the PC's first serial port (115200 baud),
+    /// for headless machines and tests: x86 only
+    /// ([`crate::layout::Arch::has_pc_serial_port`]).
     pub serial_console: bool,
 }
 

@@ -1,6 +1,8 @@
 //! Building GRUB's images with `grub-mkimage` from a GRUB library directory
 //! (Debian: /usr/lib/grub; Nix: `${pkgs.grub2}/lib/grub` and, for EFI,
-//! `${pkgs.grub2_efi}/lib/grub`).
+//! `${pkgs.grub2_efi}/lib/grub`). One `grub-mkimage` builds for every
+//! platform whose modules it is given, so an x86_64 build machine makes
+//! aarch64's image from `arm64-efi` modules.
 //!
 //! Every module the scripts need is built into the image, so nothing is
 //! loaded from the ESP at boot. The prefix names the ESP (`/abnix`), where
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::esp;
+use crate::layout::Arch;
 
 /// The ESP's GPT partition number (DESIGN §2).
 pub const ESP_PARTITION: u32 = 2;
@@ -34,6 +37,9 @@ const COMMON_MODULES: &[&str] = &[
     "terminal",
 ];
 
+/// GRUB's platform for BIOS machines (x86 only, see [`Arch::has_bios`]).
+pub const BIOS_PLATFORM: &str = "i386-pc";
+
 /// BIOS disk access.
 const BIOS_MODULES: &[&str] = &["biosdisk"];
 
@@ -44,8 +50,8 @@ const EFI_MODULES: &[&str] = &["efi_gop"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrubTools {
     pub mkimage: PathBuf,
-    /// Holds `i386-pc/` and `x86_64-efi/` (each may be missing if that
-    /// image is not built).
+    /// Holds `i386-pc/` and the EFI platforms' directories (`x86_64-efi/`,
+    /// `arm64-efi/`; each may be missing if that image is not built).
     pub lib_dir: PathBuf,
 }
 
@@ -71,7 +77,8 @@ pub enum MkimageError {
 }
 
 impl GrubTools {
-    /// GRUB as Debian installs it (grub-pc-bin, grub-efi-amd64-bin).
+    /// GRUB as Debian installs it (grub-pc-bin, grub-efi-amd64-bin,
+    /// grub-efi-arm64-bin).
     pub fn system() -> GrubTools {
         GrubTools {
             mkimage: "grub-mkimage".into(),
@@ -83,27 +90,24 @@ impl GrubTools {
     /// the disk the BIOS booted from (`(,gpt2)`: GRUB fills in the boot
     /// drive).
     pub fn bios_images(&self) -> Result<BiosImages, MkimageError> {
-        let dir = self.lib_dir.join("i386-pc");
+        let dir = self.lib_dir.join(BIOS_PLATFORM);
         let boot_path = dir.join("boot.img");
         let boot_img = std::fs::read(&boot_path).map_err(|source| MkimageError::File {
             path: boot_path,
             source,
         })?;
         let prefix = format!("(,gpt{ESP_PARTITION}){}", esp::absolute(esp::ABNIX_DIR));
-        let core_img = self.mkimage("i386-pc", &dir, &prefix, BIOS_MODULES)?;
+        let core_img = self.mkimage(BIOS_PLATFORM, &dir, &prefix, BIOS_MODULES)?;
         Ok(BiosImages { boot_img, core_img })
     }
 
-    /// The x86_64 EFI image, for `EFI/BOOT/BOOTX64.EFI`. A prefix without a
-    /// device means the partition the image was loaded from: the ESP.
-    pub fn efi_image(&self) -> Result<Vec<u8>, MkimageError> {
-        let dir = self.lib_dir.join("x86_64-efi");
-        self.mkimage(
-            "x86_64-efi",
-            &dir,
-            &esp::absolute(esp::ABNIX_DIR),
-            EFI_MODULES,
-        )
+    /// The EFI image for `arch`, for its removable-media path
+    /// ([`esp::efi_boot`]). A prefix without a device means the partition
+    /// the image was loaded from: the ESP.
+    pub fn efi_image(&self, arch: Arch) -> Result<Vec<u8>, MkimageError> {
+        let platform = arch.grub_efi_platform();
+        let dir = self.lib_dir.join(platform);
+        self.mkimage(platform, &dir, &esp::absolute(esp::ABNIX_DIR), EFI_MODULES)
     }
 
     fn mkimage(
@@ -152,7 +156,8 @@ mod tests {
     use crate::boot::bios;
 
     // These run the real grub-mkimage (grub-common, grub-pc-bin,
-    // grub-efi-amd64-bin): a missing tool fails the test.
+    // grub-efi-amd64-bin, grub-efi-arm64-bin): a missing tool fails the
+    // test.
 
     #[test]
     fn builds_a_bios_core_that_patches() {
@@ -163,15 +168,21 @@ mod tests {
     }
 
     #[test]
-    fn builds_an_efi_application() {
-        let image = GrubTools::system().efi_image().unwrap();
-        assert_eq!(&image[..2], b"MZ");
-        let pe = u32::from_le_bytes(image[0x3c..0x40].try_into().unwrap()) as usize;
-        assert_eq!(&image[pe..pe + 4], b"PE\0\0");
-        // Machine type x86-64 (PE/COFF spec: IMAGE_FILE_MACHINE_AMD64).
-        assert_eq!(u16::from_le_bytes([image[pe + 4], image[pe + 5]]), 0x8664);
-        let prefix = b"/abnix";
-        assert!(image.windows(prefix.len()).any(|w| w == prefix));
+    fn builds_an_efi_application_for_each_architecture() {
+        for (arch, machine) in [
+            // PE/COFF spec: IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_ARM64.
+            (Arch::X86_64, 0x8664),
+            (Arch::Aarch64, 0xaa64),
+        ] {
+            let image = GrubTools::system().efi_image(arch).unwrap();
+            assert_eq!(
+                crate::boot::efi::pe_machine(&image),
+                Some(machine),
+                "{arch}"
+            );
+            let prefix = b"/abnix";
+            assert!(image.windows(prefix.len()).any(|w| w == prefix));
+        }
     }
 
     #[test]
@@ -180,7 +191,7 @@ mod tests {
             mkimage: "/nonexistent/grub-mkimage".into(),
             lib_dir: "/usr/lib/grub".into(),
         };
-        let err = missing.efi_image().unwrap_err();
+        let err = missing.efi_image(Arch::X86_64).unwrap_err();
         assert!(err
             .to_string()
             .starts_with("running /nonexistent/grub-mkimage: "));
@@ -190,7 +201,7 @@ mod tests {
             ..GrubTools::system()
         };
         assert!(matches!(
-            no_lib.efi_image(),
+            no_lib.efi_image(Arch::Aarch64),
             Err(MkimageError::Failed { .. })
         ));
         assert!(matches!(

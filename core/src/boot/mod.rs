@@ -22,6 +22,7 @@ use std::io::{self, Read};
 
 pub mod bios;
 pub mod bls;
+pub mod efi;
 pub mod esp;
 mod files;
 mod grub;
@@ -35,6 +36,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+pub use efi::EfiApp;
 pub use grub::{GrubBoot, GrubInstall};
 pub use sdboot::SystemdBoot;
 pub use slotinfo::SlotInfo;

@@ -16,8 +16,8 @@ use super::bls::{
 };
 use super::state::TransitionError;
 use super::{
-    esp, files, BootControl, BootError, BootFiles, BootStatus, SlotInfo, SlotState, SlotStatus,
-    MAX_TRIES,
+    esp, files, BootControl, BootError, BootFiles, BootStatus, EfiApp, SlotInfo, SlotState,
+    SlotStatus, MAX_TRIES,
 };
 use crate::disk::Disk;
 use crate::fat::{FatError, FatFs, FormatOptions};
@@ -102,12 +102,17 @@ impl<D: Disk> SystemdBoot<D> {
         })
     }
 
-    /// Formats the ESP and writes systemd-boot (`systemd-bootx64.efi`) as
-    /// the default EFI loader, with `loader.conf` and no entries.
-    pub fn install(esp: D, format: &FormatOptions, systemd_boot: &[u8]) -> Result<Self, BootError> {
+    /// Formats the ESP and writes systemd-boot (`systemd-bootx64.efi`,
+    /// `systemd-bootaa64.efi`) as the default EFI loader of its
+    /// architecture, with `loader.conf` and no entries.
+    pub fn install(
+        esp: D,
+        format: &FormatOptions,
+        systemd_boot: &EfiApp,
+    ) -> Result<Self, BootError> {
         let mut fs = FatFs::format(esp, format)?;
         fs.create_dir_all(esp::EFI_BOOT_DIR)?;
-        fs.write_file(esp::EFI_BOOT_X64, systemd_boot)?;
+        fs.write_file(&systemd_boot.removable_path(), systemd_boot.image())?;
         fs.create_dir_all(esp::ENTRIES_DIR)?;
         fs.write_file(esp::LOADER_CONF, loader_conf().as_bytes())?;
         fs.create_dir_all(esp::ABNIX_DIR)?;

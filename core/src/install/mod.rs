@@ -69,7 +69,7 @@ use crate::disk::{Disk, Region};
 use crate::fat::FormatOptions;
 use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
 use crate::gpt::{self, GptError};
-use crate::layout::{self, Layout, LayoutConfig, LayoutError, MIB};
+use crate::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
 use crate::pipeline::{
     read_image_head, verify_object, write_image, ImageSpec, PipelineError, WriteOptions,
 };
@@ -458,7 +458,7 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
             source,
         }
     })?;
-    let boot = request.bootloader.prepare()?;
+    let boot = request.bootloader.prepare(request.layout.arch)?;
     rwfs::check_tools().map_err(InstallError::Tools)?;
     let image_fs = image_superblock(&bundle)?;
 
@@ -564,6 +564,7 @@ pub struct Summary {
     pub id: Uuid,
     pub label: String,
     pub bootloader: &'static str,
+    pub arch: Arch,
     pub elapsed: Duration,
 }
 
@@ -580,8 +581,8 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "bootloader: {}; slot a: version {}, good, boots next; slot b: empty",
-            self.bootloader, self.version
+            "bootloader: {} for {}; slot a: version {}, good, boots next; slot b: empty",
+            self.bootloader, self.arch, self.version
         )?;
         write!(f, "{}", self.layout)
     }
@@ -614,7 +615,14 @@ impl fmt::Display for Plan {
                 "the whole image is verified before the first write, so a bad bundle leaves the disk as it is"
             )?;
         }
-        writeln!(f, "bootloader: {}", self.boot.describe())?;
+        let arch = self.boot.arch();
+        writeln!(f, "bootloader: {} for {arch}", self.boot.describe())?;
+        if !arch.has_bios() {
+            writeln!(
+                f,
+                "{arch} machines boot through UEFI only: no BIOS boot code, abnix-bios stays empty"
+            )?;
+        }
         write!(f, "{}", self.layout)
     }
 }
@@ -683,6 +691,7 @@ pub fn execute<D: Disk>(
         id: meta.id,
         label: meta.label.clone(),
         bootloader: plan.boot.describe(),
+        arch: plan.boot.arch(),
         elapsed: started.elapsed(),
     };
     info!("{}", summary.to_string().lines().next().unwrap_or_default());

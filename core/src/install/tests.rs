@@ -3,8 +3,8 @@
 //! when a write fails midway.
 //!
 //! These run the real mkfs.ext4, debugfs, e2fsck, sgdisk and grub-mkimage
-//! (e2fsprogs, gdisk, grub-pc-bin, grub-efi-amd64-bin, systemd-boot-efi): a
-//! missing tool fails the test.
+//! (e2fsprogs, gdisk, grub-pc-bin, grub-efi-amd64-bin, grub-efi-arm64-bin,
+//! systemd-boot-efi for amd64 and arm64): a missing tool fails the test.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -13,6 +13,7 @@ use std::process::Command;
 use super::*;
 use crate::blockdev::tests::FakeRoot;
 use crate::boot::bios;
+use crate::boot::efi::pe_machine;
 use crate::boot::esp;
 use crate::boot::mkimage::GrubTools;
 use crate::boot::{BootError, SlotState};
@@ -50,6 +51,16 @@ fn grub() -> BootloaderSetup {
 fn systemd_boot() -> BootloaderSetup {
     BootloaderSetup::SystemdBoot {
         efi: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+    }
+}
+
+/// GRUB for aarch64: Debian's arm64-efi modules (grub-efi-arm64-bin), no
+/// BIOS part.
+fn grub_aarch64() -> BootloaderSetup {
+    BootloaderSetup::Grub {
+        mkimage: "grub-mkimage".into(),
+        bios_dir: None,
+        efi_dir: "/usr/lib/grub/arm64-efi".into(),
     }
 }
 
@@ -160,17 +171,23 @@ fn check_rw(disk: &Path, layout: &Layout) {
     assert!(root.contains("Mode:  0700"), "{root}");
 }
 
-/// Everything DESIGN §2 and §7 promise about a freshly installed disk, with
-/// either bootloader: the table, slot A's bytes, slot B empty, the ESP's
-/// boot state, abnix-rw. Returns the table.
-fn check_installed(f: &Fixture, disk: &Path, sector_size: u32, bootloader: Bootloader) -> Gpt {
+/// Everything DESIGN §2 and §7 promise about a disk freshly installed as
+/// `request` asked, with either bootloader and for either architecture: the
+/// table (the slots' root type is the architecture's), slot A's bytes, slot
+/// B empty, the ESP's boot state and EFI binary, abnix-rw. Returns the table.
+fn check_installed(f: &Fixture, disk: &Path, sector_size: u32, request: &Request) -> Gpt {
+    let bootloader = request.bootloader.kind();
+    let arch = request.layout.arch;
     let mut file = File::open(disk).unwrap();
     let gpt = Gpt::read(&mut file, sector_size).unwrap();
     let layout = Layout::from_gpt(&gpt, DISK_SIZE).unwrap();
     assert_eq!(
         layout,
-        layout::compute(DISK_SIZE, sector_size, &layout_config()).unwrap()
+        layout::compute(DISK_SIZE, sector_size, &request.layout).unwrap()
     );
+    for slot in [&layout.slot_a, &layout.slot_b] {
+        assert_eq!(slot.type_guid, arch.root_type(), "{}", slot.name);
+    }
     assert_eq!(gpt, layout.to_gpt(&SEED), "GUIDs come from the seed");
 
     let image = fs::read(&f.sample.image).unwrap();
@@ -209,10 +226,13 @@ fn check_installed(f: &Fixture, disk: &Path, sector_size: u32, bootloader: Bootl
         esp_fs.read_file(&esp::initrd(Slot::A)).unwrap(),
         fs::read(&f.sample.initrd).unwrap()
     );
-    assert!(esp_fs
-        .read_file(esp::EFI_BOOT_X64)
-        .unwrap()
-        .starts_with(b"MZ"));
+    // The firmware's removable-media path holds a binary for the
+    // architecture, and nothing is there for another one.
+    let efi = esp_fs.read_file(&esp::efi_boot(arch)).unwrap();
+    assert_eq!(pe_machine(&efi), Some(arch.pe_machine()));
+    for other in Arch::ALL.into_iter().filter(|&other| other != arch) {
+        assert!(!esp_fs.exists(&esp::efi_boot(other)).unwrap(), "{other}");
+    }
     drop(esp_fs);
     check_rw(disk, &layout);
     gpt
@@ -235,7 +255,7 @@ fn grub_install_into_a_new_file_writes_every_partition() {
 
     let disk = f.disk();
     assert_eq!(fs::metadata(&disk).unwrap().len(), DISK_SIZE);
-    let gpt = check_installed(&f, &disk, 512, Bootloader::Grub);
+    let gpt = check_installed(&f, &disk, 512, &request);
     sgdisk_agrees_with(&gpt, &disk);
     assert!(sgdisk(&["-p"], &disk).contains("abnix-esp"));
 
@@ -303,9 +323,99 @@ fn systemd_boot_install_on_4096_byte_sectors() {
 #[test]
 fn systemd_boot_install_on_512_byte_sectors() {
     let f = Fixture::new();
-    f.install(&f.request(systemd_boot()));
-    let gpt = check_installed(&f, &f.disk(), 512, Bootloader::SystemdBoot);
+    let request = f.request(systemd_boot());
+    f.install(&request);
+    let gpt = check_installed(&f, &f.disk(), 512, &request);
     sgdisk_agrees_with(&gpt, &f.disk());
+}
+
+/// A disk for aarch64 machines, written on this x86_64 machine (as Nix's
+/// template build does), with either bootloader: the slots get aarch64's
+/// root type, `EFI/BOOT/BOOTAA64.EFI` holds an arm64 EFI application
+/// (GRUB's made from arm64-efi modules, or systemd-boot), and there is no
+/// BIOS boot code: the MBR's code area and abnix-bios stay empty.
+#[test]
+fn aarch64_installs_with_either_bootloader() {
+    // Debian's systemd-boot-efi:arm64.
+    let systemd_boot_aa64 = BootloaderSetup::SystemdBoot {
+        efi: "/usr/lib/systemd/boot/efi/systemd-bootaa64.efi".into(),
+    };
+    for (setup, describe) in [
+        (grub_aarch64(), "grub (UEFI)"),
+        (systemd_boot_aa64, "systemd-boot (UEFI)"),
+    ] {
+        let f = Fixture::new();
+        let mut request = f.request(setup);
+        request.layout.arch = Arch::Aarch64;
+        let plan = f.prepare(&request).unwrap();
+        let text = plan.to_string();
+        assert!(
+            text.contains(&format!("bootloader: {describe} for aarch64\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("aarch64 machines boot through UEFI only: no BIOS boot code, abnix-bios stays empty"),
+            "{text}"
+        );
+        let summary = plan.install(&NoProgress).unwrap();
+        assert_eq!(summary.arch, Arch::Aarch64);
+
+        let disk = f.disk();
+        let gpt = check_installed(&f, &disk, 512, &request);
+        sgdisk_agrees_with(&gpt, &disk);
+        // sgdisk names the type too: Linux ARM64 root (/).
+        let info = sgdisk(&["-i", "3"], &disk);
+        assert!(
+            info.contains("B921B045-1DF0-41C3-AF44-4C6F280D3FAE"),
+            "{info}"
+        );
+        let layout = Layout::from_gpt(&gpt, DISK_SIZE).unwrap();
+        assert!(read_at(&disk, 0, 440).iter().all(|&b| b == 0), "MBR code");
+        if request.bootloader.kind() == Bootloader::Grub {
+            // GRUB on arm64-efi has no PC serial port: the firmware's
+            // console is the serial console there.
+            let mut system = SystemDisk::open(File::open(&disk).unwrap(), 512).unwrap();
+            let cfg = FatFs::open(system.esp())
+                .unwrap()
+                .read_file(esp::GRUB_CFG)
+                .unwrap();
+            assert!(!String::from_utf8(cfg).unwrap().contains("serial"));
+        }
+        assert!(
+            read_at(&disk, layout.bios.start, layout.bios.size)
+                .iter()
+                .all(|&b| b == 0),
+            "abnix-bios"
+        );
+    }
+}
+
+/// GRUB's BIOS parts and binaries for another architecture are refused for
+/// an aarch64 disk before anything is written.
+#[test]
+fn aarch64_refuses_bios_grub_and_x86_64_binaries() {
+    let f = Fixture::new();
+    for (setup, expected) in [
+        (
+            grub(),
+            "--grub-bios-dir: aarch64 machines boot through UEFI only",
+        ),
+        (
+            BootloaderSetup::Grub {
+                mkimage: "grub-mkimage".into(),
+                bios_dir: None,
+                efi_dir: "/usr/lib/grub/x86_64-efi".into(),
+            },
+            "expected GRUB's arm64-efi module directory",
+        ),
+        (systemd_boot(), "an EFI application for x86_64, not aarch64"),
+    ] {
+        let mut request = f.request(setup);
+        request.layout.arch = Arch::Aarch64;
+        let err = f.prepare(&request).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(!f.disk().exists(), "nothing written");
+    }
 }
 
 /// Installing again over an abnix disk needs no --wipe; what an update left
@@ -387,7 +497,7 @@ fn foreign_contents_are_refused_unless_wiping_is_allowed() {
     let found = probe_signatures(&mut File::open(f.disk()).unwrap()).unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(matches!(found[0].kind, crate::probe::SignatureKind::Gpt(_)));
-    check_installed(&f, &f.disk(), 512, Bootloader::Grub);
+    check_installed(&f, &f.disk(), 512, &wipe);
 }
 
 /// An existing smaller file is extended, keeping it sparse; a larger one

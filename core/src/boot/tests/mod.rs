@@ -13,11 +13,12 @@ use uuid::Uuid;
 use super::grubcfg::GrubCfgOptions;
 use super::grubenv::{decode_state, encode_state};
 use super::{
-    esp, model, BootControl, BootError, BootFiles, BootStatus, GrubBoot, GrubInstall, SlotInfo,
-    SlotState, SystemdBoot,
+    efi, esp, model, BootControl, BootError, BootFiles, BootStatus, EfiApp, GrubBoot, GrubInstall,
+    SlotInfo, SlotState, SystemdBoot,
 };
 use crate::disk::Disk;
 use crate::fat::{FatFs, FormatOptions};
+use crate::layout::Arch;
 use crate::slot::Slot;
 use crate::system_disk::Bootloader;
 use crate::testutil::pattern;
@@ -94,23 +95,32 @@ fn format_options() -> FormatOptions {
 
 /// A fresh ESP with the bootloader of `kind` installed.
 fn installed(kind: Kind) -> Overlay {
+    installed_for(kind, Arch::X86_64)
+}
+
+/// The stand-in for a bootloader's EFI binary.
+fn stand_in_loader(kind: Kind, arch: Arch) -> EfiApp {
+    EfiApp::new(arch, efi::stand_in(arch, &format!("{kind:?}"))).unwrap()
+}
+
+/// A fresh ESP with the bootloader of `kind` installed for `arch`.
+fn installed_for(kind: Kind, arch: Arch) -> Overlay {
     let disk = Overlay::new(Arc::new(vec![0; ESP_SIZE]));
+    let loader = stand_in_loader(kind, arch);
     match kind {
         Kind::Grub => GrubBoot::install(
             disk,
             &GrubInstall {
                 format: format_options(),
-                efi_image: Some(b"MZ stand-in for GRUB".to_vec()),
+                efi_image: Some(loader),
                 cfg: GrubCfgOptions::default(),
             },
         )
         .unwrap()
         .into_inner(),
-        Kind::SystemdBoot => {
-            SystemdBoot::install(disk, &format_options(), b"MZ stand-in for systemd-boot")
-                .unwrap()
-                .into_inner()
-        }
+        Kind::SystemdBoot => SystemdBoot::install(disk, &format_options(), &loader)
+            .unwrap()
+            .into_inner(),
     }
 }
 

@@ -508,10 +508,6 @@ fn install_writes_the_bootloader_files() {
         fs.read_file(esp::GRUB_ENV).unwrap(),
         encode_state(&BootState::FALLBACK)
     );
-    assert_eq!(
-        fs.read_file(esp::EFI_BOOT_X64).unwrap(),
-        b"MZ stand-in for GRUB"
-    );
 
     let mut fs = FatFs::open(installed(Kind::SystemdBoot)).unwrap();
     assert_eq!(
@@ -519,10 +515,30 @@ fn install_writes_the_bootloader_files() {
         crate::boot::bls::loader_conf().into_bytes()
     );
     assert_eq!(fs.list_dir(esp::ENTRIES_DIR).unwrap(), []);
-    assert_eq!(
-        fs.read_file(esp::EFI_BOOT_X64).unwrap(),
-        b"MZ stand-in for systemd-boot"
-    );
+}
+
+/// Each backend writes its EFI binary to its architecture's removable-media
+/// path, and nothing to the other's.
+#[test]
+fn install_writes_the_efi_binary_where_the_firmware_looks() {
+    for kind in [Kind::Grub, Kind::SystemdBoot] {
+        for arch in Arch::ALL {
+            let mut fs = FatFs::open(installed_for(kind, arch)).unwrap();
+            assert_eq!(
+                fs.read_file(&esp::efi_boot(arch)).unwrap(),
+                stand_in_loader(kind, arch).image(),
+                "{kind:?} on {arch}"
+            );
+            let names: Vec<String> = fs
+                .list_dir(esp::EFI_BOOT_DIR)
+                .unwrap()
+                .into_iter()
+                .map(|item| item.name)
+                .collect();
+            let file = esp::efi_boot(arch).rsplit('/').next().unwrap().to_owned();
+            assert_eq!(names, [file], "{kind:?} on {arch}");
+        }
+    }
 }
 
 #[test]
