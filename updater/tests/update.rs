@@ -536,20 +536,41 @@ fn fake_reboot_tools(dir: &std::path::Path) -> (std::path::PathBuf, std::path::P
     (bin, log)
 }
 
-#[test]
-fn immediate_policy_reboots_after_a_short_delay() {
+/// Version 1 installed with `reboot` policy (and `reboot_window`), version
+/// 2 published, then `update` run with fake reboot tools: it must report an
+/// update waiting for its reboot (exit 4). Returns the device, the command's
+/// output and the log of the reboot tools' calls.
+fn update_under_reboot_policy(
+    reboot: &str,
+    reboot_window: Option<String>,
+) -> (Device, std::process::Output, std::path::PathBuf) {
     let fleet = Fleet::new();
     let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "immediate");
+    let device = Device::install_with(
+        &fleet,
+        &v1,
+        &common::DeviceOptions {
+            endpoint: fleet.proxy.endpoint(),
+            trusted_key: fleet.public_key(),
+            reboot,
+            reboot_window,
+            bootloader: Bootloader::Grub,
+        },
+    );
     fleet.publish(&fleet.version(2, 8 * MIB));
     let (bin, log) = fake_reboot_tools(device.dir.path());
-
     let out = device
         .command(Slot::A, "update", &[])
         .env("PATH", &bin)
         .output()
         .unwrap();
     assert_exit(&out, 4);
+    (device, out, log)
+}
+
+#[test]
+fn immediate_policy_reboots_after_a_short_delay() {
+    let (device, out, log) = update_under_reboot_policy("immediate", None);
     assert!(
         stderr(&out).contains("rebooting into version 2 (slot b) in 5 s"),
         "{}",
@@ -567,34 +588,14 @@ fn immediate_policy_reboots_after_a_short_delay() {
 
 #[test]
 fn window_policy_outside_the_window_waits_for_it() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
     let now = chrono::Local::now();
     let hour = |h| {
         (now + chrono::Duration::hours(h))
             .format("%H:%M")
             .to_string()
     };
-    let device = Device::install_with(
-        &fleet,
-        &v1,
-        &common::DeviceOptions {
-            endpoint: fleet.proxy.endpoint(),
-            trusted_key: fleet.public_key(),
-            reboot: "window",
-            reboot_window: Some(format!("{}-{}", hour(2), hour(3))),
-            bootloader: Bootloader::Grub,
-        },
-    );
-    fleet.publish(&fleet.version(2, 8 * MIB));
-    let (bin, log) = fake_reboot_tools(device.dir.path());
-
-    let out = device
-        .command(Slot::A, "update", &[])
-        .env("PATH", &bin)
-        .output()
-        .unwrap();
-    assert_exit(&out, 4);
+    let (_device, out, log) =
+        update_under_reboot_policy("window", Some(format!("{}-{}", hour(2), hour(3))));
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
     if abnix_core::update::restart::systemd_running() {
         assert!(calls.contains("systemd-run --unit=abnix-reboot"), "{calls}");
@@ -611,18 +612,7 @@ fn window_policy_outside_the_window_waits_for_it() {
 
 #[test]
 fn never_policy_leaves_the_reboot_pending() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
-    fleet.publish(&fleet.version(2, 8 * MIB));
-    let (bin, log) = fake_reboot_tools(device.dir.path());
-
-    let out = device
-        .command(Slot::A, "update", &[])
-        .env("PATH", &bin)
-        .output()
-        .unwrap();
-    assert_exit(&out, 4);
+    let (device, out, log) = update_under_reboot_policy("never", None);
     assert!(
         stderr(&out).contains("version 2 (slot b) boots at the next reboot (reboot policy: never)"),
         "{}",
