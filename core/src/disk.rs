@@ -165,23 +165,26 @@ impl<D: Disk> Write for Region<D> {
     }
 }
 
+/// Where a seek lands in a `len`-byte disk read at `current`: the
+/// arithmetic of [`Seek`] for the in-memory and windowed disks here.
+pub(crate) fn seek_position(to: SeekFrom, current: u64, len: u64) -> io::Result<u64> {
+    match to {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => len.checked_add_signed(d),
+        SeekFrom::Current(d) => current.checked_add_signed(d),
+    }
+    .ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "seek to a negative or overflowing position",
+        )
+    })
+}
+
 impl<D: Disk> Seek for Region<D> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match new {
-            Some(p) => {
-                self.pos = p;
-                Ok(p)
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek to a negative or overflowing position",
-            )),
-        }
+        self.pos = seek_position(pos, self.pos, self.len)?;
+        Ok(self.pos)
     }
 }
 
@@ -474,14 +477,7 @@ impl<B: OverlayBase> Write for Overlay<B> {
 
 impl<B: OverlayBase> Seek for Overlay<B> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek to a negative position")
-        })?;
+        self.pos = seek_position(pos, self.pos, self.len)?;
         Ok(self.pos)
     }
 }

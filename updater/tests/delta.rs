@@ -62,8 +62,15 @@ fn gets(fleet: &Fleet) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
+/// How many times the bucket served `version`'s index.
+fn index_gets(fleet: &Fleet, version: &Version) -> usize {
+    let index = &version.bundle.signed.meta.index.object;
+    gets(fleet).iter().filter(|p| p.ends_with(index)).count()
+}
+
+/// A device running v1 from slot A, and v1 and v2 (sharing 8 MiB of
+/// files, `shared`) in the bucket.
+fn v1_installed_and_v2_published() -> (Fleet, Vec<u8>, Version, Version, Device) {
     let fleet = Fleet::new();
     let shared = seeded_random(8 * MIB as usize, 1);
     let v1 = version(&fleet, 1, &shared);
@@ -71,6 +78,12 @@ fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
     let device = Device::install(&fleet, &v1, "never");
     fleet.publish(&v1);
     fleet.publish(&v2);
+    (fleet, shared, v1, v2, device)
+}
+
+#[test]
+fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
+    let (fleet, shared, v1, v2, device) = v1_installed_and_v2_published();
 
     fleet.proxy.clear_requests();
     let out = device.run(Slot::A, "update", &[]);
@@ -88,16 +101,7 @@ fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
         stderr(&out)
     );
     // The installer keeps no index: v1's comes from the bucket, once.
-    let v1_index = v1.bundle.signed.meta.index.object.clone();
-    assert_eq!(
-        gets(&fleet)
-            .iter()
-            .filter(|p| p.ends_with(&v1_index))
-            .count(),
-        1,
-        "{:?}",
-        gets(&fleet)
-    );
+    assert_eq!(index_gets(&fleet, &v1), 1, "{:?}", gets(&fleet));
     let image = raw_image(&v2);
     assert_eq!(slot_bytes(&device, Slot::B, image.len()), image);
     assert!(kept_index(&device, &v1).exists());
@@ -116,12 +120,7 @@ fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
     fleet.proxy.clear_requests();
     let out = device.run(Slot::B, "update", &[]);
     assert_exit(&out, 4);
-    let v2_index = v2.bundle.signed.meta.index.object.clone();
-    assert!(
-        !gets(&fleet).iter().any(|p| p.ends_with(&v2_index)),
-        "{:?}",
-        gets(&fleet)
-    );
+    assert_eq!(index_gets(&fleet, &v2), 0, "{:?}", gets(&fleet));
     assert!(fleet.proxy.body_bytes() * 5 < v3.bundle.signed.meta.image.compressed_size);
     let image = raw_image(&v3);
     assert_eq!(slot_bytes(&device, Slot::A, image.len()), image);
@@ -133,13 +132,7 @@ fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
 
 #[test]
 fn a_damaged_stored_index_is_fetched_again_from_the_bucket() {
-    let fleet = Fleet::new();
-    let shared = seeded_random(8 * MIB as usize, 1);
-    let v1 = version(&fleet, 1, &shared);
-    let v2 = version(&fleet, 2, &shared);
-    let device = Device::install(&fleet, &v1, "never");
-    fleet.publish(&v1);
-    fleet.publish(&v2);
+    let (fleet, _, v1, v2, device) = v1_installed_and_v2_published();
     // v1's index kept on the device, cut short.
     let stored = kept_index(&device, &v1);
     let good = fs::read(v1.bundle.path_of(&v1.bundle.signed.meta.index)).unwrap();
@@ -154,16 +147,7 @@ fn a_damaged_stored_index_is_fetched_again_from_the_bucket() {
         log.contains("the stored index of the active version is unusable; asking the bucket"),
         "{log}"
     );
-    let v1_index = v1.bundle.signed.meta.index.object.clone();
-    assert_eq!(
-        gets(&fleet)
-            .iter()
-            .filter(|p| p.ends_with(&v1_index))
-            .count(),
-        1,
-        "{:?}",
-        gets(&fleet)
-    );
+    assert_eq!(index_gets(&fleet, &v1), 1, "{:?}", gets(&fleet));
     // The bucket's index served the delta, and replaced the damaged one.
     assert!(log.contains("copied from the active slot"), "{log}");
     assert!(fleet.proxy.body_bytes() * 5 < v2.bundle.signed.meta.image.compressed_size);

@@ -24,7 +24,7 @@ use tracing::subscriber::NoSubscriber;
 
 use super::{BootPayload, ESP_LABEL};
 use crate::boot::{BootError, BootFiles, SlotInfo};
-use crate::disk::Disk;
+use crate::disk::{seek_position, Disk};
 use crate::fat::{FatError, FormatOptions};
 use crate::layout::MIB;
 use crate::slot::Slot;
@@ -198,14 +198,7 @@ impl Write for Blank {
 
 impl Seek for Blank {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "seek to a negative position")
-        })?;
+        self.pos = seek_position(pos, self.pos, self.len)?;
         Ok(self.pos)
     }
 }
