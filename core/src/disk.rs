@@ -22,11 +22,30 @@ pub trait Disk: Read + Write + Seek {
 
     /// Size in bytes.
     fn size(&mut self) -> io::Result<u64>;
+
+    /// Asks the OS to start writing `len` bytes at `offset` to the medium,
+    /// without waiting for them: a hint, so that dirty memory stays small
+    /// while a large image streams in and the next [`Disk::sync`] finds
+    /// little left to do. Nothing by default.
+    fn start_writeback(&mut self, _offset: u64, _len: u64) {}
 }
 
 impl Disk for File {
     fn sync(&mut self) -> io::Result<()> {
         self.sync_data()
+    }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // Only a hint: an error here (a filesystem without support) leaves
+        // the work to sync, which reports any real I/O error.
+        // SAFETY: plain syscall on a file descriptor this File owns.
+        unsafe {
+            libc::sync_file_range(self.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
     }
 
     fn size(&mut self) -> io::Result<u64> {
@@ -57,6 +76,10 @@ impl<D: Disk + ?Sized> Disk for &mut D {
     fn size(&mut self) -> io::Result<u64> {
         (**self).size()
     }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        (**self).start_writeback(offset, len)
+    }
 }
 
 impl<D: Disk + ?Sized> Disk for Box<D> {
@@ -66,6 +89,10 @@ impl<D: Disk + ?Sized> Disk for Box<D> {
 
     fn size(&mut self) -> io::Result<u64> {
         (**self).size()
+    }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        (**self).start_writeback(offset, len)
     }
 }
 
@@ -195,6 +222,92 @@ impl<D: Disk> Disk for Region<D> {
 
     fn size(&mut self) -> io::Result<u64> {
         Ok(self.len)
+    }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len > 0 {
+            self.inner.start_writeback(self.start + offset, len);
+        }
+    }
+}
+
+/// A disk that hands every [`WriteBehind::WINDOW`] bytes written in one
+/// sequential run to [`Disk::start_writeback`], so an image streamed into
+/// it reaches the medium while later chunks are still being decompressed,
+/// instead of all at the final sync (which also keeps dirty memory small on
+/// a host with little of it). A write that does not continue the run starts
+/// a new one; what is left of a run is for the next sync.
+#[derive(Debug)]
+pub struct WriteBehind<D> {
+    inner: D,
+    /// Where the run not yet handed to writeback starts; it ends at `pos`.
+    run_start: u64,
+    pos: u64,
+}
+
+impl<D: Disk> WriteBehind<D> {
+    pub const WINDOW: u64 = 16 << 20;
+
+    pub fn new(mut inner: D) -> io::Result<Self> {
+        let pos = inner.stream_position()?;
+        Ok(WriteBehind {
+            inner,
+            run_start: pos,
+            pos,
+        })
+    }
+}
+
+impl<D: Disk> Read for WriteBehind<D> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        self.run_start = self.pos;
+        Ok(n)
+    }
+}
+
+impl<D: Disk> Write for WriteBehind<D> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        if self.pos - self.run_start >= Self::WINDOW {
+            self.inner
+                .start_writeback(self.run_start, self.pos - self.run_start);
+            self.run_start = self.pos;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<D: Disk> Seek for WriteBehind<D> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = self.inner.seek(to)?;
+        if new != self.pos {
+            self.run_start = new;
+        }
+        self.pos = new;
+        Ok(new)
+    }
+}
+
+impl<D: Disk> Disk for WriteBehind<D> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.run_start = self.pos;
+        self.inner.sync()
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        self.inner.size()
+    }
+
+    fn start_writeback(&mut self, offset: u64, len: u64) {
+        self.inner.start_writeback(offset, len)
     }
 }
 
@@ -511,6 +624,85 @@ mod tests {
         assert_eq!(&data[..10], &[0; 10]);
         assert_eq!(&data[10..30], &[1; 20]);
         assert_eq!(&data[30..], &[0; 70]);
+    }
+
+    /// A buffer that records the writeback it is asked to start.
+    #[derive(Default)]
+    struct Hinted {
+        data: Cursor<Vec<u8>>,
+        hints: Vec<(u64, u64)>,
+    }
+
+    impl Read for Hinted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.data.read(buf)
+        }
+    }
+
+    impl Write for Hinted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.data.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seek for Hinted {
+        fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+            self.data.seek(to)
+        }
+    }
+
+    impl Disk for Hinted {
+        fn sync(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn size(&mut self) -> io::Result<u64> {
+            self.data.size()
+        }
+
+        fn start_writeback(&mut self, offset: u64, len: u64) {
+            self.hints.push((offset, len));
+        }
+    }
+
+    #[test]
+    fn write_behind_hands_over_each_window_of_a_sequential_run() {
+        const MIB: u64 = 1 << 20;
+        const W: u64 = WriteBehind::<Hinted>::WINDOW;
+        let mut disk = Hinted::default();
+        let slot = Region::new(&mut disk, MIB, 4 * W);
+        let mut behind = WriteBehind::new(slot).unwrap();
+        let mib = vec![7u8; MIB as usize];
+        for _ in 0..(2 * W + W / 2) / MIB {
+            behind.write_all(&mib).unwrap();
+        }
+        // Seeking to where the run is continues it (a writer that seeks to
+        // each chunk's offset).
+        behind.seek(SeekFrom::Start(2 * W + W / 2)).unwrap();
+        for _ in 0..(W / 2) / MIB {
+            behind.write_all(&mib).unwrap();
+        }
+        // Writes elsewhere, shorter than a window, are left to sync.
+        behind.seek(SeekFrom::Start(0)).unwrap();
+        behind.write_all(&mib).unwrap();
+        behind.seek(SeekFrom::Start(3 * W + MIB)).unwrap();
+        behind.write_all(&mib).unwrap();
+        behind.sync().unwrap();
+        assert_eq!(
+            disk.hints,
+            [(MIB, W), (MIB + W, W), (MIB + 2 * W, W)],
+            "offsets on the whole disk, a window each"
+        );
+        let data = disk.data.into_inner();
+        assert_eq!(data.len() as u64, MIB + 3 * W + 2 * MIB);
+        assert!(data[..MIB as usize].iter().all(|&b| b == 0));
+        assert!(data[MIB as usize..(MIB + 3 * W) as usize]
+            .iter()
+            .all(|&b| b == 7));
     }
 
     #[test]

@@ -59,7 +59,7 @@ use sha2::{Digest as _, Sha256};
 use zstd::bulk::Decompressor;
 
 use crate::digest::Digest;
-use crate::disk::Disk;
+use crate::disk::{Disk, WriteBehind};
 use crate::index::{Chunk, Index};
 use crate::progress::Progress;
 use budget::{Lease, Run};
@@ -178,7 +178,7 @@ pub fn write_image<R: Read + Send, D: Disk>(
     check_image(image, target)?;
 
     progress.start(&format!("writing {}", opts.target_name), Some(image.size));
-    stream_chunks(source, chunks, target, opts, progress)?;
+    stream_chunks(source, chunks, &mut write_behind(target)?, opts, progress)?;
     // The caller makes the slot bootable next: the image must be durable
     // before that.
     target
@@ -194,6 +194,12 @@ pub fn write_image<R: Read + Send, D: Disk>(
         chunks: chunks.len(),
         elapsed: started.elapsed(),
     })
+}
+
+/// `target`, its writes handed to the medium as they go (see
+/// [`WriteBehind`]).
+fn write_behind<D: Disk>(target: &mut D) -> Result<WriteBehind<&mut D>, PipelineError> {
+    WriteBehind::new(target).map_err(|e| PipelineError::Target(context(e, "reading its position")))
 }
 
 /// Refuses an index that does not add up to the image, and an image that

@@ -29,7 +29,7 @@ use tracing::warn;
 use zstd::bulk::Decompressor;
 
 use super::{context, decode, read_fully, scan_chunks, spawn_workers, Block, Run, CHANNEL_DEPTH};
-use super::{PipelineError, WriteOptions};
+use super::{write_behind, PipelineError, WriteOptions};
 use crate::digest::Digest;
 use crate::disk::{self, Disk};
 use crate::index::{Chunk, Index};
@@ -144,6 +144,7 @@ where
 {
     let chunks = &index.chunks;
     check_positions(chunks, copies.as_ref(), fetches.ranges)?;
+    let target = &mut write_behind(target)?;
     let run = Run::new(opts.max_in_flight as u64);
     let counters = Counters::default();
     let copied = Mutex::new(Tally::default());
