@@ -372,7 +372,7 @@ impl Layout {
     }
 
     /// The partition table for the layout. Disk and partition GUIDs derive
-    /// from `seed` ([`derived_guid`] with purposes "disk" and each partition
+    /// from `seed` (`derived_guid` with purposes "disk" and each partition
     /// name), so a template built twice from one seed is byte-identical; the
     /// installer passes a random seed for a real disk.
     pub fn to_gpt(&self, seed: &[u8; 32]) -> Gpt {

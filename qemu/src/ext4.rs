@@ -33,7 +33,7 @@ const MIB: u64 = 1 << 20;
 /// afterwards.
 ///
 /// Deterministic: mke2fs takes its own times from `E2FSPROGS_FAKE_TIME`,
-/// the checksum and directory hash seeds are [`SEED_UUID`] whatever the
+/// the checksum and directory hash seeds are `SEED_UUID` whatever the
 /// version, and every inode's times and owner are then set with debugfs
 /// (mke2fs copies ctime from the staging files, which no one can set).
 /// Only then does the filesystem get its UUID: with `metadata_csum_seed`,

@@ -59,7 +59,7 @@ pub enum TransitionError {
 pub struct BootState {
     /// The slot the bootloader tries first.
     pub primary: Slot,
-    /// Per-slot state, indexed by [`slot_index`].
+    /// Per-slot state, indexed by `slot_index`.
     pub slots: [SlotState; 2],
 }
 

@@ -10,7 +10,7 @@
 //!    [`target::select`], or named and checked by [`target::check_disk`]:
 //!    among others, no logical sectors larger than the filesystem's blocks),
 //!    the layout on it, that the image fits a slot, that the ESP takes
-//!    FAT32, the bootloader and two slots' boot files ([`esp_room`]), and
+//!    FAT32, the bootloader and two slots' boot files (`esp_room`), and
 //!    what the target holds ([`Contents`]: anything but an earlier abnix
 //!    installation needs `wipe`). Every failure here leaves the target
 //!    untouched.

@@ -12,7 +12,7 @@
 //! the image's filesystem (which could not be mounted from it otherwise),
 //! and is big enough for the layout.
 //! What is *on* an eligible disk is checked afterwards on the chosen disk
-//! alone (see [`super::contents`]): a disk holding data is refused, not
+//! alone (see `contents`): a disk holding data is refused, not
 //! skipped, so `--auto` never silently moves on to the next disk.
 
 use std::fmt;

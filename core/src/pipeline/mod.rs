@@ -26,6 +26,11 @@
 //! the moment the reader starts on its frame until the writer is done with
 //! it, and every channel is bounded.
 //!
+//! The writer hands the target's writes to the medium as they go
+//! ([`WriteBehind`], 16 MiB at a time), so the sync at the end waits for
+//! the last window rather than the whole image, and the page cache does not
+//! fill with a slot's worth of dirty pages.
+//!
 //! Delta updates write only some chunks, from several sources at once:
 //! [`write_chunks`] (module `scatter`) runs the same stages over frames
 //! fetched by byte range and chunks copied from the other slot, and writes
@@ -76,8 +81,8 @@ pub struct WriteOptions {
     /// After the final sync, read the image back and check every chunk's
     /// hash and the whole image's SHA-256.
     pub verify_readback: bool,
-    /// What is written, for progress: the phases are "writing <name>" and
-    /// "verifying <name>", e.g. "writing slot b".
+    /// What is written, for progress: the phases are `"writing <name>"` and
+    /// `"verifying <name>"`, e.g. "writing slot b".
     pub target_name: String,
 }
 
