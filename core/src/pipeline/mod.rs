@@ -78,8 +78,8 @@ pub struct WriteOptions {
     /// source and the target. One chunk is always let through, even a larger
     /// one.
     pub max_in_flight: usize,
-    /// After the final sync, read the image back and check every chunk's
-    /// hash and the whole image's SHA-256.
+    /// After the final sync, read the image back and check the whole
+    /// image's SHA-256 (and, if it differs, which chunk does).
     pub verify_readback: bool,
     /// What is written, for progress: the phases are `"writing <name>"` and
     /// `"verifying <name>"`, e.g. "writing slot b".
@@ -555,8 +555,8 @@ fn spawn_workers<'scope, J, W>(
     }
 }
 
-/// Reads the image back from `target` and checks every chunk's hash and the
-/// whole image's SHA-256: the read-back of [`write_image`], for images
+/// Reads the image back from `target` and checks the whole image's SHA-256:
+/// the read-back of [`write_image`], for images
 /// written by other means ([`write_chunks`]). Fails with
 /// [`PipelineError::ReadbackMismatch`] naming the first chunk that differs,
 /// or [`PipelineError::ImageMismatch`].
@@ -570,8 +570,10 @@ pub fn verify_image<D: Disk>(
     verify_readback(target, image, opts, progress)
 }
 
-/// Reads the image back from the target and checks every chunk's hash and
-/// the whole image's SHA-256 (see [`scan_chunks`]).
+/// Reads the image back from the target and checks the whole image's
+/// SHA-256; when it differs, a second pass names the first chunk that does
+/// not match the index. The whole-image hash covers every byte, so the
+/// chunks' hashes are only computed to say where.
 ///
 /// On a block device this reads through the page cache, so it proves what
 /// the kernel will serve, not necessarily what reached the medium.
@@ -583,13 +585,20 @@ fn verify_readback<D: Disk>(
 ) -> Result<(), PipelineError> {
     let chunks = &image.index.chunks;
     progress.start(&format!("verifying {}", opts.target_name), Some(image.size));
-    let mut whole = Sha256::new();
+    let actual = hash_image(target, chunks, opts, progress)?;
+    progress.finish();
+    if actual == image.sha256 {
+        return Ok(());
+    }
+    progress.start(
+        &format!("finding what differs in {}", opts.target_name),
+        Some(image.size),
+    );
     scan_chunks(
         target,
         chunks,
         opts,
         progress,
-        |data| whole.update(data),
         |index, matches| match matches {
             true => Ok(()),
             false => Err(PipelineError::ReadbackMismatch {
@@ -598,33 +607,52 @@ fn verify_readback<D: Disk>(
             }),
         },
     )?;
-    let actual = Digest(whole.finalize().into());
-    if actual != image.sha256 {
-        return Err(PipelineError::ImageMismatch {
-            expected: image.sha256,
-            actual,
+    Err(PipelineError::ImageMismatch {
+        expected: image.sha256,
+        actual,
+    })
+}
+
+/// The SHA-256 of `chunks` as the target holds them: read on the calling
+/// thread (the target need not be `Send`) and hashed in order on another,
+/// so that reading and hashing overlap.
+fn hash_image<D: Disk>(
+    target: &mut D,
+    chunks: &[Chunk],
+    opts: &WriteOptions,
+    progress: &dyn Progress,
+) -> Result<Digest, PipelineError> {
+    let run = Run::new(opts.max_in_flight as u64);
+    let digest = thread::scope(|scope| {
+        let (read_tx, read_rx) = mpsc::sync_channel::<Block>(CHANNEL_DEPTH);
+        let hasher = scope.spawn(move || {
+            let mut whole = Sha256::new();
+            for block in read_rx {
+                whole.update(&block.data);
+            }
+            Digest(whole.finalize().into())
         });
-    }
-    progress.finish();
-    Ok(())
+        read_chunks(target, chunks, &run, progress, |block| {
+            read_tx.send(block).is_ok()
+        });
+        drop(read_tx);
+        hasher.join().expect("hashing does not panic")
+    });
+    run.into_result()?;
+    Ok(digest)
 }
 
 /// Reads `chunks` from the target in one sequential pass (the target is one
-/// handle), handing each chunk's bytes to `on_read` on the reading thread
-/// (for what needs them in order, e.g. a whole-image hash) and whether they
-/// match the chunk's SHA-256 to `on_checked` on the workers, which hash in
-/// parallel. Stops at the first error `on_checked` returns.
+/// handle) and tells `on_checked` on the workers, which hash in parallel,
+/// whether each matches its SHA-256. Stops at the first error `on_checked`
+/// returns.
 fn scan_chunks<D: Disk>(
     target: &mut D,
     chunks: &[Chunk],
     opts: &WriteOptions,
     progress: &dyn Progress,
-    mut on_read: impl FnMut(&[u8]),
     on_checked: impl Fn(usize, bool) -> Result<(), PipelineError> + Sync,
 ) -> Result<(), PipelineError> {
-    target
-        .seek(SeekFrom::Start(0))
-        .map_err(|e| PipelineError::Target(context(e, "seeking to its start")))?;
     let run = Run::new(opts.max_in_flight as u64);
     thread::scope(|scope| {
         let run = &run;
@@ -642,25 +670,42 @@ fn scan_chunks<D: Disk>(
                 }
             }
         });
-        for (index, chunk) in chunks.iter().enumerate() {
-            let Some(lease) = run.acquire(chunk.len.into()) else {
-                return;
-            };
-            let mut data = vec![0; chunk.len as usize];
-            if let Err(e) = target.read_exact(&mut data) {
-                return run.fail(PipelineError::Target(context(
-                    e,
-                    format_args!("reading back chunk {index} at offset {}", chunk.offset),
-                )));
-            }
-            on_read(&data);
-            if read_tx.send(Block { index, data, lease }).is_err() {
-                return;
-            }
-            progress.advance(chunk.len.into());
-        }
+        read_chunks(target, chunks, run, progress, |block| {
+            read_tx.send(block).is_ok()
+        });
     });
     run.into_result()
+}
+
+/// Reads `chunks` from the start of the target, in order, each on a lease
+/// of the run's budget, and hands them to `send` until it returns false,
+/// the run fails, or a read fails (which fails the run).
+fn read_chunks<'run, D: Disk>(
+    target: &mut D,
+    chunks: &[Chunk],
+    run: &'run Run,
+    progress: &dyn Progress,
+    mut send: impl FnMut(Block<'run>) -> bool,
+) {
+    if let Err(e) = target.seek(SeekFrom::Start(0)) {
+        return run.fail(PipelineError::Target(context(e, "seeking to its start")));
+    }
+    for (index, chunk) in chunks.iter().enumerate() {
+        let Some(lease) = run.acquire(chunk.len.into()) else {
+            return;
+        };
+        let mut data = vec![0; chunk.len as usize];
+        if let Err(e) = target.read_exact(&mut data) {
+            return run.fail(PipelineError::Target(context(
+                e,
+                format_args!("reading back chunk {index} at offset {}", chunk.offset),
+            )));
+        }
+        if !send(Block { index, data, lease }) {
+            return;
+        }
+        progress.advance(chunk.len.into());
+    }
 }
 
 /// Prefixes an I/O error with where it happened, keeping its kind.

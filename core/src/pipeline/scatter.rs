@@ -422,7 +422,6 @@ pub fn find_present_chunks<D: Disk>(
         &index.chunks,
         opts,
         progress,
-        |_| {},
         |position, matches| {
             present[position].store(matches, Ordering::Relaxed);
             Ok(())
