@@ -36,6 +36,9 @@
 # module doc). (d), the DESIGN §9 budget, costs 2.5x the CPU of (a):
 # coreutils sha256sum has no SHA-NI (~400 MB/s).
 # Peak RSS stays under 64 MiB (budget 32 MiB in flight).
+# (a+) predates two changes (write-behind, and a read-back that hashes the
+# whole image once instead of every chunk too): bench/install.sh has their
+# figures.
 #
 # Usage: bench/pipeline.sh   (as root or not; needs zstd, mkfs.ext4, GNU time)
 #   WORK=/var/tmp/abnix-bench-pipeline IMAGE_MIB=1280 RUNS=3
