@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::digest::Digest;
-use crate::sign::{SignatureError, TrustedKeys};
+use crate::sign::{signature_file, SecretKey, Signature, SignatureError, TrustedKeys};
 
 /// The meta format this code writes and the only one it accepts.
 pub const FORMAT_VERSION: u32 = 1;
@@ -342,15 +342,54 @@ pub fn object_name(version: u64, id: Uuid, kind: ObjectKind) -> String {
     format!("{version}-{}.{}", id.hyphenated(), kind.suffix())
 }
 
-/// A meta whose signature verified, with the exact bytes that were signed.
+/// A meta whose signature verified (or that `pack` or `publish` just
+/// signed), with the exact bytes that were signed and the signature file.
+/// Only [`verify_meta`] and [`SignedMeta::sign`] make one, and it cannot be
+/// changed afterwards: whoever holds one holds what a trusted key vouched
+/// for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedMeta {
-    pub meta: Meta,
+    meta: Meta,
+    bytes: Vec<u8>,
+    signatures: Vec<u8>,
+    signer: String,
+}
+
+impl SignedMeta {
+    /// Validates `meta` and signs its bytes with each of `keys` (one line
+    /// each in the signature file; the first key is the signer named).
+    pub fn sign(meta: Meta, keys: &[&SecretKey]) -> Result<SignedMeta, MetaError> {
+        meta.validate()?;
+        let first = keys.first().expect("a meta is signed by at least one key");
+        let bytes = meta.to_bytes();
+        let signatures: Vec<Signature> = keys.iter().map(|key| key.sign(&bytes)).collect();
+        Ok(SignedMeta {
+            meta,
+            bytes,
+            signatures: signature_file(&signatures).into_bytes(),
+            signer: first.name().to_owned(),
+        })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
     /// The exact signed bytes (what `publish` uploads as the channel meta).
-    pub bytes: Vec<u8>,
-    /// Name of the trusted key whose signature verified (or, from `pack`,
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The signature file, one signature per line.
+    pub fn signatures(&self) -> &[u8] {
+        &self.signatures
+    }
+
+    /// Name of the trusted key whose signature verified (or, from `sign`,
     /// that signed).
-    pub signer: String,
+    pub fn signer(&self) -> &str {
+        &self.signer
+    }
 }
 
 /// Why a signed meta was refused.
@@ -383,6 +422,7 @@ pub fn verify_meta(
     Ok(SignedMeta {
         meta,
         bytes: meta_bytes.to_vec(),
+        signatures: sig_bytes.to_vec(),
         signer,
     })
 }
@@ -390,7 +430,6 @@ pub fn verify_meta(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::{signature_file, SecretKey};
 
     fn sample() -> Meta {
         let id: Uuid = "2b1c5e4a-7d3f-4e8a-9c0b-1a2b3c4d5e6f".parse().unwrap();
@@ -697,13 +736,10 @@ mod tests {
         let bytes = sample().to_bytes();
         let sig = signature_file(&[key.sign(&bytes)]);
         let signed = verify_meta(&bytes, sig.as_bytes(), &keys).unwrap();
+        assert_eq!(signed, SignedMeta::sign(sample(), &[&key]).unwrap());
         assert_eq!(
-            signed,
-            SignedMeta {
-                meta: sample(),
-                bytes: bytes.clone(),
-                signer: "fleet".into()
-            }
+            (signed.meta(), signed.bytes(), signed.signer()),
+            (&sample(), &bytes[..], "fleet")
         );
 
         // One byte changed (still valid JSON): the signature catches it.

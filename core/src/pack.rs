@@ -36,7 +36,7 @@ use crate::meta::{
     self, object_name, Artifact, Image, Meta, MetaError, ObjectKind, SignedMeta, FORMAT_VERSION,
 };
 use crate::progress::Progress;
-use crate::sign::{signature_file, SecretKey};
+use crate::sign::SecretKey;
 
 /// The default zstd level: 9.
 ///
@@ -209,17 +209,13 @@ pub fn pack(
         initrd,
         cmdline: input.cmdline.clone(),
     };
-    meta.validate()?;
-    let bytes = meta.to_bytes();
-    let signature = input.key.sign(&bytes);
+    let signed = SignedMeta::sign(meta, &[input.key])?;
     // The signature first and the meta last: a bundle is complete once its
     // .meta exists.
-    out.write(
-        &name(ObjectKind::MetaSig),
-        signature_file(&[signature]).as_bytes(),
-    )?;
-    out.write(&name(ObjectKind::Meta), &bytes)?;
+    out.write(&name(ObjectKind::MetaSig), signed.signatures())?;
+    out.write(&name(ObjectKind::Meta), signed.bytes())?;
     out.keep();
+    let meta = signed.meta();
     tracing::info!(
         version = input.version,
         %id,
@@ -228,11 +224,7 @@ pub fn pack(
         chunks = compressed.index.chunks.len(),
         "packed"
     );
-    Ok(SignedMeta {
-        meta,
-        bytes,
-        signer: input.key.name().to_owned(),
-    })
+    Ok(signed)
 }
 
 /// Refuses bad values before any work: the meta would refuse them too, but
@@ -619,7 +611,7 @@ mod tests {
         let sample = Sample::new(tmp.path());
         let out = tmp.path().join("bundle");
         let signed = sample.pack_into(&out);
-        let meta = &signed.meta;
+        let meta = signed.meta();
         let raw = fs::read(&sample.image).unwrap();
 
         assert_eq!(meta.id.to_string(), UUID);
@@ -700,10 +692,10 @@ mod tests {
             ..sample.input()
         };
         let signed = pack(&input, &tmp.path().join("bundle"), &NoProgress).unwrap();
-        assert_eq!(signed.meta.image.fs, FsType::Erofs);
-        assert_eq!(signed.meta.id.to_string(), uuid);
+        assert_eq!(signed.meta().image.fs, FsType::Erofs);
+        assert_eq!(signed.meta().id.to_string(), uuid);
         assert_eq!(
-            signed.meta.image.sha256,
+            signed.meta().image.sha256,
             Digest::of(&fs::read(&erofs).unwrap())
         );
     }

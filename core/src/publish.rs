@@ -96,8 +96,8 @@ enum Current {
 fn current(channel: &Channel) -> Result<Current, PublishError> {
     match channel.latest() {
         Ok(signed) => Ok(Current::Verified(VersionRef {
-            version: signed.meta.version,
-            id: signed.meta.id,
+            version: signed.meta().version,
+            id: signed.meta().id,
         })),
         // `latest` maps a missing signature to a verification error, so
         // not found here is the pointer itself: a new channel.
@@ -124,7 +124,7 @@ pub fn publish(
 ) -> Result<PublishReport, PublishError> {
     let remote = channel.remote();
     let config = remote.config();
-    let meta = &bundle.signed.meta;
+    let meta = bundle.signed.meta();
     let published = VersionRef {
         version: meta.version,
         id: meta.id,
@@ -135,7 +135,7 @@ pub fn publish(
     let sig = read_signature(bundle, &sig_name)?;
     channel
         .keys()
-        .verify(&bundle.signed.bytes, &sig)
+        .verify(bundle.signed.bytes(), &sig)
         .map_err(|e: SignatureError| PublishError::Signature {
             object: sig_name.clone(),
             reason: e.to_string(),
@@ -185,7 +185,7 @@ pub fn publish(
         uploaded.push(key);
     }
     let meta_key = config.object_key(&object_name(meta.version, meta.id, ObjectKind::Meta));
-    remote.put_bytes(&meta_key, &bundle.signed.bytes)?;
+    remote.put_bytes(&meta_key, bundle.signed.bytes())?;
     uploaded.push(meta_key);
     let sig_key = config.object_key(&sig_name);
     remote.put_bytes(&sig_key, &sig)?;
@@ -193,7 +193,7 @@ pub fn publish(
     // Last: from here on devices see the new version, and everything it
     // names is in place (S3 PUTs are atomic and read-after-write consistent).
     let pointer = config.channel_meta_key();
-    remote.put_bytes(&pointer, &bundle.signed.bytes)?;
+    remote.put_bytes(&pointer, bundle.signed.bytes())?;
     uploaded.push(pointer);
     info!(version = %published, channel = %config.channel, "published");
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use abnix_core::bundle::Bundle;
 use abnix_core::channel::{Channel, ChannelError, ImageFetch};
+use abnix_core::digest::Expected;
 use abnix_core::meta::{object_name, ObjectKind, VerifyError};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
@@ -177,10 +178,10 @@ fn keep(n: usize) -> PublishOptions {
 /// a new sparse file at `target`.
 fn fetch(channel: &Channel, target: &Path) -> Result<ImageFetch, ChannelError> {
     let signed = channel.latest()?;
-    let index = channel.index(&signed.meta)?;
-    let mut file = sparse_file(target, signed.meta.image.size);
+    let index = channel.index(signed.meta())?;
+    let mut file = sparse_file(target, signed.meta().image.size);
     channel.write_image(
-        &signed.meta,
+        signed.meta(),
         &index,
         &mut file,
         &WriteOptions::default(),
@@ -247,11 +248,11 @@ fn round_trip_publish_then_fetch_gives_the_same_bytes() {
 
     // Kernel and initrd come back verified too.
     let channel = f.trusted_channel();
-    let meta = channel.latest().unwrap().meta;
+    let meta = channel.latest().unwrap().meta().clone();
     for artifact in [&meta.kernel, &meta.initrd] {
         let mut fetched = Vec::new();
         channel
-            .open_artifact(artifact)
+            .open_object(artifact)
             .unwrap()
             .read_to_end(&mut fetched)
             .unwrap();
@@ -291,7 +292,7 @@ fn publish_writes_every_object_before_the_pointer() {
     // The pointer's bytes are exactly the signed meta.
     assert_eq!(
         fs::read(f.server.object_path(&f.config.channel_meta_key())).unwrap(),
-        bundle.signed.bytes
+        bundle.signed.bytes()
     );
 }
 
@@ -303,7 +304,7 @@ fn a_check_that_finds_nothing_new_is_two_small_gets() {
     f.proxy.clear_requests();
 
     let latest = f.trusted_channel().latest().unwrap();
-    assert_eq!(latest.meta.version, 2);
+    assert_eq!(latest.meta().version, 2);
 
     let requests = f.proxy.requests();
     let seen: Vec<(&str, &str)> = requests
@@ -397,15 +398,15 @@ fn a_connection_cut_mid_image_resumes_with_a_range_request() {
     f.publish(&bundle, PublishOptions::default()).unwrap();
     let channel = f.trusted_channel();
     let signed = channel.latest().unwrap();
-    let index = channel.index(&signed.meta).unwrap();
+    let index = channel.index(signed.meta()).unwrap();
     f.proxy.clear_requests();
     f.proxy.cut_next_get(1 << 20);
 
     let target = f.target("fetched.img");
-    let mut file = sparse_file(&target, signed.meta.image.size);
+    let mut file = sparse_file(&target, signed.meta().image.size);
     let fetched = channel
         .write_image(
-            &signed.meta,
+            signed.meta(),
             &index,
             &mut file,
             &WriteOptions::default(),
@@ -517,12 +518,12 @@ fn publish_refuses_a_version_not_greater_than_the_current_one() {
     ));
     // Refused before any write.
     assert!(writes(&f.proxy.requests()).is_empty());
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 5);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 5);
 
     // Forced, the older version is published and the pointer names it.
     let report = f.publish(&v3, force()).unwrap();
     assert_eq!(report.previous.map(|p| p.version), Some(5));
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 3);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 3);
 }
 
 #[test]
@@ -592,7 +593,7 @@ fn a_pointer_that_does_not_verify_is_replaced_only_with_force() {
 
     let report = f.publish(&ours, force()).unwrap();
     assert_eq!(report.previous, None);
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 2);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 2);
 }
 
 #[test]
@@ -656,7 +657,7 @@ fn keep_prunes_all_but_the_newest_versions() {
         );
     }
     assert!(f.server.object_path(&foreign).exists());
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 4);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 4);
 }
 
 #[test]
@@ -709,15 +710,19 @@ fn tampered_small_objects_and_a_missing_signature_are_refused() {
     let (bundle, _) = f.bundle(3);
     f.publish(&bundle, PublishOptions::default()).unwrap();
     let channel = f.trusted_channel();
-    let meta = channel.latest().unwrap().meta;
+    let meta = channel.latest().unwrap().meta().clone();
 
+    // The kernel reads whole at its signed size: only the check against
+    // the meta (what boot control does as it writes it) refuses it.
     flip_byte(&f.server.object_path(&f.key_of(3, ObjectKind::Kernel)), 100);
     let mut kernel = Vec::new();
-    let err = channel
-        .open_artifact(&meta.kernel)
+    channel
+        .open_object(&meta.kernel)
         .unwrap()
         .read_to_end(&mut kernel)
-        .unwrap_err();
+        .unwrap();
+    let expected = Expected::new(&meta.kernel.object, meta.kernel.size, meta.kernel.sha256);
+    let err = expected.check(&kernel).unwrap_err();
     assert!(err.to_string().contains(&meta.kernel.object), "{err}");
 
     flip_byte(&f.server.object_path(&f.key_of(3, ObjectKind::Index)), 100);

@@ -200,7 +200,7 @@ impl Fleet {
         ensure!(
             output.status.success(),
             "abnix-update publish of version {} failed ({}): {}",
-            release.meta.meta.version,
+            release.meta.meta().version,
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
@@ -212,7 +212,7 @@ impl Fleet {
     /// chunk's frame, so whatever part of it a host downloads fails its
     /// hash. The object keeps its size.
     pub fn tamper_image(&self, release: &Release) -> Result<()> {
-        let meta = &release.meta.meta;
+        let meta = &release.meta.meta();
         let index_path = release.bundle.join(&meta.index.object);
         let index = Index::parse(
             &fs::read(&index_path).with_context(|| format!("reading {}", index_path.display()))?,

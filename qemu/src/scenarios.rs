@@ -49,7 +49,7 @@ fn first_boot(story: &mut Story, version: u64) -> Result<()> {
 pub fn install(story: &mut Story) -> Result<String> {
     story.say("an installer environment boots with an empty disk beside its medium; abnix-install must choose the disk, provision it and power off");
     let first = story.release(Kind::Good)?;
-    let version = first.meta.meta.version;
+    let version = first.meta.meta().version;
     story.publish(&first, false)?;
     story.install_in_guest(&first)?;
     first_boot(story, version)?;
@@ -67,7 +67,7 @@ pub fn update(story: &mut Story) -> Result<String> {
     let from = story.running()?;
     let target = from.slot.other();
     let next = story.release(Kind::Good)?;
-    let version = next.meta.meta.version;
+    let version = next.meta.meta().version;
     story.publish(&next, false)?;
     let written = story.expect_update(version, target)?;
     let reused = written
@@ -80,7 +80,7 @@ pub fn update(story: &mut Story) -> Result<String> {
     );
     // The fixture versions differ in a few files only: issue 8's target for
     // such a change is at most 15% of the compressed image.
-    let compressed = next.meta.meta.image.compressed_size;
+    let compressed = next.meta.meta().image.compressed_size;
     let Some(downloaded) = written.downloaded_bytes() else {
         bail!(
             "the update did not say what it downloaded: {}",
@@ -122,7 +122,7 @@ pub fn fallback(story: &mut Story) -> Result<String> {
     let mut failed = Vec::new();
     for kind in [Kind::NeverHealthy, Kind::KernelPanic] {
         let bad = story.release(kind)?;
-        let version = bad.meta.meta.version;
+        let version = bad.meta.meta().version;
         story.publish(&bad, false)?;
         story.expect_update(version, target)?;
         let trials = falls_back(story, version, target, good)?;
@@ -148,7 +148,7 @@ pub fn fallback(story: &mut Story) -> Result<String> {
         ));
     }
     let fixed = story.release(Kind::Good)?;
-    let version = fixed.meta.meta.version;
+    let version = fixed.meta.meta().version;
     story.publish(&fixed, false)?;
     story.expect_update(version, target)?;
     story.expect_healthy(version, target)?;
@@ -467,7 +467,7 @@ fn cut_round(story: &mut Story, phase: Phase, tally: &mut Tally) -> Result<()> {
     let from = story.running()?;
     let target = from.slot.other();
     let next = story.release(Kind::Good)?;
-    let version = next.meta.meta.version;
+    let version = next.meta.meta().version;
     story.say(format!(
         "-- power cuts {}: version {version} goes into slot {target}",
         phase.describe()
@@ -687,7 +687,7 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
     story.fleet.tamper_image(&damaged)?;
     story.say(format!(
         "damaged the image object of version {} in the bucket (a byte in every chunk's frame)",
-        damaged.meta.meta.version
+        damaged.meta.meta().version
     ));
     story.switch_on()?;
     story.expect_boot(on.version, on.slot)?;
@@ -704,7 +704,7 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
         &never_boots[..],
         &[format!(
             "writing the image of version {}",
-            stranger.meta.meta.version
+            stranger.meta.meta().version
         )],
     ]
     .concat();
@@ -719,7 +719,7 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
         &never_boots[..],
         &[format!(
             "writing the image of version {}",
-            older.meta.meta.version
+            older.meta.meta().version
         )],
     ]
     .concat();

@@ -453,7 +453,7 @@ impl Story {
         self.say(format!(
             "built version {number} ({}): image {} bytes, packed and signed",
             kind.name(),
-            release.meta.meta.image.size
+            release.meta.meta().image.size
         ));
         Ok(release)
     }
@@ -463,7 +463,7 @@ impl Story {
         self.fleet.publish(release, force)?;
         self.say(format!(
             "published version {} on channel {}{}",
-            release.meta.meta.version,
+            release.meta.meta().version,
             self.fleet.channel(),
             if force { " (--force)" } else { "" }
         ));
@@ -493,7 +493,7 @@ impl Story {
         );
         self.say(format!(
             "abnix-install --file wrote version {} into slot a of a {} MiB disk ({})",
-            first.meta.meta.version,
+            first.meta.meta().version,
             DISK_BYTES >> 20,
             self.path.installer_name()
         ));
@@ -520,7 +520,7 @@ impl Story {
             .and_then(|file| file.set_len(DISK_BYTES))
             .with_context(|| format!("creating {}", self.disk.display()))?;
 
-        let version = first.meta.meta.version;
+        let version = first.meta.meta().version;
         let mut command = format!(
             "until [ -b /dev/vdb ]; do sleep 1; done; mkdir /iso && mount -o ro /dev/vda /iso && \
              abnix-install --auto --bundle /iso/bundle --slot-size {SLOT_SIZE} \
@@ -613,7 +613,7 @@ impl Story {
             &self.dir,
         )?);
         self.running = Some(Running {
-            version: first.meta.meta.version,
+            version: first.meta.meta().version,
             slot: Slot::A,
         });
         Ok(())

@@ -64,14 +64,14 @@ use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
 use crate::boot::grubcfg::slot_cfg;
 use crate::boot::{bios, bls, BootError, BootFiles, SlotInfo};
 use crate::bundle::{Bundle, BundleError};
-use crate::digest::Verifying;
 use crate::disk::{Disk, Region};
 use crate::fat::FormatOptions;
 use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
 use crate::gpt::{self, GptError};
 use crate::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
 use crate::pipeline::{
-    read_image_head, verify_object, write_image, ImageSpec, PipelineError, WriteOptions,
+    read_image_head, verify_object, write_image, ImageSpec, PipelineError, VerifiedImage,
+    WriteOptions,
 };
 use crate::probe::{erase_signatures, probe_signatures, Signature};
 use crate::progress::Progress;
@@ -271,13 +271,7 @@ pub enum WriteError {
 
 /// The version's slot file contents.
 fn slot_info(bundle: &Bundle) -> SlotInfo {
-    let meta = &bundle.signed.meta;
-    SlotInfo {
-        version: meta.version,
-        id: meta.id,
-        label: meta.label.clone(),
-        cmdline: meta.cmdline.clone(),
-    }
+    SlotInfo::of(bundle.signed.meta())
 }
 
 /// Checks what boot control would refuse in `write_boot_files` (a label or
@@ -444,11 +438,11 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
         return Err(InstallError::NoTrustedKeys);
     }
     let bundle = Bundle::open(&request.bundle, &request.trusted_keys)?;
-    let meta = &bundle.signed.meta;
+    let meta = bundle.signed.meta();
     info!(
         version = meta.version,
         id = %meta.id,
-        signer = bundle.signed.signer,
+        signer = bundle.signed.signer(),
         "bundle verified"
     );
     check_bootable(&slot_info(&bundle), &request.bootloader).map_err(|source| {
@@ -484,7 +478,7 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
         });
     }
     let esp_files = esp_room::SlotFiles {
-        info: &slot_info(&bundle),
+        signed: &bundle.signed,
         kernel_len: meta.kernel.size,
         initrd_len: meta.initrd.size,
     };
@@ -529,7 +523,7 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
 
 /// The image as the signed meta and index describe it.
 fn image_spec(bundle: &Bundle) -> ImageSpec<'_> {
-    let meta = &bundle.signed.meta;
+    let meta = bundle.signed.meta();
     ImageSpec {
         index: &bundle.index,
         size: meta.image.size,
@@ -591,7 +585,7 @@ impl fmt::Display for Summary {
 impl fmt::Display for Plan {
     /// What will happen, for the countdown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let meta = &self.bundle.signed.meta;
+        let meta = self.bundle.signed.meta();
         if let Some(selection) = &self.selection {
             writeln!(f, "{selection}")?;
         }
@@ -683,7 +677,7 @@ pub fn execute<D: Disk>(
             reset: reset.err().map(Box::new),
         });
     }
-    let meta = &plan.bundle.signed.meta;
+    let meta = plan.bundle.signed.meta();
     let summary = Summary {
         target: plan.target.describe(),
         layout: plan.layout.clone(),
@@ -763,10 +757,12 @@ impl<R: Read> Read for Reporting<'_, R> {
     }
 }
 
-/// Step 5: the ESP, with slot A bootable and good.
+/// Step 5: the ESP, with slot A bootable and good: its boot files need
+/// the proof that slot A holds the bundle's image.
 fn install_esp<D: Disk>(
     plan: &Plan,
     disk: &mut D,
+    image: &VerifiedImage,
     progress: &dyn Progress,
 ) -> Result<(), WriteError> {
     let esp = Region::new(&mut *disk, plan.layout.esp.start, plan.layout.esp.size);
@@ -783,18 +779,12 @@ fn install_esp<D: Disk>(
             source,
         })?;
 
-    let meta = &plan.bundle.signed.meta;
+    let meta = plan.bundle.signed.meta();
     let open = |what: &'static str, artifact: &crate::meta::Artifact| {
-        let file = File::open(plan.bundle.path_of(artifact))
-            .map_err(|source| WriteError::Bundle { what, source })?;
-        // Checked again while streaming: the bundle was verified when it
-        // was opened, but files can change under us.
-        Ok::<_, WriteError>(Verifying::new(
-            file,
-            artifact.object.clone(),
-            artifact.size,
-            artifact.sha256,
-        ))
+        // Read again and checked while written: the bundle was verified
+        // when it was opened, but files can change under us.
+        File::open(plan.bundle.path_of(artifact))
+            .map_err(|source| WriteError::Bundle { what, source })
     };
     progress.start(
         "writing boot files",
@@ -808,17 +798,10 @@ fn install_esp<D: Disk>(
         inner: open("initrd", &meta.initrd)?,
         progress,
     };
-    boot.write_boot_files(
-        Slot::A,
-        &mut BootFiles {
-            info: slot_info(&plan.bundle),
-            kernel: &mut kernel,
-            kernel_len: meta.kernel.size,
-            initrd: &mut initrd,
-            initrd_len: meta.initrd.size,
-        },
-    )
-    .map_err(WriteError::BootFiles)?;
+    let files = BootFiles::of_version(&plan.bundle.signed, image, &mut kernel, &mut initrd)
+        .map_err(WriteError::BootFiles)?;
+    boot.write_boot_files(Slot::A, files)
+        .map_err(WriteError::BootFiles)?;
     progress.finish();
     // Good at once: there is no older version to fall back to. mark_good
     // also makes A the slot that boots first.
@@ -850,7 +833,11 @@ fn write<D: Disk>(plan: &Plan, disk: &mut D, progress: &dyn Progress) -> Result<
         ..WriteOptions::default()
     };
     let mut slot = Region::new(&mut *disk, layout.slot_a.start, layout.slot_a.size);
-    write_image(image, &spec, &mut slot, &options, progress).map_err(WriteError::Slot)?;
+    let written =
+        write_image(image, &spec, &mut slot, &options, progress).map_err(WriteError::Slot)?;
+    let verified = written
+        .verified
+        .expect("slot a is written with verify_readback");
 
     info!("formatting abnix-rw");
     let rw_uuid = uuid::Builder::from_random_bytes(
@@ -865,7 +852,7 @@ fn write<D: Disk>(plan: &Plan, disk: &mut D, progress: &dyn Progress) -> Result<
     disk.sync().map_err(WriteError::Sync)?;
 
     info!("installing {}", plan.boot.describe());
-    install_esp(plan, disk, progress)?;
+    install_esp(plan, disk, &verified, progress)?;
 
     if let BootPayload::Grub {
         bios: Some(images), ..

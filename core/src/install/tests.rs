@@ -22,6 +22,7 @@ use crate::fat::FatFs;
 use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
 use crate::gpt::Gpt;
 use crate::layout::{Arch, MIB};
+use crate::meta::ObjectKind;
 use crate::pack::test_support::Sample;
 use crate::pack::{pack, PackInput};
 use crate::progress::NoProgress;
@@ -696,7 +697,7 @@ fn an_esp_that_holds_one_slot_but_not_two_is_refused() {
     let mut plan = f.prepare(&request).unwrap();
     let info = slot_info(&plan.bundle);
     let (kernel_len, initrd_len) = {
-        let meta = &plan.bundle.signed.meta;
+        let meta = plan.bundle.signed.meta();
         (meta.kernel.size, meta.initrd.size)
     };
     let slot_b_fits = |layout: &Layout| {
@@ -903,6 +904,47 @@ fn a_failed_write_at_any_step_wipes_the_partition_table() {
             .ends_with("Wiping the partition table failed too (disk I/O: disk gone): do not boot this disk, install again or wipe it"),
         "{err}"
     );
+}
+
+/// The bundle is verified when it is opened; a kernel or initrd replaced
+/// in it afterwards (during `--countdown`, say) by other bytes of the same
+/// length is caught as it is written, and the disk is left unbootable.
+#[test]
+fn a_bundle_file_changed_after_it_was_verified_is_caught_as_it_is_written() {
+    for (what, kind) in [
+        ("kernel", ObjectKind::Kernel),
+        ("initrd", ObjectKind::Initrd),
+    ] {
+        let f = Fixture::new();
+        let plan = f.prepare(&f.request(systemd_boot())).unwrap();
+        let meta = plan.bundle.signed.meta();
+        let path = f
+            .bundle
+            .join(crate::meta::object_name(meta.version, meta.id, kind));
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+
+        let err = plan.install(&NoProgress).unwrap_err();
+        let InstallError::Failed { failed, reset } = &err else {
+            panic!("{what}: {err}")
+        };
+        assert!(
+            matches!(**failed, WriteError::BootFiles(BootError::Unverified(_))),
+            "{what}: {failed}"
+        );
+        assert!(
+            err.to_string().contains(&format!(".{}", kind.suffix())),
+            "{err}"
+        );
+        assert!(reset.is_none(), "{what}: {err}");
+        let mut disk = File::open(f.disk()).unwrap();
+        assert!(
+            Gpt::read(&mut disk, 512).is_err(),
+            "{what}: a table survived"
+        );
+    }
 }
 
 /// Named disks read from a fake sysfs: each way a disk can be in use, the

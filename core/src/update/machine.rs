@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::boot::{BootStatus, SlotInfo, SlotState};
-use crate::meta::Meta;
+use crate::meta::{Meta, SignedMeta};
 use crate::slot::Slot;
 use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
 
@@ -116,7 +116,7 @@ impl Step {
 
     /// What the step does, for logs, STATUS= and errors.
     pub fn describe(self, plan: &Plan) -> String {
-        let (slot, version) = (plan.target, plan.meta.version);
+        let (slot, version) = (plan.target, plan.meta().version);
         match self {
             Step::FetchIndex => format!("fetching the chunk index of version {version}"),
             Step::CheckBootFiles => {
@@ -136,19 +136,18 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub target: Slot,
-    pub meta: Meta,
+    pub signed: SignedMeta,
     pub tries: u8,
 }
 
 impl Plan {
+    pub fn meta(&self) -> &Meta {
+        self.signed.meta()
+    }
+
     /// The slot information its boot files carry.
     pub fn slot_info(&self) -> SlotInfo {
-        SlotInfo {
-            version: self.meta.version,
-            id: self.meta.id,
-            label: self.meta.label.clone(),
-            cmdline: self.meta.cmdline.clone(),
-        }
+        SlotInfo::of(self.meta())
     }
 }
 
@@ -236,7 +235,7 @@ impl Outcome {
             Outcome::UpToDate { version } => Some(*version),
             Outcome::Skipped { latest, .. } => Some(*latest),
             Outcome::PendingTrial { version, .. } => Some(*version),
-            Outcome::WouldInstall(plan) | Outcome::Installed(plan) => Some(plan.meta.version),
+            Outcome::WouldInstall(plan) | Outcome::Installed(plan) => Some(plan.meta().version),
             Outcome::Failed(failure) => failure.latest,
         }
     }
@@ -260,7 +259,7 @@ impl Outcome {
     /// Whether a new version waits for a reboot after this run.
     pub fn reboot_pending(&self) -> Option<(Slot, u64)> {
         match self {
-            Outcome::Installed(plan) => Some((plan.target, plan.meta.version)),
+            Outcome::Installed(plan) => Some((plan.target, plan.meta().version)),
             Outcome::PendingTrial { slot, version } => Some((*slot, *version)),
             _ => None,
         }
@@ -330,15 +329,15 @@ impl fmt::Display for Outcome {
             Outcome::WouldInstall(plan) => write!(
                 f,
                 "version {} \"{}\" is available: an update would install it into slot {} ({} bytes to download)",
-                plan.meta.version,
-                plan.meta.label,
+                plan.meta().version,
+                plan.meta().label,
                 plan.target,
-                plan.meta.image.compressed_size + plan.meta.kernel.size + plan.meta.initrd.size
+                plan.meta().image.compressed_size + plan.meta().kernel.size + plan.meta().initrd.size
             ),
             Outcome::Installed(plan) => write!(
                 f,
                 "installed version {} \"{}\" into slot {}; it boots next, on trial ({} tries)",
-                plan.meta.version, plan.meta.label, plan.target, plan.tries
+                plan.meta().version, plan.meta().label, plan.target, plan.tries
             ),
             Outcome::Failed(failure) => {
                 let stage = match &failure.stage {
@@ -442,7 +441,7 @@ pub enum Event {
     /// The failed trial was saved as this record.
     Recorded(Box<FailedVersion>),
     /// The channel's latest meta, verified.
-    Latest(Box<Meta>),
+    Latest(Box<SignedMeta>),
     /// The bucket could not be reached (network down, DNS, refused).
     Unreachable(String),
     Waited,
@@ -569,7 +568,7 @@ impl Machine {
             },
             (Cycle::Installing { plan, step }, Event::Failed(error)) => {
                 Cycle::Done(Outcome::Failed(Failure {
-                    latest: Some(plan.meta.version),
+                    latest: Some(plan.meta().version),
                     stage: Stage::Install { step, plan },
                     error,
                 }))
@@ -616,7 +615,8 @@ impl Machine {
     }
 
     /// What to do with the channel's latest version.
-    fn decide(&self, status: &BootStatus, meta: Meta) -> Cycle {
+    fn decide(&self, status: &BootStatus, signed: SignedMeta) -> Cycle {
+        let meta = signed.meta();
         let booted = status.slot(self.setup.booted);
         let running = booted
             .info
@@ -658,7 +658,7 @@ impl Machine {
         }
         let plan = Box::new(Plan {
             target,
-            meta,
+            signed,
             tries: self.setup.tries,
         });
         match self.setup.mode {

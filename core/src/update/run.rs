@@ -19,7 +19,7 @@ use crate::delta::{ActiveSlot, DeltaOptions, IndexStore, LocalChunks, Reopen};
 use crate::disk::{Disk, Region};
 use crate::errors::error_text;
 use crate::index::Index;
-use crate::pipeline::WriteOptions;
+use crate::pipeline::{VerifiedImage, WriteOptions};
 use crate::progress::Progress;
 use crate::remote::{Remote, RemoteError};
 use crate::state::{State, StateDir};
@@ -38,6 +38,8 @@ pub struct Executor<'a, D: Disk> {
     channel: Option<Channel>,
     /// The index of the version being installed, from its FetchIndex step.
     index: Option<Index>,
+    /// The proof that the target slot holds the image, from WriteImage.
+    image: Option<VerifiedImage>,
 }
 
 impl<'a, D: Reopen> Executor<'a, D> {
@@ -65,6 +67,7 @@ impl<'a, D: Reopen> Executor<'a, D> {
             },
             channel: None,
             index: None,
+            image: None,
         }
     }
 
@@ -133,14 +136,14 @@ impl<'a, D: Reopen> Executor<'a, D> {
         };
         match channel.latest() {
             Ok(signed) => {
-                let meta = signed.meta;
+                let meta = signed.meta();
                 tracing::info!(
                     "the channel's latest version is {} \"{}\" (signed by {})",
                     meta.version,
                     meta.label,
-                    signed.signer
+                    signed.signer()
                 );
-                Event::Latest(Box::new(meta))
+                Event::Latest(Box::new(signed))
             }
             Err(e) => match e.remote() {
                 Some(RemoteError::Unreachable { .. }) => Event::Unreachable(e.to_string()),
@@ -151,7 +154,7 @@ impl<'a, D: Reopen> Executor<'a, D> {
 
     fn install_step(&mut self, plan: &Plan, step: Step) -> anyhow::Result<()> {
         let slot = plan.target;
-        let meta = &plan.meta;
+        let meta = plan.meta();
         match step {
             Step::FetchIndex => {
                 let index = connected(&mut self.channel, self.config)?.index(meta)?;
@@ -167,20 +170,16 @@ impl<'a, D: Reopen> Executor<'a, D> {
             Step::WriteImage => self.write_image(plan)?,
             Step::WriteBootFiles => {
                 let channel = connected(&mut self.channel, self.config)?;
-                // Both readers fail at their end unless the bytes match the
-                // meta, so a corrupt kernel never gets its slot file.
-                let mut kernel = channel.open_artifact(&meta.kernel)?;
-                let mut initrd = channel.open_artifact(&meta.initrd)?;
-                self.disk.boot_control()?.write_boot_files(
-                    slot,
-                    &mut BootFiles {
-                        info: plan.slot_info(),
-                        kernel: &mut kernel,
-                        kernel_len: meta.kernel.size,
-                        initrd: &mut initrd,
-                        initrd_len: meta.initrd.size,
-                    },
-                )?;
+                let image = self
+                    .image
+                    .as_ref()
+                    .expect("WriteImage comes before WriteBootFiles");
+                // Checked against the meta as they are written: a kernel or
+                // initrd that differs never gets its slot file.
+                let mut kernel = channel.open_object(&meta.kernel)?;
+                let mut initrd = channel.open_object(&meta.initrd)?;
+                let files = BootFiles::of_version(&plan.signed, image, &mut kernel, &mut initrd)?;
+                self.disk.boot_control()?.write_boot_files(slot, files)?;
             }
             Step::Activate => self.disk.boot_control()?.activate(slot, plan.tries)?,
         }
@@ -195,7 +194,7 @@ impl<D: Reopen> Executor<'_, D> {
     /// and from the target itself when an earlier attempt at this version
     /// was interrupted; the rest is downloaded.
     fn write_image(&mut self, plan: &Plan) -> anyhow::Result<()> {
-        let (slot, meta) = (plan.target, &plan.meta);
+        let (slot, meta) = (plan.target, plan.meta());
         let channel = connected(&mut self.channel, self.config)?;
         let index = self
             .index
@@ -266,6 +265,7 @@ impl<D: Reopen> Executor<'_, D> {
                 self.state_dir.path().display()
             );
         }
+        self.image = report.verified;
         Ok(())
     }
 }

@@ -44,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let signed = channel
         .latest()
         .with_context(|| format!("fetching the latest meta of {label}"))?;
-    let meta = &signed.meta;
+    let meta = signed.meta();
     let index = channel
         .index(meta)
         .with_context(|| format!("fetching the index of version {}", meta.version))?;

@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let signed = pack(&input, &args.out, progress::for_stderr().as_ref())
         .with_context(|| format!("packing into {}", args.out.display()))?;
-    let meta = &signed.meta;
+    let meta = signed.meta();
     println!("version {}", meta.version);
     println!("id {}", meta.id);
     println!("objects in {}:", args.out.display());

@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         keep: args.keep,
         force: args.force,
     };
-    let version = bundle.signed.meta.version;
+    let version = bundle.signed.meta().version;
     let report = publish(&channel, &bundle, &opts, progress::for_stderr().as_ref())
         .map_err(|err| match err {
             PublishError::NotNewer { .. } | PublishError::UntrustedPointer(_) => {

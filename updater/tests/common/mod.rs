@@ -52,15 +52,15 @@ pub struct Version {
 
 impl Version {
     pub fn number(&self) -> u64 {
-        self.bundle.signed.meta.version
+        self.bundle.signed.meta().version
     }
 
     pub fn id(&self) -> Uuid {
-        self.bundle.signed.meta.id
+        self.bundle.signed.meta().id
     }
 
     pub fn image_object(&self) -> String {
-        self.bundle.signed.meta.image.object.clone()
+        self.bundle.signed.meta().image.object.clone()
     }
 }
 
@@ -157,7 +157,7 @@ impl Fleet {
     /// Uploads a version the way `publish` does (DESIGN §4): every object
     /// under `<prefix>/<channel>/`, then the channel's meta last.
     pub fn publish(&self, version: &Version) {
-        let meta = &version.bundle.signed.meta;
+        let meta = version.bundle.signed.meta();
         let config = self.uploader.config();
         for artifact in [&meta.index, &meta.kernel, &meta.initrd] {
             self.uploader
@@ -180,13 +180,16 @@ impl Fleet {
         let bundle_dir = &version.bundle.dir;
         let sig = fs::read(bundle_dir.join(&sig_name)).unwrap();
         self.uploader
-            .put_bytes(&config.object_key(&meta_name), &version.bundle.signed.bytes)
+            .put_bytes(
+                &config.object_key(&meta_name),
+                version.bundle.signed.bytes(),
+            )
             .unwrap();
         self.uploader
             .put_bytes(&config.object_key(&sig_name), &sig)
             .unwrap();
         self.uploader
-            .put_bytes(&config.channel_meta_key(), &version.bundle.signed.bytes)
+            .put_bytes(&config.channel_meta_key(), version.bundle.signed.bytes())
             .unwrap();
     }
 

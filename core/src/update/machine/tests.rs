@@ -4,8 +4,11 @@ use super::*;
 use crate::boot::SlotStatus;
 use crate::digest::Digest;
 use crate::meta::{object_name, Artifact, FsType, Image, ObjectKind, FORMAT_VERSION};
+use crate::sign::SecretKey;
 
 const MIB: u64 = 1 << 20;
+/// A signing key of the tests (`abnix-update keygen`).
+const KEY: &str = "machine-test:AGba39scl3l8pJLllvGpu5WZI/mT1laN1Ah8Erjsj+p7b0MkU60fYClV1xwCZ7v2/SnJLFzI3V7uH/5kbtvzjQ==";
 const SLOT_SIZE: u64 = 16 * MIB;
 
 fn id(version: u64) -> Uuid {
@@ -122,14 +125,20 @@ fn outcome(setup: Setup, events: Vec<Event>) -> Outcome {
     }
 }
 
+/// `meta`, signed by a key of the tests.
+fn signed(meta: Meta) -> SignedMeta {
+    let key = SecretKey::parse(KEY).unwrap();
+    SignedMeta::sign(meta, &[&key]).unwrap()
+}
+
 fn latest(meta: Meta) -> Event {
-    Event::Latest(Box::new(meta))
+    Event::Latest(Box::new(signed(meta)))
 }
 
 fn plan(version: u64, target: Slot) -> Box<Plan> {
     Box::new(Plan {
         target,
-        meta: meta(version),
+        signed: signed(meta(version)),
         tries: 3,
     })
 }
