@@ -36,7 +36,9 @@ use abnix_core::meta::Meta;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::WriteOptions;
 use abnix_core::progress::NoProgress;
-use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use abnix_core::sign::{SecretKey, TrustedKeys};
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
 use anyhow::{bail, Context, Result};
@@ -363,6 +365,7 @@ fn bench(
         )),
         retry: RetryPolicy::default(),
         timeouts: Timeouts::default(),
+        limits: TransferLimits::default(),
     })?;
     upload(&remote, &old)?;
     upload(&remote, &new)?;

@@ -32,6 +32,7 @@ use crate::chunking::{self, BadChunkParams, ChunkParams};
 use crate::digest::Digest;
 use crate::fsid::{self, FsIdError};
 use crate::index::Index;
+use crate::layout::Arch;
 use crate::meta::{
     self, object_name, Artifact, Image, Meta, MetaError, ObjectKind, SignedMeta, FORMAT_VERSION,
 };
@@ -67,6 +68,9 @@ pub struct PackInput<'a> {
     pub cmdline: String,
     pub version: u64,
     pub label: String,
+    /// The architecture of the machines the version is for (signed in the
+    /// meta; devices and the installer refuse another).
+    pub arch: Arch,
     /// If given, the image's UUID must be this.
     pub expected_id: Option<Uuid>,
     pub key: &'a SecretKey,
@@ -78,7 +82,8 @@ pub struct PackInput<'a> {
 }
 
 impl<'a> PackInput<'a> {
-    /// An input with the default level, chunking and one thread per CPU.
+    /// An input for this machine's architecture, with the default level,
+    /// chunking and one thread per CPU.
     pub fn new(
         image: impl Into<PathBuf>,
         kernel: impl Into<PathBuf>,
@@ -95,6 +100,7 @@ impl<'a> PackInput<'a> {
             cmdline: cmdline.into(),
             version,
             label: label.into(),
+            arch: Arch::native(),
             expected_id: None,
             key,
             level: DEFAULT_ZSTD_LEVEL,
@@ -193,6 +199,8 @@ pub fn pack(
         version: input.version,
         id,
         label: input.label.clone(),
+        arch: input.arch,
+        published: None,
         image: Image {
             object: image_object,
             compressed_size: compressed.index.compressed_size(),

@@ -14,13 +14,13 @@ use std::time::Duration;
 use abnix_core::bundle::Bundle;
 use abnix_core::channel::{Channel, ChannelError, ImageFetch};
 use abnix_core::digest::Expected;
-use abnix_core::meta::{object_name, ObjectKind, VerifyError};
+use abnix_core::meta::{object_name, Meta, ObjectKind, VerifyError};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
 use abnix_core::progress::NoProgress;
 use abnix_core::publish::{publish, PublishError, PublishOptions, PublishReport, VersionRef};
 use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts,
+    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
 };
 use abnix_core::sign::{SecretKey, SignatureError, TrustedKeys};
 use abnix_testkit::images::{ext4_image, real_tree, seeded_random};
@@ -77,6 +77,7 @@ impl Fixture {
                 connect: Duration::from_secs(2),
                 read: Duration::from_secs(5),
             },
+            limits: TransferLimits::default(),
         };
         Fixture {
             server,
@@ -142,7 +143,13 @@ impl Fixture {
         bundle: &Bundle,
         opts: PublishOptions,
     ) -> Result<PublishReport, PublishError> {
-        publish(&self.trusted_channel(), bundle, &opts, &NoProgress)
+        publish(
+            &self.trusted_channel(),
+            bundle,
+            &[&self.key],
+            &opts,
+            &NoProgress,
+        )
     }
 
     fn key_of(&self, version: u64, kind: ObjectKind) -> String {
@@ -271,8 +278,8 @@ fn publish_writes_every_object_before_the_pointer() {
         ObjectKind::Index,
         ObjectKind::Kernel,
         ObjectKind::Initrd,
-        ObjectKind::Meta,
         ObjectKind::MetaSig,
+        ObjectKind::Meta,
     ]
     .into_iter()
     .map(|kind| f.key_of(3, kind))
@@ -289,10 +296,21 @@ fn publish_writes_every_object_before_the_pointer() {
         .collect();
     let expected_paths: Vec<String> = expected.iter().map(|k| f.path_of(k)).collect();
     assert_eq!(written, expected_paths, "{requests:#?}");
-    // The pointer's bytes are exactly the signed meta.
+    // The pointer's bytes are exactly the version's meta: the bundle's,
+    // signed for the channel.
+    let pointer = fs::read(f.server.object_path(&f.config.channel_meta_key())).unwrap();
     assert_eq!(
-        fs::read(f.server.object_path(&f.config.channel_meta_key())).unwrap(),
-        bundle.signed.bytes()
+        pointer,
+        fs::read(f.server.object_path(&f.key_of(3, ObjectKind::Meta))).unwrap()
+    );
+    let published = Meta::parse(&pointer).unwrap();
+    assert_eq!(published.published.as_ref().unwrap().channel, "kiosk");
+    assert_eq!(
+        Meta {
+            published: None,
+            ..published
+        },
+        *bundle.signed.meta()
     );
 }
 
@@ -549,6 +567,7 @@ fn a_pointer_that_does_not_verify_is_replaced_only_with_force() {
     publish(
         &f.channel(trusting(&[&stranger])),
         &foreign,
+        &[&stranger],
         &PublishOptions::default(),
         &NoProgress,
     )
@@ -601,15 +620,20 @@ fn publish_refuses_a_bundle_the_channel_keys_do_not_trust() {
     let f = Fixture::new();
     let (bundle, _) = f.bundle(1);
     let stranger = SecretKey::generate("stranger").unwrap();
+    // The channel's keys would refuse the meta the fixture's key signs.
     let err = publish(
         &f.channel(trusting(&[&stranger])),
         &bundle,
+        &[&f.key],
         &PublishOptions::default(),
         &NoProgress,
     )
     .unwrap_err();
     assert!(
-        matches!(&err, PublishError::Signature { object, .. } if object.ends_with(".meta.sig")),
+        matches!(
+            &err,
+            PublishError::Unverified(VerifyError::Signature(SignatureError::UntrustedKey { .. }))
+        ),
         "{err:?}"
     );
     assert!(f.proxy.requests().is_empty(), "{:#?}", f.proxy.requests());
@@ -673,6 +697,7 @@ fn keep_never_prunes_the_version_just_published() {
     let opts = PublishOptions {
         keep: NonZeroUsize::new(1),
         force: true,
+        ..PublishOptions::default()
     };
     f.proxy.clear_requests();
     let report = f.publish(&v1, opts).unwrap();

@@ -51,8 +51,10 @@ pub struct Release {
     pub version: FixtureVersion,
     pub bundle: PathBuf,
     pub meta: SignedMeta,
-    /// The key that signed it.
+    /// The key that signed it, and its secret key file, which `publish`
+    /// signs the channel's meta with.
     pub signer: PublicKey,
+    pub key_file: PathBuf,
 }
 
 /// The bucket, the key and the channel of one fleet; the server stops when
@@ -62,6 +64,8 @@ pub struct Fleet {
     channel: String,
     dir: PathBuf,
     key: SecretKey,
+    /// The signing key's file (mode 0600), for `publish`.
+    key_file: PathBuf,
     policy: Policy,
     updater: PathBuf,
     /// The operator's credentials file (mode 0600), for `publish`.
@@ -75,10 +79,14 @@ impl Fleet {
         let server = S3Server::start();
         let credentials = dir.join("operator-credentials.toml");
         write_secret(&credentials, &credentials_toml(&server))?;
+        let key = SecretKey::generate("abnix-fleet")?;
+        let key_file = dir.join("fleet.key");
+        write_secret(&key_file, &key.to_string())?;
         Ok(Fleet {
             channel: channel.to_owned(),
             dir: dir.to_owned(),
-            key: SecretKey::generate("abnix-fleet")?,
+            key,
+            key_file,
             policy,
             updater: workspace::release_binary("abnix-updater", "abnix-update")?,
             credentials,
@@ -153,6 +161,7 @@ impl Fleet {
             bundle,
             meta,
             signer: self.public_key(),
+            key_file: self.key_file.clone(),
         })
     }
 
@@ -161,24 +170,30 @@ impl Fleet {
         let stranger = SecretKey::generate("stranger")?;
         let bundle = release.bundle.with_file_name("bundle-by-stranger");
         let meta = pack_fixture(&release.version, &stranger, &bundle)?;
+        let key_file = release.bundle.with_file_name("stranger.key");
+        write_secret(&key_file, &stranger.to_string())?;
         Ok(Release {
             version: release.version.clone(),
             bundle,
             meta,
             signer: stranger.public(),
+            key_file,
         })
     }
 
     /// Publishes `release` with `abnix-update publish`, as whoever holds
-    /// its signing key: the bundle is checked against that key. `force`
-    /// publishes over a newer channel meta, or one that key does not
-    /// verify (what an operator does on purpose, or an intruder would).
+    /// its signing key: the bundle is checked against that key, which signs
+    /// it for the channel. `force` publishes over a newer channel meta, or
+    /// one that key does not verify (what an operator does on purpose, or
+    /// an intruder would).
     pub fn publish(&self, release: &Release, force: bool) -> Result<()> {
         let mut publish = Command::new(&self.updater);
         publish
             .arg("publish")
             .arg("--bundle")
             .arg(&release.bundle)
+            .arg("--key")
+            .arg(&release.key_file)
             .args(["--endpoint", &self.server.endpoint()])
             .args(["--region", "us-east-1", "--bucket", self.server.bucket()])
             .args([

@@ -724,9 +724,7 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
     ]
     .concat();
     let status = story.await_status("the older version ignored", 5, &never, |status| {
-        status
-            .check_result()
-            .contains("older than the booted version")
+        status.check_result().contains("not newer than version")
     })?;
     story.say(format!("status: last check: {}", status.check_result()));
     let booted = status.slot(on.slot)?;

@@ -412,6 +412,7 @@ mod tests {
         FixtureVersion {
             version: number,
             id,
+            arch: Arch::X86_64,
             image,
             kernel,
             initrd,

@@ -209,6 +209,8 @@ impl VersionSpec {
 pub struct FixtureVersion {
     pub version: u64,
     pub id: Uuid,
+    /// The machines it is for: its kernel's.
+    pub arch: Arch,
     /// The root filesystem image (raw ext4).
     pub image: PathBuf,
     pub kernel: PathBuf,
@@ -238,6 +240,7 @@ impl FixtureVersion {
         Ok(FixtureVersion {
             version: spec.version,
             id: spec.id,
+            arch: kernel.arch,
             image,
             kernel: kernel.image.clone(),
             initrd,

@@ -174,6 +174,14 @@ pub enum InstallError {
     NoTrustedKeys,
     #[error("the bundle: {0}")]
     Bundle(#[from] BundleError),
+    #[error(
+        "the bundle's version {version} is built for {built_for} machines, not {arch} (--arch)"
+    )]
+    WrongArch {
+        version: u64,
+        built_for: Arch,
+        arch: Arch,
+    },
     #[error("version {version} cannot be booted by {bootloader}: {source}")]
     Unbootable {
         version: u64,
@@ -445,6 +453,13 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
         signer = bundle.signed.signer(),
         "bundle verified"
     );
+    if meta.arch != request.layout.arch {
+        return Err(InstallError::WrongArch {
+            version: meta.version,
+            built_for: meta.arch,
+            arch: request.layout.arch,
+        });
+    }
     check_bootable(&slot_info(&bundle), &request.bootloader).map_err(|source| {
         InstallError::Unbootable {
             version: meta.version,

@@ -77,10 +77,23 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::for_arch(Arch::X86_64)
+    }
+
+    /// A version built for `arch` machines.
+    fn for_arch(arch: Arch) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let sample = Sample::new(tmp.path());
         let bundle = tmp.path().join("bundle");
-        sample.pack_into(&bundle);
+        pack(
+            &PackInput {
+                arch,
+                ..sample.input()
+            },
+            &bundle,
+            &NoProgress,
+        )
+        .unwrap();
         Fixture {
             keys: [sample.key.public()].into_iter().collect(),
             sample,
@@ -345,7 +358,7 @@ fn aarch64_installs_with_either_bootloader() {
         (grub_aarch64(), "grub (UEFI)"),
         (systemd_boot_aa64, "systemd-boot (UEFI)"),
     ] {
-        let f = Fixture::new();
+        let f = Fixture::for_arch(Arch::Aarch64);
         let mut request = f.request(setup);
         request.layout.arch = Arch::Aarch64;
         let plan = f.prepare(&request).unwrap();
@@ -395,7 +408,7 @@ fn aarch64_installs_with_either_bootloader() {
 /// an aarch64 disk before anything is written.
 #[test]
 fn aarch64_refuses_bios_grub_and_x86_64_binaries() {
-    let f = Fixture::new();
+    let f = Fixture::for_arch(Arch::Aarch64);
     for (setup, expected) in [
         (
             grub(),
@@ -563,6 +576,13 @@ fn bad_input_is_refused_before_anything_is_written() {
         .into_iter()
         .collect();
     check(&wrong_key, "does not verify");
+
+    let mut other_arch = f.request(grub_aarch64());
+    other_arch.layout.arch = Arch::Aarch64;
+    check(
+        &other_arch,
+        "the bundle's version 5 is built for x86_64 machines, not aarch64 (--arch)",
+    );
 
     let mut small_slot = f.request(grub());
     small_slot.layout.slot_size = 8 * MIB;

@@ -12,12 +12,15 @@ use std::process::{Command, Output};
 use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{model, BootControl};
 use abnix_core::bundle::Bundle;
+use abnix_core::channel::Channel;
 use abnix_core::install::{prepare, BootloaderSetup, Request, TargetRequest};
 use abnix_core::layout::{min_disk_size, LayoutConfig};
-use abnix_core::meta::{object_name, ObjectKind};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
-use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::publish::{publish, PublishOptions};
+use abnix_core::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use abnix_core::sign::SecretKey;
 use abnix_core::slot::Slot;
 use abnix_core::state::{Lock, StateDir};
@@ -45,9 +48,11 @@ pub struct Fleet {
     uploader: Remote,
 }
 
-/// A packed, verified version (a bundle directory).
+/// A packed, verified version (a bundle directory), and the key that signed
+/// it, which signs it for the channel when it is published.
 pub struct Version {
     pub bundle: Bundle,
+    pub key: SecretKey,
 }
 
 impl Version {
@@ -80,6 +85,7 @@ impl Fleet {
             credentials: CredentialSource::File(credentials.clone()),
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            limits: TransferLimits::default(),
         })
         .unwrap();
         Fleet {
@@ -145,6 +151,7 @@ impl Fleet {
         pack(&input, &out, &NoProgress).unwrap();
         Version {
             bundle: Bundle::open(&out, &self.trusted_keys(key)).unwrap(),
+            key: key.clone(),
         }
     }
 
@@ -154,43 +161,35 @@ impl Fleet {
         keys
     }
 
-    /// Uploads a version the way `publish` does (DESIGN §4): every object
-    /// under `<prefix>/<channel>/`, then the channel's meta last.
+    /// Publishes a version with core's `publish`, signed for the channel by
+    /// the key that packed it, valid for its default month; over whatever
+    /// the channel holds (`force`), as the tests set up the bucket at will.
     pub fn publish(&self, version: &Version) {
-        let meta = version.bundle.signed.meta();
-        let config = self.uploader.config();
-        for artifact in [&meta.index, &meta.kernel, &meta.initrd] {
-            self.uploader
-                .put_file(
-                    &config.object_key(&artifact.object),
-                    &version.bundle.path_of(artifact),
-                    &NoProgress,
-                )
-                .unwrap();
-        }
-        self.uploader
-            .put_file(
-                &config.object_key(&meta.image.object),
-                &version.bundle.image_path(),
-                &NoProgress,
-            )
-            .unwrap();
-        let meta_name = object_name(meta.version, meta.id, ObjectKind::Meta);
-        let sig_name = object_name(meta.version, meta.id, ObjectKind::MetaSig);
-        let bundle_dir = &version.bundle.dir;
-        let sig = fs::read(bundle_dir.join(&sig_name)).unwrap();
-        self.uploader
-            .put_bytes(
-                &config.object_key(&meta_name),
-                version.bundle.signed.bytes(),
-            )
-            .unwrap();
-        self.uploader
-            .put_bytes(&config.object_key(&sig_name), &sig)
-            .unwrap();
-        self.uploader
-            .put_bytes(&config.channel_meta_key(), version.bundle.signed.bytes())
-            .unwrap();
+        self.publish_with(
+            version,
+            &PublishOptions {
+                force: true,
+                ..PublishOptions::default()
+            },
+        );
+    }
+
+    /// Publishes a version with `opts`, signed by the key that packed it.
+    pub fn publish_with(&self, version: &Version, opts: &PublishOptions) {
+        let channel = Channel::new(self.uploader.clone(), self.trusted_keys(&version.key));
+        publish(
+            &channel,
+            &version.bundle,
+            &[&version.key],
+            opts,
+            &NoProgress,
+        )
+        .unwrap();
+    }
+
+    /// The channel as the operator sees it, trusting `key`.
+    pub fn channel(&self, key: &SecretKey) -> Channel {
+        Channel::new(self.uploader.clone(), self.trusted_keys(key))
     }
 
     /// Where s3s-fs keeps a version's object, to corrupt it in place.

@@ -370,6 +370,8 @@ fn a_signed_version_keeps_its_meta_beside_its_boot_files() {
         version: 2,
         id: info(2).id,
         label: info(2).label,
+        arch: Arch::X86_64,
+        published: None,
         image: crate::meta::Image {
             object: "2.img.zst".into(),
             compressed_size: 10,
