@@ -370,7 +370,8 @@ impl TrustedKeys {
         };
         let mut failed_key = None;
         let mut revoked = Vec::new();
-        let candidates = self.keys.iter().chain(&self.recovery);
+        // Revoked keys too, listed or not: to say that a revoked key signed.
+        let candidates = self.keys.iter().chain(&self.recovery).chain(&self.revoked);
         for sig in &signatures {
             for key in candidates.clone().filter(|k| k.name == sig.key_name) {
                 if self.is_revoked(key) {
@@ -579,8 +580,17 @@ mod tests {
             .unwrap()
             .by_recovery_key());
 
-        keys.revoke(old.public());
+        // Revoked without being trusted (removed from the list) is still
+        // named as revoked.
+        let mut unlisted = trusted(&[&new]);
+        unlisted.revoke(old.public());
         let by_old = signature_file(&[old.sign(b"m")]);
+        assert!(matches!(
+            unlisted.verify(b"m", by_old.as_bytes()),
+            Err(SignatureError::Revoked { .. })
+        ));
+
+        keys.revoke(old.public());
         let err = keys.verify(b"m", by_old.as_bytes()).unwrap_err();
         assert_eq!(
             err,
