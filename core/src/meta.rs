@@ -346,6 +346,19 @@ impl Meta {
         Ok(meta)
     }
 
+    /// The names of every object of the version: its image, index, kernel
+    /// and initrd, then its meta and signature file.
+    pub fn object_names(&self) -> [String; 6] {
+        [
+            self.image.object.clone(),
+            self.index.object.clone(),
+            self.kernel.object.clone(),
+            self.initrd.object.clone(),
+            object_name(self.version, self.id, ObjectKind::Meta),
+            object_name(self.version, self.id, ObjectKind::MetaSig),
+        ]
+    }
+
     /// Checks the values: what [`Meta::parse`] enforces, also run by `pack`
     /// before it signs.
     pub fn validate(&self) -> Result<(), MetaError> {

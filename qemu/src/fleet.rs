@@ -187,6 +187,12 @@ impl Fleet {
     /// one that key does not verify (what an operator does on purpose, or
     /// an intruder would).
     pub fn publish(&self, release: &Release, force: bool) -> Result<()> {
+        self.publish_on(&self.channel, release, force)
+    }
+
+    /// Publishes `release` on `channel` of the same bucket (see
+    /// [`Fleet::publish`]).
+    pub fn publish_on(&self, channel: &str, release: &Release, force: bool) -> Result<()> {
         let mut publish = Command::new(&self.updater);
         publish
             .arg("publish")
@@ -196,13 +202,7 @@ impl Fleet {
             .arg(&release.key_file)
             .args(["--endpoint", &self.server.endpoint()])
             .args(["--region", "us-east-1", "--bucket", self.server.bucket()])
-            .args([
-                "--prefix",
-                PREFIX,
-                "--channel",
-                &self.channel,
-                "--path-style",
-            ])
+            .args(["--prefix", PREFIX, "--channel", channel, "--path-style"])
             .arg("--credentials")
             .arg(&self.credentials)
             .args(["--trusted-key", &release.signer.to_string()]);
@@ -239,6 +239,39 @@ impl Fleet {
             bytes[usize::try_from(middle)?] ^= 0x55;
         }
         fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Alters the stored kernel object of `release` as a bucket writer
+    /// would: one byte flipped in its middle, its size kept, so only its
+    /// hash can tell.
+    pub fn tamper_kernel(&self, release: &Release) -> Result<()> {
+        let path = self.object_path(&release.meta.meta().kernel.object);
+        let mut bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Copies `release`, as published on channel `from`, into the fleet's
+    /// channel as a bucket writer would: its objects, its meta and
+    /// signatures, and `from`'s channel meta as the fleet channel's.
+    pub fn copy_from_channel(&self, from: &str, release: &Release) -> Result<()> {
+        let copy = |from: PathBuf, to: PathBuf| {
+            fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+        };
+        for name in release.meta.meta().object_names() {
+            copy(
+                self.server.object_path(&format!("{PREFIX}/{from}/{name}")),
+                self.object_path(&name),
+            )?;
+        }
+        copy(
+            self.server.object_path(&format!("{PREFIX}/{from}.meta")),
+            self.server
+                .object_path(&format!("{PREFIX}/{}.meta", self.channel)),
+        )?;
+        Ok(())
     }
 
     /// Where the server keeps the channel's object `name`.

@@ -663,12 +663,13 @@ fn describe_state(state: SlotState) -> String {
     }
 }
 
-/// e. Bad input: an image object damaged in the bucket, a meta signed by a
-/// key the host does not trust, and a meta of an older version. Each time
-/// the host stays on its version, writes nothing it would boot, and its
-/// status says why.
+/// e. Bad input: an image object damaged in the bucket, a kernel object
+/// altered in the bucket (same length), a version published for another
+/// channel copied into the host's, a meta signed by a key the host does not
+/// trust, and a meta of an older version. Each time the host stays on its
+/// version, activates nothing, and its status says why.
 pub fn bad_input(story: &mut Story) -> Result<String> {
-    story.say("the bucket offers a damaged image, a stranger's signature and an older version; the host must refuse each and say why");
+    story.say("the bucket offers a damaged image, an altered kernel, another channel's version, a stranger's signature and an older version; the host must refuse each and say why");
     let on = story.running()?;
     ensure!(
         on.version >= 2,
@@ -678,6 +679,14 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
         format!("activating slot {}", on.slot.other()),
         "rebooting into".to_owned(),
     ];
+    // Refused before anything of it is written.
+    let never_written = |version: u64| {
+        [
+            &never_boots[..],
+            &[format!("writing the image of version {version}")],
+        ]
+        .concat()
+    };
 
     // The damage is done while the host is off, so it never sees the
     // object whole.
@@ -697,35 +706,59 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
     })?;
     story.say(format!("status: last error: {}", status.error()));
 
+    // The image verifies; the kernel, the same length as the signed one,
+    // does not: written as it is read, refused by its hash before the slot
+    // file that would make the slot bootable.
+    let altered = story.release(Kind::Good)?;
+    story.publish(&altered, false)?;
+    story.fleet.tamper_kernel(&altered)?;
+    story.say(format!(
+        "altered the kernel object of version {} in the bucket (one byte, same length)",
+        altered.meta.meta().version
+    ));
+    let kernel = altered.meta.meta().kernel.object.clone();
+    let status = story.await_status("the altered kernel refused", 5, &never_boots, |status| {
+        status.error().contains(&kernel) && status.error().contains("SHA-256")
+    })?;
+    story.say(format!("status: last error: {}", status.error()));
+
+    // Signed by the fleet's key, for channel "beta": copied with its
+    // objects into the host's channel by whoever can write the bucket.
+    let foreign = story.release(Kind::Good)?;
+    story.fleet.publish_on("beta", &foreign, false)?;
+    story.fleet.copy_from_channel("beta", &foreign)?;
+    let version = foreign.meta.meta().version;
+    story.say(format!(
+        "published version {version} on channel beta and copied it, objects and meta, into {}",
+        story.fleet.channel()
+    ));
+    let status = story.await_status(
+        "the other channel's meta refused",
+        5,
+        &never_written(version),
+        |status| status.error().contains("published for channel \"beta\""),
+    )?;
+    story.say(format!("status: last error: {}", status.error()));
+
     let stranger = story.release(Kind::Good)?;
     let stranger = story.fleet.signed_by_stranger(&stranger)?;
     story.publish(&stranger, true)?;
-    let never = [
-        &never_boots[..],
-        &[format!(
-            "writing the image of version {}",
-            stranger.meta.meta().version
-        )],
-    ]
-    .concat();
-    let status = story.await_status("the stranger's meta refused", 5, &never, |status| {
-        status.error().contains("untrusted")
-    })?;
+    let status = story.await_status(
+        "the stranger's meta refused",
+        5,
+        &never_written(stranger.meta.meta().version),
+        |status| status.error().contains("untrusted"),
+    )?;
     story.say(format!("status: last error: {}", status.error()));
 
     let older = story.release_numbered(on.version - 1, Kind::Good)?;
     story.publish(&older, true)?;
-    let never = [
-        &never_boots[..],
-        &[format!(
-            "writing the image of version {}",
-            older.meta.meta().version
-        )],
-    ]
-    .concat();
-    let status = story.await_status("the older version ignored", 5, &never, |status| {
-        status.check_result().contains("not newer than version")
-    })?;
+    let status = story.await_status(
+        "the older version ignored",
+        5,
+        &never_written(older.meta.meta().version),
+        |status| status.check_result().contains("not newer than version"),
+    )?;
     story.say(format!("status: last check: {}", status.check_result()));
     let booted = status.slot(on.slot)?;
     ensure!(
@@ -738,7 +771,7 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
         on.slot
     );
     Ok(format!(
-        "damaged image, untrusted signature, older version: all refused, still version {} in slot {}",
+        "damaged image, altered kernel, another channel's meta, untrusted signature, older version: all refused, still version {} in slot {}",
         on.version, on.slot
     ))
 }

@@ -51,6 +51,29 @@ fn text(value: &Value) -> &str {
         .unwrap_or_else(|| panic!("not a string: {value}"))
 }
 
+/// A fleet and a device that runs its version 1 (reboot policy `never`).
+fn v1_installed() -> (Fleet, Device) {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    (fleet, device)
+}
+
+/// Version 2 published valid for `secs` seconds only, to a device that
+/// trusts its clock.
+fn publish_expiring(fleet: &Fleet, device: &Device, secs: u64) -> Version {
+    device.set_config("trust_clock", "\"always\"");
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish_with(
+        &v2,
+        &PublishOptions {
+            valid_for: Duration::from_secs(secs),
+            ..PublishOptions::default()
+        },
+    );
+    v2
+}
+
 /// Flips the byte in the middle of a file: same length, other content.
 fn flip_middle_byte(path: &std::path::Path) {
     let mut bytes = fs::read(path).unwrap();
@@ -119,9 +142,7 @@ fn arbitrary_software_a_same_length_tampered_kernel_or_initrd_is_never_activated
 /// booted version nor a lost state file lowers it.
 #[test]
 fn rollback_an_older_version_never_replaces_a_newer_one_waiting_for_its_reboot() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let (fleet, device) = v1_installed();
     fleet.publish(&fleet.version(3, 8 * MIB));
     assert_exit(&device.run(Slot::A, "update", &[]), 4);
     let pending = vec![slot("good", Some(1), false), slot("trial", Some(3), true)];
@@ -152,18 +173,8 @@ fn rollback_an_older_version_never_replaces_a_newer_one_waiting_for_its_reboot()
 /// Signing the same version again (`publish --resign`) ends it.
 #[test]
 fn indefinite_freeze_an_expired_meta_is_refused_and_status_says_since_when() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
-    device.set_config("trust_clock", "\"always\"");
-    let v2 = fleet.version(2, 8 * MIB);
-    fleet.publish_with(
-        &v2,
-        &PublishOptions {
-            valid_for: Duration::from_secs(2),
-            ..PublishOptions::default()
-        },
-    );
+    let (fleet, device) = v1_installed();
+    publish_expiring(&fleet, &device, 2);
     std::thread::sleep(Duration::from_secs(3));
 
     let out = device.run(Slot::A, "check", &[]);
@@ -194,9 +205,7 @@ fn indefinite_freeze_an_expired_meta_is_refused_and_status_says_since_when() {
 /// larger than any real one.
 #[test]
 fn endless_data_objects_are_read_no_further_than_their_signed_size() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let (fleet, device) = v1_installed();
     let v2 = fleet.version(2, 8 * MIB);
     fleet.publish(&v2);
     let kernel = fleet.object_file(&v2.meta().kernel.object);
@@ -243,9 +252,7 @@ fn wait_at_most(mut child: std::process::Child, limit: Duration) -> std::process
 /// is free again and `status` says why.
 #[test]
 fn slow_retrieval_a_trickling_server_cannot_hold_a_run_or_its_lock() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let (fleet, device) = v1_installed();
     fleet.publish(&fleet.version(2, 8 * MIB));
     fleet.proxy.trickle_every_get(0, Duration::from_secs(2));
 
@@ -289,9 +296,7 @@ fn slow_retrieval_a_trickling_server_cannot_hold_a_run_or_its_lock() {
 /// same length) and another version's signature file are refused.
 #[test]
 fn mix_and_match_objects_and_signatures_of_another_version_are_refused() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let (fleet, device) = v1_installed();
     let v2 = fleet.version(2, 8 * MIB);
     let v3 = fleet.version(3, 8 * MIB);
     fleet.publish(&v2);
@@ -322,21 +327,11 @@ fn mix_and_match_objects_and_signatures_of_another_version_are_refused() {
 /// latest.
 #[test]
 fn wrong_channel_or_architecture_a_meta_signed_for_another_is_refused() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let (fleet, device) = v1_installed();
 
     let v2 = fleet.version(2, 8 * MIB);
     fleet.publish_with_channel(&v2, "beta");
-    let meta = v2.meta();
-    for name in [
-        meta.image.object.clone(),
-        meta.index.object.clone(),
-        meta.kernel.object.clone(),
-        meta.initrd.object.clone(),
-        object_name(2, v2.id(), ObjectKind::Meta),
-        object_name(2, v2.id(), ObjectKind::MetaSig),
-    ] {
+    for name in v2.meta().object_names() {
         let to = fleet.channel_object_file(common::CHANNEL, &name);
         fs::create_dir_all(to.parent().unwrap()).unwrap();
         fs::copy(fleet.channel_object_file("beta", &name), to).unwrap();
@@ -376,18 +371,8 @@ fn wrong_channel_or_architecture_a_meta_signed_for_another_is_refused() {
 /// refuses it as stale and says so.
 #[test]
 fn malicious_mirror_altered_objects_and_a_frozen_copy_are_refused() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
-    device.set_config("trust_clock", "\"always\"");
-    let v2 = fleet.version(2, 8 * MIB);
-    fleet.publish_with(
-        &v2,
-        &PublishOptions {
-            valid_for: Duration::from_secs(4),
-            ..PublishOptions::default()
-        },
-    );
+    let (fleet, device) = v1_installed();
+    let v2 = publish_expiring(&fleet, &device, 4);
     let mirror = S3Server::start();
     copy_tree(
         &fleet.server.root().join(fleet.server.bucket()),
@@ -440,6 +425,15 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 /// key signs nothing any more, whatever happens to the state file.
 #[test]
 fn key_compromise_a_recovery_key_revokes_a_stolen_key_and_its_huge_version() {
+    /// `version`'s genuine objects made the channel's meta as version
+    /// `number`, signed by `key`.
+    fn forge(fleet: &Fleet, version: &Version, number: u64, key: &SecretKey) {
+        let mut meta = version.meta().clone();
+        meta.version = number;
+        let forged = fleet.sign_for(&meta, common::CHANNEL, Duration::from_secs(3600), &[key]);
+        fleet.put_pointer(forged.bytes(), forged.signatures());
+    }
+
     let fleet = Fleet::new();
     let stolen = fleet.key.clone();
     let recovery = SecretKey::generate("fleet-recovery").unwrap();
@@ -451,15 +445,7 @@ fn key_compromise_a_recovery_key_revokes_a_stolen_key_and_its_huge_version() {
     let v2 = fleet.version(2, 8 * MIB);
     fleet.publish(&v2);
     let huge = 1 << 62;
-    let mut meta = v2.meta().clone();
-    meta.version = huge;
-    let forged = fleet.sign_for(
-        &meta,
-        common::CHANNEL,
-        Duration::from_secs(3600),
-        &[&stolen],
-    );
-    fleet.put_pointer(forged.bytes(), forged.signatures());
+    forge(&fleet, &v2, huge, &stolen);
     assert_exit(&device.run(Slot::A, "update", &[]), 4);
     assert_eq!(device.power_on(), Slot::B);
     assert_exit(&device.run(Slot::B, "mark-good", &[]), 0);
@@ -511,15 +497,7 @@ fn key_compromise_a_recovery_key_revokes_a_stolen_key_and_its_huge_version() {
 
     // The stolen key signs nothing any more, even with the state file gone.
     fs::remove_file(device.state_file()).unwrap();
-    let mut meta = v2.meta().clone();
-    meta.version = huge + 1;
-    let forged = fleet.sign_for(
-        &meta,
-        common::CHANNEL,
-        Duration::from_secs(3600),
-        &[&stolen],
-    );
-    fleet.put_pointer(forged.bytes(), forged.signatures());
+    forge(&fleet, &v2, huge + 1, &stolen);
     let after = vec![slot("good", Some(3), true), slot("good", Some(huge), false)];
     let status = refused(&device, Slot::A, "update", 1, &after);
     assert!(
@@ -532,9 +510,7 @@ fn key_compromise_a_recovery_key_revokes_a_stolen_key_and_its_huge_version() {
 /// and the floor a slot holds only by its signature counts for nothing.
 #[test]
 fn key_compromise_a_key_revoked_in_the_config_verifies_nothing() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let (fleet, device) = v1_installed();
     let next = SecretKey::generate("fleet-next").unwrap();
     device.set_config("trusted_keys", &format!("[\"{}\"]", next.public()));
     device.set_config("revoked_keys", &format!("[\"{}\"]", fleet.key.public()));
@@ -555,9 +531,7 @@ fn key_compromise_a_key_revoked_in_the_config_verifies_nothing() {
 /// refused.
 #[test]
 fn a_failed_version_stays_refused_when_the_state_file_is_lost() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
+    let (fleet, device) = v1_installed();
     let v3 = fleet.version(3, 8 * MIB);
     let fall_back = |version: &Version| {
         fleet.publish(version);

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use abnix_core::layout::Arch;
-use abnix_core::meta::{object_name, ObjectKind};
 use abnix_core::pack::{pack, PackInput, DEFAULT_ZSTD_LEVEL};
 use abnix_core::progress;
 use abnix_core::sign::SecretKey;
@@ -111,14 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("id {}", meta.id);
     println!("arch {}", meta.arch);
     println!("objects in {}:", args.out.display());
-    for name in [
-        meta.image.object.clone(),
-        meta.index.object.clone(),
-        meta.kernel.object.clone(),
-        meta.initrd.object.clone(),
-        object_name(meta.version, meta.id, ObjectKind::Meta),
-        object_name(meta.version, meta.id, ObjectKind::MetaSig),
-    ] {
+    for name in meta.object_names() {
         println!("  {name}");
     }
     Ok(ExitCode::SUCCESS)
