@@ -9,6 +9,9 @@
 //! - [`version`]: fixture versions: root filesystem image + kernel + initrd +
 //!   command line, with a `/init` whose [`version::Behaviour`] the test
 //!   chooses (healthy, never healthy, kernel panic);
+//! - [`systemd_host`]: fixture versions with systemd as PID 1, built on a
+//!   Debian root ([`debian_root`], `mmdebstrap`), running the units of
+//!   `systemd/` with an erofs ([`erofs`]) or ext4 root;
 //! - [`bundle`]: fixture versions packed into signed bundles;
 //! - [`fleet`]: a bucket on a real S3 server, a signing key and a channel,
 //!   with releases published by `abnix-update publish` for hosts that
@@ -31,7 +34,9 @@
 pub mod bundle;
 pub mod cpio;
 pub mod debian;
+pub mod debian_root;
 pub mod disk;
+pub mod erofs;
 pub mod ext4;
 pub mod fleet;
 pub mod initramfs;
@@ -43,6 +48,7 @@ pub mod scenarios;
 mod shell;
 pub mod story;
 pub mod system_disk;
+pub mod systemd_host;
 mod tool;
 pub mod tree;
 pub mod version;
