@@ -5,8 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 6] = [
     "abnix-mark-good.service",
+    "abnix-grow.service",
     "abnix-update.service",
     "abnix-update.timer",
     "abnix-health-deadline.service",
@@ -57,7 +58,11 @@ fn systemd_accepts_the_units() {
 /// Each ExecStart= of the updater names a command and flags it has.
 #[test]
 fn the_units_run_commands_the_binary_has() {
-    for name in ["abnix-mark-good.service", "abnix-update.service"] {
+    for name in [
+        "abnix-mark-good.service",
+        "abnix-update.service",
+        "abnix-grow.service",
+    ] {
         let exec = value(name, "ExecStart");
         let args: Vec<&str> = exec.split_whitespace().collect();
         assert_eq!(args[0], "/usr/bin/abnix-update", "{name}");
@@ -98,6 +103,14 @@ fn the_units_match_the_nixos_module() {
     in_nix(&host, "requires = [ \"boot-complete.target\" ];");
     in_nix(&host, "unitConfig.DefaultDependencies = false;");
     in_nix(&host, "ExecStart = \"${update} mark-good ${withConfig}\";");
+
+    let grow = "abnix-grow.service";
+    assert_eq!(value(grow, "After"), "local-fs.target");
+    assert_eq!(value(grow, "DefaultDependencies"), "no");
+    assert_eq!(value(grow, "RemainAfterExit"), "yes");
+    assert_eq!(value(grow, "WantedBy"), "multi-user.target");
+    assert!(value(grow, "ExecStart").ends_with("grow --config /etc/abnix/config.toml"));
+    in_nix(&host, "ExecStart = \"${update} grow ${withConfig}\";");
 
     let update = "abnix-update.service";
     assert_eq!(value(update, "Wants"), "network-online.target");
