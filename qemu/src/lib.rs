@@ -27,7 +27,8 @@
 //!   switched on, watched over the console, its power cut;
 //! - [`scenarios`]: the stories DESIGN §8.3 asks for (install, update,
 //!   fallback, power cuts, bad input), shared by `tests/scenarios.rs` and
-//!   the demo.
+//!   the demo; [`systemd_scenarios`]: those of the systemd hosts
+//!   (`tests/systemd.rs`).
 //!
 //! See `qemu/README.md` for a walk through.
 
@@ -49,6 +50,7 @@ mod shell;
 pub mod story;
 pub mod system_disk;
 pub mod systemd_host;
+pub mod systemd_scenarios;
 mod tool;
 pub mod tree;
 pub mod version;
