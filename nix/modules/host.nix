@@ -482,7 +482,8 @@ in
           if systemctl is-active --quiet boot-complete.target; then
             exit 0
           fi
-          if systemctl is-active --quiet abnix-update.service; then
+          # A oneshot service is "activating" while it runs, never "active".
+          if [ "$(systemctl is-active abnix-update.service)" = activating ]; then
             echo "boot-complete.target not reached, but an update is running: not rebooting"
             exit 0
           fi
