@@ -446,8 +446,10 @@ in
         serviceConfig = {
           Type = "oneshot";
           ExecStart = "${update} update ${withConfig}";
-          # 4: a version was installed and waits for its reboot (docs/cli.md).
-          SuccessExitStatus = [ 4 ];
+          # 4: a version was installed and waits for its reboot (docs/cli.md);
+          # SIGTERM: the reboot it asked for stopped it (reboot = "immediate"),
+          # which a oneshot service counts as a failure unless told.
+          SuccessExitStatus = "4 SIGTERM";
           # The updater reports its progress as STATUS=; systemd ignores
           # that from a oneshot service unless allowed (systemd.service(5)).
           NotifyAccess = "main";

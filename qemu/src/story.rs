@@ -725,6 +725,11 @@ impl Story {
         Ok(self.vm()?.expect(needle, timeout)?)
     }
 
+    /// The next console line, whatever it says.
+    pub fn expect_line(&mut self, timeout: Duration) -> Result<ConsoleLine> {
+        Ok(self.vm()?.next_line(timeout)?)
+    }
+
     /// Waits for a console line matching one of `needles`; returns which
     /// and the line.
     pub fn expect_first(

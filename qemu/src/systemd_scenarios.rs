@@ -27,15 +27,17 @@
 //! lines of `systemd-analyze verify`, `journalctl -u abnix-mark-good`, the
 //! size of `/rw` and the status.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use abnix_core::layout::{self, LayoutConfig};
 use abnix_core::slot::Slot;
 use abnix_core::units::parse_size;
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use crate::fleet::Release;
-use crate::story::{Cut, DiskSize, HostStatus, Needle, Story, STEP, UPDATE};
+use crate::story::{
+    plain_message, Cut, DiskSize, HostStatus, Needle, Story, Written, STEP, UPDATE,
+};
 use crate::systemd_host::{units_under_test, Health, Host, RootFs, HEALTH_DEADLINE};
 
 /// The disk of a systemd host's template: two 128 MiB slots (an image is
@@ -46,6 +48,9 @@ pub const TEMPLATE_DISK: DiskSize = DiskSize {
     slot: "128M",
     esp: "64M",
 };
+
+/// The kernel's last words before the machine resets.
+const RESTARTING: &str = "reboot: Restarting system";
 
 /// The versions of one life, built before the machine is first switched
 /// on: 1 (the template's, on `first_fs`: good, as installed, but its
@@ -157,6 +162,85 @@ fn expect_report(story: &mut Story) -> Result<Report> {
         journal,
         status,
     })
+}
+
+/// The console from the start of an update to the reset of the reboot it
+/// asks for.
+struct UpdateLog {
+    lines: Vec<String>,
+}
+
+impl UpdateLog {
+    /// The first line containing `text`.
+    fn line(&self, text: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find(|line| line.contains(text))
+            .map(String::as_str)
+    }
+}
+
+/// Follows the host as `abnix-update.service` (started by its timer, up
+/// to a check interval from now) installs `version` into `slot` and
+/// reboots: the updater's steps in order, then the unit, stopped by the
+/// reboot it asked for, ends successfully. Returns the updater's report of
+/// the write and every line up to the reset.
+fn follow_update(story: &mut Story, version: u64, slot: Slot) -> Result<(Written, UpdateLog)> {
+    let deadline = Instant::now() + UPDATE + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = story.expect_line(left).with_context(|| {
+            format!("waiting for the update to version {version} and its reboot")
+        })?;
+        ensure!(
+            !line.text.contains("ABNIX-FIXTURE version="),
+            "the machine rebooted before it installed version {version}: {line}"
+        );
+        let reset = line.text.contains(RESTARTING);
+        lines.push(line.text);
+        if reset {
+            break;
+        }
+    }
+    let log = UpdateLog { lines };
+    let steps = [
+        format!("marking slot {slot} bad"),
+        format!("writing the image of version {version} into slot {slot}"),
+        format!("into slot {slot} in"),
+        format!("writing the boot files of version {version} for slot {slot}"),
+        format!("activating slot {slot} as the trial"),
+        format!("rebooting into version {version} (slot {slot})"),
+    ];
+    let mut from = 0;
+    for step in &steps {
+        let found = log.lines[from..]
+            .iter()
+            .position(|line| line.contains(step.as_str()))
+            .ok_or_else(|| {
+                anyhow!("the update to version {version} did not print {step:?} in its order")
+            })?;
+        from += found;
+    }
+    let written = Written {
+        line: plain_message(log.line(&steps[2]).unwrap_or_default()),
+    };
+    story.say(format!("updater: {}", written.line));
+    if let Some(failed) = log.lines.iter().find(|line| {
+        line.contains("abnix-update.service: Failed with result")
+            || line.contains("Failed to start abnix-update.service")
+    }) {
+        bail!("abnix-update.service failed after installing version {version}: {failed}");
+    }
+    ensure!(
+        log.line("abnix-update.service: Deactivated successfully")
+            .is_some(),
+        "abnix-update.service did not end successfully before the reboot into version {version}"
+    );
+    story.say(format!(
+        "abnix-update.service ended successfully; the host reboots into version {version} in slot {slot}"
+    ));
+    Ok((written, log))
 }
 
 /// The report says `slot` is booted, good, with `version`.
@@ -282,24 +366,35 @@ fn verify_line(report: &Report) -> Result<String> {
 /// update finish.
 fn timer_update(story: &mut Story, versions: &Versions) -> Result<String> {
     story.say("abnix-update.timer must start abnix-update.service, which installs version 2 and reboots (the health deadline, started while it runs, must not reboot); version 2 must be marked good once boot-complete.target is reached");
-    let started = story.expect("Starting abnix-update.service", UPDATE)?;
-    story.say(format!(
-        "the timer started the update ({:.1} s after switch-on)",
-        started.at.as_secs_f64()
-    ));
-    story.expect("ABNIX-PROBE abnix-update.service is activating", STEP)?;
-    let postponed = Needle::new("boot-complete.target not reached, but an update is running");
-    let rebooting = Needle::new("boot-complete.target not reached in time");
-    let (found, deadline) = story.expect_first(&[&postponed, &rebooting], STEP)?;
+    let (_, log) = follow_update(story, 2, Slot::B)?;
     ensure!(
-        found == 0,
-        "the health deadline reboots the host while it installs its fix: {deadline}"
+        log.line("Starting abnix-update.service").is_some(),
+        "abnix-update.timer did not start abnix-update.service"
+    );
+    let status = log
+        .line("ABNIX-PROBE abnix-update.service status: ")
+        .and_then(|line| line.split_once(" status: "))
+        .map(|(_, status)| status.trim_end_matches("; starting abnix-health-deadline.service"))
+        .ok_or_else(|| anyhow!("the deadline probe did not report"))?;
+    ensure!(
+        status != "none",
+        "systemd never received the updater's STATUS= (NotifyAccess=)"
     );
     story.say(format!(
-        "abnix-health-deadline during the update: {}",
-        after_colon(&deadline.text)
+        "systemctl show -P StatusText abnix-update.service: {status}"
     ));
-    story.expect_update(2, Slot::B)?;
+    ensure!(
+        log.line("boot-complete.target not reached in time")
+            .is_none(),
+        "the health deadline rebooted the host while it installed its fix"
+    );
+    let postponed = log
+        .line("boot-complete.target not reached, but an update is running")
+        .ok_or_else(|| anyhow!("abnix-health-deadline did not run during the update"))?;
+    story.say(format!(
+        "abnix-health-deadline during the update: {}",
+        after_colon(postponed)
+    ));
     // Published now, so that version 2's first check finds it (d).
     story.publish(&versions.third, false)?;
     story.expect_boot(2, Slot::B)?;
@@ -356,7 +451,7 @@ fn power_cut_mid_write(story: &mut Story, versions: &Versions) -> Result<String>
     story.expect_boot(2, Slot::B)?;
     let report = expect_report(story)?;
     ensure_good(&report, 2, Slot::B)?;
-    let written = story.expect_update(3, Slot::A)?;
+    let (written, _) = follow_update(story, 3, Slot::A)?;
     // Published now, so that version 3's first check finds it (b).
     story.publish(&versions.unhealthy, false)?;
     story.expect_boot(3, Slot::A)?;
@@ -373,7 +468,7 @@ fn power_cut_mid_write(story: &mut Story, versions: &Versions) -> Result<String>
 /// failed and refuses it.
 fn unhealthy_falls_back(story: &mut Story) -> Result<String> {
     story.say("version 4's success unit fails: boot-complete.target must never be reached, the health deadline must reboot each trial boot until the boot loader falls back to version 3, which must refuse version 4");
-    story.expect_update(4, Slot::B)?;
+    follow_update(story, 4, Slot::B)?;
     let tries = story.fleet.policy().tries;
     for trial in 1..=tries {
         story.expect_boot(4, Slot::B)?;

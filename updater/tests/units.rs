@@ -118,14 +118,14 @@ fn the_units_match_the_nixos_module() {
         value(update, "After"),
         "network-online.target abnix-mark-good.service"
     );
-    assert_eq!(value(update, "SuccessExitStatus"), "4");
+    assert_eq!(value(update, "SuccessExitStatus"), "4 SIGTERM");
     assert_eq!(value(update, "NotifyAccess"), "main");
     assert_eq!(value(update, "Nice"), "19");
     assert_eq!(value(update, "IOSchedulingClass"), "idle");
     assert!(value(update, "ExecStart").ends_with("update --config /etc/abnix/config.toml"));
     in_nix(&host, "wants = [ \"network-online.target\" ];");
     in_nix(&host, "\"abnix-mark-good.service\"");
-    in_nix(&host, "SuccessExitStatus = [ 4 ];");
+    in_nix(&host, "SuccessExitStatus = \"4 SIGTERM\";");
     in_nix(&host, "NotifyAccess = \"main\";");
     in_nix(&host, "Nice = 19;");
     in_nix(&host, "IOSchedulingClass = \"idle\";");
