@@ -200,6 +200,18 @@ impl HostStatus {
     pub fn has_failed(&self, version: u64) -> bool {
         self.failed_versions.iter().any(|f| f.version == version)
     }
+
+    /// The host says `slot` is booted and good, with `version`.
+    pub fn ensure_booted_good(&self, slot: Slot, version: u64) -> Result<()> {
+        let booted = self.slot(slot)?;
+        ensure!(
+            self.booted.as_deref() == Some(slot.name())
+                && booted.state == "good"
+                && booted.version == Some(version),
+            "the host should say slot {slot} is booted and good with version {version}: {self:?}"
+        );
+        Ok(())
+    }
 }
 
 /// What the host does at boot, as a story expects it.
@@ -806,13 +818,7 @@ impl Story {
     pub fn expect_good(&mut self, version: u64, slot: Slot) -> Result<HostStatus> {
         self.expect_marked_good()?;
         let (status, _) = self.next_status()?;
-        let booted = status.slot(slot)?;
-        ensure!(
-            status.booted.as_deref() == Some(slot.name())
-                && booted.state == "good"
-                && booted.version == Some(version),
-            "the host should say slot {slot} is booted and good with version {version}: {status:?}"
-        );
+        status.ensure_booted_good(slot, version)?;
         Ok(status)
     }
 

@@ -34,10 +34,9 @@ use anyhow::{ensure, Context, Result};
 use uuid::Uuid;
 
 use crate::kernel::Kernel;
-use crate::platform::Platform;
 use crate::shell::quote;
 use crate::tree::Tree;
-use crate::version::{FixtureFile, FixtureVersion};
+use crate::version::{image_label, FixtureFile, FixtureVersion};
 use crate::{debian_root, erofs, ext4, initramfs, tool, workspace};
 
 /// The unit files under test: the repository's `systemd/`.
@@ -239,28 +238,13 @@ pub fn build(spec: &HostSpec, kernel: &Kernel, dir: &Path) -> Result<FixtureVers
     let image = dir.join(format!("root.{}", spec.host.fs.name()));
     match spec.host.fs {
         RootFs::Erofs => erofs::read_only_image_of(&staging, spec.id, &image)?,
-        RootFs::Ext4 => ext4::read_only_image_of(
-            &staging,
-            spec.id,
-            &format!("abnix-v{}", spec.version),
-            &image,
-        )?,
+        RootFs::Ext4 => {
+            ext4::read_only_image_of(&staging, spec.id, &image_label(spec.version), &image)?
+        }
     }
     fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
-    let initrd = dir.join("initrd.cpio");
-    initramfs::systemd_host_initramfs(kernel, &initrd)?;
-    Ok(FixtureVersion {
-        version: spec.version,
-        id: spec.id,
-        image,
-        kernel: kernel.image.clone(),
-        initrd,
-        cmdline: format!(
-            "console={} quiet panic=1 root=UUID={}",
-            Platform::of(kernel.arch).console,
-            spec.id
-        ),
-    })
+    let initrd = initramfs::systemd_host_initramfs;
+    FixtureVersion::assemble(spec.version, spec.id, image, kernel, initrd, dir)
 }
 
 /// What goes over the Debian root.

@@ -114,13 +114,18 @@ struct Report {
     status: HostStatus,
 }
 
+/// The first of `lines` containing `text`.
+fn first_line<'a>(lines: &'a [String], text: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find(|line| line.contains(text))
+        .map(String::as_str)
+}
+
 impl Report {
     /// The first line of the boot containing `text`.
     fn line(&self, text: &str) -> Option<&str> {
-        self.lines
-            .iter()
-            .find(|line| line.contains(text))
-            .map(String::as_str)
+        first_line(&self.lines, text)
     }
 
     /// The words after `prefix` in the lines that hold it.
@@ -173,10 +178,7 @@ struct UpdateLog {
 impl UpdateLog {
     /// The first line containing `text`.
     fn line(&self, text: &str) -> Option<&str> {
-        self.lines
-            .iter()
-            .find(|line| line.contains(text))
-            .map(String::as_str)
+        first_line(&self.lines, text)
     }
 }
 
@@ -243,19 +245,6 @@ fn follow_update(story: &mut Story, version: u64, slot: Slot) -> Result<(Written
     Ok((written, log))
 }
 
-/// The report says `slot` is booted, good, with `version`.
-fn ensure_good(report: &Report, version: u64, slot: Slot) -> Result<()> {
-    let status = &report.status;
-    let booted = status.slot(slot)?;
-    ensure!(
-        status.booted.as_deref() == Some(slot.name())
-            && booted.state == "good"
-            && booted.version == Some(version),
-        "the host should report slot {slot} booted and good with version {version}: {status:?}"
-    );
-    Ok(())
-}
-
 /// This boot's `abnix-mark-good.service` marked the trial `version` in
 /// `slot` good (its journal says so), and the host reports it good.
 fn ensure_marked_good(report: &Report, version: u64, slot: Slot) -> Result<()> {
@@ -268,7 +257,7 @@ fn ensure_marked_good(report: &Report, version: u64, slot: Slot) -> Result<()> {
         "journalctl -u abnix-mark-good should show {marked}…) marked good: {:?}",
         report.journal
     );
-    ensure_good(report, version, slot)
+    report.status.ensure_booted_good(slot, version)
 }
 
 /// c. The template's first boot on a disk twice its size.
@@ -322,7 +311,7 @@ fn template_grows(story: &mut Story, versions: &Versions) -> Result<String> {
         "the template's success unit fails, so abnix-mark-good.service should fail on its dependency: {:?}",
         report.journal
     );
-    ensure_good(&report, 1, Slot::A)?;
+    report.status.ensure_booted_good(Slot::A, 1)?;
     Ok(format!(
         "abnix-rw grew from {} to {} MiB, /rw {} MiB in df; systemd-analyze verify: {verified}",
         template_rw >> 20,
@@ -450,7 +439,7 @@ fn power_cut_mid_write(story: &mut Story, versions: &Versions) -> Result<String>
     story.switch_on()?;
     story.expect_boot(2, Slot::B)?;
     let report = expect_report(story)?;
-    ensure_good(&report, 2, Slot::B)?;
+    report.status.ensure_booted_good(Slot::B, 2)?;
     let (written, _) = follow_update(story, 3, Slot::A)?;
     // Published now, so that version 3's first check finds it (b).
     story.publish(&versions.unhealthy, false)?;
@@ -507,7 +496,7 @@ fn unhealthy_falls_back(story: &mut Story) -> Result<String> {
     story.expect_boot(3, Slot::A)?;
     story.say("the boot loader fell back to slot a");
     let report = expect_report(story)?;
-    ensure_good(&report, 3, Slot::A)?;
+    report.status.ensure_booted_good(Slot::A, 3)?;
     let failed = report.status.slot(Slot::B)?;
     ensure!(
         failed.state == "failed" && failed.version == Some(4),
@@ -537,7 +526,7 @@ fn unhealthy_falls_back(story: &mut Story) -> Result<String> {
             )
         })?;
     story.say(format!("status: version 4 failed ({})", failed.reason));
-    ensure_good(&report, 3, Slot::A)?;
+    report.status.ensure_booted_good(Slot::A, 3)?;
     Ok(format!(
         "{tries} trial boot(s) rebooted by the health deadline, fallback to version 3, which reports version 4 failed and refuses it"
     ))
