@@ -904,6 +904,28 @@ pub fn open_exclusive(path: &Path, write: bool) -> io::Result<File> {
         .open(path)
 }
 
+/// [`open_exclusive`], trying again for up to `patience` while the kernel
+/// says busy: udev re-reading a partition table holds a device for an
+/// instant, a mount or a program does for good.
+pub fn open_exclusive_patiently(
+    path: &Path,
+    write: bool,
+    patience: std::time::Duration,
+) -> io::Result<File> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match open_exclusive(path, write) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Takes the BSD lock (`flock(LOCK_EX)`) by which a program tells udev it
 /// is writing a block device (systemd.io/BLOCK_DEVICE_LOCKING): udev then
 /// leaves the device alone (no probing, no re-reading of its partition
@@ -1213,59 +1235,15 @@ pub(crate) mod tests {
         );
     }
 
-    /// A loop device over a sparse image, detached when dropped.
-    struct LoopDevice {
-        path: PathBuf,
-        _image: tempfile::NamedTempFile,
-    }
-
-    impl LoopDevice {
-        fn new(size: u64, sector_size: u32) -> LoopDevice {
-            let image = tempfile::NamedTempFile::new().unwrap();
-            image.as_file().set_len(size).unwrap();
-            let out = std::process::Command::new("losetup")
-                .args(["--find", "--show", "--partscan", "--sector-size"])
-                .arg(sector_size.to_string())
-                .arg(image.path())
-                .output()
-                .expect("running losetup");
-            assert!(
-                out.status.success(),
-                "losetup: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-            LoopDevice {
-                path,
-                _image: image,
-            }
-        }
-
-        fn name(&self) -> String {
-            self.path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        }
-    }
-
-    impl Drop for LoopDevice {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("losetup")
-                .arg("-d")
-                .arg(&self.path)
-                .status();
-        }
-    }
-
     /// The ioctls and the sysfs scan against the kernel itself, and sgdisk
     /// on a 4096-byte-sector device (it only assumes 512 for files).
     #[test]
-    #[ignore = "needs root and a free loop device: cargo test -p abnix-core -- --ignored"]
     fn loop_devices_show_what_the_kernel_sees() {
         use crate::gpt::tests::sgdisk_agrees_with;
         use crate::layout::{self, Arch, LayoutConfig, MIB};
+        use crate::testutil::{require_root, LoopDevice};
+
+        require_root("loop_devices_show_what_the_kernel_sees");
 
         let cfg = LayoutConfig {
             slot_size: 16 * MIB,
@@ -1275,7 +1253,9 @@ pub(crate) mod tests {
         };
         for ss in [512u32, 4096] {
             let size = 128 * MIB;
-            let dev = LoopDevice::new(size, ss);
+            let image = tempfile::NamedTempFile::new().unwrap();
+            image.as_file().set_len(size).unwrap();
+            let dev = LoopDevice::attach(image.path(), ss, true);
             let mut file = File::options()
                 .read(true)
                 .write(true)

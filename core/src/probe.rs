@@ -680,7 +680,7 @@ fn raid_signature(version: &'static str, offset: u64) -> Signature {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gpt::tests::sgdisk;
     use crate::gpt::Guid;
@@ -701,16 +701,7 @@ mod tests {
     /// Runs a formatting tool on the image; panics (never skips) when it is
     /// missing or fails.
     fn run(tool: &str, args: &[&str]) {
-        let out = Command::new(tool)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {tool} (install it): {e}"));
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::testutil::run_tool(tool, args);
     }
 
     /// What libblkid says: TYPE (or PTTYPE for a partition table), empty when
@@ -736,7 +727,7 @@ mod tests {
         probe_signatures(&mut File::open(path).unwrap()).unwrap()
     }
 
-    fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    pub(crate) fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
         let file = OpenOptions::new().write(true).open(path).unwrap();
         file.write_all_at(bytes, offset).unwrap();
     }
@@ -756,11 +747,11 @@ mod tests {
         })
     }
 
-    type Build = Box<dyn Fn(&Path)>;
+    pub(crate) type Build = Box<dyn Fn(&Path)>;
 
     /// One image per kind: how it is built, what we must find, what blkid
     /// calls it.
-    fn cases() -> Vec<(&'static str, u64, Build, SignatureKind, &'static str)> {
+    pub(crate) fn cases() -> Vec<(&'static str, u64, Build, SignatureKind, &'static str)> {
         let ext = |version: u8| -> Build {
             Box::new(move |p: &Path| {
                 let p = p.to_str().unwrap();

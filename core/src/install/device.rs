@@ -26,6 +26,10 @@ use tracing::warn;
 
 use crate::blockdev::{self, BlockDevError, SysRoot};
 
+/// How long a busy device may stay busy before it counts as in use: udev
+/// holds one for an instant while it re-reads its partition table.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(2);
+
 /// What identifies a block device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceIdentity {
@@ -180,7 +184,11 @@ impl<D> Opened<D> {
         };
         claim.file = None;
         let result = run(&self.tools_path);
-        claim.file = Some(blockdev::open_exclusive(&claim.device, false)?);
+        claim.file = Some(blockdev::open_exclusive_patiently(
+            &claim.device,
+            false,
+            PATIENCE,
+        )?);
         Ok(result)
     }
 }
@@ -194,7 +202,7 @@ impl Opened<File> {
         checked: &DeviceIdentity,
         sys: &SysRoot,
     ) -> Result<Opened<File>, OpenError> {
-        let claim = blockdev::open_exclusive(path, false).map_err(|e| {
+        let claim = blockdev::open_exclusive_patiently(path, false, PATIENCE).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
                 OpenError::Busy(e)
             } else {

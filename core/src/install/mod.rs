@@ -41,6 +41,8 @@
 //!    table is wiped ([`gpt::wipe`]), so the disk cannot boot half-installed,
 //!    and the error says so.
 
+#[cfg(test)]
+mod blank_tests;
 mod bootloader;
 mod contents;
 pub mod device;

@@ -65,7 +65,8 @@ impl System for SysRoot {
     }
 
     fn exclusive_access(&self, name: &str) -> io::Result<()> {
-        blockdev::open_exclusive(&self.dev_node(name), false).map(drop)
+        blockdev::open_exclusive_patiently(&self.dev_node(name), false, super::device::PATIENCE)
+            .map(drop)
     }
 
     /// udev's `/dev/disk/by-*` links; without udev, util-linux's `findfs`

@@ -41,7 +41,7 @@ fn layout_config() -> LayoutConfig {
     }
 }
 
-fn grub() -> BootloaderSetup {
+pub(super) fn grub() -> BootloaderSetup {
     BootloaderSetup::Grub {
         mkimage: "grub-mkimage".into(),
         bios_dir: Some("/usr/lib/grub/i386-pc".into()),
@@ -49,7 +49,7 @@ fn grub() -> BootloaderSetup {
     }
 }
 
-fn systemd_boot() -> BootloaderSetup {
+pub(super) fn systemd_boot() -> BootloaderSetup {
     BootloaderSetup::SystemdBoot {
         efi: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
     }
@@ -66,8 +66,8 @@ fn grub_aarch64() -> BootloaderSetup {
 }
 
 /// A packed sample version (12 MiB ext4 image) and a place for disks.
-struct Fixture {
-    tmp: tempfile::TempDir,
+pub(super) struct Fixture {
+    pub(super) tmp: tempfile::TempDir,
     sample: Sample,
     bundle: PathBuf,
     keys: TrustedKeys,
@@ -76,7 +76,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let sample = Sample::new(tmp.path());
         let bundle = tmp.path().join("bundle");
@@ -90,11 +90,11 @@ impl Fixture {
         }
     }
 
-    fn disk(&self) -> PathBuf {
+    pub(super) fn disk(&self) -> PathBuf {
         self.tmp.path().join("disk.img")
     }
 
-    fn request(&self, boot: BootloaderSetup) -> Request {
+    pub(super) fn request(&self, boot: BootloaderSetup) -> Request {
         Request {
             bundle: self.bundle.clone(),
             trusted_keys: self.keys.clone(),
@@ -143,7 +143,7 @@ fn run(program: &str, args: &[&str], target: &Path) -> String {
 }
 
 /// abnix-rw holds a clean ext4 with its label and the host's directories.
-fn check_rw(disk: &Path, layout: &Layout) {
+pub(super) fn check_rw(disk: &Path, layout: &Layout) {
     let fs = rwfs::at_offset(disk, layout.rw.start);
     run("e2fsck", &["-fn"], &fs);
     let stats = run("debugfs", &["-R", "stats"], &fs);
