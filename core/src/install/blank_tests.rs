@@ -2,10 +2,10 @@
 //! the installer against what real disks hold.
 //!
 //! Each kind of content is made by its own tools where Debian has them
-//! (xfsprogs, btrfs-progs, ntfs-3g, f2fs-tools, bcache-tools,
-//! cryptsetup-bin, xorriso), and otherwise crafted byte by byte from the
-//! on-disk format: ZFS (OpenZFS is not in Debian main; see [`zfs_labels`]),
-//! the MBRs, stray bytes. Every one is refused without `--wipe`, on a file
+//! (xfsprogs, btrfs-progs, ntfs-3g, f2fs-tools, cryptsetup-bin, xorriso),
+//! and otherwise crafted byte by byte from the on-disk format: ZFS
+//! (OpenZFS is not in Debian main; see [`zfs_labels`]), bcache (see
+//! [`bcache_backing_device`]), the MBRs, stray bytes. Every one is refused without `--wipe`, on a file
 //! and on a loop device, its bytes unchanged; with `--wipe` it is installed
 //! over and neither libblkid nor abnix's probe finds anything of it after.
 //! Only the all-zero disk is accepted as it is. A missing tool fails the
@@ -78,6 +78,41 @@ fn hybrid_iso(disk: &Path) {
         ],
     );
     write_at(disk, 0, &fs::read(&iso).unwrap());
+}
+
+/// A bcache backing device's superblock as `make-bcache -B` writes it
+/// (the kernel's `struct cache_sb`, include/uapi/linux/bcache.h), crafted
+/// rather than made: bcache-tools' udev rule registers every bcache device
+/// the kernel sees with the bcache driver, which then holds it, and would
+/// take the tests' loop devices.
+fn bcache_backing_device(disk: &Path) {
+    const MAGIC: [u8; 16] = [
+        0xc6, 0x85, 0x73, 0xf6, 0x4e, 0x1a, 0x45, 0xca, 0x82, 0x65, 0xf5, 0x7f, 0x48, 0xba, 0x6d,
+        0x81,
+    ];
+    let mut sb = vec![0u8; 4096];
+    sb[8..16].copy_from_slice(&8u64.to_le_bytes()); // offset: sector 8
+    sb[16..24].copy_from_slice(&1u64.to_le_bytes()); // version: backing device
+    sb[24..40].copy_from_slice(&MAGIC);
+    sb[40..56].copy_from_slice(&[0x5a; 16]); // uuid
+    sb[56..72].copy_from_slice(&[0xa5; 16]); // set_uuid
+    sb[192..194].copy_from_slice(&8u16.to_le_bytes()); // block_size: 4 KiB
+    sb[194..196].copy_from_slice(&1024u16.to_le_bytes()); // bucket_size
+                                                          // csum: bcache's CRC-64 (ECMA-182, MSB first, inverted in and out)
+                                                          // from the offset field to the end of the journal bucket keys (none).
+    let crc = !sb[8..208].iter().fold(!0u64, |mut crc, &byte| {
+        crc ^= u64::from(byte) << 56;
+        for _ in 0..8 {
+            crc = if crc >> 63 == 1 {
+                (crc << 1) ^ 0x42f0_e1eb_a9ea_3693
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    });
+    sb[..8].copy_from_slice(&crc.to_le_bytes());
+    write_at(disk, 4096, &sb);
 }
 
 /// ZFS labels, crafted from the on-disk format (OpenZFS's vdev_impl.h,
@@ -282,9 +317,7 @@ fn kinds() -> Vec<Kind> {
         Kind {
             name: "bcache",
             size: 128 * MIB,
-            build: |p| {
-                run_tool("make-bcache", &["-B", path_arg(p)]);
-            },
+            build: bcache_backing_device,
             named: Some("bcache device"),
         },
         Kind {
