@@ -65,10 +65,13 @@ in
         "local-fs.target"
         "systemd-udev-settle.service"
       ];
-      # mkfs.ext4 formats abnix-rw.
+      # mkfs.ext4 formats abnix-rw; wipefs (libblkid) and findfs prove a
+      # disk blank and find the medium by the kernel command line's root=
+      # (without them the installer refuses a disk it cannot prove blank).
       path = [
         cfg.package
         pkgs.e2fsprogs
+        pkgs.util-linux
       ];
       serviceConfig = {
         Type = "oneshot";
