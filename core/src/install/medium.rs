@@ -82,10 +82,10 @@ pub fn survey(system: &dyn System, bundle: &Path) -> Result<Survey, InstallError
         survey: Survey::default(),
     };
     for path in SYSTEM_PATHS {
-        surveyor.follow_path(path, None);
+        surveyor.follow_path(path, None)?;
     }
     let bundle = std::fs::canonicalize(bundle).unwrap_or_else(|_| bundle.to_owned());
-    surveyor.follow_path(&bundle.to_string_lossy(), Some("the bundle"));
+    surveyor.follow_path(&bundle.to_string_lossy(), Some("the bundle"))?;
     surveyor.kernel_cmdline(&root.kernel_cmdline()?)?;
     surveyor.loop_users();
     Ok(surveyor.survey)
@@ -103,38 +103,45 @@ impl Surveyor<'_> {
 
     /// The disks behind `path`, each with how: `what` names the path when
     /// it is not a mount point of the running system (the bundle).
-    fn follow_path(&mut self, path: &str, what: Option<&str>) {
-        for (disk, how) in self.behind(path, 0) {
+    fn follow_path(&mut self, path: &str, what: Option<&str>) -> Result<(), InstallError> {
+        for (disk, how) in self.behind(path, 0)? {
             let why = match what {
                 Some(what) => format!("{what} {path} is on {how}"),
                 None => how,
             };
             self.medium(&disk, why);
         }
+        Ok(())
     }
 
     /// The disks `path` is read from, and how, in words.
-    fn behind(&self, path: &str, depth: usize) -> Vec<(String, String)> {
+    fn behind(&self, path: &str, depth: usize) -> Result<Vec<(String, String)>, InstallError> {
         let Some(mount) = mount_of(&self.mounts, path) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         if depth > MAX_DEPTH {
-            return Vec::new();
+            return Err(InstallError::Medium(format!(
+                "{path}: overlays stacked deeper than {MAX_DEPTH}"
+            )));
         }
         let layers = mount.overlay_layers();
         if !layers.is_empty() {
             let mut found = Vec::new();
             for layer in layers {
-                for (disk, how) in self.behind(&layer, depth + 1) {
+                for (disk, how) in self.behind(&layer, depth + 1)? {
                     found.push((
                         disk,
                         format!("{} is an overlay over {layer}: {how}", mount.mount_point),
                     ));
                 }
             }
-            return found;
+            return Ok(found);
         }
-        self.device_chain(mount.major, mount.minor, depth)
+        let Some(device) = self.system.root().block_device(mount.major, mount.minor)? else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .device_chain_of(&device, depth)
             .map(|(disk, device)| {
                 let how = if path == mount.mount_point {
                     format!("{device} is mounted on {}", mount.mount_point)
@@ -144,16 +151,12 @@ impl Surveyor<'_> {
                 (disk, how)
             })
             .into_iter()
-            .collect()
+            .collect())
     }
 
-    /// The disk behind device `major:minor` and the device in words,
-    /// through loop devices to their backing files' devices.
-    fn device_chain(&self, major: u32, minor: u32, depth: usize) -> Option<(String, String)> {
-        let device = self.system.root().block_device(major, minor).ok()??;
-        self.device_chain_of(&device, depth)
-    }
-
+    /// The disk behind `device` and the device in words, through loop
+    /// devices to their backing files' devices; `None` when a loop
+    /// device's file is on no disk (tmpfs, the initramfs).
     fn device_chain_of(&self, device: &BlockDevice, depth: usize) -> Option<(String, String)> {
         let name = format!("/dev/{}", device.name);
         match self.loops.get(&device.name) {
@@ -279,7 +282,6 @@ mod tests {
     use super::*;
     use crate::blockdev::tests::FakeRoot;
     use crate::install::system::tests::FakeSystem;
-    use std::os::unix::fs::symlink;
 
     /// A machine with an internal disk (sda 8:0, sda1 8:1), a USB stick
     /// (sdb 8:16, a hybrid ISO: the whole disk is the ISO 9660 filesystem,
@@ -321,20 +323,12 @@ mod tests {
             .collect()
     }
 
-    fn attach(machine: &mut FakeSystem, name: &str, file: &str, on: (u32, u32)) {
-        machine.files.write(
-            &format!("sys/devices/pci0000:00/{name}/block/{name}/loop/backing_file"),
-            &format!("{file}\n"),
-        );
-        machine.loops.insert(name.to_owned(), on);
-    }
-
     #[test]
     fn the_nixos_iso_on_a_usb_stick_is_found_by_its_mount_and_its_store() {
         let mut m = machine();
         m.files
             .write("proc/self/mountinfo", &nixos_iso_mounts("8:16"));
-        attach(&mut m, "loop0", "/iso/nix-store.squashfs", (8, 16));
+        m.attach_loop("loop0", "/iso/nix-store.squashfs", (8, 16));
         let survey = survey(&m, Path::new("/iso/abnix/bundle")).unwrap();
         assert_eq!(media(&survey), [("sdb", "/dev/sdb is mounted on /iso")]);
         // The other reasons are there too, for sdb alone.
@@ -357,7 +351,7 @@ mod tests {
              22 20 7:0 / /nix/.ro-store ro - squashfs /dev/loop0 ro\n\
              24 20 0:24 / /nix/store rw - overlay overlay rw,lowerdir=/nix/.ro-store,upperdir=/nix/.rw-store/store,workdir=/nix/.rw-store/work\n",
         );
-        attach(&mut m, "loop0", "/run/medium/nix-store.squashfs", (8, 33));
+        m.attach_loop("loop0", "/run/medium/nix-store.squashfs", (8, 33));
         let survey = survey(&m, Path::new("/tmp/elsewhere/bundle")).unwrap();
         assert_eq!(
             media(&survey),
@@ -376,17 +370,12 @@ mod tests {
         let mut m = machine();
         m.files
             .write("proc/self/mountinfo", &nixos_iso_mounts("0:30"));
-        attach(&mut m, "loop0", "/iso/nix-store.squashfs", (0, 30));
+        m.attach_loop("loop0", "/iso/nix-store.squashfs", (0, 30));
         m.files.write(
             "proc/cmdline",
             "init=/nix/store/x/init root=LABEL=ABNIX_INSTALLER copytoram\n",
         );
-        std::fs::create_dir_all(m.files.dir.path().join("dev/disk/by-label")).unwrap();
-        symlink(
-            "../../sdb",
-            m.files.dir.path().join("dev/disk/by-label/ABNIX_INSTALLER"),
-        )
-        .unwrap();
+        m.udev_link("label", "ABNIX_INSTALLER", "sdb");
         let survey = survey(&m, Path::new("/iso/abnix/bundle")).unwrap();
         assert_eq!(
             media(&survey),
@@ -429,7 +418,7 @@ mod tests {
              22 20 7:0 / /nix/.ro-store ro - squashfs /dev/loop0 ro\n\
              24 20 0:24 / /nix/store rw - overlay overlay rw,lowerdir=/nix/.ro-store,upperdir=/nix/.rw-store/store,workdir=/nix/.rw-store/work\n",
         );
-        attach(&mut m, "loop0", "/nix-store.squashfs", (0, 2));
+        m.attach_loop("loop0", "/nix-store.squashfs", (0, 2));
         let survey = survey(&m, Path::new("/tmp/bundle")).unwrap();
         assert_eq!(survey, Survey::default());
     }
@@ -465,18 +454,13 @@ mod tests {
         let mut m = machine();
         m.files
             .write("proc/self/mountinfo", &nixos_iso_mounts("7:1"));
-        attach(&mut m, "loop1", "/findiso/isos/abnix.iso", (8, 33));
-        attach(&mut m, "loop0", "/iso/nix-store.squashfs", (7, 1));
+        m.attach_loop("loop1", "/findiso/isos/abnix.iso", (8, 33));
+        m.attach_loop("loop0", "/iso/nix-store.squashfs", (7, 1));
         m.files.write(
             "proc/cmdline",
             "init=/nix/store/x/init root=LABEL=ABNIX_INSTALLER findiso=/isos/abnix.iso\n",
         );
-        std::fs::create_dir_all(m.files.dir.path().join("dev/disk/by-label")).unwrap();
-        symlink(
-            "../../loop1",
-            m.files.dir.path().join("dev/disk/by-label/ABNIX_INSTALLER"),
-        )
-        .unwrap();
+        m.udev_link("label", "ABNIX_INSTALLER", "loop1");
         let found = survey(&m, Path::new("/iso/abnix/bundle")).unwrap();
         assert_eq!(
             media(&found),
@@ -493,7 +477,7 @@ mod tests {
         let mut m2 = machine();
         m2.files
             .write("proc/self/mountinfo", "20 1 0:20 / / rw - tmpfs tmpfs rw\n");
-        attach(&mut m2, "loop1", "/findiso/isos/abnix.iso", (8, 33));
+        m2.attach_loop("loop1", "/findiso/isos/abnix.iso", (8, 33));
         m2.files.write("proc/cmdline", "findiso=/isos/abnix.iso\n");
         assert_eq!(
             media(&survey(&m2, Path::new("/tmp/b")).unwrap()),
@@ -512,15 +496,7 @@ mod tests {
         let m = machine();
         m.files
             .write("proc/self/mountinfo", "20 1 0:20 / / rw - tmpfs tmpfs rw\n");
-        std::fs::create_dir_all(m.files.dir.path().join("dev/disk/by-partuuid")).unwrap();
-        symlink(
-            "../../sdc1",
-            m.files
-                .dir
-                .path()
-                .join("dev/disk/by-partuuid/0fc63daf-8483-4772-8e79-3d69d8477de4"),
-        )
-        .unwrap();
+        m.udev_link("partuuid", "0fc63daf-8483-4772-8e79-3d69d8477de4", "sdc1");
         for (cmdline, disk) in [
             ("root=/dev/sda1 ro", Some("sda")),
             (

@@ -142,6 +142,23 @@ pub(crate) mod tests {
                 libblkid: Libblkid::default(),
             }
         }
+
+        /// Attaches loop device `name` (made with `FakeRoot::disk`) to
+        /// `file`, which lives on device `on`.
+        pub(crate) fn attach_loop(&mut self, name: &str, file: &str, on: (u32, u32)) {
+            self.files.write(
+                &format!("sys/devices/pci0000:00/{name}/block/{name}/loop/backing_file"),
+                &format!("{file}\n"),
+            );
+            self.loops.insert(name.to_owned(), on);
+        }
+
+        /// udev's link `dev/disk/by-<kind>/<value>` to `device`.
+        pub(crate) fn udev_link(&self, kind: &str, value: &str, device: &str) {
+            let dir = self.files.dir.path().join(format!("dev/disk/by-{kind}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::symlink(format!("../../{device}"), dir.join(value)).unwrap();
+        }
     }
 
     impl System for FakeSystem {

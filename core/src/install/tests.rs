@@ -939,10 +939,6 @@ fn named_disks_in_use_are_refused() {
     root.disk("sr0", (11, 0), 2 << 21, &[]);
     root.disk("loop0", (7, 0), 2 << 11, &[]);
     root.write(
-        "sys/devices/pci0000:00/loop0/block/loop0/loop/backing_file",
-        "/srv/images/vm.img\n",
-    );
-    root.write(
         "proc/self/mountinfo",
         "22 1 253:2 / /data rw - ext4 /dev/vda2 rw\n23 1 253:17 / /iso ro - iso9660 /dev/vdb1 ro\n",
     );
@@ -954,7 +950,7 @@ fn named_disks_in_use_are_refused() {
     // vdf is held by something this namespace does not see; loop0's file is
     // on vdg1, mounted out of sight too.
     system.busy.insert("vdf".into());
-    system.loops.insert("loop0".into(), (253, 97));
+    system.attach_loop("loop0", "/srv/images/vm.img", (253, 97));
     let survey = medium::survey(&system, Path::new("/nowhere/bundle")).unwrap();
     let req = Requirements {
         layout: LayoutConfig {
