@@ -2,6 +2,14 @@
 # The Nix side's checks that need no nixpkgs (DESIGN §8.4), for CI:
 #   - every .nix file parses (nix-instantiate --parse) and is deadnix-clean;
 #   - the shell scripts are shellcheck-clean;
+#   - nix/check-rust-version.sh refuses a crate that needs a newer rustc;
+#   - nix/modules/host.nix and installer-iso.nix evaluate with nixpkgs' lib
+#     (nix/vendor) for the cases of nix/tests/eval, and the results are what
+#     nix/tests/eval/check.py expects (units equal to systemd/'s, DESIGN §6,
+#     refusals with their messages); their config.toml files must equal
+#     nix/testdata/module-configs.json, which core's tests parse;
+#   - the installer's abnix-wait-for-disk waits for a disk that is not its
+#     medium (lsblk, findmnt and udevadm answering from files);
 #   - nix/lib/pure.nix evaluates (nix-instantiate --eval --strict): its
 #     output for fixed inputs must equal nix/testdata/, which the Rust side
 #     parses with its real parsers; its properties hold and bad input is
@@ -13,11 +21,13 @@
 #     tree they were given.
 #
 #   nix/check.sh            run the checks
-#   nix/check.sh --update   rewrite nix/testdata/ from nix/lib/pure.nix first
+#   nix/check.sh --update   rewrite nix/testdata/ from nix/lib/pure.nix and
+#                           the modules first
 #
 # Tools: nix-bin, deadnix (cargo install --locked deadnix@1.3.1), shellcheck,
-# cargo (with the registry cache of Cargo.lock's crates), python3, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup installs
-# them. A missing tool fails the check.
+# cargo (with the registry cache of Cargo.lock's crates), python3, xz,
+# util-linux, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup
+# installs them. A missing tool fails the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
