@@ -176,23 +176,13 @@ let
       abnixInstaller = {
         package = pkgs.abnix;
         bundle = stub.package "abnix-stable-1-bundle";
+        # pure.installerConfig's output for the fixtures (nix/testdata),
+        # for the bundle where the ISO has it.
         installConfig =
           bundle:
-          pure.installerConfig {
-            inherit bundle;
-            arch = "x86_64";
-            slotSize = "4G";
-            espSize = "512M";
-            bootloader = "grub";
-            wipe = false;
-            allowRemovable = false;
-            trustedKeys = [ testKey ];
-            grubMkimage = "/nix/store/grub/bin/grub-mkimage";
-            grubBiosDir = "/nix/store/grub/lib/grub/i386-pc";
-            grubEfiDir = "/nix/store/grub-efi/lib/grub/x86_64-efi";
-            systemdBootEfi = null;
-            countdown = 10;
-          };
+          builtins.replaceStrings [ "/iso/abnix/bundle" ] [ bundle ] (
+            builtins.readFile ../../testdata/install.toml
+          );
       };
     }
   ];
@@ -365,6 +355,19 @@ in
         }
       ]);
       message = "The option `abnixInstaller.bundle' was accessed but has no value defined";
+    };
+    installer-config-not-a-function = {
+      report = report (evaluate [
+        ../../modules/installer-iso.nix
+        {
+          abnixInstaller = {
+            package = pkgs.abnix;
+            bundle = stub.package "abnix-stable-1-bundle";
+            installConfig = "bundle = \"/iso/abnix/bundle\"\n";
+          };
+        }
+      ]);
+      message = "A definition for option `abnixInstaller.installConfig' is not of type `function that evaluates to a(n) strings concatenated with";
     };
   };
 }
