@@ -10,6 +10,10 @@
 # evaluated units and mounts are the ones NixOS would generate. What NixOS
 # adds on its own (its default PATH, X-Restart-Triggers, LOCALE_ARCHIVE) is
 # left out: abnix does not set it. Descriptions are left out too.
+#
+# A NixOS option that the modules or the kiosk start to use must be declared
+# here too, looked up in nixpkgs' source like the others; until it is, the
+# evaluation stops with "The option `…' does not exist".
 {
   config,
   lib,
