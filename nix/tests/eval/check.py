@@ -22,6 +22,7 @@ abnix.* settings it came from, as JSON: core's nix_contract test parses
 each with the Rust config parser and compares (nix/testdata/module-configs.json).
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -315,8 +316,12 @@ def main():
             capture_output=True, text=True, env=dict(os.environ, NIX_CONFIG="build-users-group ="))
         if listing.returncode != 0:
             sys.exit(f"the refusals do not evaluate:\n{listing.stderr}")
-        for name, message in sorted(json.loads(listing.stdout).items()):
-            outcome = nix_eval(args.lib, f'refusals."{name}".report')
+        expected = sorted(json.loads(listing.stdout).items())
+        # Each in its own nix-instantiate, so each error can be read; they
+        # are small, so several at once.
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            outcomes = pool.map(lambda item: nix_eval(args.lib, f'refusals."{item[0]}".report'), expected)
+        for (name, message), outcome in zip(expected, outcomes):
             if outcome.returncode == 0:
                 fail(f"refusal {name}: evaluated, should fail with: {message}")
             elif " ".join(message.split()) not in " ".join(outcome.stderr.split()):
