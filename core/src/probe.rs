@@ -285,9 +285,9 @@ fn offset_text(offset: u64) -> String {
     const KIB: u64 = 1024;
     if offset == 0 {
         "0".to_owned()
-    } else if offset % MIB == 0 {
+    } else if offset.is_multiple_of(MIB) {
         format!("{} MiB", offset / MIB)
-    } else if offset % KIB == 0 {
+    } else if offset.is_multiple_of(KIB) {
         format!("{} KiB", offset / KIB)
     } else {
         format!("{offset} bytes")
