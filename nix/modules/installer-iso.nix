@@ -71,10 +71,13 @@ in
       description = "abnix: install the bundled version onto this machine's disk";
       wantedBy = [ "multi-user.target" ];
       after = [ "local-fs.target" ];
-      # mkfs.ext4 formats abnix-rw.
+      # mkfs.ext4 formats abnix-rw; wipefs (libblkid) and findfs prove a
+      # disk blank and find the medium by the kernel command line's root=
+      # (without them the installer refuses a disk it cannot prove blank).
       path = [
         cfg.package
         pkgs.e2fsprogs
+        pkgs.util-linux
       ];
       serviceConfig = {
         Type = "oneshot";
