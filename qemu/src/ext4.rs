@@ -145,7 +145,7 @@ pub fn empty_filesystem_in(
     label: &str,
 ) -> Result<()> {
     anyhow::ensure!(
-        offset % BLOCK_SIZE == 0 && size % BLOCK_SIZE == 0,
+        offset.is_multiple_of(BLOCK_SIZE) && size.is_multiple_of(BLOCK_SIZE),
         "an ext4 partition at {offset} of {size} bytes is not aligned to {BLOCK_SIZE}-byte blocks"
     );
     tool::run(

@@ -586,6 +586,8 @@ impl Story {
                 workspace::release_binary("abnix-installer", "abnix-install")?,
                 "/usr/sbin/mkfs.ext4".into(),
                 "/usr/sbin/debugfs".into(),
+                // libblkid's view, without which no disk is proven blank.
+                "/usr/sbin/wipefs".into(),
             ],
             ..InstallerEnv::default()
         };
@@ -636,6 +638,9 @@ impl Story {
             "the installer should skip its own medium: {skipped}"
         );
         self.say(format!("installer: {}", plain_message(&skipped.text)));
+        // Proven blank on the real virtio disk: zeros and libblkid's word.
+        let blank = vm.expect("which holds nothing: the first 8 MiB", STEP)?;
+        self.say(format!("installer: {}", plain_message(&blank.text)));
         vm.expect("writing in 2 s", STEP)?;
         let done = vm.expect(&format!("installed version {version}"), BOOT)?;
         self.say(format!(
