@@ -10,10 +10,12 @@
 //!   its filesystem (`df` in the guest); `systemd-analyze verify` in the
 //!   guest finds nothing to say about the units;
 //! - **a, timer update**: `abnix-update.timer` starts `abnix-update.service`,
-//!   which installs version 2 and reboots; it boots on trial, its success
-//!   unit starts, `boot-complete.target` is reached and
-//!   `abnix-mark-good.service` marks it good (its journal and `abnix-update
-//!   status --json`, printed in the guest);
+//!   which installs version 2 and reboots, and ends successfully when that
+//!   reboot stops it; version 1 is good but unhealthy, and the health
+//!   deadline, started while the update runs, must not reboot it. Version 2
+//!   boots on trial, its success unit starts, `boot-complete.target` is
+//!   reached and `abnix-mark-good.service` marks it good (its journal and
+//!   `abnix-update status --json`, printed in the guest);
 //! - **d, power cut mid-write**: the power is cut while the timer's update
 //!   writes version 3; version 2 boots, good, and its next check completes
 //!   the update;
@@ -40,8 +42,8 @@ use crate::story::{
 };
 use crate::systemd_host::{units_under_test, Health, Host, RootFs, HEALTH_DEADLINE};
 
-/// The disk of a systemd host's template: two 128 MiB slots (an image is
-/// about 110 MB), a 64 MiB ESP, and the least abnix-rw the installer
+/// The disk of a systemd host's template: two 128 MiB slots (an erofs
+/// image is 99 MiB, an ext4 one 115 MiB), a 64 MiB ESP, and the least abnix-rw the installer
 /// accepts. It boots on a disk twice that size.
 pub const TEMPLATE_DISK: DiskSize = DiskSize {
     bytes: 400 << 20,
