@@ -1,11 +1,18 @@
-# abnix as a flake. Written for machines with Nix; this repository's CI only
-# parses and lints it (nix/check.sh), since nixpkgs cannot be fetched there.
+# abnix as a flake. Written for machines with Nix; this repository's CI
+# parses and lints it and runs checks.module-eval's evaluation with nixpkgs'
+# lib (nix/check.sh), since nixpkgs cannot be fetched there.
 #
 #   lib.mkAbnix { modules = [ ./kiosk.nix ]; version = 7; ... }
 #       -> { installer, version, upload, template, vm, image, bundle, toplevel, ... }
 #   nixosModules.default       the host module (abnix.* options)
-#   packages.<system>.abnix    abnix-install and abnix-update
+#   overlays.default           pkgs.abnix: abnix-install and abnix-update
+#   packages.<system>.abnix    the same
 #   apps.<system>.default      the demo: the kiosk example booted in QEMU
+#   devShells.<system>.default Rust, QEMU with OVMF (OVMF_CODE, OVMF_VARS),
+#                              Garage, and the tools of nix/check.sh
+#   formatter.<system>         nixfmt-tree: `nix fmt`
+#   checks.<system>.module-eval  the host and installer modules evaluated
+#                              and compared with systemd/ and the Rust side
 #   checks.x86_64-linux.vm-test  install, update and fall back, with Garage
 #
 # aarch64-linux hosts build natively on aarch64 or cross-compiled from
@@ -14,7 +21,9 @@
 {
   description = "abnix: self-updating, read-only NixOS hosts with A/B slots";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+  # The oldest NixOS release abnix supports (nix/README.md, "Toolchain");
+  # newer ones work too: `inputs.abnix.inputs.nixpkgs.follows = "nixpkgs"`.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
     { self, nixpkgs }:
@@ -41,6 +50,10 @@
     in
     {
       lib = { inherit mkAbnix; };
+
+      overlays.default = final: _prev: {
+        abnix = final.callPackage ./nix/package.nix { };
+      };
 
       nixosModules.default =
         { lib, pkgs, ... }:
@@ -94,10 +107,52 @@
         }
       );
 
-      # x86_64 only: the test boots the disk through GRUB on SeaBIOS.
-      checks.x86_64-linux.vm-test = import ./nix/tests/vm-test.nix {
-        pkgs = nixpkgs.legacyPackages.x86_64-linux;
-        inherit mkAbnix;
-      };
+      formatter = forEachSystem (_system: pkgs: pkgs.nixfmt-tree);
+
+      devShells = forEachSystem (
+        _system: pkgs: {
+          default = pkgs.mkShell {
+            packages = [
+              # The workspace (Cargo.toml's rust-version is this release's rustc).
+              pkgs.cargo
+              pkgs.rustc
+              pkgs.clippy
+              pkgs.rustfmt
+              # qemu/*.sh and the machine tests; OVMF comes through the
+              # variables below.
+              pkgs.qemu
+              # An S3 server for the bucket (examples/kiosk/README.md).
+              pkgs.garage_2
+              # nix/check.sh
+              pkgs.deadnix
+              pkgs.shellcheck
+              pkgs.python3
+              pkgs.erofs-utils
+              pkgs.e2fsprogs
+              pkgs.libfaketime
+              pkgs.fakeroot
+              pkgs.util-linux
+              pkgs.nixfmt-tree
+            ];
+            # UEFI firmware for qemu/boot-disk.sh and qemu/run-installer-iso.sh
+            # (qemu/vm-common.sh): OVMF on x86_64, AAVMF on aarch64.
+            OVMF_CODE = pkgs.OVMF.fd.firmware;
+            OVMF_VARS = pkgs.OVMF.fd.variables;
+          };
+        }
+      );
+
+      checks = forEachSystem (
+        system: pkgs:
+        {
+          module-eval = import ./nix/tests/eval/check.nix { inherit pkgs; };
+        }
+        # x86_64 only: the test boots the disk through GRUB on SeaBIOS.
+        // lib.optionalAttrs (system == "x86_64-linux") {
+          vm-test = import ./nix/tests/vm-test.nix {
+            inherit pkgs mkAbnix;
+          };
+        }
+      );
     };
 }

@@ -2,6 +2,14 @@
 # The Nix side's checks that need no nixpkgs (DESIGN §8.4), for CI:
 #   - every .nix file parses (nix-instantiate --parse) and is deadnix-clean;
 #   - the shell scripts are shellcheck-clean;
+#   - nix/check-rust-version.sh refuses a crate that needs a newer rustc;
+#   - nix/modules/host.nix and installer-iso.nix evaluate with nixpkgs' lib
+#     (nix/vendor) for the cases of nix/tests/eval, and the results are what
+#     nix/tests/eval/check.py expects (units equal to systemd/'s, DESIGN §6,
+#     refusals with their messages); their config.toml files must equal
+#     nix/testdata/module-configs.json, which core's tests parse;
+#   - the installer's abnix-wait-for-disk waits for a disk that is not its
+#     medium (lsblk, findmnt and udevadm answering from files);
 #   - nix/lib/pure.nix evaluates (nix-instantiate --eval --strict): its
 #     output for fixed inputs must equal nix/testdata/, which the Rust side
 #     parses with its real parsers; its properties hold and bad input is
@@ -13,11 +21,13 @@
 #     tree they were given.
 #
 #   nix/check.sh            run the checks
-#   nix/check.sh --update   rewrite nix/testdata/ from nix/lib/pure.nix first
+#   nix/check.sh --update   rewrite nix/testdata/ from nix/lib/pure.nix and
+#                           the modules first
 #
 # Tools: nix-bin, deadnix (cargo install --locked deadnix@1.3.1), shellcheck,
-# cargo (with the registry cache of Cargo.lock's crates), python3, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup installs
-# them. A missing tool fails the check.
+# cargo (with the registry cache of Cargo.lock's crates), python3, xz,
+# util-linux, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup
+# installs them. A missing tool fails the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -42,7 +52,7 @@ fail() {
 }
 step() { printf '\n== %s\n' "$*"; }
 
-for tool in nix-instantiate deadnix shellcheck cargo python3 mkfs.erofs fsck.erofs \
+for tool in nix-instantiate deadnix shellcheck cargo python3 bash tar xz lsblk mkfs.erofs fsck.erofs \
   mkfs.ext4 debugfs dumpe2fs e2fsck resize2fs tune2fs blkid faketime fakeroot; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (run ./scripts/setup)"
 done
@@ -62,9 +72,43 @@ step "deadnix"
 deadnix --fail "${nix_files[@]}" || fail "deadnix found unused code"
 
 step "shellcheck"
-shellcheck -x nix/check.sh nix/builders/root-image.sh \
+shellcheck -x nix/check.sh nix/check-rust-version.sh nix/builders/root-image.sh nix/modules/wait-for-disk.sh \
   qemu/vm-common.sh qemu/boot-disk.sh qemu/run-installer-iso.sh ||
   fail "shellcheck found problems"
+
+step "check-rust-version.sh: a locked crate that needs a newer rustc fails it"
+rust_version=$(python3 -c 'import tomllib; print(tomllib.load(open("Cargo.toml", "rb"))["workspace"]["package"]["rust-version"])')
+metadata() {
+  python3 - "$rust_version" "$1" >"$work/metadata.json" <<'EOF'
+import json, sys
+member = {"name": "abnix-core", "version": "0.1.0", "source": None, "rust_version": sys.argv[1]}
+crate = {"name": "newer-crate", "version": "1.0.0",
+         "source": "registry+https://github.com/rust-lang/crates.io-index", "rust_version": sys.argv[2]}
+print(json.dumps({"packages": [member, crate]}))
+EOF
+}
+metadata "$rust_version"
+nix/check-rust-version.sh --metadata "$work/metadata.json" >/dev/null ||
+  fail "check-rust-version.sh refused a crate that needs exactly the workspace's rustc"
+metadata 999.0
+if nix/check-rust-version.sh --metadata "$work/metadata.json" 2>"$work/rust-version.err"; then
+  fail "check-rust-version.sh accepted a crate that needs a newer rustc than $rust_version"
+fi
+grep -q "newer-crate 1.0.0 needs rustc" "$work/rust-version.err" ||
+  fail "check-rust-version.sh failed without naming the crate: $(cat "$work/rust-version.err")"
+echo "a crate that needs rustc $rust_version passes, one that needs more is named"
+
+step "modules: host.nix and installer-iso.nix evaluated with nixpkgs' lib (nix/tests/eval)"
+mkdir "$work/nixpkgs-lib"
+tar -xJf nix/vendor/nixpkgs-lib.tar.xz -C "$work/nixpkgs-lib" || fail "cannot unpack nix/vendor/nixpkgs-lib.tar.xz"
+python3 nix/tests/eval/check.py --lib "$work/nixpkgs-lib/nixpkgs-lib/lib" --configs "$work/module-configs.json" ||
+  fail "the modules do not evaluate as expected"
+if [[ $update == yes ]]; then
+  cp "$work/module-configs.json" nix/testdata/module-configs.json
+  echo "rewrote nix/testdata/module-configs.json"
+fi
+diff -u nix/testdata/module-configs.json "$work/module-configs.json" ||
+  fail "nix/testdata/module-configs.json differs from what the modules generate (nix/check.sh --update rewrites it)"
 
 step "pure.nix: outputs for the fixtures (nix/testdata)"
 nix-instantiate --eval --strict --json nix/testdata/fixtures.nix >"$work/fixtures.json"
@@ -227,6 +271,67 @@ cp -a "${cargo_sources[@]}" "$work/cargo-source/" || fail "a path of pure.cargoS
 (cd "$work/cargo-source" && cargo metadata --offline --locked --no-deps --format-version 1 >/dev/null) ||
   fail "cargo cannot load the workspace from nix/package.nix's source (${cargo_sources[*]})"
 echo "cargo loads the workspace from ${cargo_sources[*]}"
+
+step "installer ISO: abnix-wait-for-disk waits for a disk that is not the medium"
+# The script as writeShellApplication runs it, with lsblk, findmnt and
+# udevadm answering from files: which disks exist, which one holds /iso.
+# The real lsblk must take the same options.
+lsblk --noheadings --nodeps --paths --bytes --output NAME,TYPE,SIZE,RO >/dev/null ||
+  fail "lsblk does not take the options abnix-wait-for-disk uses"
+fake=$work/fake-bin
+mkdir "$fake"
+cat >"$fake/lsblk" <<'EOF'
+#!/usr/bin/env bash
+# Each call shows the next line of disks-N (the last one from then on).
+case " $* " in
+*" PKNAME "*) echo "${FAKE_PARENT:-}" ;;
+*"NAME,TYPE,SIZE,RO "*)
+  calls=$(($(cat "$FAKE_DIR/calls" 2>/dev/null || echo 0) + 1))
+  echo "$calls" >"$FAKE_DIR/calls"
+  file=$FAKE_DIR/disks-$calls
+  [[ -e $file ]] || file=$(find "$FAKE_DIR" -name 'disks-*' | sort -V | tail -n1)
+  cat "$file"
+  ;;
+*) echo "NAME TYPE SIZE RO RM MOUNTPOINTS (listing)" ;;
+esac
+EOF
+cat >"$fake/findmnt" <<'EOF'
+#!/bin/sh
+[ -n "${FAKE_MEDIUM:-}" ] && echo "$FAKE_MEDIUM"
+EOF
+printf '#!/bin/sh\nexit 0\n' >"$fake/udevadm"
+chmod +x "$fake"/*
+wait_for_disk() {
+  # $1: seconds; then one disks file per lsblk call.
+  local seconds=$1 n=0
+  shift
+  rm -rf "$work/disks" && mkdir "$work/disks"
+  for disks in "$@"; do
+    n=$((n + 1))
+    printf '%s' "$disks" >"$work/disks/disks-$n"
+  done
+  FAKE_DIR=$work/disks PATH=$fake:$PATH bash -euo pipefail nix/modules/wait-for-disk.sh "$seconds" /iso
+}
+out=$(FAKE_MEDIUM=/dev/sr0 wait_for_disk 5 $'/dev/sr0 rom 1000000 1\n/dev/vda disk 17179869184 0\n') ||
+  fail "abnix-wait-for-disk did not find /dev/vda: $out"
+[[ $out == *"disks to choose from: /dev/vda "* ]] || fail "abnix-wait-for-disk: $out"
+# A USB installer stick (/dev/sdb, holding /iso), an empty card reader, zram
+# and a read-only disk come first; the target disk only on the third look.
+usb=$'/dev/sdb disk 8000000000 0\n/dev/sdc disk 0 0\n/dev/zram0 disk 4000000000 0\n/dev/sdd disk 64000000 1\n'
+out=$(FAKE_MEDIUM=/dev/sdb wait_for_disk 30 "$usb" "$usb" "$usb"$'/dev/nvme0n1 disk 512110190592 0\n') ||
+  fail "abnix-wait-for-disk did not wait for /dev/nvme0n1: $out"
+[[ $out == *"disks to choose from: /dev/nvme0n1 "* && $(cat "$work/disks/calls") == 3 ]] ||
+  fail "abnix-wait-for-disk did not wait until the disk came: $out"
+# The medium mounted from a partition: its whole disk is skipped too.
+if out=$(FAKE_MEDIUM=/dev/sdb1 FAKE_PARENT=sdb wait_for_disk 2 "$usb"); then
+  fail "abnix-wait-for-disk took the installer's own medium or a disk that cannot be a target: $out"
+fi
+[[ $out == *"no disk to install onto appeared within 2 s"*"(/dev/sdb)"*"(listing)"* ]] ||
+  fail "abnix-wait-for-disk gave up without saying why: $out"
+if FAKE_DIR=$work/disks PATH=$fake:$PATH bash nix/modules/wait-for-disk.sh 0 /iso >/dev/null 2>&1; then
+  fail "abnix-wait-for-disk accepted a timeout of 0"
+fi
+echo "it waits until a disk other than the medium is there, and says what it saw when none comes"
 
 step "root image builder: reproducible erofs and ext4 with the version id"
 uuid=602ca684-2bac-458d-8517-a23b37fff6a6

@@ -48,7 +48,7 @@ done
 [[ -n $disk ]] || die "--disk FILE is required (see --help)"
 [[ -r $disk ]] || die "cannot read the disk image $disk"
 [[ -z $size ]] || check_size "$size"
-need qemu-img "apt-get install qemu-utils"
+need qemu-img qemu-utils qemu
 
 format=$(qemu-img info --output=json "$disk" | sed -n 's/.*"format": *"\([a-z0-9]*\)".*/\1/p' | head -n1)
 [[ -n $format ]] || die "qemu-img cannot tell the format of $disk"

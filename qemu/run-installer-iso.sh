@@ -48,7 +48,7 @@ done
 [[ -r $iso ]] || die "cannot read the ISO $iso"
 [[ -z $timeout || $timeout =~ ^[1-9][0-9]*$ ]] || die "--timeout takes whole seconds, not '$timeout'"
 check_size "$size"
-need qemu-img "apt-get install qemu-utils"
+need qemu-img qemu-utils qemu
 
 if [[ ! -e $disk ]]; then
   qemu-img create -q -f qcow2 "$disk" "$size"

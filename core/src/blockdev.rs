@@ -8,8 +8,11 @@
 //! `/sys/block/<disk>/` lists whole disks, each partition is a subdirectory
 //! holding a `partition` file; `size` counts 512-byte units whatever the
 //! logical sector size; `queue/logical_block_size`, `removable`, `ro`, `dev`
-//! ("major:minor"), `holders/`; `/sys/dev/block/<major>:<minor>` links to a
-//! device's directory.
+//! ("major:minor"), `holders/`, `serial`/`device/serial` and `wwid`/
+//! `device/wwid` (what identifies the drive itself), `loop/backing_file` of
+//! a loop device; `/sys/dev/block/<major>:<minor>` links to a device's
+//! directory. udev's `/dev/disk/by-label/…` (and `by-uuid`, `by-partuuid`,
+//! `by-partlabel`) links are read under the same root.
 
 use std::cmp::Ordering;
 use std::fs::{self, File};
@@ -75,6 +78,9 @@ pub struct DiskInfo {
     pub read_only: bool,
     pub model: Option<String>,
     pub serial: Option<String>,
+    /// The World Wide Name or other worldwide identifier the drive reports
+    /// (`wwid`), when it has one.
+    pub wwid: Option<String>,
     /// Kernel names of the partitions, by partition number.
     pub partitions: Vec<String>,
     /// Devices stacked on the disk or its partitions (dm, md, bcache...).
@@ -83,6 +89,10 @@ pub struct DiskInfo {
     pub mounts: Vec<(String, String)>,
     /// Active swap areas on the disk or its partitions (`/dev/...` paths).
     pub swaps: Vec<String>,
+    /// Other users sysfs does not list, one line each, added by whoever
+    /// knows them (a loop device reading a file from the disk, the kernel
+    /// refusing exclusive access); empty from [`SysRoot`].
+    pub other_users: Vec<String>,
 }
 
 impl DiskInfo {
@@ -96,6 +106,7 @@ impl DiskInfo {
         );
         why.extend(self.swaps.iter().map(|s| format!("{s} is active swap")));
         why.extend(self.holders.iter().map(|h| format!("{h} is stacked on it")));
+        why.extend(self.other_users.iter().cloned());
         why
     }
 }
@@ -195,11 +206,80 @@ fn virtual_device(name: &str) -> Option<&'static str> {
         .map(|(_, reason)| *reason)
 }
 
-/// One line of mountinfo: device number and mount point.
-struct Mount {
-    major: u32,
-    minor: u32,
-    mount_point: String,
+/// One line of `/proc/self/mountinfo` (proc(5)), in mount order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// `st_dev` of the mounted filesystem: a block device's number, or an
+    /// anonymous one (major 0) for tmpfs, overlay and the like.
+    pub major: u32,
+    pub minor: u32,
+    pub mount_point: String,
+    pub fs_type: String,
+    /// What was mounted, as the filesystem names it (`/dev/sda1`,
+    /// `overlay`, `tmpfs`).
+    pub source: String,
+    /// The filesystem's own options, e.g. an overlay's
+    /// `lowerdir=…,upperdir=…`.
+    pub super_options: String,
+}
+
+impl MountEntry {
+    /// An overlay's layers, top first: `upperdir` (when writable) and each
+    /// of `lowerdir`'s directories (`:`-separated, `\:` escaping a colon).
+    pub fn overlay_layers(&self) -> Vec<String> {
+        if self.fs_type != "overlay" {
+            return Vec::new();
+        }
+        let mut layers = Vec::new();
+        for option in split_unescaped(&self.super_options, ',') {
+            if let Some(dir) = option.strip_prefix("upperdir=") {
+                layers.push(dir.to_owned());
+            } else if let Some(dirs) = option.strip_prefix("lowerdir=") {
+                layers.extend(split_unescaped(dirs, ':').map(|d| d.replace("\\:", ":")));
+            }
+        }
+        layers
+    }
+
+    /// Whether `path` (absolute, normalized) is at or below this mount
+    /// point.
+    pub fn contains(&self, path: &str) -> bool {
+        self.mount_point == "/"
+            || path == self.mount_point
+            || path
+                .strip_prefix(&self.mount_point)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// Splits at `sep` where it is not escaped by a backslash.
+fn split_unescaped(s: &str, sep: char) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let mut escaped = false;
+    let mut parts = Vec::new();
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == sep {
+            parts.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&s[start..]);
+    parts.into_iter().filter(|p| !p.is_empty())
+}
+
+/// The mount that holds `path`: the last one (mounts stack in mount order)
+/// whose mount point is the longest prefix of it.
+pub fn mount_of<'a>(mounts: &'a [MountEntry], path: &str) -> Option<&'a MountEntry> {
+    mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.contains(path))
+        .max_by_key(|(i, m)| (m.mount_point.len(), *i))
+        .map(|(_, m)| m)
 }
 
 /// Undoes the octal escapes (`\040` for a space) the kernel writes in
@@ -300,20 +380,30 @@ impl SysRoot {
         Ok(names)
     }
 
-    fn mounts(&self) -> Result<Vec<Mount>, BlockDevError> {
+    /// The mount table, `/proc/self/mountinfo`.
+    pub fn mount_table(&self) -> Result<Vec<MountEntry>, BlockDevError> {
         let path = self.path("proc/self/mountinfo");
         let text = fs::read_to_string(&path).map_err(io_error(&path))?;
         let mut mounts = Vec::new();
         for line in text.lines() {
-            // "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw"
+            // "36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue"
             let fields: Vec<&str> = line.split(' ').collect();
             let parsed = fields.get(2).and_then(|d| parse_dev_number(d));
-            match (parsed, fields.get(4)) {
-                (Some((major, minor)), Some(mount_point)) => mounts.push(Mount {
-                    major,
-                    minor,
-                    mount_point: unescape_octal(mount_point),
-                }),
+            let after = fields
+                .iter()
+                .position(|f| *f == "-")
+                .map(|i| &fields[i + 1..]);
+            match (parsed, fields.get(4), after) {
+                (Some((major, minor)), Some(mount_point), Some([fs_type, source, rest @ ..])) => {
+                    mounts.push(MountEntry {
+                        major,
+                        minor,
+                        mount_point: unescape_octal(mount_point),
+                        fs_type: unescape_octal(fs_type),
+                        source: unescape_octal(source),
+                        super_options: rest.first().map(|o| unescape_octal(o)).unwrap_or_default(),
+                    })
+                }
                 _ => {
                     return Err(BlockDevError::Malformed {
                         path,
@@ -348,7 +438,7 @@ impl SysRoot {
     /// device-mapper and md arrays) and empty drives skipped, with reasons.
     /// Both lists are in [`natural_cmp`] order.
     pub fn disks(&self) -> Result<DiskScan, BlockDevError> {
-        let mounts = self.mounts()?;
+        let mounts = self.mount_table()?;
         let swaps = self.swaps()?;
         let mut scan = DiskScan {
             disks: Vec::new(),
@@ -375,13 +465,13 @@ impl SysRoot {
     /// One disk by kernel name (`vda`, not `/dev/vda`), e.g. the one given
     /// on the command line.
     pub fn disk(&self, name: &str) -> Result<DiskInfo, BlockDevError> {
-        self.disk_with(name, &self.mounts()?, &self.swaps()?)
+        self.disk_with(name, &self.mount_table()?, &self.swaps()?)
     }
 
     fn disk_with(
         &self,
         name: &str,
-        mounts: &[Mount],
+        mounts: &[MountEntry],
         swaps: &[String],
     ) -> Result<DiskInfo, BlockDevError> {
         let dir = self.path("sys/block").join(name);
@@ -452,36 +542,67 @@ impl SysRoot {
                 Some(s) => Some(s),
                 None => text("device/serial")?,
             },
+            wwid: match text("wwid")? {
+                Some(s) => Some(s),
+                None => text("device/wwid")?,
+            },
             partitions: partitions.into_iter().map(|(_, p)| p).collect(),
             holders,
             mounts: disk_mounts,
             swaps: disk_swaps,
+            other_users: Vec::new(),
         })
     }
 
     /// The block device holding `path`'s filesystem: `st_dev` of the path
-    /// (a real path, stat'ed as is), then `sys/dev/block/<major>:<minor>`
-    /// under the root, which links to the device's sysfs directory; a
-    /// partition's directory sits inside its disk's. For `/` this finds the
-    /// booted slot's partition and the disk we booted from.
+    /// (a real path, stat'ed as is), then [`SysRoot::block_device`]. For
+    /// `/` this finds the booted slot's partition and the disk we booted
+    /// from.
     pub fn device_of_path(&self, path: &Path) -> Result<BlockDevice, BlockDevError> {
         let dev = fs::metadata(path).map_err(io_error(path))?.dev();
         let (major, minor) = (libc::major(dev), libc::minor(dev));
+        self.block_device(major, minor)?
+            .ok_or_else(|| BlockDevError::NotOnBlockDevice {
+                path: path.to_owned(),
+                major,
+                minor,
+            })
+    }
+
+    /// The block device numbered `major:minor`, from
+    /// `sys/dev/block/<major>:<minor>`, which links to the device's sysfs
+    /// directory (a partition's sits inside its disk's); `None` when there
+    /// is none (tmpfs, overlay and other filesystems without a device).
+    pub fn block_device(
+        &self,
+        major: u32,
+        minor: u32,
+    ) -> Result<Option<BlockDevice>, BlockDevError> {
         let link = self.path(&format!("sys/dev/block/{major}:{minor}"));
+        match fs::canonicalize(&link) {
+            Ok(dir) => self.device_in(&dir, major, minor).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&link)(e)),
+        }
+    }
+
+    /// The block device with kernel name `name` (`sdb`, `sdb1`), from
+    /// `sys/class/block/<name>`; `None` when there is none.
+    pub fn block_device_named(&self, name: &str) -> Result<Option<BlockDevice>, BlockDevError> {
+        let link = self.path("sys/class/block").join(name);
         let dir = match fs::canonicalize(&link) {
             Ok(dir) => dir,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BlockDevError::NotOnBlockDevice {
-                    path: path.to_owned(),
-                    major,
-                    minor,
-                })
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(&link)(e)),
         };
+        let (major, minor) = self.dev_number(&dir)?;
+        self.device_in(&dir, major, minor).map(Some)
+    }
+
+    fn device_in(&self, dir: &Path, major: u32, minor: u32) -> Result<BlockDevice, BlockDevError> {
         let name_of = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-        let name = name_of(&dir).unwrap_or_default();
-        let partition = match self.attr(&dir, "partition")? {
+        let name = name_of(dir).unwrap_or_default();
+        let partition = match self.attr(dir, "partition")? {
             Some(n) => Some(n.parse().map_err(|_| BlockDevError::Malformed {
                 path: dir.join("partition"),
                 content: n,
@@ -501,6 +622,92 @@ impl SysRoot {
             disk,
         })
     }
+
+    /// The kernel command line (`proc/cmdline`).
+    pub fn kernel_cmdline(&self) -> Result<String, BlockDevError> {
+        let path = self.path("proc/cmdline");
+        fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(io_error(&path))
+    }
+
+    /// Every attached loop device and its backing file as the kernel
+    /// recorded the path when it was set up (`loop/backing_file`; the path
+    /// may no longer resolve here).
+    pub fn loop_devices(&self) -> Result<Vec<(String, String)>, BlockDevError> {
+        let mut loops = Vec::new();
+        for name in self.list(&self.path("sys/block"))? {
+            if !name.starts_with("loop") {
+                continue;
+            }
+            let dir = self.path("sys/block").join(&name);
+            if let Some(file) = self.attr(&dir, "loop/backing_file")? {
+                loops.push((name, file));
+            }
+        }
+        Ok(loops)
+    }
+
+    /// The device udev's `dev/disk/by-<kind>/<value>` link points to, for a
+    /// tag of the kernel command line (`LABEL=`, `UUID=`, `PARTUUID=`,
+    /// `PARTLABEL=`). UUIDs compare without case, as blkid shows them in
+    /// either.
+    pub fn udev_link(&self, tag: &str, value: &str) -> Result<UdevLink, BlockDevError> {
+        let kind = tag.to_ascii_lowercase();
+        if !self.path("dev/disk").is_dir() {
+            return Ok(UdevLink::NoUdev);
+        }
+        let dir = self.path("dev/disk").join(format!("by-{kind}"));
+        let wanted = udev_encode(value);
+        let uuid = kind.ends_with("uuid");
+        let entry = self
+            .list(&dir)?
+            .into_iter()
+            .find(|name| *name == wanted || (uuid && name.eq_ignore_ascii_case(&wanted)));
+        let Some(entry) = entry else {
+            return Ok(UdevLink::Missing);
+        };
+        let link = dir.join(entry);
+        let target = fs::read_link(&link).map_err(io_error(&link))?;
+        Ok(target
+            .file_name()
+            .map(|n| UdevLink::Device(n.to_string_lossy().into_owned()))
+            .unwrap_or(UdevLink::Missing))
+    }
+}
+
+/// What [`SysRoot::udev_link`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdevLink {
+    /// The kernel name of the device the link points to.
+    Device(String),
+    /// udev runs (there is a `dev/disk`), but no device carries the tag.
+    Missing,
+    /// No `dev/disk` at all: no udev to ask.
+    NoUdev,
+}
+
+/// A tag's value as udev writes it into a link name (udev's
+/// `encode_devnode_name`): bytes other than ASCII letters, digits and
+/// `#+-.:=@_` become `\xHH`.
+pub fn udev_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'0'..=b'9'
+            | b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'#'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b':'
+            | b'='
+            | b'@'
+            | b'_' => (b as char).to_string(),
+            _ => format!("\\x{b:02x}"),
+        })
+        .collect()
 }
 
 // Block-device ioctls. Numbers from include/uapi/linux/fs.h and blkpg.h,
@@ -629,6 +836,119 @@ pub fn resize_partition(disk: &File, number: u32, start: u64, length: u64) -> io
     check(unsafe { libc::ioctl(disk.as_raw_fd(), BLKPG as libc::Ioctl, &mut arg) })
 }
 
+/// `LOOP_GET_STATUS64 = 0x4C05` (linux/loop.h).
+const LOOP_GET_STATUS64: u32 = 0x4C05;
+
+/// `struct loop_info64` (linux/loop.h).
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// The device `major:minor` of the filesystem holding an attached loop
+/// device's backing file (`lo_device` of LOOP_GET_STATUS64): where the
+/// loop device reads from, whatever the backing file's path says now.
+/// `None` when the loop device has no backing file (ENXIO).
+pub fn loop_backing_device(loop_device: &File) -> io::Result<Option<(u32, u32)>> {
+    // SAFETY: an all-zero loop_info64 is a valid value of this plain struct.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one loop_info64 through the pointer.
+    let ret = unsafe {
+        libc::ioctl(
+            loop_device.as_raw_fd(),
+            LOOP_GET_STATUS64 as libc::Ioctl,
+            &mut info,
+        )
+    };
+    match check(ret) {
+        Ok(()) => {
+            // The kernel encodes it with new_encode_dev, which glibc's
+            // major()/minor() decode.
+            let dev = info.lo_device as libc::dev_t;
+            Ok(Some((libc::major(dev), libc::minor(dev))))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The device number `major:minor` of an open block device (`st_rdev`).
+pub fn device_number(device: &File) -> io::Result<(u32, u32)> {
+    let rdev = device.metadata()?.rdev();
+    Ok((libc::major(rdev), libc::minor(rdev)))
+}
+
+/// Opens a block device with O_EXCL, for reading (`write` false) or reading
+/// and writing: the kernel refuses (EBUSY) while the device or one of its
+/// partitions is mounted, active swap, stacked under dm or md, or opened
+/// exclusively by anyone else, in any mount namespace; and while this open
+/// file lives, the kernel refuses all of those to others.
+pub fn open_exclusive(path: &Path, write: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_EXCL)
+        .open(path)
+}
+
+/// [`open_exclusive`], trying again for up to `patience` while the kernel
+/// says busy: udev re-reading a partition table holds a device for an
+/// instant, a mount or a program does for good.
+pub fn open_exclusive_patiently(
+    path: &Path,
+    write: bool,
+    patience: std::time::Duration,
+) -> io::Result<File> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match open_exclusive(path, write) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Takes the BSD lock (`flock(LOCK_EX)`) by which a program tells udev it
+/// is writing a block device (systemd.io/BLOCK_DEVICE_LOCKING): udev then
+/// leaves the device alone (no probing, no re-reading of its partition
+/// table) until the lock goes with the file. Waits up to `patience` for
+/// udev's own short shared lock; `false` when it could not be had.
+pub fn lock_for_writing(device: &File, patience: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        // SAFETY: flock on a descriptor this File owns.
+        let ret = unsafe { libc::flock(device.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        match check(ret) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+                if std::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -645,6 +965,7 @@ pub(crate) mod tests {
                 dir: tempfile::tempdir().unwrap(),
             };
             root.write("proc/self/mountinfo", "");
+            root.write("proc/cmdline", "");
             root
         }
 
@@ -683,12 +1004,34 @@ pub(crate) mod tests {
                 );
                 fs::create_dir_all(self.dir.path().join(&rel).join(part).join("holders")).unwrap();
             }
-            fs::create_dir_all(self.dir.path().join("sys/block")).unwrap();
-            symlink(
+            for dir in ["sys/block", "sys/class/block", "sys/dev/block"] {
+                fs::create_dir_all(self.dir.path().join(dir)).unwrap();
+            }
+            let link = |target: String, at: String| {
+                symlink(target, self.dir.path().join(at)).unwrap();
+            };
+            link(
                 format!("../devices/pci0000:00/{name}/block/{name}"),
-                self.dir.path().join("sys/block").join(name),
-            )
-            .unwrap();
+                format!("sys/block/{name}"),
+            );
+            link(
+                format!("../../devices/pci0000:00/{name}/block/{name}"),
+                format!("sys/class/block/{name}"),
+            );
+            link(
+                format!("../../devices/pci0000:00/{name}/block/{name}"),
+                format!("sys/dev/block/{}:{}", dev.0, dev.1),
+            );
+            for (i, (part, _)) in parts.iter().enumerate() {
+                link(
+                    format!("../../devices/pci0000:00/{name}/block/{name}/{part}"),
+                    format!("sys/class/block/{part}"),
+                );
+                link(
+                    format!("../../devices/pci0000:00/{name}/block/{name}/{part}"),
+                    format!("sys/dev/block/{}:{}", dev.0, dev.1 + 1 + i as u32),
+                );
+            }
             self.dir.path().join(rel)
         }
     }
@@ -831,13 +1174,14 @@ pub(crate) mod tests {
             "{err}"
         );
 
+        // A number of its own for the disk, then the file's device number
+        // linked to its third partition.
         root.disk(
             "vda",
-            (major, minor.saturating_sub(3)),
+            (u32::MAX - 10, 0),
             1 << 21,
             &[("vda1", 1), ("vda2", 2), ("vda3", 3)],
         );
-        fs::create_dir_all(root.dir.path().join("sys/dev/block")).unwrap();
         let link = root
             .dir
             .path()
@@ -891,59 +1235,15 @@ pub(crate) mod tests {
         );
     }
 
-    /// A loop device over a sparse image, detached when dropped.
-    struct LoopDevice {
-        path: PathBuf,
-        _image: tempfile::NamedTempFile,
-    }
-
-    impl LoopDevice {
-        fn new(size: u64, sector_size: u32) -> LoopDevice {
-            let image = tempfile::NamedTempFile::new().unwrap();
-            image.as_file().set_len(size).unwrap();
-            let out = std::process::Command::new("losetup")
-                .args(["--find", "--show", "--partscan", "--sector-size"])
-                .arg(sector_size.to_string())
-                .arg(image.path())
-                .output()
-                .expect("running losetup");
-            assert!(
-                out.status.success(),
-                "losetup: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-            LoopDevice {
-                path,
-                _image: image,
-            }
-        }
-
-        fn name(&self) -> String {
-            self.path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        }
-    }
-
-    impl Drop for LoopDevice {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("losetup")
-                .arg("-d")
-                .arg(&self.path)
-                .status();
-        }
-    }
-
     /// The ioctls and the sysfs scan against the kernel itself, and sgdisk
     /// on a 4096-byte-sector device (it only assumes 512 for files).
     #[test]
-    #[ignore = "needs root and a free loop device: cargo test -p abnix-core -- --ignored"]
     fn loop_devices_show_what_the_kernel_sees() {
         use crate::gpt::tests::sgdisk_agrees_with;
         use crate::layout::{self, Arch, LayoutConfig, MIB};
+        use crate::testutil::{require_root, LoopDevice};
+
+        require_root("loop_devices_show_what_the_kernel_sees");
 
         let cfg = LayoutConfig {
             slot_size: 16 * MIB,
@@ -953,7 +1253,9 @@ pub(crate) mod tests {
         };
         for ss in [512u32, 4096] {
             let size = 128 * MIB;
-            let dev = LoopDevice::new(size, ss);
+            let image = tempfile::NamedTempFile::new().unwrap();
+            image.as_file().set_len(size).unwrap();
+            let dev = LoopDevice::attach(image.path(), ss, true);
             let mut file = File::options()
                 .read(true)
                 .write(true)

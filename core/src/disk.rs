@@ -565,7 +565,7 @@ impl<B: OverlayBase> Write for Overlay<B> {
         }
         if let Some(sector) = self.sector_writes {
             assert!(
-                self.pos % sector == 0 && buf.len() as u64 % sector == 0,
+                self.pos.is_multiple_of(sector) && (buf.len() as u64).is_multiple_of(sector),
                 "a write of {} bytes at {} is not whole {sector}-byte sectors",
                 buf.len(),
                 self.pos

@@ -277,7 +277,7 @@ fn rw_end(disk_size: u64, sector_size: u32) -> u64 {
 fn check_size(what: &'static str, size: u64) -> Result<(), LayoutError> {
     if size == 0 {
         Err(LayoutError::ZeroSize(what))
-    } else if size % MIB != 0 {
+    } else if !size.is_multiple_of(MIB) {
         Err(LayoutError::NotMibMultiple { what, size })
     } else {
         Ok(())
@@ -540,7 +540,7 @@ pub fn grow_gpt(gpt: &mut Gpt, disk_size: u64) -> Result<Option<Layout>, LayoutE
 fn human(bytes: u64) -> String {
     if bytes >= GIB {
         format!("{:.1} GiB", bytes as f64 / GIB as f64)
-    } else if bytes % MIB == 0 {
+    } else if bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{:.2} MiB", bytes as f64 / MIB as f64)

@@ -11,6 +11,10 @@
 //!
 //! Only whole-disk signatures are probed; filesystems inside partitions are
 //! the partition table's business.
+//!
+//! [`signature_areas`] are the places any signature libblkid knows can sit
+//! on a whole disk; a disk whose areas all read as zeros holds none of them
+//! ([`first_nonzero`]), and [`zero_areas`] clears them.
 
 use std::fmt;
 use std::io::{self, SeekFrom};
@@ -198,6 +202,172 @@ pub fn probe_signatures<D: Disk + ?Sized>(disk: &mut D) -> io::Result<Vec<Signat
     found.extend(probe_luks(disk, size)?);
     found.extend(probe_raid(disk, size)?);
     Ok(found)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// An area of a disk where signatures live, by what puts them there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AreaKind {
+    /// The first [`HEAD_AREA`] bytes: every magic libblkid probes at a
+    /// fixed offset from the start (the furthest: VMFS at 2 MiB, LUKS2's
+    /// last secondary header at 4 MiB), ZFS labels 0 and 1 (at 0 and
+    /// 256 KiB), MD 1.1/1.2 (0, 4 KiB), bcache (4 KiB), btrfs (64 KiB), and
+    /// the start of a first partition at 1 or 4 MiB whose table is gone.
+    Head,
+    /// The last [`TAIL_AREA`] bytes: the backup GPT, MD 0.90 and 1.0
+    /// superblocks, ZFS labels 2 and 3 (the last 512 KiB, 256 KiB aligned),
+    /// bcachefs's (1 MiB before the end), DRBD's, NTFS's backup boot sector,
+    /// UDF's last anchors and firmware RAID metadata (Promise's up to 3087
+    /// sectors from the end).
+    Tail,
+    /// A btrfs superblock mirror (64 MiB, 256 GiB, 1 PiB): libblkid looks
+    /// only at the primary, but `btrfs rescue` finds these.
+    BtrfsMirror,
+}
+
+/// How much of the start of a disk [`AreaKind::Head`] covers.
+pub const HEAD_AREA: u64 = 8 * MIB;
+/// How much of the end of a disk [`AreaKind::Tail`] covers.
+pub const TAIL_AREA: u64 = 2 * MIB;
+const BTRFS_MIRRORS: [u64; 3] = [64 * MIB, 256 << 30, 1 << 50];
+const BTRFS_SUPERBLOCK: u64 = 4096;
+
+/// One area: `len` bytes at `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Area {
+    pub kind: AreaKind,
+    pub start: u64,
+    pub len: u64,
+}
+
+/// The areas of a disk of `size` bytes where a signature can sit, in
+/// order, without overlaps (on a small disk the head and tail meet, and a
+/// mirror inside either is not listed twice).
+pub fn signature_areas(size: u64) -> Vec<Area> {
+    let head_end = HEAD_AREA.min(size);
+    let tail_start = size.saturating_sub(TAIL_AREA).max(head_end);
+    let mut areas = vec![Area {
+        kind: AreaKind::Head,
+        start: 0,
+        len: head_end,
+    }];
+    for mirror in BTRFS_MIRRORS {
+        if mirror >= head_end && mirror + BTRFS_SUPERBLOCK <= tail_start {
+            areas.push(Area {
+                kind: AreaKind::BtrfsMirror,
+                start: mirror,
+                len: BTRFS_SUPERBLOCK,
+            });
+        }
+    }
+    if tail_start < size {
+        areas.push(Area {
+            kind: AreaKind::Tail,
+            start: tail_start,
+            len: size - tail_start,
+        });
+    }
+    areas
+}
+
+/// The first byte that is not zero in an area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonZero {
+    pub area: AreaKind,
+    pub offset: u64,
+    /// The disk's size, to say how far from the end the byte is.
+    pub disk_size: u64,
+}
+
+/// An offset the way people count it: `1 MiB`, `64 KiB`, else bytes.
+fn offset_text(offset: u64) -> String {
+    const KIB: u64 = 1024;
+    if offset == 0 {
+        "0".to_owned()
+    } else if offset.is_multiple_of(MIB) {
+        format!("{} MiB", offset / MIB)
+    } else if offset.is_multiple_of(KIB) {
+        format!("{} KiB", offset / KIB)
+    } else {
+        format!("{offset} bytes")
+    }
+}
+
+impl fmt::Display for NonZero {
+    /// `unknown non-zero data at offset 1 MiB`; near the end also how far
+    /// before it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown non-zero data at offset {}",
+            offset_text(self.offset)
+        )?;
+        if self.area == AreaKind::Tail {
+            write!(
+                f,
+                " ({} before the end)",
+                offset_text(self.disk_size - self.offset)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What the areas are read and cleared in.
+const AREA_CHUNK: usize = 64 * 1024;
+
+/// Calls `each` with every chunk of the areas that holds a non-zero byte:
+/// its offset, its bytes.
+fn nonzero_chunks<D: Disk + ?Sized>(
+    disk: &mut D,
+    mut each: impl FnMut(&mut D, Area, u64, &[u8]) -> io::Result<bool>,
+) -> io::Result<()> {
+    let size = disk.size()?;
+    let mut buf = vec![0u8; AREA_CHUNK];
+    for area in signature_areas(size) {
+        let mut at = area.start;
+        while at < area.start + area.len {
+            let len = (area.start + area.len - at).min(AREA_CHUNK as u64) as usize;
+            disk.seek(SeekFrom::Start(at))?;
+            disk.read_exact(&mut buf[..len])?;
+            if buf[..len].iter().any(|&b| b != 0) && !each(disk, area, at, &buf[..len])? {
+                break;
+            }
+            at += len as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The first non-zero byte of each [`signature_areas`] area that has one;
+/// empty when every area reads as zeros.
+pub fn first_nonzero<D: Disk + ?Sized>(disk: &mut D) -> io::Result<Vec<NonZero>> {
+    let disk_size = disk.size()?;
+    let mut found = Vec::new();
+    nonzero_chunks(disk, |_, area, at, chunk| {
+        let first = chunk.iter().position(|&b| b != 0).unwrap_or(0);
+        found.push(NonZero {
+            area: area.kind,
+            offset: at + first as u64,
+            disk_size,
+        });
+        // The first one of this area is enough.
+        Ok(false)
+    })?;
+    Ok(found)
+}
+
+/// Zeroes every chunk of the [`signature_areas`] that is not zero already
+/// (a sparse file stays sparse where it is), then syncs.
+pub fn zero_areas<D: Disk + ?Sized>(disk: &mut D) -> io::Result<()> {
+    let zeros = vec![0u8; AREA_CHUNK];
+    nonzero_chunks(disk, |disk, _, at, chunk| {
+        disk.seek(SeekFrom::Start(at))?;
+        disk.write_all(&zeros[..chunk.len()])?;
+        Ok(true)
+    })?;
+    disk.sync()
 }
 
 /// Zeroes the magic bytes of each signature and syncs, so that neither this
@@ -510,7 +680,7 @@ fn raid_signature(version: &'static str, offset: u64) -> Signature {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gpt::tests::sgdisk;
     use crate::gpt::Guid;
@@ -531,16 +701,7 @@ mod tests {
     /// Runs a formatting tool on the image; panics (never skips) when it is
     /// missing or fails.
     fn run(tool: &str, args: &[&str]) {
-        let out = Command::new(tool)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {tool} (install it): {e}"));
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::testutil::run_tool(tool, args);
     }
 
     /// What libblkid says: TYPE (or PTTYPE for a partition table), empty when
@@ -566,7 +727,7 @@ mod tests {
         probe_signatures(&mut File::open(path).unwrap()).unwrap()
     }
 
-    fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    pub(crate) fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
         let file = OpenOptions::new().write(true).open(path).unwrap();
         file.write_all_at(bytes, offset).unwrap();
     }
@@ -586,11 +747,11 @@ mod tests {
         })
     }
 
-    type Build = Box<dyn Fn(&Path)>;
+    pub(crate) type Build = Box<dyn Fn(&Path)>;
 
     /// One image per kind: how it is built, what we must find, what blkid
     /// calls it.
-    fn cases() -> Vec<(&'static str, u64, Build, SignatureKind, &'static str)> {
+    pub(crate) fn cases() -> Vec<(&'static str, u64, Build, SignatureKind, &'static str)> {
         let ext = |version: u8| -> Build {
             Box::new(move |p: &Path| {
                 let p = p.to_str().unwrap();

@@ -11,6 +11,8 @@ use std::time::Duration;
 use abnix_core::config::{self, Config};
 use abnix_core::layout::{compute, min_disk_size, LayoutConfig};
 use abnix_core::meta::{check_cmdline, check_label};
+use abnix_core::reboot::RebootPolicy;
+use abnix_core::remote::CredentialSource;
 use abnix_core::units::{parse_duration, parse_size};
 use serde_json::Value;
 use uuid::Uuid;
@@ -159,4 +161,79 @@ fn nix_and_core_read_durations_alike() {
 fn a_config_with_a_check_interval_in_minutes_loads() {
     let config = Config::load(&testdata_path("config.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.check_interval, Duration::from_secs(15 * 60));
+}
+
+/// Every config.toml that nix/modules/host.nix generates in its evaluation
+/// (nix/tests/eval: the kiosk example, defaults and every abnix.* option at
+/// its limits; nix/check.sh keeps nix/testdata/module-configs.json current)
+/// loads, and says what the abnix.* options it came from said.
+#[test]
+fn the_host_module_configs_load_with_their_settings() {
+    let cases = testdata("module-configs.json");
+    let cases = cases.as_array().expect("a list of cases");
+    assert!(cases.len() >= 5, "only {} cases", cases.len());
+    for case in cases {
+        let name = case["case"].as_str().unwrap();
+        let settings = &case["settings"];
+        let text = case["toml"].as_str().unwrap();
+        let config = Config::parse(text, Path::new(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let setting = |key: &str| {
+            settings[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: {key}"))
+        };
+
+        assert_eq!(
+            config.remote.endpoint.as_deref(),
+            settings["endpoint"].as_str(),
+            "{name}"
+        );
+        assert_eq!(config.remote.region, setting("region"), "{name}");
+        assert_eq!(config.remote.bucket, setting("bucket"), "{name}");
+        assert_eq!(config.remote.prefix, setting("prefix"), "{name}");
+        assert_eq!(config.remote.channel, setting("channel"), "{name}");
+        assert_eq!(
+            config.remote.path_style,
+            settings["pathStyle"].as_bool().unwrap(),
+            "{name}"
+        );
+        let credentials = match setting("credentialsFile") {
+            "chain" => CredentialSource::Chain,
+            "anonymous" => CredentialSource::Anonymous,
+            path => CredentialSource::File(path.into()),
+        };
+        assert_eq!(config.remote.credentials, credentials, "{name}");
+        let mut names: Vec<&str> = config.trusted_keys.iter().map(|key| key.name()).collect();
+        let mut expected: Vec<&str> = settings["trustedKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key.as_str().unwrap().split(':').next().unwrap())
+            .collect();
+        names.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(names, expected, "{name}");
+        assert_eq!(
+            u64::from(config.tries),
+            settings["tries"].as_u64().unwrap(),
+            "{name}"
+        );
+        let reboot = match setting("reboot") {
+            "immediate" => RebootPolicy::Immediate,
+            "never" => RebootPolicy::Never,
+            "window" => RebootPolicy::Window(setting("rebootWindow").parse().unwrap()),
+            other => panic!("{name}: reboot {other}"),
+        };
+        assert_eq!(config.reboot, reboot, "{name}");
+        assert_eq!(
+            config.check_interval,
+            parse_duration(setting("checkInterval")).unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            config.state_dir,
+            Path::new(config::DEFAULT_STATE_DIR),
+            "{name}"
+        );
+    }
 }

@@ -55,14 +55,15 @@ in
 
   abnix = {
     # Where versions come from. As written, a local S3 server as QEMU's user
-    # network sees the host machine (README: "Try it in QEMU"); for a fleet,
-    # your endpoint, bucket and credentials.
+    # network sees the host machine (README: "Publish a new version"); for a
+    # fleet, your endpoint and bucket. The bucket's key is not part of the
+    # system: it is put into /var/lib/abnix/credentials.toml on the kiosk's
+    # rw partition (abnix.credentialsFile's default), as the README shows.
     endpoint = "http://10.0.2.2:9000";
     region = "us-east-1";
     bucket = "fleet";
     channel = "kiosk";
     pathStyle = true;
-    credentialsFile = "anonymous";
     # The repository's test key (nix/tests/abnix-test.secret), so that the
     # example builds and the demo runs as is. For a fleet: your own key's
     # public half, from `abnix-update keygen`.

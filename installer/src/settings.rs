@@ -82,7 +82,7 @@ pub struct Args {
     /// grub (BIOS and UEFI; UEFI only on aarch64) or systemd-boot (UEFI) [default: grub].
     #[arg(long, value_name = "NAME")]
     pub bootloader: Option<String>,
-    /// Erase a target that holds anything but an earlier abnix installation.
+    /// Erase a target that is not provably blank, an earlier abnix installation included.
     #[arg(long)]
     pub wipe: bool,
     /// Let --auto choose removable disks.

@@ -337,9 +337,10 @@ fn corrupt_image(f: &Fixture) {
     fs::write(&image, bytes).unwrap();
 }
 
-/// Over an earlier installation, a corrupt image object is found before
-/// the first write: exit 1, and the disk is byte for byte what it was (its
-/// table, slot a, everything), so the earlier installation still boots.
+/// An earlier installation is not written over without --wipe (exit 1,
+/// named). With --wipe, a corrupt image object is found before the first
+/// write: exit 1, and the disk is byte for byte what it was (its table,
+/// slot a, everything), so the earlier installation still boots.
 #[test]
 fn a_corrupt_image_leaves_an_earlier_installation_as_it_was() {
     let f = Fixture::new();
@@ -350,8 +351,18 @@ fn a_corrupt_image_leaves_an_earlier_installation_as_it_was() {
     );
     let before = fs::read(f.path("disk.raw")).unwrap();
 
-    corrupt_image(&f);
     let out = install(&f.flags("disk.raw"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("disk.raw holds an earlier abnix installation (its abnix-rw holds that machine's /var, /home and /root): pass --wipe to erase it"),
+        "{stderr}"
+    );
+
+    corrupt_image(&f);
+    let mut wipe = f.flags("disk.raw");
+    wipe.push("--wipe".to_owned());
+    let out = install(&wipe);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

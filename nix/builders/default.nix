@@ -133,11 +133,7 @@ let
       '';
 
   remoteArgs = lib.escapeShellArgs (
-    lib.optionals (cfg.endpoint != null) [
-      "--endpoint"
-      cfg.endpoint
-    ]
-    ++ [
+    [
       "--region"
       cfg.region
       "--bucket"
@@ -171,11 +167,15 @@ let
       # S3 credentials: the standard AWS chain (AWS_ACCESS_KEY_ID and
       # AWS_SECRET_ACCESS_KEY, a profile, instance metadata).
       # Arguments are passed to `abnix-update publish`, e.g. --keep 3.
+      # $ABNIX_ENDPOINT replaces the hosts' endpoint where this machine
+      # reaches the bucket at another address (a VM's 10.0.2.2 is the
+      # publisher's 127.0.0.1); empty means AWS S3.
       key=''${ABNIX_SIGNING_KEY:?set ABNIX_SIGNING_KEY to the signing key file (name:base64, mode 0600)}
+      endpoint=''${ABNIX_ENDPOINT-${lib.escapeShellArg (toString cfg.endpoint)}}
       work=$(mktemp -d)
       trap 'rm -rf "$work"' EXIT
       abnix-update pack ${packArgs} --key "$key" --out "$work/bundle"
-      abnix-update publish --bundle "$work/bundle" --key "$key" ${remoteArgs} ${trustedKeyArgs} "$@"
+      abnix-update publish --bundle "$work/bundle" --key "$key" ''${endpoint:+--endpoint "$endpoint"} ${remoteArgs} ${trustedKeyArgs} "$@"
     '';
   };
 

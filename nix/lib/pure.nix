@@ -119,6 +119,14 @@ rec {
     rebootWindow = "([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]";
     # Public keys in Nix's name:base64 format (32-byte ed25519 key).
     publicKey = "[A-Za-z0-9._-]+:[A-Za-z0-9+/]{43}=";
+    # A bucket or channel name as config.toml takes it (core's config.rs):
+    # not empty, no whitespace, no '/'.
+    name = "[^[:space:]/]+";
+    # config.toml's endpoint: an http:// or https:// URL.
+    endpoint = "https?://[^[:space:]]+";
+    # A systemd unit name, as NixOS's unit options take it
+    # (nixos/lib/systemd-lib.nix, unitNameType).
+    unitName = "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
   };
 
   # Limits the Rust side enforces on option values, in the options' units.
@@ -299,6 +307,20 @@ rec {
   placeholderVersionId = "00000000-0000-4000-8000-000000000000";
 
   isUuid = text: match uuidPattern text != null;
+
+  # A version's label as `abnix-update pack` takes it (core's
+  # meta::check_label): at most 200 bytes, no control characters.
+  isLabel = text: builtins.stringLength text <= 200 && match ".*[[:cntrl:]].*" text == null;
+
+  # A reboot window as config.toml's reboot_window takes it: HH:MM-HH:MM in
+  # local time, and not empty (core's DailyWindow refuses a start equal to
+  # its end).
+  isRebootWindow =
+    text:
+    let
+      parts = match "(.*)-(.*)" text;
+    in
+    match patterns.rebootWindow text != null && elemAt parts 0 != elemAt parts 1;
 
   # /etc/abnix/config.toml (docs/cli.md) from the abnix.* settings.
   deviceConfig =

@@ -52,6 +52,14 @@ let
       description = "duration of at least ${toString seconds} s (up to 8 digits, alone or with s, m, min, h or d)";
     };
   size = types.strMatching pure.patterns.size;
+  # What config.toml's bucket and channel take (no spaces, no '/').
+  name = types.strMatching pure.patterns.name;
+  dailyWindow = types.addCheck types.str pure.isRebootWindow // {
+    description = "daily window HH:MM-HH:MM in local time (start and end differ)";
+  };
+  unitName = types.strMatching pure.patterns.unitName // {
+    description = "systemd unit name (such as app.service)";
+  };
 in
 {
   options.abnix = {
@@ -73,7 +81,10 @@ in
     };
 
     label = mkOption {
-      type = types.str;
+      # What `abnix-update pack` takes (core's meta::check_label).
+      type = types.addCheck types.str pure.isLabel // {
+        description = "one line of at most 200 bytes, without control characters";
+      };
       default = "${config.networking.hostName} ${toString cfg.version}";
       defaultText = lib.literalExpression ''"''${config.networking.hostName} ''${toString config.abnix.version}"'';
       example = "kiosk 2026-11-22 (cog 0.18)";
@@ -106,7 +117,7 @@ in
     };
 
     endpoint = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr (types.strMatching pure.patterns.endpoint);
       default = pure.defaults.endpoint;
       example = "https://s3.example.com";
       description = "S3 endpoint URL; `null` for AWS S3.";
@@ -119,7 +130,7 @@ in
     };
 
     bucket = mkOption {
-      type = types.str;
+      type = name;
       example = "fleet";
       description = "The bucket that holds the versions.";
     };
@@ -131,7 +142,7 @@ in
     };
 
     channel = mkOption {
-      type = types.str;
+      type = name;
       default = pure.defaults.channel;
       example = "kiosk";
       description = "The channel this host follows: `<prefix>/<channel>.meta` in the bucket.";
@@ -189,7 +200,7 @@ in
     };
 
     rebootWindow = mkOption {
-      type = types.nullOr (types.strMatching pure.patterns.rebootWindow);
+      type = types.nullOr dailyWindow;
       default = pure.defaults.rebootWindow;
       example = "02:00-04:00";
       description = "The daily window (local time) for `reboot = \"window\"`.";
@@ -219,7 +230,7 @@ in
     };
 
     successUnits = mkOption {
-      type = types.listOf types.str;
+      type = types.listOf unitName;
       default = pure.defaults.successUnits;
       example = [
         "cage-tty1.service"
@@ -447,8 +458,10 @@ in
         serviceConfig = {
           Type = "oneshot";
           ExecStart = "${update} update ${withConfig}";
-          # 4: a version was installed and waits for its reboot (docs/cli.md).
-          SuccessExitStatus = [ 4 ];
+          # 4: a version was installed and waits for its reboot (docs/cli.md);
+          # SIGTERM: the reboot it asked for stopped it (reboot = "immediate"),
+          # which a oneshot service counts as a failure unless told.
+          SuccessExitStatus = "4 SIGTERM";
           # The updater reports its progress as STATUS=; systemd ignores
           # that from a oneshot service unless allowed (systemd.service(5)).
           NotifyAccess = "main";
@@ -485,11 +498,12 @@ in
           if systemctl is-active --quiet boot-complete.target; then
             exit 0
           fi
-          if systemctl is-active --quiet abnix-update.service; then
+          # A oneshot service is "activating" while it runs, never "active".
+          if [ "$(systemctl is-active abnix-update.service)" = activating ]; then
             echo "boot-complete.target not reached, but an update is running: not rebooting"
             exit 0
           fi
-          echo "boot-complete.target not reached ${cfg.healthTimeout} after boot: rebooting so the boot loader can fall back"
+          echo "boot-complete.target not reached in time: rebooting so the boot loader can fall back"
           systemctl reboot
         '';
       };

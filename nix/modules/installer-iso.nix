@@ -12,6 +12,19 @@
 let
   cfg = config.abnixInstaller;
   bundleOnMedium = "/abnix/bundle";
+  # iso-image.nix mounts the medium here.
+  medium = "/iso";
+  diskWaitSeconds = 120;
+
+  waitForDisk = pkgs.writeShellApplication {
+    name = "abnix-wait-for-disk";
+    runtimeInputs = [
+      pkgs.coreutils
+      pkgs.util-linux
+      config.systemd.package
+    ];
+    text = builtins.readFile ./wait-for-disk.sh;
+  };
 in
 {
   imports = [
@@ -52,26 +65,26 @@ in
       ];
     };
 
-    # iso-image.nix mounts the medium at /iso.
-    environment.etc."abnix/install.toml".text = cfg.installConfig "/iso${bundleOnMedium}";
+    environment.etc."abnix/install.toml".text = cfg.installConfig "${medium}${bundleOnMedium}";
 
     systemd.services.abnix-install = {
       description = "abnix: install the bundled version onto this machine's disk";
       wantedBy = [ "multi-user.target" ];
-      # Disks behind slow controllers (USB, some NVMe) show up late; the
-      # installer chooses among the disks present when it starts.
-      wants = [ "systemd-udev-settle.service" ];
-      after = [
-        "local-fs.target"
-        "systemd-udev-settle.service"
-      ];
-      # mkfs.ext4 formats abnix-rw.
+      after = [ "local-fs.target" ];
+      # mkfs.ext4 formats abnix-rw; wipefs (libblkid) and findfs prove a
+      # disk blank and find the medium by the kernel command line's root=
+      # (without them the installer refuses a disk it cannot prove blank).
       path = [
         cfg.package
         pkgs.e2fsprogs
+        pkgs.util-linux
       ];
       serviceConfig = {
         Type = "oneshot";
+        # Disks behind slow controllers show up late, and the installer
+        # chooses among those present when it starts: wait (2 minutes at
+        # most) until there is one, or say on the console that none came.
+        ExecStartPre = "${waitForDisk}/bin/abnix-wait-for-disk ${toString diskWaitSeconds} ${medium}";
         ExecStart = "${cfg.package}/bin/abnix-install --auto --config /etc/abnix/install.toml --poweroff";
         StandardOutput = "journal+console";
         StandardError = "journal+console";

@@ -2,7 +2,8 @@
 //! on 127.0.0.1, which guests reach at 10.0.2.2 through QEMU's user
 //! network), the operator's signing key, one channel, and releases built
 //! as fixture versions, packed with the project's own `pack` and published
-//! with the project's own `abnix-update publish`.
+//! with the project's own `abnix-update publish`; busybox hosts
+//! ([`crate::version`]) or systemd hosts ([`crate::systemd_host`]).
 //!
 //! Every host of the fleet carries the same device config (the bucket, the
 //! channel, the trusted key, tries and reboot policy) and a credentials
@@ -23,6 +24,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::bundle::pack_fixture;
 use crate::kernel::Kernel;
+use crate::systemd_host::{self, HostSpec, CHECK_INTERVAL};
 use crate::version::{FixtureFile, FixtureVersion, VersionSpec};
 use crate::workspace;
 
@@ -108,7 +110,8 @@ impl Fleet {
 
     /// `/etc/abnix/config.toml` of the fleet's hosts, checked with the
     /// parser the updater uses. `reboot = "immediate"`: a host reboots into
-    /// a new version as soon as it is installed.
+    /// a new version as soon as it is installed. `check_interval` is the
+    /// systemd hosts' timer's (busybox hosts check in a loop, faster).
     pub fn device_config(&self) -> Result<String> {
         let text = format!(
             "endpoint = \"http://10.0.2.2:{port}\"\n\
@@ -121,6 +124,7 @@ impl Fleet {
              trusted_keys = [\"{key}\"]\n\
              tries = {tries}\n\
              reboot = \"immediate\"\n\
+             check_interval = \"{CHECK_INTERVAL}\"\n\
              state_dir = \"/var/lib/abnix\"\n",
             port = self.server.addr().port(),
             bucket = self.server.bucket(),
@@ -136,12 +140,12 @@ impl Fleet {
     /// device config, the credentials, the shared and own payload) and packs
     /// it into a signed bundle under the fleet's directory.
     pub fn release(&self, mut spec: VersionSpec, kernel: &Kernel) -> Result<Release> {
-        let name = format!("v{}-{}", spec.version, spec.behaviour.name());
-        let dir = self.dir.join(&name);
+        let dir = self
+            .dir
+            .join(format!("v{}-{}", spec.version, spec.behaviour.name()));
         spec.binaries.push(self.updater.clone());
+        spec.files.extend(self.host_files()?);
         spec.files.extend([
-            FixtureFile::new("/etc/abnix/config.toml", 0o644, self.device_config()?),
-            FixtureFile::new(GUEST_CREDENTIALS, 0o600, credentials_toml(&self.server)),
             FixtureFile::new(
                 "/usr/share/fixture/shared",
                 0o644,
@@ -154,6 +158,34 @@ impl Fleet {
             ),
         ]);
         let version = FixtureVersion::build(&spec, kernel, &dir)?;
+        self.pack(version, &dir)
+    }
+
+    /// Builds version `spec` of a systemd host ([`systemd_host`]) of this
+    /// fleet (with the device config and the credentials) and packs it.
+    pub fn release_systemd_host(&self, mut spec: HostSpec, kernel: &Kernel) -> Result<Release> {
+        let dir = self.dir.join(format!(
+            "v{}-systemd-{}-{}",
+            spec.version,
+            spec.host.health.name(),
+            spec.host.fs.name()
+        ));
+        spec.files.extend(self.host_files()?);
+        let version = systemd_host::build(&spec, kernel, &dir)?;
+        self.pack(version, &dir)
+    }
+
+    /// The files every host of the fleet carries: its device config and
+    /// its bucket credentials.
+    fn host_files(&self) -> Result<[FixtureFile; 2]> {
+        Ok([
+            FixtureFile::new("/etc/abnix/config.toml", 0o644, self.device_config()?),
+            FixtureFile::new(GUEST_CREDENTIALS, 0o600, credentials_toml(&self.server)),
+        ])
+    }
+
+    /// Packs `version` into a signed bundle in `dir`.
+    fn pack(&self, version: FixtureVersion, dir: &Path) -> Result<Release> {
         let bundle = dir.join("bundle");
         let meta = pack_fixture(&version, &self.key, &bundle)?;
         Ok(Release {

@@ -373,7 +373,7 @@ impl State {
         } else {
             faults.fail_every_second.filter(|_| {
                 faults.seen_while_failing += 1;
-                faults.seen_while_failing % 2 == 0
+                faults.seen_while_failing.is_multiple_of(2)
             })
         };
         let cut = match faults.cut {

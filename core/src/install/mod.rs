@@ -8,21 +8,25 @@
 //!    built here), e2fsprogs, the image's filesystem (from the superblock in
 //!    its first chunk), the target (chosen automatically by
 //!    [`target::select`], or named and checked by [`target::check_disk`]:
-//!    among others, no logical sectors larger than the filesystem's blocks),
+//!    among others, not the installer's own medium however it booted
+//!    (`medium`), no logical sectors larger than the filesystem's blocks),
 //!    the layout on it, that the image fits a slot, that the ESP takes
 //!    FAT32, the bootloader and two slots' boot files (`esp_room`), and
-//!    what the target holds ([`Contents`]: anything but an earlier abnix
-//!    installation needs `wipe`). Every failure here leaves the target
-//!    untouched.
+//!    what the target holds ([`Contents`]: anything but a provably blank
+//!    disk needs `wipe`). Every failure here leaves the target untouched.
 //! 2. [`Plan::install`] (or [`execute`] on any [`Disk`]) writes, making the
 //!    disk bootable last, as coreos-installer does. First, when the target
-//!    holds anything ([`Contents`] not empty: an earlier installation, or
-//!    what `wipe` allowed to erase), the whole image object is checked
-//!    against the signed index without writing ([`verify_object`]), so a
-//!    corrupt bundle leaves that as it was; on a blank target this pass is
-//!    skipped, since a failure loses nothing there and templates stay fast
-//!    (the chunks are checked as they are written either way). Then:
-//!    1. erase old signatures on the disk and inside every new partition's
+//!    is not blank (what `wipe` allowed to erase), the whole image object
+//!    is checked against the signed index without writing
+//!    ([`verify_object`]), so a corrupt bundle leaves that as it was; on a
+//!    blank target this pass is skipped, since a failure loses nothing
+//!    there and templates stay fast (the chunks are checked as they are
+//!    written either way). Then the target is opened for writing, a block
+//!    device exclusively, and checked to be the disk that was examined,
+//!    holding what it held ([`device`]); otherwise nothing is written.
+//!    Then:
+//!    1. erase old signatures on the disk (on a disk that was not blank,
+//!       every area where one can sit) and inside every new partition's
 //!       range (an old ESP or a root filesystem with the same UUID must not
 //!       survive at the new offsets), and the MBR's boot code;
 //!    2. the GPT (GUIDs from the seed);
@@ -37,16 +41,22 @@
 //!    table is wiped ([`gpt::wipe`]), so the disk cannot boot half-installed,
 //!    and the error says so.
 
+#[cfg(test)]
+mod blank_tests;
 mod bootloader;
 mod contents;
+pub mod device;
 mod esp_room;
+pub mod libblkid;
+pub mod medium;
 pub mod rwfs;
+pub mod system;
 pub mod target;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Cursor, Read, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -57,8 +67,12 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 pub use bootloader::{BootPayload, BootloaderError, BootloaderSetup};
-pub use contents::Contents;
-use target::{InstallerMedium, NoEligibleDisk, Requirements, Selection};
+pub use contents::{BlkidView, Contents, ExamineError};
+use device::{DeviceIdentity, OpenError, Opened};
+use libblkid::Libblkid;
+use medium::Survey;
+pub use system::System;
+use target::{NoEligibleDisk, Requirements, Selection};
 
 use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
 use crate::boot::grubcfg::slot_cfg;
@@ -73,7 +87,7 @@ use crate::pipeline::{
     read_image_head, verify_object, write_image, ImageSpec, PipelineError, VerifiedImage,
     WriteOptions,
 };
-use crate::probe::{erase_signatures, probe_signatures, Signature};
+use crate::probe::{erase_signatures, probe_signatures, zero_areas};
 use crate::progress::Progress;
 use crate::sign::TrustedKeys;
 use crate::slot::Slot;
@@ -104,7 +118,7 @@ pub struct Request {
     pub target: TargetRequest,
     pub layout: LayoutConfig,
     pub bootloader: BootloaderSetup,
-    /// Overwrite a target that holds something other than abnix.
+    /// Overwrite a target that is not provably blank (see [`Contents`]).
     pub wipe: bool,
     /// Let automatic selection choose removable disks.
     pub allow_removable: bool,
@@ -121,22 +135,76 @@ pub struct Target {
     pub sector_size: u32,
     /// What sysfs says about it; `None` for a disk-image file.
     pub device: Option<DiskInfo>,
+    /// What makes it the target that was examined.
+    pub identity: Identity,
+}
+
+/// What must still hold when the target is opened for writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A file the installer creates: it must not exist yet.
+    NewFile,
+    /// An existing disk-image file: the same inode (`st_dev`, `st_ino`).
+    File { dev: u64, ino: u64 },
+    /// A block device: the same device, not in use (see [`device`]).
+    Device(DeviceIdentity),
+}
+
+/// Why the target is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// To write the installation: checked to be the target examined.
+    Write,
+    /// Again after a failed write, to wipe the partition table.
+    Reset,
 }
 
 impl Target {
-    /// Opens the target for writing; a disk-image file is created or
-    /// extended (sparse) to its size.
-    pub fn open(&self) -> io::Result<File> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(self.device.is_none())
-            .truncate(false)
-            .open(&self.path)?;
-        if self.device.is_none() && file.metadata()?.len() < self.size {
-            file.set_len(self.size)?;
-        }
-        Ok(file)
+    /// Opens the target for writing (see [`Identity`]); a disk-image file
+    /// is created, and extended (sparse) to its size once it was checked
+    /// ([`Opened::grow`]).
+    pub fn open(&self, opening: Opening) -> Result<Opened<File>, InstallError> {
+        let failed = |source: OpenError| InstallError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let file = match (&self.identity, opening) {
+            (Identity::Device(checked), _) => {
+                return Opened::device(&self.path, checked, &SysRoot::default()).map_err(failed)
+            }
+            (Identity::NewFile, Opening::Write) => File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&self.path)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => failed(OpenError::File(
+                        "it did not exist when it was checked, and now it does".to_owned(),
+                    )),
+                    _ => failed(e.into()),
+                })?,
+            (Identity::File { dev, ino }, Opening::Write) => {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(&self.path)
+                    .map_err(|e| failed(e.into()))?;
+                let now = device::file_identity(&file).map_err(|e| failed(e.into()))?;
+                if now != (*dev, *ino) {
+                    return Err(failed(OpenError::File(
+                        "it was replaced by another file since it was checked".to_owned(),
+                    )));
+                }
+                file
+            }
+            (_, Opening::Reset) => File::options()
+                .read(true)
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| failed(e.into()))?,
+        };
+        let grow = file.try_clone().map_err(|e| failed(e.into()))?;
+        Ok(Opened::file(file, &self.path).growing(grow, self.size))
     }
 
     pub fn describe(&self) -> String {
@@ -162,8 +230,8 @@ pub struct Plan {
     pub contents: Contents,
     pub layout: Layout,
     pub boot: BootPayload,
-    /// Whole-disk signatures to erase.
-    signatures: Vec<Signature>,
+    /// How libblkid was asked, to ask again before the first write.
+    libblkid: Libblkid,
     seed: [u8; 32],
 }
 
@@ -205,8 +273,10 @@ pub enum InstallError {
         path: PathBuf,
         reason: target::Ineligible,
     },
+    #[error("the installer's medium: {0}")]
+    Medium(String),
     #[error("{}: {source}", path.display())]
-    Open { path: PathBuf, source: io::Error },
+    Open { path: PathBuf, source: OpenError },
     #[error("{} is {have} bytes, more than the {size} asked for: remove it or ask for at least its size", path.display())]
     FileLarger { path: PathBuf, have: u64, size: u64 },
     #[error("{}: {source}", path.display())]
@@ -233,8 +303,16 @@ pub enum InstallError {
     ImageObject(PipelineError),
     #[error("{} holds {found}: pass --wipe to erase it", path.display())]
     NotEmpty { path: PathBuf, found: String },
+    #[error("cannot prove {} blank: wipefs (util-linux) is not installed, so libblkid cannot look for what abnix's own probe does not know (XFS, btrfs, ZFS, NTFS, …); install util-linux, or pass --wipe to erase whatever it holds", path.display())]
+    Unproven { path: PathBuf },
     #[error("reading what {} holds: {source}", path.display())]
-    Probe { path: PathBuf, source: io::Error },
+    Probe { path: PathBuf, source: ExamineError },
+    #[error("{} changed since it was checked, nothing was written: it held {was}, now it holds {now}", path.display())]
+    Changed {
+        path: PathBuf,
+        was: String,
+        now: String,
+    },
     #[error("no randomness for the disk's GUIDs: {0}")]
     Random(String),
     #[error("{failed}. {}", match reset {
@@ -244,7 +322,7 @@ pub enum InstallError {
     Failed {
         failed: Box<WriteError>,
         /// Why the reset failed; `None` when the table was wiped.
-        reset: Option<Box<GptError>>,
+        reset: Option<String>,
     },
 }
 
@@ -264,6 +342,8 @@ pub enum WriteError {
     Slot(PipelineError),
     #[error("formatting abnix-rw: {0}")]
     Rw(RwError),
+    #[error("claiming the disk again after mkfs.ext4: {0}")]
+    Claim(io::Error),
     #[error("syncing the target: {0}")]
     Sync(io::Error),
     #[error("installing {bootloader} on the ESP: {source}")]
@@ -300,9 +380,9 @@ fn check_bootable(info: &SlotInfo, boot: &BootloaderSetup) -> Result<(), BootErr
 /// The kernel name of the whole disk behind `path` (following
 /// `/dev/disk/by-id/…` links).
 fn disk_name(path: &Path) -> Result<String, InstallError> {
-    let open_error = |source| InstallError::Open {
+    let open_error = |source: io::Error| InstallError::Open {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     };
     let real = fs::canonicalize(path).map_err(open_error)?;
     let kind = fs::metadata(&real).map_err(open_error)?.file_type();
@@ -318,15 +398,18 @@ fn disk_name(path: &Path) -> Result<String, InstallError> {
         .unwrap_or_default())
 }
 
-/// The disk holding the bundle, if it is on one: the installer's medium.
-fn bundle_medium(sys: &SysRoot, bundle: &Path) -> Result<Option<InstallerMedium>, InstallError> {
-    match sys.device_of_path(bundle) {
-        Ok(device) => Ok(Some(InstallerMedium {
-            disk: device.disk,
-            why: format!("the bundle {} is on it", bundle.display()),
-        })),
-        Err(BlockDevError::NotOnBlockDevice { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
+/// Adds to `disk` the users sysfs does not show: loop devices reading from
+/// it, and, when nothing else uses it, the kernel refusing exclusive access
+/// (a mount in another namespace, a program holding it open exclusively).
+fn add_hidden_users(system: &dyn System, survey: &Survey, disk: &mut DiskInfo) {
+    if let Some(busy) = survey.busy.get(&disk.name) {
+        disk.other_users.extend(busy.iter().cloned());
+    }
+    if disk.usage().is_empty() {
+        if let Err(e) = system.exclusive_access(&disk.name) {
+            disk.other_users
+                .push(format!("the kernel refuses exclusive access ({e})"));
+        }
     }
 }
 
@@ -334,54 +417,65 @@ fn bundle_medium(sys: &SysRoot, bundle: &Path) -> Result<Option<InstallerMedium>
 /// disk may be removable, but everything else [`target::check_disk`] asks
 /// holds.
 pub fn check_named_disk(
-    sys: &SysRoot,
+    system: &dyn System,
     path: &Path,
     name: &str,
-    media: &[InstallerMedium],
+    survey: &Survey,
     req: &Requirements,
 ) -> Result<DiskInfo, InstallError> {
+    let sys = system.root();
     if !sys.root.join("sys/block").join(name).exists() {
         return Err(InstallError::WrongKind {
             path: path.to_owned(),
             reason: format!("{name} is not a whole disk (a partition?)"),
         });
     }
-    let disk = sys.disk(name)?;
-    let mut media = media.to_vec();
-    media.extend(target::media_from_mounts([&disk]));
+    let mut disk = sys.disk(name)?;
+    add_hidden_users(system, survey, &mut disk);
     let named = Requirements {
         allow_removable: true,
         ..req.clone()
     };
-    target::check_disk(&disk, &media, &named).map_err(|reason| InstallError::Ineligible {
-        path: path.to_owned(),
-        reason,
+    target::check_disk(&disk, &survey.media, &named).map_err(|reason| {
+        InstallError::Ineligible {
+            path: path.to_owned(),
+            reason,
+        }
     })?;
     Ok(disk)
 }
 
-/// Finds the target and opens it for reading: its size, sector size and
-/// signatures.
+/// Examines what `disk` (named `path` for libblkid) holds.
+fn examine<D: Disk + ?Sized>(
+    disk: &mut D,
+    path: &Path,
+    libblkid: &Libblkid,
+) -> Result<Contents, InstallError> {
+    Contents::examine(disk, path, libblkid).map_err(|source| InstallError::Probe {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Finds the target and examines it without writing: its size, sector
+/// size, identity and contents.
 fn find_target(
     request: &Request,
-    sys: &SysRoot,
+    system: &dyn System,
     req: &Requirements,
-) -> Result<(Target, Option<Selection>, Vec<Signature>), InstallError> {
-    let probe = |path: &Path, file: &mut File| {
-        probe_signatures(file).map_err(|source| InstallError::Probe {
-            path: path.to_owned(),
-            source,
-        })
-    };
+) -> Result<(Target, Option<Selection>, Contents), InstallError> {
     let open_error = |path: &Path| {
         let path = path.to_owned();
-        move |source| InstallError::Open { path, source }
+        move |source: io::Error| InstallError::Open {
+            path,
+            source: source.into(),
+        }
     };
+    let libblkid = system.libblkid();
 
     let (device, selection) = match &request.target {
         TargetRequest::File { path, size } => {
-            let mut signatures = Vec::new();
-            match File::open(path) {
+            let (contents, identity) = match File::open(path) {
                 Ok(mut file) => {
                     let metadata = file.metadata().map_err(open_error(path))?;
                     if !metadata.is_file() {
@@ -398,50 +492,72 @@ fn find_target(
                             size: *size,
                         });
                     }
-                    signatures = probe(path, &mut file)?;
+                    let (dev, ino) = device::file_identity(&file).map_err(open_error(path))?;
+                    (
+                        examine(&mut file, path, &libblkid)?,
+                        Identity::File { dev, ino },
+                    )
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    (Contents::new_file(), Identity::NewFile)
+                }
                 Err(e) => return Err(open_error(path)(e)),
-            }
+            };
             let target = Target {
                 path: path.clone(),
                 size: *size,
                 // What sgdisk and the loop driver assume for a file.
                 sector_size: 512,
                 device: None,
+                identity,
             };
-            return Ok((target, None, signatures));
+            return Ok((target, None, contents));
         }
         TargetRequest::Disk(path) => {
             let name = disk_name(path)?;
-            let media: Vec<InstallerMedium> =
-                bundle_medium(sys, &request.bundle)?.into_iter().collect();
-            (check_named_disk(sys, path, &name, &media, req)?, None)
+            let survey = medium::survey(system, &request.bundle)?;
+            (check_named_disk(system, path, &name, &survey, req)?, None)
         }
         TargetRequest::Auto => {
-            let scan = sys.disks()?;
-            let mut media = target::media_from_mounts(&scan.disks);
-            media.extend(bundle_medium(sys, &request.bundle)?);
-            let selection = target::select(&scan, &media, req)?;
+            let survey = medium::survey(system, &request.bundle)?;
+            let mut scan = system.root().disks()?;
+            for disk in &mut scan.disks {
+                add_hidden_users(system, &survey, disk);
+            }
+            let selection = target::select(&scan, &survey.media, req)?;
             (selection.chosen.clone(), Some(selection))
         }
     };
     let path = device.dev_path.clone();
     let mut file = File::open(&path).map_err(open_error(&path))?;
-    let size = blockdev::device_size(&file).map_err(open_error(&path))?;
+    let identity = DeviceIdentity::of(&file, system.root()).map_err(|e| InstallError::Open {
+        path: path.clone(),
+        source: OpenError::Identity(e.to_string()),
+    })?;
+    if identity.name != device.name {
+        return Err(InstallError::Open {
+            path: path.clone(),
+            source: OpenError::NotTheSame(vec![format!(
+                "sysfs describes {}, the device node opens {}",
+                device.name, identity.name
+            )]),
+        });
+    }
     let sector_size = blockdev::logical_sector_size(&file).map_err(open_error(&path))?;
-    let signatures = probe(&path, &mut file)?;
+    let contents = examine(&mut file, &path, &libblkid)?;
     let target = Target {
         path,
-        size,
+        size: identity.size,
         sector_size,
         device: Some(device),
+        identity: Identity::Device(identity),
     };
-    Ok((target, selection, signatures))
+    Ok((target, selection, contents))
 }
 
-/// Checks everything before anything is written (see the module docs).
-pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
+/// Checks everything before anything is written (see the module docs), on
+/// the running system `system` (a [`SysRoot`] is the real one).
+pub fn prepare(request: &Request, system: &dyn System) -> Result<Plan, InstallError> {
     if request.trusted_keys.is_empty() {
         return Err(InstallError::NoTrustedKeys);
     }
@@ -478,7 +594,7 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
         image_fs: image_fs.fs,
         image_block_size: image_fs.block_size,
     };
-    let (target, selection, signatures) = find_target(request, sys, &req)?;
+    let (target, selection, contents) = find_target(request, system, &req)?;
     let layout_error = |source| InstallError::Layout {
         path: target.path.clone(),
         source,
@@ -509,8 +625,13 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
             needed: esp_needed,
         });
     }
-    let contents = Contents::classify(&signatures, target.size);
-    if !contents.replaceable() && !request.wipe {
+    info!("{} holds {contents}", target.path.display());
+    if !contents.is_blank() && !request.wipe {
+        if contents.unproven() {
+            return Err(InstallError::Unproven {
+                path: target.path.clone(),
+            });
+        }
         return Err(InstallError::NotEmpty {
             path: target.path.clone(),
             found: contents.to_string(),
@@ -531,7 +652,7 @@ pub fn prepare(request: &Request, sys: &SysRoot) -> Result<Plan, InstallError> {
         contents,
         layout,
         boot,
-        signatures,
+        libblkid: system.libblkid(),
         seed,
     })
 }
@@ -613,10 +734,10 @@ impl fmt::Display for Plan {
             self.bundle.dir.display()
         )?;
         writeln!(f, "onto {}", self.target.describe())?;
-        match &self.contents {
-            Contents::Empty => {}
-            Contents::EarlierAbnix(_) => writeln!(f, "replacing an earlier abnix installation")?,
-            Contents::Foreign(_) => writeln!(f, "ERASING what it holds: {}", self.contents)?,
+        if self.contents.is_blank() {
+            writeln!(f, "which holds {}", self.contents)?;
+        } else {
+            writeln!(f, "ERASING what it holds: {}", self.contents)?;
         }
         if self.checks_image_first() {
             writeln!(
@@ -642,17 +763,15 @@ impl Plan {
     /// target loses nothing to a failure, so its image is checked only as
     /// it is written.
     pub fn checks_image_first(&self) -> bool {
-        self.contents != Contents::Empty
+        !self.contents.is_blank()
     }
 
     /// Installs onto the target (see [`execute`]) and, on a block device,
     /// asks the kernel to read the new partition table.
     pub fn install(&self, progress: &dyn Progress) -> Result<Summary, InstallError> {
-        let summary = execute(self, || self.target.open(), progress)?;
+        let summary = execute(self, |opening| self.target.open(opening), progress)?;
         if self.target.device.is_some() {
-            let reread = self
-                .target
-                .open()
+            let reread = File::open(&self.target.path)
                 .and_then(|disk| blockdev::reread_partition_table(&disk));
             if let Err(e) = reread {
                 // The disk is complete; the running kernel merely keeps its
@@ -664,32 +783,38 @@ impl Plan {
     }
 }
 
-/// Writes the plan onto the disk `open` gives (see the module docs). An
+/// Writes the plan onto the target `open` gives (see the module docs). An
 /// image that fails the check before the first write is
-/// [`InstallError::ImageObject`], with nothing written; on a failure after
-/// that the partition table is wiped through a disk opened afresh (the
-/// handle that failed may keep failing).
+/// [`InstallError::ImageObject`], a target that is not what was examined
+/// [`InstallError::Open`] or [`InstallError::Changed`], each with nothing
+/// written; on a failure after that the partition table is wiped through
+/// the target opened afresh (the handle that failed may keep failing).
 pub fn execute<D: Disk>(
     plan: &Plan,
-    mut open: impl FnMut() -> io::Result<D>,
+    mut open: impl FnMut(Opening) -> Result<Opened<D>, InstallError>,
     progress: &dyn Progress,
 ) -> Result<Summary, InstallError> {
     let started = Instant::now();
     check_image_first(plan, progress)?;
-    let mut disk = open().map_err(|source| InstallError::Open {
+    let mut target = open(Opening::Write)?;
+    check_contents_again(plan, &mut target)?;
+    target.grow().map_err(|e| InstallError::Open {
         path: plan.target.path.clone(),
-        source,
+        source: e.into(),
     })?;
-    let result = write(plan, &mut disk, progress);
-    drop(disk);
+    let result = write(plan, &mut target, progress);
+    drop(target);
     if let Err(failed) = result {
         warn!("installation failed ({failed}); wiping the partition table");
-        let reset = open()
-            .map_err(GptError::Io)
-            .and_then(|mut disk| gpt::wipe(&mut disk, plan.target.sector_size));
+        let reset = open(Opening::Reset)
+            .map_err(|e| e.to_string())
+            .and_then(|mut target| {
+                target.grow().map_err(|e| e.to_string())?;
+                gpt::wipe(&mut target.disk, plan.target.sector_size).map_err(|e| e.to_string())
+            });
         return Err(InstallError::Failed {
             failed: Box::new(failed),
-            reset: reset.err().map(Box::new),
+            reset: reset.err(),
         });
     }
     let meta = plan.bundle.signed.meta();
@@ -705,6 +830,25 @@ pub fn execute<D: Disk>(
     };
     info!("{}", summary.to_string().lines().next().unwrap_or_default());
     Ok(summary)
+}
+
+/// Just before the first write: the target still holds what it held when
+/// it was examined (nothing was written to it during the countdown). A file
+/// the installer creates was created just now.
+fn check_contents_again<D: Disk>(plan: &Plan, target: &mut Opened<D>) -> Result<(), InstallError> {
+    if plan.contents.libblkid == BlkidView::NotAsked {
+        return Ok(());
+    }
+    let path = target.tools_path().to_owned();
+    let now = examine(&mut target.disk, &path, &plan.libblkid)?;
+    if now != plan.contents {
+        return Err(InstallError::Changed {
+            path: plan.target.path.clone(),
+            was: plan.contents.to_string(),
+            now: now.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Step 0: the whole image object against the signed index, without
@@ -742,9 +886,17 @@ fn erase_boot_code<D: Disk>(disk: &mut D) -> io::Result<()> {
     disk.write_all(&[0u8; 440])
 }
 
-/// Step 1: old signatures on the disk and inside each new partition.
+/// Step 1: old signatures on the disk (when it was not blank: every magic
+/// either probe found, and every area where one can sit) and inside each
+/// new partition.
 fn erase<D: Disk>(plan: &Plan, disk: &mut D) -> io::Result<()> {
-    erase_signatures(disk, &plan.signatures)?;
+    if !plan.contents.is_blank() {
+        for (offset, len) in plan.contents.magic() {
+            disk.seek(SeekFrom::Start(offset))?;
+            disk.write_all(&vec![0u8; len])?;
+        }
+        zero_areas(disk)?;
+    }
     for part in plan.layout.partitions() {
         let mut region = Region::new(&mut *disk, part.start, part.size);
         let found = probe_signatures(&mut region)?;
@@ -824,9 +976,14 @@ fn install_esp<D: Disk>(
 }
 
 /// The installation's writes, in order (see the module docs).
-fn write<D: Disk>(plan: &Plan, disk: &mut D, progress: &dyn Progress) -> Result<(), WriteError> {
+fn write<D: Disk>(
+    plan: &Plan,
+    target: &mut Opened<D>,
+    progress: &dyn Progress,
+) -> Result<(), WriteError> {
     let layout = &plan.layout;
     let sector_size = plan.target.sector_size;
+    let disk = &mut target.disk;
 
     info!("erasing old signatures");
     erase(plan, disk).map_err(WriteError::Erase)?;
@@ -861,7 +1018,11 @@ fn write<D: Disk>(plan: &Plan, disk: &mut D, progress: &dyn Progress) -> Result<
             .unwrap(),
     )
     .into_uuid();
-    rwfs::format(&plan.target.path, &layout.rw, rw_uuid).map_err(WriteError::Rw)?;
+    target
+        .run_tools(|path| rwfs::format(path, &layout.rw, rw_uuid))
+        .map_err(WriteError::Claim)?
+        .map_err(WriteError::Rw)?;
+    let disk = &mut target.disk;
     // mkfs.ext4 wrote through its own descriptor: make it durable before
     // the disk becomes bootable.
     disk.sync().map_err(WriteError::Sync)?;

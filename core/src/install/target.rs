@@ -7,7 +7,8 @@
 //! [`DiskScan`]: kernel names compared by [`natural_cmp`](crate::blockdev::natural_cmp)
 //! (`sda < sdb < vda < nvme0n1 < sdaa < mmcblk0`). A disk is eligible when it
 //! is not the installer's own medium, not read-only, not removable (unless
-//! allowed), not in use (mounted, swap, holders), has a logical sector size
+//! allowed), not in use (mounted, swap, holders, a loop device's backing
+//! file, or otherwise refused exclusive access), has a logical sector size
 //! the layout and the bootloader support and no larger than the blocks of
 //! the image's filesystem (which could not be mounted from it otherwise),
 //! and is big enough for the layout.
@@ -22,35 +23,12 @@ use crate::fsid::FsType;
 use crate::layout::{self, LayoutConfig};
 use crate::units::Bytes;
 
-/// Mount points that mean "the installer runs from this disk": the NixOS
-/// installer ISO mounts its medium at `/iso` (nixos/modules/installer/
-/// cd-dvd/iso-image.nix); a live system's root is its own medium.
-pub const INSTALLER_MOUNTS: &[&str] = &["/", "/iso"];
-
-/// A disk the installer itself runs from, and how that is known.
+/// A disk the installer itself runs from, and how that is known
+/// (see `medium`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallerMedium {
     pub disk: String,
     pub why: String,
-}
-
-/// The disks among `disks` that hold one of [`INSTALLER_MOUNTS`].
-pub fn media_from_mounts<'a>(
-    disks: impl IntoIterator<Item = &'a DiskInfo>,
-) -> Vec<InstallerMedium> {
-    disks
-        .into_iter()
-        .filter_map(|disk| {
-            let (device, at) = disk
-                .mounts
-                .iter()
-                .find(|(_, at)| INSTALLER_MOUNTS.contains(&at.as_str()))?;
-            Some(InstallerMedium {
-                disk: disk.name.clone(),
-                why: format!("{device} is mounted on {at}"),
-            })
-        })
-        .collect()
 }
 
 /// What a target disk must offer.
@@ -164,15 +142,20 @@ fn list(skipped: &[Skipped]) -> String {
         .collect()
 }
 
-/// A one-line description of a disk for people: name, model, size.
+/// A one-line description of a disk for people: name, model, serial, size.
 pub fn describe(disk: &DiskInfo) -> String {
     let model = disk
         .model
         .as_deref()
         .map(|m| format!(" \"{m}\""))
         .unwrap_or_default();
+    let serial = disk
+        .serial
+        .as_deref()
+        .map(|s| format!(" serial {s}"))
+        .unwrap_or_default();
     format!(
-        "{}{model} ({}, {}-byte sectors)",
+        "{}{model}{serial} ({}, {}-byte sectors)",
         disk.dev_path.display(),
         Bytes(disk.size_bytes),
         disk.logical_sector_size
@@ -259,10 +242,12 @@ mod tests {
             read_only: false,
             model: None,
             serial: None,
+            wwid: None,
             partitions: Vec::new(),
             holders: Vec::new(),
             mounts: Vec::new(),
             swaps: Vec::new(),
+            other_users: Vec::new(),
         }
     }
 
@@ -311,14 +296,10 @@ mod tests {
             disk("vdb"),
             disk("nvme0n1"),
         ]);
-        let media = media_from_mounts(&scan.disks);
-        assert_eq!(
-            media,
-            [InstallerMedium {
-                disk: "sda".into(),
-                why: "/dev/sda1 is mounted on /iso".into()
-            }]
-        );
+        let media = [InstallerMedium {
+            disk: "sda".into(),
+            why: "/dev/sda1 is mounted on /iso".into(),
+        }];
 
         let selection = select(&scan, &media, &req()).unwrap();
         assert_eq!(selection.chosen.name, "vdb");
@@ -378,9 +359,10 @@ mod tests {
         let mut swapping = disk("sda");
         swapping.swaps = vec!["/dev/sda2".into()];
         swapping.holders = vec!["dm-0".into()];
+        swapping.other_users = vec!["/dev/loop0 reads its backing file /a from /dev/sda1".into()];
         assert_eq!(
             check_disk(&swapping, &[], &req()).unwrap_err().to_string(),
-            "it is in use: /dev/sda2 is active swap; dm-0 is stacked on it"
+            "it is in use: /dev/sda2 is active swap; dm-0 is stacked on it; /dev/loop0 reads its backing file /a from /dev/sda1"
         );
         let mut odd = disk("sdb");
         odd.logical_sector_size = 1024;

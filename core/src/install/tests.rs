@@ -21,6 +21,7 @@ use crate::disk::{Fault, FaultyDisk};
 use crate::fat::FatFs;
 use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
 use crate::gpt::Gpt;
+use crate::install::system::tests::FakeSystem;
 use crate::layout::{Arch, MIB};
 use crate::meta::ObjectKind;
 use crate::pack::test_support::Sample;
@@ -41,7 +42,7 @@ fn layout_config() -> LayoutConfig {
     }
 }
 
-fn grub() -> BootloaderSetup {
+pub(super) fn grub() -> BootloaderSetup {
     BootloaderSetup::Grub {
         mkimage: "grub-mkimage".into(),
         bios_dir: Some("/usr/lib/grub/i386-pc".into()),
@@ -49,7 +50,7 @@ fn grub() -> BootloaderSetup {
     }
 }
 
-fn systemd_boot() -> BootloaderSetup {
+pub(super) fn systemd_boot() -> BootloaderSetup {
     BootloaderSetup::SystemdBoot {
         efi: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
     }
@@ -66,8 +67,8 @@ fn grub_aarch64() -> BootloaderSetup {
 }
 
 /// A packed sample version (12 MiB ext4 image) and a place for disks.
-struct Fixture {
-    tmp: tempfile::TempDir,
+pub(super) struct Fixture {
+    pub(super) tmp: tempfile::TempDir,
     sample: Sample,
     bundle: PathBuf,
     keys: TrustedKeys,
@@ -76,7 +77,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         Fixture::for_arch(Arch::X86_64)
     }
 
@@ -103,11 +104,11 @@ impl Fixture {
         }
     }
 
-    fn disk(&self) -> PathBuf {
+    pub(super) fn disk(&self) -> PathBuf {
         self.tmp.path().join("disk.img")
     }
 
-    fn request(&self, boot: BootloaderSetup) -> Request {
+    pub(super) fn request(&self, boot: BootloaderSetup) -> Request {
         Request {
             bundle: self.bundle.clone(),
             trusted_keys: self.keys.clone(),
@@ -156,7 +157,7 @@ fn run(program: &str, args: &[&str], target: &Path) -> String {
 }
 
 /// abnix-rw holds a clean ext4 with its label and the host's directories.
-fn check_rw(disk: &Path, layout: &Layout) {
+pub(super) fn check_rw(disk: &Path, layout: &Layout) {
     let fs = rwfs::at_offset(disk, layout.rw.start);
     run("e2fsck", &["-fn"], &fs);
     let stats = run("debugfs", &["-R", "stats"], &fs);
@@ -257,7 +258,7 @@ fn grub_install_into_a_new_file_writes_every_partition() {
     let f = Fixture::new();
     let request = f.request(grub());
     let plan = f.prepare(&request).unwrap();
-    assert_eq!(plan.contents, Contents::Empty);
+    assert_eq!(plan.contents, Contents::new_file());
     assert!(!f.disk().exists(), "prepare writes nothing");
     let text = plan.to_string();
     assert!(text.contains("installing version 5 \"sample\""), "{text}");
@@ -432,9 +433,10 @@ fn aarch64_refuses_bios_grub_and_x86_64_binaries() {
     }
 }
 
-/// Installing again over an abnix disk needs no --wipe; what an update left
-/// in slot B (a root filesystem with its own UUID) is erased, so `root=UUID=`
-/// can never find two candidates; the new seed gives new GUIDs.
+/// Installing again over an abnix disk needs --wipe (its abnix-rw holds
+/// that machine's data) and says what it is; what an update left in slot B
+/// (a root filesystem with its own UUID) is erased, so `root=UUID=` can
+/// never find two candidates; the new seed gives new GUIDs.
 #[test]
 fn reinstalling_replaces_an_earlier_installation_and_its_filesystems() {
     let f = Fixture::new();
@@ -448,14 +450,21 @@ fn reinstalling_replaces_an_earlier_installation_and_its_filesystems() {
 
     let mut again = f.request(systemd_boot());
     again.seed = Some([7; 32]);
-    let plan = f.prepare(&again).unwrap();
+    let before = fs::read(f.disk()).unwrap();
     assert_eq!(
-        plan.contents,
-        Contents::EarlierAbnix(Box::new(layout.clone()))
+        f.prepare(&again).unwrap_err().to_string(),
+        format!(
+            "{} holds an earlier abnix installation (its abnix-rw holds that machine's /var, /home and /root): pass --wipe to erase it",
+            f.disk().display()
+        )
     );
+    assert!(fs::read(f.disk()).unwrap() == before, "nothing written");
+    again.wipe = true;
+    let plan = f.prepare(&again).unwrap();
+    assert_eq!(plan.contents.earlier_abnix(), Some(layout.clone()));
     assert!(plan
         .to_string()
-        .contains("replacing an earlier abnix installation"));
+        .contains("ERASING what it holds: an earlier abnix installation"));
     plan.install(&NoProgress).unwrap();
 
     let mut slot_b = Region::new(
@@ -759,10 +768,11 @@ fn the_image_block_size_limits_the_sector_size() {
     let root = FakeRoot::new();
     let sdx = root.disk("sdx", (8, 0), 4 * DISK_SIZE / 512, &[]);
     fs::write(sdx.join("queue/logical_block_size"), "4096\n").unwrap();
+    let system = FakeSystem::new(root);
     let mut request = f.request(systemd_boot());
     request.target = TargetRequest::Auto;
 
-    let err = prepare(&request, &root.sys()).unwrap_err().to_string();
+    let err = prepare(&request, &system).unwrap_err().to_string();
     assert_eq!(
         err,
         "no eligible disk to install onto\n  sdx: its logical sectors are 4096 bytes, larger than \
@@ -788,7 +798,7 @@ fn the_image_block_size_limits_the_sector_size() {
     let bundle = f.tmp.path().join("erofs-bundle");
     pack(&input, &bundle, &NoProgress).unwrap();
     request.bundle = bundle;
-    match prepare(&request, &root.sys()) {
+    match prepare(&request, &system) {
         Err(InstallError::Open { path, .. }) => assert_eq!(path, Path::new("/dev/sdx")),
         other => panic!("expected sdx chosen, then not opened: {other:?}"),
     }
@@ -820,19 +830,19 @@ fn a_command_line_grub_cannot_carry_is_refused_before_writing() {
 fn a_failed_write_at_any_step_wipes_the_partition_table() {
     let f = Fixture::new();
     let plan = f.prepare(&f.request(grub())).unwrap();
-    let open = || plan.target.open();
+    let open = |opening| plan.target.open(opening);
     let fresh = || {
         let _ = fs::remove_file(f.disk());
     };
 
     // How many bytes a whole installation writes through the disk handle.
     fresh();
-    let disk = FaultyDisk::counting(open().unwrap());
-    let counter = disk.counter();
-    let mut disk = Some(disk);
+    let target = open(Opening::Write).unwrap().map(FaultyDisk::counting);
+    let counter = target.disk.counter();
+    let mut target = Some(target);
     execute(
         &plan,
-        || Ok(disk.take().expect("opened once when all goes well")),
+        |_| Ok(target.take().expect("opened once when all goes well")),
         &NoProgress,
     )
     .unwrap();
@@ -863,13 +873,13 @@ fn a_failed_write_at_any_step_wipes_the_partition_table() {
         let mut opened = 0;
         let err = execute(
             &plan,
-            || {
+            |opening| {
                 opened += 1;
-                let file = open()?;
+                let target = open(opening)?;
                 Ok(if opened == 1 {
-                    FaultyDisk::failing_after(file, budget, Fault::Error)
+                    target.map(|file| FaultyDisk::failing_after(file, budget, Fault::Error))
                 } else {
-                    FaultyDisk::counting(file)
+                    target.map(FaultyDisk::counting)
                 })
             },
             &NoProgress,
@@ -908,20 +918,25 @@ fn a_failed_write_at_any_step_wipes_the_partition_table() {
     let mut opened = 0;
     let err = execute(
         &plan,
-        || {
+        |opening| {
             opened += 1;
             if opened == 1 {
-                Ok(FaultyDisk::failing_after(open()?, 0, Fault::Error))
+                Ok(open(opening)?.map(|file| FaultyDisk::failing_after(file, 0, Fault::Error)))
             } else {
-                Err(io::Error::other("disk gone"))
+                Err(InstallError::Open {
+                    path: f.disk(),
+                    source: io::Error::other("disk gone").into(),
+                })
             }
         },
         &NoProgress,
     )
     .unwrap_err();
     assert!(
-        err.to_string()
-            .ends_with("Wiping the partition table failed too (disk I/O: disk gone): do not boot this disk, install again or wipe it"),
+        err.to_string().ends_with(&format!(
+            "Wiping the partition table failed too ({}: disk gone): do not boot this disk, install again or wipe it",
+            f.disk().display()
+        )),
         "{err}"
     );
 }
@@ -970,6 +985,10 @@ fn a_bundle_file_changed_after_it_was_verified_is_caught_as_it_is_written() {
 /// Named disks read from a fake sysfs: each way a disk can be in use, the
 /// installer's own medium, a partition instead of a disk. A named
 /// removable disk is accepted.
+/// Named disks read from a fake sysfs: each way a disk can be in use (sysfs
+/// shows it, a loop device reads a file from it, or the kernel refuses
+/// exclusive access), the installer's own medium, a partition instead of a
+/// disk. A named removable disk is accepted.
 #[test]
 fn named_disks_in_use_are_refused() {
     let root = FakeRoot::new();
@@ -980,7 +999,10 @@ fn named_disks_in_use_are_refused() {
     fs::write(vdd.join("removable"), "1\n").unwrap();
     let vde = root.disk("vde", (253, 64), 2 << 21, &[("vde1", 1)]);
     fs::create_dir_all(vde.join("vde1/holders/md0")).unwrap();
+    root.disk("vdf", (253, 80), 2 << 21, &[]);
+    root.disk("vdg", (253, 96), 2 << 21, &[("vdg1", 1)]);
     root.disk("sr0", (11, 0), 2 << 21, &[]);
+    root.disk("loop0", (7, 0), 2 << 11, &[]);
     root.write(
         "proc/self/mountinfo",
         "22 1 253:2 / /data rw - ext4 /dev/vda2 rw\n23 1 253:17 / /iso ro - iso9660 /dev/vdb1 ro\n",
@@ -989,7 +1011,12 @@ fn named_disks_in_use_are_refused() {
         "proc/swaps",
         "Filename Type Size Used Priority\n/dev/vdc1 partition 1024 0 -2\n",
     );
-    let sys = root.sys();
+    let mut system = FakeSystem::new(root);
+    // vdf is held by something this namespace does not see; loop0's file is
+    // on vdg1, mounted out of sight too.
+    system.busy.insert("vdf".into());
+    system.attach_loop("loop0", "/srv/images/vm.img", (253, 97));
+    let survey = medium::survey(&system, Path::new("/nowhere/bundle")).unwrap();
     let req = Requirements {
         layout: LayoutConfig {
             slot_size: 64 * MIB,
@@ -1004,7 +1031,7 @@ fn named_disks_in_use_are_refused() {
     };
     let refuse = |name: &str, expect: &str| {
         let path = PathBuf::from("/dev").join(name);
-        let err = check_named_disk(&sys, &path, name, &[], &req).unwrap_err();
+        let err = check_named_disk(&system, &path, name, &survey, &req).unwrap_err();
         assert_eq!(err.to_string(), format!("/dev/{name}{expect}"));
     };
     refuse(
@@ -1023,8 +1050,16 @@ fn named_disks_in_use_are_refused() {
         "vde",
         " cannot be the target: it is in use: md0 is stacked on it",
     );
+    refuse(
+        "vdf",
+        " cannot be the target: it is in use: the kernel refuses exclusive access (Device or resource busy (os error 16))",
+    );
+    refuse(
+        "vdg",
+        " cannot be the target: it is in use: /dev/loop0 reads its backing file /srv/images/vm.img from /dev/vdg1",
+    );
     refuse("vda1", ": vda1 is not a whole disk (a partition?)");
-    let disk = check_named_disk(&sys, Path::new("/dev/vdd"), "vdd", &[], &req).unwrap();
+    let disk = check_named_disk(&system, Path::new("/dev/vdd"), "vdd", &survey, &req).unwrap();
     assert!(disk.removable);
 
     // The same machine, automatically: nothing is eligible (sr0 is an
@@ -1032,11 +1067,14 @@ fn named_disks_in_use_are_refused() {
     let f = Fixture::new();
     let mut request = f.request(grub());
     request.target = TargetRequest::Auto;
-    let err = prepare(&request, &sys).unwrap_err().to_string();
+    let err = prepare(&request, &system).unwrap_err().to_string();
     assert!(
         err.starts_with("no eligible disk to install onto\n  vda: it is in use"),
         "{err}"
     );
+    assert!(err.contains("\n  vdb: it holds the installer itself (/dev/vdb1 is mounted on /iso)"));
     assert!(err.contains("\n  vdd: it is removable (allow it with --allow-removable)"));
+    assert!(err.contains("\n  vdf: it is in use: the kernel refuses exclusive access"));
+    assert!(err.contains("\n  vdg: it is in use: /dev/loop0 reads"));
     assert!(err.contains("\n  sr0: optical drive"));
 }
