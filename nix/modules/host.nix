@@ -442,6 +442,7 @@ in
           Type = "oneshot";
           RemainAfterExit = true;
           ExecStart = "${update} mark-good ${withConfig}";
+          TimeoutStartSec = "5min";
         };
       };
 
@@ -464,6 +465,8 @@ in
           # The updater reports its progress as STATUS=; systemd ignores
           # that from a oneshot service unless allowed (systemd.service(5)).
           NotifyAccess = "main";
+          # Above the updater's own deadline (update_deadline, 6h).
+          TimeoutStartSec = "7h";
           # The host's own work comes first.
           Nice = 19;
           IOSchedulingClass = "idle";

@@ -487,7 +487,7 @@ impl Story {
         self.say(format!(
             "built version {number} ({}): image {} bytes, packed and signed",
             kind.name(),
-            release.meta.meta.image.size
+            release.meta.meta().image.size
         ));
         Ok(release)
     }
@@ -503,7 +503,7 @@ impl Story {
         self.say(format!(
             "built version {number} (systemd host: {}): image {} bytes, packed and signed",
             host.describe(),
-            release.meta.meta.image.size
+            release.meta.meta().image.size
         ));
         Ok(release)
     }
@@ -513,7 +513,7 @@ impl Story {
         self.fleet.publish(release, force)?;
         self.say(format!(
             "published version {} on channel {}{}",
-            release.meta.meta.version,
+            release.meta.meta().version,
             self.fleet.channel(),
             if force { " (--force)" } else { "" }
         ));
@@ -544,7 +544,7 @@ impl Story {
         );
         self.say(format!(
             "abnix-install --file wrote version {} into slot a of a {} MiB disk ({})",
-            first.meta.meta.version,
+            first.meta.meta().version,
             self.disk_size.bytes >> 20,
             self.path.installer_name()
         ));
@@ -571,7 +571,7 @@ impl Story {
             .and_then(|file| file.set_len(self.disk_size.bytes))
             .with_context(|| format!("creating {}", self.disk.display()))?;
 
-        let version = first.meta.meta.version;
+        let version = first.meta.meta().version;
         let mut command = format!(
             "until [ -b /dev/vdb ]; do sleep 1; done; mkdir /iso && mount -o ro /dev/vda /iso && \
              abnix-install --auto --bundle /iso/bundle --slot-size {} \
@@ -687,7 +687,7 @@ impl Story {
             &self.dir,
         )?);
         self.running = Some(Running {
-            version: first.meta.meta.version,
+            version: first.meta.meta().version,
             slot: Slot::A,
         });
         Ok(())

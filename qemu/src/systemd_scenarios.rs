@@ -86,7 +86,7 @@ pub fn life(story: &mut Story, first_fs: RootFs) -> Result<()> {
             &versions.third,
             &versions.unhealthy,
         ]
-        .map(|release| (release.meta.meta.image.size >> 20).to_string());
+        .map(|release| (release.meta.meta().image.size >> 20).to_string());
         built = Some(versions);
         Ok(format!(
             "versions 1 (unhealthy, {}), 2, 3, 4 (unhealthy; erofs): images of {} MiB",

@@ -209,6 +209,8 @@ impl VersionSpec {
 pub struct FixtureVersion {
     pub version: u64,
     pub id: Uuid,
+    /// The machines it is for: its kernel's.
+    pub arch: Arch,
     /// The root filesystem image (raw ext4; erofs or ext4 for a systemd
     /// host).
     pub image: PathBuf,
@@ -254,6 +256,7 @@ impl FixtureVersion {
         Ok(FixtureVersion {
             version,
             id,
+            arch: kernel.arch,
             image,
             kernel: kernel.image.clone(),
             initrd: initrd_path,

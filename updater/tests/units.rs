@@ -5,6 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use abnix_core::units::parse_duration;
+
 const UNITS: [&str; 6] = [
     "abnix-mark-good.service",
     "abnix-grow.service",
@@ -103,6 +105,8 @@ fn the_units_match_the_nixos_module() {
     in_nix(&host, "requires = [ \"boot-complete.target\" ];");
     in_nix(&host, "unitConfig.DefaultDependencies = false;");
     in_nix(&host, "ExecStart = \"${update} mark-good ${withConfig}\";");
+    assert_eq!(value(mark_good, "TimeoutStartSec"), "5min");
+    in_nix(&host, "TimeoutStartSec = \"5min\";");
 
     let grow = "abnix-grow.service";
     assert_eq!(value(grow, "After"), "local-fs.target");
@@ -123,6 +127,11 @@ fn the_units_match_the_nixos_module() {
     assert_eq!(value(update, "Nice"), "19");
     assert_eq!(value(update, "IOSchedulingClass"), "idle");
     assert!(value(update, "ExecStart").ends_with("update --config /etc/abnix/config.toml"));
+    // A backstop above the updater's own deadline, which records why.
+    let timeout = value(update, "TimeoutStartSec");
+    assert_eq!(timeout, "7h");
+    assert!(parse_duration(&timeout).unwrap() > abnix_core::config::DEFAULT_UPDATE_DEADLINE);
+    in_nix(&host, "TimeoutStartSec = \"7h\";");
     in_nix(&host, "wants = [ \"network-online.target\" ];");
     in_nix(&host, "\"abnix-mark-good.service\"");
     in_nix(&host, "SuccessExitStatus = \"4 SIGTERM\";");
