@@ -601,36 +601,41 @@ in
           "network-online.target"
           "abnix-mark-good.service"
         ];
-        serviceConfig = sandbox // blockDevices // {
-          Type = "oneshot";
-          ExecStart = "${update} update ${withConfig}";
-          # 4: a version was installed and waits for its reboot (docs/cli.md);
-          # SIGTERM: the reboot it asked for stopped it (reboot = "immediate"),
-          # which a oneshot service counts as a failure unless told.
-          SuccessExitStatus = "4 SIGTERM";
-          # The updater reports its progress as STATUS=; systemd ignores
-          # that from a oneshot service unless allowed (systemd.service(5)).
-          NotifyAccess = "main";
-          # Above the updater's own deadline (update_deadline, 6h).
-          TimeoutStartSec = timeoutAbove (
-            if cfg.updateDeadline == null then "6h" else cfg.updateDeadline
-          );
-          # The host's own work comes first.
-          Nice = 19;
-          IOSchedulingClass = "idle";
-          # The state and the update lock.
-          StateDirectory = "abnix";
-          # credentials = "chain" reads AWS profile files from root's home.
-          ProtectHome = "read-only";
-          # `systemctl reboot` through logind, which lets callers with
-          # CAP_SYS_BOOT reboot without asking polkit.
-          CapabilityBoundingSet = "CAP_SYS_BOOT";
-          # The bucket; sd_notify, systemctl and the journal.
-          RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
-          # adjtimex reads whether the clock is synchronized (trustClock);
-          # without CAP_SYS_TIME it sets nothing. ProtectClock= would deny it.
-          SystemCallFilter = sandbox.SystemCallFilter ++ [ "adjtimex" ];
-        };
+        serviceConfig =
+          sandbox
+          // blockDevices
+          // {
+            Type = "oneshot";
+            ExecStart = "${update} update ${withConfig}";
+            # 4: a version was installed and waits for its reboot (docs/cli.md);
+            # SIGTERM: the reboot it asked for stopped it (reboot = "immediate"),
+            # which a oneshot service counts as a failure unless told.
+            SuccessExitStatus = "4 SIGTERM";
+            # The updater reports its progress as STATUS=; systemd ignores
+            # that from a oneshot service unless allowed (systemd.service(5)).
+            NotifyAccess = "main";
+            # Above the updater's own deadline (update_deadline, 6h by default;
+            # an hour above abnix.updateDeadline below).
+            TimeoutStartSec = "7h";
+            # The host's own work comes first.
+            Nice = 19;
+            IOSchedulingClass = "idle";
+            # The state and the update lock.
+            StateDirectory = "abnix";
+            # credentials = "chain" reads AWS profile files from root's home.
+            ProtectHome = "read-only";
+            # `systemctl reboot` through logind, which lets callers with
+            # CAP_SYS_BOOT reboot without asking polkit.
+            CapabilityBoundingSet = "CAP_SYS_BOOT";
+            # The bucket; sd_notify, systemctl and the journal.
+            RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+            # adjtimex reads whether the clock is synchronized (trustClock);
+            # without CAP_SYS_TIME it sets nothing. ProtectClock= would deny it.
+            SystemCallFilter = sandbox.SystemCallFilter ++ [ "adjtimex" ];
+          }
+          // lib.optionalAttrs (cfg.updateDeadline != null) {
+            TimeoutStartSec = timeoutAbove cfg.updateDeadline;
+          };
       };
 
       # A template written to a larger disk grows abnix-rw on its first boot;
