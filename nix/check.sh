@@ -245,6 +245,15 @@ expect_value 'pure.checkRebootWindow { reboot = "never"; rebootWindow = "02:00-0
 expect_value 'builtins.match pure.patterns.rebootWindow "24:00-04:00"' null
 expect_value 'builtins.match pure.patterns.publicKey "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc="' '[]'
 expect_value 'builtins.match pure.patterns.publicKey "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkd="' null
+expect_value 'pure.imageId "kiosk"' '"kiosk"'
+expect_value 'pure.imageId "Kiosk-2_b.x"' '"kiosk-2_b.x"'
+expect_value 'pure.imageId "a:b+ü"' '"a-b---"'
+expect_value 'pure.isTransferRate "64K/60s"' true
+expect_value 'pure.isTransferRate "1/1"' true
+expect_value 'pure.isTransferRate "0K/60s"' false
+expect_value 'pure.isTransferRate "64K/0"' false
+expect_value 'pure.isTransferRate "64K"' false
+expect_value 'pure.isTransferRate "64KB/60s"' false
 expect_value 'builtins.match pure.patterns.size "512M"' '[]'
 expect_value 'builtins.match pure.patterns.size "512MB"' null
 expect_error 'pure.deviceConfig (pure.defaults // { bucket = "b"; trustedKeys = [ ]; credentialsFile = { }; })' "cannot write set as a TOML value"

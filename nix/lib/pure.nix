@@ -24,6 +24,8 @@ let
     toString
     ;
 
+  stringToCharacters = text: genList (i: substring i 1 text) (builtins.stringLength text);
+
   kib = 1024;
   mib = 1024 * kib;
 
@@ -91,6 +93,9 @@ let
     else
       throw "abnix: cannot write ${builtins.typeOf v} as a TOML value";
 
+  # An optional list key: left out of the TOML when empty.
+  nonEmpty = list: if list == [ ] then null else list;
+
   # A flat TOML document from an ordered list of { name, value } entries;
   # entries whose value is null are left out (optional keys).
   toTOML =
@@ -124,6 +129,12 @@ rec {
     name = "[^[:space:]/]+";
     # config.toml's endpoint: an http:// or https:// URL.
     endpoint = "https?://[^[:space:]]+";
+    # config.toml's min_transfer_rate: SIZE/DURATION, e.g. 64K/60s (core's
+    # config.rs); at most 6 digits of size, so that no unit overflows.
+    transferRate = "[0-9]{1,6}[KMGT]?/[0-9]{1,8}(s|m|min|h|d)?";
+    # os-release(5)'s IMAGE_ID and IMAGE_VERSION: lower-case letters, digits,
+    # ".", "_" and "-".
+    osReleaseImage = "[a-z0-9._-]+";
     # A systemd unit name, as NixOS's unit options take it
     # (nixos/lib/systemd-lib.nix, unitNameType).
     unitName = "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
@@ -153,6 +164,14 @@ rec {
     fsType = "erofs";
     slotSize = "4G";
     espSize = "512M";
+    # The updater's own defaults (docs/cli.md) where these are null: the
+    # key is then left out of config.toml.
+    recoveryKeys = [ ];
+    revokedKeys = [ ];
+    trustClock = null;
+    checkDeadline = null;
+    updateDeadline = null;
+    minTransferRate = null;
     stateDir = "/var/lib/abnix";
     configFile = "/etc/abnix/config.toml";
     # GPT partition names of DESIGN §2.
@@ -322,6 +341,31 @@ rec {
     in
     match patterns.rebootWindow text != null && elemAt parts 0 != elemAt parts 1;
 
+  # A min_transfer_rate as core's config.rs takes it: SIZE/DURATION, both
+  # above 0.
+  isTransferRate =
+    text:
+    let
+      parts = match "(.*)/(.*)" text;
+    in
+    match patterns.transferRate text != null
+    && parseSize (elemAt parts 0) > 0
+    && parseDuration (elemAt parts 1) > 0;
+
+  # os-release's IMAGE_ID for a channel: lower case, every character
+  # os-release(5) does not allow there turned into "-".
+  imageId =
+    channel:
+    let
+      upper = stringToCharacters "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+      lower = stringToCharacters "abcdefghijklmnopqrstuvwxyz";
+      # Bytes: a multi-byte character becomes one "-" per byte.
+      characters = stringToCharacters (replaceStrings upper lower channel);
+    in
+    concatStringsSep "" (
+      map (c: if match patterns.osReleaseImage c != null then c else "-") characters
+    );
+
   # /etc/abnix/config.toml (docs/cli.md) from the abnix.* settings.
   deviceConfig =
     settings:
@@ -359,6 +403,18 @@ rec {
         value = settings.trustedKeys;
       }
       {
+        name = "recovery_keys";
+        value = nonEmpty (settings.recoveryKeys or [ ]);
+      }
+      {
+        name = "revoked_keys";
+        value = nonEmpty (settings.revokedKeys or [ ]);
+      }
+      {
+        name = "trust_clock";
+        value = settings.trustClock or null;
+      }
+      {
         name = "tries";
         value = settings.tries;
       }
@@ -373,6 +429,18 @@ rec {
       {
         name = "check_interval";
         value = settings.checkInterval;
+      }
+      {
+        name = "check_deadline";
+        value = settings.checkDeadline or null;
+      }
+      {
+        name = "update_deadline";
+        value = settings.updateDeadline or null;
+      }
+      {
+        name = "min_transfer_rate";
+        value = settings.minTransferRate or null;
       }
       {
         name = "state_dir";

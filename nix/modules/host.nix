@@ -60,6 +60,60 @@ let
   unitName = types.strMatching pure.patterns.unitName // {
     description = "systemd unit name (such as app.service)";
   };
+  publicKeys = types.listOf (types.strMatching pure.patterns.publicKey);
+  transferRate = types.addCheck types.str pure.isTransferRate // {
+    description = "SIZE/DURATION, both above 0 (such as 64K/60s; up to 6 digits of size)";
+  };
+
+  # Above the updater's own deadline by an hour, in systemd's units: the
+  # updater ends a slow run itself and records why before systemd would.
+  timeoutAbove =
+    deadline:
+    let
+      seconds = pure.parseDuration deadline + 3600;
+    in
+    if lib.mod seconds 3600 == 0 then "${toString (seconds / 3600)}h" else "${toString seconds}s";
+
+  # The sandbox of every abnix unit (systemd/README.md, "Sandboxing"); each
+  # unit opens what it needs on top of it.
+  sandbox = {
+    ProtectSystem = "strict";
+    PrivateMounts = true;
+    ProtectHome = true;
+    PrivateTmp = true;
+    UMask = "0077";
+    NoNewPrivileges = true;
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged @resources"
+    ];
+    SystemCallErrorNumber = "EPERM";
+    SystemCallArchitectures = "native";
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectHostname = true;
+    ProtectProc = "invisible";
+    RestrictNamespaces = true;
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+  };
+  # Units that need no network (and do not read the clock's state).
+  offline = {
+    PrivateNetwork = true;
+    IPAddressDeny = "any";
+    RestrictAddressFamilies = "AF_UNIX";
+    ProtectClock = true;
+  };
+  # Units that write the disk through its block devices (the ESP too: abnix
+  # writes FAT itself, nothing is mounted).
+  blockDevices = {
+    DevicePolicy = "closed";
+    DeviceAllow = "block-* rw";
+  };
 in
 {
   options.abnix = {
@@ -161,6 +215,77 @@ in
         Public keys (Nix's `name:base64` format) whose signatures the host
         accepts. Several keys allow rotation: publish a version that trusts
         the new key, signed with the old one, then sign with the new one.
+      '';
+    };
+
+    recoveryKeys = mkOption {
+      type = publicKeys;
+      default = pure.defaults.recoveryKeys;
+      description = ''
+        Offline keys (Nix's `name:base64` format) that may sign a meta
+        revoking other keys, after a signing key was compromised
+        (docs/security.md). They sign no versions.
+      '';
+    };
+
+    revokedKeys = mkOption {
+      type = publicKeys;
+      default = pure.defaults.revokedKeys;
+      description = ''
+        Keys whose signatures count for nothing, nor the rollback floor they
+        signed. A key cannot be both here and in
+        {option}`abnix.trustedKeys` or {option}`abnix.recoveryKeys`.
+      '';
+    };
+
+    trustClock = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "when-synchronized"
+          "always"
+        ]
+      );
+      default = pure.defaults.trustClock;
+      description = ''
+        When the host's clock decides whether a meta has expired:
+        `"when-synchronized"` once the kernel reports it synchronized (by
+        systemd-timesyncd, chrony or ntpd), `"always"` for machines whose
+        clock is kept right otherwise. `null` leaves it to the updater
+        (`"when-synchronized"`).
+      '';
+    };
+
+    checkDeadline = mkOption {
+      type = types.nullOr (durationOfAtLeast 1);
+      default = pure.defaults.checkDeadline;
+      example = "10min";
+      description = ''
+        How long a whole check may take (the network wait included). A
+        duration as in {option}`abnix.checkInterval`; `null` leaves it to the
+        updater (10 minutes).
+      '';
+    };
+
+    updateDeadline = mkOption {
+      type = types.nullOr (durationOfAtLeast 1);
+      default = pure.defaults.updateDeadline;
+      example = "12h";
+      description = ''
+        How long a whole update may take; the updater ends a slower one
+        itself and records why. `abnix-update.service`'s `TimeoutStartSec=`
+        is an hour more. A duration as in {option}`abnix.checkInterval`;
+        `null` leaves it to the updater (6 hours).
+      '';
+    };
+
+    minTransferRate = mkOption {
+      type = types.nullOr transferRate;
+      default = pure.defaults.minTransferRate;
+      example = "64K/60s";
+      description = ''
+        Downloads that bring less than SIZE in every DURATION spent waiting
+        fail (and the next check tries again). `null` leaves it to the
+        updater (`"64K/60s"`).
       '';
     };
 
@@ -285,11 +410,17 @@ in
     assertions =
       let
         windowProblem = pure.checkRebootWindow { inherit (cfg) reboot rebootWindow; };
+        # The updater refuses such a config (core's config.rs).
+        revokedButTrusted = lib.intersectLists cfg.revokedKeys (cfg.trustedKeys ++ cfg.recoveryKeys);
       in
       [
         {
           assertion = windowProblem == null;
           message = toString windowProblem;
+        }
+        {
+          assertion = revokedButTrusted == [ ];
+          message = "abnix.revokedKeys must not hold keys that abnix.trustedKeys or abnix.recoveryKeys trust: ${toString revokedButTrusted}";
         }
         {
           assertion = !lib.hasPrefix builtins.storeDir cfg.credentialsFile;
@@ -412,6 +543,14 @@ in
     };
 
     environment.etc."abnix/config.toml".text = pure.deviceConfig cfg;
+
+    # IMAGE_ID and IMAGE_VERSION in /etc/os-release (nixos/modules/misc/
+    # version.nix), where hostnamectl and monitoring look: the channel and
+    # the version number.
+    system.image = {
+      id = mkDefault (pure.imageId cfg.channel);
+      version = mkDefault (toString cfg.version);
+    };
     environment.systemPackages = [ cfg.package ];
 
     # On systemd-boot, systemd's own generator would pull in
@@ -438,11 +577,18 @@ in
         conflicts = [ "shutdown.target" ];
         before = [ "shutdown.target" ];
         unitConfig.DefaultDependencies = false;
-        serviceConfig = {
+        # Only on a boot through abnix's boot loader, whose entries all carry
+        # abnix.slot= (like rauc-mark-good.service's guard).
+        unitConfig.ConditionKernelCommandLine = "abnix.slot";
+        # No network, no capabilities: the ESP through the disk's block
+        # device, the update lock in /var/lib/abnix.
+        serviceConfig = sandbox // offline // blockDevices // {
           Type = "oneshot";
           RemainAfterExit = true;
           ExecStart = "${update} mark-good ${withConfig}";
           TimeoutStartSec = "5min";
+          StateDirectory = "abnix";
+          CapabilityBoundingSet = "";
         };
       };
 
@@ -455,22 +601,41 @@ in
           "network-online.target"
           "abnix-mark-good.service"
         ];
-        serviceConfig = {
-          Type = "oneshot";
-          ExecStart = "${update} update ${withConfig}";
-          # 4: a version was installed and waits for its reboot (docs/cli.md);
-          # SIGTERM: the reboot it asked for stopped it (reboot = "immediate"),
-          # which a oneshot service counts as a failure unless told.
-          SuccessExitStatus = "4 SIGTERM";
-          # The updater reports its progress as STATUS=; systemd ignores
-          # that from a oneshot service unless allowed (systemd.service(5)).
-          NotifyAccess = "main";
-          # Above the updater's own deadline (update_deadline, 6h).
-          TimeoutStartSec = "7h";
-          # The host's own work comes first.
-          Nice = 19;
-          IOSchedulingClass = "idle";
-        };
+        serviceConfig =
+          sandbox
+          // blockDevices
+          // {
+            Type = "oneshot";
+            ExecStart = "${update} update ${withConfig}";
+            # 4: a version was installed and waits for its reboot (docs/cli.md);
+            # SIGTERM: the reboot it asked for stopped it (reboot = "immediate"),
+            # which a oneshot service counts as a failure unless told.
+            SuccessExitStatus = "4 SIGTERM";
+            # The updater reports its progress as STATUS=; systemd ignores
+            # that from a oneshot service unless allowed (systemd.service(5)).
+            NotifyAccess = "main";
+            # Above the updater's own deadline (update_deadline, 6h by default;
+            # an hour above abnix.updateDeadline below).
+            TimeoutStartSec = "7h";
+            # The host's own work comes first.
+            Nice = 19;
+            IOSchedulingClass = "idle";
+            # The state and the update lock.
+            StateDirectory = "abnix";
+            # credentials = "chain" reads AWS profile files from root's home.
+            ProtectHome = "read-only";
+            # `systemctl reboot` through logind, which lets callers with
+            # CAP_SYS_BOOT reboot without asking polkit.
+            CapabilityBoundingSet = "CAP_SYS_BOOT";
+            # The bucket; sd_notify, systemctl and the journal.
+            RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
+            # adjtimex reads whether the clock is synchronized (trustClock);
+            # without CAP_SYS_TIME it sets nothing. ProtectClock= would deny it.
+            SystemCallFilter = sandbox.SystemCallFilter ++ [ "adjtimex" ];
+          }
+          // lib.optionalAttrs (cfg.updateDeadline != null) {
+            TimeoutStartSec = timeoutAbove cfg.updateDeadline;
+          };
       };
 
       # A template written to a larger disk grows abnix-rw on its first boot;
@@ -483,17 +648,29 @@ in
         before = [ "shutdown.target" ];
         unitConfig.DefaultDependencies = false;
         path = [ pkgs.e2fsprogs ];
-        serviceConfig = {
+        # The GPT through the disk's block device, BLKPG for the partition's
+        # new size (CAP_SYS_ADMIN); resize2fs grows the mounted filesystem
+        # through an ioctl on its mount point, which must be writable, and
+        # the kernel asks for CAP_SYS_RESOURCE.
+        serviceConfig = sandbox // offline // blockDevices // {
           Type = "oneshot";
           RemainAfterExit = true;
           ExecStart = "${update} grow ${withConfig}";
+          ReadWritePaths = rwMountPoint;
+          CapabilityBoundingSet = "CAP_SYS_ADMIN CAP_SYS_RESOURCE";
         };
       };
 
       abnix-health-deadline = lib.mkIf (cfg.healthTimeout != null) {
         description = "abnix: reboot when boot-complete.target is not reached in time";
         path = [ config.systemd.package ];
-        serviceConfig.Type = "oneshot";
+        # A shell and systemctl, which asks logind (CAP_SYS_BOOT spares it
+        # polkit) or systemd to reboot.
+        serviceConfig = sandbox // offline // {
+          Type = "oneshot";
+          PrivateDevices = true;
+          CapabilityBoundingSet = "CAP_SYS_BOOT";
+        };
         script = ''
           if systemctl is-active --quiet boot-complete.target; then
             exit 0

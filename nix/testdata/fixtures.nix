@@ -55,6 +55,12 @@ in
     reboot = "window";
     rebootWindow = "02:00-04:00";
     checkInterval = "15min";
+    recoveryKeys = [ "fleet-recovery:DVMlqrtmS04G/Ad3sFcUXIwo2MAEvdkkC/vBP2ZShCM=" ];
+    revokedKeys = [ "fleet-2025:pM86aJwYOjb97dV8+Nto2d7oM9gFDUkcH+PQE0323Y0=" ];
+    trustClock = "always";
+    checkDeadline = "10m";
+    updateDeadline = "12h";
+    minTransferRate = "64K/60s";
   };
 
   # AWS S3 (no endpoint), the credential chain, defaults elsewhere.

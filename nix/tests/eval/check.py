@@ -26,9 +26,11 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
+import tomllib
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 FAILURES = []
@@ -173,6 +175,12 @@ def check_units_against_files(case):
     return len(files)
 
 
+def parse_duration(text):
+    """A duration as pure.patterns.duration writes it, in seconds."""
+    number, unit = re.fullmatch(r"([0-9]+)(s|m|min|h|d)?", text).groups()
+    return int(number) * {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[unit]
+
+
 def directive(unit, section, name):
     value = unit.get(section, {}).get(name, [])
     return value if isinstance(value, list) else [value]
@@ -233,8 +241,23 @@ def check_host(name, case):
     check(settings["userborn"] == {"enable": True, "passwordFilesLocation": "/var/lib/nixos"},
           f"{at} users: {settings['userborn']}")
 
-    # The config, one file under /etc/abnix.
+    # The config, one file under /etc/abnix, with the updater's optional
+    # keys only where an option is set (core's config.rs parses each, see
+    # --configs).
     check("abnix/config.toml" in case["etc"], f"{at} no /etc/abnix/config.toml")
+    toml = tomllib.loads(case["etc"]["abnix/config.toml"])
+    for key, option in (("recovery_keys", "recoveryKeys"), ("revoked_keys", "revokedKeys"),
+                        ("trust_clock", "trustClock"), ("check_deadline", "checkDeadline"),
+                        ("update_deadline", "updateDeadline"), ("min_transfer_rate", "minTransferRate")):
+        check(toml.get(key) == (abnix[option] or None),
+              f"{at} config.toml has {key} = {toml.get(key)!r}, abnix.{option} is {abnix[option]!r}")
+
+    # os-release: IMAGE_ID the channel as os-release(5) allows it (lower
+    # case, digits, "._-"; any other byte a "-"), IMAGE_VERSION the version.
+    image_id = "".join(chr(b) if re.fullmatch(rb"[a-z0-9._-]", bytes([b])) else "-"
+                       for b in abnix["channel"].lower().encode())
+    check(settings["image"] == {"id": image_id, "version": str(abnix["version"])},
+          f"{at} system.image is {settings['image']}, expected IMAGE_ID {image_id}, IMAGE_VERSION {abnix['version']}")
 
     # The units: mark-good after boot-complete.target, which requires the
     # success units; the updater after the network, started by its timer
@@ -254,6 +277,20 @@ def check_host(name, case):
         for key in ("Requires", "Wants", "Before", "Requisite", "BindsTo"):
             check("abnix-update.service" not in words(unit, "Unit", key),
                   f"{at} {other} has {key}=abnix-update.service: it would wait for the updater")
+    # A backstop an hour above the updater's own deadline (6h by default).
+    deadline_seconds = parse_duration(abnix["updateDeadline"] or "6h") + 3600
+    check(directive(update, "Service", "TimeoutStartSec")
+          in ([f"{deadline_seconds // 3600}h"], [f"{deadline_seconds}s"]),
+          f"{at} abnix-update.service's TimeoutStartSec= is not an hour above abnix.updateDeadline: "
+          f"{directive(update, 'Service', 'TimeoutStartSec')}")
+    # Every abnix service sandboxed (systemd/README.md, "Sandboxing").
+    for other, unit in units.items():
+        if other.startswith("abnix-") and other.endswith(".service"):
+            check(directive(unit, "Service", "ProtectSystem") == ["strict"]
+                  and directive(unit, "Service", "NoNewPrivileges") == [True]
+                  and directive(unit, "Service", "CapabilityBoundingSet") != []
+                  and directive(unit, "Service", "SystemCallFilter")[:1] == ["@system-service"],
+                  f"{at} {other} is not sandboxed: {unit.get('Service')}")
     timer = units["abnix-update.timer"]
     check(directive(timer, "Timer", "OnUnitActiveSec") == [abnix["checkInterval"]]
           and directive(timer, "Timer", "RandomizedDelaySec") == [abnix["checkJitter"]],

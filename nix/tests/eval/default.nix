@@ -19,6 +19,9 @@ let
   testKey = "abnix-test:tpREIUigjfOYfBehsogk4+ZDL7tjppLJU1UUyeJpkdc=";
   # nix/testdata/fixtures.nix's second key, for rotation.
   rotatedKey = "fleet-2027:MNVdRNZ9AUZZdYpapleQNVL9nqpdMMX2LfV+YEe9kA8=";
+  # Generated with `abnix-update keygen`: a recovery key and a revoked one.
+  recoveryKey = "fleet-recovery:DVMlqrtmS04G/Ad3sFcUXIwo2MAEvdkkC/vBP2ZShCM=";
+  oldKey = "fleet-2025:pM86aJwYOjb97dV8+Nto2d7oM9gFDUkcH+PQE0323Y0=";
 
   # nixos/lib/utils.nix's escapeSystemdPath, as systemd.unit(5) describes
   # it: "/" becomes "-", other characters than ASCII alphanumerics, ":", "_"
@@ -135,6 +138,8 @@ let
         tmpOnTmpfs = config.boot.tmp.useTmpfs;
         userborn = config.services.userborn;
         inherit (config.systemd) generators;
+        # os-release's IMAGE_ID and IMAGE_VERSION.
+        inherit (config.system) image;
         systemPackages = map (package: package.name) config.environment.systemPackages;
         # The abnix tools' store path, which the unit files have as /usr/bin.
         packagePath = pkgs.abnix.outPath;
@@ -248,6 +253,12 @@ in
           espSize = "4096M";
           versionId = "602ca684-2bac-458d-8517-a23b37fff6a6";
           label = "kiosk 2026-12-07 \"release\" ✓";
+          recoveryKeys = [ recoveryKey ];
+          revokedKeys = [ oldKey ];
+          trustClock = "when-synchronized";
+          checkDeadline = "99999999d";
+          updateDeadline = "99999999d";
+          minTransferRate = "999999T/99999999d";
         };
       }
     ];
@@ -268,6 +279,10 @@ in
           checkJitter = "0";
           healthTimeout = "1";
           label = "";
+          trustClock = "always";
+          checkDeadline = "1";
+          updateDeadline = "1";
+          minTransferRate = "1/1";
         };
       }
     ];
@@ -337,6 +352,23 @@ in
     window-without-policy = failedAssertion {
       abnix.rebootWindow = "02:00-04:00";
     } "abnix.rebootWindow is only used when abnix.reboot is \"window\" (it is \"immediate\")";
+    revoked-and-trusted = failedAssertion {
+      abnix.revokedKeys = [ testKey ];
+    } "abnix.revokedKeys must not hold keys that abnix.trustedKeys or abnix.recoveryKeys trust: ${testKey}";
+    revoked-recovery-key = failedAssertion {
+      abnix.recoveryKeys = [ recoveryKey ];
+      abnix.revokedKeys = [ recoveryKey ];
+    } "abnix.revokedKeys must not hold keys that abnix.trustedKeys or abnix.recoveryKeys trust: ${recoveryKey}";
+    bad-recovery-key = refusedEntry "abnix.recoveryKeys" [
+      "recovery:short"
+    ] "string matching the pattern ${pure.patterns.publicKey}";
+    trust-clock-unknown = refusedOption "abnix.trustClock" "never" "null or one of \"when-synchronized\", \"always\"";
+    update-deadline-0 = refusedOption "abnix.updateDeadline" "0" "null or duration of at least 1 s";
+    check-deadline-combined = refusedOption "abnix.checkDeadline" "1h30m" "null or duration of at least 1 s";
+    transfer-rate-0 = refusedOption "abnix.minTransferRate" "0K/60s" "null or SIZE/DURATION, both above 0";
+    transfer-rate-per-0 = refusedOption "abnix.minTransferRate" "64K/0" "null or SIZE/DURATION, both above 0";
+    transfer-rate-without-duration = refusedOption "abnix.minTransferRate" "64K" "null or SIZE/DURATION, both above 0";
+    transfer-rate-too-large = refusedOption "abnix.minTransferRate" "1234567T/1s" "null or SIZE/DURATION, both above 0";
     credentials-in-store = failedAssertion {
       abnix.credentialsFile = "${builtins.storeDir}/abc-credentials.toml";
     } "abnix.credentialsFile must not be in the Nix store: secrets never go into an image.";

@@ -397,6 +397,15 @@ in
     systemd.network.wait-online.anyInterface = bool false;
     # misc/version.nix
     system.stateVersion = mkOption { type = types.str; };
+    # misc/version.nix: IMAGE_ID and IMAGE_VERSION of /etc/os-release.
+    system.image.id = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+    };
+    system.image.version = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+    };
     # config/locale.nix
     time.timeZone = mkOption {
       type = types.nullOr (types.addCheck types.str (s: !lib.hasInfix " " s));
