@@ -10,11 +10,11 @@ use std::path::Path;
 
 use crate::blockdev;
 use crate::boot::{esp, BootControl, BootError, GrubBoot, SystemdBoot};
-use crate::disk::{Disk, Region};
-use crate::fat::{FatError, FatFs};
-use crate::gpt::{Gpt, GptError};
-use crate::layout::{Layout, LayoutError, PartSpec};
-use crate::slot::Slot;
+use abnix_formats::disk::{Disk, Region};
+use abnix_formats::fat::{FatError, FatFs};
+use abnix_formats::gpt::{Gpt, GptError};
+use abnix_formats::layout::{Layout, LayoutError, PartSpec};
+use abnix_formats::slot::Slot;
 
 /// Which bootloader an ESP carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

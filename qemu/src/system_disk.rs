@@ -18,12 +18,12 @@ use abnix_core::boot::{
     bios, esp, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, EfiApp,
     GrubBoot, GrubInstall, SystemdBoot,
 };
-use abnix_core::digest::{Digest, Expected, VerifyingReader};
-use abnix_core::disk::{Disk, Fault, FaultyDisk, Region};
-use abnix_core::fat::{FatFs, FormatOptions};
-use abnix_core::layout::{self, Arch, LayoutConfig};
-use abnix_core::slot::Slot;
 use abnix_core::system_disk::{open_disk_file, Bootloader, SystemDisk};
+use abnix_formats::digest::{Digest, Expected, VerifyingReader};
+use abnix_formats::disk::{Disk, Fault, FaultyDisk, Region};
+use abnix_formats::fat::{FatFs, FormatOptions};
+use abnix_formats::layout::{self, Arch, LayoutConfig};
+use abnix_formats::slot::Slot;
 use anyhow::{Context, Result};
 use uuid::Uuid;
 

@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use abnix_core::boot::{grubcfg, grubenv, BootState, BootStatus, SlotState};
 use abnix_core::config::Config;
-use abnix_core::layout::Arch;
-use abnix_core::sign::SecretKey;
-use abnix_core::slot::Slot;
 use abnix_core::system_disk::Bootloader;
+use abnix_formats::layout::Arch;
+use abnix_formats::sign::SecretKey;
+use abnix_formats::slot::Slot;
 use abnix_systest::kernel::Kernel;
 use abnix_systest::runner::{self, Case};
 use abnix_systest::story::BootPath;

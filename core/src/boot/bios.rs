@@ -12,7 +12,7 @@
 use std::io::SeekFrom;
 
 use super::mkimage::BiosImages;
-use crate::disk::Disk;
+use abnix_formats::disk::Disk;
 
 /// The sector size GRUB's BIOS boot code works in.
 pub const SECTOR: usize = 512;

@@ -24,9 +24,9 @@ use super::{
     esp, files, BootControl, BootError, BootFiles, BootStatus, EfiApp, SlotInfo, SlotState,
     SlotStatus,
 };
-use crate::disk::Disk;
-use crate::fat::{FatError, FatFs, FormatOptions};
-use crate::slot::Slot;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatError, FatFs, FormatOptions};
+use abnix_formats::slot::Slot;
 
 /// Boot control through GRUB, on the ESP.
 pub struct GrubBoot<D: Disk> {

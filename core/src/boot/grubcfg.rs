@@ -15,14 +15,14 @@ use std::fmt::Write as _;
 use super::esp;
 use super::grubenv::{slot_key, state_keys, state_value};
 use super::state::{BootState, SlotState, MAX_TRIES};
-use crate::slot::Slot;
+use abnix_formats::slot::Slot;
 
 /// Options of the generated `grub.cfg`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GrubCfgOptions {
     /// Mirror GRUB's console on the PC's first serial port (115200 baud),
     /// for headless machines and tests: x86 only
-    /// ([`crate::layout::Arch::has_pc_serial_port`]).
+    /// ([`abnix_formats::layout::Arch::has_pc_serial_port`]).
     pub serial_console: bool,
 }
 

@@ -14,7 +14,7 @@
 //! still boots, is worked through in `docs/boot.md`.
 
 use super::state::{slot_index, BootState, SlotState};
-use crate::slot::Slot;
+use abnix_formats::slot::Slot;
 
 /// The first line of every GRUB environment block.
 pub const SIGNATURE: &str = "# GRUB Environment Block\n";

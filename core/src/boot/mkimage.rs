@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::esp;
-use crate::layout::Arch;
+use abnix_formats::layout::Arch;
 
 /// The ESP's GPT partition number (DESIGN §2).
 pub const ESP_PARTITION: u32 = 2;

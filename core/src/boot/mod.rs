@@ -42,11 +42,11 @@ pub use sdboot::SystemdBoot;
 pub use slotinfo::SlotInfo;
 pub use state::{BootState, SlotFiles, SlotState, MAX_TRIES};
 
-use crate::digest::{Expected, Mismatch, VerifyingReader};
-use crate::fat::FatError;
-use crate::meta::{Artifact, SignedMeta};
 use crate::pipeline::VerifiedImage;
-use crate::slot::Slot;
+use abnix_formats::digest::{Expected, Mismatch, VerifyingReader};
+use abnix_formats::fat::FatError;
+use abnix_formats::meta::{Artifact, SignedMeta};
+use abnix_formats::slot::Slot;
 
 /// One slot as the bootloader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,10 +4,10 @@
 //! grubenv; systemd-boot renames a counted entry). The real bootloaders are
 //! checked against the same expectations in QEMU (qemu/tests/boot.rs).
 
-use crate::disk::Disk;
-use crate::fat::FatFs;
-use crate::slot::Slot;
 use crate::system_disk::Bootloader;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::FatFs;
+use abnix_formats::slot::Slot;
 
 use super::bls::EntryName;
 use super::grubenv::{decode_state, encode_state};

@@ -19,9 +19,9 @@ use super::{
     esp, files, BootControl, BootError, BootFiles, BootStatus, EfiApp, SlotInfo, SlotState,
     SlotStatus, MAX_TRIES,
 };
-use crate::disk::Disk;
-use crate::fat::{FatError, FatFs, FormatOptions};
-use crate::slot::Slot;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatError, FatFs, FormatOptions};
+use abnix_formats::slot::Slot;
 
 /// Boot control through systemd-boot, on the ESP.
 pub struct SystemdBoot<D: Disk> {

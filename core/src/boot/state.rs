@@ -6,7 +6,7 @@
 //! so tests can predict which slot GRUB boots. systemd-boot keeps the same
 //! information in entry file names instead (see [`super::bls`]).
 
-use crate::slot::Slot;
+use abnix_formats::slot::Slot;
 
 /// Most tries a trial slot can get: GRUB script has no arithmetic, so
 /// `grub.cfg` spells out the decrement for each count, and a tries counter

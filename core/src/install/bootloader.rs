@@ -10,10 +10,10 @@ use crate::boot::efi::{EfiApp, EfiAppError};
 use crate::boot::grubcfg::GrubCfgOptions;
 use crate::boot::mkimage::{self, BiosImages, GrubTools, MkimageError};
 use crate::boot::{BootControl, BootError, GrubBoot, GrubInstall, SystemdBoot};
-use crate::disk::Disk;
-use crate::fat::FormatOptions;
-use crate::layout::Arch;
 use crate::system_disk::Bootloader;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::FormatOptions;
+use abnix_formats::layout::Arch;
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,20 +78,20 @@ use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
 use crate::boot::grubcfg::slot_cfg;
 use crate::boot::{bios, bls, BootError, BootFiles, SlotInfo};
 use crate::bundle::{Bundle, BundleError};
-use crate::disk::{Disk, Region};
-use crate::fat::FormatOptions;
-use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
-use crate::gpt::{self, GptError};
-use crate::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
 use crate::pipeline::{
     read_image_head, verify_object, write_image, ImageSpec, PipelineError, VerifiedImage,
     WriteOptions,
 };
 use crate::probe::{erase_signatures, probe_signatures, zero_areas};
 use crate::progress::Progress;
-use crate::sign::TrustedKeys;
-use crate::slot::Slot;
 use crate::units::Bytes;
+use abnix_formats::disk::{Disk, Region};
+use abnix_formats::fat::FormatOptions;
+use abnix_formats::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
+use abnix_formats::gpt::{self, GptError};
+use abnix_formats::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
+use abnix_formats::sign::TrustedKeys;
+use abnix_formats::slot::Slot;
 use rwfs::RwError;
 
 /// The ESP's FAT volume label.
@@ -947,7 +947,7 @@ fn install_esp<D: Disk>(
         })?;
 
     let meta = plan.bundle.signed.meta();
-    let open = |what: &'static str, artifact: &crate::meta::Artifact| {
+    let open = |what: &'static str, artifact: &abnix_formats::meta::Artifact| {
         // Read again and checked while written: the bundle was verified
         // when it was opened, but files can change under us.
         File::open(plan.bundle.path_of(artifact))

@@ -575,7 +575,7 @@ impl fmt::Display for Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
+    use crate::testutil::{sgdisk, sgdisk_agrees_with};
     use std::io::Cursor;
 
     const TIB: u64 = 1024 * GIB;

@@ -194,7 +194,7 @@ impl<D: Disk> Write for Region<D> {
 
 /// Where a seek lands in a `len`-byte disk read at `current`: the
 /// arithmetic of [`Seek`] for the in-memory and windowed disks here.
-pub(crate) fn seek_position(to: SeekFrom, current: u64, len: u64) -> io::Result<u64> {
+pub fn seek_position(to: SeekFrom, current: u64, len: u64) -> io::Result<u64> {
     match to {
         SeekFrom::Start(p) => Some(p),
         SeekFrom::End(d) => len.checked_add_signed(d),

@@ -1048,42 +1048,14 @@ pub fn wipe<D: Disk + ?Sized>(disk: &mut D, sector_size: u32) -> Result<(), GptE
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::disk::{Fault, FaultyDisk};
+    use crate::testutil::{sgdisk, sgdisk_agrees_with};
     use std::io::Cursor;
     use std::path::Path;
-    use std::process::Command;
 
     const MIB: u64 = 1024 * 1024;
-
-    /// Runs sgdisk and returns its stdout; panics (never skips) when sgdisk
-    /// is missing or fails.
-    pub(crate) fn sgdisk(args: &[&str], disk: &Path) -> String {
-        let out = Command::new("sgdisk")
-            .args(args)
-            .arg(disk)
-            .output()
-            .expect("running sgdisk (install gdisk)");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "sgdisk {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// A field of `sgdisk -i N` output, e.g. "First sector" -> "2048".
-    fn sgdisk_info_field(info: &str, field: &str) -> String {
-        let line = info
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}: ")))
-            .unwrap_or_else(|| panic!("no {field:?} in sgdisk output:\n{info}"));
-        // "2048 (at 1024.0 KiB)" / "21686148-... (BIOS boot partition)" / "'name'"
-        let value = line.split(" (").next().unwrap();
-        value.trim_matches('\'').to_owned()
-    }
 
     fn bytes_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
@@ -1621,27 +1593,6 @@ pub(crate) mod tests {
             Err(GptError::NoMbrSignature)
         ));
         assert!(probe.written().syncs >= 2);
-    }
-
-    pub(crate) fn sgdisk_agrees_with(gpt: &Gpt, path: &Path) {
-        let verify = sgdisk(&["-v"], path);
-        assert!(verify.contains("No problems found"), "{verify}");
-        let print = sgdisk(&["-p"], path);
-        assert!(
-            print.contains(&format!("Disk identifier (GUID): {}", gpt.disk_guid)),
-            "{print}"
-        );
-        for (i, entry) in gpt.partitions.iter().enumerate() {
-            let Some(p) = entry else { continue };
-            let info = sgdisk(&["-i", &(i + 1).to_string()], path);
-            let field = |f| sgdisk_info_field(&info, f);
-            assert_eq!(field("Partition GUID code"), p.type_guid.to_string());
-            assert_eq!(field("Partition unique GUID"), p.guid.to_string());
-            assert_eq!(field("First sector"), p.first_lba.to_string());
-            assert_eq!(field("Last sector"), p.last_lba.to_string());
-            assert_eq!(field("Attribute flags"), format!("{:016X}", p.attributes));
-            assert_eq!(field("Partition name"), p.name);
-        }
     }
 
     #[test]
