@@ -247,7 +247,7 @@ pub struct WriteBehind<D> {
 }
 
 impl<D: Disk> WriteBehind<D> {
-    pub const WINDOW: u64 = 16 << 20;
+    pub(crate) const WINDOW: u64 = 16 << 20;
 
     pub fn new(mut inner: D) -> io::Result<Self> {
         let pos = inner.stream_position()?;
@@ -502,7 +502,8 @@ impl<B: OverlayBase> Overlay<B> {
     /// From now on, panic on any write that is not whole `sector`-byte
     /// sectors: code whose safety assumes sector-atomic writes must only
     /// issue such writes.
-    pub fn require_sector_writes(&mut self, sector: u64) {
+    #[cfg(test)]
+    pub(crate) fn require_sector_writes(&mut self, sector: u64) {
         self.sector_writes = Some(sector);
     }
 
