@@ -232,7 +232,7 @@ impl<D: Disk> Disk for Region<D> {
     }
 }
 
-/// A disk that hands every [`WriteBehind::WINDOW`] bytes written in one
+/// A disk that hands every `WINDOW` bytes (16 MiB) written in one
 /// sequential run to [`Disk::start_writeback`], so an image streamed into
 /// it reaches the medium while later chunks are still being decompressed,
 /// instead of all at the final sync (which also keeps dirty memory small on

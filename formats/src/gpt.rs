@@ -676,7 +676,7 @@ pub struct Gpt {
     pub last_usable_lba: u64,
     /// Where the backup header lives: the last LBA of the disk the table was
     /// made for. On a bigger disk (a template written to it) it sits in the
-    /// middle until [`Gpt::move_backup_to_end`].
+    /// middle until `Gpt::move_backup_to_end` moves it.
     pub backup_lba: u64,
     /// Entry `i` is partition number `i + 1`; `None` is an unused entry.
     pub partitions: Vec<Option<Partition>>,
