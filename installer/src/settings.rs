@@ -13,8 +13,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use abnix_core::install::{BootloaderSetup, Request, TargetRequest};
-use abnix_core::system_disk::Bootloader;
+use abnix_core::boot::Bootloader;
+use abnix_core::boot::BootloaderSetup;
+use abnix_core::install::{Request, TargetRequest};
 use abnix_core::units::parse_size;
 use abnix_formats::layout::{Arch, LayoutConfig};
 use abnix_formats::sign::{PublicKey, TrustedKeys};

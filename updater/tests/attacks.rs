@@ -11,8 +11,8 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
+use abnix_core::boot::Bootloader;
 use abnix_core::publish::{resign, PublishOptions};
-use abnix_core::system_disk::Bootloader;
 use abnix_formats::layout::Arch;
 use abnix_formats::meta::{object_name, ObjectKind};
 use abnix_formats::sign::{SecretKey, TrustedKeys};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abnix_core::system_disk::Bootloader;
+use abnix_core::boot::Bootloader;
 use abnix_formats::slot::Slot;
 use common::{assert_exit, stderr, stdout, Device, Fleet, Version, MIB};
 use serde_json::Value;

@@ -1,10 +1,10 @@
 //! The A/B boot state and its transitions, as pure functions.
 //!
 //! [`BootState`] is what the GRUB backend stores in its environment block
-//! (see [`super::grubenv`]) and what the GRUB script in `grub.cfg` (see
-//! [`super::grubcfg`]) acts on; [`BootState::next_boot`] models that script
+//! (see [`super::grub::env`]) and what the GRUB script in `grub.cfg` (see
+//! [`super::grub::cfg`]) acts on; [`BootState::next_boot`] models that script
 //! so tests can predict which slot GRUB boots. systemd-boot keeps the same
-//! information in entry file names instead (see [`super::bls`]).
+//! information in entry file names instead (see [`super::systemd_boot::bls`]).
 
 use abnix_formats::slot::Slot;
 

@@ -43,7 +43,6 @@
 
 #[cfg(test)]
 mod blank_tests;
-mod bootloader;
 mod contents;
 pub mod device;
 mod esp_room;
@@ -66,7 +65,6 @@ use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-pub use bootloader::{BootPayload, BootloaderError, BootloaderSetup};
 pub use contents::{BlkidView, Contents, ExamineError};
 use device::{DeviceIdentity, OpenError, Opened};
 use libblkid::Libblkid;
@@ -75,8 +73,10 @@ pub use system::System;
 use target::{NoEligibleDisk, Requirements, Selection};
 
 use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
-use crate::boot::grubcfg::slot_cfg;
-use crate::boot::{bios, bls, BootError, BootFiles, SlotInfo};
+use crate::boot::grub::bios;
+use crate::boot::grub::cfg::slot_cfg;
+use crate::boot::systemd_boot::bls;
+use crate::boot::{BootError, BootFiles, BootPayload, BootloaderError, BootloaderSetup, SlotInfo};
 use crate::bundle::{Bundle, BundleError};
 use crate::pipeline::{
     read_image_head, verify_object, write_image, ImageSpec, PipelineError, VerifiedImage,

@@ -11,10 +11,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use abnix_core::blockdev::SysRoot;
+use abnix_core::boot::Bootloader;
+use abnix_core::boot::BootloaderSetup;
 use abnix_core::boot::{model, BootControl};
 use abnix_core::bundle::Bundle;
 use abnix_core::channel::Channel;
-use abnix_core::install::{prepare, BootloaderSetup, Request, TargetRequest};
+use abnix_core::install::{prepare, Request, TargetRequest};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
 use abnix_core::publish::{publish, PublishOptions};
@@ -22,7 +24,7 @@ use abnix_core::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
 use abnix_core::state::{Lock, StateDir};
-use abnix_core::system_disk::{Bootloader, SystemDisk};
+use abnix_core::system_disk::SystemDisk;
 use abnix_formats::layout::Arch;
 use abnix_formats::layout::{min_disk_size, LayoutConfig};
 use abnix_formats::meta::{object_name, Meta, ObjectKind, Publication, SignedMeta};

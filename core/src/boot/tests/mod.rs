@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::grubcfg::GrubCfgOptions;
-use super::grubenv::{decode_state, encode_state};
+use super::grub::cfg::GrubCfgOptions;
+use super::grub::env::{decode_state, encode_state};
 use super::{
     efi, esp, model, BootControl, BootError, BootFiles, BootStatus, EfiApp, GrubBoot, GrubInstall,
     SlotInfo, SlotState, SystemdBoot,
 };
-use crate::system_disk::Bootloader;
+use crate::boot::Bootloader;
 use abnix_formats::digest::{Digest, Expected, Mismatch, VerifyingReader};
 use abnix_formats::disk::Disk;
 use abnix_formats::fat::{FatFs, FormatOptions};

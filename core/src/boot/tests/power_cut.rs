@@ -3,7 +3,7 @@
 //! cut at each sector boundary inside each of its writes (the write is torn
 //! there, everything after it is lost). Sectors are the unit the FAT layer
 //! relies on landing whole (see `abnix_formats::fat`); the GRUB state block is even
-//! safe against byte tears, which `grubenv`'s tests check at every byte.
+//! safe against byte tears, which `grub::env`'s tests check at every byte.
 //! After each cut the ESP must open, `status()` must show each slot's state
 //! and version as they were before or after the operation, and the
 //! bootloader must boot a slot whose kernel and initrd are intact. GRUB's

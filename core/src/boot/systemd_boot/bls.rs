@@ -13,8 +13,8 @@
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use super::esp;
-use super::state::SlotState;
+use crate::boot::esp;
+use crate::boot::state::SlotState;
 use abnix_formats::slot::Slot;
 
 /// The `sort-key` of abnix entries. systemd-boot orders entries that have a

@@ -13,7 +13,7 @@
 //! block always parses. Which combinations that allows, and why each one
 //! still boots, is worked through in `docs/boot.md`.
 
-use super::state::{slot_index, BootState, SlotState};
+use crate::boot::state::{slot_index, BootState, SlotState};
 use abnix_formats::slot::Slot;
 
 /// The first line of every GRUB environment block.

@@ -2,7 +2,7 @@
 //! `slot.cfg`, written with the slot's boot files.
 //!
 //! `grub.cfg` holds all the logic and never changes; the boot state it acts
-//! on is in the environment block (see [`super::grubenv`]) and the kernel
+//! on is in the environment block (see [`super::env`]) and the kernel
 //! command line of each slot is in that slot's `slot.cfg`. What the script
 //! does is modelled by [`BootState::next_boot`].
 //!
@@ -12,9 +12,9 @@
 
 use std::fmt::Write as _;
 
-use super::esp;
-use super::grubenv::{slot_key, state_keys, state_value};
-use super::state::{BootState, SlotState, MAX_TRIES};
+use super::env::{slot_key, state_keys, state_value};
+use crate::boot::esp;
+use crate::boot::state::{BootState, SlotState, MAX_TRIES};
 use abnix_formats::slot::Slot;
 
 /// Options of the generated `grub.cfg`.
