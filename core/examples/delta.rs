@@ -30,16 +30,16 @@ use std::time::{Duration, Instant};
 
 use abnix_core::bundle::Bundle;
 use abnix_core::channel::Channel;
-use abnix_core::chunking::ChunkParams;
 use abnix_core::delta::{ActiveSlot, Coalescing, DeltaOptions, DeltaReport, LocalChunks, Plan};
-use abnix_core::meta::Meta;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::WriteOptions;
 use abnix_core::progress::NoProgress;
 use abnix_core::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use abnix_core::sign::{SecretKey, TrustedKeys};
+use abnix_formats::chunking::ChunkParams;
+use abnix_formats::meta::Meta;
+use abnix_formats::sign::{SecretKey, TrustedKeys};
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
 use anyhow::{bail, Context, Result};
 
@@ -216,8 +216,11 @@ fn upload(remote: &Remote, bundle: &Bundle) -> Result<()> {
         meta.kernel.object.clone(),
         meta.initrd.object.clone(),
     ];
-    let meta_name =
-        abnix_core::meta::object_name(meta.version, meta.id, abnix_core::meta::ObjectKind::Meta);
+    let meta_name = abnix_formats::meta::object_name(
+        meta.version,
+        meta.id,
+        abnix_formats::meta::ObjectKind::Meta,
+    );
     objects.push(format!("{meta_name}.sig"));
     objects.push(meta_name);
     for object in objects {

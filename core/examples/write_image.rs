@@ -14,10 +14,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use abnix_core::digest::Digest;
-use abnix_core::index::{Chunk, Index};
 use abnix_core::pipeline::{write_image, ImageSpec, WriteOptions};
 use abnix_core::progress;
+use abnix_formats::digest::Digest;
+use abnix_formats::index::{Chunk, Index};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 

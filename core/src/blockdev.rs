@@ -1239,9 +1239,9 @@ pub(crate) mod tests {
     /// on a 4096-byte-sector device (it only assumes 512 for files).
     #[test]
     fn loop_devices_show_what_the_kernel_sees() {
-        use crate::gpt::tests::sgdisk_agrees_with;
-        use crate::layout::{self, Arch, LayoutConfig, MIB};
         use crate::testutil::{require_root, LoopDevice};
+        use abnix_formats::layout::{self, Arch, LayoutConfig, MIB};
+        use abnix_formats::testutil::sgdisk_agrees_with;
 
         require_root("loop_devices_show_what_the_kernel_sees");
 

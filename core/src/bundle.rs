@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::Digest;
-use crate::index::{Index, IndexError};
-use crate::meta::{verify_meta, Artifact, SignedMeta, VerifyError, MAX_META_BYTES};
-use crate::sign::{TrustedKeys, MAX_SIGNATURE_FILE_BYTES};
+use abnix_formats::digest::Digest;
+use abnix_formats::index::{Index, IndexError};
+use abnix_formats::meta::{verify_meta, Artifact, SignedMeta, VerifyError, MAX_META_BYTES};
+use abnix_formats::sign::{TrustedKeys, MAX_SIGNATURE_FILE_BYTES};
 
 /// A verified bundle directory.
 #[derive(Debug, Clone)]
@@ -232,9 +232,9 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{object_name, ObjectKind};
     use crate::pack::test_support::{Sample, UUID};
-    use crate::sign::{signature_file, SecretKey, SignatureError};
+    use abnix_formats::meta::{object_name, ObjectKind};
+    use abnix_formats::sign::{signature_file, SecretKey, SignatureError};
     use std::io::Write;
 
     struct Fixture {
@@ -275,9 +275,9 @@ mod tests {
         }
 
         /// Replaces the meta with an edited, correctly re-signed one.
-        fn resign_meta(&self, edit: impl FnOnce(&mut crate::meta::Meta)) {
+        fn resign_meta(&self, edit: impl FnOnce(&mut abnix_formats::meta::Meta)) {
             let path = self.path(ObjectKind::Meta);
-            let mut meta = crate::meta::Meta::parse(&fs::read(&path).unwrap()).unwrap();
+            let mut meta = abnix_formats::meta::Meta::parse(&fs::read(&path).unwrap()).unwrap();
             edit(&mut meta);
             let bytes = meta.to_bytes();
             fs::write(&path, &bytes).unwrap();

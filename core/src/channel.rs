@@ -13,14 +13,16 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::delta::{self, DeltaOptions, DeltaReport, ImageObject, LocalChunks};
-use crate::digest::Expected;
-use crate::disk::Disk;
-use crate::index::{Index, IndexError};
-use crate::meta::{object_name, verify_meta, Artifact, Meta, ObjectKind, SignedMeta, VerifyError};
 use crate::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions, WriteReport};
 use crate::progress::Progress;
 use crate::remote::{ObjectReader, Remote, RemoteError};
-use crate::sign::{TrustedKeys, MAX_SIGNATURE_FILE_BYTES};
+use abnix_formats::digest::Expected;
+use abnix_formats::disk::Disk;
+use abnix_formats::index::{Index, IndexError};
+use abnix_formats::meta::{
+    object_name, verify_meta, Artifact, Meta, ObjectKind, SignedMeta, VerifyError,
+};
+use abnix_formats::sign::{TrustedKeys, MAX_SIGNATURE_FILE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -102,7 +104,7 @@ impl Channel {
         let key = self.remote.config().channel_meta_key();
         let meta = self
             .remote
-            .get_bytes(&key, crate::meta::MAX_META_BYTES as u64)?;
+            .get_bytes(&key, abnix_formats::meta::MAX_META_BYTES as u64)?;
         let locator = MetaLocator::parse(&meta).map_err(|reason| ChannelError::Unreadable {
             key: key.clone(),
             reason,
@@ -131,7 +133,7 @@ impl Channel {
         let key = config.object_key(&object_name(version, id, ObjectKind::Meta));
         let meta = self
             .remote
-            .get_bytes(&key, crate::meta::MAX_META_BYTES as u64)?;
+            .get_bytes(&key, abnix_formats::meta::MAX_META_BYTES as u64)?;
         let sig_key = config.object_key(&object_name(version, id, ObjectKind::MetaSig));
         let sig = self
             .remote

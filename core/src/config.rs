@@ -17,8 +17,8 @@ use crate::reboot::{DailyWindow, RebootPolicy};
 use crate::remote::{
     CredentialSource, MinRate, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use crate::sign::{PublicKey, TrustedKeys};
 use crate::units::{parse_duration, parse_size};
+use abnix_formats::sign::{PublicKey, TrustedKeys};
 
 pub const DEFAULT_PATH: &str = "/etc/abnix/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/abnix";

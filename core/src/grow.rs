@@ -37,10 +37,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::blockdev::{self, BlockDevError, SysRoot};
-use crate::disk::Disk;
-use crate::gpt::{Gpt, GptError};
-use crate::layout::{grow_gpt, Layout, LayoutError};
 use crate::units::Bytes;
+use abnix_formats::disk::Disk;
+use abnix_formats::gpt::{Gpt, GptError};
+use abnix_formats::layout::{grow_gpt, Layout, LayoutError};
 
 /// Where `abnix-rw`'s superblock starts, in the filesystem.
 const SUPERBLOCK_OFFSET: u64 = 1024;
@@ -392,9 +392,9 @@ fn resize2fs(device: &Path, size: u64) -> Result<(), GrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpt::tests::sgdisk_agrees_with;
     use crate::install::rwfs;
-    use crate::layout::{compute, Arch, LayoutConfig, MIB};
+    use abnix_formats::layout::{compute, Arch, LayoutConfig, MIB};
+    use abnix_formats::testutil::sgdisk_agrees_with;
 
     fn mkfs(path: &Path, args: &[&str]) {
         let out = Command::new("mkfs.ext4")

@@ -18,9 +18,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::blockdev::{BlockDevError, SysRoot};
-use crate::layout::Layout;
-use crate::slot::Slot;
 use crate::system_disk::{open_disk_file, SystemDisk, SystemDiskError};
+use abnix_formats::layout::Layout;
+use abnix_formats::slot::Slot;
 
 /// What the command line may override.
 #[derive(Debug, Clone, Default)]
@@ -164,7 +164,7 @@ pub fn booted_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::{compute, LayoutConfig};
+    use abnix_formats::layout::{compute, LayoutConfig};
 
     fn layout() -> Layout {
         compute(4 << 30, 512, &LayoutConfig::new(1 << 30)).unwrap()

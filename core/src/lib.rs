@@ -1,28 +1,21 @@
-//! abnix-core: the formats and mechanisms of abnix.
+//! abnix-core: the mechanisms of abnix on top of its formats.
 //!
-//! Every on-disk and on-wire format is pure parse/serialize code here, and all
-//! disk I/O goes through [`disk::Disk`] (`Read + Write + Seek`), so the same
-//! code runs on a block device and on a sparse disk-image file.
+//! The on-disk and on-wire formats live in [`abnix_formats`]; here is what
+//! works with them: the image pipeline, boot control, installing, updating
+//! and the S3 client. All disk I/O goes through
+//! [`abnix_formats::disk::Disk`] (`Read + Write + Seek`), so the same code
+//! runs on a block device and on a sparse disk-image file.
 
 pub mod blockdev;
 pub mod boot;
 pub mod bundle;
 pub mod channel;
-pub mod chunking;
 pub mod config;
 pub mod delta;
-pub mod digest;
-pub mod disk;
 pub mod errors;
-pub mod fat;
-pub mod fsid;
-pub mod gpt;
 pub mod grow;
 pub mod host;
-pub mod index;
 pub mod install;
-pub mod layout;
-pub mod meta;
 pub mod pack;
 pub mod pipeline;
 pub mod probe;
@@ -30,8 +23,6 @@ pub mod progress;
 pub mod publish;
 pub mod reboot;
 pub mod remote;
-pub mod sign;
-pub mod slot;
 pub mod state;
 pub mod system_disk;
 #[cfg(test)]

@@ -3,11 +3,11 @@
 //!
 //! The bundle holds, all named `<version>-<id>.<suffix>`:
 //! - `img.zst`: the image cut into content-defined chunks
-//!   ([`crate::chunking`]), each compressed as an independent zstd frame that
+//!   ([`abnix_formats::chunking`]), each compressed as an independent zstd frame that
 //!   records its content size. Concatenated frames are one valid zstd stream,
 //!   so `zstd -dc` restores the image; the index lets a reader take frames
 //!   one by one (parallel decompression, resumption, later deltas).
-//! - `index`: the chunk index ([`crate::index`]).
+//! - `index`: the chunk index ([`abnix_formats::index`]).
 //! - `kernel`, `initrd`: copies.
 //! - `meta` and `meta.sig`: the meta and its signature, written last, so a
 //!   directory with a `.meta` holds everything the meta names.
@@ -28,16 +28,16 @@ use std::thread;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use crate::chunking::{self, BadChunkParams, ChunkParams};
-use crate::digest::Digest;
-use crate::fsid::{self, FsIdError};
-use crate::index::Index;
-use crate::layout::Arch;
-use crate::meta::{
+use crate::progress::Progress;
+use abnix_formats::chunking::{self, BadChunkParams, ChunkParams};
+use abnix_formats::digest::Digest;
+use abnix_formats::fsid::{self, FsIdError};
+use abnix_formats::index::Index;
+use abnix_formats::layout::Arch;
+use abnix_formats::meta::{
     self, object_name, Artifact, Image, Meta, MetaError, ObjectKind, SignedMeta, FORMAT_VERSION,
 };
-use crate::progress::Progress;
-use crate::sign::SecretKey;
+use abnix_formats::sign::SecretKey;
 
 /// The default zstd level: 9.
 ///
@@ -593,9 +593,9 @@ mod tests {
     use super::test_support::{Sample, UUID};
     use super::*;
     use crate::bundle::Bundle;
-    use crate::meta::FsType;
     use crate::progress::NoProgress;
-    use crate::sign::TrustedKeys;
+    use abnix_formats::meta::FsType;
+    use abnix_formats::sign::TrustedKeys;
     use std::process::Command;
 
     fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {

@@ -3,7 +3,7 @@
 //! `libblkid/src/superblocks/*.c`) probes.
 //!
 //! The installer refuses a disk holding anything but an earlier abnix layout
-//! (exactly one [`SignatureKind::Gpt`] that [`crate::layout::Layout::from_gpt`]
+//! (exactly one [`SignatureKind::Gpt`] that [`abnix_formats::layout::Layout::from_gpt`]
 //! accepts) unless wiping is allowed, and prints what it found; when it may
 //! wipe, [`erase_signatures`] removes every magic found, as `wipefs -a`
 //! does, so no stale RAID, LVM or LUKS header outside the new partitions
@@ -19,8 +19,8 @@
 use std::fmt;
 use std::io::{self, SeekFrom};
 
-use crate::disk::Disk;
-use crate::gpt::{Gpt, GptError};
+use abnix_formats::disk::Disk;
+use abnix_formats::gpt::{Gpt, GptError};
 
 /// One thing found on a disk, and where its magic bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,7 +390,8 @@ fn probe_gpt<D: Disk + ?Sized>(
     size: u64,
     head: &[u8],
 ) -> io::Result<Option<Signature>> {
-    let has_pmbr = head.len() >= 512 && crate::gpt::check_protective_mbr(&head[..512]).is_ok();
+    let has_pmbr =
+        head.len() >= 512 && abnix_formats::gpt::check_protective_mbr(&head[..512]).is_ok();
     let mut magic = Vec::new();
     let mut header_sector_size = None;
     for ss in [512u64, 4096] {
@@ -682,9 +683,9 @@ fn raid_signature(version: &'static str, offset: u64) -> Signature {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::gpt::tests::sgdisk;
-    use crate::gpt::Guid;
-    use crate::layout::{self, Layout, LayoutConfig};
+    use abnix_formats::gpt::Guid;
+    use abnix_formats::layout::{self, Layout, LayoutConfig};
+    use abnix_formats::testutil::sgdisk;
     use std::fs::{self, File, OpenOptions};
     use std::os::unix::fs::FileExt;
     use std::path::Path;

@@ -4,7 +4,7 @@
 //! Publishing signs: the bundle's meta (as `pack` signed it, for no
 //! channel) is signed again for the channel, with the time of signing, the
 //! expiry (`valid_for` from now) and any keys it revokes
-//! ([`crate::meta::Publication`]), by the keys given, and checked to verify
+//! ([`abnix_formats::meta::Publication`]), by the keys given, and checked to verify
 //! against the trusted keys before anything is uploaded. [`resign`] signs
 //! the channel's current version again with a new expiry and nothing else
 //! changed, for a cron job or CI that keeps a quiet channel fresh.
@@ -39,14 +39,14 @@ use uuid::Uuid;
 
 use crate::bundle::Bundle;
 use crate::channel::{Channel, ChannelError, MetaLocator};
-use crate::meta::{
+use crate::progress::Progress;
+use crate::remote::{Remote, RemoteError};
+use crate::units::parse_duration;
+use abnix_formats::meta::{
     object_name, verify_meta, Meta, MetaError, ObjectKind, Publication, SignedMeta, VerifyError,
     MAX_META_BYTES,
 };
-use crate::progress::Progress;
-use crate::remote::{Remote, RemoteError};
-use crate::sign::{PublicKey, SecretKey, MAX_SIGNATURE_FILE_BYTES};
-use crate::units::parse_duration;
+use abnix_formats::sign::{PublicKey, SecretKey, MAX_SIGNATURE_FILE_BYTES};
 
 /// How long a published meta is valid by default (a duration as in
 /// [`crate::units::parse_duration`]): a fleet's devices check every few

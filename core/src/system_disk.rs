@@ -9,48 +9,12 @@ use std::io;
 use std::path::Path;
 
 use crate::blockdev;
-use crate::boot::{esp, BootControl, BootError, GrubBoot, SystemdBoot};
-use crate::disk::{Disk, Region};
-use crate::fat::{FatError, FatFs};
-use crate::gpt::{Gpt, GptError};
-use crate::layout::{Layout, LayoutError, PartSpec};
-use crate::slot::Slot;
-
-/// Which bootloader an ESP carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bootloader {
-    Grub,
-    SystemdBoot,
-}
-
-impl Bootloader {
-    pub fn name(self) -> &'static str {
-        match self {
-            Bootloader::Grub => "grub",
-            Bootloader::SystemdBoot => "systemd-boot",
-        }
-    }
-}
-
-impl std::fmt::Display for Bootloader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Bootloader {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Bootloader, String> {
-        match s {
-            "grub" => Ok(Bootloader::Grub),
-            "systemd-boot" => Ok(Bootloader::SystemdBoot),
-            other => Err(format!(
-                "unknown bootloader {other:?} (expected \"grub\" or \"systemd-boot\")"
-            )),
-        }
-    }
-}
+use crate::boot::{BootControl, BootError, Bootloader};
+use abnix_formats::disk::{Disk, Region};
+use abnix_formats::fat::{FatError, FatFs};
+use abnix_formats::gpt::{Gpt, GptError};
+use abnix_formats::layout::{Layout, LayoutError, PartSpec};
+use abnix_formats::slot::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemDiskError {
@@ -131,22 +95,12 @@ impl<D: Disk> SystemDisk<D> {
     /// writes at install.
     pub fn bootloader(&mut self) -> Result<Bootloader, SystemDiskError> {
         let mut fat = FatFs::open(self.esp())?;
-        if fat.exists(&esp::absolute(esp::GRUB_CFG))? {
-            Ok(Bootloader::Grub)
-        } else if fat.exists(&esp::absolute(esp::LOADER_CONF))? {
-            Ok(Bootloader::SystemdBoot)
-        } else {
-            Err(SystemDiskError::NoBootloader)
-        }
+        Bootloader::of_esp(&mut fat)?.ok_or(SystemDiskError::NoBootloader)
     }
 
     /// The boot control of the installed bootloader.
     pub fn boot_control(&mut self) -> Result<Box<dyn BootControl + '_>, SystemDiskError> {
         let kind = self.bootloader()?;
-        let esp = self.esp();
-        Ok(match kind {
-            Bootloader::Grub => Box::new(GrubBoot::open(esp)?),
-            Bootloader::SystemdBoot => Box::new(SystemdBoot::open(esp)?),
-        })
+        Ok(kind.open(self.esp())?)
     }
 }

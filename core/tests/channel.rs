@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use abnix_core::bundle::Bundle;
 use abnix_core::channel::{Channel, ChannelError, ImageFetch};
-use abnix_core::digest::Expected;
-use abnix_core::meta::{object_name, Meta, ObjectKind, VerifyError};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
 use abnix_core::progress::NoProgress;
@@ -22,7 +20,9 @@ use abnix_core::publish::{publish, PublishError, PublishOptions, PublishReport, 
 use abnix_core::remote::{
     CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
 };
-use abnix_core::sign::{SecretKey, SignatureError, TrustedKeys};
+use abnix_formats::digest::Expected;
+use abnix_formats::meta::{object_name, Meta, ObjectKind, VerifyError};
+use abnix_formats::sign::{SecretKey, SignatureError, TrustedKeys};
 use abnix_testkit::images::{ext4_image, real_tree, seeded_random};
 use abnix_testkit::{credentials_file, FaultProxy, RecordedRequest, S3Server};
 use tempfile::TempDir;

@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use abnix_core::channel::Channel;
 use abnix_core::channel::ChannelError;
-use abnix_core::chunking::{chunks, ChunkParams};
 use abnix_core::delta::{ActiveSlot, DeltaOptions, DeltaReport, Fallback, LocalChunks};
-use abnix_core::digest::Digest;
-use abnix_core::disk;
-use abnix_core::index::Index;
-use abnix_core::meta::{Artifact, FsType, Image, Meta, FORMAT_VERSION};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
 use abnix_core::progress::NoProgress;
 use abnix_core::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
+use abnix_formats::chunking::{chunks, ChunkParams};
+use abnix_formats::digest::Digest;
+use abnix_formats::disk;
+use abnix_formats::index::Index;
+use abnix_formats::meta::{Artifact, FsType, Image, Meta, FORMAT_VERSION};
 use abnix_testkit::images::seeded_random;
 use abnix_testkit::{credentials_file, FaultProxy, RecordedRequest, S3Server};
 use tempfile::TempDir;
@@ -120,7 +120,7 @@ impl Bucket {
             version,
             id: Uuid::from_u128(version.into()),
             label: format!("test {version}"),
-            arch: abnix_core::layout::Arch::X86_64,
+            arch: abnix_formats::layout::Arch::X86_64,
             published: None,
             image: Image {
                 object: name,

@@ -2,7 +2,7 @@
 //! accepts serializes back to the same bytes.
 #![no_main]
 
-use abnix_core::index::Index;
+use abnix_formats::index::Index;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! Meta::parse never panics, and whatever it accepts round-trips.
 #![no_main]
 
-use abnix_core::meta::Meta;
+use abnix_formats::meta::Meta;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 //! signature file.
 #![no_main]
 
-use abnix_core::sign::{PublicKey, SecretKey, Signature, TrustedKeys};
+use abnix_formats::sign::{PublicKey, SecretKey, Signature, TrustedKeys};
 use libfuzzer_sys::fuzz_target;
 
 /// Made by `nix key generate-secret --key-name test-1`.

@@ -3,8 +3,8 @@
 //! even: input is a 2-byte length, the meta, then a fuzzed signature file.
 #![no_main]
 
-use abnix_core::meta::verify_meta;
-use abnix_core::sign::{signature_file, SecretKey, TrustedKeys};
+use abnix_formats::meta::verify_meta;
+use abnix_formats::sign::{signature_file, SecretKey, TrustedKeys};
 use libfuzzer_sys::fuzz_target;
 
 /// Made by `nix key generate-secret --key-name test-1`.

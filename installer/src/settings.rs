@@ -13,11 +13,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use abnix_core::install::{BootloaderSetup, Request, TargetRequest};
-use abnix_core::layout::{Arch, LayoutConfig};
-use abnix_core::sign::{PublicKey, TrustedKeys};
-use abnix_core::system_disk::Bootloader;
+use abnix_core::boot::Bootloader;
+use abnix_core::boot::BootloaderSetup;
+use abnix_core::install::{Request, TargetRequest};
 use abnix_core::units::parse_size;
+use abnix_formats::layout::{Arch, LayoutConfig};
+use abnix_formats::sign::{PublicKey, TrustedKeys};
 use serde::Deserialize;
 
 /// Debian's GRUB and systemd-boot (grub-common, grub-pc-bin,
@@ -687,10 +688,10 @@ mod tests {
     fn keys_add_up_from_the_file_the_flags_and_a_keys_file() {
         let tmp = tempfile::tempdir().unwrap();
         let keys_file = tmp.path().join("keys");
-        let other = abnix_core::sign::SecretKey::generate("other")
+        let other = abnix_formats::sign::SecretKey::generate("other")
             .unwrap()
             .public();
-        let third = abnix_core::sign::SecretKey::generate("third")
+        let third = abnix_formats::sign::SecretKey::generate("third")
             .unwrap()
             .public();
         std::fs::write(&keys_file, format!("# fleet keys\n\n{other}  # current\n")).unwrap();

@@ -14,16 +14,16 @@ use std::process::{Command, Output};
 
 use abnix_core::boot::efi::pe_machine;
 use abnix_core::boot::{esp, SlotState};
-use abnix_core::fat::FatFs;
-use abnix_core::gpt::Gpt;
-use abnix_core::index::Index;
 use abnix_core::install::rwfs;
-use abnix_core::layout::Arch;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
-use abnix_core::sign::SecretKey;
-use abnix_core::slot::Slot;
 use abnix_core::system_disk::SystemDisk;
+use abnix_formats::fat::FatFs;
+use abnix_formats::gpt::Gpt;
+use abnix_formats::index::Index;
+use abnix_formats::layout::Arch;
+use abnix_formats::sign::SecretKey;
+use abnix_formats::slot::Slot;
 
 const BIN: &str = env!("CARGO_BIN_EXE_abnix-install");
 const UUID: &str = "6a1d3c9e-2b4f-4c8a-9e17-0d5b3f2a7c61";

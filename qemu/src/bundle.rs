@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use abnix_core::meta::SignedMeta;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
-use abnix_core::sign::SecretKey;
+use abnix_formats::meta::SignedMeta;
+use abnix_formats::sign::SecretKey;
 use anyhow::{Context, Result};
 
 use crate::version::FixtureVersion;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use abnix_core::digest::Digest;
+use abnix_formats::digest::Digest;
 use anyhow::{Context, Result};
 
 use crate::{paths, tool};

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use abnix_core::disk::{Disk, Region};
+use abnix_formats::disk::{Disk, Region};
 use anyhow::{Context, Result};
 use uuid::Uuid;
 

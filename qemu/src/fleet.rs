@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use abnix_core::config::Config;
-use abnix_core::index::Index;
-use abnix_core::meta::SignedMeta;
-use abnix_core::sign::{PublicKey, SecretKey};
+use abnix_formats::index::Index;
+use abnix_formats::meta::SignedMeta;
+use abnix_formats::sign::{PublicKey, SecretKey};
 use abnix_testkit::S3Server;
 use anyhow::{ensure, Context, Result};
 

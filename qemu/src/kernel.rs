@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
-use abnix_core::layout::Arch;
+use abnix_formats::layout::Arch;
 use anyhow::{bail, Context, Result};
 
 use crate::platform::Platform;

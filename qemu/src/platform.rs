@@ -1,7 +1,7 @@
 //! What the harness needs to know about the machines of each architecture,
 //! in one place: the emulator and its board, the UEFI firmware, the
 //! kernel's console, Debian's name for the architecture. What abnix itself
-//! knows per architecture is `abnix_core::layout::Arch`'s.
+//! knows per architecture is `abnix_formats::layout::Arch`'s.
 //!
 //! The harness runs on x86_64. Its aarch64 machines run under TCG like the
 //! others, but nothing built here runs on them: the project's binaries
@@ -9,7 +9,7 @@
 //! aarch64 fixtures hold Debian's arm64 kernel and busybox only, and prove
 //! the disk layout and the bootloaders, not the updater.
 
-use abnix_core::layout::Arch;
+use abnix_formats::layout::Arch;
 
 /// The machines of one architecture, as QEMU and Debian provide them.
 #[derive(Debug)]

@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
+use abnix_core::boot::Bootloader;
 use abnix_core::boot::{BootStatus, SlotState};
-use abnix_core::slot::Slot;
-use abnix_core::system_disk::Bootloader;
+use abnix_formats::slot::Slot;
 use anyhow::{anyhow, bail, ensure, Result};
 
 use crate::story::{plain_message, Cut, Kind, Needle, Running, Story};

@@ -23,10 +23,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use abnix_core::boot::BootStatus;
-use abnix_core::layout::Arch;
-use abnix_core::slot::Slot;
+use abnix_core::boot::Bootloader;
 use abnix_core::state::{CheckRecord, ErrorRecord, FailedVersion};
-use abnix_core::system_disk::Bootloader;
+use abnix_formats::layout::Arch;
+use abnix_formats::slot::Slot;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
 use uuid::Uuid;

@@ -12,18 +12,19 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use abnix_core::boot::grubenv::{self, DecodedState};
-use abnix_core::boot::mkimage::{BiosImages, GrubTools};
+use abnix_core::boot::grub::cfg::GrubCfgOptions;
+use abnix_core::boot::grub::env::DecodedState;
+use abnix_core::boot::grub::mkimage::{BiosImages, GrubTools};
 use abnix_core::boot::{
-    bios, esp, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, EfiApp,
-    GrubBoot, GrubInstall, SystemdBoot,
+    esp, grub, BootControl, BootError, BootFiles, BootStatus, Bootloader, EfiApp, GrubBoot,
+    GrubInstall, SystemdBoot,
 };
-use abnix_core::digest::{Digest, Expected, VerifyingReader};
-use abnix_core::disk::{Disk, Fault, FaultyDisk, Region};
-use abnix_core::fat::{FatFs, FormatOptions};
-use abnix_core::layout::{self, Arch, LayoutConfig};
-use abnix_core::slot::Slot;
-use abnix_core::system_disk::{open_disk_file, Bootloader, SystemDisk};
+use abnix_core::system_disk::{open_disk_file, SystemDisk};
+use abnix_formats::digest::{Digest, Expected, VerifyingReader};
+use abnix_formats::disk::{Disk, Fault, FaultyDisk, Region};
+use abnix_formats::fat::{FatFs, FormatOptions};
+use abnix_formats::layout::{self, Arch, LayoutConfig};
+use abnix_formats::slot::Slot;
 use anyhow::{Context, Result};
 use uuid::Uuid;
 
@@ -32,7 +33,7 @@ use crate::version::FixtureVersion;
 
 /// Debian's systemd-boot-efi package.
 const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-/// GRUB's BIOS boot code needs 512-byte sectors (see `core::boot::bios`).
+/// GRUB's BIOS boot code needs 512-byte sectors (see `core::boot::grub::bios`).
 const SECTOR_SIZE: u32 = 512;
 
 /// The bootloaders' binaries, built or read once and installed on any
@@ -134,7 +135,7 @@ impl AbnixDisk {
                     },
                 };
                 GrubBoot::install(esp, &install)?;
-                bios::install(
+                grub::bios::install(
                     &mut file,
                     SECTOR_SIZE,
                     layout.bios.first_lba(SECTOR_SIZE),
@@ -260,7 +261,7 @@ impl AbnixDisk {
         let block = esp
             .read_file(esp::GRUB_ENV)
             .with_context(|| format!("reading {} on the ESP", esp::GRUB_ENV))?;
-        Ok(grubenv::decode_state(&block))
+        Ok(grub::env::decode_state(&block))
     }
 
     /// Overwrites GRUB's state block in place with `block`, which must

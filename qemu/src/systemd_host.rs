@@ -29,7 +29,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use abnix_core::layout::Arch;
+use abnix_formats::layout::Arch;
 use anyhow::{ensure, Context, Result};
 use uuid::Uuid;
 

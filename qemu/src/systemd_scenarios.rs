@@ -31,9 +31,9 @@
 
 use std::time::{Duration, Instant};
 
-use abnix_core::layout::{self, LayoutConfig};
-use abnix_core::slot::Slot;
 use abnix_core::units::parse_size;
+use abnix_formats::layout::{self, LayoutConfig};
+use abnix_formats::slot::Slot;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use crate::fleet::Release;

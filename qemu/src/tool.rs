@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::process::{Command, Output};
 
-use abnix_core::layout::Arch;
+use abnix_formats::layout::Arch;
 use anyhow::{bail, Context, Result};
 
 use crate::platform::Platform;

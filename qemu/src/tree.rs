@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use abnix_core::layout::Arch;
+use abnix_formats::layout::Arch;
 use anyhow::{bail, Context, Result};
 
 use crate::cpio::CpioWriter;

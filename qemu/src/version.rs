@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use abnix_core::boot::SlotInfo;
-use abnix_core::layout::Arch;
-use abnix_core::slot::Slot;
+use abnix_formats::layout::Arch;
+use abnix_formats::slot::Slot;
 use anyhow::{Context, Result};
 use uuid::Uuid;
 

@@ -24,7 +24,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use abnix_core::layout::Arch;
+use abnix_formats::layout::Arch;
 use anyhow::{Context, Result};
 
 use crate::platform::Platform;

@@ -32,12 +32,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use abnix_core::boot::{grubcfg, grubenv, BootState, BootStatus, SlotState};
+use abnix_core::boot::Bootloader;
+use abnix_core::boot::{grub, BootState, BootStatus, SlotState};
 use abnix_core::config::Config;
-use abnix_core::layout::Arch;
-use abnix_core::sign::SecretKey;
-use abnix_core::slot::Slot;
-use abnix_core::system_disk::Bootloader;
+use abnix_formats::layout::Arch;
+use abnix_formats::sign::SecretKey;
+use abnix_formats::slot::Slot;
 use abnix_systest::kernel::Kernel;
 use abnix_systest::runner::{self, Case};
 use abnix_systest::story::BootPath;
@@ -496,8 +496,8 @@ fn expect_torn_grub_state(disk: &AbnixDisk) -> Result<()> {
 /// Where B's line starts in GRUB's state block: every block abnix writes
 /// has its keys at the same offsets (docs/boot.md, "The state block").
 fn grubenv_offset_of_slot_b() -> u64 {
-    let block = grubenv::encode_state(&BootState::FALLBACK);
-    let key = format!("{}=", grubenv::slot_key(Slot::B));
+    let block = grub::env::encode_state(&BootState::FALLBACK);
+    let key = format!("{}=", grub::env::slot_key(Slot::B));
     block
         .windows(key.len())
         .position(|window| window == key.as_bytes())
@@ -519,16 +519,16 @@ fn rescue_boots_last_good(bench: &mut Bench) -> Result<()> {
     bench.disk.update(Slot::A, &a.version, 1)?;
     bench.boot(a, Slot::A)?;
     bench.expect_slot(Slot::A, SlotState::Trial { tries_left: 0 }, Some(a))?;
-    let garbage = abnix_testkit::images::seeded_random(grubenv::STATE_BLOCK_SIZE, 3);
+    let garbage = abnix_testkit::images::seeded_random(grub::env::STATE_BLOCK_SIZE, 3);
     bench.disk.overwrite_grub_state(&garbage)?;
     bench.expect_next(Slot::B)?;
     let console = bench.boot(b, Slot::B)?;
     let transcript = std::fs::read_to_string(&console)
         .with_context(|| format!("reading {}", console.display()))?;
     ensure!(
-        transcript.contains(grubcfg::RESCUE_MESSAGE),
+        transcript.contains(grub::cfg::RESCUE_MESSAGE),
         "GRUB should have taken the rescue path, saying {:?} (console: {})",
-        grubcfg::RESCUE_MESSAGE,
+        grub::cfg::RESCUE_MESSAGE,
         console.display()
     );
     let grub = bench.disk.grub_state()?;

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use abnix_core::layout::Arch;
+use abnix_formats::layout::Arch;
 use abnix_systest::kernel::Kernel;
 use abnix_systest::paths;
 use abnix_systest::version::{Behaviour, FixtureFile, FixtureVersion, VersionSpec};

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use abnix_core::gpt::Gpt;
 use abnix_core::grow::Ext4Size;
-use abnix_core::layout::{self, Arch, Layout, LayoutConfig, MIB};
-use abnix_core::sign::SecretKey;
+use abnix_formats::gpt::Gpt;
+use abnix_formats::layout::{self, Arch, Layout, LayoutConfig, MIB};
+use abnix_formats::sign::SecretKey;
 use abnix_systest::bundle::pack_fixture;
 use abnix_systest::kernel::Kernel;
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureVersion, VersionSpec};

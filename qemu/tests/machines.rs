@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use abnix_core::layout::Arch;
-use abnix_core::slot::Slot;
+use abnix_formats::layout::Arch;
+use abnix_formats::slot::Slot;
 use abnix_systest::disk::{self, Partition, PartitionType};
 use abnix_systest::initramfs::{self, InstallerEnv};
 use abnix_systest::kernel::Kernel;

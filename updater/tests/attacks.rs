@@ -11,12 +11,12 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use abnix_core::layout::Arch;
-use abnix_core::meta::{object_name, ObjectKind};
+use abnix_core::boot::Bootloader;
 use abnix_core::publish::{resign, PublishOptions};
-use abnix_core::sign::{SecretKey, TrustedKeys};
-use abnix_core::slot::Slot;
-use abnix_core::system_disk::Bootloader;
+use abnix_formats::layout::Arch;
+use abnix_formats::meta::{object_name, ObjectKind};
+use abnix_formats::sign::{SecretKey, TrustedKeys};
+use abnix_formats::slot::Slot;
 use abnix_testkit::{credentials_file, S3Server};
 use common::{assert_exit, stdout, Device, Fleet, Version, MIB, PREFIX};
 use serde_json::Value;

@@ -7,9 +7,9 @@ mod common;
 use std::fs;
 use std::path::PathBuf;
 
-use abnix_core::disk;
-use abnix_core::slot::Slot;
 use abnix_core::system_disk::SystemDisk;
+use abnix_formats::disk;
+use abnix_formats::slot::Slot;
 use abnix_testkit::images::seeded_random;
 use common::{assert_exit, stderr, Device, Fleet, Version, MIB};
 

@@ -4,7 +4,7 @@
 mod common;
 
 use abnix_core::boot::SlotState;
-use abnix_core::slot::Slot;
+use abnix_formats::slot::Slot;
 use common::{assert_exit, stderr, stdout, Device, Fleet};
 
 #[test]

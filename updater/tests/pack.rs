@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use abnix_core::bundle::Bundle;
-use abnix_core::sign::{PublicKey, TrustedKeys};
+use abnix_formats::sign::{PublicKey, TrustedKeys};
 
 const UUID: &str = "8c4e2f10-5a3b-4d7c-9e61-2b0a7f3c9d58";
 

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use abnix_core::sign::{PublicKey, TrustedKeys};
+use abnix_formats::sign::{PublicKey, TrustedKeys};
 use abnix_testkit::images::{ext4_image, real_tree, seeded_random};
 use abnix_testkit::{credentials_file, S3Server};
 use tempfile::TempDir;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abnix_core::slot::Slot;
-use abnix_core::system_disk::Bootloader;
+use abnix_core::boot::Bootloader;
+use abnix_formats::slot::Slot;
 use common::{assert_exit, stderr, stdout, Device, Fleet, Version, MIB};
 use serde_json::Value;
 
@@ -416,7 +416,7 @@ fn wrong_signing_key() {
     let fleet = Fleet::new();
     let v1 = fleet.version(1, 8 * MIB);
     let device = Device::install(&fleet, &v1, "never");
-    let stranger = abnix_core::sign::SecretKey::generate("stranger").unwrap();
+    let stranger = abnix_formats::sign::SecretKey::generate("stranger").unwrap();
     fleet.publish(&fleet.version_signed_with(2, 8 * MIB, &stranger));
     let out = device.run(Slot::A, "check", &[]);
     assert_exit(&out, 1);

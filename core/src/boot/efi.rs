@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::layout::Arch;
+use abnix_formats::layout::Arch;
 
 /// An EFI application (a PE/COFF image) for `arch`.
 #[derive(Clone, PartialEq, Eq)]

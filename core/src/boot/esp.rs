@@ -20,8 +20,8 @@
 //! loader/entries/abnix-<slot>[+LEFT[-DONE]].conf   systemd-boot: one entry per activated slot
 //! ```
 
-use crate::layout::Arch;
-use crate::slot::Slot;
+use abnix_formats::layout::Arch;
+use abnix_formats::slot::Slot;
 
 pub const ABNIX_DIR: &str = "abnix";
 pub const GRUB_CFG: &str = "abnix/grub.cfg";

@@ -8,10 +8,10 @@ use std::io::{self, Read};
 use tracing::{debug, info, warn};
 
 use super::{esp, BootError, BootFiles, SignedFiles, SlotInfo};
-use crate::digest::{Digest, Expected, Hashing, Verified, VerifyingReader};
-use crate::disk::Disk;
-use crate::fat::{FatError, FatFs};
-use crate::slot::Slot;
+use abnix_formats::digest::{Digest, Expected, Hashing, Verified, VerifyingReader};
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatError, FatFs};
+use abnix_formats::slot::Slot;
 
 /// Removes `path` if it exists; whether it did.
 pub(super) fn remove_if_exists<D: Disk>(fs: &mut FatFs<D>, path: &str) -> Result<bool, BootError> {

@@ -1,16 +1,19 @@
 //! Boot control (DESIGN §5): which slot boots next, and the files on the ESP
 //! that make a slot bootable.
 //!
-//! One trait, [`BootControl`], two backends:
+//! One trait, [`BootControl`], two backends, each in its own folder with both
+//! its install and its runtime side; which one a disk gets is the
+//! installer's [`BootloaderSetup`], which one it has is a [`Bootloader`]:
 //!
-//! - **GRUB** (BIOS and UEFI): `grub.cfg` ([`grubcfg`]) is written once at
-//!   install; the state lives in a 512-byte GRUB environment block
-//!   ([`grubenv`]) holding the [`BootState`] ([`state`]). GRUB itself counts
-//!   a trial slot's tries down. BIOS boot code is installed without
-//!   `grub-install` ([`bios`], [`mkimage`]).
-//! - **systemd-boot** (UEFI): one Boot Loader Specification entry per
-//!   activated slot, the state in its file name ([`bls`]); systemd-boot
-//!   counts tries down by renaming the entry.
+//! - **GRUB** ([`grub`], BIOS and UEFI): `grub.cfg` ([`grub::cfg`]) is
+//!   written once at install; the state lives in a 512-byte GRUB environment
+//!   block ([`grub::env`]) holding the [`BootState`] ([`state`]). GRUB itself
+//!   counts a trial slot's tries down. BIOS boot code is installed without
+//!   `grub-install` ([`grub::bios`], [`grub::mkimage`]).
+//! - **systemd-boot** ([`systemd_boot`], UEFI): one Boot Loader
+//!   Specification entry per activated slot, the state in its file name
+//!   ([`systemd_boot::bls`]); systemd-boot counts tries down by renaming the
+//!   entry.
 //!
 //! Both keep each slot's kernel and initrd under `abnix/<slot>/` on the ESP
 //! ([`esp`]) together with its slot file ([`slotinfo`]), which is written
@@ -20,33 +23,30 @@
 
 use std::io::{self, Read};
 
-pub mod bios;
-pub mod bls;
 pub mod efi;
 pub mod esp;
 mod files;
-mod grub;
-pub mod grubcfg;
-pub mod grubenv;
-pub mod mkimage;
+pub mod grub;
 pub mod model;
-mod sdboot;
+mod setup;
 pub mod slotinfo;
 pub mod state;
+pub mod systemd_boot;
 #[cfg(test)]
 mod tests;
 
 pub use efi::EfiApp;
 pub use grub::{GrubBoot, GrubInstall};
-pub use sdboot::SystemdBoot;
+pub use setup::{BootPayload, Bootloader, BootloaderError, BootloaderSetup};
 pub use slotinfo::SlotInfo;
 pub use state::{BootState, SlotFiles, SlotState, MAX_TRIES};
+pub use systemd_boot::SystemdBoot;
 
-use crate::digest::{Expected, Mismatch, VerifyingReader};
-use crate::fat::FatError;
-use crate::meta::{Artifact, SignedMeta};
 use crate::pipeline::VerifiedImage;
-use crate::slot::Slot;
+use abnix_formats::digest::{Expected, Mismatch, VerifyingReader};
+use abnix_formats::fat::FatError;
+use abnix_formats::meta::{Artifact, SignedMeta};
+use abnix_formats::slot::Slot;
 
 /// One slot as the bootloader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,9 +199,9 @@ pub enum BootError {
     #[error(transparent)]
     SlotInfo(#[from] slotinfo::SlotInfoError),
     #[error(transparent)]
-    Cmdline(#[from] grubcfg::CmdlineError),
+    Cmdline(#[from] grub::cfg::CmdlineError),
     #[error(transparent)]
-    Bls(#[from] bls::BlsError),
+    Bls(#[from] systemd_boot::bls::BlsError),
     #[error("{path} on the ESP: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("{path} on the ESP does not read back as written")]
@@ -211,7 +211,7 @@ pub enum BootError {
     #[error("the image of version {version} was not verified against its meta: its boot files are not written")]
     ImageNotVerified { version: u64 },
     #[error(transparent)]
-    Bios(#[from] bios::BiosError),
+    Bios(#[from] grub::bios::BiosError),
     #[error(transparent)]
     Fat(#[from] FatError),
     #[error(transparent)]

@@ -4,13 +4,13 @@
 //! grubenv; systemd-boot renames a counted entry). The real bootloaders are
 //! checked against the same expectations in QEMU (qemu/tests/boot.rs).
 
-use crate::disk::Disk;
-use crate::fat::FatFs;
-use crate::slot::Slot;
-use crate::system_disk::Bootloader;
+use super::Bootloader;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::FatFs;
+use abnix_formats::slot::Slot;
 
-use super::bls::EntryName;
-use super::grubenv::{decode_state, encode_state};
+use super::grub::env::{decode_state, encode_state};
+use super::systemd_boot::bls::EntryName;
 use super::{esp, BootError, BootStatus, SlotFiles};
 
 /// One power-on of a machine whose ESP is `esp` and whose boot state is
@@ -45,7 +45,7 @@ pub fn power_on<D: Disk>(
         }
         Bootloader::SystemdBoot => {
             // systemd-boot starts the first entry in its sort order, which
-            // is what status predicts (see sdboot.rs).
+            // is what status predicts (see boot/systemd_boot/mod.rs).
             let Some(slot) = status.next else {
                 return Ok(None);
             };

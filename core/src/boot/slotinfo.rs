@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::meta::Meta;
-use crate::slot::Slot;
+use abnix_formats::meta::Meta;
+use abnix_formats::slot::Slot;
 
 /// Version of the slot file format.
 const FORMAT: u32 = 1;

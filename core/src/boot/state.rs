@@ -1,12 +1,12 @@
 //! The A/B boot state and its transitions, as pure functions.
 //!
 //! [`BootState`] is what the GRUB backend stores in its environment block
-//! (see [`super::grubenv`]) and what the GRUB script in `grub.cfg` (see
-//! [`super::grubcfg`]) acts on; [`BootState::next_boot`] models that script
+//! (see [`super::grub::env`]) and what the GRUB script in `grub.cfg` (see
+//! [`super::grub::cfg`]) acts on; [`BootState::next_boot`] models that script
 //! so tests can predict which slot GRUB boots. systemd-boot keeps the same
-//! information in entry file names instead (see [`super::bls`]).
+//! information in entry file names instead (see [`super::systemd_boot::bls`]).
 
-use crate::slot::Slot;
+use abnix_formats::slot::Slot;
 
 /// Most tries a trial slot can get: GRUB script has no arithmetic, so
 /// `grub.cfg` spells out the decrement for each count, and a tries counter

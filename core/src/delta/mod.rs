@@ -34,13 +34,13 @@ pub use plan::{coalesce, Coalescing, Cost, Plan, Source};
 pub use reopen::Reopen;
 pub use store::{IndexStore, StoreError};
 
-use crate::disk::Disk;
-use crate::index::Index;
 use crate::pipeline::{
     self, check_image, find_present_chunks, write_chunks, Copies, Fetches, ImageSpec,
     PipelineError, Tally, VerifiedImage, WriteOptions,
 };
 use crate::progress::Progress;
+use abnix_formats::disk::Disk;
+use abnix_formats::index::Index;
 
 /// The compressed image object, read whole or by byte range.
 pub trait ImageObject: Sync {

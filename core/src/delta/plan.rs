@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use crate::digest::Digest;
-use crate::index::Index;
 use crate::pipeline::{FrameRange, Tally};
+use abnix_formats::digest::Digest;
+use abnix_formats::index::Index;
 
 /// The source of one chunk of the new image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

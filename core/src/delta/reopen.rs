@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use crate::disk::Disk;
+use abnix_formats::disk::Disk;
 
 /// A disk that can open another handle on itself, with its own position.
 pub trait Reopen: Disk {

@@ -15,9 +15,9 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::channel::Channel;
-use crate::index::{Index, IndexError};
-use crate::meta::{object_name, ObjectKind};
 use crate::state::write_atomically;
+use abnix_formats::index::{Index, IndexError};
+use abnix_formats::meta::{object_name, ObjectKind};
 
 /// The directory of stored indexes.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ impl IndexStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
+    use abnix_formats::digest::Digest;
 
     fn sample() -> Index {
         let mut index = Index::default();

@@ -21,11 +21,12 @@ use super::tests::Fixture;
 use super::*;
 use crate::blockdev::tests::FakeRoot;
 use crate::install::system::tests::FakeSystem;
-use crate::layout::MIB;
 use crate::probe::tests::write_at;
 use crate::probe::SignatureKind;
 use crate::progress::NoProgress;
-use crate::testutil::{file_sha256, pattern, require_root, run_tool, LoopDevice, Mounted};
+use crate::testutil::{file_sha256, require_root, run_tool, LoopDevice, Mounted};
+use abnix_formats::layout::MIB;
+use abnix_formats::testutil::pattern;
 
 /// One kind of content: the disk's size, how it is made, and what the
 /// refusal must name.
@@ -654,7 +655,7 @@ fn a_partition_mounted_during_the_countdown_stops_the_install() {
     let f = Fixture::new();
     let image = f.disk();
     File::create(&image).unwrap().set_len(128 * MIB).unwrap();
-    crate::gpt::tests::sgdisk(&["-o", "-n", "1:0:+32M", "-c", "1:photos"], &image);
+    abnix_formats::testutil::sgdisk(&["-o", "-n", "1:0:+32M", "-c", "1:photos"], &image);
     let device = LoopDevice::attach(&image, 512, true);
     device.add_partitions();
     run_tool(
@@ -698,7 +699,7 @@ fn a_partition_mounted_during_the_countdown_stops_the_install() {
 
     plan.install(&NoProgress).unwrap();
     let mut disk = File::open(&device.path).unwrap();
-    let gpt = crate::gpt::Gpt::read(&mut disk, 512).unwrap();
+    let gpt = abnix_formats::gpt::Gpt::read(&mut disk, 512).unwrap();
     assert_eq!(Layout::from_gpt(&gpt, 128 * MIB).unwrap(), plan.layout);
     let mut types = blkid_types(&device.path);
     types.sort();

@@ -15,9 +15,9 @@ use std::io;
 use std::path::Path;
 
 use super::libblkid::{BlkidSignature, Libblkid, LibblkidError};
-use crate::disk::Disk;
-use crate::layout::Layout;
 use crate::probe::{self, NonZero, Signature, SignatureKind, HEAD_AREA, TAIL_AREA};
+use abnix_formats::disk::Disk;
+use abnix_formats::layout::Layout;
 
 /// What libblkid was able to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,9 +204,9 @@ impl fmt::Display for Contents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpt::{Guid, Partition};
-    use crate::layout::{compute, Arch, LayoutConfig, MIB};
     use crate::probe::AreaKind;
+    use abnix_formats::gpt::{Guid, Partition};
+    use abnix_formats::layout::{compute, Arch, LayoutConfig, MIB};
 
     fn layout() -> Layout {
         let cfg = LayoutConfig {
@@ -218,7 +218,7 @@ mod tests {
         compute(128 * MIB, 512, &cfg).unwrap()
     }
 
-    fn gpt_signature(gpt: crate::gpt::Gpt) -> Signature {
+    fn gpt_signature(gpt: abnix_formats::gpt::Gpt) -> Signature {
         Signature {
             kind: SignatureKind::Gpt(Box::new(gpt)),
             magic: vec![(512, 8)],

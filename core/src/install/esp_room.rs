@@ -1,6 +1,6 @@
 //! Whether an ESP of the size asked for can take what will go on it, found
 //! by doing it in memory before anything is written: FAT32 formatted by
-//! [`crate::fat`] (which refuses a region below its minimum for the sector
+//! [`abnix_formats::fat`] (which refuses a region below its minimum for the sector
 //! size), the bootloader's files, slot A's boot files as the installer
 //! writes them, then boot control's own check for slot B's beside them
 //! ([`BootControl::check_boot_files`], the rule the updater applies before
@@ -24,12 +24,12 @@ use tracing::subscriber::NoSubscriber;
 
 use super::{BootPayload, ESP_LABEL};
 use crate::boot::{BootError, BootFiles, SlotInfo};
-use crate::digest::{Digest, Expected, Hashing, VerifyingReader};
-use crate::disk::{seek_position, Disk};
-use crate::fat::{FatError, FormatOptions};
-use crate::layout::MIB;
-use crate::meta::SignedMeta;
-use crate::slot::Slot;
+use abnix_formats::digest::{Digest, Expected, Hashing, VerifyingReader};
+use abnix_formats::disk::{seek_position, Disk};
+use abnix_formats::fat::{FatError, FormatOptions};
+use abnix_formats::layout::MIB;
+use abnix_formats::meta::SignedMeta;
+use abnix_formats::slot::Slot;
 
 /// What goes on the ESP besides the bootloader, per slot.
 pub(super) struct SlotFiles<'a> {
@@ -134,7 +134,7 @@ fn try_size(
 const PAGE: u64 = 4096;
 
 /// A blank in-memory disk that keeps only the pages holding something other
-/// than zeros. Not a [`crate::disk::Overlay`]: that keeps every page
+/// than zeros. Not a [`abnix_formats::disk::Overlay`]: that keeps every page
 /// written, here up to hundreds of MiB of zeros standing in for a kernel
 /// and an initrd.
 struct Blank {

@@ -43,7 +43,6 @@
 
 #[cfg(test)]
 mod blank_tests;
-mod bootloader;
 mod contents;
 pub mod device;
 mod esp_room;
@@ -66,7 +65,6 @@ use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-pub use bootloader::{BootPayload, BootloaderError, BootloaderSetup};
 pub use contents::{BlkidView, Contents, ExamineError};
 use device::{DeviceIdentity, OpenError, Opened};
 use libblkid::Libblkid;
@@ -75,23 +73,25 @@ pub use system::System;
 use target::{NoEligibleDisk, Requirements, Selection};
 
 use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
-use crate::boot::grubcfg::slot_cfg;
-use crate::boot::{bios, bls, BootError, BootFiles, SlotInfo};
+use crate::boot::grub::bios;
+use crate::boot::grub::cfg::slot_cfg;
+use crate::boot::systemd_boot::bls;
+use crate::boot::{BootError, BootFiles, BootPayload, BootloaderError, BootloaderSetup, SlotInfo};
 use crate::bundle::{Bundle, BundleError};
-use crate::disk::{Disk, Region};
-use crate::fat::FormatOptions;
-use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
-use crate::gpt::{self, GptError};
-use crate::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
 use crate::pipeline::{
     read_image_head, verify_object, write_image, ImageSpec, PipelineError, VerifiedImage,
     WriteOptions,
 };
 use crate::probe::{erase_signatures, probe_signatures, zero_areas};
 use crate::progress::Progress;
-use crate::sign::TrustedKeys;
-use crate::slot::Slot;
 use crate::units::Bytes;
+use abnix_formats::disk::{Disk, Region};
+use abnix_formats::fat::FormatOptions;
+use abnix_formats::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
+use abnix_formats::gpt::{self, GptError};
+use abnix_formats::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
+use abnix_formats::sign::TrustedKeys;
+use abnix_formats::slot::Slot;
 use rwfs::RwError;
 
 /// The ESP's FAT volume label.
@@ -947,7 +947,7 @@ fn install_esp<D: Disk>(
         })?;
 
     let meta = plan.bundle.signed.meta();
-    let open = |what: &'static str, artifact: &crate::meta::Artifact| {
+    let open = |what: &'static str, artifact: &abnix_formats::meta::Artifact| {
         // Read again and checked while written: the bundle was verified
         // when it was opened, but files can change under us.
         File::open(plan.bundle.path_of(artifact))

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use uuid::Uuid;
 
-use crate::layout::{PartSpec, RW_NAME};
+use abnix_formats::layout::{PartSpec, RW_NAME};
 
 /// Directories of a fresh `abnix-rw` with their modes: the host binds
 /// `var/`, `home/` and `root/` onto `/var`, `/home` and `/root`
@@ -151,7 +151,7 @@ pub fn format(disk: &Path, rw: &PartSpec, uuid: Uuid) -> Result<(), RwError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::MIB;
+    use abnix_formats::layout::MIB;
 
     fn debugfs(args: &[&str], fs: &Path) -> String {
         let out = Command::new("debugfs")
@@ -174,7 +174,7 @@ mod tests {
         let rw = PartSpec {
             number: 5,
             name: RW_NAME,
-            type_guid: crate::gpt::Guid::LINUX_FILESYSTEM,
+            type_guid: abnix_formats::gpt::Guid::LINUX_FILESYSTEM,
             start: MIB,
             size: 32 * MIB,
         };
@@ -208,7 +208,7 @@ mod tests {
         let rw = PartSpec {
             number: 5,
             name: RW_NAME,
-            type_guid: crate::gpt::Guid::LINUX_FILESYSTEM,
+            type_guid: abnix_formats::gpt::Guid::LINUX_FILESYSTEM,
             start: MIB,
             size: 32 * MIB,
         };

@@ -19,9 +19,9 @@
 use std::fmt;
 
 use crate::blockdev::{DiskInfo, DiskScan};
-use crate::fsid::FsType;
-use crate::layout::{self, LayoutConfig};
 use crate::units::Bytes;
+use abnix_formats::fsid::FsType;
+use abnix_formats::layout::{self, LayoutConfig};
 
 /// A disk the installer itself runs from, and how that is known
 /// (see `medium`).
@@ -211,7 +211,7 @@ impl fmt::Display for Selection {
 mod tests {
     use super::*;
     use crate::blockdev::SkippedDevice;
-    use crate::layout::{Arch, MIB};
+    use abnix_formats::layout::{Arch, MIB};
     use std::path::PathBuf;
 
     const GIB: u64 = 1024 * MIB;

@@ -12,23 +12,24 @@ use std::process::Command;
 
 use super::*;
 use crate::blockdev::tests::FakeRoot;
-use crate::boot::bios;
 use crate::boot::efi::pe_machine;
 use crate::boot::esp;
-use crate::boot::mkimage::GrubTools;
+use crate::boot::grub::bios;
+use crate::boot::grub::mkimage::GrubTools;
+use crate::boot::Bootloader;
 use crate::boot::{BootError, SlotState};
-use crate::disk::{Fault, FaultyDisk};
-use crate::fat::FatFs;
-use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
-use crate::gpt::Gpt;
 use crate::install::system::tests::FakeSystem;
-use crate::layout::{Arch, MIB};
-use crate::meta::ObjectKind;
 use crate::pack::test_support::Sample;
 use crate::pack::{pack, PackInput};
 use crate::progress::NoProgress;
-use crate::sign::SecretKey;
-use crate::system_disk::{Bootloader, SystemDisk};
+use crate::system_disk::SystemDisk;
+use abnix_formats::disk::{Fault, FaultyDisk};
+use abnix_formats::fat::FatFs;
+use abnix_formats::gpt::Gpt;
+use abnix_formats::layout::{Arch, MIB};
+use abnix_formats::meta::ObjectKind;
+use abnix_formats::sign::SecretKey;
+use abnix_formats::testutil::{sgdisk, sgdisk_agrees_with};
 
 const DISK_SIZE: u64 = 128 * MIB;
 const SEED: [u8; 32] = [42; 32];
@@ -953,9 +954,11 @@ fn a_bundle_file_changed_after_it_was_verified_is_caught_as_it_is_written() {
         let f = Fixture::new();
         let plan = f.prepare(&f.request(systemd_boot())).unwrap();
         let meta = plan.bundle.signed.meta();
-        let path = f
-            .bundle
-            .join(crate::meta::object_name(meta.version, meta.id, kind));
+        let path = f.bundle.join(abnix_formats::meta::object_name(
+            meta.version,
+            meta.id,
+            kind,
+        ));
         let mut bytes = fs::read(&path).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
@@ -1026,7 +1029,7 @@ fn named_disks_in_use_are_refused() {
         },
         bios_boot: true,
         allow_removable: false,
-        image_fs: crate::fsid::FsType::Ext4,
+        image_fs: abnix_formats::fsid::FsType::Ext4,
         image_block_size: 4096,
     };
     let refuse = |name: &str, expect: &str| {

@@ -63,10 +63,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 use zstd::bulk::Decompressor;
 
-use crate::digest::Digest;
-use crate::disk::{Disk, WriteBehind};
-use crate::index::{Chunk, Index};
 use crate::progress::Progress;
+use abnix_formats::digest::Digest;
+use abnix_formats::disk::{Disk, WriteBehind};
+use abnix_formats::index::{Chunk, Index};
 use budget::{Lease, Run};
 
 /// How the pipeline runs.

@@ -30,10 +30,10 @@ use zstd::bulk::Decompressor;
 
 use super::{context, decode, read_fully, scan_chunks, spawn_workers, Block, Run, CHANNEL_DEPTH};
 use super::{write_behind, PipelineError, WriteOptions};
-use crate::digest::Digest;
-use crate::disk::{self, Disk};
-use crate::index::{Chunk, Index};
 use crate::progress::Progress;
+use abnix_formats::digest::Digest;
+use abnix_formats::disk::{self, Disk};
+use abnix_formats::index::{Chunk, Index};
 
 /// Chunks whose frames are fetched with one range request: the request spans
 /// from the first chunk's frame to the end of the last one's, and frames of

@@ -6,8 +6,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::disk::{Fault, FaultyDisk, Region};
 use crate::progress::NoProgress;
+use abnix_formats::disk::{Fault, FaultyDisk, Region};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;

@@ -40,11 +40,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
-use crate::layout::Arch;
-use crate::meta::{Meta, Publication, SignedMeta};
-use crate::sign::PublicKey;
-use crate::slot::Slot;
 use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
+use abnix_formats::layout::Arch;
+use abnix_formats::meta::{Meta, Publication, SignedMeta};
+use abnix_formats::sign::PublicKey;
+use abnix_formats::slot::Slot;
 
 /// `check` stops where `update` would start installing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ pub mod schedule;
 use std::time::Duration;
 
 use crate::boot::{BootControl, BootError, BootStatus, SlotInfo, SlotState, SlotStatus};
-use crate::slot::Slot;
+use abnix_formats::slot::Slot;
 
 /// How long a command waits for another run to release the update lock
 /// before it gives up with a message naming the lock.

@@ -20,14 +20,14 @@ use uuid::Uuid;
 
 use super::machine::{DiskState, KeptMeta};
 use crate::boot::{esp, SlotStatus};
-use crate::digest::Digest;
-use crate::disk::Disk;
-use crate::fat::{FatError, FatFs};
-use crate::meta::{verify_meta, VerifyError};
-use crate::sign::{PublicKey, SignatureError, TrustedKeys};
-use crate::slot::Slot;
 use crate::state::FailedVersion;
 use crate::system_disk::{SystemDisk, SystemDiskError};
+use abnix_formats::digest::Digest;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatError, FatFs};
+use abnix_formats::meta::{verify_meta, VerifyError};
+use abnix_formats::sign::{PublicKey, SignatureError, TrustedKeys};
+use abnix_formats::slot::Slot;
 
 const FAILED_DIR: &str = "abnix/failed";
 const REVOKED_DIR: &str = "abnix/revoked";
@@ -231,9 +231,9 @@ mod tests {
     use chrono::DateTime;
 
     use super::*;
-    use crate::disk::{Fault, FaultyDisk, Overlay};
-    use crate::fat::FormatOptions;
-    use crate::sign::SecretKey;
+    use abnix_formats::disk::{Fault, FaultyDisk, Overlay};
+    use abnix_formats::fat::FormatOptions;
+    use abnix_formats::sign::SecretKey;
 
     const ESP_SIZE: usize = 40 << 20;
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 
 use crate::reboot::RebootPlan;
-use crate::slot::Slot;
+use abnix_formats::slot::Slot;
 
 /// The transient unit that reboots at the window.
 pub const SCHEDULED_UNIT: &str = "abnix-reboot";

@@ -17,16 +17,16 @@ use crate::boot::BootFiles;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::delta::{ActiveSlot, DeltaOptions, IndexStore, LocalChunks, Reopen};
-use crate::disk::{Disk, Region};
 use crate::errors::error_text;
-use crate::fat::FatFs;
-use crate::index::Index;
 use crate::pipeline::{VerifiedImage, WriteOptions};
 use crate::progress::Progress;
 use crate::remote::{Remote, RemoteError};
-use crate::sign::TrustedKeys;
 use crate::state::{FailedVersion, State, StateDir};
 use crate::system_disk::SystemDisk;
+use abnix_formats::disk::{Disk, Region};
+use abnix_formats::fat::FatFs;
+use abnix_formats::index::Index;
+use abnix_formats::sign::TrustedKeys;
 
 /// What the actions work on.
 pub struct Executor<'a, D: Disk> {

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use abnix_core::blockdev::SysRoot;
 use abnix_core::config::{self, Config};
 use abnix_core::host::{Host, HostOverrides};
-use abnix_core::slot::Slot;
 use abnix_core::state::{Lock, StateDir};
 use abnix_core::update::LOCK_WAIT;
+use abnix_formats::slot::Slot;
 
 #[derive(clap::Args)]
 pub struct DeviceArgs {

@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use abnix_core::sign::SecretKey;
+use abnix_formats::sign::SecretKey;
 use anyhow::Context;
 
 #[derive(clap::Args)]

@@ -6,10 +6,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use abnix_core::layout::Arch;
 use abnix_core::pack::{pack, PackInput, DEFAULT_ZSTD_LEVEL};
 use abnix_core::progress;
-use abnix_core::sign::SecretKey;
+use abnix_formats::layout::Arch;
+use abnix_formats::sign::SecretKey;
 use anyhow::Context;
 use clap::ArgGroup;
 use uuid::Uuid;

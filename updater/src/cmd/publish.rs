@@ -11,8 +11,8 @@ use std::time::Duration;
 use abnix_core::bundle::Bundle;
 use abnix_core::progress;
 use abnix_core::publish::{publish, resign, PublishError, PublishOptions, DEFAULT_VALID_FOR};
-use abnix_core::sign::PublicKey;
 use abnix_core::units::parse_duration;
+use abnix_formats::sign::PublicKey;
 use anyhow::Context;
 use clap::ArgGroup;
 

@@ -9,7 +9,7 @@ use abnix_core::config::Config;
 use abnix_core::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use abnix_core::sign::{PublicKey, TrustedKeys};
+use abnix_formats::sign::{PublicKey, TrustedKeys};
 use anyhow::{bail, Context};
 
 #[derive(clap::Args)]

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use abnix_core::config::{ClockTrust, Config};
 use abnix_core::errors::error_text;
-use abnix_core::layout::Arch;
 use abnix_core::progress;
 use abnix_core::reboot;
 use abnix_core::state::{ErrorRecord, Lock, State, StateDir};
@@ -21,6 +20,7 @@ use abnix_core::update::machine::{
 use abnix_core::update::notify::{Notifier, NotifyingProgress};
 use abnix_core::update::restart;
 use abnix_core::update::run::Executor;
+use abnix_formats::layout::Arch;
 use anyhow::Context;
 use chrono::{Local, Utc};
 

@@ -11,23 +11,25 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use abnix_core::blockdev::SysRoot;
+use abnix_core::boot::Bootloader;
+use abnix_core::boot::BootloaderSetup;
 use abnix_core::boot::{model, BootControl};
 use abnix_core::bundle::Bundle;
 use abnix_core::channel::Channel;
-use abnix_core::install::{prepare, BootloaderSetup, Request, TargetRequest};
-use abnix_core::layout::Arch;
-use abnix_core::layout::{min_disk_size, LayoutConfig};
-use abnix_core::meta::{object_name, Meta, ObjectKind, Publication, SignedMeta};
+use abnix_core::install::{prepare, Request, TargetRequest};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
 use abnix_core::publish::{publish, PublishOptions};
 use abnix_core::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use abnix_core::sign::SecretKey;
-use abnix_core::slot::Slot;
 use abnix_core::state::{Lock, StateDir};
-use abnix_core::system_disk::{Bootloader, SystemDisk};
+use abnix_core::system_disk::SystemDisk;
+use abnix_formats::layout::Arch;
+use abnix_formats::layout::{min_disk_size, LayoutConfig};
+use abnix_formats::meta::{object_name, Meta, ObjectKind, Publication, SignedMeta};
+use abnix_formats::sign::SecretKey;
+use abnix_formats::slot::Slot;
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
 use chrono::{DateTime, Utc};
 use tempfile::TempDir;
@@ -170,8 +172,8 @@ impl Fleet {
         }
     }
 
-    pub fn trusted_keys(&self, key: &SecretKey) -> abnix_core::sign::TrustedKeys {
-        let mut keys = abnix_core::sign::TrustedKeys::new();
+    pub fn trusted_keys(&self, key: &SecretKey) -> abnix_formats::sign::TrustedKeys {
+        let mut keys = abnix_formats::sign::TrustedKeys::new();
         keys.insert(key.public());
         keys
     }
@@ -544,12 +546,12 @@ impl Device {
     }
 
     /// The SHA-256 of slot `slot`'s partition: whether an update touched it.
-    pub fn slot_digest(&self, slot: Slot) -> abnix_core::digest::Digest {
+    pub fn slot_digest(&self, slot: Slot) -> abnix_formats::digest::Digest {
         use std::io::Read;
         let mut disk = SystemDisk::open(File::open(&self.disk).unwrap(), 512).unwrap();
         let mut bytes = Vec::new();
         disk.slot_region(slot).read_to_end(&mut bytes).unwrap();
-        abnix_core::digest::Digest::of(&bytes)
+        abnix_formats::digest::Digest::of(&bytes)
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -10,19 +10,19 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::grubcfg::GrubCfgOptions;
-use super::grubenv::{decode_state, encode_state};
+use super::grub::cfg::GrubCfgOptions;
+use super::grub::env::{decode_state, encode_state};
 use super::{
     efi, esp, model, BootControl, BootError, BootFiles, BootStatus, EfiApp, GrubBoot, GrubInstall,
     SlotInfo, SlotState, SystemdBoot,
 };
-use crate::digest::{Digest, Expected, Mismatch, VerifyingReader};
-use crate::disk::Disk;
-use crate::fat::{FatFs, FormatOptions};
-use crate::layout::Arch;
-use crate::slot::Slot;
-use crate::system_disk::Bootloader;
-use crate::testutil::pattern;
+use crate::boot::Bootloader;
+use abnix_formats::digest::{Digest, Expected, Mismatch, VerifyingReader};
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatFs, FormatOptions};
+use abnix_formats::layout::Arch;
+use abnix_formats::slot::Slot;
+use abnix_formats::testutil::pattern;
 
 /// Room for FAT32 with 512-byte clusters (at least 65525 of them).
 const ESP_SIZE: usize = 40 << 20;
@@ -37,7 +37,7 @@ const KINDS: [Kind; 2] = [Kind::Grub, Kind::SystemdBoot];
 
 /// An ESP image in memory whose writes stay in its own pages, so each
 /// power-cut run starts from the same image for free.
-type Overlay = crate::disk::Overlay<Arc<Vec<u8>>>;
+type Overlay = abnix_formats::disk::Overlay<Arc<Vec<u8>>>;
 
 /// A fresh overlay whose base is this disk's current contents.
 fn flatten(disk: &Overlay) -> Overlay {
@@ -357,34 +357,34 @@ fn boot_files_that_differ_from_what_is_expected_never_make_the_slot_complete() {
 /// that the slot holds the meta's image.
 #[test]
 fn a_signed_version_keeps_its_meta_beside_its_boot_files() {
-    let key = crate::sign::SecretKey::generate("boot-test").unwrap();
+    let key = abnix_formats::sign::SecretKey::generate("boot-test").unwrap();
     let (k, i) = (kernel(2), initrd(2));
-    let artifact = |name: &str, data: &[u8]| crate::meta::Artifact {
+    let artifact = |name: &str, data: &[u8]| abnix_formats::meta::Artifact {
         object: name.into(),
         size: data.len() as u64,
         sha256: Digest::of(data),
     };
     let image = crate::pipeline::VerifiedImage::of(b"root filesystem");
-    let meta = crate::meta::Meta {
-        format: crate::meta::FORMAT_VERSION,
+    let meta = abnix_formats::meta::Meta {
+        format: abnix_formats::meta::FORMAT_VERSION,
         version: 2,
         id: info(2).id,
         label: info(2).label,
         arch: Arch::X86_64,
         published: None,
-        image: crate::meta::Image {
+        image: abnix_formats::meta::Image {
             object: "2.img.zst".into(),
             compressed_size: 10,
             size: image.size(),
             sha256: image.sha256(),
-            fs: crate::meta::FsType::Ext4,
+            fs: abnix_formats::meta::FsType::Ext4,
         },
         index: artifact("2.index", b"index"),
         kernel: artifact("2.kernel", &k),
         initrd: artifact("2.initrd", &i),
         cmdline: info(2).cmdline,
     };
-    let signed = crate::meta::SignedMeta::sign(meta, &[&key]).unwrap();
+    let signed = abnix_formats::meta::SignedMeta::sign(meta, &[&key]).unwrap();
     let other_image = crate::pipeline::VerifiedImage::of(b"another root");
     for kind in KINDS {
         let (mut kernel_source, mut initrd_source) = (&k[..], &i[..]);

@@ -2,8 +2,8 @@
 //! each operation runs once, recording its writes, then again with a power
 //! cut at each sector boundary inside each of its writes (the write is torn
 //! there, everything after it is lost). Sectors are the unit the FAT layer
-//! relies on landing whole (see `crate::fat`); the GRUB state block is even
-//! safe against byte tears, which `grubenv`'s tests check at every byte.
+//! relies on landing whole (see `abnix_formats::fat`); the GRUB state block is even
+//! safe against byte tears, which `grub::env`'s tests check at every byte.
 //! After each cut the ESP must open, `status()` must show each slot's state
 //! and version as they were before or after the operation, and the
 //! bootloader must boot a slot whose kernel and initrd are intact. GRUB's
@@ -11,7 +11,7 @@
 //! files that were good before or after: what the rescue path boots.
 
 use super::*;
-use crate::disk::{Fault, FaultyDisk};
+use abnix_formats::disk::{Fault, FaultyDisk};
 
 /// Runs `op` with a power cut at every sector boundary of every write it
 /// makes, checking what is left against the states before and after.

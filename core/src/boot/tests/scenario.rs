@@ -3,10 +3,10 @@
 use std::io::Cursor;
 
 use super::*;
-use crate::boot::bios;
-use crate::boot::grubcfg::grub_cfg;
-use crate::boot::grubenv::STATE_BLOCK_SIZE;
-use crate::boot::mkimage::GrubTools;
+use crate::boot::grub::bios;
+use crate::boot::grub::cfg::grub_cfg;
+use crate::boot::grub::env::STATE_BLOCK_SIZE;
+use crate::boot::grub::mkimage::GrubTools;
 use crate::boot::state::{BootState, TransitionError};
 
 const GOOD: SlotState = SlotState::Good;
@@ -501,7 +501,7 @@ fn install_writes_the_bootloader_files() {
     let mut fs = FatFs::open(installed(Kind::SystemdBoot)).unwrap();
     assert_eq!(
         fs.read_file(esp::LOADER_CONF).unwrap(),
-        crate::boot::bls::loader_conf().into_bytes()
+        crate::boot::systemd_boot::bls::loader_conf().into_bytes()
     );
     assert_eq!(fs.list_dir(esp::ENTRIES_DIR).unwrap(), []);
 }

@@ -2,10 +2,12 @@
 
 use super::*;
 use crate::boot::SlotStatus;
-use crate::digest::Digest;
-use crate::layout::Arch;
-use crate::meta::{object_name, Artifact, FsType, Image, ObjectKind, Publication, FORMAT_VERSION};
-use crate::sign::SecretKey;
+use abnix_formats::digest::Digest;
+use abnix_formats::layout::Arch;
+use abnix_formats::meta::{
+    object_name, Artifact, FsType, Image, ObjectKind, Publication, FORMAT_VERSION,
+};
+use abnix_formats::sign::SecretKey;
 use chrono::Utc;
 
 const MIB: u64 = 1 << 20;

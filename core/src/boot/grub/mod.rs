@@ -15,18 +15,24 @@
 //! must not be rescued). `write_boot_files` refuses a slot that still has
 //! one. docs/boot.md works through every cut.
 
+pub mod bios;
+pub mod cfg;
+pub mod env;
+pub(crate) mod install;
+pub mod mkimage;
+
 use tracing::{info, warn};
 
-use super::grubcfg::{grub_cfg, slot_cfg, GrubCfgOptions};
-use super::grubenv::{decode_state, encode_state, DecodedState, STATE_BLOCK_SIZE};
 use super::state::{slot_index, BootState, SlotFiles};
 use super::{
     esp, files, BootControl, BootError, BootFiles, BootStatus, EfiApp, SlotInfo, SlotState,
     SlotStatus,
 };
-use crate::disk::Disk;
-use crate::fat::{FatError, FatFs, FormatOptions};
-use crate::slot::Slot;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatError, FatFs, FormatOptions};
+use abnix_formats::slot::Slot;
+use cfg::{grub_cfg, slot_cfg, GrubCfgOptions};
+use env::{decode_state, encode_state, DecodedState, STATE_BLOCK_SIZE};
 
 /// Boot control through GRUB, on the ESP.
 pub struct GrubBoot<D: Disk> {
@@ -37,7 +43,7 @@ pub struct GrubBoot<D: Disk> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrubInstall {
     pub format: FormatOptions,
-    /// GRUB's EFI image (see [`super::mkimage::GrubTools::efi_image`]),
+    /// GRUB's EFI image (see [`mkimage::GrubTools::efi_image`]),
     /// for machines that boot through UEFI; `None` for BIOS only.
     pub efi_image: Option<EfiApp>,
     pub cfg: GrubCfgOptions,
@@ -53,7 +59,7 @@ impl<D: Disk> GrubBoot<D> {
 
     /// Formats the ESP and writes GRUB's files: the EFI image if any,
     /// `grub.cfg`, and a state block in which no slot is eligible. The BIOS
-    /// boot code goes outside the ESP ([`super::bios::install`]).
+    /// boot code goes outside the ESP ([`bios::install`]).
     pub fn install(esp: D, options: &GrubInstall) -> Result<Self, BootError> {
         let mut fs = FatFs::format(esp, &options.format)?;
         if let Some(app) = &options.efi_image {

@@ -82,7 +82,7 @@ impl FatTable {
         self.cluster_count + 2
     }
 
-    pub fn is_cluster(&self, cluster: u32) -> bool {
+    pub(crate) fn is_cluster(&self, cluster: u32) -> bool {
         (2..self.end()).contains(&cluster)
     }
 
@@ -114,16 +114,16 @@ impl FatTable {
         self.dirty.insert(at / self.bytes_per_sector);
     }
 
-    pub fn free_clusters(&self) -> u32 {
+    pub(crate) fn free_clusters(&self) -> u32 {
         self.free
     }
 
-    pub fn next_free(&self) -> u32 {
+    pub(crate) fn next_free(&self) -> u32 {
         self.next_free
     }
 
     /// Takes the FSInfo hint, if it names a cluster.
-    pub fn set_next_free(&mut self, hint: u32) {
+    pub(crate) fn set_next_free(&mut self, hint: u32) {
         if self.is_cluster(hint) {
             self.next_free = hint;
         }
@@ -132,7 +132,7 @@ impl FatTable {
     /// `n` free clusters, searched from the next-free hint onwards and
     /// wrapping around, so that a new file tends to be contiguous. Nothing is
     /// marked: the caller links them once their contents are on disk.
-    pub fn find_free(&self, n: u32) -> Option<Vec<u32>> {
+    pub(crate) fn find_free(&self, n: u32) -> Option<Vec<u32>> {
         if n > self.free {
             return None;
         }
@@ -213,7 +213,7 @@ impl FatTable {
 
     /// Marks dirty every sector in which another FAT copy differs from the
     /// live one, so that the next flush makes the copies identical again.
-    pub fn mark_differing_copies<D: Disk>(
+    pub(crate) fn mark_differing_copies<D: Disk>(
         &mut self,
         disk: &mut D,
         geometry: &Geometry,

@@ -56,7 +56,7 @@ pub(super) struct Timestamp {
     /// Bits 15-11 hours, 10-5 minutes, 4-0 seconds / 2.
     pub time: u16,
     /// Hundredths of a second beyond `time`, 0..=199.
-    pub hundredths: u8,
+    pub(crate) hundredths: u8,
 }
 
 impl Timestamp {
@@ -91,10 +91,10 @@ impl Timestamp {
 pub(super) struct ShortEntry {
     pub name: ShortName,
     pub attr: u8,
-    pub nt_res: u8,
+    pub(crate) nt_res: u8,
     pub created: Timestamp,
-    pub accessed_date: u16,
-    pub first_cluster: u32,
+    pub(crate) accessed_date: u16,
+    pub(crate) first_cluster: u32,
     pub written: Timestamp,
     pub size: u32,
 }
@@ -169,12 +169,12 @@ impl ShortEntry {
         self.attr & ATTR_DIRECTORY != 0
     }
 
-    pub fn is_volume_label(&self) -> bool {
+    pub(crate) fn is_volume_label(&self) -> bool {
         self.attr & ATTR_VOLUME_ID != 0
     }
 
     /// "." or ".." of a subdirectory.
-    pub fn is_dot(&self) -> bool {
+    pub(crate) fn is_dot(&self) -> bool {
         self.name[0] == b'.'
     }
 }
@@ -230,8 +230,8 @@ pub(super) struct DirItem {
     pub name: String,
     pub short: ShortEntry,
     /// The first slot of the set: the first long entry, or the short entry.
-    pub first_slot: usize,
-    pub short_slot: usize,
+    pub(crate) first_slot: usize,
+    pub(crate) short_slot: usize,
 }
 
 /// A directory's items in slot order, and where the directory ends.

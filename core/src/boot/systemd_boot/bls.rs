@@ -13,9 +13,9 @@
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use super::esp;
-use super::state::SlotState;
-use crate::slot::Slot;
+use crate::boot::esp;
+use crate::boot::state::SlotState;
+use abnix_formats::slot::Slot;
 
 /// The `sort-key` of abnix entries. systemd-boot orders entries that have a
 /// sort key by it, then by `version`, newest first; without one it would

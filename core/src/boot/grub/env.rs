@@ -13,8 +13,8 @@
 //! block always parses. Which combinations that allows, and why each one
 //! still boots, is worked through in `docs/boot.md`.
 
-use super::state::{slot_index, BootState, SlotState};
-use crate::slot::Slot;
+use crate::boot::state::{slot_index, BootState, SlotState};
+use abnix_formats::slot::Slot;
 
 /// The first line of every GRUB environment block.
 pub const SIGNATURE: &str = "# GRUB Environment Block\n";

@@ -201,7 +201,7 @@ impl fmt::Debug for PublicKey {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Signature {
     /// Name of the key that made it.
-    pub key_name: String,
+    pub(crate) key_name: String,
     pub bytes: [u8; 64],
 }
 
@@ -276,7 +276,7 @@ impl Signers {
     }
 
     /// Whether a recovery key is among them.
-    pub fn by_recovery_key(&self) -> bool {
+    pub(crate) fn by_recovery_key(&self) -> bool {
         self.by_recovery_key
     }
 }

@@ -194,7 +194,7 @@ impl<D: Disk> Write for Region<D> {
 
 /// Where a seek lands in a `len`-byte disk read at `current`: the
 /// arithmetic of [`Seek`] for the in-memory and windowed disks here.
-pub(crate) fn seek_position(to: SeekFrom, current: u64, len: u64) -> io::Result<u64> {
+pub fn seek_position(to: SeekFrom, current: u64, len: u64) -> io::Result<u64> {
     match to {
         SeekFrom::Start(p) => Some(p),
         SeekFrom::End(d) => len.checked_add_signed(d),
@@ -232,7 +232,7 @@ impl<D: Disk> Disk for Region<D> {
     }
 }
 
-/// A disk that hands every [`WriteBehind::WINDOW`] bytes written in one
+/// A disk that hands every `WINDOW` bytes (16 MiB) written in one
 /// sequential run to [`Disk::start_writeback`], so an image streamed into
 /// it reaches the medium while later chunks are still being decompressed,
 /// instead of all at the final sync (which also keeps dirty memory small on
@@ -247,7 +247,7 @@ pub struct WriteBehind<D> {
 }
 
 impl<D: Disk> WriteBehind<D> {
-    pub const WINDOW: u64 = 16 << 20;
+    pub(crate) const WINDOW: u64 = 16 << 20;
 
     pub fn new(mut inner: D) -> io::Result<Self> {
         let pos = inner.stream_position()?;
@@ -502,7 +502,8 @@ impl<B: OverlayBase> Overlay<B> {
     /// From now on, panic on any write that is not whole `sector`-byte
     /// sectors: code whose safety assumes sector-atomic writes must only
     /// issue such writes.
-    pub fn require_sector_writes(&mut self, sector: u64) {
+    #[cfg(test)]
+    pub(crate) fn require_sector_writes(&mut self, sector: u64) {
         self.sector_writes = Some(sector);
     }
 

@@ -33,12 +33,12 @@ pub const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
 /// Partition alignment: 1 MiB, a multiple of every erase block and RAID
 /// stripe in common use, and what every partitioning tool defaults to.
-pub const ALIGNMENT: u64 = MIB;
+pub(crate) const ALIGNMENT: u64 = MIB;
 /// Size of `abnix-bios`: GRUB's core.img for BIOS needs well under 1 MiB.
-pub const BIOS_SIZE: u64 = MIB;
+pub(crate) const BIOS_SIZE: u64 = MIB;
 
-pub const BIOS_NAME: &str = "abnix-bios";
-pub const ESP_NAME: &str = "abnix-esp";
+pub(crate) const BIOS_NAME: &str = "abnix-bios";
+pub(crate) const ESP_NAME: &str = "abnix-esp";
 pub const RW_NAME: &str = "abnix-rw";
 
 /// The CPU architecture of the machines a disk is for. Every fact abnix
@@ -575,7 +575,7 @@ impl fmt::Display for Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
+    use crate::testutil::{sgdisk, sgdisk_agrees_with};
     use std::io::Cursor;
 
     const TIB: u64 = 1024 * GIB;

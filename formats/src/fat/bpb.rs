@@ -52,17 +52,17 @@ const FSINFO_TRAIL_SIG: u32 = 0xAA55_0000;
 /// Where everything lies in a FAT32 volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Geometry {
-    pub bytes_per_sector: u32,
-    pub sectors_per_cluster: u32,
-    pub reserved_sectors: u32,
-    pub num_fats: u32,
-    pub fat_sectors: u32,
-    pub total_sectors: u32,
-    pub root_cluster: u32,
-    pub fsinfo_sector: Option<u32>,
-    pub backup_boot_sector: Option<u32>,
+    pub(crate) bytes_per_sector: u32,
+    pub(crate) sectors_per_cluster: u32,
+    pub(crate) reserved_sectors: u32,
+    pub(crate) num_fats: u32,
+    pub(crate) fat_sectors: u32,
+    pub(crate) total_sectors: u32,
+    pub(crate) root_cluster: u32,
+    pub(crate) fsinfo_sector: Option<u32>,
+    pub(crate) backup_boot_sector: Option<u32>,
     /// `None`: every FAT mirrors the first; `Some(n)`: only FAT `n` is live.
-    pub active_fat: Option<u32>,
+    pub(crate) active_fat: Option<u32>,
     pub media: u8,
 }
 
@@ -76,38 +76,38 @@ impl Geometry {
     }
 
     /// The number of data clusters; they are numbered 2 ..= count + 1.
-    pub fn cluster_count(&self) -> u32 {
+    pub(crate) fn cluster_count(&self) -> u32 {
         (self.total_sectors - self.data_start_sector()) / self.sectors_per_cluster
     }
 
-    pub fn sector_offset(&self, sector: u32) -> u64 {
+    pub(crate) fn sector_offset(&self, sector: u32) -> u64 {
         u64::from(sector) * u64::from(self.bytes_per_sector)
     }
 
     /// Byte offset of FAT copy `copy`.
-    pub fn fat_offset(&self, copy: u32) -> u64 {
+    pub(crate) fn fat_offset(&self, copy: u32) -> u64 {
         self.sector_offset(self.reserved_sectors + copy * self.fat_sectors)
     }
 
-    pub fn fat_bytes(&self) -> usize {
+    pub(crate) fn fat_bytes(&self) -> usize {
         self.fat_sectors as usize * self.bytes_per_sector as usize
     }
 
     /// The sectors of a FAT that map clusters, in bytes: a FAT may be
     /// longer than the clusters need, and the rest is never read.
-    pub fn fat_bytes_used(&self) -> usize {
+    pub(crate) fn fat_bytes_used(&self) -> usize {
         let bps = self.bytes_per_sector as usize;
         ((self.cluster_count() as usize + 2) * 4).div_ceil(bps) * bps
     }
 
     /// Byte offset of data cluster `cluster` (>= 2).
-    pub fn cluster_offset(&self, cluster: u32) -> u64 {
+    pub(crate) fn cluster_offset(&self, cluster: u32) -> u64 {
         self.sector_offset(self.data_start_sector())
             + u64::from(cluster - 2) * u64::from(self.cluster_size())
     }
 
     /// The FAT copies every FAT change goes to, live one first.
-    pub fn fat_copies(&self) -> Vec<u32> {
+    pub(crate) fn fat_copies(&self) -> Vec<u32> {
         match self.active_fat {
             Some(active) => vec![active],
             None => (0..self.num_fats).collect(),
@@ -204,7 +204,7 @@ impl Geometry {
 
     /// The smallest region FAT32 fits in with this sector size: one sector
     /// per cluster, 65525 clusters.
-    pub fn min_size(bytes_per_sector: u32) -> u64 {
+    pub(crate) fn min_size(bytes_per_sector: u32) -> u64 {
         let fat_sectors = (MIN_CLUSTERS + 2).div_ceil(bytes_per_sector / 4);
         u64::from(RESERVED_SECTORS + NUM_FATS * fat_sectors + MIN_CLUSTERS)
             * u64::from(bytes_per_sector)
@@ -226,7 +226,7 @@ fn corrupt(what: impl Into<String>) -> FatError {
 /// The parts of sector 0 abnix reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BootSector {
-    pub geometry: Geometry,
+    pub(crate) geometry: Geometry,
     pub volume_id: u32,
     /// BS_VolLab, space padded; "NO NAME    " when there is none.
     pub label: [u8; 11],
@@ -386,8 +386,8 @@ impl BootSector {
 /// The hints of an FSInfo sector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct FsInfo {
-    pub free_count: u32,
-    pub next_free: u32,
+    pub(crate) free_count: u32,
+    pub(crate) next_free: u32,
 }
 
 impl FsInfo {
@@ -404,7 +404,7 @@ impl FsInfo {
 
     /// Writes the signatures and hints into `sector`, leaving its reserved
     /// bytes as they are.
-    pub fn write_into(&self, sector: &mut [u8]) {
+    pub(crate) fn write_into(&self, sector: &mut [u8]) {
         sector[0..4].copy_from_slice(&FSINFO_LEAD_SIG.to_le_bytes());
         sector[484..488].copy_from_slice(&FSINFO_STRUC_SIG.to_le_bytes());
         sector[488..492].copy_from_slice(&self.free_count.to_le_bytes());

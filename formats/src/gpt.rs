@@ -28,23 +28,25 @@ pub struct Guid(pub [u8; 16]);
 impl Guid {
     pub const ZERO: Guid = Guid([0; 16]);
     /// BIOS boot partition, where GRUB puts core.img (sgdisk code EF02).
-    pub const BIOS_BOOT: Guid = Guid::from_text("21686148-6449-6E6F-744E-656564454649");
+    pub(crate) const BIOS_BOOT: Guid = Guid::from_text("21686148-6449-6E6F-744E-656564454649");
     /// EFI System Partition (UEFI specification; Discoverable Partitions
     /// Specification "esp"; sgdisk EF00).
-    pub const EFI_SYSTEM: Guid = Guid::from_text("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    pub(crate) const EFI_SYSTEM: Guid = Guid::from_text("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
     /// Root partition for x86-64 (Discoverable Partitions Specification;
     /// sgdisk 8304).
-    pub const LINUX_ROOT_X86_64: Guid = Guid::from_text("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+    pub(crate) const LINUX_ROOT_X86_64: Guid =
+        Guid::from_text("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
     /// Root partition for 64-bit ARM (Discoverable Partitions Specification;
     /// sgdisk 8305).
-    pub const LINUX_ROOT_AARCH64: Guid = Guid::from_text("B921B045-1DF0-41C3-AF44-4C6F280D3FAE");
+    pub(crate) const LINUX_ROOT_AARCH64: Guid =
+        Guid::from_text("B921B045-1DF0-41C3-AF44-4C6F280D3FAE");
     /// Generic Linux data partition (Discoverable Partitions Specification
     /// "linux-generic"; sgdisk code 8300).
     pub const LINUX_FILESYSTEM: Guid = Guid::from_text("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
 
     /// Parses the text form at compile time; panics (a build error in a
     /// `const`) on malformed text.
-    pub const fn from_text(text: &str) -> Guid {
+    pub(crate) const fn from_text(text: &str) -> Guid {
         match parse_guid(text.as_bytes()) {
             Ok(guid) => guid,
             Err(_) => panic!("malformed GUID text"),
@@ -196,10 +198,10 @@ pub struct Partition {
 
 /// Size of the partition entries abnix writes (the UEFI minimum; readers
 /// accept any `128 * 2^n`).
-pub const ENTRY_SIZE: usize = 128;
+pub(crate) const ENTRY_SIZE: usize = 128;
 /// Entries abnix writes: 128 entries of 128 bytes fill the 16 KiB the UEFI
 /// specification requires at least for the entry array.
-pub const ENTRY_COUNT: usize = 128;
+pub(crate) const ENTRY_COUNT: usize = 128;
 /// The smallest entry array the UEFI specification allows, in bytes.
 const MIN_ENTRY_ARRAY: usize = 16 * 1024;
 /// The largest entry array we read: guards against allocating whatever a
@@ -210,13 +212,13 @@ const NAME_UNITS: usize = 36;
 
 impl Partition {
     /// Number of LBAs the partition covers.
-    pub fn size_lbas(&self) -> u64 {
+    pub(crate) fn size_lbas(&self) -> u64 {
         self.last_lba - self.first_lba + 1
     }
 
     /// The 128-byte entry (offsets: type GUID 0, unique GUID 16, first LBA 32,
     /// last LBA 40, attributes 48, name 56..128 as UTF-16LE, zero-padded).
-    pub fn to_entry(&self, number: u32) -> Result<[u8; ENTRY_SIZE], GptError> {
+    pub(crate) fn to_entry(&self, number: u32) -> Result<[u8; ENTRY_SIZE], GptError> {
         let units: Vec<u16> = self.name.encode_utf16().collect();
         if units.len() > NAME_UNITS {
             return Err(GptError::BadName {
@@ -247,7 +249,7 @@ impl Partition {
     /// Parses one entry (at least 128 bytes); `None` for an unused entry (type
     /// GUID all zero). Names that are not valid UTF-16 are decoded lossily: a
     /// foreign disk's odd name must not make its table unreadable.
-    pub fn from_entry(e: &[u8]) -> Option<Partition> {
+    pub(crate) fn from_entry(e: &[u8]) -> Option<Partition> {
         let type_guid = Guid(e[0..16].try_into().unwrap());
         if type_guid.is_zero() {
             return None;
@@ -350,18 +352,18 @@ const REVISION: u32 = 0x0001_0000;
 
 /// A GPT header, either copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// The LBA holding this header.
-    pub my_lba: u64,
+    pub(crate) my_lba: u64,
     /// The LBA of the other copy's header.
-    pub alternate_lba: u64,
-    pub first_usable_lba: u64,
+    pub(crate) alternate_lba: u64,
+    pub(crate) first_usable_lba: u64,
     pub last_usable_lba: u64,
-    pub disk_guid: Guid,
-    pub entries_lba: u64,
-    pub num_entries: u32,
-    pub entry_size: u32,
-    pub entries_crc32: u32,
+    pub(crate) disk_guid: Guid,
+    pub(crate) entries_lba: u64,
+    pub(crate) num_entries: u32,
+    pub(crate) entry_size: u32,
+    pub(crate) entries_crc32: u32,
 }
 
 impl Header {
@@ -459,7 +461,7 @@ impl Header {
     /// sectors of `sector_size` bytes and do not collide: the usable range,
     /// the other copy, and the entry array (which must lie outside the usable
     /// range and clear of LBA 0 and of this header).
-    pub fn check_geometry(&self, total_lbas: u64, sector_size: u32) -> Result<(), GptError> {
+    pub(crate) fn check_geometry(&self, total_lbas: u64, sector_size: u32) -> Result<(), GptError> {
         let lba = self.my_lba;
         let field = |field: &'static str, value: u64, reason: String| GptError::HeaderField {
             lba,
@@ -534,7 +536,7 @@ impl Header {
 
 /// Serializes a table's entries: `entries.len()` entries of 128 bytes, with
 /// partition `i + 1` in slot `i`.
-pub fn encode_entries(entries: &[Option<Partition>]) -> Result<Vec<u8>, GptError> {
+pub(crate) fn encode_entries(entries: &[Option<Partition>]) -> Result<Vec<u8>, GptError> {
     let mut bytes = vec![0u8; entries.len() * ENTRY_SIZE];
     for (i, entry) in entries.iter().enumerate() {
         if let Some(p) = entry {
@@ -545,7 +547,7 @@ pub fn encode_entries(entries: &[Option<Partition>]) -> Result<Vec<u8>, GptError
 }
 
 /// Parses an entry array of `entry_size`-byte entries.
-pub fn decode_entries(bytes: &[u8], entry_size: usize) -> Vec<Option<Partition>> {
+pub(crate) fn decode_entries(bytes: &[u8], entry_size: usize) -> Vec<Option<Partition>> {
     bytes
         .chunks_exact(entry_size)
         .map(Partition::from_entry)
@@ -554,7 +556,7 @@ pub fn decode_entries(bytes: &[u8], entry_size: usize) -> Vec<Option<Partition>>
 
 /// Checks every used entry: starts before it ends, lies within the usable
 /// LBAs, overlaps no other.
-pub fn check_partitions(
+pub(crate) fn check_partitions(
     entries: &[Option<Partition>],
     first_usable: u64,
     last_usable: u64,
@@ -668,13 +670,13 @@ fn check_sector_size(sector_size: u32) -> Result<(), GptError> {
 /// A partition table: what both copies on the disk describe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gpt {
-    pub disk_guid: Guid,
+    pub(crate) disk_guid: Guid,
     pub sector_size: u32,
-    pub first_usable_lba: u64,
+    pub(crate) first_usable_lba: u64,
     pub last_usable_lba: u64,
     /// Where the backup header lives: the last LBA of the disk the table was
     /// made for. On a bigger disk (a template written to it) it sits in the
-    /// middle until [`Gpt::move_backup_to_end`].
+    /// middle until `Gpt::move_backup_to_end` moves it.
     pub backup_lba: u64,
     /// Entry `i` is partition number `i + 1`; `None` is an unused entry.
     pub partitions: Vec<Option<Partition>>,
@@ -687,9 +689,9 @@ pub struct GptRead {
     pub gpt: Gpt,
     /// Why the primary copy was not used (the table then comes from the
     /// backup).
-    pub primary_problem: Option<GptError>,
+    pub(crate) primary_problem: Option<GptError>,
     /// What is wrong with the backup copy, if it was checked and found bad.
-    pub backup_problem: Option<GptError>,
+    pub(crate) backup_problem: Option<GptError>,
 }
 
 /// One copy of the table as read from the disk.
@@ -916,7 +918,8 @@ impl Gpt {
     }
 
     /// The partition named `name` (the first, if several are) and its number.
-    pub fn partition_by_name(&self, name: &str) -> Option<(u32, &Partition)> {
+    #[cfg(test)]
+    pub(crate) fn partition_by_name(&self, name: &str) -> Option<(u32, &Partition)> {
         self.partitions
             .iter()
             .enumerate()
@@ -930,7 +933,7 @@ impl Gpt {
     /// raises the last usable LBA to just before its entries, as
     /// `sgdisk --move-second-header` does. For a template written to a bigger
     /// disk; [`Gpt::write`] then puts the backup there.
-    pub fn move_backup_to_end(&mut self, disk_size: u64) {
+    pub(crate) fn move_backup_to_end(&mut self, disk_size: u64) {
         let total = disk_size / u64::from(self.sector_size);
         let entry_sectors = entry_array_sectors(self.partitions.len(), self.sector_size);
         self.backup_lba = total - 1;
@@ -1048,42 +1051,14 @@ pub fn wipe<D: Disk + ?Sized>(disk: &mut D, sector_size: u32) -> Result<(), GptE
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::disk::{Fault, FaultyDisk};
+    use crate::testutil::{sgdisk, sgdisk_agrees_with};
     use std::io::Cursor;
     use std::path::Path;
-    use std::process::Command;
 
     const MIB: u64 = 1024 * 1024;
-
-    /// Runs sgdisk and returns its stdout; panics (never skips) when sgdisk
-    /// is missing or fails.
-    pub(crate) fn sgdisk(args: &[&str], disk: &Path) -> String {
-        let out = Command::new("sgdisk")
-            .args(args)
-            .arg(disk)
-            .output()
-            .expect("running sgdisk (install gdisk)");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "sgdisk {args:?} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// A field of `sgdisk -i N` output, e.g. "First sector" -> "2048".
-    fn sgdisk_info_field(info: &str, field: &str) -> String {
-        let line = info
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}: ")))
-            .unwrap_or_else(|| panic!("no {field:?} in sgdisk output:\n{info}"));
-        // "2048 (at 1024.0 KiB)" / "21686148-... (BIOS boot partition)" / "'name'"
-        let value = line.split(" (").next().unwrap();
-        value.trim_matches('\'').to_owned()
-    }
 
     fn bytes_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
         use std::os::unix::fs::FileExt;
@@ -1621,27 +1596,6 @@ pub(crate) mod tests {
             Err(GptError::NoMbrSignature)
         ));
         assert!(probe.written().syncs >= 2);
-    }
-
-    pub(crate) fn sgdisk_agrees_with(gpt: &Gpt, path: &Path) {
-        let verify = sgdisk(&["-v"], path);
-        assert!(verify.contains("No problems found"), "{verify}");
-        let print = sgdisk(&["-p"], path);
-        assert!(
-            print.contains(&format!("Disk identifier (GUID): {}", gpt.disk_guid)),
-            "{print}"
-        );
-        for (i, entry) in gpt.partitions.iter().enumerate() {
-            let Some(p) = entry else { continue };
-            let info = sgdisk(&["-i", &(i + 1).to_string()], path);
-            let field = |f| sgdisk_info_field(&info, f);
-            assert_eq!(field("Partition GUID code"), p.type_guid.to_string());
-            assert_eq!(field("Partition unique GUID"), p.guid.to_string());
-            assert_eq!(field("First sector"), p.first_lba.to_string());
-            assert_eq!(field("Last sector"), p.last_lba.to_string());
-            assert_eq!(field("Attribute flags"), format!("{:016X}", p.attributes));
-            assert_eq!(field("Partition name"), p.name);
-        }
     }
 
     #[test]

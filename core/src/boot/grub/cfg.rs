@@ -2,7 +2,7 @@
 //! `slot.cfg`, written with the slot's boot files.
 //!
 //! `grub.cfg` holds all the logic and never changes; the boot state it acts
-//! on is in the environment block (see [`super::grubenv`]) and the kernel
+//! on is in the environment block (see [`super::env`]) and the kernel
 //! command line of each slot is in that slot's `slot.cfg`. What the script
 //! does is modelled by [`BootState::next_boot`].
 //!
@@ -12,17 +12,17 @@
 
 use std::fmt::Write as _;
 
-use super::esp;
-use super::grubenv::{slot_key, state_keys, state_value};
-use super::state::{BootState, SlotState, MAX_TRIES};
-use crate::slot::Slot;
+use super::env::{slot_key, state_keys, state_value};
+use crate::boot::esp;
+use crate::boot::state::{BootState, SlotState, MAX_TRIES};
+use abnix_formats::slot::Slot;
 
 /// Options of the generated `grub.cfg`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GrubCfgOptions {
     /// Mirror GRUB's console on the PC's first serial port (115200 baud),
     /// for headless machines and tests: x86 only
-    /// ([`crate::layout::Arch::has_pc_serial_port`]).
+    /// ([`abnix_formats::layout::Arch::has_pc_serial_port`]).
     pub serial_console: bool,
 }
 

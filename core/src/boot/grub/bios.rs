@@ -12,7 +12,7 @@
 use std::io::SeekFrom;
 
 use super::mkimage::BiosImages;
-use crate::disk::Disk;
+use abnix_formats::disk::Disk;
 
 /// The sector size GRUB's BIOS boot code works in.
 pub const SECTOR: usize = 512;
@@ -138,7 +138,7 @@ pub fn install<D: Disk>(
     partition_lba: u64,
     partition_sectors: u64,
     images: &BiosImages,
-) -> Result<(), super::BootError> {
+) -> Result<(), crate::boot::BootError> {
     if sector_size as usize != SECTOR {
         return Err(BiosError::SectorSize(sector_size).into());
     }

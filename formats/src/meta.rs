@@ -42,7 +42,7 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const MAX_META_BYTES: usize = 64 * 1024;
 
 /// Longest object name and label, in bytes.
-pub const MAX_NAME_BYTES: usize = 200;
+pub(crate) const MAX_NAME_BYTES: usize = 200;
 
 /// One version of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ fn publication(obj: &Map<String, Value>) -> Result<Option<Publication>, MetaErro
 }
 
 /// Checks a channel name: a path component of bucket keys, on one line.
-pub fn check_channel(channel: &str) -> Result<(), String> {
+pub(crate) fn check_channel(channel: &str) -> Result<(), String> {
     if channel.is_empty()
         || channel.len() > MAX_NAME_BYTES
         || channel.contains('/')
@@ -241,7 +241,7 @@ fn image(obj: &Map<String, Value>) -> Result<Image, MetaError> {
 
 /// Checks an object name: a plain file name, safe as a path component in a
 /// bundle directory and as the last part of a bucket key.
-pub fn check_object_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_object_name(name: &str) -> Result<(), String> {
     let problem = if name.is_empty() {
         "it is empty"
     } else if name.len() > MAX_NAME_BYTES {

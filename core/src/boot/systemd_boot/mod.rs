@@ -1,5 +1,5 @@
 //! The systemd-boot backend: a slot's marker and state is its entry,
-//! `loader/entries/abnix-<slot>[+LEFT-DONE].conf` (see [`super::bls`]).
+//! `loader/entries/abnix-<slot>[+LEFT-DONE].conf` (see [`bls`]).
 //!
 //! A file named like an abnix entry whose content is not one abnix wrote for
 //! that slot (damaged: a NUL byte, bytes that are not UTF-8, a line without
@@ -9,19 +9,22 @@
 //! writes the slot's entry replaces it. If systemd-boot would still list it, it still counts
 //! for which slot boots next, because systemd-boot boots it.
 
+pub mod bls;
+pub(crate) mod install;
+
 use tracing::{info, warn};
 
-use super::bls::{
-    compare_entries, first_entry, loader_conf, slot_entry, BlsEntry, EntryName, SortEntry, SORT_KEY,
-};
 use super::state::TransitionError;
 use super::{
     esp, files, BootControl, BootError, BootFiles, BootStatus, EfiApp, SlotInfo, SlotState,
     SlotStatus, MAX_TRIES,
 };
-use crate::disk::Disk;
-use crate::fat::{FatError, FatFs, FormatOptions};
-use crate::slot::Slot;
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatError, FatFs, FormatOptions};
+use abnix_formats::slot::Slot;
+use bls::{
+    compare_entries, first_entry, loader_conf, slot_entry, BlsEntry, EntryName, SortEntry, SORT_KEY,
+};
 
 /// Boot control through systemd-boot, on the ESP.
 pub struct SystemdBoot<D: Disk> {

@@ -12,8 +12,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::esp;
-use crate::layout::Arch;
+use crate::boot::esp;
+use abnix_formats::layout::Arch;
 
 /// The ESP's GPT partition number (DESIGN §2).
 pub const ESP_PARTITION: u32 = 2;
@@ -153,7 +153,7 @@ impl GrubTools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::bios;
+    use crate::boot::grub::bios;
 
     // These run the real grub-mkimage (grub-common, grub-pc-bin,
     // grub-efi-amd64-bin, grub-efi-arm64-bin): a missing tool fails the

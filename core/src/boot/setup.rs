@@ -1,19 +1,77 @@
-//! The bootloader to install, and its files, made ready before anything is
-//! written: a missing GRUB module directory or systemd-boot binary, or one
-//! for another architecture than the disk's, is an error while the disk is
-//! still untouched.
+//! The choice of bootloader: which one a disk has ([`Bootloader`]), and the
+//! one to install with its files, made ready before anything is written
+//! (each bootloader's own part is its `install` module): a missing GRUB
+//! module directory or systemd-boot binary, or one for another architecture
+//! than the disk's, is an error while the disk is still untouched.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::boot::efi::{EfiApp, EfiAppError};
-use crate::boot::grubcfg::GrubCfgOptions;
-use crate::boot::mkimage::{self, BiosImages, GrubTools, MkimageError};
-use crate::boot::{BootControl, BootError, GrubBoot, GrubInstall, SystemdBoot};
-use crate::disk::Disk;
-use crate::fat::FormatOptions;
-use crate::layout::Arch;
-use crate::system_disk::Bootloader;
+use super::efi::{EfiApp, EfiAppError};
+use super::grub::mkimage::{BiosImages, MkimageError};
+use super::{esp, grub, systemd_boot, BootControl, BootError, GrubBoot, SystemdBoot};
+use abnix_formats::disk::Disk;
+use abnix_formats::fat::{FatError, FatFs, FormatOptions};
+use abnix_formats::layout::Arch;
+
+/// Which bootloader an ESP carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootloader {
+    Grub,
+    SystemdBoot,
+}
+
+impl Bootloader {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bootloader::Grub => "grub",
+            Bootloader::SystemdBoot => "systemd-boot",
+        }
+    }
+
+    /// Which bootloader the ESP `fat` was set up for, from the files boot
+    /// control writes at install; `None` when it holds neither.
+    pub(crate) fn of_esp<D: Disk>(fat: &mut FatFs<D>) -> Result<Option<Bootloader>, FatError> {
+        Ok(if fat.exists(&esp::absolute(esp::GRUB_CFG))? {
+            Some(Bootloader::Grub)
+        } else if fat.exists(&esp::absolute(esp::LOADER_CONF))? {
+            Some(Bootloader::SystemdBoot)
+        } else {
+            None
+        })
+    }
+
+    /// Boot control through this bootloader, on an ESP set up for it.
+    pub(crate) fn open<'a, D: Disk + 'a>(
+        self,
+        esp: D,
+    ) -> Result<Box<dyn BootControl + 'a>, BootError> {
+        Ok(match self {
+            Bootloader::Grub => Box::new(GrubBoot::open(esp)?),
+            Bootloader::SystemdBoot => Box::new(SystemdBoot::open(esp)?),
+        })
+    }
+}
+
+impl fmt::Display for Bootloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Bootloader {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Bootloader, String> {
+        match s {
+            "grub" => Ok(Bootloader::Grub),
+            "systemd-boot" => Ok(Bootloader::SystemdBoot),
+            other => Err(format!(
+                "unknown bootloader {other:?} (expected \"grub\" or \"systemd-boot\")"
+            )),
+        }
+    }
+}
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,72 +118,16 @@ impl BootloaderSetup {
                 bios_dir,
                 efi_dir,
             } => {
-                let bios = match bios_dir {
-                    Some(_) if !arch.has_bios() => {
-                        return Err(BootloaderError::NoBios(arch));
-                    }
-                    Some(dir) => Some(
-                        tools(mkimage, dir, mkimage::BIOS_PLATFORM, "--grub-bios-dir")?
-                            .bios_images()
-                            .map_err(BootloaderError::Mkimage)?,
-                    ),
-                    None => None,
-                };
-                let image = tools(mkimage, efi_dir, arch.grub_efi_platform(), "--grub-efi-dir")?
-                    .efi_image(arch)
-                    .map_err(BootloaderError::Mkimage)?;
-                let efi_image =
-                    EfiApp::new(arch, image).map_err(|source| BootloaderError::NotForArch {
-                        what: format!("grub-mkimage's image from {}", efi_dir.display()),
-                        source,
-                    })?;
+                let (bios, efi_image) =
+                    grub::install::images(mkimage, bios_dir.as_deref(), efi_dir, arch)?;
                 Ok(BootPayload::Grub { bios, efi_image })
             }
             BootloaderSetup::SystemdBoot { efi } => {
-                let bytes = std::fs::read(efi).map_err(|source| BootloaderError::Read {
-                    path: efi.clone(),
-                    source,
-                })?;
-                let efi =
-                    EfiApp::new(arch, bytes).map_err(|source| BootloaderError::NotForArch {
-                        what: efi.display().to_string(),
-                        source,
-                    })?;
+                let efi = systemd_boot::install::read_efi(efi, arch)?;
                 Ok(BootPayload::SystemdBoot { efi })
             }
         }
     }
-}
-
-/// [`GrubTools`] reads a platform's modules from `<lib_dir>/<platform>`;
-/// Nix passes each platform's directory on its own (GRUB for BIOS and for
-/// EFI are separate packages there), so the library directory is the
-/// parent of the one given.
-fn tools(
-    mkimage: &Path,
-    dir: &Path,
-    platform: &'static str,
-    flag: &'static str,
-) -> Result<GrubTools, BootloaderError> {
-    let wrong = || BootloaderError::PlatformDir {
-        flag,
-        dir: dir.to_owned(),
-        platform,
-    };
-    if dir.file_name().and_then(|n| n.to_str()) != Some(platform) {
-        return Err(wrong());
-    }
-    let lib_dir = dir.parent().ok_or_else(wrong)?;
-    if !dir.join("modinfo.sh").is_file() {
-        return Err(BootloaderError::NoModules {
-            flag,
-            dir: dir.to_owned(),
-        });
-    }
-    Ok(GrubTools {
-        mkimage: mkimage.to_owned(),
-        lib_dir: lib_dir.to_owned(),
-    })
 }
 
 /// The bootloader's files, ready to be written.
@@ -188,15 +190,7 @@ impl BootPayload {
         Ok(match self {
             BootPayload::Grub { efi_image, .. } => Box::new(GrubBoot::install(
                 esp,
-                &GrubInstall {
-                    format,
-                    efi_image: Some(efi_image.clone()),
-                    // Headless machines and VMs show GRUB on their serial
-                    // port; without one GRUB keeps the screen.
-                    cfg: GrubCfgOptions {
-                        serial_console: efi_image.arch().has_pc_serial_port(),
-                    },
-                },
+                &grub::install::options(format, efi_image),
             )?),
             BootPayload::SystemdBoot { efi } => Box::new(SystemdBoot::install(esp, &format, efi)?),
         })
@@ -229,6 +223,7 @@ pub enum BootloaderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn debian_grub(arch: Arch, bios: bool) -> BootloaderSetup {
         BootloaderSetup::Grub {
