@@ -39,7 +39,9 @@ use abnix_core::meta::Meta;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::WriteOptions;
 use abnix_core::progress::NoProgress;
-use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use abnix_core::sign::{SecretKey, TrustedKeys};
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
 use anyhow::{bail, Context, Result};
@@ -167,7 +169,7 @@ fn measure(old: &Path, new: &Path, work: &Path, params: &[ChunkParams]) -> Resul
         let tag = format!("{}k-{}k-{}k", p.min >> 10, p.avg >> 10, p.max >> 10);
         let old = packed(old, &work.join(format!("old-{tag}")), 1, p, &key)?;
         let new = packed(new, &work.join(format!("new-{tag}")), 2, p, &key)?;
-        let meta = &new.signed.meta;
+        let meta = new.signed.meta();
         let full = meta.image.compressed_size;
         print!(
             "{:<15} {:>7} {:>5.0}KiB {:>7.1}MiB {:>6.2}",
@@ -216,7 +218,7 @@ fn slot_file(path: &Path, raw: Option<&Path>, len: u64) -> Result<File> {
 
 /// Uploads every object of a bundle, the meta last (as `publish` does).
 fn upload(remote: &Remote, bundle: &Bundle) -> Result<()> {
-    let meta = &bundle.signed.meta;
+    let meta = bundle.signed.meta();
     let mut objects = vec![
         meta.image.object.clone(),
         meta.index.object.clone(),
@@ -377,13 +379,14 @@ fn bench(
         )),
         retry: RetryPolicy::default(),
         timeouts: Timeouts::default(),
+        limits: TransferLimits::default(),
     })?;
     upload(&remote, &old)?;
     upload(&remote, &new)?;
     let channel = Channel::new(remote, [key.public()].into_iter().collect());
 
-    let meta: &Meta = &new.signed.meta;
-    let slot_len = meta.image.size.max(old.signed.meta.image.size);
+    let meta: &Meta = new.signed.meta();
+    let slot_len = meta.image.size.max(old.signed.meta().image.size);
     let write = WriteOptions {
         verify_readback: true,
         target_name: "target slot".into(),

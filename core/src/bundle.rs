@@ -170,7 +170,7 @@ impl Bundle {
                 source,
             }
         })?;
-        let meta = &signed.meta;
+        let meta = signed.meta();
 
         let index_path = dir.join(&meta.index.object);
         // The size is signed, so reading that much is safe.
@@ -225,7 +225,7 @@ impl Bundle {
 
     /// Where the compressed image object is stored.
     pub fn image_path(&self) -> PathBuf {
-        self.dir.join(&self.signed.meta.image.object)
+        self.dir.join(&self.signed.meta().image.object)
     }
 }
 
@@ -290,11 +290,11 @@ mod tests {
     fn a_packed_bundle_opens() {
         let f = packed();
         let bundle = f.open().unwrap();
-        let meta = &bundle.signed.meta;
+        let meta = bundle.signed.meta();
         assert_eq!(bundle.path_of(&meta.kernel), f.path(ObjectKind::Kernel));
         assert_eq!(bundle.image_path(), f.path(ObjectKind::Image));
         assert_eq!(bundle.index.image_size(), meta.image.size);
-        assert_eq!(bundle.signed.signer, "test-fleet");
+        assert_eq!(bundle.signed.signer(), "test-fleet");
     }
 
     #[test]

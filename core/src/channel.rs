@@ -9,13 +9,11 @@
 //! upload is in progress. A check that finds nothing new costs exactly two
 //! small GETs.
 
-use std::io::Read;
-
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::delta::{self, DeltaOptions, DeltaReport, ImageObject, LocalChunks};
-use crate::digest::Verifying;
+use crate::digest::Expected;
 use crate::disk::Disk;
 use crate::index::{Index, IndexError};
 use crate::meta::{object_name, verify_meta, Artifact, Meta, ObjectKind, SignedMeta, VerifyError};
@@ -139,16 +137,17 @@ impl Channel {
             .remote
             .get_bytes(&sig_key, MAX_SIGNATURE_FILE_BYTES as u64)?;
         let signed = verify_meta(&meta, &sig, &self.keys)?;
-        if (signed.meta.version, signed.meta.id) != (version, id) {
+        if (signed.meta().version, signed.meta().id) != (version, id) {
             return Err(ChannelError::Unreadable {
                 key,
                 reason: format!(
                     "it is version {} ({}), not {version} ({id})",
-                    signed.meta.version, signed.meta.id
+                    signed.meta().version,
+                    signed.meta().id
                 ),
             });
         }
-        Ok(signed.meta)
+        Ok(signed.meta().clone())
     }
 
     /// The chunk index of an older version (the one in the active slot, for
@@ -162,19 +161,13 @@ impl Channel {
         let object = &meta.index.object;
         let key = self.remote.config().object_key(object);
         let bytes = self.remote.get_bytes(&key, meta.index.size)?;
-        let mut checked = Vec::with_capacity(bytes.len());
-        Verifying::new(
-            &bytes[..],
-            object.as_str(),
-            meta.index.size,
-            meta.index.sha256,
-        )
-        .read_to_end(&mut checked)
-        .map_err(|e| ChannelError::Object {
-            object: object.clone(),
-            reason: e.to_string(),
-        })?;
-        let index = Index::parse(&checked).map_err(|source| ChannelError::Index {
+        Expected::new(object.as_str(), meta.index.size, meta.index.sha256)
+            .check(&bytes)
+            .map_err(|e| ChannelError::Object {
+                object: object.clone(),
+                reason: e.to_string(),
+            })?;
+        let index = Index::parse(&bytes).map_err(|source| ChannelError::Index {
             object: object.clone(),
             source,
         })?;
@@ -262,17 +255,12 @@ impl Channel {
         })
     }
 
-    /// A streaming reader of a kernel or initrd that fails at its end unless
-    /// the object matches the meta.
-    pub fn open_artifact(&self, artifact: &Artifact) -> Result<impl Read + Send, ChannelError> {
+    /// A streaming reader of a kernel or initrd, refused unless the object
+    /// has the meta's size; its content is checked by whoever writes it
+    /// ([`crate::boot::BootFiles::of_version`]).
+    pub fn open_object(&self, artifact: &Artifact) -> Result<ObjectReader, ChannelError> {
         let key = self.remote.config().object_key(&artifact.object);
-        let reader = self.remote.open_reader(&key, 0, Some(artifact.size))?;
-        Ok(Verifying::new(
-            reader,
-            format!("object {}", artifact.object),
-            artifact.size,
-            artifact.sha256,
-        ))
+        Ok(self.remote.open_reader(&key, 0, Some(artifact.size))?)
     }
 }
 

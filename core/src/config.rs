@@ -14,9 +14,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::reboot::{DailyWindow, RebootPolicy};
-use crate::remote::{CredentialSource, RemoteConfig, RetryPolicy, Timeouts};
+use crate::remote::{
+    CredentialSource, MinRate, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use crate::sign::{PublicKey, TrustedKeys};
-use crate::units::parse_duration;
+use crate::units::{parse_duration, parse_size};
 
 pub const DEFAULT_PATH: &str = "/etc/abnix/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/abnix";
@@ -24,15 +26,41 @@ pub const DEFAULT_TRIES: u32 = 3;
 /// GRUB's script unrolls the tries countdown, so the limit is small and fixed.
 pub const MAX_TRIES: u32 = 9;
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// A check: the network wait (5 minutes by default) and two small GETs.
+pub const DEFAULT_CHECK_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// An update: a few GiB over a slow link, written and read back. Below the
+/// units' `TimeoutStartSec=` (7h), so the updater ends a run itself and
+/// records why before systemd would kill it.
+pub const DEFAULT_UPDATE_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// At least 64 KiB per minute spent waiting for a download (about 1 KiB/s):
+/// far below any working link, far above a server that trickles.
+pub const DEFAULT_MIN_TRANSFER_RATE: MinRate = MinRate {
+    bytes: 64 << 10,
+    per: Duration::from_secs(60),
+};
 /// Checking more often than this only loads the bucket; the Nix module's
 /// `abnix.checkInterval` refuses the same values.
 pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When the device takes its clock to tell whether a meta has expired
+/// (docs/security.md, "Freshness").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockTrust {
+    /// Once the kernel reports the clock synchronized (systemd-timesyncd,
+    /// chrony, ntpd); until then only the newest signing time the device
+    /// has verified counts as "now".
+    WhenSynchronized,
+    /// Always: for machines whose real-time clock is kept right otherwise.
+    Always,
+}
 
 /// The validated device config.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub remote: RemoteConfig,
+    /// The keys that sign versions, the recovery keys and the revoked keys.
     pub trusted_keys: TrustedKeys,
+    pub clock: ClockTrust,
     /// Boot attempts a trial version gets before falling back.
     pub tries: u32,
     pub reboot: RebootPolicy,
@@ -42,6 +70,44 @@ pub struct Config {
     pub check_interval: Duration,
     /// The updater's state, on the rw partition.
     pub state_dir: PathBuf,
+    /// How long a whole `check` run, and a whole `update` run, may take.
+    pub check_deadline: Duration,
+    pub update_deadline: Duration,
+    /// Downloads slower than this fail.
+    pub min_transfer_rate: MinRate,
+}
+
+impl Config {
+    /// The remote settings for a run: `check`'s or `update`'s deadline, and
+    /// the minimum transfer rate.
+    pub fn remote_for(&self, update: bool) -> RemoteConfig {
+        RemoteConfig {
+            limits: TransferLimits {
+                deadline: Some(match update {
+                    true => self.update_deadline,
+                    false => self.check_deadline,
+                }),
+                min_rate: Some(self.min_transfer_rate),
+            },
+            ..self.remote.clone()
+        }
+    }
+}
+
+/// Parses `SIZE/DURATION`, e.g. `64K/60s`: at least SIZE bytes in every
+/// DURATION.
+fn parse_min_rate(text: &str) -> Result<MinRate, String> {
+    let (size, per) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not SIZE/DURATION (e.g. \"64K/60s\")"))?;
+    let bytes = parse_size(size).map_err(|e| e.to_string())?;
+    let per = parse_duration(per).map_err(|e| e.to_string())?;
+    if bytes == 0 || per.is_zero() {
+        return Err(format!(
+            "{text:?}: both the size and the duration must be above 0"
+        ));
+    }
+    Ok(MinRate { bytes, per })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,11 +141,19 @@ struct RawConfig {
     path_style: bool,
     credentials: Option<String>,
     trusted_keys: Vec<String>,
+    #[serde(default)]
+    recovery_keys: Vec<String>,
+    #[serde(default)]
+    revoked_keys: Vec<String>,
+    trust_clock: Option<String>,
     tries: Option<u32>,
     reboot: Option<String>,
     reboot_window: Option<String>,
     check_interval: Option<String>,
     state_dir: Option<PathBuf>,
+    check_deadline: Option<String>,
+    update_deadline: Option<String>,
+    min_transfer_rate: Option<String>,
 }
 
 impl Config {
@@ -147,12 +221,48 @@ impl Config {
                 "at least one public key is required: nothing could be verified".into(),
             ));
         }
+        let keys = |field: &str, texts: &[String]| {
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    PublicKey::parse(text)
+                        .map_err(|e| invalid(&format!("{field}[{i}]"), e.to_string()))
+                })
+                .collect::<Result<Vec<PublicKey>, ConfigError>>()
+        };
+        let revoked = keys("revoked_keys", &raw.revoked_keys)?;
         let mut trusted_keys = TrustedKeys::new();
-        for (i, text) in raw.trusted_keys.iter().enumerate() {
-            let key = PublicKey::parse(text)
-                .map_err(|e| invalid(&format!("trusted_keys[{i}]"), e.to_string()))?;
-            trusted_keys.insert(key);
+        for (field, texts) in [
+            ("trusted_keys", &raw.trusted_keys),
+            ("recovery_keys", &raw.recovery_keys),
+        ] {
+            for (i, key) in keys(field, texts)?.into_iter().enumerate() {
+                if revoked.contains(&key) {
+                    return Err(invalid(
+                        &format!("{field}[{i}]"),
+                        format!("{} is also in revoked_keys", key.name()),
+                    ));
+                }
+                match field {
+                    "trusted_keys" => trusted_keys.insert(key),
+                    _ => trusted_keys.insert_recovery(key),
+                }
+            }
         }
+        for key in revoked {
+            trusted_keys.revoke(key);
+        }
+        let clock = match raw.trust_clock.as_deref() {
+            None | Some("when-synchronized") => ClockTrust::WhenSynchronized,
+            Some("always") => ClockTrust::Always,
+            Some(other) => {
+                return Err(invalid(
+                    "trust_clock",
+                    format!("{other:?} is neither \"when-synchronized\" nor \"always\""),
+                ))
+            }
+        };
 
         let tries = raw.tries.unwrap_or(DEFAULT_TRIES);
         if !(1..=MAX_TRIES).contains(&tries) {
@@ -209,6 +319,29 @@ impl Config {
             }
         };
 
+        let deadline = |field: &str, text: Option<&str>, default: Duration| match text {
+            None => Ok(default),
+            Some(text) => match parse_duration(text) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(invalid(field, "must be above 0".into())),
+                Err(e) => Err(invalid(field, e.to_string())),
+            },
+        };
+        let check_deadline = deadline(
+            "check_deadline",
+            raw.check_deadline.as_deref(),
+            DEFAULT_CHECK_DEADLINE,
+        )?;
+        let update_deadline = deadline(
+            "update_deadline",
+            raw.update_deadline.as_deref(),
+            DEFAULT_UPDATE_DEADLINE,
+        )?;
+        let min_transfer_rate = match raw.min_transfer_rate.as_deref() {
+            None => DEFAULT_MIN_TRANSFER_RATE,
+            Some(text) => parse_min_rate(text).map_err(|e| invalid("min_transfer_rate", e))?,
+        };
+
         let state_dir = raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into());
         if !state_dir.is_absolute() {
             return Err(invalid(
@@ -228,12 +361,17 @@ impl Config {
                 credentials,
                 retry: RetryPolicy::default(),
                 timeouts: Timeouts::default(),
+                limits: TransferLimits::default(),
             },
             trusted_keys,
+            clock,
             tries,
             reboot,
             check_interval,
             state_dir,
+            check_deadline,
+            update_deadline,
+            min_transfer_rate,
         })
     }
 }
@@ -277,6 +415,56 @@ mod tests {
         assert_eq!(c.check_interval, DEFAULT_CHECK_INTERVAL);
         assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
         assert_eq!(c.trusted_keys.len(), 1);
+        assert_eq!(c.clock, ClockTrust::WhenSynchronized);
+        assert_eq!(c.check_deadline, DEFAULT_CHECK_DEADLINE);
+        assert_eq!(c.update_deadline, DEFAULT_UPDATE_DEADLINE);
+        assert_eq!(c.min_transfer_rate, DEFAULT_MIN_TRANSFER_RATE);
+        assert_eq!(c.remote.limits, TransferLimits::default());
+        let update = c.remote_for(true).limits;
+        assert_eq!(update.deadline, Some(DEFAULT_UPDATE_DEADLINE));
+        assert_eq!(
+            c.remote_for(false).limits.deadline,
+            Some(DEFAULT_CHECK_DEADLINE)
+        );
+        assert_eq!(update.min_rate, Some(DEFAULT_MIN_TRANSFER_RATE));
+    }
+
+    #[test]
+    fn deadlines_and_the_minimum_rate() {
+        let c = parse(&format!(
+            "{}check_deadline = \"2m\"\nupdate_deadline = \"90m\"\nmin_transfer_rate = \"1M/10s\"\n",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(c.check_deadline, Duration::from_secs(120));
+        assert_eq!(c.update_deadline, Duration::from_secs(5400));
+        assert_eq!(
+            c.min_transfer_rate,
+            MinRate {
+                bytes: 1 << 20,
+                per: Duration::from_secs(10)
+            }
+        );
+    }
+
+    #[test]
+    fn recovery_and_revoked_keys() {
+        const RECOVERY: &str = "recovery:nJiXkH2zel9urvtOypTWrZHT2ljKvVRO/ZAk5NlAzgQ=";
+        const OLD: &str = "old:YwUqGIpJpnRad5Po+2rpiskYTk4DaHI2Mx7YyiugFko=";
+        let c = parse(&format!(
+            "{}recovery_keys = [\"{RECOVERY}\"]\nrevoked_keys = [\"{OLD}\"]\ntrust_clock = \"always\"\n",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(c.trusted_keys.len(), 2);
+        assert!(c.trusted_keys.is_revoked(&PublicKey::parse(OLD).unwrap()));
+        assert_eq!(c.clock, ClockTrust::Always);
+        let err = parse(&format!("{}revoked_keys = [\"{KEY}\"]\n", minimal())).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("`trusted_keys[0]`: abnix-test is also in revoked_keys"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -320,6 +508,14 @@ mod tests {
             ("credentials = \"creds.toml\"", "credentials"),
             ("endpoint = \"s3.example.com\"", "endpoint"),
             ("state_dir = \"var/lib\"", "state_dir"),
+            ("trust_clock = \"sometimes\"", "trust_clock"),
+            ("check_deadline = \"0\"", "check_deadline"),
+            ("update_deadline = \"soon\"", "update_deadline"),
+            ("min_transfer_rate = \"1K\"", "min_transfer_rate"),
+            ("min_transfer_rate = \"0/60s\"", "min_transfer_rate"),
+            ("min_transfer_rate = \"1K/fast\"", "min_transfer_rate"),
+            ("recovery_keys = [\"nokey\"]", "recovery_keys[0]"),
+            ("revoked_keys = [1]", "revoked_keys"),
             // Values of the wrong type.
             ("tries = \"three\"", "tries"),
             ("tries = -1", "tries"),

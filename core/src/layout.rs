@@ -147,6 +147,20 @@ impl fmt::Display for Arch {
     }
 }
 
+/// By its name, in signed metas.
+impl serde::Serialize for Arch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Arch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Arch, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("unknown architecture {0:?} (expected \"x86_64\" or \"aarch64\")")]
 pub struct UnknownArch(pub String);

@@ -13,19 +13,30 @@
 //! plain file names (they become paths in a bundle directory and keys in the
 //! bucket), texts are bounded and free of control characters, sizes are
 //! positive.
+//!
+//! Format 2 (format 1 metas are refused, not misread) binds what a device
+//! must match into the signed bytes: the architecture the version is built
+//! for, and, once `publish` signs it for a channel, the channel, when it
+//! was signed and when it expires, and the keys it declares revoked
+//! ([`Publication`]). A meta as `pack` signs it (a bundle's) names no
+//! channel: the installer takes it, no device's update does.
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::digest::Digest;
-use crate::sign::{SignatureError, TrustedKeys};
+use crate::layout::Arch;
+use crate::sign::{signature_file, PublicKey, SecretKey, Signature, SignatureError, TrustedKeys};
 
-/// The meta format this code writes and the only one it accepts.
-pub const FORMAT_VERSION: u32 = 1;
+/// The meta format this code writes and the only one it accepts. 2: the
+/// architecture and the publication (channel, signing and expiry times,
+/// revoked keys) are signed.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A meta larger than this is refused before it is parsed.
 pub const MAX_META_BYTES: usize = 64 * 1024;
@@ -44,6 +55,11 @@ pub struct Meta {
     pub id: Uuid,
     /// Human text, e.g. "kiosk 2026-11-22 (firefox 140)".
     pub label: String,
+    /// The architecture of the machines the version is built for.
+    pub arch: Arch,
+    /// Where the version is published, signed by `publish`; `None` in a
+    /// bundle as `pack` signs it, which no device installs as an update.
+    pub published: Option<Publication>,
     pub image: Image,
     /// The chunk index of the image (see [`crate::index`]).
     pub index: Artifact,
@@ -52,6 +68,39 @@ pub struct Meta {
     /// Kernel command line of the version, without `abnix.slot=` (boot
     /// control adds that).
     pub cmdline: String,
+}
+
+/// A version as published on a channel: which channel, when the meta was
+/// signed for it and until when a device may take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication {
+    pub channel: String,
+    /// When `publish` signed it. A device never takes the clock to be
+    /// earlier than the newest signing time it has verified.
+    pub signed_at: DateTime<Utc>,
+    /// After this a device refuses the meta (the channel is stale) and keeps
+    /// running what it has; `publish --resign` signs the same version again
+    /// with a later expiry.
+    pub expires: DateTime<Utc>,
+    /// Public keys (`name:base64`) this meta declares revoked. Devices
+    /// honour it only from a meta signed by one of their recovery keys
+    /// (docs/security.md).
+    pub revoked_keys: Vec<String>,
+}
+
+impl Publication {
+    /// Whether the meta has expired at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires
+    }
+
+    /// The revoked keys, parsed (they were checked when the meta was).
+    pub fn revoked(&self) -> Vec<PublicKey> {
+        self.revoked_keys
+            .iter()
+            .filter_map(|key| PublicKey::parse(key).ok())
+            .collect()
+    }
 }
 
 /// An object of a version: its file name inside the bundle directory, which
@@ -148,6 +197,35 @@ fn artifact(obj: &Map<String, Value>, path: &str) -> Result<Artifact, MetaError>
         size: field(obj, &format!("{path}.size"))?,
         sha256: field(obj, &format!("{path}.sha256"))?,
     })
+}
+
+fn publication(obj: &Map<String, Value>) -> Result<Option<Publication>, MetaError> {
+    if obj.get("published").is_some_and(Value::is_null) {
+        return Ok(None);
+    }
+    let obj = object(obj, "published")?;
+    Ok(Some(Publication {
+        channel: field(obj, "published.channel")?,
+        signed_at: field(obj, "published.signed_at")?,
+        expires: field(obj, "published.expires")?,
+        revoked_keys: field(obj, "published.revoked_keys")?,
+    }))
+}
+
+/// Checks a channel name: a path component of bucket keys, on one line.
+pub fn check_channel(channel: &str) -> Result<(), String> {
+    if channel.is_empty()
+        || channel.len() > MAX_NAME_BYTES
+        || channel.contains('/')
+        || channel.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        Err(format!(
+            "{:?} must be 1 to 200 bytes, without '/', spaces or control characters",
+            truncated(channel)
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn image(obj: &Map<String, Value>) -> Result<Image, MetaError> {
@@ -256,6 +334,8 @@ impl Meta {
             version: field(obj, "version")?,
             id: field(obj, "id")?,
             label: field(obj, "label")?,
+            arch: field(obj, "arch")?,
+            published: publication(obj)?,
             image: image(obj)?,
             index: artifact(obj, "index")?,
             kernel: artifact(obj, "kernel")?,
@@ -264,6 +344,19 @@ impl Meta {
         };
         meta.validate()?;
         Ok(meta)
+    }
+
+    /// The names of every object of the version: its image, index, kernel
+    /// and initrd, then its meta and signature file.
+    pub fn object_names(&self) -> [String; 6] {
+        [
+            self.image.object.clone(),
+            self.index.object.clone(),
+            self.kernel.object.clone(),
+            self.initrd.object.clone(),
+            object_name(self.version, self.id, ObjectKind::Meta),
+            object_name(self.version, self.id, ObjectKind::MetaSig),
+        ]
     }
 
     /// Checks the values: what [`Meta::parse`] enforces, also run by `pack`
@@ -283,6 +376,19 @@ impl Meta {
         }
         check_label(&self.label).map_err(|r| invalid("label", r))?;
         check_cmdline(&self.cmdline).map_err(|r| invalid("cmdline", r))?;
+        if let Some(published) = &self.published {
+            check_channel(&published.channel).map_err(|r| invalid("published.channel", r))?;
+            if published.expires <= published.signed_at {
+                return Err(invalid(
+                    "published.expires",
+                    format!("{} is not after signed_at", published.expires),
+                ));
+            }
+            for (i, key) in published.revoked_keys.iter().enumerate() {
+                PublicKey::parse(key)
+                    .map_err(|e| invalid(&format!("published.revoked_keys[{i}]"), e))?;
+            }
+        }
         let objects = [
             ("image", &self.image.object, self.image.compressed_size),
             ("index", &self.index.object, self.index.size),
@@ -342,15 +448,61 @@ pub fn object_name(version: u64, id: Uuid, kind: ObjectKind) -> String {
     format!("{version}-{}.{}", id.hyphenated(), kind.suffix())
 }
 
-/// A meta whose signature verified, with the exact bytes that were signed.
+/// A meta whose signature verified (or that `pack` or `publish` just
+/// signed), with the exact bytes that were signed and the signature file.
+/// Only [`verify_meta`] and [`SignedMeta::sign`] make one, and it cannot be
+/// changed afterwards: whoever holds one holds what a trusted key vouched
+/// for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedMeta {
-    pub meta: Meta,
+    meta: Meta,
+    bytes: Vec<u8>,
+    signatures: Vec<u8>,
+    signer: String,
+    signers: Vec<PublicKey>,
+}
+
+impl SignedMeta {
+    /// Validates `meta` and signs its bytes with each of `keys` (one line
+    /// each in the signature file; the first key is the signer named).
+    pub fn sign(meta: Meta, keys: &[&SecretKey]) -> Result<SignedMeta, MetaError> {
+        meta.validate()?;
+        let first = keys.first().expect("a meta is signed by at least one key");
+        let bytes = meta.to_bytes();
+        let signatures: Vec<Signature> = keys.iter().map(|key| key.sign(&bytes)).collect();
+        Ok(SignedMeta {
+            meta,
+            bytes,
+            signatures: signature_file(&signatures).into_bytes(),
+            signer: first.name().to_owned(),
+            signers: keys.iter().map(|key| key.public()).collect(),
+        })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
     /// The exact signed bytes (what `publish` uploads as the channel meta).
-    pub bytes: Vec<u8>,
-    /// Name of the trusted key whose signature verified (or, from `pack`,
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The signature file, one signature per line.
+    pub fn signatures(&self) -> &[u8] {
+        &self.signatures
+    }
+
+    /// Name of the trusted key whose signature verified (or, from `sign`,
     /// that signed).
-    pub signer: String,
+    pub fn signer(&self) -> &str {
+        &self.signer
+    }
+
+    /// Every key whose signature verified (or, from `sign`, that signed).
+    pub fn signers(&self) -> &[PublicKey] {
+        &self.signers
+    }
 }
 
 /// Why a signed meta was refused.
@@ -361,6 +513,10 @@ pub enum VerifyError {
     /// Also carries the size bound, checked before anything else.
     #[error(transparent)]
     Meta(#[from] MetaError),
+    #[error(
+        "it declares keys revoked but no recovery key signed it (only a recovery key may revoke)"
+    )]
+    RevocationWithoutRecoveryKey,
 }
 
 /// Verifies a meta the way a device must: size bound first, then the
@@ -378,19 +534,27 @@ pub fn verify_meta(
         }
         .into());
     }
-    let signer = keys.verify(meta_bytes, sig_bytes)?.name().to_owned();
+    let signers = keys.verify(meta_bytes, sig_bytes)?;
     let meta = Meta::parse(meta_bytes)?;
+    let revokes = meta
+        .published
+        .as_ref()
+        .is_some_and(|p| !p.revoked_keys.is_empty());
+    if revokes && !signers.by_recovery_key() {
+        return Err(VerifyError::RevocationWithoutRecoveryKey);
+    }
     Ok(SignedMeta {
+        signer: signers.first().name().to_owned(),
         meta,
         bytes: meta_bytes.to_vec(),
-        signer,
+        signatures: sig_bytes.to_vec(),
+        signers: signers.keys().to_vec(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::{signature_file, SecretKey};
 
     fn sample() -> Meta {
         let id: Uuid = "2b1c5e4a-7d3f-4e8a-9c0b-1a2b3c4d5e6f".parse().unwrap();
@@ -404,6 +568,13 @@ mod tests {
             version: 7,
             id,
             label: "kiosk 2026-11-22 (firefox 140)".into(),
+            arch: Arch::X86_64,
+            published: Some(Publication {
+                channel: "stable".into(),
+                signed_at: "2026-11-22T10:00:00Z".parse().unwrap(),
+                expires: "2026-12-22T10:00:00Z".parse().unwrap(),
+                revoked_keys: vec![],
+            }),
             image: Image {
                 object: object_name(7, id, ObjectKind::Image),
                 compressed_size: 123_456,
@@ -447,13 +618,34 @@ mod tests {
             ..sample()
         };
         assert_eq!(Meta::parse(&erofs.to_bytes()).unwrap(), erofs);
+        // As pack signs it: for aarch64, no channel yet.
+        let bundle = Meta {
+            arch: Arch::Aarch64,
+            published: None,
+            ..sample()
+        };
+        let bytes = bundle.to_bytes();
+        assert_eq!(Meta::parse(&bytes).unwrap(), bundle);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains("\"arch\": \"aarch64\",\n  \"published\": null,\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn wire_format_is_stable() {
         let text = String::from_utf8(sample().to_bytes()).unwrap();
         assert!(
-            text.starts_with("{\n  \"format\": 1,\n  \"version\": 7,\n"),
+            text.starts_with("{\n  \"format\": 2,\n  \"version\": 7,\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  \"arch\": \"x86_64\",\n  \"published\": {\n    \"channel\": \"stable\",\n    \
+                 \"signed_at\": \"2026-11-22T10:00:00Z\",\n    \"expires\": \"2026-12-22T10:00:00Z\",\n    \
+                 \"revoked_keys\": []\n  },\n"
+            ),
             "{text}"
         );
         assert!(text.contains("\"fs\": \"ext4\""));
@@ -499,20 +691,36 @@ mod tests {
         );
     }
 
+    /// A format-1 meta (what abnix wrote before channel, architecture and
+    /// expiry were signed) is refused as such, not misread.
+    #[test]
+    fn a_format_1_meta_is_refused_by_its_format() {
+        let mut value = serde_json::to_value(sample()).unwrap();
+        let obj = value.as_object_mut().unwrap();
+        obj["format"] = Value::from(1);
+        obj.remove("arch");
+        obj.remove("published");
+        let err = Meta::parse(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "meta format 1 is not supported (this abnix reads format 2)"
+        );
+    }
+
     #[test]
     fn unknown_format_is_refused_first() {
-        // Format 2 with otherwise-missing fields: the format is what matters.
-        let err = Meta::parse(br#"{"format": 2}"#).unwrap_err();
+        // Format 3 with otherwise-missing fields: the format is what matters.
+        let err = Meta::parse(br#"{"format": 3}"#).unwrap_err();
         assert_eq!(
             err,
             MetaError::UnknownFormat {
-                found: 2,
+                found: 3,
                 supported: FORMAT_VERSION
             }
         );
         assert_eq!(
             err.to_string(),
-            "meta format 2 is not supported (this abnix reads format 1)"
+            "meta format 3 is not supported (this abnix reads format 2)"
         );
         assert_eq!(
             invalid_field(Meta::parse(br#"{"format": "1"}"#).unwrap_err()),
@@ -530,7 +738,7 @@ mod tests {
                 paths.extend(inner.keys().map(|k| format!("{key}.{k}")));
             }
         }
-        assert_eq!(paths.len(), 9 + 5 + 3 * 3);
+        assert_eq!(paths.len(), 11 + 5 + 3 * 3 + 4);
         for path in paths {
             let bytes = edited(|m| match path.split_once('.') {
                 Some((outer, inner)) => {
@@ -551,7 +759,19 @@ mod tests {
     #[test]
     fn wrong_types_are_invalid_with_the_field_named() {
         type Edit = fn(&mut Map<String, Value>);
-        let cases: [(&str, Edit); 7] = [
+        let cases: [(&str, Edit); 11] = [
+            ("arch", |m| {
+                m["arch"] = Value::from("riscv64");
+            }),
+            ("published", |m| {
+                m["published"] = Value::from("stable");
+            }),
+            ("published.signed_at", |m| {
+                m["published"]["signed_at"] = Value::from("yesterday");
+            }),
+            ("published.revoked_keys", |m| {
+                m["published"]["revoked_keys"] = Value::from("k");
+            }),
             ("version", |m| {
                 m["version"] = Value::from("7");
             }),
@@ -656,6 +876,31 @@ mod tests {
             "objects",
             "named twice",
         );
+        let publication = |edit: fn(&mut Publication)| {
+            let mut meta = sample();
+            edit(meta.published.as_mut().unwrap());
+            meta
+        };
+        check(
+            publication(|p| p.channel = "a/b".into()),
+            "published.channel",
+            "without '/'",
+        );
+        check(
+            publication(|p| p.channel = String::new()),
+            "published.channel",
+            "1 to 200 bytes",
+        );
+        check(
+            publication(|p| p.expires = p.signed_at),
+            "published.expires",
+            "not after signed_at",
+        );
+        check(
+            publication(|p| p.revoked_keys = vec!["k:AAAA".into()]),
+            "published.revoked_keys[0]",
+            "decodes to 3 bytes",
+        );
         // At the limits: accepted.
         let edge = with(|m| {
             m.label = "é".repeat(100);
@@ -697,13 +942,10 @@ mod tests {
         let bytes = sample().to_bytes();
         let sig = signature_file(&[key.sign(&bytes)]);
         let signed = verify_meta(&bytes, sig.as_bytes(), &keys).unwrap();
+        assert_eq!(signed, SignedMeta::sign(sample(), &[&key]).unwrap());
         assert_eq!(
-            signed,
-            SignedMeta {
-                meta: sample(),
-                bytes: bytes.clone(),
-                signer: "fleet".into()
-            }
+            (signed.meta(), signed.bytes(), signed.signer()),
+            (&sample(), &bytes[..], "fleet")
         );
 
         // One byte changed (still valid JSON): the signature catches it.

@@ -32,11 +32,12 @@ use crate::chunking::{self, BadChunkParams, ChunkParams};
 use crate::digest::Digest;
 use crate::fsid::{self, FsIdError};
 use crate::index::Index;
+use crate::layout::Arch;
 use crate::meta::{
     self, object_name, Artifact, Image, Meta, MetaError, ObjectKind, SignedMeta, FORMAT_VERSION,
 };
 use crate::progress::Progress;
-use crate::sign::{signature_file, SecretKey};
+use crate::sign::SecretKey;
 
 /// The default zstd level: 9.
 ///
@@ -67,6 +68,9 @@ pub struct PackInput<'a> {
     pub cmdline: String,
     pub version: u64,
     pub label: String,
+    /// The architecture of the machines the version is for (signed in the
+    /// meta; devices and the installer refuse another).
+    pub arch: Arch,
     /// If given, the image's UUID must be this.
     pub expected_id: Option<Uuid>,
     pub key: &'a SecretKey,
@@ -78,7 +82,8 @@ pub struct PackInput<'a> {
 }
 
 impl<'a> PackInput<'a> {
-    /// An input with the default level, chunking and one thread per CPU.
+    /// An input for this machine's architecture, with the default level,
+    /// chunking and one thread per CPU.
     pub fn new(
         image: impl Into<PathBuf>,
         kernel: impl Into<PathBuf>,
@@ -95,6 +100,7 @@ impl<'a> PackInput<'a> {
             cmdline: cmdline.into(),
             version,
             label: label.into(),
+            arch: Arch::native(),
             expected_id: None,
             key,
             level: DEFAULT_ZSTD_LEVEL,
@@ -193,6 +199,8 @@ pub fn pack(
         version: input.version,
         id,
         label: input.label.clone(),
+        arch: input.arch,
+        published: None,
         image: Image {
             object: image_object,
             compressed_size: compressed.index.compressed_size(),
@@ -209,17 +217,13 @@ pub fn pack(
         initrd,
         cmdline: input.cmdline.clone(),
     };
-    meta.validate()?;
-    let bytes = meta.to_bytes();
-    let signature = input.key.sign(&bytes);
+    let signed = SignedMeta::sign(meta, &[input.key])?;
     // The signature first and the meta last: a bundle is complete once its
     // .meta exists.
-    out.write(
-        &name(ObjectKind::MetaSig),
-        signature_file(&[signature]).as_bytes(),
-    )?;
-    out.write(&name(ObjectKind::Meta), &bytes)?;
+    out.write(&name(ObjectKind::MetaSig), signed.signatures())?;
+    out.write(&name(ObjectKind::Meta), signed.bytes())?;
     out.keep();
+    let meta = signed.meta();
     tracing::info!(
         version = input.version,
         %id,
@@ -228,11 +232,7 @@ pub fn pack(
         chunks = compressed.index.chunks.len(),
         "packed"
     );
-    Ok(SignedMeta {
-        meta,
-        bytes,
-        signer: input.key.name().to_owned(),
-    })
+    Ok(signed)
 }
 
 /// Refuses bad values before any work: the meta would refuse them too, but
@@ -619,7 +619,7 @@ mod tests {
         let sample = Sample::new(tmp.path());
         let out = tmp.path().join("bundle");
         let signed = sample.pack_into(&out);
-        let meta = &signed.meta;
+        let meta = signed.meta();
         let raw = fs::read(&sample.image).unwrap();
 
         assert_eq!(meta.id.to_string(), UUID);
@@ -700,10 +700,10 @@ mod tests {
             ..sample.input()
         };
         let signed = pack(&input, &tmp.path().join("bundle"), &NoProgress).unwrap();
-        assert_eq!(signed.meta.image.fs, FsType::Erofs);
-        assert_eq!(signed.meta.id.to_string(), uuid);
+        assert_eq!(signed.meta().image.fs, FsType::Erofs);
+        assert_eq!(signed.meta().id.to_string(), uuid);
         assert_eq!(
-            signed.meta.image.sha256,
+            signed.meta().image.sha256,
             Digest::of(&fs::read(&erofs).unwrap())
         );
     }

@@ -1,4 +1,13 @@
-//! Publishing a bundle to its channel (DESIGN §4), and pruning old versions.
+//! Publishing a bundle to its channel (DESIGN §4), re-signing the channel's
+//! current version, and pruning old versions.
+//!
+//! Publishing signs: the bundle's meta (as `pack` signed it, for no
+//! channel) is signed again for the channel, with the time of signing, the
+//! expiry (`valid_for` from now) and any keys it revokes
+//! ([`crate::meta::Publication`]), by the keys given, and checked to verify
+//! against the trusted keys before anything is uploaded. [`resign`] signs
+//! the channel's current version again with a new expiry and nothing else
+//! changed, for a cron job or CI that keeps a quiet channel fresh.
 //!
 //! Order: every per-version object first (image, index, kernel, initrd, the
 //! version's meta and its `.meta.sig`), the channel's pointer
@@ -6,7 +15,10 @@
 //! then the signature of the version it names, so it never sees a meta whose
 //! objects are missing; a publish that fails midway leaves the channel on its
 //! previous version, with some unreferenced objects that a later `keep`
-//! prunes.
+//! prunes. When the same version is signed again, its signature file keeps
+//! the lines of the signing before (they verify the pointer's old bytes
+//! only): a device that read the old pointer just before it was replaced
+//! still finds a signature for it.
 //!
 //! Anti-rollback on the operator side: the version must be greater than the
 //! one the current pointer names, unless forced. A pointer that exists but
@@ -19,19 +31,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::bundle::Bundle;
 use crate::channel::{Channel, ChannelError, MetaLocator};
-use crate::meta::{object_name, ObjectKind, MAX_META_BYTES};
+use crate::meta::{
+    object_name, verify_meta, Meta, MetaError, ObjectKind, Publication, SignedMeta, VerifyError,
+    MAX_META_BYTES,
+};
 use crate::progress::Progress;
 use crate::remote::{Remote, RemoteError};
-use crate::sign::{SignatureError, MAX_SIGNATURE_FILE_BYTES};
+use crate::sign::{PublicKey, SecretKey, MAX_SIGNATURE_FILE_BYTES};
+use crate::units::parse_duration;
 
-/// How [`publish`] behaves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How long a published meta is valid by default (a duration as in
+/// [`crate::units::parse_duration`]): a fleet's devices check every few
+/// hours, so a month leaves room for a publisher that re-signs weekly to
+/// miss a few runs, and bounds a freeze to a month.
+pub const DEFAULT_VALID_FOR: &str = "30d";
+
+/// How [`publish`] and [`resign`] behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishOptions {
     /// Afterwards, delete the objects of all but the newest `keep` versions
     /// of the channel (the published one and the pointer's are always kept).
@@ -39,6 +63,22 @@ pub struct PublishOptions {
     /// Publish even if the version is not greater than the channel's
     /// current one, or the current pointer does not verify.
     pub force: bool,
+    /// How long from now devices take the meta.
+    pub valid_for: Duration,
+    /// Keys the meta declares revoked; devices honour it only when a
+    /// recovery key signs it (docs/security.md).
+    pub revoke: Vec<PublicKey>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> PublishOptions {
+        PublishOptions {
+            keep: None,
+            force: false,
+            valid_for: parse_duration(DEFAULT_VALID_FOR).expect("the default is a duration"),
+            revoke: Vec::new(),
+        }
+    }
 }
 
 /// A version as named in the bucket: `<version>-<id>.*`.
@@ -74,8 +114,14 @@ pub enum PublishError {
     /// documentation).
     #[error("the channel's current meta cannot be trusted: {0}")]
     UntrustedPointer(#[source] ChannelError),
-    #[error("the bundle's signature {object}: {reason}")]
-    Signature { object: String, reason: String },
+    #[error("the meta signed for the channel does not verify against the trusted keys (devices would refuse it): {0}")]
+    Unverified(#[source] VerifyError),
+    #[error("the meta cannot be signed: {0}")]
+    Meta(#[from] MetaError),
+    #[error("{valid_for:?} is not a usable validity")]
+    Validity { valid_for: Duration },
+    #[error("the channel has no version to sign again")]
+    NothingToResign,
     #[error("reading the channel's current meta: {0}")]
     Current(#[source] ChannelError),
     #[error(transparent)]
@@ -89,16 +135,13 @@ pub enum PublishError {
 /// What the pointer says before publishing.
 enum Current {
     Empty,
-    Verified(VersionRef),
+    Verified(Box<SignedMeta>),
     Untrusted(ChannelError),
 }
 
 fn current(channel: &Channel) -> Result<Current, PublishError> {
     match channel.latest() {
-        Ok(signed) => Ok(Current::Verified(VersionRef {
-            version: signed.meta.version,
-            id: signed.meta.id,
-        })),
+        Ok(signed) => Ok(Current::Verified(Box::new(signed))),
         // `latest` maps a missing signature to a verification error, so
         // not found here is the pointer itself: a new channel.
         Err(ChannelError::Remote(RemoteError::NotFound { .. })) => Ok(Current::Empty),
@@ -111,39 +154,125 @@ fn current(channel: &Channel) -> Result<Current, PublishError> {
     }
 }
 
-/// Uploads `bundle` to the channel of `channel`'s remote, the pointer last,
-/// then prunes if asked. The bundle must verify against the channel's
-/// trusted keys (checked again here for the signature file uploaded), so
-/// nothing is published that devices would refuse. Publishing the same
-/// bundle again with `force` rewrites the same objects: idempotent.
+/// The version a signed meta names.
+fn version_ref(signed: &SignedMeta) -> VersionRef {
+    VersionRef {
+        version: signed.meta().version,
+        id: signed.meta().id,
+    }
+}
+
+/// `meta` signed by `keys` for the channel of `channel`, from now for
+/// `opts.valid_for`, with `revoked` keys; checked to verify against the
+/// channel's trusted keys, as devices will check it.
+fn sign_for_channel(
+    channel: &Channel,
+    meta: &Meta,
+    keys: &[&SecretKey],
+    opts: &PublishOptions,
+    revoked: Vec<String>,
+) -> Result<SignedMeta, PublishError> {
+    let now = Utc::now();
+    let signed_at = DateTime::from_timestamp(now.timestamp(), 0).expect("now is a valid time");
+    let expires = chrono::Duration::from_std(opts.valid_for)
+        .ok()
+        .and_then(|valid_for| signed_at.checked_add_signed(valid_for))
+        .filter(|&expires| expires > signed_at)
+        .ok_or(PublishError::Validity {
+            valid_for: opts.valid_for,
+        })?;
+    let published = Meta {
+        published: Some(Publication {
+            channel: channel.remote().config().channel.clone(),
+            signed_at,
+            expires,
+            revoked_keys: revoked,
+        }),
+        ..meta.clone()
+    };
+    let signed = SignedMeta::sign(published, keys)?;
+    verify_meta(signed.bytes(), signed.signatures(), channel.keys())
+        .map_err(PublishError::Unverified)?;
+    Ok(signed)
+}
+
+/// The revoked keys as the meta carries them, without repeats.
+fn revoked_keys(earlier: &[String], revoke: &[PublicKey]) -> Vec<String> {
+    let mut all = earlier.to_vec();
+    for key in revoke.iter().map(ToString::to_string) {
+        if !all.contains(&key) {
+            all.push(key);
+        }
+    }
+    all
+}
+
+/// The signature file to upload for `signed`: its signatures, and those of
+/// `current` when that is an earlier signing of the same version, so a
+/// device holding the pointer's old bytes still verifies them (see the
+/// module documentation). Only the new ones if both would not fit.
+fn signature_file_for(signed: &SignedMeta, current: Option<&SignedMeta>) -> Vec<u8> {
+    let mut file = signed.signatures().to_vec();
+    if let Some(current) = current.filter(|c| version_ref(c) == version_ref(signed)) {
+        if file.len() + current.signatures().len() <= MAX_SIGNATURE_FILE_BYTES {
+            file.extend_from_slice(current.signatures());
+        }
+    }
+    file
+}
+
+/// Uploads the version's meta and signature file, then the channel's
+/// pointer.
+fn upload_meta(
+    remote: &Remote,
+    signed: &SignedMeta,
+    signatures: &[u8],
+    uploaded: &mut Vec<String>,
+) -> Result<(), PublishError> {
+    let config = remote.config();
+    let meta = signed.meta();
+    // The signatures before the bytes they sign: a device that reads the
+    // new meta finds them.
+    let sig_key = config.object_key(&object_name(meta.version, meta.id, ObjectKind::MetaSig));
+    remote.put_bytes(&sig_key, signatures)?;
+    uploaded.push(sig_key);
+    let meta_key = config.object_key(&object_name(meta.version, meta.id, ObjectKind::Meta));
+    remote.put_bytes(&meta_key, signed.bytes())?;
+    uploaded.push(meta_key);
+    // Last: from here on devices see the new meta, and everything it names
+    // is in place (S3 PUTs are atomic and read-after-write consistent).
+    let pointer = config.channel_meta_key();
+    remote.put_bytes(&pointer, signed.bytes())?;
+    uploaded.push(pointer);
+    Ok(())
+}
+
+/// Signs `bundle`'s version for the channel of `channel`'s remote with
+/// `keys` and uploads it, the pointer last, then prunes if asked. The
+/// bundle must verify against the channel's trusted keys, and so must
+/// the meta signed here, so nothing is published that devices would
+/// refuse. Publishing the same bundle again with `force` rewrites the same
+/// objects and signs it again.
 pub fn publish(
     channel: &Channel,
     bundle: &Bundle,
+    keys: &[&SecretKey],
     opts: &PublishOptions,
     progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
     let remote = channel.remote();
     let config = remote.config();
-    let meta = &bundle.signed.meta;
-    let published = VersionRef {
-        version: meta.version,
-        id: meta.id,
-    };
+    let meta = bundle.signed.meta();
+    let published = version_ref(&bundle.signed);
+    let revoked = revoked_keys(&[], &opts.revoke);
+    // Signed (and checked) before anything else, so a refusal costs no
+    // upload.
+    let signed = sign_for_channel(channel, meta, keys, opts, revoked)?;
 
-    // Read before anything else, so the check costs no upload.
-    let sig_name = object_name(meta.version, meta.id, ObjectKind::MetaSig);
-    let sig = read_signature(bundle, &sig_name)?;
-    channel
-        .keys()
-        .verify(&bundle.signed.bytes, &sig)
-        .map_err(|e: SignatureError| PublishError::Signature {
-            object: sig_name.clone(),
-            reason: e.to_string(),
-        })?;
-
-    let previous = match current(channel)? {
-        Current::Empty => None,
-        Current::Verified(current) => {
+    let (previous, earlier) = match current(channel)? {
+        Current::Empty => (None, None),
+        Current::Verified(signed) => {
+            let current = version_ref(&signed);
             if published.version <= current.version {
                 if !opts.force {
                     return Err(PublishError::NotNewer {
@@ -159,14 +288,14 @@ pub fn publish(
                     );
                 }
             }
-            Some(current)
+            (Some(current), Some(signed))
         }
         Current::Untrusted(err) => {
             if !opts.force {
                 return Err(PublishError::UntrustedPointer(err));
             }
             warn!("forced: replacing the channel's meta, which cannot be trusted: {err}");
-            None
+            (None, None)
         }
     };
 
@@ -184,17 +313,8 @@ pub fn publish(
         remote.put_file(&key, &path, progress)?;
         uploaded.push(key);
     }
-    let meta_key = config.object_key(&object_name(meta.version, meta.id, ObjectKind::Meta));
-    remote.put_bytes(&meta_key, &bundle.signed.bytes)?;
-    uploaded.push(meta_key);
-    let sig_key = config.object_key(&sig_name);
-    remote.put_bytes(&sig_key, &sig)?;
-    uploaded.push(sig_key);
-    // Last: from here on devices see the new version, and everything it
-    // names is in place (S3 PUTs are atomic and read-after-write consistent).
-    let pointer = config.channel_meta_key();
-    remote.put_bytes(&pointer, &bundle.signed.bytes)?;
-    uploaded.push(pointer);
+    let signatures = signature_file_for(&signed, earlier.as_deref());
+    upload_meta(remote, &signed, &signatures, &mut uploaded)?;
     info!(version = %published, channel = %config.channel, "published");
 
     let pruned = match opts.keep {
@@ -212,20 +332,43 @@ pub fn publish(
     })
 }
 
-fn read_signature(bundle: &Bundle, name: &str) -> Result<Vec<u8>, PublishError> {
-    let path = bundle.dir.join(name);
-    let refuse = |reason: String| PublishError::Signature {
-        object: path.display().to_string(),
-        reason,
+/// Signs the channel's current version again with `keys`, valid for
+/// `opts.valid_for` from now, with `opts.revoke` added to the keys it
+/// revokes; everything else as it was. Its objects are not touched. The
+/// current meta must verify against the trusted keys (an expired one is
+/// fine: that is what re-signing is for).
+pub fn resign(
+    channel: &Channel,
+    keys: &[&SecretKey],
+    opts: &PublishOptions,
+) -> Result<PublishReport, PublishError> {
+    let current = match current(channel)? {
+        Current::Empty => return Err(PublishError::NothingToResign),
+        Current::Untrusted(err) => return Err(PublishError::UntrustedPointer(err)),
+        Current::Verified(current) => current,
     };
-    let sig = std::fs::read(&path).map_err(|e| refuse(e.to_string()))?;
-    if sig.len() > MAX_SIGNATURE_FILE_BYTES {
-        return Err(refuse(format!(
-            "{} bytes, more than the {MAX_SIGNATURE_FILE_BYTES} allowed",
-            sig.len()
-        )));
-    }
-    Ok(sig)
+    let earlier = current
+        .meta()
+        .published
+        .as_ref()
+        .map_or(&[][..], |p| &p.revoked_keys[..]);
+    let revoked = revoked_keys(earlier, &opts.revoke);
+    let signed = sign_for_channel(channel, current.meta(), keys, opts, revoked)?;
+    let mut uploaded = Vec::new();
+    upload_meta(
+        channel.remote(),
+        &signed,
+        &signature_file_for(&signed, Some(&current)),
+        &mut uploaded,
+    )?;
+    let version = version_ref(&signed);
+    info!(%version, channel = %channel.remote().config().channel, "signed again");
+    Ok(PublishReport {
+        published: version,
+        previous: Some(version),
+        uploaded,
+        pruned: Vec::new(),
+    })
 }
 
 /// Deletes the objects of all but the newest `keep` versions, never those of

@@ -10,6 +10,11 @@
 //! A signature file (`<version>-<id>.meta.sig`) holds one signature per line;
 //! during a key rotation the meta is signed by the old and the new key, and a
 //! device accepts it if any line verifies with a key it trusts.
+//!
+//! Besides the keys that sign versions, a device may trust recovery keys
+//! (kept offline; their signature also makes a meta's revocations count)
+//! and know revoked keys, whose signatures count for nothing
+//! (docs/security.md, "Key compromise").
 
 use std::fmt;
 
@@ -230,6 +235,8 @@ pub enum SignatureError {
     Malformed { line: usize, reason: KeyError },
     #[error("signed only by untrusted keys: {}", names.join(", "))]
     UntrustedKey { names: Vec<String> },
+    #[error("signed only by revoked keys: {}", names.join(", "))]
+    Revoked { names: Vec<String> },
     #[error("signature by trusted key {key:?} does not match the signed bytes")]
     BadSignature { key: String },
 }
@@ -239,11 +246,39 @@ pub fn signature_file(signatures: &[Signature]) -> String {
     signatures.iter().map(|s| format!("{s}\n")).collect()
 }
 
-/// The public keys a device trusts. Several may be trusted at once (a key
-/// rotation), and several may share a name.
+/// The public keys a device trusts: the keys that sign versions (several
+/// at once during a rotation, and several may share a name), recovery keys
+/// (which verify too, and whose signature makes a meta's revocations count),
+/// and revoked keys, which verify nothing even when listed as trusted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedKeys {
     keys: Vec<PublicKey>,
+    recovery: Vec<PublicKey>,
+    revoked: Vec<PublicKey>,
+}
+
+/// The keys whose signatures of a message verified: never empty, none
+/// revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signers {
+    keys: Vec<PublicKey>,
+    by_recovery_key: bool,
+}
+
+impl Signers {
+    /// The first key that verified.
+    pub fn first(&self) -> &PublicKey {
+        &self.keys[0]
+    }
+
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// Whether a recovery key is among them.
+    pub fn by_recovery_key(&self) -> bool {
+        self.by_recovery_key
+    }
 }
 
 impl TrustedKeys {
@@ -251,34 +286,62 @@ impl TrustedKeys {
         TrustedKeys::default()
     }
 
-    /// Adds a key; a key already present is not added twice.
+    /// Adds a key that signs versions; a key already present is not added
+    /// twice.
     pub fn insert(&mut self, key: PublicKey) {
         if !self.keys.contains(&key) {
             self.keys.push(key);
         }
     }
 
+    /// Adds a recovery key.
+    pub fn insert_recovery(&mut self, key: PublicKey) {
+        if !self.recovery.contains(&key) {
+            self.recovery.push(key);
+        }
+    }
+
+    /// Revokes a key: its signatures no longer verify anything.
+    pub fn revoke(&mut self, key: PublicKey) {
+        if !self.revoked.contains(&key) {
+            self.revoked.push(key);
+        }
+    }
+
+    /// The keys that sign versions, revoked ones included.
     pub fn iter(&self) -> impl Iterator<Item = &PublicKey> {
         self.keys.iter()
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
+    pub fn revoked(&self) -> &[PublicKey] {
+        &self.revoked
     }
 
+    pub fn is_revoked(&self, key: &PublicKey) -> bool {
+        self.revoked.contains(key)
+    }
+
+    /// Signing and recovery keys.
+    pub fn len(&self) -> usize {
+        self.keys.len() + self.recovery.len()
+    }
+
+    /// Whether there is no signing or recovery key at all.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     /// Checks a signature file (one `name:base64` per line, blank lines
-    /// ignored) against `message` and returns the trusted key that verified
-    /// it.
+    /// ignored) against `message` and returns every key, trusted or
+    /// recovery and not revoked, that one of its lines verifies with.
     ///
     /// The file must be well-formed as a whole: a malformed line rejects it
     /// even if another line would verify, so a corrupted file is noticed
     /// rather than half-trusted. Then any line by a trusted key name that
-    /// verifies is enough.
-    pub fn verify(&self, message: &[u8], sig_file: &[u8]) -> Result<&PublicKey, SignatureError> {
+    /// verifies is enough; lines that verify other bytes (a file that
+    /// also holds the signatures of an earlier signing of the same
+    /// version, see `publish --resign`) count for nothing.
+    pub fn verify(&self, message: &[u8], sig_file: &[u8]) -> Result<Signers, SignatureError> {
         if sig_file.len() > MAX_SIGNATURE_FILE_BYTES {
             return Err(SignatureError::TooLarge {
                 size: sig_file.len(),
@@ -301,18 +364,37 @@ impl TrustedKeys {
             return Err(SignatureError::NoSignature);
         }
 
+        let mut signers = Signers {
+            keys: Vec::new(),
+            by_recovery_key: false,
+        };
         let mut failed_key = None;
+        let mut revoked = Vec::new();
+        // Revoked keys too, listed or not: to say that a revoked key signed.
+        let candidates = self.keys.iter().chain(&self.recovery).chain(&self.revoked);
         for sig in &signatures {
-            for key in self.keys.iter().filter(|k| k.name == sig.key_name) {
-                if key.verifies(message, sig) {
-                    return Ok(key);
+            for key in candidates.clone().filter(|k| k.name == sig.key_name) {
+                if self.is_revoked(key) {
+                    if key.verifies(message, sig) && !revoked.contains(&key.name) {
+                        revoked.push(key.name.clone());
+                    }
+                } else if key.verifies(message, sig) {
+                    if !signers.keys.contains(key) {
+                        signers.keys.push(key.clone());
+                    }
+                    signers.by_recovery_key |= self.recovery.contains(key);
+                } else {
+                    failed_key.get_or_insert_with(|| key.name.clone());
                 }
-                failed_key.get_or_insert_with(|| key.name.clone());
             }
         }
-        Err(match failed_key {
-            Some(key) => SignatureError::BadSignature { key },
-            None => SignatureError::UntrustedKey {
+        if !signers.keys.is_empty() {
+            return Ok(signers);
+        }
+        Err(match (failed_key, revoked.is_empty()) {
+            (_, false) => SignatureError::Revoked { names: revoked },
+            (Some(key), true) => SignatureError::BadSignature { key },
+            (None, true) => SignatureError::UntrustedKey {
                 names: signatures.into_iter().map(|s| s.key_name).collect(),
             },
         })
@@ -452,7 +534,10 @@ mod tests {
         let key = SecretKey::parse(NIX_SECRET).unwrap();
         let file = signature_file(&[key.sign(b"m")]);
         let keys = trusted(&[&key]);
-        assert_eq!(keys.verify(b"m", file.as_bytes()).unwrap().name(), "test-1");
+        assert_eq!(
+            keys.verify(b"m", file.as_bytes()).unwrap().first().name(),
+            "test-1"
+        );
     }
 
     #[test]
@@ -474,8 +559,64 @@ mod tests {
         let keys = trusted(&[&first, &second]);
         let file = signature_file(&[second.sign(b"m")]);
         assert_eq!(
-            keys.verify(b"m", file.as_bytes()).unwrap(),
-            &second.public()
+            keys.verify(b"m", file.as_bytes()).unwrap().keys(),
+            [second.public()]
+        );
+    }
+
+    #[test]
+    fn revoked_keys_verify_nothing_and_recovery_keys_are_named() {
+        let old = SecretKey::generate("fleet").unwrap();
+        let new = SecretKey::generate("fleet-2").unwrap();
+        let recovery = SecretKey::generate("recovery").unwrap();
+        let mut keys = trusted(&[&old, &new]);
+        keys.insert_recovery(recovery.public());
+        let both = signature_file(&[old.sign(b"m"), recovery.sign(b"m")]);
+        let signers = keys.verify(b"m", both.as_bytes()).unwrap();
+        assert_eq!(signers.keys(), [old.public(), recovery.public()]);
+        assert!(signers.by_recovery_key());
+        assert!(!keys
+            .verify(b"m", signature_file(&[new.sign(b"m")]).as_bytes())
+            .unwrap()
+            .by_recovery_key());
+
+        // Revoked without being trusted (removed from the list) is still
+        // named as revoked.
+        let mut unlisted = trusted(&[&new]);
+        unlisted.revoke(old.public());
+        let by_old = signature_file(&[old.sign(b"m")]);
+        assert!(matches!(
+            unlisted.verify(b"m", by_old.as_bytes()),
+            Err(SignatureError::Revoked { .. })
+        ));
+
+        keys.revoke(old.public());
+        let err = keys.verify(b"m", by_old.as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            SignatureError::Revoked {
+                names: vec!["fleet".into()]
+            }
+        );
+        assert_eq!(err.to_string(), "signed only by revoked keys: fleet");
+        // Another line still vouches, without the revoked key.
+        let signers = keys.verify(b"m", both.as_bytes()).unwrap();
+        assert_eq!(signers.keys(), [recovery.public()]);
+    }
+
+    #[test]
+    fn lines_of_another_signing_count_for_nothing() {
+        // publish --resign keeps the signatures of the previous signing.
+        let key = SecretKey::generate("fleet").unwrap();
+        let file = signature_file(&[key.sign(b"new"), key.sign(b"old")]);
+        let keys = trusted(&[&key]);
+        assert!(keys.verify(b"new", file.as_bytes()).is_ok());
+        assert!(keys.verify(b"old", file.as_bytes()).is_ok());
+        assert_eq!(
+            keys.verify(b"other", file.as_bytes()),
+            Err(SignatureError::BadSignature {
+                key: "fleet".into()
+            })
         );
     }
 

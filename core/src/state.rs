@@ -1,6 +1,8 @@
 //! The updater's own state on the rw partition: versions that failed, the
 //! last check, the channel's latest version as last verified, and the last
-//! error.
+//! error. A cache: what must survive its loss (failed versions, revoked
+//! keys, the rollback floor) is kept on the ESP too (`update::records`,
+//! and each slot's signed meta).
 //!
 //! Written atomically (temporary file, fsync, rename, fsync of the
 //! directory), so a power cut leaves either the old or the new state. A
@@ -56,6 +58,12 @@ pub struct LatestSeen {
     pub version: u64,
     /// The last check that verified it.
     pub at: DateTime<Utc>,
+    /// When its meta was signed, and when it expires (absent in a state
+    /// written before metas carried them).
+    #[serde(default)]
+    pub signed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub expires: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +283,8 @@ mod tests {
         state.latest = Some(LatestSeen {
             version: 4,
             at: DateTime::from_timestamp(1_700_000_050, 0).unwrap(),
+            signed_at: DateTime::from_timestamp(1_700_000_000, 0),
+            expires: DateTime::from_timestamp(1_702_592_000, 0),
         });
         dir.save(&state).unwrap();
         assert_eq!(dir.load().unwrap(), state);

@@ -117,6 +117,7 @@ impl Drop for LoopDevice {
 /// also when the test fails.
 pub(crate) struct Mounted {
     pub(crate) dir: tempfile::TempDir,
+    device: PathBuf,
 }
 
 impl Mounted {
@@ -133,13 +134,36 @@ impl Mounted {
                 dir.path().to_str().unwrap(),
             ],
         );
-        Mounted { dir }
+        Mounted {
+            dir,
+            device: device.to_owned(),
+        }
     }
 }
 
 impl Drop for Mounted {
+    /// Unmounts, then waits until the kernel lets go of the device: on some
+    /// kernels `umount` returns before the block device's holder is released,
+    /// and an exclusive open right after it is refused as busy.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        use std::os::unix::fs::OpenOptionsExt;
+        let unmounted = Command::new("umount").arg(self.dir.path()).status();
+        if !matches!(unmounted, Ok(status) if status.success()) {
+            if std::thread::panicking() {
+                return;
+            }
+            panic!("umount {} failed: {unmounted:?}", self.dir.path().display());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL)
+            .open(&self.device)
+            .is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

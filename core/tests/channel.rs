@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use abnix_core::bundle::Bundle;
 use abnix_core::channel::{Channel, ChannelError, ImageFetch};
-use abnix_core::meta::{object_name, ObjectKind, VerifyError};
+use abnix_core::digest::Expected;
+use abnix_core::meta::{object_name, Meta, ObjectKind, VerifyError};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
 use abnix_core::progress::NoProgress;
 use abnix_core::publish::{publish, PublishError, PublishOptions, PublishReport, VersionRef};
 use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts,
+    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
 };
 use abnix_core::sign::{SecretKey, SignatureError, TrustedKeys};
 use abnix_testkit::images::{ext4_image, real_tree, seeded_random};
@@ -76,6 +77,7 @@ impl Fixture {
                 connect: Duration::from_secs(2),
                 read: Duration::from_secs(5),
             },
+            limits: TransferLimits::default(),
         };
         Fixture {
             server,
@@ -141,7 +143,13 @@ impl Fixture {
         bundle: &Bundle,
         opts: PublishOptions,
     ) -> Result<PublishReport, PublishError> {
-        publish(&self.trusted_channel(), bundle, &opts, &NoProgress)
+        publish(
+            &self.trusted_channel(),
+            bundle,
+            &[&self.key],
+            &opts,
+            &NoProgress,
+        )
     }
 
     fn key_of(&self, version: u64, kind: ObjectKind) -> String {
@@ -177,10 +185,10 @@ fn keep(n: usize) -> PublishOptions {
 /// a new sparse file at `target`.
 fn fetch(channel: &Channel, target: &Path) -> Result<ImageFetch, ChannelError> {
     let signed = channel.latest()?;
-    let index = channel.index(&signed.meta)?;
-    let mut file = sparse_file(target, signed.meta.image.size);
+    let index = channel.index(signed.meta())?;
+    let mut file = sparse_file(target, signed.meta().image.size);
     channel.write_image(
-        &signed.meta,
+        signed.meta(),
         &index,
         &mut file,
         &WriteOptions::default(),
@@ -247,11 +255,11 @@ fn round_trip_publish_then_fetch_gives_the_same_bytes() {
 
     // Kernel and initrd come back verified too.
     let channel = f.trusted_channel();
-    let meta = channel.latest().unwrap().meta;
+    let meta = channel.latest().unwrap().meta().clone();
     for artifact in [&meta.kernel, &meta.initrd] {
         let mut fetched = Vec::new();
         channel
-            .open_artifact(artifact)
+            .open_object(artifact)
             .unwrap()
             .read_to_end(&mut fetched)
             .unwrap();
@@ -270,8 +278,8 @@ fn publish_writes_every_object_before_the_pointer() {
         ObjectKind::Index,
         ObjectKind::Kernel,
         ObjectKind::Initrd,
-        ObjectKind::Meta,
         ObjectKind::MetaSig,
+        ObjectKind::Meta,
     ]
     .into_iter()
     .map(|kind| f.key_of(3, kind))
@@ -288,10 +296,21 @@ fn publish_writes_every_object_before_the_pointer() {
         .collect();
     let expected_paths: Vec<String> = expected.iter().map(|k| f.path_of(k)).collect();
     assert_eq!(written, expected_paths, "{requests:#?}");
-    // The pointer's bytes are exactly the signed meta.
+    // The pointer's bytes are exactly the version's meta: the bundle's,
+    // signed for the channel.
+    let pointer = fs::read(f.server.object_path(&f.config.channel_meta_key())).unwrap();
     assert_eq!(
-        fs::read(f.server.object_path(&f.config.channel_meta_key())).unwrap(),
-        bundle.signed.bytes
+        pointer,
+        fs::read(f.server.object_path(&f.key_of(3, ObjectKind::Meta))).unwrap()
+    );
+    let published = Meta::parse(&pointer).unwrap();
+    assert_eq!(published.published.as_ref().unwrap().channel, "kiosk");
+    assert_eq!(
+        Meta {
+            published: None,
+            ..published
+        },
+        *bundle.signed.meta()
     );
 }
 
@@ -303,7 +322,7 @@ fn a_check_that_finds_nothing_new_is_two_small_gets() {
     f.proxy.clear_requests();
 
     let latest = f.trusted_channel().latest().unwrap();
-    assert_eq!(latest.meta.version, 2);
+    assert_eq!(latest.meta().version, 2);
 
     let requests = f.proxy.requests();
     let seen: Vec<(&str, &str)> = requests
@@ -397,15 +416,15 @@ fn a_connection_cut_mid_image_resumes_with_a_range_request() {
     f.publish(&bundle, PublishOptions::default()).unwrap();
     let channel = f.trusted_channel();
     let signed = channel.latest().unwrap();
-    let index = channel.index(&signed.meta).unwrap();
+    let index = channel.index(signed.meta()).unwrap();
     f.proxy.clear_requests();
     f.proxy.cut_next_get(1 << 20);
 
     let target = f.target("fetched.img");
-    let mut file = sparse_file(&target, signed.meta.image.size);
+    let mut file = sparse_file(&target, signed.meta().image.size);
     let fetched = channel
         .write_image(
-            &signed.meta,
+            signed.meta(),
             &index,
             &mut file,
             &WriteOptions::default(),
@@ -517,12 +536,12 @@ fn publish_refuses_a_version_not_greater_than_the_current_one() {
     ));
     // Refused before any write.
     assert!(writes(&f.proxy.requests()).is_empty());
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 5);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 5);
 
     // Forced, the older version is published and the pointer names it.
     let report = f.publish(&v3, force()).unwrap();
     assert_eq!(report.previous.map(|p| p.version), Some(5));
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 3);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 3);
 }
 
 #[test]
@@ -548,6 +567,7 @@ fn a_pointer_that_does_not_verify_is_replaced_only_with_force() {
     publish(
         &f.channel(trusting(&[&stranger])),
         &foreign,
+        &[&stranger],
         &PublishOptions::default(),
         &NoProgress,
     )
@@ -592,7 +612,7 @@ fn a_pointer_that_does_not_verify_is_replaced_only_with_force() {
 
     let report = f.publish(&ours, force()).unwrap();
     assert_eq!(report.previous, None);
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 2);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 2);
 }
 
 #[test]
@@ -600,15 +620,20 @@ fn publish_refuses_a_bundle_the_channel_keys_do_not_trust() {
     let f = Fixture::new();
     let (bundle, _) = f.bundle(1);
     let stranger = SecretKey::generate("stranger").unwrap();
+    // The channel's keys would refuse the meta the fixture's key signs.
     let err = publish(
         &f.channel(trusting(&[&stranger])),
         &bundle,
+        &[&f.key],
         &PublishOptions::default(),
         &NoProgress,
     )
     .unwrap_err();
     assert!(
-        matches!(&err, PublishError::Signature { object, .. } if object.ends_with(".meta.sig")),
+        matches!(
+            &err,
+            PublishError::Unverified(VerifyError::Signature(SignatureError::UntrustedKey { .. }))
+        ),
         "{err:?}"
     );
     assert!(f.proxy.requests().is_empty(), "{:#?}", f.proxy.requests());
@@ -656,7 +681,7 @@ fn keep_prunes_all_but_the_newest_versions() {
         );
     }
     assert!(f.server.object_path(&foreign).exists());
-    assert_eq!(f.trusted_channel().latest().unwrap().meta.version, 4);
+    assert_eq!(f.trusted_channel().latest().unwrap().meta().version, 4);
 }
 
 #[test]
@@ -672,6 +697,7 @@ fn keep_never_prunes_the_version_just_published() {
     let opts = PublishOptions {
         keep: NonZeroUsize::new(1),
         force: true,
+        ..PublishOptions::default()
     };
     f.proxy.clear_requests();
     let report = f.publish(&v1, opts).unwrap();
@@ -709,15 +735,19 @@ fn tampered_small_objects_and_a_missing_signature_are_refused() {
     let (bundle, _) = f.bundle(3);
     f.publish(&bundle, PublishOptions::default()).unwrap();
     let channel = f.trusted_channel();
-    let meta = channel.latest().unwrap().meta;
+    let meta = channel.latest().unwrap().meta().clone();
 
+    // The kernel reads whole at its signed size: only the check against
+    // the meta (what boot control does as it writes it) refuses it.
     flip_byte(&f.server.object_path(&f.key_of(3, ObjectKind::Kernel)), 100);
     let mut kernel = Vec::new();
-    let err = channel
-        .open_artifact(&meta.kernel)
+    channel
+        .open_object(&meta.kernel)
         .unwrap()
         .read_to_end(&mut kernel)
-        .unwrap_err();
+        .unwrap();
+    let expected = Expected::new(&meta.kernel.object, meta.kernel.size, meta.kernel.sha256);
+    let err = expected.check(&kernel).unwrap_err();
     assert!(err.to_string().contains(&meta.kernel.object), "{err}");
 
     flip_byte(&f.server.object_path(&f.key_of(3, ObjectKind::Index)), 100);

@@ -18,7 +18,9 @@ use abnix_core::index::Index;
 use abnix_core::meta::{Artifact, FsType, Image, Meta, FORMAT_VERSION};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
 use abnix_core::progress::NoProgress;
-use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use abnix_testkit::images::seeded_random;
 use abnix_testkit::{credentials_file, FaultProxy, RecordedRequest, S3Server};
 use tempfile::TempDir;
@@ -73,6 +75,7 @@ impl Bucket {
                 connect: Duration::from_secs(2),
                 read: Duration::from_secs(5),
             },
+            limits: TransferLimits::default(),
         })
         .unwrap();
         // write_image_delta takes the meta as verified by the caller: no key
@@ -117,6 +120,8 @@ impl Bucket {
             version,
             id: Uuid::from_u128(version.into()),
             label: format!("test {version}"),
+            arch: abnix_core::layout::Arch::X86_64,
+            published: None,
             image: Image {
                 object: name,
                 compressed_size: object.len() as u64,

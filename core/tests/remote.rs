@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use abnix_core::progress::Progress;
 use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, PART_SIZE,
+    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
+    PART_SIZE,
 };
 use abnix_testkit::{credentials_file, FaultProxy, InjectedError, RecordedRequest, S3Server};
 use rand::rngs::StdRng;
@@ -44,6 +45,7 @@ fn config(endpoint: String, credentials: CredentialSource) -> RemoteConfig {
             connect: Duration::from_secs(2),
             read: Duration::from_secs(5),
         },
+        limits: TransferLimits::default(),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts,
+    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
 };
 use abnix_testkit::S3Server;
 
@@ -24,6 +24,7 @@ fn config(server: &S3Server) -> RemoteConfig {
             max_total: Duration::from_secs(20),
         },
         timeouts: Timeouts::default(),
+        limits: TransferLimits::default(),
     }
 }
 

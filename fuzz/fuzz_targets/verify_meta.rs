@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         let verified = verify_meta(rest, sig.as_bytes(), &keys);
         // A verified meta is exactly what was signed.
         if let Ok(signed) = verified {
-            assert_eq!(signed.bytes, rest);
+            assert_eq!(signed.bytes(), rest);
         }
     } else if let Some((len, rest)) = rest.split_first_chunk::<2>() {
         let split = usize::from(u16::from_le_bytes(*len)).min(rest.len());

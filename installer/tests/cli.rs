@@ -36,6 +36,11 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::for_arch(Arch::X86_64)
+    }
+
+    /// A bundle of a version for `arch` machines.
+    fn for_arch(arch: Arch) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         // Readable and writable by the unprivileged user of the sandbox test.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
@@ -55,7 +60,8 @@ impl Fixture {
         fs::write(&kernel, b"MZ kernel stand-in".repeat(100)).unwrap();
         fs::write(&initrd, b"070701 initrd stand-in".repeat(100)).unwrap();
         let secret = SecretKey::generate("cli-test").unwrap();
-        let input = PackInput::new(&image, &kernel, &initrd, "quiet", 3, "cli test", &secret);
+        let mut input = PackInput::new(&image, &kernel, &initrd, "quiet", 3, "cli test", &secret);
+        input.arch = arch;
         pack(&input, &dir.path().join("bundle"), &NoProgress).unwrap();
         make_world_readable(&dir.path().join("bundle"));
         Fixture {
@@ -178,7 +184,7 @@ fn an_unprivileged_user_builds_a_bootable_template() {
 /// and the disk gets aarch64's root type and `EFI/BOOT/BOOTAA64.EFI`.
 #[test]
 fn an_aarch64_template_is_built_on_an_x86_64_machine() {
-    let f = Fixture::new();
+    let f = Fixture::for_arch(Arch::Aarch64);
     let mut args = f.flags("aarch64.raw");
     args.extend(["--arch", "aarch64"].map(str::to_owned));
     let out = run_ok(

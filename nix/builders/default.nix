@@ -104,6 +104,9 @@ let
     cfg.label
     "--id"
     id
+    # Signed into the meta: devices of another architecture refuse it.
+    "--arch"
+    (pure.installerArch pkgs.stdenv.hostPlatform.system)
   ];
 
   # Signed inside the build, with the key read from a path that the sandbox
@@ -172,7 +175,7 @@ let
       work=$(mktemp -d)
       trap 'rm -rf "$work"' EXIT
       abnix-update pack ${packArgs} --key "$key" --out "$work/bundle"
-      abnix-update publish --bundle "$work/bundle" ''${endpoint:+--endpoint "$endpoint"} ${remoteArgs} ${trustedKeyArgs} "$@"
+      abnix-update publish --bundle "$work/bundle" --key "$key" ''${endpoint:+--endpoint "$endpoint"} ${remoteArgs} ${trustedKeyArgs} "$@"
     '';
   };
 

@@ -442,6 +442,7 @@ in
           Type = "oneshot";
           RemainAfterExit = true;
           ExecStart = "${update} mark-good ${withConfig}";
+          TimeoutStartSec = "5min";
         };
       };
 
@@ -457,11 +458,15 @@ in
         serviceConfig = {
           Type = "oneshot";
           ExecStart = "${update} update ${withConfig}";
-          # 4: a version was installed and waits for its reboot (docs/cli.md).
-          SuccessExitStatus = [ 4 ];
+          # 4: a version was installed and waits for its reboot (docs/cli.md);
+          # SIGTERM: the reboot it asked for stopped it (reboot = "immediate"),
+          # which a oneshot service counts as a failure unless told.
+          SuccessExitStatus = "4 SIGTERM";
           # The updater reports its progress as STATUS=; systemd ignores
           # that from a oneshot service unless allowed (systemd.service(5)).
           NotifyAccess = "main";
+          # Above the updater's own deadline (update_deadline, 6h).
+          TimeoutStartSec = "7h";
           # The host's own work comes first.
           Nice = 19;
           IOSchedulingClass = "idle";
@@ -493,7 +498,8 @@ in
           if systemctl is-active --quiet boot-complete.target; then
             exit 0
           fi
-          if systemctl is-active --quiet abnix-update.service; then
+          # A oneshot service is "activating" while it runs, never "active".
+          if [ "$(systemctl is-active abnix-update.service)" = activating ]; then
             echo "boot-complete.target not reached, but an update is running: not rebooting"
             exit 0
           fi

@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use crate::version::FixtureVersion;
 
 /// Packs `version` into the bundle directory `out` (created), signed with
-/// `key`; its label is `fixture v<N>`.
+/// `key`, for its kernel's architecture; its label is `fixture v<N>`.
 pub fn pack_fixture(version: &FixtureVersion, key: &SecretKey, out: &Path) -> Result<SignedMeta> {
-    let input = PackInput::new(
+    let mut input = PackInput::new(
         &version.image,
         &version.kernel,
         &version.initrd,
@@ -23,6 +23,7 @@ pub fn pack_fixture(version: &FixtureVersion, key: &SecretKey, out: &Path) -> Re
         format!("fixture v{}", version.version),
         key,
     );
+    input.arch = version.arch;
     pack(&input, out, &NoProgress)
         .with_context(|| format!("packing version {} into {}", version.version, out.display()))
 }

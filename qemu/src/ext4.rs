@@ -31,13 +31,6 @@ const MIB: u64 = 1 << 20;
 /// A read-only root filesystem holding `tree`, sized to fit, at `out`.
 /// `staging` is a scratch directory path (it must not exist); it is removed
 /// afterwards.
-///
-/// Deterministic: mke2fs takes its own times from `E2FSPROGS_FAKE_TIME`,
-/// the checksum and directory hash seeds are `SEED_UUID` whatever the
-/// version, and every inode's times and owner are then set with debugfs
-/// (mke2fs copies ctime from the staging files, which no one can set).
-/// Only then does the filesystem get its UUID: with `metadata_csum_seed`,
-/// tune2fs rewrites just the superblocks (e2fsprogs `tune2fs.c`, `-U`).
 pub fn read_only_image(
     tree: &Tree,
     uuid: Uuid,
@@ -46,10 +39,26 @@ pub fn read_only_image(
     staging: &Path,
 ) -> Result<()> {
     tree.write_directory(staging)?;
-    let inodes = tree.entry_count() as u64 + 32;
+    read_only_image_of(staging, uuid, label, out)?;
+    std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))
+}
+
+/// A read-only root filesystem holding what the directory `root` holds,
+/// sized to fit, at `out`.
+///
+/// Deterministic: mke2fs takes its own times from `E2FSPROGS_FAKE_TIME`,
+/// the checksum and directory hash seeds are `SEED_UUID` whatever the
+/// version, and every inode's times and owner are then set with debugfs
+/// (mke2fs copies ctime from the staging files, which no one can set).
+/// Only then does the filesystem get its UUID: with `metadata_csum_seed`,
+/// tune2fs rewrites just the superblocks (e2fsprogs `tune2fs.c`, `-U`).
+pub fn read_only_image_of(root: &Path, uuid: Uuid, label: &str, out: &Path) -> Result<()> {
+    let content = Content::of(root)?;
+    let entries = content.paths.len() as u64;
+    let inodes = entries + 32;
     // Data rounded up to a block per entry, the inode table, and room for the
     // superblock copies, group descriptors and bitmaps.
-    let bytes = tree.file_bytes()? + tree.entry_count() as u64 * BLOCK_SIZE + inodes * INODE_SIZE;
+    let bytes = content.file_bytes + entries * BLOCK_SIZE + inodes * INODE_SIZE;
     let size = (bytes + bytes / 20 + 2 * MIB).div_ceil(MIB) * MIB;
     create_sized(out, size)?;
     tool::run(
@@ -64,11 +73,10 @@ pub fn read_only_image(
             .arg("-E")
             .arg(format!("root_owner=0:0,hash_seed={SEED_UUID}"))
             .arg("-d")
-            .arg(staging)
+            .arg(root)
             .arg(out),
     )?;
-    std::fs::remove_dir_all(staging).with_context(|| format!("removing {}", staging.display()))?;
-    fix_inodes(out, tree)?;
+    fix_inodes(out, &content.paths)?;
     tool::run(
         Command::new("tune2fs")
             .env("E2FSPROGS_FAKE_TIME", FIXED_TIME.to_string())
@@ -77,6 +85,45 @@ pub fn read_only_image(
             .arg(out),
     )?;
     Ok(())
+}
+
+/// What a directory holds, for sizing an image of it.
+struct Content {
+    /// Every entry's path below the root (`usr/bin`), not following links.
+    paths: Vec<String>,
+    /// The bytes its regular files hold.
+    file_bytes: u64,
+}
+
+impl Content {
+    fn of(root: &Path) -> Result<Content> {
+        let mut content = Content {
+            paths: Vec::new(),
+            file_bytes: 0,
+        };
+        content.walk(root, "")?;
+        Ok(content)
+    }
+
+    fn walk(&mut self, dir: &Path, prefix: &str) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let name = entry.file_name();
+            let name = name
+                .to_str()
+                .with_context(|| format!("{}: a name that is not UTF-8", entry.path().display()))?;
+            let path = format!("{prefix}{name}");
+            let kind = entry.file_type()?;
+            if kind.is_file() {
+                self.file_bytes += entry.metadata()?.len();
+            }
+            self.paths.push(path.clone());
+            if kind.is_dir() {
+                self.walk(&entry.path(), &format!("{path}/"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An empty ext4 filesystem of `size` bytes at `out` (a read-write
@@ -131,7 +178,7 @@ fn mkfs(uuid: &str, label: &str) -> Command {
 }
 
 /// Sets every inode's times to [`FIXED_TIME`] and its owner to root.
-fn fix_inodes(image: &Path, tree: &Tree) -> Result<()> {
+fn fix_inodes(image: &Path, paths: &[String]) -> Result<()> {
     let time = format!("@{FIXED_TIME}");
     let fields = [
         ("atime", time.as_str()),
@@ -142,7 +189,7 @@ fn fix_inodes(image: &Path, tree: &Tree) -> Result<()> {
         ("gid", "0"),
     ];
     let mut commands = String::new();
-    for path in std::iter::once("").chain(tree.paths()) {
+    for path in std::iter::once("").chain(paths.iter().map(String::as_str)) {
         if path.contains(['"', '\n']) {
             bail!("{path:?}: debugfs cannot address this path");
         }

@@ -2,7 +2,8 @@
 //! on 127.0.0.1, which guests reach at 10.0.2.2 through QEMU's user
 //! network), the operator's signing key, one channel, and releases built
 //! as fixture versions, packed with the project's own `pack` and published
-//! with the project's own `abnix-update publish`.
+//! with the project's own `abnix-update publish`; busybox hosts
+//! ([`crate::version`]) or systemd hosts ([`crate::systemd_host`]).
 //!
 //! Every host of the fleet carries the same device config (the bucket, the
 //! channel, the trusted key, tries and reboot policy) and a credentials
@@ -23,6 +24,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::bundle::pack_fixture;
 use crate::kernel::Kernel;
+use crate::systemd_host::{self, HostSpec, CHECK_INTERVAL};
 use crate::version::{FixtureFile, FixtureVersion, VersionSpec};
 use crate::workspace;
 
@@ -51,8 +53,10 @@ pub struct Release {
     pub version: FixtureVersion,
     pub bundle: PathBuf,
     pub meta: SignedMeta,
-    /// The key that signed it.
+    /// The key that signed it, and its secret key file, which `publish`
+    /// signs the channel's meta with.
     pub signer: PublicKey,
+    pub key_file: PathBuf,
 }
 
 /// The bucket, the key and the channel of one fleet; the server stops when
@@ -62,6 +66,8 @@ pub struct Fleet {
     channel: String,
     dir: PathBuf,
     key: SecretKey,
+    /// The signing key's file (mode 0600), for `publish`.
+    key_file: PathBuf,
     policy: Policy,
     updater: PathBuf,
     /// The operator's credentials file (mode 0600), for `publish`.
@@ -75,10 +81,14 @@ impl Fleet {
         let server = S3Server::start();
         let credentials = dir.join("operator-credentials.toml");
         write_secret(&credentials, &credentials_toml(&server))?;
+        let key = SecretKey::generate("abnix-fleet")?;
+        let key_file = dir.join("fleet.key");
+        write_secret(&key_file, &key.to_string())?;
         Ok(Fleet {
             channel: channel.to_owned(),
             dir: dir.to_owned(),
-            key: SecretKey::generate("abnix-fleet")?,
+            key,
+            key_file,
             policy,
             updater: workspace::release_binary("abnix-updater", "abnix-update")?,
             credentials,
@@ -100,7 +110,8 @@ impl Fleet {
 
     /// `/etc/abnix/config.toml` of the fleet's hosts, checked with the
     /// parser the updater uses. `reboot = "immediate"`: a host reboots into
-    /// a new version as soon as it is installed.
+    /// a new version as soon as it is installed. `check_interval` is the
+    /// systemd hosts' timer's (busybox hosts check in a loop, faster).
     pub fn device_config(&self) -> Result<String> {
         let text = format!(
             "endpoint = \"http://10.0.2.2:{port}\"\n\
@@ -113,6 +124,7 @@ impl Fleet {
              trusted_keys = [\"{key}\"]\n\
              tries = {tries}\n\
              reboot = \"immediate\"\n\
+             check_interval = \"{CHECK_INTERVAL}\"\n\
              state_dir = \"/var/lib/abnix\"\n",
             port = self.server.addr().port(),
             bucket = self.server.bucket(),
@@ -128,12 +140,12 @@ impl Fleet {
     /// device config, the credentials, the shared and own payload) and packs
     /// it into a signed bundle under the fleet's directory.
     pub fn release(&self, mut spec: VersionSpec, kernel: &Kernel) -> Result<Release> {
-        let name = format!("v{}-{}", spec.version, spec.behaviour.name());
-        let dir = self.dir.join(&name);
+        let dir = self
+            .dir
+            .join(format!("v{}-{}", spec.version, spec.behaviour.name()));
         spec.binaries.push(self.updater.clone());
+        spec.files.extend(self.host_files()?);
         spec.files.extend([
-            FixtureFile::new("/etc/abnix/config.toml", 0o644, self.device_config()?),
-            FixtureFile::new(GUEST_CREDENTIALS, 0o600, credentials_toml(&self.server)),
             FixtureFile::new(
                 "/usr/share/fixture/shared",
                 0o644,
@@ -146,6 +158,34 @@ impl Fleet {
             ),
         ]);
         let version = FixtureVersion::build(&spec, kernel, &dir)?;
+        self.pack(version, &dir)
+    }
+
+    /// Builds version `spec` of a systemd host ([`systemd_host`]) of this
+    /// fleet (with the device config and the credentials) and packs it.
+    pub fn release_systemd_host(&self, mut spec: HostSpec, kernel: &Kernel) -> Result<Release> {
+        let dir = self.dir.join(format!(
+            "v{}-systemd-{}-{}",
+            spec.version,
+            spec.host.health.name(),
+            spec.host.fs.name()
+        ));
+        spec.files.extend(self.host_files()?);
+        let version = systemd_host::build(&spec, kernel, &dir)?;
+        self.pack(version, &dir)
+    }
+
+    /// The files every host of the fleet carries: its device config and
+    /// its bucket credentials.
+    fn host_files(&self) -> Result<[FixtureFile; 2]> {
+        Ok([
+            FixtureFile::new("/etc/abnix/config.toml", 0o644, self.device_config()?),
+            FixtureFile::new(GUEST_CREDENTIALS, 0o600, credentials_toml(&self.server)),
+        ])
+    }
+
+    /// Packs `version` into a signed bundle in `dir`.
+    fn pack(&self, version: FixtureVersion, dir: &Path) -> Result<Release> {
         let bundle = dir.join("bundle");
         let meta = pack_fixture(&version, &self.key, &bundle)?;
         Ok(Release {
@@ -153,6 +193,7 @@ impl Fleet {
             bundle,
             meta,
             signer: self.public_key(),
+            key_file: self.key_file.clone(),
         })
     }
 
@@ -161,33 +202,39 @@ impl Fleet {
         let stranger = SecretKey::generate("stranger")?;
         let bundle = release.bundle.with_file_name("bundle-by-stranger");
         let meta = pack_fixture(&release.version, &stranger, &bundle)?;
+        let key_file = release.bundle.with_file_name("stranger.key");
+        write_secret(&key_file, &stranger.to_string())?;
         Ok(Release {
             version: release.version.clone(),
             bundle,
             meta,
             signer: stranger.public(),
+            key_file,
         })
     }
 
     /// Publishes `release` with `abnix-update publish`, as whoever holds
-    /// its signing key: the bundle is checked against that key. `force`
-    /// publishes over a newer channel meta, or one that key does not
-    /// verify (what an operator does on purpose, or an intruder would).
+    /// its signing key: the bundle is checked against that key, which signs
+    /// it for the channel. `force` publishes over a newer channel meta, or
+    /// one that key does not verify (what an operator does on purpose, or
+    /// an intruder would).
     pub fn publish(&self, release: &Release, force: bool) -> Result<()> {
+        self.publish_on(&self.channel, release, force)
+    }
+
+    /// Publishes `release` on `channel` of the same bucket (see
+    /// [`Fleet::publish`]).
+    pub fn publish_on(&self, channel: &str, release: &Release, force: bool) -> Result<()> {
         let mut publish = Command::new(&self.updater);
         publish
             .arg("publish")
             .arg("--bundle")
             .arg(&release.bundle)
+            .arg("--key")
+            .arg(&release.key_file)
             .args(["--endpoint", &self.server.endpoint()])
             .args(["--region", "us-east-1", "--bucket", self.server.bucket()])
-            .args([
-                "--prefix",
-                PREFIX,
-                "--channel",
-                &self.channel,
-                "--path-style",
-            ])
+            .args(["--prefix", PREFIX, "--channel", channel, "--path-style"])
             .arg("--credentials")
             .arg(&self.credentials)
             .args(["--trusted-key", &release.signer.to_string()]);
@@ -200,7 +247,7 @@ impl Fleet {
         ensure!(
             output.status.success(),
             "abnix-update publish of version {} failed ({}): {}",
-            release.meta.meta.version,
+            release.meta.meta().version,
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
@@ -212,7 +259,7 @@ impl Fleet {
     /// chunk's frame, so whatever part of it a host downloads fails its
     /// hash. The object keeps its size.
     pub fn tamper_image(&self, release: &Release) -> Result<()> {
-        let meta = &release.meta.meta;
+        let meta = &release.meta.meta();
         let index_path = release.bundle.join(&meta.index.object);
         let index = Index::parse(
             &fs::read(&index_path).with_context(|| format!("reading {}", index_path.display()))?,
@@ -224,6 +271,39 @@ impl Fleet {
             bytes[usize::try_from(middle)?] ^= 0x55;
         }
         fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Alters the stored kernel object of `release` as a bucket writer
+    /// would: one byte flipped in its middle, its size kept, so only its
+    /// hash can tell.
+    pub fn tamper_kernel(&self, release: &Release) -> Result<()> {
+        let path = self.object_path(&release.meta.meta().kernel.object);
+        let mut bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Copies `release`, as published on channel `from`, into the fleet's
+    /// channel as a bucket writer would: its objects, its meta and
+    /// signatures, and `from`'s channel meta as the fleet channel's.
+    pub fn copy_from_channel(&self, from: &str, release: &Release) -> Result<()> {
+        let copy = |from: PathBuf, to: PathBuf| {
+            fs::copy(&from, &to)
+                .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+        };
+        for name in release.meta.meta().object_names() {
+            copy(
+                self.server.object_path(&format!("{PREFIX}/{from}/{name}")),
+                self.object_path(&name),
+            )?;
+        }
+        copy(
+            self.server.object_path(&format!("{PREFIX}/{from}.meta")),
+            self.server
+                .object_path(&format!("{PREFIX}/{}.meta", self.channel)),
+        )?;
+        Ok(())
     }
 
     /// Where the server keeps the channel's object `name`.

@@ -1,9 +1,11 @@
 //! The fixture initramfs: busybox, the kernel modules the machine needs, and
 //! `scripts/initramfs-init.sh` as `/init`.
 //!
-//! Two variants share everything but their mode:
+//! Three variants share everything but their mode:
 //! - [`boot_initramfs`]: a host's initrd: finds `root=UUID=…`, mounts it
 //!   read-only and `switch_root`s into it;
+//! - [`systemd_host_initramfs`]: the same for an erofs or ext4 root, with
+//!   the mounts a NixOS host's stage 1 makes, then systemd;
 //! - [`installer_initramfs`]: an installer environment: runs one command
 //!   (e.g. `abnix-install …`), prints its exit code and powers off.
 
@@ -24,6 +26,12 @@ const INIT: &str = include_str!("../scripts/initramfs-init.sh");
 /// at once instead of after seconds of jitter collection under TCG).
 pub const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng"];
 
+/// What a systemd host loads besides: erofs roots, and the `/etc` overlay.
+const SYSTEMD_HOST_MODULES: &[&str] = &["erofs", "overlay"];
+
+/// Where Debian's systemd is: a systemd host's init.
+const SYSTEMD: &str = "/lib/systemd/systemd";
+
 /// What the installer environment runs, and what it needs to run it.
 #[derive(Debug, Clone, Default)]
 pub struct InstallerEnv {
@@ -37,13 +45,20 @@ pub struct InstallerEnv {
 
 /// Writes the initrd of a fixture host to `out`.
 pub fn boot_initramfs(kernel: &Kernel, out: &Path) -> Result<()> {
-    let tree = base_tree(kernel, "boot")?;
+    let tree = base_tree(kernel, "boot", MODULES, "/init")?;
+    write(&tree, out)
+}
+
+/// Writes the initrd of a systemd host ([`crate::systemd_host`]) to `out`.
+pub fn systemd_host_initramfs(kernel: &Kernel, out: &Path) -> Result<()> {
+    let modules = [MODULES, SYSTEMD_HOST_MODULES].concat();
+    let tree = base_tree(kernel, "systemd-host", &modules, SYSTEMD)?;
     write(&tree, out)
 }
 
 /// Writes an installer environment running `env.command` to `out`.
 pub fn installer_initramfs(kernel: &Kernel, env: &InstallerEnv, out: &Path) -> Result<()> {
-    let mut tree = base_tree(kernel, "installer")?;
+    let mut tree = base_tree(kernel, "installer", MODULES, "")?;
     tree.file("etc/fixture/installer-command", 0o644, env.command.as_str());
     for binary in &env.binaries {
         tree.binary(binary, "bin")?;
@@ -54,7 +69,9 @@ pub fn installer_initramfs(kernel: &Kernel, env: &InstallerEnv, out: &Path) -> R
     write(&tree, out)
 }
 
-fn base_tree(kernel: &Kernel, mode: &str) -> Result<Tree> {
+/// The tree every variant shares: busybox, `modules` (with what they need),
+/// the init script, told its mode and the root's `init` to start.
+fn base_tree(kernel: &Kernel, mode: &str, modules: &[&str], init: &str) -> Result<Tree> {
     let mut tree = Tree::new();
     tree.busybox(kernel.arch)?;
     tree.file("init", 0o755, INIT);
@@ -64,7 +81,7 @@ fn base_tree(kernel: &Kernel, mode: &str) -> Result<Tree> {
     for directory in ["proc", "sys", "tmp", "run"] {
         tree.directory(directory);
     }
-    let modules = kernel.modules_in_load_order(MODULES)?;
+    let modules = kernel.modules_in_load_order(modules)?;
     for module in &modules {
         tree.host_file(&format!("lib/modules/{}.ko", module.name), &module.file)?;
     }
@@ -73,9 +90,10 @@ fn base_tree(kernel: &Kernel, mode: &str) -> Result<Tree> {
         "etc/fixture/initramfs.env",
         0o644,
         format!(
-            "MODE={}\nMODULES={}\n",
+            "MODE={}\nMODULES={}\nINIT={}\n",
             quote(mode),
-            quote(&names.join(" "))
+            quote(&names.join(" ")),
+            quote(init)
         ),
     );
     Ok(tree)

@@ -9,6 +9,9 @@
 //! - [`version`]: fixture versions: root filesystem image + kernel + initrd +
 //!   command line, with a `/init` whose [`version::Behaviour`] the test
 //!   chooses (healthy, never healthy, kernel panic);
+//! - [`systemd_host`]: fixture versions with systemd as PID 1, built on a
+//!   Debian root ([`debian_root`], `mmdebstrap`), running the units of
+//!   `systemd/` with an erofs ([`erofs`]) or ext4 root;
 //! - [`bundle`]: fixture versions packed into signed bundles;
 //! - [`fleet`]: a bucket on a real S3 server, a signing key and a channel,
 //!   with releases published by `abnix-update publish` for hosts that
@@ -24,14 +27,17 @@
 //!   switched on, watched over the console, its power cut;
 //! - [`scenarios`]: the stories DESIGN §8.3 asks for (install, update,
 //!   fallback, power cuts, bad input), shared by `tests/scenarios.rs` and
-//!   the demo.
+//!   the demo; [`systemd_scenarios`]: those of the systemd hosts
+//!   (`tests/systemd.rs`).
 //!
 //! See `qemu/README.md` for a walk through.
 
 pub mod bundle;
 pub mod cpio;
 pub mod debian;
+pub mod debian_root;
 pub mod disk;
+pub mod erofs;
 pub mod ext4;
 pub mod fleet;
 pub mod initramfs;
@@ -43,6 +49,8 @@ pub mod scenarios;
 mod shell;
 pub mod story;
 pub mod system_disk;
+pub mod systemd_host;
+pub mod systemd_scenarios;
 mod tool;
 pub mod tree;
 pub mod version;

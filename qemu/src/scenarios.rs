@@ -49,7 +49,7 @@ fn first_boot(story: &mut Story, version: u64) -> Result<()> {
 pub fn install(story: &mut Story) -> Result<String> {
     story.say("an installer environment boots with an empty disk beside its medium; abnix-install must choose the disk, provision it and power off");
     let first = story.release(Kind::Good)?;
-    let version = first.meta.meta.version;
+    let version = first.meta.meta().version;
     story.publish(&first, false)?;
     story.install_in_guest(&first)?;
     first_boot(story, version)?;
@@ -67,7 +67,7 @@ pub fn update(story: &mut Story) -> Result<String> {
     let from = story.running()?;
     let target = from.slot.other();
     let next = story.release(Kind::Good)?;
-    let version = next.meta.meta.version;
+    let version = next.meta.meta().version;
     story.publish(&next, false)?;
     let written = story.expect_update(version, target)?;
     let reused = written
@@ -80,7 +80,7 @@ pub fn update(story: &mut Story) -> Result<String> {
     );
     // The fixture versions differ in a few files only: issue 8's target for
     // such a change is at most 15% of the compressed image.
-    let compressed = next.meta.meta.image.compressed_size;
+    let compressed = next.meta.meta().image.compressed_size;
     let Some(downloaded) = written.downloaded_bytes() else {
         bail!(
             "the update did not say what it downloaded: {}",
@@ -122,7 +122,7 @@ pub fn fallback(story: &mut Story) -> Result<String> {
     let mut failed = Vec::new();
     for kind in [Kind::NeverHealthy, Kind::KernelPanic] {
         let bad = story.release(kind)?;
-        let version = bad.meta.meta.version;
+        let version = bad.meta.meta().version;
         story.publish(&bad, false)?;
         story.expect_update(version, target)?;
         let trials = falls_back(story, version, target, good)?;
@@ -148,7 +148,7 @@ pub fn fallback(story: &mut Story) -> Result<String> {
         ));
     }
     let fixed = story.release(Kind::Good)?;
-    let version = fixed.meta.meta.version;
+    let version = fixed.meta.meta().version;
     story.publish(&fixed, false)?;
     story.expect_update(version, target)?;
     story.expect_healthy(version, target)?;
@@ -467,7 +467,7 @@ fn cut_round(story: &mut Story, phase: Phase, tally: &mut Tally) -> Result<()> {
     let from = story.running()?;
     let target = from.slot.other();
     let next = story.release(Kind::Good)?;
-    let version = next.meta.meta.version;
+    let version = next.meta.meta().version;
     story.say(format!(
         "-- power cuts {}: version {version} goes into slot {target}",
         phase.describe()
@@ -663,12 +663,13 @@ fn describe_state(state: SlotState) -> String {
     }
 }
 
-/// e. Bad input: an image object damaged in the bucket, a meta signed by a
-/// key the host does not trust, and a meta of an older version. Each time
-/// the host stays on its version, writes nothing it would boot, and its
-/// status says why.
+/// e. Bad input: an image object damaged in the bucket, a kernel object
+/// altered in the bucket (same length), a version published for another
+/// channel copied into the host's, a meta signed by a key the host does not
+/// trust, and a meta of an older version. Each time the host stays on its
+/// version, activates nothing, and its status says why.
 pub fn bad_input(story: &mut Story) -> Result<String> {
-    story.say("the bucket offers a damaged image, a stranger's signature and an older version; the host must refuse each and say why");
+    story.say("the bucket offers a damaged image, an altered kernel, another channel's version, a stranger's signature and an older version; the host must refuse each and say why");
     let on = story.running()?;
     ensure!(
         on.version >= 2,
@@ -678,6 +679,14 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
         format!("activating slot {}", on.slot.other()),
         "rebooting into".to_owned(),
     ];
+    // Refused before anything of it is written.
+    let never_written = |version: u64| {
+        [
+            &never_boots[..],
+            &[format!("writing the image of version {version}")],
+        ]
+        .concat()
+    };
 
     // The damage is done while the host is off, so it never sees the
     // object whole.
@@ -687,7 +696,7 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
     story.fleet.tamper_image(&damaged)?;
     story.say(format!(
         "damaged the image object of version {} in the bucket (a byte in every chunk's frame)",
-        damaged.meta.meta.version
+        damaged.meta.meta().version
     ));
     story.switch_on()?;
     story.expect_boot(on.version, on.slot)?;
@@ -697,37 +706,59 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
     })?;
     story.say(format!("status: last error: {}", status.error()));
 
+    // The image verifies; the kernel, the same length as the signed one,
+    // does not: written as it is read, refused by its hash before the slot
+    // file that would make the slot bootable.
+    let altered = story.release(Kind::Good)?;
+    story.publish(&altered, false)?;
+    story.fleet.tamper_kernel(&altered)?;
+    story.say(format!(
+        "altered the kernel object of version {} in the bucket (one byte, same length)",
+        altered.meta.meta().version
+    ));
+    let kernel = altered.meta.meta().kernel.object.clone();
+    let status = story.await_status("the altered kernel refused", 5, &never_boots, |status| {
+        status.error().contains(&kernel) && status.error().contains("SHA-256")
+    })?;
+    story.say(format!("status: last error: {}", status.error()));
+
+    // Signed by the fleet's key, for channel "beta": copied with its
+    // objects into the host's channel by whoever can write the bucket.
+    let foreign = story.release(Kind::Good)?;
+    story.fleet.publish_on("beta", &foreign, false)?;
+    story.fleet.copy_from_channel("beta", &foreign)?;
+    let version = foreign.meta.meta().version;
+    story.say(format!(
+        "published version {version} on channel beta and copied it, objects and meta, into {}",
+        story.fleet.channel()
+    ));
+    let status = story.await_status(
+        "the other channel's meta refused",
+        5,
+        &never_written(version),
+        |status| status.error().contains("published for channel \"beta\""),
+    )?;
+    story.say(format!("status: last error: {}", status.error()));
+
     let stranger = story.release(Kind::Good)?;
     let stranger = story.fleet.signed_by_stranger(&stranger)?;
     story.publish(&stranger, true)?;
-    let never = [
-        &never_boots[..],
-        &[format!(
-            "writing the image of version {}",
-            stranger.meta.meta.version
-        )],
-    ]
-    .concat();
-    let status = story.await_status("the stranger's meta refused", 5, &never, |status| {
-        status.error().contains("untrusted")
-    })?;
+    let status = story.await_status(
+        "the stranger's meta refused",
+        5,
+        &never_written(stranger.meta.meta().version),
+        |status| status.error().contains("untrusted"),
+    )?;
     story.say(format!("status: last error: {}", status.error()));
 
     let older = story.release_numbered(on.version - 1, Kind::Good)?;
     story.publish(&older, true)?;
-    let never = [
-        &never_boots[..],
-        &[format!(
-            "writing the image of version {}",
-            older.meta.meta.version
-        )],
-    ]
-    .concat();
-    let status = story.await_status("the older version ignored", 5, &never, |status| {
-        status
-            .check_result()
-            .contains("older than the booted version")
-    })?;
+    let status = story.await_status(
+        "the older version ignored",
+        5,
+        &never_written(older.meta.meta().version),
+        |status| status.check_result().contains("not newer than version"),
+    )?;
     story.say(format!("status: last check: {}", status.check_result()));
     let booted = status.slot(on.slot)?;
     ensure!(
@@ -740,7 +771,7 @@ pub fn bad_input(story: &mut Story) -> Result<String> {
         on.slot
     );
     Ok(format!(
-        "damaged image, untrusted signature, older version: all refused, still version {} in slot {}",
+        "damaged image, altered kernel, another channel's meta, untrusted signature, older version: all refused, still version {} in slot {}",
         on.version, on.slot
     ))
 }

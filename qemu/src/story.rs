@@ -35,6 +35,7 @@ use crate::fleet::{Fleet, Policy, Release};
 use crate::initramfs::{self, InstallerEnv};
 use crate::kernel::Kernel;
 use crate::system_disk::AbnixDisk;
+use crate::systemd_host::{Host, HostSpec};
 use crate::tree::Tree;
 use crate::version::{AfterCommands, Behaviour, VersionSpec};
 use crate::vm::{Boot, ConsoleLine, Firmware, Machine, MachineSpec, OnReboot, Vm, VmError};
@@ -48,13 +49,26 @@ pub const STEP: Duration = Duration::from_secs(120);
 /// A whole update: the image written and read back under TCG.
 pub const UPDATE: Duration = Duration::from_secs(420);
 
-/// The disk every story's machine has: two 48 MiB slots, a 64 MiB ESP and
-/// the rest for `abnix-rw`.
-const DISK_BYTES: u64 = 256 << 20;
-const SLOT_SIZE: &str = "48M";
-const ESP_SIZE: &str = "64M";
+/// The size of a story's disk and of its slots and ESP (`abnix-install`'s
+/// `--size`, `--slot-size`, `--esp-size`); the rest is `abnix-rw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSize {
+    pub bytes: u64,
+    pub slot: &'static str,
+    pub esp: &'static str,
+}
+
+impl DiskSize {
+    /// For busybox hosts: two 48 MiB slots, a 64 MiB ESP, 256 MiB in all.
+    pub const BUSYBOX: DiskSize = DiskSize {
+        bytes: 256 << 20,
+        slot: "48M",
+        esp: "64M",
+    };
+}
 const MARK_GOOD: &str = "abnix-update mark-good";
-/// The status line a fleet host prints after each update run.
+/// What precedes the status a fleet host prints on one line (after each
+/// update run; a systemd host at each boot).
 const STATUS: &str = "ABNIX-STATUS ";
 const UPDATE_EXIT: &str = "ABNIX-UPDATE exit=";
 const SYSTEMD_BOOT_EFI_DIR: &str = "/usr/lib/systemd/boot/efi";
@@ -185,6 +199,18 @@ impl HostStatus {
 
     pub fn has_failed(&self, version: u64) -> bool {
         self.failed_versions.iter().any(|f| f.version == version)
+    }
+
+    /// The host says `slot` is booted and good, with `version`.
+    pub fn ensure_booted_good(&self, slot: Slot, version: u64) -> Result<()> {
+        let booted = self.slot(slot)?;
+        ensure!(
+            self.booted.as_deref() == Some(slot.name())
+                && booted.state == "good"
+                && booted.version == Some(version),
+            "the host should say slot {slot} is booted and good with version {version}: {self:?}"
+        );
+        Ok(())
     }
 }
 
@@ -333,6 +359,7 @@ pub struct Story {
     dir: PathBuf,
     kernel: Kernel,
     disk: PathBuf,
+    disk_size: DiskSize,
     machine: Option<Machine>,
     vm: Option<Vm>,
     /// What the host runs (or boots next) as the story knows it.
@@ -355,6 +382,7 @@ impl Story {
             fleet,
             name: full_name,
             disk: dir.join("disk.raw"),
+            disk_size: DiskSize::BUSYBOX,
             dir,
             kernel: Kernel::debian_cloud(Arch::native())?,
             machine: None,
@@ -364,6 +392,12 @@ impl Story {
             started: Instant::now(),
             chapters: Vec::new(),
         })
+    }
+
+    /// The same story with disks of `size` (before anything is installed).
+    pub fn with_disk_size(mut self, size: DiskSize) -> Story {
+        self.disk_size = size;
+        self
     }
 
     /// Narrates one line.
@@ -453,7 +487,23 @@ impl Story {
         self.say(format!(
             "built version {number} ({}): image {} bytes, packed and signed",
             kind.name(),
-            release.meta.meta.image.size
+            release.meta.meta().image.size
+        ));
+        Ok(release)
+    }
+
+    /// Builds the next version of the fleet as a systemd host
+    /// ([`crate::systemd_host`]).
+    pub fn release_systemd_host(&mut self, host: Host) -> Result<Release> {
+        let number = self.last_version + 1;
+        self.last_version = number;
+        let release = self
+            .fleet
+            .release_systemd_host(HostSpec::new(number, host), &self.kernel)?;
+        self.say(format!(
+            "built version {number} (systemd host: {}): image {} bytes, packed and signed",
+            host.describe(),
+            release.meta.meta().image.size
         ));
         Ok(release)
     }
@@ -463,7 +513,7 @@ impl Story {
         self.fleet.publish(release, force)?;
         self.say(format!(
             "published version {} on channel {}{}",
-            release.meta.meta.version,
+            release.meta.meta().version,
             self.fleet.channel(),
             if force { " (--force)" } else { "" }
         ));
@@ -479,8 +529,9 @@ impl Story {
             .arg(&first.bundle)
             .arg("--file")
             .arg(&self.disk)
-            .args(["--size", &DISK_BYTES.to_string(), "--slot-size", SLOT_SIZE])
-            .args(["--esp-size", ESP_SIZE])
+            .args(["--size", &self.disk_size.bytes.to_string()])
+            .args(["--slot-size", self.disk_size.slot])
+            .args(["--esp-size", self.disk_size.esp])
             .args(["--bootloader", self.path.installer_name()])
             .args(["--trusted-key", &first.signer.to_string()])
             .output()
@@ -493,8 +544,8 @@ impl Story {
         );
         self.say(format!(
             "abnix-install --file wrote version {} into slot a of a {} MiB disk ({})",
-            first.meta.meta.version,
-            DISK_BYTES >> 20,
+            first.meta.meta().version,
+            self.disk_size.bytes >> 20,
             self.path.installer_name()
         ));
         self.installed(first)
@@ -517,14 +568,16 @@ impl Story {
             &self.dir.join("medium.staging"),
         )?;
         fs::File::create(&self.disk)
-            .and_then(|file| file.set_len(DISK_BYTES))
+            .and_then(|file| file.set_len(self.disk_size.bytes))
             .with_context(|| format!("creating {}", self.disk.display()))?;
 
-        let version = first.meta.meta.version;
+        let version = first.meta.meta().version;
         let mut command = format!(
             "until [ -b /dev/vdb ]; do sleep 1; done; mkdir /iso && mount -o ro /dev/vda /iso && \
-             abnix-install --auto --bundle /iso/bundle --slot-size {SLOT_SIZE} \
-             --esp-size {ESP_SIZE} --trusted-key {} --bootloader {} --countdown 2 --poweroff",
+             abnix-install --auto --bundle /iso/bundle --slot-size {} \
+             --esp-size {} --trusted-key {} --bootloader {} --countdown 2 --poweroff",
+            self.disk_size.slot,
+            self.disk_size.esp,
             first.signer,
             self.path.installer_name()
         );
@@ -609,6 +662,22 @@ impl Story {
         self.installed(first)
     }
 
+    /// Makes the disk `bytes` long, as if its image had been written to a
+    /// bigger disk: the machine must be off.
+    pub fn enlarge_disk(&mut self, bytes: u64) -> Result<()> {
+        ensure!(
+            self.vm.is_none(),
+            "the disk grows only while the machine is off"
+        );
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&self.disk)
+            .and_then(|file| file.set_len(bytes))
+            .with_context(|| format!("enlarging {}", self.disk.display()))?;
+        self.say(format!("the disk is now {} MiB", bytes >> 20));
+        Ok(())
+    }
+
     /// The disk now holds `first` in slot A: the machine is this disk.
     fn installed(&mut self, first: &Release) -> Result<()> {
         AbnixDisk::existing(&self.disk)?;
@@ -618,7 +687,7 @@ impl Story {
             &self.dir,
         )?);
         self.running = Some(Running {
-            version: first.meta.meta.version,
+            version: first.meta.meta().version,
             slot: Slot::A,
         });
         Ok(())
@@ -671,6 +740,11 @@ impl Story {
     /// Waits for a console line containing `needle`.
     pub fn expect(&mut self, needle: &str, timeout: Duration) -> Result<ConsoleLine> {
         Ok(self.vm()?.expect(needle, timeout)?)
+    }
+
+    /// The next console line, whatever it says.
+    pub fn expect_line(&mut self, timeout: Duration) -> Result<ConsoleLine> {
+        Ok(self.vm()?.next_line(timeout)?)
     }
 
     /// Waits for a console line matching one of `needles`; returns which
@@ -749,13 +823,7 @@ impl Story {
     pub fn expect_good(&mut self, version: u64, slot: Slot) -> Result<HostStatus> {
         self.expect_marked_good()?;
         let (status, _) = self.next_status()?;
-        let booted = status.slot(slot)?;
-        ensure!(
-            status.booted.as_deref() == Some(slot.name())
-                && booted.state == "good"
-                && booted.version == Some(version),
-            "the host should say slot {slot} is booted and good with version {version}: {status:?}"
-        );
+        status.ensure_booted_good(slot, version)?;
         Ok(status)
     }
 
@@ -767,8 +835,14 @@ impl Story {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.vm()?.next_line(left)?;
-            // Only at the start: the line announcing the command quotes it.
-            if let Some(json) = line.text.strip_prefix(STATUS) {
+            // The JSON object, not the line announcing the command, which
+            // quotes the command; a systemd host's journal puts its own
+            // prefix before it.
+            if let Some(json) = line
+                .text
+                .find(&format!("{STATUS}{{"))
+                .map(|at| &line.text[at + STATUS.len()..])
+            {
                 let status: HostStatus = serde_json::from_str(json)
                     .with_context(|| format!("parsing the host's status line: {json}"))?;
                 return Ok((status, lines));

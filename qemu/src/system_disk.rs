@@ -18,6 +18,7 @@ use abnix_core::boot::{
     bios, esp, grubcfg::GrubCfgOptions, BootControl, BootError, BootFiles, BootStatus, EfiApp,
     GrubBoot, GrubInstall, SystemdBoot,
 };
+use abnix_core::digest::{Digest, Expected, VerifyingReader};
 use abnix_core::disk::{Disk, Fault, FaultyDisk, Region};
 use abnix_core::fat::{FatFs, FormatOptions};
 use abnix_core::layout::{self, Arch, LayoutConfig};
@@ -351,24 +352,30 @@ fn update_step<D: Disk>(
             region.sync()?;
         }
         UpdateStep::BootFiles => {
-            let mut kernel = File::open(&version.kernel)
-                .with_context(|| format!("opening {}", version.kernel.display()))?;
-            let mut initrd = File::open(&version.initrd)
-                .with_context(|| format!("opening {}", version.initrd.display()))?;
-            disk.boot_control()?.write_boot_files(
-                slot,
-                &mut BootFiles {
-                    info,
-                    kernel: &mut kernel,
-                    kernel_len,
-                    initrd: &mut initrd,
-                    initrd_len,
-                },
-            )?;
+            let (mut kernel, kernel_expected) = open_expected(&version.kernel)?;
+            let (mut initrd, initrd_expected) = open_expected(&version.initrd)?;
+            let files = BootFiles::new(
+                info,
+                VerifyingReader::new(&mut kernel, kernel_expected),
+                VerifyingReader::new(&mut initrd, initrd_expected),
+            );
+            disk.boot_control()?.write_boot_files(slot, files)?;
         }
         UpdateStep::Activate => disk.boot_control()?.activate(slot, tries)?,
     }
     Ok(())
+}
+
+/// A fixture's boot file, opened, and what it must be as written.
+fn open_expected(path: &Path) -> Result<(File, Expected)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let expected = Expected::new(
+        path.display().to_string(),
+        bytes.len() as u64,
+        Digest::of(&bytes),
+    );
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok((file, expected))
 }
 
 fn file_len(path: &Path) -> Result<u64> {
@@ -405,6 +412,7 @@ mod tests {
         FixtureVersion {
             version: number,
             id,
+            arch: Arch::X86_64,
             image,
             kernel,
             initrd,

@@ -227,10 +227,29 @@ impl Tree {
     /// them needs root.
     pub fn write_directory(&self, root: &Path) -> Result<()> {
         std::fs::create_dir(root).with_context(|| format!("creating {}", root.display()))?;
+        self.write_over(root)
+    }
+
+    /// Adds the tree to the existing directory `root`: its directories are
+    /// created where missing, its files and links replace what is there.
+    pub fn write_over(&self, root: &Path) -> Result<()> {
         for (path, entry) in &self.entries {
             let dest = root.join(path);
+            if !matches!(entry, Entry::Directory) {
+                // Replaced, never written through: `dest` may be a link or
+                // a file shared with another tree.
+                match std::fs::remove_file(&dest) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => {
+                        return Err(err).with_context(|| format!("replacing {}", dest.display()))
+                    }
+                }
+            }
             match entry {
-                Entry::Directory => std::fs::create_dir(&dest)?,
+                Entry::Directory if dest.is_dir() => {}
+                Entry::Directory => std::fs::create_dir(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?,
                 Entry::File {
                     contents,
                     permissions,
@@ -257,32 +276,6 @@ impl Tree {
     /// Every path in the tree, parents first.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
-    }
-
-    /// The number of bytes the regular files hold.
-    pub fn file_bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        for entry in self.entries.values() {
-            total += match entry {
-                Entry::File {
-                    contents: Contents::Bytes(bytes),
-                    ..
-                } => bytes.len() as u64,
-                Entry::File {
-                    contents: Contents::Host(host),
-                    ..
-                } => std::fs::metadata(host)
-                    .with_context(|| format!("reading {}", host.display()))?
-                    .len(),
-                _ => 0,
-            };
-        }
-        Ok(total)
-    }
-
-    /// The number of entries (files, directories, links), i.e. inodes.
-    pub fn entry_count(&self) -> usize {
-        self.entries.len()
     }
 
     fn insert(&mut self, path: String, entry: Entry) {
@@ -420,6 +413,37 @@ mod tests {
                 "usr/lib/x",
                 "usr/lib/x/libc.so"
             ]
+        );
+    }
+
+    /// Over an existing tree: directories stay, files and links are
+    /// replaced, and a link is never written through.
+    #[test]
+    fn written_over_a_directory_replaces_files_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/kept"), "kept").unwrap();
+        std::fs::write(root.join("etc/config"), "old").unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "outside").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc/linked")).unwrap();
+
+        let mut tree = Tree::new();
+        tree.file("etc/config", 0o600, "new");
+        tree.file("etc/linked", 0o644, "replaced");
+        tree.symlink("etc/new/link", "/dev/null");
+        tree.write_over(&root).unwrap();
+
+        let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+        assert_eq!(read("etc/kept"), "kept");
+        assert_eq!(read("etc/config"), "new");
+        assert_eq!(read("etc/linked"), "replaced");
+        assert!(!root.join("etc/linked").is_symlink());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "outside");
+        assert_eq!(
+            std::fs::read_link(root.join("etc/new/link")).unwrap(),
+            Path::new("/dev/null")
         );
     }
 

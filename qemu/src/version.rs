@@ -111,7 +111,7 @@ impl Behaviour {
 }
 
 /// The root filesystem's label, also the version's label in boot menus.
-fn image_label(version: u64) -> String {
+pub(crate) fn image_label(version: u64) -> String {
     format!("abnix-v{version}")
 }
 
@@ -209,7 +209,10 @@ impl VersionSpec {
 pub struct FixtureVersion {
     pub version: u64,
     pub id: Uuid,
-    /// The root filesystem image (raw ext4).
+    /// The machines it is for: its kernel's.
+    pub arch: Arch,
+    /// The root filesystem image (raw ext4; erofs or ext4 for a systemd
+    /// host).
     pub image: PathBuf,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -233,18 +236,33 @@ impl FixtureVersion {
             &dir.join("root.staging"),
         )
         .with_context(|| format!("building the root image of version {}", spec.version))?;
-        let initrd = dir.join("initrd.cpio");
-        initramfs::boot_initramfs(kernel, &initrd)?;
+        let initrd = initramfs::boot_initramfs;
+        FixtureVersion::assemble(spec.version, spec.id, image, kernel, initrd, dir)
+    }
+
+    /// Version `version` with root `image` (its UUID `id`), booting
+    /// `kernel` with the fixtures' command line and the initrd `initrd`
+    /// writes into `dir`.
+    pub(crate) fn assemble(
+        version: u64,
+        id: Uuid,
+        image: PathBuf,
+        kernel: &Kernel,
+        initrd: fn(&Kernel, &Path) -> Result<()>,
+        dir: &Path,
+    ) -> Result<FixtureVersion> {
+        let initrd_path = dir.join("initrd.cpio");
+        initrd(kernel, &initrd_path)?;
         Ok(FixtureVersion {
-            version: spec.version,
-            id: spec.id,
+            version,
+            id,
+            arch: kernel.arch,
             image,
             kernel: kernel.image.clone(),
-            initrd,
+            initrd: initrd_path,
             cmdline: format!(
-                "console={} quiet panic={PANIC_REBOOT_SECONDS} root=UUID={}",
+                "console={} quiet panic={PANIC_REBOOT_SECONDS} root=UUID={id}",
                 Platform::of(kernel.arch).console,
-                spec.id
             ),
         })
     }

@@ -67,6 +67,14 @@ struct BodyCut {
     stall: bool,
 }
 
+/// Slows GET response bodies down to a trickle: after `after_bytes` at full
+/// speed, one byte every `interval`.
+#[derive(Debug, Clone, Copy)]
+struct Trickle {
+    after_bytes: u64,
+    interval: Duration,
+}
+
 /// An error response the proxy answers itself, instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectedError {
@@ -102,6 +110,7 @@ struct Faults {
     seen_while_failing: usize,
     latency: Duration,
     ignore_ranges: bool,
+    trickle: Option<Trickle>,
 }
 
 struct State {
@@ -127,6 +136,7 @@ struct Plan {
     cut: Option<BodyCut>,
     latency: Duration,
     strip_range: bool,
+    trickle: Option<Trickle>,
 }
 
 /// A proxy on 127.0.0.1 in front of `upstream`. Faults are set at runtime
@@ -273,6 +283,17 @@ impl FaultProxy {
         self.state.faults.lock().unwrap().ignore_ranges = on;
     }
 
+    /// Every GET response body from now on: `after_bytes` at full speed,
+    /// then one byte every `interval`, each soon enough to keep a client's
+    /// read timeout at bay: a server holding a download open forever (slow
+    /// retrieval).
+    pub fn trickle_every_get(&self, after_bytes: u64, interval: Duration) {
+        self.state.faults.lock().unwrap().trickle = Some(Trickle {
+            after_bytes,
+            interval,
+        });
+    }
+
     /// Delay before each request is forwarded (or failed).
     pub fn set_latency(&self, latency: Duration) {
         self.state.faults.lock().unwrap().latency = latency;
@@ -368,6 +389,7 @@ impl State {
             cut,
             latency: faults.latency,
             strip_range: faults.ignore_ranges,
+            trickle: faults.trickle.filter(|_| is_get),
         }
     }
 }
@@ -418,7 +440,7 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     let result = relay_response(
         &mut upstream_reader,
         &mut client_writer,
-        plan.cut,
+        (plan.cut, plan.trickle),
         &state.body_bytes,
         &mut open,
     );
@@ -438,14 +460,15 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
 }
 
 /// Copies the response head and body to the client, stopping after
-/// `cut.after_bytes` body bytes, and adds the body bytes sent to
-/// `relayed`; true if it stopped early. Closes `open` before the client can
-/// have the whole body (by its `Content-Length`), so that a client's next
-/// request never overlaps this one at the proxy unless it did at the client.
+/// `cut.after_bytes` body bytes or slowed to a trickle, and adds the body
+/// bytes sent to `relayed`; true if it stopped early. Closes `open` before
+/// the client can have the whole body (by its `Content-Length`), so that a
+/// client's next request never overlaps this one at the proxy unless it
+/// did at the client.
 fn relay_response(
     upstream: &mut BufReader<TcpStream>,
     client: &mut TcpStream,
-    cut: Option<BodyCut>,
+    (cut, trickle): (Option<BodyCut>, Option<Trickle>),
     relayed: &AtomicU64,
     open: &mut OpenRequest,
 ) -> io::Result<bool> {
@@ -466,11 +489,24 @@ fn relay_response(
             return Ok(false);
         }
         let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
-        sent += take as u64;
-        if body_len.is_some_and(|len| sent >= len) {
+        if body_len.is_some_and(|len| sent + take as u64 >= len) {
             open.close();
         }
-        client.write_all(&buf[..take])?;
+        match trickle {
+            Some(trickle) => {
+                for &byte in &buf[..take] {
+                    if sent >= trickle.after_bytes {
+                        thread::sleep(trickle.interval);
+                    }
+                    client.write_all(&[byte])?;
+                    sent += 1;
+                }
+            }
+            None => {
+                client.write_all(&buf[..take])?;
+                sent += take as u64;
+            }
+        }
         relayed.fetch_add(take as u64, Ordering::SeqCst);
         left -= take as u64;
         if take < n || (left == 0 && cut.is_some()) {

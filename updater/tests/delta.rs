@@ -48,7 +48,7 @@ fn kept_index(device: &Device, version: &Version) -> PathBuf {
     device
         .state_dir
         .join("index")
-        .join(&version.bundle.signed.meta.index.object)
+        .join(&version.bundle.signed.meta().index.object)
 }
 
 /// Paths of the GETs the device made since the proxy's record was cleared.
@@ -64,7 +64,7 @@ fn gets(fleet: &Fleet) -> Vec<String> {
 
 /// How many times the bucket served `version`'s index.
 fn index_gets(fleet: &Fleet, version: &Version) -> usize {
-    let index = &version.bundle.signed.meta.index.object;
+    let index = &version.bundle.signed.meta().index.object;
     gets(fleet).iter().filter(|p| p.ends_with(index)).count()
 }
 
@@ -89,7 +89,7 @@ fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
     let out = device.run(Slot::A, "update", &[]);
     assert_exit(&out, 4);
     let downloaded = fleet.proxy.body_bytes();
-    let full = v2.bundle.signed.meta.image.compressed_size;
+    let full = v2.bundle.signed.meta().image.compressed_size;
     assert!(
         downloaded * 5 < full,
         "downloaded {downloaded} bytes for an image of {full} compressed\n{}",
@@ -121,7 +121,7 @@ fn an_update_sharing_most_content_downloads_a_fraction_of_the_image() {
     let out = device.run(Slot::B, "update", &[]);
     assert_exit(&out, 4);
     assert_eq!(index_gets(&fleet, &v2), 0, "{:?}", gets(&fleet));
-    assert!(fleet.proxy.body_bytes() * 5 < v3.bundle.signed.meta.image.compressed_size);
+    assert!(fleet.proxy.body_bytes() * 5 < v3.bundle.signed.meta().image.compressed_size);
     let image = raw_image(&v3);
     assert_eq!(slot_bytes(&device, Slot::A, image.len()), image);
     // Only the indexes of the versions in the slots are kept.
@@ -135,7 +135,7 @@ fn a_damaged_stored_index_is_fetched_again_from_the_bucket() {
     let (fleet, _, v1, v2, device) = v1_installed_and_v2_published();
     // v1's index kept on the device, cut short.
     let stored = kept_index(&device, &v1);
-    let good = fs::read(v1.bundle.path_of(&v1.bundle.signed.meta.index)).unwrap();
+    let good = fs::read(v1.bundle.path_of(&v1.bundle.signed.meta().index)).unwrap();
     fs::create_dir_all(stored.parent().unwrap()).unwrap();
     fs::write(&stored, &good[..good.len() - 1]).unwrap();
 
@@ -150,7 +150,7 @@ fn a_damaged_stored_index_is_fetched_again_from_the_bucket() {
     assert_eq!(index_gets(&fleet, &v1), 1, "{:?}", gets(&fleet));
     // The bucket's index served the delta, and replaced the damaged one.
     assert!(log.contains("copied from the active slot"), "{log}");
-    assert!(fleet.proxy.body_bytes() * 5 < v2.bundle.signed.meta.image.compressed_size);
+    assert!(fleet.proxy.body_bytes() * 5 < v2.bundle.signed.meta().image.compressed_size);
     assert_eq!(fs::read(&stored).unwrap(), good);
     let image = raw_image(&v2);
     assert_eq!(slot_bytes(&device, Slot::B, image.len()), image);

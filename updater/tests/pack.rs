@@ -124,7 +124,7 @@ fn keygen_then_pack_makes_a_bundle_that_verifies() {
 
     let keys: TrustedKeys = [public_key].into_iter().collect();
     let bundle = Bundle::open(Path::new(&out_dir), &keys).unwrap();
-    let meta = &bundle.signed.meta;
+    let meta = bundle.signed.meta();
     assert_eq!((meta.version, meta.id.to_string()), (42, UUID.to_owned()));
     assert_eq!(meta.cmdline, "init=/nix/store/x/init quiet");
     assert_eq!(meta.label, "integration test");

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use abnix_core::sign::{PublicKey, TrustedKeys};
 use abnix_testkit::images::{ext4_image, real_tree, seeded_random};
 use abnix_testkit::{credentials_file, S3Server};
 use tempfile::TempDir;
@@ -149,7 +150,7 @@ impl Fixture {
     }
 
     fn publish(&self, bundle: &str, extra: &[&str]) -> Output {
-        let mut args = vec!["--bundle", bundle];
+        let mut args = vec!["--bundle", bundle, "--key", &self.secret];
         args.extend(extra);
         self.run("publish", &args)
     }
@@ -337,7 +338,7 @@ fn remote_settings_are_checked_before_any_request() {
     let f = Fixture::new();
     let (bundle, _) = f.pack(1);
     let err = failure(&abnix_update(&[
-        "publish", "--bundle", &bundle, "--region", "r", "--bucket", "b",
+        "publish", "--bundle", &bundle, "--key", &f.secret, "--region", "r", "--bucket", "b",
     ]));
     assert!(
         err.contains("--channel is required without --config"),
@@ -367,6 +368,8 @@ fn remote_settings_are_checked_before_any_request() {
         "publish",
         "--bundle",
         &bundle,
+        "--key",
+        &f.secret,
         "--endpoint",
         &f.server.endpoint(),
         "--region",
@@ -385,4 +388,53 @@ fn remote_settings_are_checked_before_any_request() {
         err.contains("signed only by untrusted keys: fleet-1"),
         "{err}"
     );
+}
+
+/// A channel whose meta expired is refused by fetch (as by devices) until
+/// `publish --resign` signs the same version again with a new expiry; its
+/// signature file then holds both signings, so a device that read the old
+/// pointer a moment before still verifies it.
+#[test]
+fn resign_gives_the_current_version_a_new_expiry() {
+    let f = Fixture::new();
+    let (bundle, image) = f.pack(1);
+    stdout(&f.publish(&bundle, &["--valid-for", "1s"]));
+    let pointer = f.server.object_path("fleet/kiosk.meta");
+    let first = fs::read(&pointer).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let to = f.path("fetched.img");
+    let err = failure(&f.fetch(&to));
+    assert!(
+        err.contains("the channel abnix-test/fleet/kiosk is stale: the meta of version 1 expired"),
+        "{err}"
+    );
+
+    let resigned = stdout(&f.run("publish", &["--resign", "--key", &f.secret]));
+    assert!(
+        resigned.starts_with(&format!(
+            "published 1 ({}) to abnix-test/fleet/kiosk\nprevious 1 ({})\n",
+            uuid_of(1),
+            uuid_of(1)
+        )),
+        "{resigned}"
+    );
+    // Only the meta, its signatures and the pointer are written.
+    assert_eq!(resigned.matches("uploaded").count(), 3, "{resigned}");
+    let second = fs::read(&pointer).unwrap();
+    assert_ne!(first, second);
+    let text = String::from_utf8(second.clone()).unwrap();
+    assert!(text.contains("\"channel\": \"kiosk\""), "{text}");
+    assert!(stdout(&f.fetch(&to)).contains("version 1\n"));
+    assert!(fs::read(&to).unwrap() == fs::read(&image).unwrap());
+
+    let keys: TrustedKeys = [PublicKey::parse(&f.public).unwrap()].into_iter().collect();
+    let signatures = fs::read(
+        f.server
+            .object_path(&format!("fleet/kiosk/1-{}.meta.sig", uuid_of(1))),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&signatures).lines().count(), 2);
+    for meta in [&first, &second] {
+        keys.verify(meta, &signatures).unwrap();
+    }
 }

@@ -5,8 +5,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const UNITS: [&str; 5] = [
+use abnix_core::units::parse_duration;
+
+const UNITS: [&str; 6] = [
     "abnix-mark-good.service",
+    "abnix-grow.service",
     "abnix-update.service",
     "abnix-update.timer",
     "abnix-health-deadline.service",
@@ -57,7 +60,11 @@ fn systemd_accepts_the_units() {
 /// Each ExecStart= of the updater names a command and flags it has.
 #[test]
 fn the_units_run_commands_the_binary_has() {
-    for name in ["abnix-mark-good.service", "abnix-update.service"] {
+    for name in [
+        "abnix-mark-good.service",
+        "abnix-update.service",
+        "abnix-grow.service",
+    ] {
         let exec = value(name, "ExecStart");
         let args: Vec<&str> = exec.split_whitespace().collect();
         assert_eq!(args[0], "/usr/bin/abnix-update", "{name}");
@@ -98,6 +105,16 @@ fn the_units_match_the_nixos_module() {
     in_nix(&host, "requires = [ \"boot-complete.target\" ];");
     in_nix(&host, "unitConfig.DefaultDependencies = false;");
     in_nix(&host, "ExecStart = \"${update} mark-good ${withConfig}\";");
+    assert_eq!(value(mark_good, "TimeoutStartSec"), "5min");
+    in_nix(&host, "TimeoutStartSec = \"5min\";");
+
+    let grow = "abnix-grow.service";
+    assert_eq!(value(grow, "After"), "local-fs.target");
+    assert_eq!(value(grow, "DefaultDependencies"), "no");
+    assert_eq!(value(grow, "RemainAfterExit"), "yes");
+    assert_eq!(value(grow, "WantedBy"), "multi-user.target");
+    assert!(value(grow, "ExecStart").ends_with("grow --config /etc/abnix/config.toml"));
+    in_nix(&host, "ExecStart = \"${update} grow ${withConfig}\";");
 
     let update = "abnix-update.service";
     assert_eq!(value(update, "Wants"), "network-online.target");
@@ -105,14 +122,19 @@ fn the_units_match_the_nixos_module() {
         value(update, "After"),
         "network-online.target abnix-mark-good.service"
     );
-    assert_eq!(value(update, "SuccessExitStatus"), "4");
+    assert_eq!(value(update, "SuccessExitStatus"), "4 SIGTERM");
     assert_eq!(value(update, "NotifyAccess"), "main");
     assert_eq!(value(update, "Nice"), "19");
     assert_eq!(value(update, "IOSchedulingClass"), "idle");
     assert!(value(update, "ExecStart").ends_with("update --config /etc/abnix/config.toml"));
+    // A backstop above the updater's own deadline, which records why.
+    let timeout = value(update, "TimeoutStartSec");
+    assert_eq!(timeout, "7h");
+    assert!(parse_duration(&timeout).unwrap() > abnix_core::config::DEFAULT_UPDATE_DEADLINE);
+    in_nix(&host, "TimeoutStartSec = \"7h\";");
     in_nix(&host, "wants = [ \"network-online.target\" ];");
     in_nix(&host, "\"abnix-mark-good.service\"");
-    in_nix(&host, "SuccessExitStatus = [ 4 ];");
+    in_nix(&host, "SuccessExitStatus = \"4 SIGTERM\";");
     in_nix(&host, "NotifyAccess = \"main\";");
     in_nix(&host, "Nice = 19;");
     in_nix(&host, "IOSchedulingClass = \"idle\";");
@@ -141,7 +163,7 @@ fn the_units_match_the_nixos_module() {
     let script = value("abnix-health-deadline.service", "ExecStart");
     for step in [
         "systemctl is-active --quiet boot-complete.target",
-        "systemctl is-active --quiet abnix-update.service",
+        "(systemctl is-active abnix-update.service)\" = activating",
         "systemctl reboot",
     ] {
         assert!(script.contains(step), "{script}");

@@ -447,7 +447,7 @@ fn an_older_version_is_not_installed() {
     let status = update_leaves_a_active(&device, 0, 2, ("bad", None), &[]);
     assert_eq!(
         status["last_check"]["result"],
-        "ignored version 1: older than the booted version 2 (versions never go back)"
+        "ignored version 1: not newer than version 2 in slot a (versions never go back)"
     );
     assert_eq!(status["latest_known"], 1);
     assert!(status["last_error"].is_null());

@@ -10,9 +10,12 @@
 //! abnix/grubenv             GRUB: the boot state, one 512-byte block
 //! abnix/<slot>/kernel       each slot's kernel,
 //! abnix/<slot>/initrd       initrd,
+//! abnix/<slot>/meta         the version's signed meta, as verified when it was written,
+//! abnix/<slot>/meta.sig     and its signatures,
 //! abnix/<slot>/slot.json    version, id, label and kernel command line,
 //! abnix/<slot>/slot.cfg     GRUB: loads the slot (sourced by grub.cfg)
 //! abnix/<slot>/good         GRUB: empty; the slot holds the last version proved good
+//! abnix/failed/, revoked/   the updater's records (crate::update::records)
 //! loader/loader.conf        systemd-boot: settings, written once at install
 //! loader/entries/abnix-<slot>[+LEFT[-DONE]].conf   systemd-boot: one entry per activated slot
 //! ```
@@ -51,6 +54,17 @@ pub fn slot_info(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}/slot.json")
 }
 
+/// The signed meta of the slot's version: what the rollback floor and the
+/// failed versions are read from when the updater's state is lost.
+pub fn slot_meta(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}/meta")
+}
+
+/// The signature file of the slot's meta.
+pub fn slot_signatures(slot: Slot) -> String {
+    format!("{ABNIX_DIR}/{slot}/meta.sig")
+}
+
 pub fn grub_slot_cfg(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}/slot.cfg")
 }
@@ -78,6 +92,8 @@ mod tests {
         assert_eq!(kernel(Slot::A), "abnix/a/kernel");
         assert_eq!(initrd(Slot::B), "abnix/b/initrd");
         assert_eq!(slot_info(Slot::B), "abnix/b/slot.json");
+        assert_eq!(slot_meta(Slot::A), "abnix/a/meta");
+        assert_eq!(slot_signatures(Slot::A), "abnix/a/meta.sig");
         assert_eq!(absolute(&grub_slot_cfg(Slot::A)), "/abnix/a/slot.cfg");
         assert_eq!(absolute(&grub_good_mark(Slot::B)), "/abnix/b/good");
         assert_eq!(efi_boot(Arch::X86_64), "EFI/BOOT/BOOTX64.EFI");

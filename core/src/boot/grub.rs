@@ -198,7 +198,8 @@ impl<D: Disk> BootControl for GrubBoot<D> {
             kernel_len,
             initrd_len,
             &[esp::grub_slot_cfg(slot)],
-            2,
+            // slot.cfg is the marker; the last-good mark takes no cluster.
+            files::SLOT_SMALL_FILES + 1,
         )
     }
 
@@ -214,20 +215,23 @@ impl<D: Disk> BootControl for GrubBoot<D> {
         Ok(())
     }
 
-    fn write_boot_files(&mut self, slot: Slot, files: &mut BootFiles<'_>) -> Result<(), BootError> {
+    fn write_boot_files(&mut self, slot: Slot, files: BootFiles<'_>) -> Result<(), BootError> {
         // A last-good mark left by a mark_bad cut short must not end up
         // on new files.
         let present = self.files(slot)?;
         if present.complete || present.marked_good {
             return Err(BootError::NotMarkedBad(slot));
         }
-        self.check_boot_files(slot, &files.info, files.kernel_len, files.initrd_len)?;
-        let cfg = slot_cfg(slot, &files.info.cmdline)?;
-        files::write_slot_files(&mut self.fs, slot, files)?;
+        self.check_boot_files(slot, files.info(), files.kernel_len(), files.initrd_len())?;
+        let cfg = slot_cfg(slot, &files.info().cmdline)?;
+        let written = files::write_slot_files(&mut self.fs, slot, files)?;
         // The marker last: it exists only once everything it loads does.
-        self.fs
-            .write_file(&esp::grub_slot_cfg(slot), cfg.as_bytes())?;
-        Ok(())
+        files::write_marker(
+            &mut self.fs,
+            &esp::grub_slot_cfg(slot),
+            cfg.as_bytes(),
+            written,
+        )
     }
 
     fn activate(&mut self, slot: Slot, tries: u8) -> Result<(), BootError> {

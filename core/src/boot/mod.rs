@@ -42,7 +42,10 @@ pub use sdboot::SystemdBoot;
 pub use slotinfo::SlotInfo;
 pub use state::{BootState, SlotFiles, SlotState, MAX_TRIES};
 
+use crate::digest::{Expected, Mismatch, VerifyingReader};
 use crate::fat::FatError;
+use crate::meta::{Artifact, SignedMeta};
+use crate::pipeline::VerifiedImage;
 use crate::slot::Slot;
 
 /// One slot as the bootloader sees it.
@@ -80,13 +83,103 @@ impl BootStatus {
     }
 }
 
-/// The boot files of a version, to be written into a slot.
+/// The boot files of a version, to be written into a slot: its slot file,
+/// its kernel and initrd as readers that are checked against what the
+/// version's meta expects, and the signed meta itself, kept beside them.
+///
+/// The readers are [`VerifyingReader`]s, and [`BootControl::write_boot_files`]
+/// takes them by value: it calls their `finish()` before it writes the slot
+/// file that makes the slot's files complete, so a kernel or initrd that
+/// differs from what was expected (even by a byte, at the right length)
+/// never gets one.
 pub struct BootFiles<'a> {
-    pub info: SlotInfo,
-    pub kernel: &'a mut dyn Read,
-    pub kernel_len: u64,
-    pub initrd: &'a mut dyn Read,
-    pub initrd_len: u64,
+    info: SlotInfo,
+    kernel: VerifyingReader<&'a mut dyn Read>,
+    initrd: VerifyingReader<&'a mut dyn Read>,
+    signed: Option<SignedFiles>,
+}
+
+/// A signed meta and its signature file, as kept on the ESP.
+pub(crate) struct SignedFiles {
+    pub meta: Vec<u8>,
+    pub signatures: Vec<u8>,
+}
+
+impl SignedFiles {
+    fn of(signed: &SignedMeta) -> SignedFiles {
+        SignedFiles {
+            meta: signed.bytes().to_vec(),
+            signatures: signed.signatures().to_vec(),
+        }
+    }
+}
+
+impl<'a> BootFiles<'a> {
+    /// Boot files checked against `kernel`'s and `initrd`'s expectations,
+    /// without a signed meta (tests, the installer's trial of the ESP).
+    pub fn new(
+        info: SlotInfo,
+        kernel: VerifyingReader<&'a mut dyn Read>,
+        initrd: VerifyingReader<&'a mut dyn Read>,
+    ) -> BootFiles<'a> {
+        BootFiles {
+            info,
+            kernel,
+            initrd,
+            signed: None,
+        }
+    }
+
+    /// The boot files of the version `signed` names, whose image was
+    /// written and verified (`image`): the slot file from the signed meta
+    /// (so the command line is the signed one), the kernel and initrd
+    /// checked against the meta's sizes and SHA-256, and the meta kept
+    /// beside them.
+    pub fn of_version(
+        signed: &SignedMeta,
+        image: &VerifiedImage,
+        kernel: &'a mut dyn Read,
+        initrd: &'a mut dyn Read,
+    ) -> Result<BootFiles<'a>, BootError> {
+        let meta = signed.meta();
+        if (image.size(), image.sha256()) != (meta.image.size, meta.image.sha256) {
+            return Err(BootError::ImageNotVerified {
+                version: meta.version,
+            });
+        }
+        let expected = |artifact: &Artifact| {
+            Expected::new(
+                format!("object {}", artifact.object),
+                artifact.size,
+                artifact.sha256,
+            )
+        };
+        Ok(BootFiles {
+            info: SlotInfo::of(meta),
+            kernel: VerifyingReader::new(kernel, expected(&meta.kernel)),
+            initrd: VerifyingReader::new(initrd, expected(&meta.initrd)),
+            signed: Some(SignedFiles::of(signed)),
+        })
+    }
+
+    /// The same files, keeping `signed` beside them: for a trial of the
+    /// room they take, whose kernel and initrd are stand-ins.
+    pub(crate) fn keeping(mut self, signed: &SignedMeta) -> BootFiles<'a> {
+        self.signed = Some(SignedFiles::of(signed));
+        self
+    }
+
+    pub fn info(&self) -> &SlotInfo {
+        &self.info
+    }
+
+    pub fn kernel_len(&self) -> u64 {
+        self.kernel.expected().len
+    }
+
+    pub fn initrd_len(&self) -> u64 {
+        self.initrd.expected().len
+    }
 }
 
 /// Why a boot control operation failed. Every operation checks before it
@@ -113,6 +206,10 @@ pub enum BootError {
     Corrupt { path: String, reason: String },
     #[error("{path} on the ESP does not read back as written")]
     Verify { path: String },
+    #[error("not written to the ESP: {0}")]
+    Unverified(#[from] Mismatch),
+    #[error("the image of version {version} was not verified against its meta: its boot files are not written")]
+    ImageNotVerified { version: u64 },
     #[error(transparent)]
     Bios(#[from] bios::BiosError),
     #[error(transparent)]
@@ -156,11 +253,13 @@ pub trait BootControl {
     /// until it is activated. Its boot files are removed, slot file first.
     fn mark_bad(&mut self, slot: Slot) -> Result<(), BootError>;
 
-    /// Writes the kernel, initrd and, last, the slot file of `slot`, which
-    /// was marked bad. The slot does not boot until [`activate`]d.
+    /// Writes the kernel, initrd, the signed meta if any and, last, the slot
+    /// file of `slot`, which was marked bad; the slot file only once the
+    /// kernel and initrd proved to be what was expected (see [`BootFiles`]).
+    /// The slot does not boot until [`activate`]d.
     ///
     /// [`activate`]: BootControl::activate
-    fn write_boot_files(&mut self, slot: Slot, files: &mut BootFiles<'_>) -> Result<(), BootError>;
+    fn write_boot_files(&mut self, slot: Slot, files: BootFiles<'_>) -> Result<(), BootError>;
 
     /// `slot`, whose boot files are complete, becomes the trial slot that
     /// boots next, with `tries` attempts (1 to [`MAX_TRIES`]) before the

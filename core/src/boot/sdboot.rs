@@ -352,7 +352,16 @@ impl<D: Disk> BootControl for SystemdBoot<D> {
         info.validate()?;
         slot_entry(slot, info.version, &info.label, &info.cmdline).serialize()?;
         let replaced: Vec<String> = self.slot_entries(slot)?.iter().map(Entry::path).collect();
-        files::check_room(&mut self.fs, slot, kernel_len, initrd_len, &replaced, 2)
+        // The entry is the marker.
+        let small_files = files::SLOT_SMALL_FILES + 1;
+        files::check_room(
+            &mut self.fs,
+            slot,
+            kernel_len,
+            initrd_len,
+            &replaced,
+            small_files,
+        )
     }
 
     fn mark_bad(&mut self, slot: Slot) -> Result<(), BootError> {
@@ -364,12 +373,13 @@ impl<D: Disk> BootControl for SystemdBoot<D> {
         Ok(())
     }
 
-    fn write_boot_files(&mut self, slot: Slot, files: &mut BootFiles<'_>) -> Result<(), BootError> {
+    fn write_boot_files(&mut self, slot: Slot, files: BootFiles<'_>) -> Result<(), BootError> {
         if !self.slot_entries(slot)?.is_empty() {
             return Err(BootError::NotMarkedBad(slot));
         }
-        self.check_boot_files(slot, &files.info, files.kernel_len, files.initrd_len)?;
-        files::write_slot_files(&mut self.fs, slot, files)
+        self.check_boot_files(slot, files.info(), files.kernel_len(), files.initrd_len())?;
+        // The entry, written by activate, is the marker.
+        files::write_slot_files(&mut self.fs, slot, files).map(drop)
     }
 
     fn activate(&mut self, slot: Slot, tries: u8) -> Result<(), BootError> {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::meta::Meta;
 use crate::slot::Slot;
 
 /// Version of the slot file format.
@@ -64,6 +65,16 @@ struct SlotFile {
 }
 
 impl SlotInfo {
+    /// What the slot file of a version says, from its meta.
+    pub fn of(meta: &Meta) -> SlotInfo {
+        SlotInfo {
+            version: meta.version,
+            id: meta.id,
+            label: meta.label.clone(),
+            cmdline: meta.cmdline.clone(),
+        }
+    }
+
     /// Checks what the bootloaders need of the fields: one line each,
     /// within the kernel's command line size.
     pub fn validate(&self) -> Result<(), SlotInfoError> {

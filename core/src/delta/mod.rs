@@ -38,7 +38,7 @@ use crate::disk::Disk;
 use crate::index::Index;
 use crate::pipeline::{
     self, check_image, find_present_chunks, write_chunks, Copies, Fetches, ImageSpec,
-    PipelineError, Tally, WriteOptions,
+    PipelineError, Tally, VerifiedImage, WriteOptions,
 };
 use crate::progress::Progress;
 
@@ -154,6 +154,8 @@ pub struct DeltaReport {
     pub fallback: Option<Fallback>,
     /// From the call until the end (sync and read-back included).
     pub elapsed: Duration,
+    /// With `verify_readback`: the proof that the target holds the image.
+    pub verified: Option<VerifiedImage>,
 }
 
 /// One line for the log: what was reused, what was downloaded, or why the
@@ -302,9 +304,15 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
         .sync()
         .map_err(|e| PipelineError::Target(io::Error::new(e.kind(), format!("syncing: {e}"))))?;
     progress.finish();
-    if opts.write.verify_readback {
-        pipeline::verify_image(target, image, &opts.write, progress)?;
-    }
+    let verified = match opts.write.verify_readback {
+        true => Some(pipeline::verify_image(
+            target,
+            image,
+            &opts.write,
+            progress,
+        )?),
+        false => None,
+    };
     let report = DeltaReport {
         bytes: image.size,
         chunks: image.index.chunks.len(),
@@ -319,6 +327,7 @@ pub fn write_image_delta<O: ImageObject, D: Disk, A: Disk + Send>(
         refetched: first.copy_failures.len(),
         fallback: None,
         elapsed: started.elapsed(),
+        verified,
     };
     debug!(
         kept = report.kept.chunks,
@@ -395,6 +404,7 @@ fn full_download<O: ImageObject, D: Disk>(
         refetched: 0,
         fallback: Some(fallback),
         elapsed: started.elapsed(),
+        verified: written.verified,
     })
 }
 

@@ -24,14 +24,16 @@ use tracing::subscriber::NoSubscriber;
 
 use super::{BootPayload, ESP_LABEL};
 use crate::boot::{BootError, BootFiles, SlotInfo};
+use crate::digest::{Digest, Expected, Hashing, VerifyingReader};
 use crate::disk::{seek_position, Disk};
 use crate::fat::{FatError, FormatOptions};
 use crate::layout::MIB;
+use crate::meta::SignedMeta;
 use crate::slot::Slot;
 
 /// What goes on the ESP besides the bootloader, per slot.
 pub(super) struct SlotFiles<'a> {
-    pub info: &'a SlotInfo,
+    pub signed: &'a SignedMeta,
     pub kernel_len: u64,
     pub initrd_len: u64,
 }
@@ -45,10 +47,14 @@ pub(super) fn needed_size(
     boot: &BootPayload,
     files: &SlotFiles,
 ) -> Result<u64, BootError> {
+    let zeros = Zeros {
+        kernel: Expected::new("kernel", files.kernel_len, zeros_digest(files.kernel_len)),
+        initrd: Expected::new("initrd", files.initrd_len, zeros_digest(files.initrd_len)),
+    };
     // Quietly: what the bootloader backends log here does not happen.
     let quiet_try = |size| {
         tracing::subscriber::with_default(NoSubscriber::default(), || {
-            try_size(size, sector_size, boot, files)
+            try_size(size, sector_size, boot, files, &zeros)
         })
     };
     let shortfall = |size| match quiet_try(size) {
@@ -83,6 +89,19 @@ pub(super) fn needed_size(
     Ok(fits)
 }
 
+/// What the zeros standing in for the kernel and initrd must be.
+struct Zeros {
+    kernel: Expected,
+    initrd: Expected,
+}
+
+/// The SHA-256 of `len` zero bytes.
+fn zeros_digest(len: u64) -> Digest {
+    let mut hashing = Hashing::new(io::sink());
+    io::copy(&mut io::repeat(0).take(len), &mut hashing).expect("hashing zeros does not fail");
+    hashing.digest()
+}
+
 /// Installs the bootloader and slot A's boot files on a blank ESP of `size`
 /// bytes as the installer does, then checks that slot B's fit beside them.
 fn try_size(
@@ -90,6 +109,7 @@ fn try_size(
     sector_size: u32,
     boot: &BootPayload,
     files: &SlotFiles,
+    zeros: &Zeros,
 ) -> Result<(), BootError> {
     let format = FormatOptions {
         label: ESP_LABEL.to_owned(),
@@ -97,18 +117,18 @@ fn try_size(
         sector_size,
     };
     let mut control = boot.install(Blank::new(size), format)?;
-    control.write_boot_files(
-        Slot::A,
-        &mut BootFiles {
-            info: files.info.clone(),
-            kernel: &mut io::repeat(0).take(files.kernel_len),
-            kernel_len: files.kernel_len,
-            initrd: &mut io::repeat(0).take(files.initrd_len),
-            initrd_len: files.initrd_len,
-        },
-    )?;
+    let info = SlotInfo::of(files.signed.meta());
+    let mut kernel = io::repeat(0).take(files.kernel_len);
+    let mut initrd = io::repeat(0).take(files.initrd_len);
+    let slot_files = BootFiles::new(
+        info.clone(),
+        VerifyingReader::new(&mut kernel, zeros.kernel.clone()),
+        VerifyingReader::new(&mut initrd, zeros.initrd.clone()),
+    )
+    .keeping(files.signed);
+    control.write_boot_files(Slot::A, slot_files)?;
     control.mark_good(Slot::A)?;
-    control.check_boot_files(Slot::B, files.info, files.kernel_len, files.initrd_len)
+    control.check_boot_files(Slot::B, &info, files.kernel_len, files.initrd_len)
 }
 
 const PAGE: u64 = 4096;

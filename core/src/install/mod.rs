@@ -78,14 +78,14 @@ use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
 use crate::boot::grubcfg::slot_cfg;
 use crate::boot::{bios, bls, BootError, BootFiles, SlotInfo};
 use crate::bundle::{Bundle, BundleError};
-use crate::digest::Verifying;
 use crate::disk::{Disk, Region};
 use crate::fat::FormatOptions;
 use crate::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
 use crate::gpt::{self, GptError};
 use crate::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
 use crate::pipeline::{
-    read_image_head, verify_object, write_image, ImageSpec, PipelineError, WriteOptions,
+    read_image_head, verify_object, write_image, ImageSpec, PipelineError, VerifiedImage,
+    WriteOptions,
 };
 use crate::probe::{erase_signatures, probe_signatures, zero_areas};
 use crate::progress::Progress;
@@ -242,6 +242,14 @@ pub enum InstallError {
     NoTrustedKeys,
     #[error("the bundle: {0}")]
     Bundle(#[from] BundleError),
+    #[error(
+        "the bundle's version {version} is built for {built_for} machines, not {arch} (--arch)"
+    )]
+    WrongArch {
+        version: u64,
+        built_for: Arch,
+        arch: Arch,
+    },
     #[error("version {version} cannot be booted by {bootloader}: {source}")]
     Unbootable {
         version: u64,
@@ -351,13 +359,7 @@ pub enum WriteError {
 
 /// The version's slot file contents.
 fn slot_info(bundle: &Bundle) -> SlotInfo {
-    let meta = &bundle.signed.meta;
-    SlotInfo {
-        version: meta.version,
-        id: meta.id,
-        label: meta.label.clone(),
-        cmdline: meta.cmdline.clone(),
-    }
+    SlotInfo::of(bundle.signed.meta())
 }
 
 /// Checks what boot control would refuse in `write_boot_files` (a label or
@@ -560,13 +562,20 @@ pub fn prepare(request: &Request, system: &dyn System) -> Result<Plan, InstallEr
         return Err(InstallError::NoTrustedKeys);
     }
     let bundle = Bundle::open(&request.bundle, &request.trusted_keys)?;
-    let meta = &bundle.signed.meta;
+    let meta = bundle.signed.meta();
     info!(
         version = meta.version,
         id = %meta.id,
-        signer = bundle.signed.signer,
+        signer = bundle.signed.signer(),
         "bundle verified"
     );
+    if meta.arch != request.layout.arch {
+        return Err(InstallError::WrongArch {
+            version: meta.version,
+            built_for: meta.arch,
+            arch: request.layout.arch,
+        });
+    }
     check_bootable(&slot_info(&bundle), &request.bootloader).map_err(|source| {
         InstallError::Unbootable {
             version: meta.version,
@@ -600,7 +609,7 @@ pub fn prepare(request: &Request, system: &dyn System) -> Result<Plan, InstallEr
         });
     }
     let esp_files = esp_room::SlotFiles {
-        info: &slot_info(&bundle),
+        signed: &bundle.signed,
         kernel_len: meta.kernel.size,
         initrd_len: meta.initrd.size,
     };
@@ -650,7 +659,7 @@ pub fn prepare(request: &Request, system: &dyn System) -> Result<Plan, InstallEr
 
 /// The image as the signed meta and index describe it.
 fn image_spec(bundle: &Bundle) -> ImageSpec<'_> {
-    let meta = &bundle.signed.meta;
+    let meta = bundle.signed.meta();
     ImageSpec {
         index: &bundle.index,
         size: meta.image.size,
@@ -712,7 +721,7 @@ impl fmt::Display for Summary {
 impl fmt::Display for Plan {
     /// What will happen, for the countdown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let meta = &self.bundle.signed.meta;
+        let meta = self.bundle.signed.meta();
         if let Some(selection) = &self.selection {
             writeln!(f, "{selection}")?;
         }
@@ -808,7 +817,7 @@ pub fn execute<D: Disk>(
             reset: reset.err(),
         });
     }
-    let meta = &plan.bundle.signed.meta;
+    let meta = plan.bundle.signed.meta();
     let summary = Summary {
         target: plan.target.describe(),
         layout: plan.layout.clone(),
@@ -915,10 +924,12 @@ impl<R: Read> Read for Reporting<'_, R> {
     }
 }
 
-/// Step 5: the ESP, with slot A bootable and good.
+/// Step 5: the ESP, with slot A bootable and good: its boot files need
+/// the proof that slot A holds the bundle's image.
 fn install_esp<D: Disk>(
     plan: &Plan,
     disk: &mut D,
+    image: &VerifiedImage,
     progress: &dyn Progress,
 ) -> Result<(), WriteError> {
     let esp = Region::new(&mut *disk, plan.layout.esp.start, plan.layout.esp.size);
@@ -935,18 +946,12 @@ fn install_esp<D: Disk>(
             source,
         })?;
 
-    let meta = &plan.bundle.signed.meta;
+    let meta = plan.bundle.signed.meta();
     let open = |what: &'static str, artifact: &crate::meta::Artifact| {
-        let file = File::open(plan.bundle.path_of(artifact))
-            .map_err(|source| WriteError::Bundle { what, source })?;
-        // Checked again while streaming: the bundle was verified when it
-        // was opened, but files can change under us.
-        Ok::<_, WriteError>(Verifying::new(
-            file,
-            artifact.object.clone(),
-            artifact.size,
-            artifact.sha256,
-        ))
+        // Read again and checked while written: the bundle was verified
+        // when it was opened, but files can change under us.
+        File::open(plan.bundle.path_of(artifact))
+            .map_err(|source| WriteError::Bundle { what, source })
     };
     progress.start(
         "writing boot files",
@@ -960,17 +965,10 @@ fn install_esp<D: Disk>(
         inner: open("initrd", &meta.initrd)?,
         progress,
     };
-    boot.write_boot_files(
-        Slot::A,
-        &mut BootFiles {
-            info: slot_info(&plan.bundle),
-            kernel: &mut kernel,
-            kernel_len: meta.kernel.size,
-            initrd: &mut initrd,
-            initrd_len: meta.initrd.size,
-        },
-    )
-    .map_err(WriteError::BootFiles)?;
+    let files = BootFiles::of_version(&plan.bundle.signed, image, &mut kernel, &mut initrd)
+        .map_err(WriteError::BootFiles)?;
+    boot.write_boot_files(Slot::A, files)
+        .map_err(WriteError::BootFiles)?;
     progress.finish();
     // Good at once: there is no older version to fall back to. mark_good
     // also makes A the slot that boots first.
@@ -1007,7 +1005,11 @@ fn write<D: Disk>(
         ..WriteOptions::default()
     };
     let mut slot = Region::new(&mut *disk, layout.slot_a.start, layout.slot_a.size);
-    write_image(image, &spec, &mut slot, &options, progress).map_err(WriteError::Slot)?;
+    let written =
+        write_image(image, &spec, &mut slot, &options, progress).map_err(WriteError::Slot)?;
+    let verified = written
+        .verified
+        .expect("slot a is written with verify_readback");
 
     info!("formatting abnix-rw");
     let rw_uuid = uuid::Builder::from_random_bytes(
@@ -1026,7 +1028,7 @@ fn write<D: Disk>(
     disk.sync().map_err(WriteError::Sync)?;
 
     info!("installing {}", plan.boot.describe());
-    install_esp(plan, disk, progress)?;
+    install_esp(plan, disk, &verified, progress)?;
 
     if let BootPayload::Grub {
         bios: Some(images), ..

@@ -23,6 +23,7 @@ use crate::gpt::tests::{sgdisk, sgdisk_agrees_with};
 use crate::gpt::Gpt;
 use crate::install::system::tests::FakeSystem;
 use crate::layout::{Arch, MIB};
+use crate::meta::ObjectKind;
 use crate::pack::test_support::Sample;
 use crate::pack::{pack, PackInput};
 use crate::progress::NoProgress;
@@ -77,10 +78,23 @@ pub(super) struct Fixture {
 
 impl Fixture {
     pub(super) fn new() -> Fixture {
+        Fixture::for_arch(Arch::X86_64)
+    }
+
+    /// A version built for `arch` machines.
+    fn for_arch(arch: Arch) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let sample = Sample::new(tmp.path());
         let bundle = tmp.path().join("bundle");
-        sample.pack_into(&bundle);
+        pack(
+            &PackInput {
+                arch,
+                ..sample.input()
+            },
+            &bundle,
+            &NoProgress,
+        )
+        .unwrap();
         Fixture {
             keys: [sample.key.public()].into_iter().collect(),
             sample,
@@ -345,7 +359,7 @@ fn aarch64_installs_with_either_bootloader() {
         (grub_aarch64(), "grub (UEFI)"),
         (systemd_boot_aa64, "systemd-boot (UEFI)"),
     ] {
-        let f = Fixture::new();
+        let f = Fixture::for_arch(Arch::Aarch64);
         let mut request = f.request(setup);
         request.layout.arch = Arch::Aarch64;
         let plan = f.prepare(&request).unwrap();
@@ -395,7 +409,7 @@ fn aarch64_installs_with_either_bootloader() {
 /// an aarch64 disk before anything is written.
 #[test]
 fn aarch64_refuses_bios_grub_and_x86_64_binaries() {
-    let f = Fixture::new();
+    let f = Fixture::for_arch(Arch::Aarch64);
     for (setup, expected) in [
         (
             grub(),
@@ -572,6 +586,13 @@ fn bad_input_is_refused_before_anything_is_written() {
         .collect();
     check(&wrong_key, "does not verify");
 
+    let mut other_arch = f.request(grub_aarch64());
+    other_arch.layout.arch = Arch::Aarch64;
+    check(
+        &other_arch,
+        "the bundle's version 5 is built for x86_64 machines, not aarch64 (--arch)",
+    );
+
     let mut small_slot = f.request(grub());
     small_slot.layout.slot_size = 8 * MIB;
     check(
@@ -705,7 +726,7 @@ fn an_esp_that_holds_one_slot_but_not_two_is_refused() {
     let mut plan = f.prepare(&request).unwrap();
     let info = slot_info(&plan.bundle);
     let (kernel_len, initrd_len) = {
-        let meta = &plan.bundle.signed.meta;
+        let meta = plan.bundle.signed.meta();
         (meta.kernel.size, meta.initrd.size)
     };
     let slot_b_fits = |layout: &Layout| {
@@ -920,6 +941,50 @@ fn a_failed_write_at_any_step_wipes_the_partition_table() {
     );
 }
 
+/// The bundle is verified when it is opened; a kernel or initrd replaced
+/// in it afterwards (during `--countdown`, say) by other bytes of the same
+/// length is caught as it is written, and the disk is left unbootable.
+#[test]
+fn a_bundle_file_changed_after_it_was_verified_is_caught_as_it_is_written() {
+    for (what, kind) in [
+        ("kernel", ObjectKind::Kernel),
+        ("initrd", ObjectKind::Initrd),
+    ] {
+        let f = Fixture::new();
+        let plan = f.prepare(&f.request(systemd_boot())).unwrap();
+        let meta = plan.bundle.signed.meta();
+        let path = f
+            .bundle
+            .join(crate::meta::object_name(meta.version, meta.id, kind));
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+
+        let err = plan.install(&NoProgress).unwrap_err();
+        let InstallError::Failed { failed, reset } = &err else {
+            panic!("{what}: {err}")
+        };
+        assert!(
+            matches!(**failed, WriteError::BootFiles(BootError::Unverified(_))),
+            "{what}: {failed}"
+        );
+        assert!(
+            err.to_string().contains(&format!(".{}", kind.suffix())),
+            "{err}"
+        );
+        assert!(reset.is_none(), "{what}: {err}");
+        let mut disk = File::open(f.disk()).unwrap();
+        assert!(
+            Gpt::read(&mut disk, 512).is_err(),
+            "{what}: a table survived"
+        );
+    }
+}
+
+/// Named disks read from a fake sysfs: each way a disk can be in use, the
+/// installer's own medium, a partition instead of a disk. A named
+/// removable disk is accepted.
 /// Named disks read from a fake sysfs: each way a disk can be in use (sysfs
 /// shows it, a loop device reads a file from it, or the kernel refuses
 /// exclusive access), the installer's own medium, a partition instead of a

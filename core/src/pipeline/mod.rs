@@ -114,6 +114,38 @@ pub struct WriteReport {
     pub chunks: usize,
     /// From the call until the end (sync and read-back included).
     pub elapsed: Duration,
+    /// With [`WriteOptions::verify_readback`]: the proof that the target
+    /// holds the image.
+    pub verified: Option<VerifiedImage>,
+}
+
+/// Proof that a target holds an image: read back whole after its final
+/// sync and checked against the SHA-256 the signed meta names. Only the
+/// read-back makes one, and boot control writes a slot's boot files only
+/// with the proof of its image ([`crate::boot::BootFiles::of_version`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedImage {
+    size: u64,
+    sha256: Digest,
+}
+
+impl VerifiedImage {
+    /// The proof for an image a test holds in memory.
+    #[cfg(test)]
+    pub(crate) fn of(image: &[u8]) -> VerifiedImage {
+        VerifiedImage {
+            size: image.len() as u64,
+            sha256: Digest::of(image),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn sha256(&self) -> Digest {
+        self.sha256
+    }
 }
 
 /// Why an image was not written. Every variant says where.
@@ -191,13 +223,15 @@ pub fn write_image<R: Read + Send, D: Disk>(
         .map_err(|e| PipelineError::Target(context(e, "syncing")))?;
     progress.finish();
 
-    if opts.verify_readback {
-        verify_readback(target, image, opts, progress)?;
-    }
+    let verified = match opts.verify_readback {
+        true => Some(verify_readback(target, image, opts, progress)?),
+        false => None,
+    };
     Ok(WriteReport {
         bytes: image.size,
         chunks: chunks.len(),
         elapsed: started.elapsed(),
+        verified,
     })
 }
 
@@ -565,7 +599,7 @@ pub fn verify_image<D: Disk>(
     image: &ImageSpec,
     opts: &WriteOptions,
     progress: &dyn Progress,
-) -> Result<(), PipelineError> {
+) -> Result<VerifiedImage, PipelineError> {
     check_index(&image.index.chunks, image.size)?;
     verify_readback(target, image, opts, progress)
 }
@@ -582,13 +616,16 @@ fn verify_readback<D: Disk>(
     image: &ImageSpec,
     opts: &WriteOptions,
     progress: &dyn Progress,
-) -> Result<(), PipelineError> {
+) -> Result<VerifiedImage, PipelineError> {
     let chunks = &image.index.chunks;
     progress.start(&format!("verifying {}", opts.target_name), Some(image.size));
     let actual = hash_image(target, chunks, opts, progress)?;
     progress.finish();
     if actual == image.sha256 {
-        return Ok(());
+        return Ok(VerifiedImage {
+            size: image.size,
+            sha256: actual,
+        });
     }
     progress.start(
         &format!("finding what differs in {}", opts.target_name),

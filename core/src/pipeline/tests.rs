@@ -755,6 +755,82 @@ impl Read for RepeatedFrame {
     }
 }
 
+/// A disk of any size whose every byte is the repeated `pattern`: a write
+/// must match it (a wrong byte fails the write), a read serves it back. The
+/// memory probe streams gigabytes through it without a gigabyte of space on
+/// the test machine's disk.
+struct PatternDisk {
+    pattern: Vec<u8>,
+    size: u64,
+    pos: u64,
+}
+
+impl PatternDisk {
+    /// The pattern's bytes from the current position on, into `buf`.
+    fn fill(&self, buf: &mut [u8]) {
+        let len = self.pattern.len();
+        let mut start = (self.pos % len as u64) as usize;
+        for piece in buf.chunks_mut(len) {
+            let (n, first) = (piece.len(), piece.len().min(len - start));
+            piece[..first].copy_from_slice(&self.pattern[start..start + first]);
+            piece[first..].copy_from_slice(&self.pattern[..n - first]);
+            start = (start + n) % len;
+        }
+    }
+}
+
+impl Read for PatternDisk {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.size.saturating_sub(self.pos) as usize);
+        self.fill(&mut buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for PatternDisk {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.pos + buf.len() as u64 > self.size {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "past the end"));
+        }
+        let mut expected = vec![0; buf.len()];
+        self.fill(&mut expected);
+        if expected != buf {
+            return Err(io::Error::other(format!(
+                "wrong bytes written at {}",
+                self.pos
+            )));
+        }
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for PatternDisk {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        self.pos = match to {
+            io::SeekFrom::Start(n) => n,
+            io::SeekFrom::End(n) => self.size.checked_add_signed(n).unwrap(),
+            io::SeekFrom::Current(n) => self.pos.checked_add_signed(n).unwrap(),
+        };
+        Ok(self.pos)
+    }
+}
+
+impl Disk for PatternDisk {
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.size)
+    }
+}
+
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -815,8 +891,11 @@ fn memory_probe() {
         size,
         sha256: Digest(whole.finalize().into()),
     };
-    let mut file = tempfile::tempfile().unwrap();
-    file.set_len(size).unwrap();
+    let mut disk = PatternDisk {
+        pattern: chunk,
+        size,
+        pos: 0,
+    };
     let source = RepeatedFrame {
         frame,
         count: COUNT,
@@ -827,7 +906,7 @@ fn memory_probe() {
     let report = write_image(
         source,
         &spec,
-        &mut file,
+        &mut disk,
         &WriteOptions::default(),
         &NoProgress,
     )

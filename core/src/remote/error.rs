@@ -54,6 +54,18 @@ pub enum RemoteError {
         status: u16,
         message: String,
     },
+    /// The run's overall deadline passed (slow retrieval: a server that
+    /// answers just often enough to keep every timeout at bay).
+    #[error("{key}: the run's deadline of {}s passed", deadline.as_secs())]
+    Deadline { key: String, deadline: Duration },
+    /// A download brought less than the minimum in a whole window.
+    #[error("{key}: {got} bytes in {}s, less than the minimum of {min} (slow retrieval)", per.as_secs())]
+    TooSlow {
+        key: String,
+        got: u64,
+        min: u64,
+        per: Duration,
+    },
     /// Credentials could not be loaded (file refused, chain found nothing).
     #[error("credentials: {0}")]
     Credentials(String),

@@ -33,7 +33,7 @@ use tracing::debug;
 pub use credentials::CredentialSource;
 pub use error::RemoteError;
 pub use reader::ObjectReader;
-pub use retry::{RetryPolicy, Timeouts};
+pub use retry::{MinRate, RetryPolicy, Timeouts, TransferLimits};
 pub use upload::PART_SIZE;
 
 use error::RequestTarget;
@@ -64,6 +64,9 @@ pub struct RemoteConfig {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Set by the program, not read from a file.
+    #[serde(skip)]
+    pub limits: TransferLimits,
 }
 
 impl RemoteConfig {
@@ -149,9 +152,34 @@ struct Shared {
     endpoint: String,
     client: Client,
     runtime: Runtime,
+    /// When [`TransferLimits::deadline`] passes.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Shared {
+    /// Runs a request to its end, or fails once the run's deadline passes.
+    fn call<T>(
+        &self,
+        key: &str,
+        request: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ) -> Result<T, RemoteError> {
+        let Some(deadline) = self.deadline else {
+            return self.runtime.block_on(request);
+        };
+        self.runtime.block_on(async {
+            tokio::time::timeout_at(deadline, request)
+                .await
+                .unwrap_or_else(|_| Err(self.deadline_passed(key)))
+        })
+    }
+
+    fn deadline_passed(&self, key: &str) -> RemoteError {
+        RemoteError::Deadline {
+            key: key.to_string(),
+            deadline: self.config.limits.deadline.unwrap_or_default(),
+        }
+    }
+
     fn target<'a>(&'a self, key: &'a str) -> RequestTarget<'a> {
         RequestTarget {
             endpoint: &self.endpoint,
@@ -228,12 +256,18 @@ impl Remote {
             CredentialSource::Anonymous => builder.allow_no_auth(),
         };
         let client = Client::from_conf(builder.build());
+        // The tokio clock must be read inside the runtime.
+        let deadline = config.limits.deadline.map(|deadline| {
+            let _inside = runtime.enter();
+            tokio::time::Instant::now() + deadline
+        });
         Ok(Remote {
             shared: Arc::new(Shared {
                 endpoint: config.endpoint_label(),
                 config,
                 client,
                 runtime,
+                deadline,
             }),
         })
     }
@@ -298,17 +332,17 @@ impl Remote {
     /// Size of the object at `key`.
     pub fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {
         let shared = &self.shared;
-        let output = shared
-            .runtime
-            .block_on(
-                shared
-                    .client
-                    .head_object()
-                    .bucket(self.bucket())
-                    .key(key)
-                    .send(),
-            )
-            .map_err(|err| shared.target(key).classify(err))?;
+        let request = shared
+            .client
+            .head_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send();
+        let output = shared.call(key, async {
+            request
+                .await
+                .map_err(|err| shared.target(key).classify(err))
+        })?;
         Ok(ObjectInfo {
             key: key.to_string(),
             size: output.content_length().unwrap_or(0).max(0) as u64,
@@ -319,18 +353,18 @@ impl Remote {
     /// signatures).
     pub fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<(), RemoteError> {
         let shared = &self.shared;
-        shared
-            .runtime
-            .block_on(
-                shared
-                    .client
-                    .put_object()
-                    .bucket(self.bucket())
-                    .key(key)
-                    .body(ByteStream::from(bytes.to_vec()))
-                    .send(),
-            )
-            .map_err(|err| shared.target(key).classify(err))?;
+        let request = shared
+            .client
+            .put_object()
+            .bucket(self.bucket())
+            .key(key)
+            .body(ByteStream::from(bytes.to_vec()))
+            .send();
+        shared.call(key, async {
+            request
+                .await
+                .map_err(|err| shared.target(key).classify(err))
+        })?;
         debug!(key, len = bytes.len(), "uploaded");
         Ok(())
     }
@@ -354,18 +388,18 @@ impl Remote {
         let mut objects = Vec::new();
         let mut continuation: Option<String> = None;
         loop {
-            let page = shared
-                .runtime
-                .block_on(
-                    shared
-                        .client
-                        .list_objects_v2()
-                        .bucket(self.bucket())
-                        .prefix(prefix)
-                        .set_continuation_token(continuation.take())
-                        .send(),
-                )
-                .map_err(|err| shared.target(prefix).classify(err))?;
+            let request = shared
+                .client
+                .list_objects_v2()
+                .bucket(self.bucket())
+                .prefix(prefix)
+                .set_continuation_token(continuation.take())
+                .send();
+            let page = shared.call(prefix, async {
+                request
+                    .await
+                    .map_err(|err| shared.target(prefix).classify(err))
+            })?;
             objects.extend(page.contents().iter().filter_map(|object| {
                 Some(ObjectInfo {
                     key: object.key()?.to_string(),
@@ -397,17 +431,17 @@ impl Remote {
                 .quiet(true)
                 .build()
                 .map_err(|err| RemoteError::Other(format!("building delete request: {err}")))?;
-            let output = shared
-                .runtime
-                .block_on(
-                    shared
-                        .client
-                        .delete_objects()
-                        .bucket(self.bucket())
-                        .delete(delete)
-                        .send(),
-                )
-                .map_err(|err| shared.target(&batch[0]).classify(err))?;
+            let request = shared
+                .client
+                .delete_objects()
+                .bucket(self.bucket())
+                .delete(delete)
+                .send();
+            let output = shared.call(&batch[0], async {
+                request
+                    .await
+                    .map_err(|err| shared.target(&batch[0]).classify(err))
+            })?;
             // Per-key failures come inside a 200 answer, with an S3 code.
             if let Some(failed) = output.errors().first() {
                 let key = failed.key().unwrap_or(&batch[0]);
@@ -438,6 +472,7 @@ mod tests {
             credentials: CredentialSource::Anonymous,
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            limits: TransferLimits::default(),
         }
     }
 

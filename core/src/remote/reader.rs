@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
@@ -24,6 +24,12 @@ use super::{RemoteError, Shared};
 /// [`super::RetryPolicy::max_total`]; a download that keeps progressing is
 /// never cut short. The resume request itself is retried by the SDK.
 ///
+/// Against slow retrieval it also fails, for good, once the run's deadline
+/// passes ([`RemoteError::Deadline`]) or when the server delivers less than
+/// the minimum rate ([`RemoteError::TooSlow`]): bytes are counted against
+/// the time spent waiting for them, so a slow consumer never makes the
+/// server look slow ([`super::TransferLimits`]).
+///
 /// `read` fails with an `io::Error` that carries a [`RemoteError`]
 /// ([`RemoteError::from_io`] gets it back).
 pub struct ObjectReader {
@@ -40,6 +46,15 @@ pub struct ObjectReader {
     body: Option<ByteStream>,
     resumes: u32,
     stall: Option<Stall>,
+    rate: RateWindow,
+}
+
+/// Time spent waiting for body bytes and the bytes that came, since the
+/// minimum rate was last checked.
+#[derive(Default)]
+struct RateWindow {
+    waited: Duration,
+    bytes: u64,
 }
 
 // Readers feed pipeline threads.
@@ -98,6 +113,7 @@ impl ObjectReader {
             body: None,
             resumes: 0,
             stall: None,
+            rate: RateWindow::default(),
         };
         if let Some(len) = expected_len {
             if start_offset > len {
@@ -168,11 +184,23 @@ impl ObjectReader {
             }
             let failure = match &mut self.body {
                 Some(body) => {
-                    // The timer must be created inside the runtime.
-                    let next = self
-                        .shared
-                        .runtime
-                        .block_on(async { tokio::time::timeout(read_timeout, body.next()).await });
+                    let shared = &self.shared;
+                    let started = Instant::now();
+                    // The timers must be created inside the runtime.
+                    let next = shared.runtime.block_on(async {
+                        let wait = match shared.deadline {
+                            Some(deadline) => read_timeout.min(
+                                deadline.saturating_duration_since(tokio::time::Instant::now()),
+                            ),
+                            None => read_timeout,
+                        };
+                        tokio::time::timeout(wait, body.next()).await
+                    });
+                    self.rate.waited += started.elapsed();
+                    if let Ok(Some(Ok(chunk))) = &next {
+                        self.rate.bytes += chunk.len() as u64;
+                    }
+                    self.check_limits()?;
                     match next {
                         Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
                         Ok(Some(Ok(chunk))) => {
@@ -198,6 +226,34 @@ impl ObjectReader {
             self.body = None;
             self.resume(&failure)?;
         }
+    }
+
+    /// Fails once the run's deadline has passed, or when a whole window of
+    /// waiting brought less than the minimum rate.
+    fn check_limits(&mut self) -> Result<(), RemoteError> {
+        let shared = &self.shared;
+        if shared
+            .deadline
+            .is_some_and(|deadline| tokio::time::Instant::now() >= deadline)
+        {
+            return Err(shared.deadline_passed(&self.key));
+        }
+        let Some(min) = shared.config.limits.min_rate else {
+            return Ok(());
+        };
+        if self.rate.waited < min.per {
+            return Ok(());
+        }
+        if self.rate.bytes < min.bytes {
+            return Err(RemoteError::TooSlow {
+                key: self.key.clone(),
+                got: self.rate.bytes,
+                min: min.bytes,
+                per: self.rate.waited,
+            });
+        }
+        self.rate = RateWindow::default();
+        Ok(())
     }
 
     /// Re-requests the body from `received` on, after a backoff.
@@ -261,10 +317,12 @@ impl ObjectReader {
         if let Some(etag) = &self.etag {
             request = request.if_match(etag);
         }
-        shared
-            .runtime
-            .block_on(request.send())
-            .map_err(|err| shared.target(&self.key).classify(err))
+        let request = request.send();
+        shared.call(&self.key, async {
+            request
+                .await
+                .map_err(|err| shared.target(&self.key).classify(err))
+        })
     }
 
     /// The whole object's length, from `Content-Range` for a ranged answer,

@@ -68,6 +68,26 @@ impl Default for Timeouts {
     }
 }
 
+/// Bounds on a whole run's transfers, against slow retrieval: a server (or
+/// a path) that sends just enough, just often enough, to keep every
+/// per-request timeout at bay. Unlimited by default (the operator's
+/// commands); the device's `check` and `update` set them from the config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// Every request and read fails once this much time has passed since
+    /// the [`super::Remote`] was made.
+    pub deadline: Option<Duration>,
+    /// A download that brings less than this fails.
+    pub min_rate: Option<MinRate>,
+}
+
+/// At least `bytes` in every `per` while a download is under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes: u64,
+    pub per: Duration,
+}
+
 impl RetryPolicy {
     /// The SDK's retry configuration for this policy.
     pub(crate) fn sdk_retry_config(&self) -> RetryConfig {

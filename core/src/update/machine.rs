@@ -7,15 +7,23 @@
 //!
 //! The cycle, in order (DESIGN §5, issue 5):
 //!
-//! 1. read the boot state; the health gate: the booted slot must be good
-//!    (no update from a trial boot that has not been marked good);
+//! 1. read the disk ([`DiskState`]: the boot state, each slot's signed meta
+//!    kept on the ESP, the failed versions and revoked keys recorded
+//!    there); the health gate: the booted slot must be good (no update
+//!    from a trial boot that has not been marked good);
 //! 2. remember a failed trial of the other slot (it fell back) as a failed
-//!    version, so it is never installed again;
+//!    version, on the ESP and in the state file, so it is never installed
+//!    again;
 //! 3. fetch and verify the channel's latest meta, waiting for the network
 //!    with bounded backoff while it is unreachable;
-//! 4. decide: nothing to do when the version is not newer than the booted
-//!    one, failed before, is the booted version's id, does not fit the
-//!    slot, or already waits in the other slot as its pending trial;
+//! 4. decide (docs/security.md): refuse a meta for another channel or
+//!    architecture, or one `pack` signed for no channel; record the keys a
+//!    recovery key revokes in it; refuse it once expired (the channel is
+//!    stale); nothing to do when it is the booted version or already waits
+//!    in the other slot as its pending trial, failed before, is not newer
+//!    than the rollback floor (the highest version the slots hold, by
+//!    their signed metas), is the booted version's id, or does not fit the
+//!    slot;
 //! 5. install, stopping at the first failure: fetch the index, check that
 //!    the ESP takes the boot files (before anything changes), mark the
 //!    other slot bad, write and verify the image, write the boot files,
@@ -31,8 +39,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::boot::{BootStatus, SlotInfo, SlotState};
-use crate::meta::Meta;
+use crate::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
+use crate::layout::Arch;
+use crate::meta::{Meta, Publication, SignedMeta};
+use crate::sign::PublicKey;
 use crate::slot::Slot;
 use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
 
@@ -82,13 +92,97 @@ impl NetworkWait {
 pub struct Setup {
     pub mode: Mode,
     pub booted: Slot,
-    /// Versions that failed before (the state file's list).
+    /// Versions that failed before, as the state file remembers them (the
+    /// ESP's record comes with the [`DiskState`]).
     pub failed: Vec<FailedVersion>,
     /// Size of each slot, in bytes.
     pub slot_size: u64,
     /// Boot attempts of the new trial.
     pub tries: u8,
     pub network: NetworkWait,
+    /// What a meta must name to be for this device.
+    pub device: Device,
+    pub clock: Clock,
+}
+
+/// What a meta must name to be for this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub channel: String,
+    /// The architecture of its disk's root partitions.
+    pub arch: Arch,
+}
+
+/// The time a run starts at, and how far it is trusted for expiry
+/// (docs/security.md, "Freshness").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub now: DateTime<Utc>,
+    /// Whether `now` is trusted: the kernel reports the clock synchronized,
+    /// or the config says to trust it always.
+    pub trusted: bool,
+    /// The newest signing time the state file remembers verifying.
+    pub newest_signed: Option<DateTime<Utc>>,
+}
+
+impl Clock {
+    /// What the device takes "now" to be, given the newest signing time it
+    /// has verified: never earlier than that, and without a trusted clock,
+    /// that alone. `None`: no time known at all.
+    pub fn now(&self, newest_signed: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        let newest = self.newest_signed.max(newest_signed);
+        match self.trusted {
+            true => Some(newest.map_or(self.now, |newest| newest.max(self.now))),
+            false => newest,
+        }
+    }
+}
+
+/// What the disk holds, as a run reads it first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskState {
+    pub boot: BootStatus,
+    /// Each slot's signed meta kept beside its boot files, as verified with
+    /// the device's keys now (indexed like the slots).
+    pub kept: [KeptMeta; 2],
+    /// The failed versions recorded on the ESP.
+    pub failed: Vec<FailedVersion>,
+    /// The keys a recovery key revoked, recorded on the ESP.
+    pub revoked: Vec<PublicKey>,
+}
+
+impl DiskState {
+    /// A disk whose slots keep no signed meta, and with nothing recorded.
+    pub fn unsigned(boot: BootStatus) -> DiskState {
+        DiskState {
+            boot,
+            kept: [KeptMeta::Unsigned, KeptMeta::Unsigned],
+            failed: Vec::new(),
+            revoked: Vec::new(),
+        }
+    }
+
+    fn kept(&self, slot: Slot) -> &KeptMeta {
+        &self.kept[slot_index(slot)]
+    }
+}
+
+/// A slot's signed meta kept on the ESP, as it counts for the rollback
+/// floor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptMeta {
+    /// None that can be read (no complete files; files written before
+    /// metas were kept; a damaged copy): the slot file's version stands.
+    Unsigned,
+    /// Verified by these keys, none revoked; the slot file agrees with it.
+    Signed {
+        version: u64,
+        signed_at: Option<DateTime<Utc>>,
+        signers: Vec<PublicKey>,
+    },
+    /// Signed only by keys the device does not trust (revoked, or no longer
+    /// listed): the slot's version counts for nothing.
+    Void { reason: String },
 }
 
 /// The steps of an install, in order.
@@ -116,7 +210,7 @@ impl Step {
 
     /// What the step does, for logs, STATUS= and errors.
     pub fn describe(self, plan: &Plan) -> String {
-        let (slot, version) = (plan.target, plan.meta.version);
+        let (slot, version) = (plan.target, plan.meta().version);
         match self {
             Step::FetchIndex => format!("fetching the chunk index of version {version}"),
             Step::CheckBootFiles => {
@@ -136,19 +230,23 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub target: Slot,
-    pub meta: Meta,
+    pub signed: SignedMeta,
     pub tries: u8,
 }
 
 impl Plan {
+    pub fn meta(&self) -> &Meta {
+        self.signed.meta()
+    }
+
+    /// The channel's latest meta this plan installs.
+    pub fn latest(&self) -> Latest {
+        Latest::of(self.meta()).expect("only a published meta is planned")
+    }
+
     /// The slot information its boot files carry.
     pub fn slot_info(&self) -> SlotInfo {
-        SlotInfo {
-            version: self.meta.version,
-            id: self.meta.id,
-            label: self.meta.label.clone(),
-            cmdline: self.meta.cmdline.clone(),
-        }
+        SlotInfo::of(self.meta())
     }
 }
 
@@ -164,11 +262,48 @@ pub enum Refusal {
     NotGood { slot: Slot, state: SlotState },
 }
 
+/// The channel's latest meta, as verified: its version and when it was
+/// signed and expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latest {
+    pub version: u64,
+    pub signed_at: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+}
+
+impl Latest {
+    fn of(meta: &Meta) -> Option<Latest> {
+        meta.published.as_ref().map(|p| Latest {
+            version: meta.version,
+            signed_at: p.signed_at,
+            expires: p.expires,
+        })
+    }
+}
+
+/// Why a meta that verified is not for this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfit {
+    /// As `pack` signs it, for no channel: a bundle's meta put in the bucket.
+    NotPublished {
+        version: u64,
+    },
+    OtherChannel {
+        version: u64,
+        channel: String,
+    },
+    OtherArch {
+        version: u64,
+        arch: Arch,
+    },
+}
+
 /// Why the channel's latest version is not installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Skip {
-    /// Older than the booted version: the anti-rollback order refuses it.
-    Older { booted: u64 },
+    /// Not newer than the rollback floor: the highest version a slot holds
+    /// (by its signed meta), booted or not. Versions never go back.
+    NotNewer { floor: u64, slot: Slot },
     /// Newer, but with the booted version's id: both slots would hold a
     /// root with the same filesystem UUID.
     SameIdAsBooted { id: Uuid },
@@ -198,8 +333,8 @@ pub enum Stage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub stage: Stage,
-    /// The channel's latest version, when the meta was verified.
-    pub latest: Option<u64>,
+    /// The channel's latest meta, when it was verified.
+    pub latest: Option<Latest>,
     pub error: String,
 }
 
@@ -207,19 +342,28 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Refused(Refusal),
+    /// The channel's meta verified, but is not for this device.
+    Unfit(Unfit),
+    /// The channel's meta expired: the channel is stale, the device keeps
+    /// what it runs.
+    Stale {
+        latest: Latest,
+        /// The booted version.
+        running: u64,
+    },
     /// The channel's latest version is the booted one.
     UpToDate {
-        version: u64,
+        latest: Latest,
     },
     Skipped {
-        latest: u64,
+        latest: Latest,
         reason: Skip,
     },
     /// The latest version waits in the other slot for its trial, which the
     /// next boot starts.
     PendingTrial {
         slot: Slot,
-        version: u64,
+        latest: Latest,
     },
     /// `check`: an update would install this.
     WouldInstall(Box<Plan>),
@@ -229,14 +373,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The channel's latest version, if this run verified its meta.
-    pub fn latest(&self) -> Option<u64> {
+    /// The channel's latest meta, if this run verified it and it is for
+    /// this device.
+    pub fn latest(&self) -> Option<Latest> {
         match self {
-            Outcome::Refused(_) => None,
-            Outcome::UpToDate { version } => Some(*version),
-            Outcome::Skipped { latest, .. } => Some(*latest),
-            Outcome::PendingTrial { version, .. } => Some(*version),
-            Outcome::WouldInstall(plan) | Outcome::Installed(plan) => Some(plan.meta.version),
+            Outcome::Refused(_) | Outcome::Unfit(_) => None,
+            Outcome::Stale { latest, .. }
+            | Outcome::UpToDate { latest }
+            | Outcome::Skipped { latest, .. }
+            | Outcome::PendingTrial { latest, .. } => Some(*latest),
+            Outcome::WouldInstall(plan) | Outcome::Installed(plan) => Some(plan.latest()),
             Outcome::Failed(failure) => failure.latest,
         }
     }
@@ -246,7 +392,10 @@ impl Outcome {
     /// ignore).
     pub fn is_error(&self) -> bool {
         match self {
-            Outcome::Refused(_) | Outcome::Failed(_) => true,
+            Outcome::Refused(_)
+            | Outcome::Unfit(_)
+            | Outcome::Stale { .. }
+            | Outcome::Failed(_) => true,
             Outcome::Skipped { reason, .. } => {
                 matches!(reason, Skip::SameIdAsBooted { .. } | Skip::TooLarge { .. })
             }
@@ -260,8 +409,8 @@ impl Outcome {
     /// Whether a new version waits for a reboot after this run.
     pub fn reboot_pending(&self) -> Option<(Slot, u64)> {
         match self {
-            Outcome::Installed(plan) => Some((plan.target, plan.meta.version)),
-            Outcome::PendingTrial { slot, version } => Some((*slot, *version)),
+            Outcome::Installed(plan) => Some((plan.target, plan.meta().version)),
+            Outcome::PendingTrial { slot, latest } => Some((*slot, latest.version)),
             _ => None,
         }
     }
@@ -274,11 +423,16 @@ impl Outcome {
         let latest = self.latest();
         state.last_check = Some(CheckRecord {
             at,
-            latest,
+            latest: latest.map(|l| l.version),
             result: result.clone(),
         });
-        if let Some(version) = latest {
-            state.latest = Some(LatestSeen { version, at });
+        if let Some(latest) = latest {
+            state.latest = Some(LatestSeen {
+                version: latest.version,
+                at,
+                signed_at: Some(latest.signed_at),
+                expires: Some(latest.expires),
+            });
         }
         if self.is_error() {
             state.last_error = Some(ErrorRecord {
@@ -304,11 +458,32 @@ impl fmt::Display for Outcome {
                 "refused: the booted slot {slot} is {} and not marked good yet; updates wait for mark-good",
                 super::state_name(*state)
             ),
-            Outcome::UpToDate { version } => write!(f, "up to date (version {version})"),
-            Outcome::Skipped { latest, reason } => match reason {
-                Skip::Older { booted } => write!(
+            Outcome::Unfit(Unfit::NotPublished { version }) => write!(
+                f,
+                "refused version {version}: its meta is a bundle's, signed by pack for no channel (publish signs it for one)"
+            ),
+            Outcome::Unfit(Unfit::OtherChannel { version, channel }) => write!(
+                f,
+                "refused version {version}: it is published for channel \"{channel}\", not this device's"
+            ),
+            Outcome::Unfit(Unfit::OtherArch { version, arch }) => write!(
+                f,
+                "refused version {version}: it is built for {arch} machines, not this device's"
+            ),
+            Outcome::Stale { latest, running } => write!(
+                f,
+                "refused version {}: the channel is stale, its meta expired {} (signed {}; the publisher re-signs it with publish --resign); still running version {running}",
+                latest.version,
+                latest.expires.format("%Y-%m-%d %H:%M:%S UTC"),
+                latest.signed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            ),
+            Outcome::UpToDate { latest } => write!(f, "up to date (version {})", latest.version),
+            Outcome::Skipped { latest, reason } => {
+                let latest = latest.version;
+                match reason {
+                Skip::NotNewer { floor, slot } => write!(
                     f,
-                    "ignored version {latest}: older than the booted version {booted} (versions never go back)"
+                    "ignored version {latest}: not newer than version {floor} in slot {slot} (versions never go back)"
                 ),
                 Skip::SameIdAsBooted { id } => write!(
                     f,
@@ -322,28 +497,30 @@ impl fmt::Display for Outcome {
                     f,
                     "refused version {latest}: its image is {image} bytes, a slot holds {slot_size}"
                 ),
-            },
-            Outcome::PendingTrial { slot, version } => write!(
+            }
+            }
+            Outcome::PendingTrial { slot, latest } => write!(
                 f,
-                "version {version} is installed in slot {slot} and boots at the next reboot"
+                "version {} is installed in slot {slot} and boots at the next reboot",
+                latest.version
             ),
             Outcome::WouldInstall(plan) => write!(
                 f,
                 "version {} \"{}\" is available: an update would install it into slot {} ({} bytes to download)",
-                plan.meta.version,
-                plan.meta.label,
+                plan.meta().version,
+                plan.meta().label,
                 plan.target,
-                plan.meta.image.compressed_size + plan.meta.kernel.size + plan.meta.initrd.size
+                plan.meta().image.compressed_size + plan.meta().kernel.size + plan.meta().initrd.size
             ),
             Outcome::Installed(plan) => write!(
                 f,
                 "installed version {} \"{}\" into slot {}; it boots next, on trial ({} tries)",
-                plan.meta.version, plan.meta.label, plan.target, plan.tries
+                plan.meta().version, plan.meta().label, plan.target, plan.tries
             ),
             Outcome::Failed(failure) => {
                 let stage = match &failure.stage {
                     Stage::Disk => "reading the disk".to_owned(),
-                    Stage::State => "writing the state".to_owned(),
+                    Stage::State => "recording on the disk and in the state".to_owned(),
                     Stage::Network => "waiting for the network".to_owned(),
                     Stage::Meta => "fetching the channel's meta".to_owned(),
                     Stage::Install { step, plan } => step.describe(plan),
@@ -374,20 +551,25 @@ pub fn failed_trial_record(trial: Slot, info: &SlotInfo, at: DateTime<Utc>) -> F
 pub enum Cycle {
     Start,
     RecordingFailedTrial {
-        status: BootStatus,
+        disk: Box<DiskState>,
         trial: SlotInfo,
     },
     Fetching {
-        status: BootStatus,
+        disk: Box<DiskState>,
         /// Attempts so far, this one excluded.
         attempts: u32,
         waited: Duration,
     },
     WaitingForNetwork {
-        status: BootStatus,
+        disk: Box<DiskState>,
         attempts: u32,
         waited: Duration,
         delay: Duration,
+    },
+    RecordingRevocations {
+        disk: Box<DiskState>,
+        signed: Box<SignedMeta>,
+        keys: Vec<PublicKey>,
     },
     Installing {
         plan: Box<Plan>,
@@ -399,12 +581,16 @@ pub enum Cycle {
 /// What the executor must do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    ReadBootStatus,
-    /// Add this to the state's failed versions and save the state.
+    /// Read the disk's [`DiskState`].
+    ReadDisk,
+    /// Add this to the failed versions on the ESP and in the state file.
     RecordFailedTrial {
         trial: Slot,
         info: SlotInfo,
     },
+    /// Record these keys as revoked on the ESP: a recovery key's meta
+    /// revokes them.
+    RecordRevocations(Vec<PublicKey>),
     /// Fetch and verify the channel's latest meta.
     FetchLatest,
     Wait(Duration),
@@ -419,10 +605,17 @@ impl Action {
     /// One line for logs and systemd's STATUS=.
     pub fn describe(&self) -> String {
         match self {
-            Action::ReadBootStatus => "reading the boot state".into(),
+            Action::ReadDisk => "reading the boot state".into(),
             Action::RecordFailedTrial { trial, info } => format!(
                 "recording version {} (slot {trial}) as failed: its trial fell back",
                 info.version
+            ),
+            Action::RecordRevocations(keys) => format!(
+                "recording the keys a recovery key revoked: {}",
+                keys.iter()
+                    .map(|k| k.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Action::FetchLatest => "checking the channel for a new version".into(),
             Action::Wait(delay) => format!(
@@ -438,11 +631,13 @@ impl Action {
 /// The result of an action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    BootStatus(BootStatus),
+    Disk(Box<DiskState>),
     /// The failed trial was saved as this record.
     Recorded(Box<FailedVersion>),
+    /// The revocations were recorded.
+    Revoked,
     /// The channel's latest meta, verified.
-    Latest(Box<Meta>),
+    Latest(Box<SignedMeta>),
     /// The bucket could not be reached (network down, DNS, refused).
     Unreachable(String),
     Waited,
@@ -473,13 +668,14 @@ impl Machine {
 
     pub fn action(&self) -> Action {
         match &self.cycle {
-            Cycle::Start => Action::ReadBootStatus,
+            Cycle::Start => Action::ReadDisk,
             Cycle::RecordingFailedTrial { trial, .. } => Action::RecordFailedTrial {
                 trial: self.setup.booted.other(),
                 info: trial.clone(),
             },
             Cycle::Fetching { .. } => Action::FetchLatest,
             Cycle::WaitingForNetwork { delay, .. } => Action::Wait(*delay),
+            Cycle::RecordingRevocations { keys, .. } => Action::RecordRevocations(keys.clone()),
             Cycle::Installing { plan, step } => Action::Install {
                 plan: plan.clone(),
                 step: *step,
@@ -505,14 +701,14 @@ impl Machine {
 
     fn next(&mut self, cycle: Cycle, event: Event) -> Cycle {
         match (cycle, event) {
-            (Cycle::Start, Event::BootStatus(status)) => self.gate(status),
+            (Cycle::Start, Event::Disk(disk)) => self.gate(disk),
             (Cycle::Start, Event::Failed(error)) => Self::failed(Stage::Disk, error),
 
-            (Cycle::RecordingFailedTrial { status, .. }, Event::Recorded(record)) => {
+            (Cycle::RecordingFailedTrial { mut disk, .. }, Event::Recorded(record)) => {
                 // The decision below must see the version as failed too.
-                self.setup.failed.push(*record);
+                disk.failed.push(*record);
                 Cycle::Fetching {
-                    status,
+                    disk,
                     attempts: 0,
                     waited: Duration::ZERO,
                 }
@@ -521,10 +717,10 @@ impl Machine {
                 Self::failed(Stage::State, error)
             }
 
-            (Cycle::Fetching { status, .. }, Event::Latest(meta)) => self.decide(&status, *meta),
+            (Cycle::Fetching { disk, .. }, Event::Latest(signed)) => self.decide(disk, *signed),
             (
                 Cycle::Fetching {
-                    status,
+                    disk,
                     attempts,
                     waited,
                 },
@@ -533,7 +729,7 @@ impl Machine {
                 let attempts = attempts + 1;
                 match self.setup.network.delay(attempts, waited) {
                     Some(delay) => Cycle::WaitingForNetwork {
-                        status,
+                        disk,
                         attempts,
                         waited,
                         delay,
@@ -551,17 +747,32 @@ impl Machine {
 
             (
                 Cycle::WaitingForNetwork {
-                    status,
+                    disk,
                     attempts,
                     waited,
                     delay,
                 },
                 Event::Waited,
             ) => Cycle::Fetching {
-                status,
+                disk,
                 attempts,
                 waited: waited + delay,
             },
+
+            (
+                Cycle::RecordingRevocations {
+                    mut disk,
+                    signed,
+                    keys,
+                },
+                Event::Revoked,
+            ) => {
+                disk.revoked.extend(keys);
+                self.decide(disk, *signed)
+            }
+            (Cycle::RecordingRevocations { .. }, Event::Failed(error)) => {
+                Self::failed(Stage::State, error)
+            }
 
             (Cycle::Installing { plan, step }, Event::StepDone) => match step.next() {
                 Some(step) => Cycle::Installing { plan, step },
@@ -569,7 +780,7 @@ impl Machine {
             },
             (Cycle::Installing { plan, step }, Event::Failed(error)) => {
                 Cycle::Done(Outcome::Failed(Failure {
-                    latest: Some(plan.meta.version),
+                    latest: Some(plan.latest()),
                     stage: Stage::Install { step, plan },
                     error,
                 }))
@@ -582,9 +793,9 @@ impl Machine {
     }
 
     /// The health gate, then the other slot's failed trial.
-    fn gate(&self, status: BootStatus) -> Cycle {
+    fn gate(&self, disk: Box<DiskState>) -> Cycle {
         let booted = self.setup.booted;
-        let slot = status.slot(booted);
+        let slot = disk.boot.slot(booted);
         if slot.info.is_none() {
             return Cycle::Done(Outcome::Refused(Refusal::BootedIncomplete(booted)));
         }
@@ -594,61 +805,119 @@ impl Machine {
                 state: slot.state,
             }));
         }
-        let unrecorded_trial = status
+        // Recorded on the ESP, whatever the state file says: the state
+        // file may be lost.
+        let unrecorded_trial = disk
+            .boot
             .failed_trial(booted)
             .and_then(|s| s.info.clone())
-            .filter(|info| self.has_failed(info.version, info.id).is_none());
+            .filter(|info| {
+                !disk
+                    .failed
+                    .iter()
+                    .any(|f| same_version(f, info.version, info.id))
+            });
         match unrecorded_trial {
-            Some(trial) => Cycle::RecordingFailedTrial { status, trial },
+            Some(trial) => Cycle::RecordingFailedTrial { disk, trial },
             None => Cycle::Fetching {
-                status,
+                disk,
                 attempts: 0,
                 waited: Duration::ZERO,
             },
         }
     }
 
-    fn has_failed(&self, version: u64, id: Uuid) -> Option<&FailedVersion> {
-        self.setup
-            .failed
+    fn has_failed<'d>(
+        &'d self,
+        disk: &'d DiskState,
+        version: u64,
+        id: Uuid,
+    ) -> Option<&'d FailedVersion> {
+        disk.failed
             .iter()
-            .find(|f| f.version == version || f.id == id)
+            .chain(&self.setup.failed)
+            .find(|f| same_version(f, version, id))
     }
 
-    /// What to do with the channel's latest version.
-    fn decide(&self, status: &BootStatus, meta: Meta) -> Cycle {
-        let booted = status.slot(self.setup.booted);
+    /// What to do with the channel's latest meta.
+    fn decide(&self, disk: Box<DiskState>, signed: SignedMeta) -> Cycle {
+        let meta = signed.meta();
+        let version = meta.version;
+        let unfit = |unfit| Cycle::Done(Outcome::Unfit(unfit));
+        let Some(published) = &meta.published else {
+            return unfit(Unfit::NotPublished { version });
+        };
+        if published.channel != self.setup.device.channel {
+            return unfit(Unfit::OtherChannel {
+                version,
+                channel: published.channel.clone(),
+            });
+        }
+        if meta.arch != self.setup.device.arch {
+            return unfit(Unfit::OtherArch {
+                version,
+                arch: meta.arch,
+            });
+        }
+        let unrecorded: Vec<PublicKey> = published
+            .revoked()
+            .into_iter()
+            .filter(|key| !disk.revoked.contains(key))
+            .collect();
+        if !unrecorded.is_empty() {
+            return Cycle::RecordingRevocations {
+                disk,
+                signed: Box::new(signed),
+                keys: unrecorded,
+            };
+        }
+        let latest = Latest::of(meta).expect("published");
+        let booted = disk.boot.slot(self.setup.booted);
         let running = booted
             .info
             .as_ref()
             .expect("the health gate let only a complete booted slot through");
-        let latest = meta.version;
-        let skip = |reason| Cycle::Done(Outcome::Skipped { latest, reason });
-        if latest < running.version {
-            return skip(Skip::Older {
-                booted: running.version,
+        if self.is_expired(&disk, published) {
+            return Cycle::Done(Outcome::Stale {
+                latest,
+                running: running.version,
             });
         }
-        if latest == running.version {
-            return Cycle::Done(Outcome::UpToDate { version: latest });
+        let skip = |reason| Cycle::Done(Outcome::Skipped { latest, reason });
+        if (version, meta.id) == (running.version, running.id) {
+            return Cycle::Done(Outcome::UpToDate { latest });
         }
-        if meta.id == running.id {
-            return skip(Skip::SameIdAsBooted { id: meta.id });
+        let target = self.setup.booted.other();
+        let pending = super::pending_trial(&disk.boot, self.setup.booted)
+            .and_then(|s| s.info.as_ref())
+            .is_some_and(|info| (info.version, info.id) == (version, meta.id));
+        if pending {
+            return Cycle::Done(Outcome::PendingTrial {
+                slot: target,
+                latest,
+            });
         }
-        if let Some(failed) = self.has_failed(meta.version, meta.id) {
+        if let Some(failed) = self.has_failed(&disk, version, meta.id) {
             return skip(Skip::FailedBefore {
                 reason: failed.reason.clone(),
             });
         }
-        let target = self.setup.booted.other();
-        let pending = super::pending_trial(status, self.setup.booted)
-            .and_then(|s| s.info.as_ref())
-            .is_some_and(|info| info.version == meta.version && info.id == meta.id);
-        if pending {
-            return Cycle::Done(Outcome::PendingTrial {
-                slot: target,
-                version: latest,
-            });
+        if let Some((floor, slot)) = rollback_floor(&disk, Some(self.setup.booted)) {
+            // The same version again into the slot that holds it (an
+            // activation a power cut interrupted) goes back nowhere.
+            let again = slot == target
+                && disk
+                    .boot
+                    .slot(target)
+                    .info
+                    .as_ref()
+                    .is_some_and(|info| (info.version, info.id) == (version, meta.id));
+            if version < floor || (version == floor && !again) {
+                return skip(Skip::NotNewer { floor, slot });
+            }
+        }
+        if meta.id == running.id {
+            return skip(Skip::SameIdAsBooted { id: meta.id });
         }
         if meta.image.size > self.setup.slot_size {
             return skip(Skip::TooLarge {
@@ -658,7 +927,7 @@ impl Machine {
         }
         let plan = Box::new(Plan {
             target,
-            meta,
+            signed,
             tries: self.setup.tries,
         });
         match self.setup.mode {
@@ -669,6 +938,56 @@ impl Machine {
             },
         }
     }
+
+    /// Whether `published` has expired by the device's notion of now: the
+    /// clock if it is trusted, and never earlier than the newest signing
+    /// time verified (the state file's, the slots' metas', this one's).
+    fn is_expired(&self, disk: &DiskState, published: &Publication) -> bool {
+        let kept = disk.kept.iter().filter_map(|kept| match kept {
+            KeptMeta::Signed { signed_at, .. } => *signed_at,
+            _ => None,
+        });
+        let newest = kept.chain([published.signed_at]).max();
+        self.setup
+            .clock
+            .now(newest)
+            .is_some_and(|now| published.expired(now))
+    }
+}
+
+/// The rollback floor: the highest version a slot holds, by its signed meta
+/// (or, without one, its slot file), given the keys revoked on the disk,
+/// and the slot that holds it. A failed trial of a slot other than
+/// `booted` does not count (it is remembered as failed instead), nor does
+/// a meta only revoked keys signed.
+pub fn rollback_floor(disk: &DiskState, booted: Option<Slot>) -> Option<(u64, Slot)> {
+    Slot::ALL
+        .into_iter()
+        .filter_map(|slot| {
+            let status = disk.boot.slot(slot);
+            let info = status.info.as_ref()?;
+            let failed_trial =
+                Some(slot) != booted && status.state == (SlotState::Trial { tries_left: 0 });
+            if failed_trial {
+                return None;
+            }
+            match disk.kept(slot) {
+                KeptMeta::Unsigned => Some((info.version, slot)),
+                KeptMeta::Signed {
+                    version, signers, ..
+                } => signers
+                    .iter()
+                    .any(|key| !disk.revoked.contains(key))
+                    .then_some((*version, slot)),
+                KeptMeta::Void { .. } => None,
+            }
+        })
+        .max_by_key(|&(version, _)| version)
+}
+
+/// Whether a failed-version record is of this version (by number or id).
+fn same_version(failed: &FailedVersion, version: u64, id: Uuid) -> bool {
+    failed.version == version || failed.id == id
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod machine;
 pub mod notify;
+pub mod records;
 pub mod restart;
 pub mod run;
 pub mod schedule;
@@ -20,6 +21,16 @@ use crate::slot::Slot;
 /// How long a command waits for another run to release the update lock
 /// before it gives up with a message naming the lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether the kernel reports the system clock synchronized (by
+/// systemd-timesyncd, chrony or ntpd: what `timedatectl` shows as "System
+/// clock synchronized"). Read-only: `adjtimex` with no modes set.
+pub fn clock_synchronized() -> bool {
+    // SAFETY: timex is plain data; with modes 0, adjtimex only reads.
+    let mut timex: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut timex) };
+    state >= 0 && state != libc::TIME_ERROR
+}
 
 /// A slot's state in one word, as `status` shows it (docs/boot.md's terms;
 /// a trial with no tries left is a failed trial).

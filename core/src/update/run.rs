@@ -12,17 +12,20 @@ use chrono::Utc;
 
 use super::machine::{failed_trial_record, Action, Event, Machine, Outcome, Plan, Step};
 use super::notify::Notifier;
+use super::records;
 use crate::boot::BootFiles;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::delta::{ActiveSlot, DeltaOptions, IndexStore, LocalChunks, Reopen};
 use crate::disk::{Disk, Region};
 use crate::errors::error_text;
+use crate::fat::FatFs;
 use crate::index::Index;
-use crate::pipeline::WriteOptions;
+use crate::pipeline::{VerifiedImage, WriteOptions};
 use crate::progress::Progress;
 use crate::remote::{Remote, RemoteError};
-use crate::state::{State, StateDir};
+use crate::sign::TrustedKeys;
+use crate::state::{FailedVersion, State, StateDir};
 use crate::system_disk::SystemDisk;
 
 /// What the actions work on.
@@ -35,9 +38,14 @@ pub struct Executor<'a, D: Disk> {
     pub progress: &'a dyn Progress,
     pub notifier: &'a Notifier,
     pub write_options: WriteOptions,
+    /// The config's keys with the revocations recorded on the ESP, from the
+    /// first action on.
+    keys: TrustedKeys,
     channel: Option<Channel>,
     /// The index of the version being installed, from its FetchIndex step.
     index: Option<Index>,
+    /// The proof that the target slot holds the image, from WriteImage.
+    image: Option<VerifiedImage>,
 }
 
 impl<'a, D: Reopen> Executor<'a, D> {
@@ -63,8 +71,10 @@ impl<'a, D: Reopen> Executor<'a, D> {
                 verify_readback: true,
                 ..WriteOptions::default()
             },
+            keys: config.trusted_keys.clone(),
             channel: None,
             index: None,
+            image: None,
         }
     }
 
@@ -86,9 +96,12 @@ impl<'a, D: Reopen> Executor<'a, D> {
 
     fn perform(&mut self, action: Action) -> Event {
         match action {
-            Action::ReadBootStatus => match self.read_boot_status() {
-                Ok(status) => Event::BootStatus(status),
-                Err(e) => Event::Failed(error_text(e.as_ref())),
+            Action::ReadDisk => match records::read_disk(self.disk, &self.config.trusted_keys) {
+                Ok((disk, keys)) => {
+                    self.keys = keys;
+                    Event::Disk(Box::new(disk))
+                }
+                Err(e) => Event::Failed(e.to_string()),
             },
             Action::RecordFailedTrial { trial, info } => {
                 let record = failed_trial_record(trial, &info, Utc::now());
@@ -98,13 +111,31 @@ impl<'a, D: Reopen> Executor<'a, D> {
                     record.label,
                     record.reason
                 );
-                self.state.record_failed(record.clone());
-                match self.state_dir.save(self.state) {
+                match self.record_failed(&record) {
                     Ok(()) => Event::Recorded(Box::new(record)),
-                    Err(e) => Event::Failed(format!(
-                        "saving the state in {}: {e}",
-                        self.state_dir.path().display()
-                    )),
+                    Err(e) => Event::Failed(error_text(e.as_ref())),
+                }
+            }
+            Action::RecordRevocations(keys) => {
+                let recorded = FatFs::open(self.disk.esp()).and_then(|mut fs| {
+                    keys.iter()
+                        .try_for_each(|key| records::record_revoked(&mut fs, key))
+                });
+                match recorded {
+                    Ok(()) => {
+                        for key in keys {
+                            tracing::warn!("key {key} is revoked by a recovery key");
+                            self.keys.revoke(key);
+                        }
+                        // The same bucket (and deadline), the keys as they
+                        // are now.
+                        if let Some(channel) = self.channel.take() {
+                            self.channel =
+                                Some(Channel::new(channel.remote().clone(), self.keys.clone()));
+                        }
+                        Event::Revoked
+                    }
+                    Err(e) => Event::Failed(format!("recording on the ESP: {e}")),
                 }
             }
             Action::FetchLatest => self.fetch_latest(),
@@ -122,25 +153,31 @@ impl<'a, D: Reopen> Executor<'a, D> {
         }
     }
 
-    fn read_boot_status(&mut self) -> anyhow::Result<crate::boot::BootStatus> {
-        Ok(self.disk.boot_control()?.status()?)
+    /// Records a failed version on the ESP, then in the state file.
+    fn record_failed(&mut self, record: &FailedVersion) -> anyhow::Result<()> {
+        let mut fs = FatFs::open(self.disk.esp()).context("the ESP")?;
+        records::record_failed(&mut fs, record).context("recording on the ESP")?;
+        self.state.record_failed(record.clone());
+        self.state_dir
+            .save(self.state)
+            .with_context(|| format!("saving the state in {}", self.state_dir.path().display()))
     }
 
     fn fetch_latest(&mut self) -> Event {
-        let channel = match connected(&mut self.channel, self.config) {
+        let channel = match connected(&mut self.channel, self.config, &self.keys) {
             Ok(channel) => channel,
             Err(e) => return Event::Failed(error_text(e.as_ref())),
         };
         match channel.latest() {
             Ok(signed) => {
-                let meta = signed.meta;
+                let meta = signed.meta();
                 tracing::info!(
                     "the channel's latest version is {} \"{}\" (signed by {})",
                     meta.version,
                     meta.label,
-                    signed.signer
+                    signed.signer()
                 );
-                Event::Latest(Box::new(meta))
+                Event::Latest(Box::new(signed))
             }
             Err(e) => match e.remote() {
                 Some(RemoteError::Unreachable { .. }) => Event::Unreachable(e.to_string()),
@@ -151,10 +188,10 @@ impl<'a, D: Reopen> Executor<'a, D> {
 
     fn install_step(&mut self, plan: &Plan, step: Step) -> anyhow::Result<()> {
         let slot = plan.target;
-        let meta = &plan.meta;
+        let meta = plan.meta();
         match step {
             Step::FetchIndex => {
-                let index = connected(&mut self.channel, self.config)?.index(meta)?;
+                let index = connected(&mut self.channel, self.config, &self.keys)?.index(meta)?;
                 self.index = Some(index);
             }
             Step::CheckBootFiles => self.disk.boot_control()?.check_boot_files(
@@ -166,21 +203,17 @@ impl<'a, D: Reopen> Executor<'a, D> {
             Step::MarkBad => self.disk.boot_control()?.mark_bad(slot)?,
             Step::WriteImage => self.write_image(plan)?,
             Step::WriteBootFiles => {
-                let channel = connected(&mut self.channel, self.config)?;
-                // Both readers fail at their end unless the bytes match the
-                // meta, so a corrupt kernel never gets its slot file.
-                let mut kernel = channel.open_artifact(&meta.kernel)?;
-                let mut initrd = channel.open_artifact(&meta.initrd)?;
-                self.disk.boot_control()?.write_boot_files(
-                    slot,
-                    &mut BootFiles {
-                        info: plan.slot_info(),
-                        kernel: &mut kernel,
-                        kernel_len: meta.kernel.size,
-                        initrd: &mut initrd,
-                        initrd_len: meta.initrd.size,
-                    },
-                )?;
+                let channel = connected(&mut self.channel, self.config, &self.keys)?;
+                let image = self
+                    .image
+                    .as_ref()
+                    .expect("WriteImage comes before WriteBootFiles");
+                // Checked against the meta as they are written: a kernel or
+                // initrd that differs never gets its slot file.
+                let mut kernel = channel.open_object(&meta.kernel)?;
+                let mut initrd = channel.open_object(&meta.initrd)?;
+                let files = BootFiles::of_version(&plan.signed, image, &mut kernel, &mut initrd)?;
+                self.disk.boot_control()?.write_boot_files(slot, files)?;
             }
             Step::Activate => self.disk.boot_control()?.activate(slot, plan.tries)?,
         }
@@ -195,8 +228,8 @@ impl<D: Reopen> Executor<'_, D> {
     /// and from the target itself when an earlier attempt at this version
     /// was interrupted; the rest is downloaded.
     fn write_image(&mut self, plan: &Plan) -> anyhow::Result<()> {
-        let (slot, meta) = (plan.target, &plan.meta);
-        let channel = connected(&mut self.channel, self.config)?;
+        let (slot, meta) = (plan.target, plan.meta());
+        let channel = connected(&mut self.channel, self.config, &self.keys)?;
         let index = self
             .index
             .as_ref()
@@ -266,16 +299,21 @@ impl<D: Reopen> Executor<'_, D> {
                 self.state_dir.path().display()
             );
         }
+        self.image = report.verified;
         Ok(())
     }
 }
 
 /// The channel, made on first use, so a run that ends before its first
 /// fetch sends no request and loads no credentials.
-fn connected<'c>(channel: &'c mut Option<Channel>, config: &Config) -> anyhow::Result<&'c Channel> {
+fn connected<'c>(
+    channel: &'c mut Option<Channel>,
+    config: &Config,
+    keys: &TrustedKeys,
+) -> anyhow::Result<&'c Channel> {
     if channel.is_none() {
         let remote = Remote::new(config.remote.clone()).context("the bucket")?;
-        *channel = Some(Channel::new(remote, config.trusted_keys.clone()));
+        *channel = Some(Channel::new(remote, keys.clone()));
     }
     Ok(channel.as_ref().expect("just made"))
 }

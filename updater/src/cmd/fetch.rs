@@ -1,5 +1,5 @@
-//! `abnix-update fetch`: fetch and verify the channel's latest version and
-//! stream its image into a file. The device's update path without the
+//! `abnix-update fetch`: fetch and verify the channel's latest version (for
+//! this channel, not expired) and stream its image into a file. The device's update path without the
 //! slots, to exercise and benchmark the download on its own.
 
 use std::fs::{self, File, OpenOptions};
@@ -10,6 +10,7 @@ use std::time::Instant;
 use abnix_core::pipeline::WriteOptions;
 use abnix_core::progress;
 use anyhow::{bail, Context};
+use chrono::Utc;
 
 use super::remote_args::{channel_label, RemoteArgs};
 
@@ -44,7 +45,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let signed = channel
         .latest()
         .with_context(|| format!("fetching the latest meta of {label}"))?;
-    let meta = &signed.meta;
+    let meta = signed.meta();
+    // What a device would refuse, this refuses too (the architecture
+    // aside: any machine may fetch an image).
+    let channel_name = &channel.remote().config().channel;
+    let Some(published) = meta
+        .published
+        .as_ref()
+        .filter(|p| &p.channel == channel_name)
+    else {
+        bail!(
+            "the latest meta of {label} (version {}) is not published for channel {channel_name:?}",
+            meta.version
+        );
+    };
+    if published.expired(Utc::now()) {
+        bail!(
+            "the channel {label} is stale: the meta of version {} expired {} (publish --resign signs it again)",
+            meta.version,
+            published.expires
+        );
+    }
     let index = channel
         .index(meta)
         .with_context(|| format!("fetching the index of version {}", meta.version))?;

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use abnix_core::meta::{object_name, ObjectKind};
+use abnix_core::layout::Arch;
 use abnix_core::pack::{pack, PackInput, DEFAULT_ZSTD_LEVEL};
 use abnix_core::progress;
 use abnix_core::sign::SecretKey;
@@ -35,6 +35,10 @@ pub struct Args {
     /// Version number: must increase with every version of a channel.
     #[arg(long)]
     version: u64,
+    /// The architecture of the machines the version is for (signed in its
+    /// meta) [default: this machine's].
+    #[arg(long, value_name = "x86_64|aarch64")]
+    arch: Option<Arch>,
     /// Human-readable label.
     #[arg(long)]
     label: String,
@@ -55,7 +59,8 @@ pub struct Args {
     threads: Option<usize>,
 }
 
-fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
+/// Reads a secret key file, warning when others can read it.
+pub fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
     let context = || format!("reading the secret key {}", path.display());
     let text = fs::read_to_string(path).with_context(context)?;
     if let Ok(meta) = fs::metadata(path) {
@@ -90,6 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &key,
     );
     input.expected_id = args.id;
+    if let Some(arch) = args.arch {
+        input.arch = arch;
+    }
     input.level = args.level;
     if let Some(threads) = args.threads {
         input.threads = threads;
@@ -97,18 +105,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let signed = pack(&input, &args.out, progress::for_stderr().as_ref())
         .with_context(|| format!("packing into {}", args.out.display()))?;
-    let meta = &signed.meta;
+    let meta = signed.meta();
     println!("version {}", meta.version);
     println!("id {}", meta.id);
+    println!("arch {}", meta.arch);
     println!("objects in {}:", args.out.display());
-    for name in [
-        meta.image.object.clone(),
-        meta.index.object.clone(),
-        meta.kernel.object.clone(),
-        meta.initrd.object.clone(),
-        object_name(meta.version, meta.id, ObjectKind::Meta),
-        object_name(meta.version, meta.id, ObjectKind::MetaSig),
-    ] {
+    for name in meta.object_names() {
         println!("  {name}");
     }
     Ok(ExitCode::SUCCESS)

@@ -1,55 +1,105 @@
-//! `abnix-update publish`: upload a bundle to its channel, every artifact
-//! first and the channel's meta last; optionally prune old versions.
+//! `abnix-update publish`: sign a bundle's version for its channel and
+//! upload it, every artifact first and the channel's meta last; or sign the
+//! channel's current version again with a new expiry (`--resign`);
+//! optionally prune old versions.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use abnix_core::bundle::Bundle;
 use abnix_core::progress;
-use abnix_core::publish::{publish, PublishError, PublishOptions};
+use abnix_core::publish::{publish, resign, PublishError, PublishOptions, DEFAULT_VALID_FOR};
+use abnix_core::sign::PublicKey;
+use abnix_core::units::parse_duration;
 use anyhow::Context;
+use clap::ArgGroup;
 
+use super::pack::read_key;
 use super::remote_args::{channel_label, RemoteArgs};
 
 #[derive(clap::Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["bundle", "resign"])))]
 pub struct Args {
     /// Bundle directory, as made by `abnix-update pack`.
     #[arg(long)]
-    bundle: PathBuf,
+    bundle: Option<PathBuf>,
+    /// Sign the channel's current version again, with a new expiry and
+    /// nothing else changed (for a cron job or CI).
+    #[arg(long)]
+    resign: bool,
+    /// Secret key file to sign the channel's meta with (repeat to sign with
+    /// several, e.g. the old and the new key of a rotation, or a recovery
+    /// key besides a signing key).
+    #[arg(long = "key", value_name = "SECRET_FILE", required = true)]
+    keys: Vec<PathBuf>,
+    /// How long devices take the meta from now (e.g. 30d, 12h); after that
+    /// the channel is stale until it is signed again.
+    #[arg(long, value_parser = parse_duration, default_value = DEFAULT_VALID_FOR)]
+    valid_for: Duration,
+    /// A public key (name:base64) the meta declares revoked; devices
+    /// honour it only when a recovery key signs the meta (docs/security.md).
+    #[arg(long = "revoke", value_name = "KEY")]
+    revoke: Vec<String>,
     #[command(flatten)]
     remote: RemoteArgs,
     /// Afterwards, delete the objects of all but the newest N versions of
     /// the channel (never the one published nor the one the channel's meta
     /// names).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "resign")]
     keep: Option<NonZeroUsize>,
     /// Publish even if the version is not greater than the channel's
     /// current one, or the channel's current meta does not verify.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resign")]
     force: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let channel = args.remote.channel()?;
     let label = channel_label(&channel);
-    // Verified against the trusted keys: a bundle that devices would refuse
-    // is not published.
-    let bundle = Bundle::open(&args.bundle, channel.keys())
-        .with_context(|| format!("opening the bundle {}", args.bundle.display()))?;
+    let keys = args
+        .keys
+        .iter()
+        .map(|path| read_key(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keys: Vec<_> = keys.iter().collect();
+    let revoke = args
+        .revoke
+        .iter()
+        .map(|text| PublicKey::parse(text).with_context(|| format!("--revoke {text:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = PublishOptions {
         keep: args.keep,
         force: args.force,
+        valid_for: args.valid_for,
+        revoke,
     };
-    let version = bundle.signed.meta.version;
-    let report = publish(&channel, &bundle, &opts, progress::for_stderr().as_ref())
-        .map_err(|err| match err {
-            PublishError::NotNewer { .. } | PublishError::UntrustedPointer(_) => {
-                anyhow::anyhow!("{err} (--force publishes it anyway)")
-            }
-            other => other.into(),
-        })
-        .with_context(|| format!("publishing version {version} to {label}"))?;
+    let report = match &args.bundle {
+        Some(dir) => {
+            // Verified against the trusted keys: a bundle that devices
+            // would refuse is not published.
+            let bundle = Bundle::open(dir, channel.keys())
+                .with_context(|| format!("opening the bundle {}", dir.display()))?;
+            let version = bundle.signed.meta().version;
+            publish(
+                &channel,
+                &bundle,
+                &keys,
+                &opts,
+                progress::for_stderr().as_ref(),
+            )
+            .map_err(|err| match err {
+                PublishError::NotNewer { .. } | PublishError::UntrustedPointer(_) => {
+                    anyhow::anyhow!("{err} (--force publishes it anyway)")
+                }
+                other => other.into(),
+            })
+            .with_context(|| format!("publishing version {version} to {label}"))?
+        }
+        None => resign(&channel, &keys, &opts)
+            .with_context(|| format!("signing the current version of {label} again"))?,
+    };
 
     println!("published {} to {label}", report.published);
     match report.previous {

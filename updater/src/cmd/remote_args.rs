@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use abnix_core::channel::Channel;
 use abnix_core::config::Config;
-use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use abnix_core::sign::{PublicKey, TrustedKeys};
 use anyhow::{bail, Context};
 
@@ -101,6 +103,7 @@ impl RemoteArgs {
             credentials: CredentialSource::Chain,
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            limits: TransferLimits::default(),
         })
     }
 

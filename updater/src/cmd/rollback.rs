@@ -1,12 +1,15 @@
 //! `abnix-update rollback`: the operator's way back. The other slot boots
 //! next when it holds a good version; the running version is recorded as
-//! failed first, so the updater never installs it again. Refused, with the
-//! reason, when the other slot is empty or not good.
+//! failed first (on the ESP and in the state file), so the updater never
+//! installs it again. It installs nothing, so the rollback floor does not
+//! stand in its way. Refused, with the reason, when the other slot is
+//! empty or not good.
 
 use std::process::ExitCode;
 
+use abnix_core::fat::FatFs;
 use abnix_core::state::FailedVersion;
-use abnix_core::update::{rollback_plan, RollbackHow};
+use abnix_core::update::{records, rollback_plan, RollbackHow};
 use anyhow::Context;
 use chrono::Utc;
 
@@ -29,10 +32,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Recorded before the boot state changes: once the other slot boots,
     // the update that runs there must already know to skip this version.
+    // On the ESP, where a lost state file cannot forget it.
     let before = state_dir.load().context("reading the state")?;
     if let Some(from) = &plan.from_version {
-        let mut state = before.clone();
-        state.record_failed(FailedVersion {
+        let failed = FailedVersion {
             version: from.version,
             id: from.id,
             label: from.label.clone(),
@@ -41,10 +44,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "rolled back by an operator to version {}",
                 plan.to_version.version
             ),
-        });
+        };
+        drop(boot);
+        FatFs::open(host.disk.esp())
+            .and_then(|mut fs| records::record_failed(&mut fs, &failed))
+            .context("recording the failed version on the ESP")?;
+        let mut state = before.clone();
+        state.record_failed(failed);
         state_dir
             .save(&state)
             .context("recording the failed version")?;
+        boot = host.disk.boot_control()?;
     }
     let changed = match plan.how {
         RollbackHow::Prefer => boot.prefer(plan.to),

@@ -1,18 +1,21 @@
 //! `abnix-update status`: the booted slot, both slots, what the last check
-//! found, when the next one is due, failed versions and whether a reboot is
-//! pending. Reads only: no network, nothing written (a corrupt state file
-//! is reported, not set aside; no lock file is created).
+//! found, whether the channel is stale and since when, when the next check
+//! is due, the rollback floor, failed versions (from the ESP and the state
+//! file), revoked keys and whether a reboot is pending. Reads only: no
+//! network, nothing written (a corrupt state file is reported, not set
+//! aside; no lock file is created).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{BootStatus, SlotState, SlotStatus};
-use abnix_core::config::Config;
+use abnix_core::config::{ClockTrust, Config};
 use abnix_core::host::Host;
 use abnix_core::state::{CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir};
+use abnix_core::update::machine::{rollback_floor, Clock, DiskState};
 use abnix_core::update::schedule::{boot_time, check_schedule};
-use abnix_core::update::{pending_trial, state_name};
+use abnix_core::update::{clock_synchronized, pending_trial, records, state_name};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -54,9 +57,19 @@ struct Report {
     pending_reboot: Option<u64>,
     channel: String,
     /// The channel's latest version as of the last check that verified it
-    /// (later checks may have failed), and when that was.
+    /// (later checks may have failed), and when that was; when its meta was
+    /// signed and expires.
     latest_known: Option<u64>,
     latest_known_at: Option<DateTime<Utc>>,
+    latest_signed_at: Option<DateTime<Utc>>,
+    latest_expires: Option<DateTime<Utc>>,
+    /// Since when the channel is stale: the expiry of the newest meta
+    /// known, once it has passed (by the device's notion of now).
+    stale_since: Option<DateTime<Utc>>,
+    /// No version at or below this is installed (the highest version the
+    /// slots hold, by their signed metas), and the slot holding it.
+    rollback_floor: Option<u64>,
+    rollback_floor_slot: Option<String>,
     last_check: Option<CheckRecord>,
     /// The config's check_interval.
     check_interval_secs: u64,
@@ -66,7 +79,11 @@ struct Report {
     /// timer may not be running.
     check_overdue: bool,
     last_error: Option<ErrorRecord>,
+    /// From the ESP's record and the state file.
     failed_versions: Vec<FailedVersion>,
+    /// Keys a recovery key revoked (recorded on the ESP) or the config
+    /// lists as revoked.
+    revoked_keys: Vec<String>,
     /// Why the state file could not be read; the next `check` or `update`
     /// sets it aside and starts afresh.
     state_corrupt: Option<String>,
@@ -97,16 +114,35 @@ fn slot_report(slot: &SlotStatus, status: &BootStatus, booted: Option<&str>) -> 
     }
 }
 
+/// The failed versions of the ESP's record, then those only the state file
+/// has.
+fn failed_versions(esp: &[FailedVersion], state: Vec<FailedVersion>) -> Vec<FailedVersion> {
+    let mut all = esp.to_vec();
+    for failed in state {
+        if !all
+            .iter()
+            .any(|f| f.version == failed.version && f.id == failed.id)
+        {
+            all.push(failed);
+        }
+    }
+    all
+}
+
+#[allow(clippy::too_many_arguments)]
 fn report(
     host: &Host,
     bootloader: String,
-    status: &BootStatus,
+    disk: &DiskState,
     config: &Config,
     stored: Stored,
     booted_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
+    clock: Clock,
+    revoked_keys: Vec<String>,
 ) -> Report {
+    let status = &disk.boot;
     let state = stored.state;
+    let now = clock.now;
     let schedule = check_schedule(
         state.last_check.as_ref().map(|c| c.at),
         booted_at,
@@ -121,6 +157,9 @@ fn report(
         .and_then(|&b| pending_trial(status, b))
         .and_then(|s| s.info.as_ref())
         .map(|i| i.version);
+    let expires = state.latest.as_ref().and_then(|l| l.expires);
+    let stale_since = expires.filter(|&expires| clock.now(None).is_some_and(|now| now >= expires));
+    let floor = rollback_floor(disk, host.booted.as_ref().ok().copied());
     Report {
         disk: host.disk_path.display().to_string(),
         bootloader,
@@ -135,13 +174,19 @@ fn report(
         channel: config.remote.channel.clone(),
         latest_known: state.latest.as_ref().map(|l| l.version),
         latest_known_at: state.latest.as_ref().map(|l| l.at),
+        latest_signed_at: state.latest.as_ref().and_then(|l| l.signed_at),
+        latest_expires: expires,
+        stale_since,
+        rollback_floor: floor.map(|(version, _)| version),
+        rollback_floor_slot: floor.map(|(_, slot)| slot.to_string()),
         last_check: state.last_check,
         check_interval_secs: config.check_interval.as_secs(),
         next_check_due: schedule.next_due,
         // A run that takes long (a slow download) is not a stopped timer.
         check_overdue: schedule.overdue && !stored.update_running,
         last_error: state.last_error,
-        failed_versions: state.failed,
+        failed_versions: failed_versions(&disk.failed, state.failed),
+        revoked_keys,
         state_corrupt: stored.corrupt.map(|c| c.to_string()),
         update_running: stored.update_running,
     }
@@ -201,6 +246,19 @@ fn human(r: &Report) -> String {
         "channel:         {} (latest known: {latest})",
         r.channel
     );
+    if let Some(since) = &r.stale_since {
+        let _ = writeln!(
+            out,
+            "stale:           since {}: the newest meta of the channel expired; checks refuse it and this host keeps what it runs until the publisher re-signs it (publish --resign)",
+            when(since)
+        );
+    }
+    if let (Some(floor), Some(slot)) = (r.rollback_floor, &r.rollback_floor_slot) {
+        let _ = writeln!(
+            out,
+            "rollback floor:  version {floor} (slot {slot}): only newer versions are installed"
+        );
+    }
     let _ = match &r.last_check {
         Some(c) => writeln!(out, "last check:      {}: {}", when(&c.at), c.result),
         None => writeln!(out, "last check:      never"),
@@ -231,6 +289,9 @@ fn human(r: &Report) -> String {
             when(&f.at),
             f.reason
         );
+    }
+    for key in &r.revoked_keys {
+        let _ = writeln!(out, "revoked key:     {key}");
     }
     if let Some(corrupt) = &r.state_corrupt {
         let _ = writeln!(
@@ -266,11 +327,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.device.load_config()?;
     let mut host = args.device.open_host()?;
     let bootloader = host.disk.bootloader()?.to_string();
-    let status = host
-        .disk
-        .boot_control()?
-        .status()
+    let (disk, keys) = records::read_disk(&mut host.disk, &config.trusted_keys)
         .context("reading the boot state")?;
+    let revoked_keys = keys.revoked().iter().map(ToString::to_string).collect();
     let stored = read_state_dir(&StateDir::new(&config.state_dir))?;
     // The host's boot time says whether a check is due since boot; a disk
     // or command line given on the command line is not this host's boot.
@@ -279,14 +338,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         boot_time(&SysRoot::default())
     };
+    let clock = Clock {
+        now: Utc::now(),
+        trusted: config.clock == ClockTrust::Always || clock_synchronized(),
+        newest_signed: stored.state.latest.as_ref().and_then(|l| l.signed_at),
+    };
     let report = report(
         &host,
         bootloader,
-        &status,
+        &disk,
         &config,
         stored,
         booted_at,
-        Utc::now(),
+        clock,
+        revoked_keys,
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

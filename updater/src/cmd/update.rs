@@ -7,14 +7,16 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use abnix_core::config::Config;
+use abnix_core::config::{ClockTrust, Config};
 use abnix_core::errors::error_text;
+use abnix_core::layout::Arch;
 use abnix_core::progress;
 use abnix_core::reboot;
 use abnix_core::state::{ErrorRecord, Lock, State, StateDir};
 use abnix_core::units::parse_duration;
+use abnix_core::update::clock_synchronized;
 use abnix_core::update::machine::{
-    Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
+    Clock, Device, Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
 };
 use abnix_core::update::notify::{Notifier, NotifyingProgress};
 use abnix_core::update::restart;
@@ -60,6 +62,17 @@ pub fn run_cycle(
     network: &NetworkArgs,
 ) -> anyhow::Result<CycleRun> {
     let (state_dir, lock) = lock(config)?;
+    // The run's deadline and minimum transfer rate (slow retrieval), in the
+    // bucket's settings, where every request and read applies them.
+    let update = mode == Mode::Update;
+    let config = &Config {
+        remote: config.remote_for(update),
+        ..config.clone()
+    };
+    let deadline = match update {
+        true => config.update_deadline,
+        false => config.check_deadline,
+    };
     let mut state = state_dir
         .load()
         .with_context(|| format!("reading the state in {}", state_dir.path().display()))?;
@@ -73,15 +86,25 @@ pub fn run_cycle(
         Ok(mut host) => match host.booted.clone() {
             Err(e) => Outcome::Refused(Refusal::BootedUnknown(e.to_string())),
             Ok(booted) => {
+                let slot = host.disk.layout().slot(booted.other());
                 let setup = Setup {
                     mode,
                     booted,
                     failed: state.failed.clone(),
-                    slot_size: host.disk.layout().slot(booted.other()).size,
+                    slot_size: slot.size,
                     tries: u8::try_from(config.tries).context("tries")?,
                     network: NetworkWait {
-                        budget: network.network_wait,
+                        budget: network.network_wait.min(deadline),
                         ..NetworkWait::DEFAULT
+                    },
+                    device: Device {
+                        channel: config.remote.channel.clone(),
+                        arch: Arch::from_root_type(slot.type_guid).unwrap_or_else(Arch::native),
+                    },
+                    clock: Clock {
+                        now: Utc::now(),
+                        trusted: config.clock == ClockTrust::Always || clock_synchronized(),
+                        newest_signed: state.latest.as_ref().and_then(|l| l.signed_at),
                     },
                 };
                 let terminal = progress::for_stderr();
@@ -105,7 +128,7 @@ pub fn run_cycle(
     match &outcome {
         o if o.is_error() => tracing::error!("{o}"),
         Outcome::Skipped {
-            reason: Skip::Older { .. } | Skip::FailedBefore { .. },
+            reason: Skip::NotNewer { .. } | Skip::FailedBefore { .. },
             ..
         } => tracing::warn!("{outcome}"),
         o => tracing::info!("{o}"),

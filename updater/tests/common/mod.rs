@@ -8,21 +8,28 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{model, BootControl};
 use abnix_core::bundle::Bundle;
+use abnix_core::channel::Channel;
 use abnix_core::install::{prepare, BootloaderSetup, Request, TargetRequest};
+use abnix_core::layout::Arch;
 use abnix_core::layout::{min_disk_size, LayoutConfig};
-use abnix_core::meta::{object_name, ObjectKind};
+use abnix_core::meta::{object_name, Meta, ObjectKind, Publication, SignedMeta};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
-use abnix_core::remote::{CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts};
+use abnix_core::publish::{publish, PublishOptions};
+use abnix_core::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use abnix_core::sign::SecretKey;
 use abnix_core::slot::Slot;
 use abnix_core::state::{Lock, StateDir};
 use abnix_core::system_disk::{Bootloader, SystemDisk};
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
+use chrono::{DateTime, Utc};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -45,22 +52,28 @@ pub struct Fleet {
     uploader: Remote,
 }
 
-/// A packed, verified version (a bundle directory).
+/// A packed, verified version (a bundle directory), and the key that signed
+/// it, which signs it for the channel when it is published.
 pub struct Version {
     pub bundle: Bundle,
+    pub key: SecretKey,
 }
 
 impl Version {
     pub fn number(&self) -> u64 {
-        self.bundle.signed.meta.version
+        self.bundle.signed.meta().version
+    }
+
+    pub fn meta(&self) -> &Meta {
+        self.bundle.signed.meta()
     }
 
     pub fn id(&self) -> Uuid {
-        self.bundle.signed.meta.id
+        self.bundle.signed.meta().id
     }
 
     pub fn image_object(&self) -> String {
-        self.bundle.signed.meta.image.object.clone()
+        self.bundle.signed.meta().image.object.clone()
     }
 }
 
@@ -80,6 +93,7 @@ impl Fleet {
             credentials: CredentialSource::File(credentials.clone()),
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            limits: TransferLimits::default(),
         })
         .unwrap();
         Fleet {
@@ -99,7 +113,12 @@ impl Fleet {
     }
 
     pub fn version_signed_with(&self, number: u64, image_size: u64, key: &SecretKey) -> Version {
-        self.build_version(number, image_size, key, &[])
+        self.build_version(number, image_size, key, &[], Arch::X86_64)
+    }
+
+    /// Version `number` built for `arch` machines.
+    pub fn version_for(&self, number: u64, arch: Arch) -> Version {
+        self.build_version(number, 8 * MIB, &self.key, &[], arch)
     }
 
     /// Version `number` whose image also holds `files` (path in the tree,
@@ -110,7 +129,7 @@ impl Fleet {
         image_size: u64,
         files: &[(&str, &[u8])],
     ) -> Version {
-        self.build_version(number, image_size, &self.key, files)
+        self.build_version(number, image_size, &self.key, files, Arch::X86_64)
     }
 
     fn build_version(
@@ -119,6 +138,7 @@ impl Fleet {
         image_size: u64,
         key: &SecretKey,
         files: &[(&str, &[u8])],
+        arch: Arch,
     ) -> Version {
         let id = Uuid::new_v4();
         let work = self.dir.path().join(format!("v{number}-{id}"));
@@ -132,7 +152,7 @@ impl Fleet {
         )
         .unwrap();
         fs::write(&initrd, format!("initrd of version {number}\n").repeat(900)).unwrap();
-        let input = PackInput::new(
+        let mut input = PackInput::new(
             &image,
             &kernel,
             &initrd,
@@ -141,10 +161,12 @@ impl Fleet {
             format!("kiosk {number}"),
             key,
         );
+        input.arch = arch;
         let out = work.join("bundle");
         pack(&input, &out, &NoProgress).unwrap();
         Version {
             bundle: Bundle::open(&out, &self.trusted_keys(key)).unwrap(),
+            key: key.clone(),
         }
     }
 
@@ -154,40 +176,116 @@ impl Fleet {
         keys
     }
 
-    /// Uploads a version the way `publish` does (DESIGN §4): every object
-    /// under `<prefix>/<channel>/`, then the channel's meta last.
+    /// Publishes a version with core's `publish`, signed for the channel by
+    /// the key that packed it, valid for its default month; over whatever
+    /// the channel holds (`force`), as the tests set up the bucket at will.
     pub fn publish(&self, version: &Version) {
-        let meta = &version.bundle.signed.meta;
+        self.publish_with(
+            version,
+            &PublishOptions {
+                force: true,
+                ..PublishOptions::default()
+            },
+        );
+    }
+
+    /// Publishes a version with `opts`, signed by the key that packed it.
+    pub fn publish_with(&self, version: &Version, opts: &PublishOptions) {
+        let channel = Channel::new(self.uploader.clone(), self.trusted_keys(&version.key));
+        publish(
+            &channel,
+            &version.bundle,
+            &[&version.key],
+            opts,
+            &NoProgress,
+        )
+        .unwrap();
+    }
+
+    /// Publishes a version to another channel of the bucket.
+    pub fn publish_with_channel(&self, version: &Version, channel: &str) {
+        let channel = self.other_channel(channel, &version.key);
+        publish(
+            &channel,
+            &version.bundle,
+            &[&version.key],
+            &PublishOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    }
+
+    /// The channel as the operator sees it, trusting `key`.
+    pub fn channel(&self, key: &SecretKey) -> Channel {
+        Channel::new(self.uploader.clone(), self.trusted_keys(key))
+    }
+
+    /// Another channel of the bucket, as the operator sees it.
+    pub fn other_channel(&self, name: &str, key: &SecretKey) -> Channel {
+        let config = RemoteConfig {
+            channel: name.into(),
+            ..self.uploader.config().clone()
+        };
+        Channel::new(Remote::new(config).unwrap(), self.trusted_keys(key))
+    }
+
+    /// `meta` published for the channel `channel`, valid for `valid_for`
+    /// from now, signed by `keys`: what `publish` signs, or what someone
+    /// holding those keys signs.
+    pub fn sign_for(
+        &self,
+        meta: &Meta,
+        channel: &str,
+        valid_for: Duration,
+        keys: &[&SecretKey],
+    ) -> SignedMeta {
+        let signed_at = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+        let published = Meta {
+            published: Some(Publication {
+                channel: channel.into(),
+                signed_at,
+                expires: signed_at + chrono::Duration::from_std(valid_for).unwrap(),
+                revoked_keys: Vec::new(),
+            }),
+            ..meta.clone()
+        };
+        SignedMeta::sign(published, keys).unwrap()
+    }
+
+    /// Makes `meta_bytes` with `signatures` the channel's meta, with its
+    /// version's `.meta` and `.meta.sig` objects, as whoever writes to the
+    /// bucket can.
+    pub fn put_pointer(&self, meta_bytes: &[u8], signatures: &[u8]) {
+        let meta = Meta::parse(meta_bytes).unwrap();
         let config = self.uploader.config();
-        for artifact in [&meta.index, &meta.kernel, &meta.initrd] {
+        let put = |name: String, bytes: &[u8]| {
             self.uploader
-                .put_file(
-                    &config.object_key(&artifact.object),
-                    &version.bundle.path_of(artifact),
-                    &NoProgress,
-                )
-                .unwrap();
-        }
+                .put_bytes(&config.object_key(&name), bytes)
+                .unwrap()
+        };
+        put(
+            object_name(meta.version, meta.id, ObjectKind::MetaSig),
+            signatures,
+        );
+        put(
+            object_name(meta.version, meta.id, ObjectKind::Meta),
+            meta_bytes,
+        );
         self.uploader
-            .put_file(
-                &config.object_key(&meta.image.object),
-                &version.bundle.image_path(),
-                &NoProgress,
-            )
+            .put_bytes(&config.channel_meta_key(), meta_bytes)
             .unwrap();
-        let meta_name = object_name(meta.version, meta.id, ObjectKind::Meta);
-        let sig_name = object_name(meta.version, meta.id, ObjectKind::MetaSig);
-        let bundle_dir = &version.bundle.dir;
-        let sig = fs::read(bundle_dir.join(&sig_name)).unwrap();
-        self.uploader
-            .put_bytes(&config.object_key(&meta_name), &version.bundle.signed.bytes)
-            .unwrap();
-        self.uploader
-            .put_bytes(&config.object_key(&sig_name), &sig)
-            .unwrap();
-        self.uploader
-            .put_bytes(&config.channel_meta_key(), &version.bundle.signed.bytes)
-            .unwrap();
+    }
+
+    /// Where s3s-fs keeps the object `name` of channel `channel`.
+    pub fn channel_object_file(&self, channel: &str, name: &str) -> PathBuf {
+        self.server
+            .object_path(&format!("{PREFIX}/{channel}/{name}"))
+    }
+
+    /// The channel's meta, as s3s-fs keeps it.
+    pub fn pointer_file(&self) -> PathBuf {
+        self.server
+            .object_path(&self.uploader.config().channel_meta_key())
     }
 
     /// Where s3s-fs keeps a version's object, to corrupt it in place.
@@ -443,6 +541,19 @@ impl Device {
         let line = format!("{key} = {value}");
         lines.push(&line);
         fs::write(&self.config, lines.join("\n") + "\n").unwrap();
+    }
+
+    /// The SHA-256 of slot `slot`'s partition: whether an update touched it.
+    pub fn slot_digest(&self, slot: Slot) -> abnix_core::digest::Digest {
+        use std::io::Read;
+        let mut disk = SystemDisk::open(File::open(&self.disk).unwrap(), 512).unwrap();
+        let mut bytes = Vec::new();
+        disk.slot_region(slot).read_to_end(&mut bytes).unwrap();
+        abnix_core::digest::Digest::of(&bytes)
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
     }
 
     /// Holds the update lock, as a running update does.

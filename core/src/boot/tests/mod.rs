@@ -16,6 +16,7 @@ use super::{
     efi, esp, model, BootControl, BootError, BootFiles, BootStatus, EfiApp, GrubBoot, GrubInstall,
     SlotInfo, SlotState, SystemdBoot,
 };
+use crate::digest::{Digest, Expected, Mismatch, VerifyingReader};
 use crate::disk::Disk;
 use crate::fat::{FatFs, FormatOptions};
 use crate::layout::Arch;
@@ -166,21 +167,43 @@ fn info(version: u64) -> SlotInfo {
     }
 }
 
+/// Boot files of `info` whose kernel and initrd are expected to be
+/// `kernel` and `initrd`, read from `kernel_source` and `initrd_source`.
+fn boot_files_from<'a>(
+    info: SlotInfo,
+    (kernel, kernel_source): (&[u8], &'a mut dyn Read),
+    (initrd, initrd_source): (&[u8], &'a mut dyn Read),
+) -> BootFiles<'a> {
+    let expected =
+        |what: &str, data: &[u8]| Expected::new(what, data.len() as u64, Digest::of(data));
+    BootFiles::new(
+        info,
+        VerifyingReader::new(kernel_source, expected("kernel", kernel)),
+        VerifyingReader::new(initrd_source, expected("initrd", initrd)),
+    )
+}
+
+/// Writes `info`'s boot files, `k` and `i`, into `slot`.
+fn write_files(
+    boot: &mut dyn BootControl,
+    slot: Slot,
+    info: SlotInfo,
+    k: &[u8],
+    i: &[u8],
+) -> Result<(), BootError> {
+    let (mut kernel, mut initrd) = (k, i);
+    boot.write_boot_files(
+        slot,
+        boot_files_from(info, (k, &mut kernel), (i, &mut initrd)),
+    )
+}
+
 /// Writes version `version` into `slot` the way an update does.
 fn write_version(boot: &mut dyn BootControl, slot: Slot, version: u64) -> Result<(), BootError> {
     let (k, i) = (kernel(version), initrd(version));
     boot.check_boot_files(slot, &info(version), k.len() as u64, i.len() as u64)?;
     boot.mark_bad(slot)?;
-    boot.write_boot_files(
-        slot,
-        &mut BootFiles {
-            info: info(version),
-            kernel: &mut &k[..],
-            kernel_len: k.len() as u64,
-            initrd: &mut &i[..],
-            initrd_len: i.len() as u64,
-        },
-    )
+    write_files(boot, slot, info(version), &k, &i)
 }
 
 /// What the bootloader does at power-on ([`model::power_on`]), checked to
@@ -262,4 +285,136 @@ fn failed_trial_is_the_other_slot_without_tries() {
     assert_eq!(failed.failed_trial(Slot::B), None);
     let pending = status(SlotState::Good, SlotState::Trial { tries_left: 2 });
     assert_eq!(pending.failed_trial(Slot::A), None);
+}
+
+/// Slot A good with version 1, slot B marked bad: ready for version 2.
+fn b_marked_bad(kind: Kind) -> Overlay {
+    let (result, disk) = with_backend(kind, installed(kind), |b| {
+        write_version(b, Slot::A, 1)?;
+        b.mark_good(Slot::A)?;
+        b.mark_bad(Slot::B)
+    });
+    result.unwrap();
+    flatten(&disk)
+}
+
+/// A kernel or initrd of the right length whose bytes are not the ones
+/// expected: written as it is read (a writer of a known size stops at
+/// that size), then refused by the check, so the slot gets no slot file,
+/// no marker, and keeps none of the files.
+#[test]
+fn boot_files_that_differ_from_what_is_expected_never_make_the_slot_complete() {
+    for kind in KINDS {
+        for tampered in ["kernel", "initrd"] {
+            let (k, i) = (kernel(2), initrd(2));
+            let mut bad = if tampered == "kernel" {
+                k.clone()
+            } else {
+                i.clone()
+            };
+            let middle = bad.len() / 2;
+            bad[middle] ^= 0x01;
+            let (mut kernel_source, mut initrd_source) = match tampered {
+                "kernel" => (&bad[..], &i[..]),
+                _ => (&k[..], &bad[..]),
+            };
+            let (result, disk) = with_backend(kind, b_marked_bad(kind), |b| {
+                b.write_boot_files(
+                    Slot::B,
+                    boot_files_from(info(2), (&k, &mut kernel_source), (&i, &mut initrd_source)),
+                )
+            });
+            let err = result.unwrap_err();
+            assert!(
+                matches!(&err, BootError::Unverified(Mismatch::Hash { what, .. }) if what == tampered),
+                "{kind:?}, {tampered}: {err}"
+            );
+            let (status, disk) = status(kind, disk);
+            assert_eq!(
+                summary(&status).slots,
+                [(SlotState::Good, Some(1)), (SlotState::Bad, None)],
+                "{kind:?}, {tampered}"
+            );
+            let (activated, disk) = with_backend(kind, disk, |b| b.activate(Slot::B, 3));
+            assert!(
+                matches!(activated, Err(BootError::NotComplete(Slot::B))),
+                "{kind:?}: {activated:?}"
+            );
+            let mut fs = FatFs::open(disk).unwrap();
+            for path in [
+                esp::kernel(Slot::B),
+                esp::initrd(Slot::B),
+                esp::slot_info(Slot::B),
+            ] {
+                assert!(!fs.exists(&path).unwrap(), "{kind:?}: {path} was left");
+            }
+        }
+    }
+}
+
+/// The files of a signed version: its meta and signatures are kept
+/// beside its kernel and initrd, and they are written only with the proof
+/// that the slot holds the meta's image.
+#[test]
+fn a_signed_version_keeps_its_meta_beside_its_boot_files() {
+    let key = crate::sign::SecretKey::generate("boot-test").unwrap();
+    let (k, i) = (kernel(2), initrd(2));
+    let artifact = |name: &str, data: &[u8]| crate::meta::Artifact {
+        object: name.into(),
+        size: data.len() as u64,
+        sha256: Digest::of(data),
+    };
+    let image = crate::pipeline::VerifiedImage::of(b"root filesystem");
+    let meta = crate::meta::Meta {
+        format: crate::meta::FORMAT_VERSION,
+        version: 2,
+        id: info(2).id,
+        label: info(2).label,
+        arch: Arch::X86_64,
+        published: None,
+        image: crate::meta::Image {
+            object: "2.img.zst".into(),
+            compressed_size: 10,
+            size: image.size(),
+            sha256: image.sha256(),
+            fs: crate::meta::FsType::Ext4,
+        },
+        index: artifact("2.index", b"index"),
+        kernel: artifact("2.kernel", &k),
+        initrd: artifact("2.initrd", &i),
+        cmdline: info(2).cmdline,
+    };
+    let signed = crate::meta::SignedMeta::sign(meta, &[&key]).unwrap();
+    let other_image = crate::pipeline::VerifiedImage::of(b"another root");
+    for kind in KINDS {
+        let (mut kernel_source, mut initrd_source) = (&k[..], &i[..]);
+        let err = BootFiles::of_version(
+            &signed,
+            &other_image,
+            &mut kernel_source,
+            &mut initrd_source,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, BootError::ImageNotVerified { version: 2 }),
+            "{err}"
+        );
+        let (result, disk) = with_backend(kind, b_marked_bad(kind), |b| {
+            let files =
+                BootFiles::of_version(&signed, &image, &mut kernel_source, &mut initrd_source)?;
+            b.write_boot_files(Slot::B, files)
+        });
+        result.unwrap();
+        let mut fs = FatFs::open(disk).unwrap();
+        assert_eq!(
+            fs.read_file(&esp::slot_meta(Slot::B)).unwrap(),
+            signed.bytes()
+        );
+        assert_eq!(
+            fs.read_file(&esp::slot_signatures(Slot::B)).unwrap(),
+            signed.signatures()
+        );
+        assert_eq!(fs.read_file(&esp::kernel(Slot::B)).unwrap(), k);
+    }
 }

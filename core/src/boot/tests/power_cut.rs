@@ -165,16 +165,7 @@ fn write_boot_files_survives_power_cuts() {
         result.unwrap();
         let (info, k, i) = files(3);
         cut_everywhere(kind, &flatten(&disk), |b| {
-            let _ = b.write_boot_files(
-                Slot::A,
-                &mut BootFiles {
-                    info: info.clone(),
-                    kernel: &mut &k[..],
-                    kernel_len: k.len() as u64,
-                    initrd: &mut &i[..],
-                    initrd_len: i.len() as u64,
-                },
-            );
+            let _ = write_files(b, Slot::A, info.clone(), &k, &i);
         });
     }
 }

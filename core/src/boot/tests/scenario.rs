@@ -159,18 +159,7 @@ fn refused_operations_change_nothing() {
             let err = b.prefer(Slot::B).unwrap_err();
             assert!(matches!(err, BootError::NotComplete(Slot::B)), "{err}");
             let k = kernel(2);
-            let err = b
-                .write_boot_files(
-                    Slot::A,
-                    &mut BootFiles {
-                        info: info(2),
-                        kernel: &mut &k[..],
-                        kernel_len: k.len() as u64,
-                        initrd: &mut &k[..],
-                        initrd_len: k.len() as u64,
-                    },
-                )
-                .unwrap_err();
+            let err = write_files(b, Slot::A, info(2), &k, &k).unwrap_err();
             assert!(matches!(err, BootError::NotMarkedBad(Slot::A)), "{err}");
             let mut bad = info(2);
             bad.cmdline.push_str(" abnix.slot=a");

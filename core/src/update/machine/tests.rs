@@ -3,9 +3,14 @@
 use super::*;
 use crate::boot::SlotStatus;
 use crate::digest::Digest;
-use crate::meta::{object_name, Artifact, FsType, Image, ObjectKind, FORMAT_VERSION};
+use crate::layout::Arch;
+use crate::meta::{object_name, Artifact, FsType, Image, ObjectKind, Publication, FORMAT_VERSION};
+use crate::sign::SecretKey;
+use chrono::Utc;
 
 const MIB: u64 = 1 << 20;
+/// A signing key of the tests (`abnix-update keygen`).
+const KEY: &str = "machine-test:AGba39scl3l8pJLllvGpu5WZI/mT1laN1Ah8Erjsj+p7b0MkU60fYClV1xwCZ7v2/SnJLFzI3V7uH/5kbtvzjQ==";
 const SLOT_SIZE: u64 = 16 * MIB;
 
 fn id(version: u64) -> Uuid {
@@ -23,6 +28,13 @@ fn meta_with(version: u64, id: Uuid, image_size: u64) -> Meta {
         version,
         id,
         label: format!("kiosk {version}"),
+        arch: Arch::X86_64,
+        published: Some(Publication {
+            channel: CHANNEL.into(),
+            signed_at: signed_at(),
+            expires: expires(),
+            revoked_keys: Vec::new(),
+        }),
         image: Image {
             object: object_name(version, id, ObjectKind::Image),
             compressed_size: image_size / 4,
@@ -39,6 +51,31 @@ fn meta_with(version: u64, id: Uuid, image_size: u64) -> Meta {
 
 fn meta(version: u64) -> Meta {
     meta_with(version, id(version), 8 * MIB)
+}
+
+const CHANNEL: &str = "kiosk";
+
+/// When the metas of the tests are signed, and expire.
+fn signed_at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
+fn expires() -> DateTime<Utc> {
+    signed_at() + chrono::Duration::days(30)
+}
+
+/// What the outcomes say of `meta(version)`.
+fn latest_of(version: u64) -> Latest {
+    Latest {
+        version,
+        signed_at: signed_at(),
+        expires: expires(),
+    }
+}
+
+/// The disk as read at the start of a run: `status`, nothing kept on the ESP.
+fn disk_event(status: BootStatus) -> Event {
+    Event::Disk(Box::new(DiskState::unsigned(status)))
 }
 
 fn info(version: u64) -> SlotInfo {
@@ -89,6 +126,15 @@ fn setup(mode: Mode) -> Setup {
         slot_size: SLOT_SIZE,
         tries: 3,
         network: NETWORK,
+        device: Device {
+            channel: CHANNEL.into(),
+            arch: Arch::X86_64,
+        },
+        clock: Clock {
+            now: signed_at() + chrono::Duration::days(1),
+            trusted: true,
+            newest_signed: None,
+        },
     }
 }
 
@@ -122,14 +168,20 @@ fn outcome(setup: Setup, events: Vec<Event>) -> Outcome {
     }
 }
 
+/// `meta`, signed by a key of the tests.
+fn signed(meta: Meta) -> SignedMeta {
+    let key = SecretKey::parse(KEY).unwrap();
+    SignedMeta::sign(meta, &[&key]).unwrap()
+}
+
 fn latest(meta: Meta) -> Event {
-    Event::Latest(Box::new(meta))
+    Event::Latest(Box::new(signed(meta)))
 }
 
 fn plan(version: u64, target: Slot) -> Box<Plan> {
     Box::new(Plan {
         target,
-        meta: meta(version),
+        signed: signed(meta(version)),
         tries: 3,
     })
 }
@@ -145,10 +197,10 @@ const STEPS: [Step; 6] = [
 
 #[test]
 fn an_update_runs_every_step_in_order() {
-    let mut events = vec![Event::BootStatus(installed()), latest(meta(2))];
+    let mut events = vec![disk_event(installed()), latest(meta(2))];
     events.extend(STEPS.iter().map(|_| Event::StepDone));
     let (actions, last) = drive(setup(Mode::Update), events);
-    let mut expected = vec![Action::ReadBootStatus, Action::FetchLatest];
+    let mut expected = vec![Action::ReadDisk, Action::FetchLatest];
     expected.extend(STEPS.iter().map(|&step| Action::Install {
         plan: plan(2, Slot::B),
         step,
@@ -169,7 +221,7 @@ fn from_slot_b_the_update_goes_into_slot_a() {
         ..setup(Mode::Check)
     };
     assert_eq!(
-        outcome(setup, vec![Event::BootStatus(status), latest(meta(5))]),
+        outcome(setup, vec![disk_event(status), latest(meta(5))]),
         Outcome::WouldInstall(plan(5, Slot::A))
     );
 }
@@ -178,9 +230,9 @@ fn from_slot_b_the_update_goes_into_slot_a() {
 fn check_stops_where_an_update_would_start_installing() {
     let (actions, last) = drive(
         setup(Mode::Check),
-        vec![Event::BootStatus(installed()), latest(meta(2))],
+        vec![disk_event(installed()), latest(meta(2))],
     );
-    assert_eq!(actions, vec![Action::ReadBootStatus, Action::FetchLatest]);
+    assert_eq!(actions, vec![Action::ReadDisk, Action::FetchLatest]);
     assert_eq!(
         last,
         Action::Finish(Outcome::WouldInstall(plan(2, Slot::B)))
@@ -202,8 +254,8 @@ fn the_health_gate_refuses_a_boot_that_is_not_good() {
             slot(Slot::B, SlotState::Good, Some(1)),
             Slot::A,
         );
-        let (actions, last) = drive(setup(Mode::Update), vec![Event::BootStatus(status)]);
-        assert_eq!(actions, vec![Action::ReadBootStatus]);
+        let (actions, last) = drive(setup(Mode::Update), vec![disk_event(status)]);
+        assert_eq!(actions, vec![Action::ReadDisk]);
         let refusal = Outcome::Refused(Refusal::NotGood {
             slot: Slot::A,
             state,
@@ -218,7 +270,7 @@ fn the_health_gate_refuses_a_boot_that_is_not_good() {
         Slot::A,
     );
     assert_eq!(
-        outcome(setup(Mode::Update), vec![Event::BootStatus(status)]),
+        outcome(setup(Mode::Update), vec![disk_event(status)]),
         Outcome::Refused(Refusal::BootedIncomplete(Slot::A))
     );
 }
@@ -235,7 +287,7 @@ fn a_failed_trial_is_recorded_and_its_version_not_installed_again() {
     let (actions, last) = drive(
         setup(Mode::Update),
         vec![
-            Event::BootStatus(status.clone()),
+            disk_event(status.clone()),
             Event::Recorded(Box::new(record)),
             latest(meta(2)),
         ],
@@ -243,7 +295,7 @@ fn a_failed_trial_is_recorded_and_its_version_not_installed_again() {
     assert_eq!(
         actions,
         vec![
-            Action::ReadBootStatus,
+            Action::ReadDisk,
             Action::RecordFailedTrial {
                 trial: Slot::B,
                 info: info(2)
@@ -252,21 +304,29 @@ fn a_failed_trial_is_recorded_and_its_version_not_installed_again() {
         ]
     );
     let Action::Finish(Outcome::Skipped {
-        latest: 2,
         reason: Skip::FailedBefore { reason },
+        ..
     }) = last
     else {
         panic!("expected the failed version to be skipped, got {last:?}");
     };
     assert!(reason.contains("its trial in slot b failed"), "{reason}");
 
-    // Recorded once: the next run goes straight to the bucket.
+    // Recorded once on the ESP: the next run goes straight to the bucket.
+    let recorded = DiskState {
+        failed: vec![failed_version(2, id(2))],
+        ..DiskState::unsigned(status.clone())
+    };
+    let (_, next) = drive(setup(Mode::Update), vec![Event::Disk(Box::new(recorded))]);
+    assert_eq!(next, Action::FetchLatest);
+    // Known only to the state file (written by an abnix that kept no
+    // record on the ESP): recorded there too.
     let known = Setup {
         failed: vec![failed_version(2, id(2))],
         ..setup(Mode::Update)
     };
-    let (_, next) = drive(known, vec![Event::BootStatus(status)]);
-    assert_eq!(next, Action::FetchLatest);
+    let (_, next) = drive(known, vec![disk_event(status)]);
+    assert!(matches!(next, Action::RecordFailedTrial { .. }), "{next:?}");
 }
 
 #[test]
@@ -276,12 +336,15 @@ fn a_newer_version_than_the_failed_one_is_installed() {
         slot(Slot::B, SlotState::Trial { tries_left: 0 }, Some(2)),
         Slot::A,
     );
-    let known = Setup {
+    let recorded = DiskState {
         failed: vec![failed_version(2, id(2))],
-        ..setup(Mode::Check)
+        ..DiskState::unsigned(status)
     };
     assert_eq!(
-        outcome(known, vec![Event::BootStatus(status), latest(meta(3))]),
+        outcome(
+            setup(Mode::Check),
+            vec![Event::Disk(Box::new(recorded)), latest(meta(3))]
+        ),
         Outcome::WouldInstall(plan(3, Slot::B))
     );
 }
@@ -289,7 +352,7 @@ fn a_newer_version_than_the_failed_one_is_installed() {
 #[test]
 fn versions_that_are_not_installed_and_why() {
     let decide = |setup: Setup, status: BootStatus, meta: Meta| {
-        outcome(setup, vec![Event::BootStatus(status), latest(meta)])
+        outcome(setup, vec![disk_event(status), latest(meta)])
     };
     let booted_v5 = boot_status(
         slot(Slot::A, SlotState::Good, Some(5)),
@@ -301,14 +364,22 @@ fn versions_that_are_not_installed_and_why() {
     assert_eq!(
         older,
         Outcome::Skipped {
-            latest: 3,
-            reason: Skip::Older { booted: 5 }
+            latest: latest_of(3),
+            reason: Skip::NotNewer {
+                floor: 5,
+                slot: Slot::A
+            }
         }
     );
     assert!(!older.is_error());
 
     let same = decide(setup(Mode::Update), booted_v5.clone(), meta(5));
-    assert_eq!(same, Outcome::UpToDate { version: 5 });
+    assert_eq!(
+        same,
+        Outcome::UpToDate {
+            latest: latest_of(5)
+        }
+    );
 
     let reused_id = decide(
         setup(Mode::Update),
@@ -318,7 +389,7 @@ fn versions_that_are_not_installed_and_why() {
     assert_eq!(
         reused_id,
         Outcome::Skipped {
-            latest: 6,
+            latest: latest_of(6),
             reason: Skip::SameIdAsBooted { id: id(5) }
         }
     );
@@ -333,7 +404,7 @@ fn versions_that_are_not_installed_and_why() {
         assert_eq!(
             decide(known, booted_v5.clone(), meta(6)),
             Outcome::Skipped {
-                latest: 6,
+                latest: latest_of(6),
                 reason: Skip::FailedBefore {
                     reason: "fell back".into()
                 }
@@ -349,7 +420,7 @@ fn versions_that_are_not_installed_and_why() {
     assert_eq!(
         too_large,
         Outcome::Skipped {
-            latest: 6,
+            latest: latest_of(6),
             reason: Skip::TooLarge {
                 image: SLOT_SIZE + 1,
                 slot_size: SLOT_SIZE
@@ -377,13 +448,13 @@ fn a_version_waiting_for_its_trial_is_not_installed_twice() {
     );
     let done = outcome(
         setup(Mode::Update),
-        vec![Event::BootStatus(pending.clone()), latest(meta(2))],
+        vec![disk_event(pending.clone()), latest(meta(2))],
     );
     assert_eq!(
         done,
         Outcome::PendingTrial {
             slot: Slot::B,
-            version: 2
+            latest: latest_of(2)
         }
     );
     assert_eq!(done.reboot_pending(), Some((Slot::B, 2)));
@@ -391,7 +462,7 @@ fn a_version_waiting_for_its_trial_is_not_installed_twice() {
     // A newer version replaces the pending one.
     let (_, next) = drive(
         setup(Mode::Update),
-        vec![Event::BootStatus(pending), latest(meta(3))],
+        vec![disk_event(pending), latest(meta(3))],
     );
     assert_eq!(
         next,
@@ -408,10 +479,7 @@ fn a_version_waiting_for_its_trial_is_not_installed_twice() {
         slot(Slot::B, SlotState::Trial { tries_left: 3 }, Some(2)),
         Slot::A,
     );
-    let (_, next) = drive(
-        setup(Mode::Update),
-        vec![Event::BootStatus(torn), latest(meta(2))],
-    );
+    let (_, next) = drive(setup(Mode::Update), vec![disk_event(torn), latest(meta(2))]);
     assert_eq!(
         next,
         Action::Install {
@@ -424,7 +492,7 @@ fn a_version_waiting_for_its_trial_is_not_installed_twice() {
 #[test]
 fn an_unreachable_bucket_is_retried_with_bounded_backoff() {
     let down = || Event::Unreachable("connection refused".into());
-    let mut events = vec![Event::BootStatus(installed())];
+    let mut events = vec![disk_event(installed())];
     // Delays 1, 2, 4, then the 3 s left of the 10 s budget.
     for _ in 0..4 {
         events.push(down());
@@ -460,7 +528,7 @@ fn an_unreachable_bucket_is_retried_with_bounded_backoff() {
     let (_, next) = drive(
         setup(Mode::Update),
         vec![
-            Event::BootStatus(installed()),
+            disk_event(installed()),
             down(),
             Event::Waited,
             latest(meta(2)),
@@ -515,7 +583,7 @@ fn failures_say_where_they_happened() {
     let failed = outcome(
         setup(Mode::Update),
         vec![
-            Event::BootStatus(installed()),
+            disk_event(installed()),
             Event::Failed("the channel's meta: signed by an unknown key".into()),
         ],
     );
@@ -525,7 +593,7 @@ fn failures_say_where_they_happened() {
         "failed fetching the channel's meta: the channel's meta: signed by an unknown key"
     );
 
-    let mut events = vec![Event::BootStatus(installed()), latest(meta(2))];
+    let mut events = vec![disk_event(installed()), latest(meta(2))];
     events.extend([Event::StepDone, Event::StepDone, Event::StepDone]);
     events.push(Event::Failed("chunk 3 has the wrong SHA-256".into()));
     let failed = outcome(setup(Mode::Update), events);
@@ -536,7 +604,7 @@ fn failures_say_where_they_happened() {
                 step: Step::WriteImage,
                 plan: plan(2, Slot::B)
             },
-            latest: Some(2),
+            latest: Some(latest_of(2)),
             error: "chunk 3 has the wrong SHA-256".into(),
         })
     );
@@ -554,7 +622,7 @@ fn failures_say_where_they_happened() {
     let failed = outcome(
         setup(Mode::Update),
         vec![
-            Event::BootStatus(status),
+            disk_event(status),
             Event::Failed("state.json: no space left".into()),
         ],
     );
@@ -595,7 +663,13 @@ fn outcomes_are_recorded_in_the_state() {
         "the last error stays, with its time"
     );
 
-    assert_eq!(state.latest, Some(LatestSeen { version: 2, at }));
+    let seen = LatestSeen {
+        version: 2,
+        at,
+        signed_at: Some(signed_at()),
+        expires: Some(expires()),
+    };
+    assert_eq!(state.latest, Some(seen.clone()));
 
     let failed = Outcome::Failed(Failure {
         stage: Stage::Network,
@@ -608,7 +682,7 @@ fn outcomes_are_recorded_in_the_state() {
     assert_eq!(check.latest, None);
     assert_eq!(
         state.latest,
-        Some(LatestSeen { version: 2, at }),
+        Some(seen),
         "a failed check keeps the latest version known, with the time it was verified"
     );
     assert_eq!(
@@ -620,7 +694,303 @@ fn outcomes_are_recorded_in_the_state() {
     );
 
     let mut state = State::default();
-    Outcome::UpToDate { version: 7 }.record(at, &mut state);
+    Outcome::UpToDate {
+        latest: latest_of(7),
+    }
+    .record(at, &mut state);
     assert_eq!(state.last_check.unwrap().latest, Some(7));
     assert_eq!(state.last_error, None);
+}
+
+/// A meta that verified but names another channel or architecture, or no
+/// channel at all (a bundle's), is refused, saying which; nothing is
+/// recorded as the channel's latest.
+#[test]
+fn a_meta_for_another_channel_or_architecture_is_refused() {
+    let with = |edit: fn(&mut Meta)| {
+        let mut meta = meta(2);
+        edit(&mut meta);
+        outcome(
+            setup(Mode::Update),
+            vec![disk_event(installed()), latest(meta)],
+        )
+    };
+    type Case = (fn(&mut Meta), Outcome, &'static str);
+    let cases: [Case; 3] = [
+        (
+            |m| m.published.as_mut().unwrap().channel = "beta".into(),
+            Outcome::Unfit(Unfit::OtherChannel {
+                version: 2,
+                channel: "beta".into(),
+            }),
+            "refused version 2: it is published for channel \"beta\", not this device's",
+        ),
+        (
+            |m| m.arch = Arch::Aarch64,
+            Outcome::Unfit(Unfit::OtherArch {
+                version: 2,
+                arch: Arch::Aarch64,
+            }),
+            "refused version 2: it is built for aarch64 machines, not this device's",
+        ),
+        (
+            |m| m.published = None,
+            Outcome::Unfit(Unfit::NotPublished { version: 2 }),
+            "refused version 2: its meta is a bundle's, signed by pack for no channel",
+        ),
+    ];
+    for (edit, expected, text) in cases {
+        let refused = with(edit);
+        assert_eq!(refused, expected);
+        assert!(refused.is_error());
+        assert!(refused.to_string().starts_with(text), "{refused}");
+        assert_eq!(refused.latest(), None);
+    }
+}
+
+fn clock(now: DateTime<Utc>, trusted: bool) -> Setup {
+    Setup {
+        clock: Clock {
+            now,
+            trusted,
+            newest_signed: None,
+        },
+        ..setup(Mode::Check)
+    }
+}
+
+/// An expired meta is refused: the channel is stale; the device keeps what
+/// it runs. Without a trusted clock only signing times it has verified
+/// tell the time.
+#[test]
+fn an_expired_meta_makes_the_channel_stale() {
+    let after = expires() + chrono::Duration::seconds(1);
+    let stale = outcome(
+        clock(after, true),
+        vec![disk_event(installed()), latest(meta(2))],
+    );
+    assert_eq!(
+        stale,
+        Outcome::Stale {
+            latest: latest_of(2),
+            running: 1
+        }
+    );
+    assert!(stale.is_error());
+    assert!(
+        stale.to_string().starts_with(
+            "refused version 2: the channel is stale, its meta expired 2027-02-14 08:00:00 UTC"
+        ),
+        "{stale}"
+    );
+    // Recorded as the latest known, with its expiry: status says since when.
+    let mut state = State::default();
+    stale.record(after, &mut state);
+    assert_eq!(state.latest.unwrap().expires, Some(expires()));
+
+    // An untrusted clock: the same wall time proves nothing...
+    let untrusted = outcome(
+        clock(after, false),
+        vec![disk_event(installed()), latest(meta(2))],
+    );
+    assert!(
+        matches!(untrusted, Outcome::WouldInstall(_)),
+        "{untrusted:?}"
+    );
+    // ... but a slot's meta signed after the expiry does.
+    let kept = DiskState {
+        kept: [
+            KeptMeta::Signed {
+                version: 1,
+                signed_at: Some(after),
+                signers: Vec::new(),
+            },
+            KeptMeta::Unsigned,
+        ],
+        ..DiskState::unsigned(installed())
+    };
+    let stale = outcome(
+        clock(signed_at(), false),
+        vec![Event::Disk(Box::new(kept)), latest(meta(2))],
+    );
+    assert!(matches!(stale, Outcome::Stale { .. }), "{stale:?}");
+    // So does one the state file remembers.
+    let remembered = Setup {
+        clock: Clock {
+            now: signed_at(),
+            trusted: false,
+            newest_signed: Some(after),
+        },
+        ..setup(Mode::Update)
+    };
+    let stale = outcome(remembered, vec![disk_event(installed()), latest(meta(2))]);
+    assert!(matches!(stale, Outcome::Stale { .. }), "{stale:?}");
+}
+
+#[test]
+fn the_clock_is_never_earlier_than_the_newest_signing() {
+    let t = |s| DateTime::from_timestamp(s, 0).unwrap();
+    let trusted = Clock {
+        now: t(100),
+        trusted: true,
+        newest_signed: Some(t(50)),
+    };
+    assert_eq!(trusted.now(None), Some(t(100)));
+    assert_eq!(trusted.now(Some(t(200))), Some(t(200)));
+    let untrusted = Clock {
+        trusted: false,
+        ..trusted
+    };
+    assert_eq!(untrusted.now(None), Some(t(50)));
+    assert_eq!(untrusted.now(Some(t(70))), Some(t(70)));
+    let nothing = Clock {
+        newest_signed: None,
+        ..untrusted
+    };
+    assert_eq!(nothing.now(None), None);
+}
+
+/// The rollback floor is the highest version the slots hold, not only the
+/// booted one: a newer version waiting for its reboot is never replaced by
+/// an older one.
+#[test]
+fn a_version_waiting_for_its_reboot_raises_the_floor() {
+    let pending_v3 = boot_status(
+        slot(Slot::A, SlotState::Good, Some(1)),
+        slot(Slot::B, SlotState::Trial { tries_left: 3 }, Some(3)),
+        Slot::B,
+    );
+    let older = outcome(
+        setup(Mode::Update),
+        vec![disk_event(pending_v3.clone()), latest(meta(2))],
+    );
+    assert_eq!(
+        older,
+        Outcome::Skipped {
+            latest: latest_of(2),
+            reason: Skip::NotNewer {
+                floor: 3,
+                slot: Slot::B
+            }
+        }
+    );
+    assert_eq!(
+        older.to_string(),
+        "ignored version 2: not newer than version 3 in slot b (versions never go back)"
+    );
+    // A version whose trial failed does not hold the floor up.
+    let failed_v3 = boot_status(
+        slot(Slot::A, SlotState::Good, Some(1)),
+        slot(Slot::B, SlotState::Trial { tries_left: 0 }, Some(3)),
+        Slot::A,
+    );
+    let recorded = DiskState {
+        failed: vec![failed_version(3, id(3))],
+        ..DiskState::unsigned(failed_v3)
+    };
+    assert!(matches!(
+        outcome(
+            setup(Mode::Check),
+            vec![Event::Disk(Box::new(recorded)), latest(meta(2))]
+        ),
+        Outcome::WouldInstall(_)
+    ));
+}
+
+/// A slot's meta counts by the keys that signed it: once those are revoked
+/// (here by the candidate, signed by a recovery key), its version no longer
+/// holds the floor up, and the candidate's revocations are recorded first.
+#[test]
+fn revoked_signers_lower_the_floor() {
+    let stolen = SecretKey::generate("stolen").unwrap().public();
+    let booted_huge = boot_status(
+        slot(Slot::A, SlotState::Bad, None),
+        slot(Slot::B, SlotState::Good, Some(u64::MAX)),
+        Slot::B,
+    );
+    let disk = DiskState {
+        kept: [
+            KeptMeta::Unsigned,
+            KeptMeta::Signed {
+                version: u64::MAX,
+                signed_at: None,
+                signers: vec![stolen.clone()],
+            },
+        ],
+        ..DiskState::unsigned(booted_huge)
+    };
+    let from_b = || Setup {
+        booted: Slot::B,
+        ..setup(Mode::Update)
+    };
+    let plain = outcome(
+        from_b(),
+        vec![Event::Disk(Box::new(disk.clone())), latest(meta(3))],
+    );
+    assert!(
+        matches!(
+            &plain,
+            Outcome::Skipped {
+                reason: Skip::NotNewer {
+                    floor: u64::MAX,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{plain:?}"
+    );
+
+    let mut recovery = meta(3);
+    recovery.published.as_mut().unwrap().revoked_keys = vec![stolen.to_string()];
+    let (actions, next) = drive(
+        from_b(),
+        vec![
+            Event::Disk(Box::new(disk.clone())),
+            latest(recovery.clone()),
+            Event::Revoked,
+        ],
+    );
+    assert_eq!(actions[2], Action::RecordRevocations(vec![stolen.clone()]));
+    assert!(
+        matches!(&next, Action::Install { plan, step: Step::FetchIndex } if plan.target == Slot::A),
+        "{next:?}"
+    );
+
+    // Recorded already (or revoked otherwise): nothing to record again.
+    let revoked = DiskState {
+        revoked: vec![stolen],
+        ..disk
+    };
+    let (actions, next) = drive(
+        from_b(),
+        vec![Event::Disk(Box::new(revoked)), latest(recovery)],
+    );
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert!(matches!(next, Action::Install { .. }), "{next:?}");
+}
+
+/// A damaged or unverifiable copy leaves the slot file's version standing;
+/// a void one counts for nothing.
+#[test]
+fn kept_metas_and_the_floor() {
+    let both = boot_status(
+        slot(Slot::A, SlotState::Good, Some(5)),
+        slot(Slot::B, SlotState::Good, Some(7)),
+        Slot::A,
+    );
+    let floor = |kept_b| {
+        let disk = DiskState {
+            kept: [KeptMeta::Unsigned, kept_b],
+            ..DiskState::unsigned(both.clone())
+        };
+        rollback_floor(&disk, Some(Slot::A))
+    };
+    assert_eq!(floor(KeptMeta::Unsigned), Some((7, Slot::B)));
+    assert_eq!(
+        floor(KeptMeta::Void {
+            reason: "revoked".into()
+        }),
+        Some((5, Slot::A))
+    );
 }
