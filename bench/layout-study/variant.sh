@@ -42,6 +42,9 @@ fi
 case $variant in
 erofs-1.5)
   fs=erofs
+  if [[ -n $extra ]]; then
+    printf '#!/bin/sh\nexec %q %s "$@"\n' "$(command -v mkfs.erofs)" "$extra" >"$shims/mkfs.erofs"
+  fi
   ;;
 erofs-writer*)
   fs=erofs
@@ -55,6 +58,8 @@ erofs-*)
   ;;
 ext4)
   fs=ext4
+  # root-image.sh's mkfs.ext4 command line is the variant.
+  [[ -z $extra ]] || { echo "$0: ext4 takes no options" >&2; exit 2; }
   ;;
 ext4-writer*)
   fs=ext4
