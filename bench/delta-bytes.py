@@ -44,6 +44,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 
 BLOCK = 4096
@@ -548,8 +549,6 @@ def analyse(old_img, old_idx, new_img, new_idx, gap):
     # The reference: the new content through zstd -9, in image order.
     order = sorted(new_keys, key=lambda k: new_map.files[k][1][0][0] if new_map.files[k][1] else 0)
     proc = subprocess.Popen(["zstd", "-9", "-q", "-c"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    import threading
-
     out = []
     reader = threading.Thread(target=lambda: out.append(len(proc.stdout.read())))
     reader.start()
