@@ -1,5 +1,5 @@
 //! The command line and the config file (docs/cli.md), merged into one
-//! [`abnix_core::install::Request`].
+//! [`abnix_installer::install::Request`].
 //!
 //! The config file has the same settings as the flags, keys spelled with
 //! `_` for `-`; a flag overrides the file's value, `--trusted-key` adds to
@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use abnix_core::boot::Bootloader;
 use abnix_core::boot::BootloaderSetup;
-use abnix_core::install::{Request, TargetRequest};
 use abnix_core::units::parse_size;
 use abnix_formats::layout::{Arch, LayoutConfig};
 use abnix_formats::sign::{PublicKey, TrustedKeys};
+use abnix_installer::install::{Request, TargetRequest};
 use serde::Deserialize;
 
 /// Debian's GRUB and systemd-boot (grub-common, grub-pc-bin,
