@@ -950,91 +950,10 @@ pub fn lock_for_writing(device: &File, patience: std::time::Duration) -> io::Res
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testutil::FakeRoot;
     use std::os::unix::fs::symlink;
-
-    /// A fake sysfs/procfs tree (also used by the installer's tests).
-    pub(crate) struct FakeRoot {
-        pub(crate) dir: tempfile::TempDir,
-    }
-
-    impl FakeRoot {
-        pub(crate) fn new() -> FakeRoot {
-            let root = FakeRoot {
-                dir: tempfile::tempdir().unwrap(),
-            };
-            root.write("proc/self/mountinfo", "");
-            root.write("proc/cmdline", "");
-            root
-        }
-
-        pub(crate) fn write(&self, rel: &str, content: &str) {
-            let path = self.dir.path().join(rel);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, content).unwrap();
-        }
-
-        pub(crate) fn sys(&self) -> SysRoot {
-            SysRoot::new(self.dir.path())
-        }
-
-        /// A disk the way sysfs shows one: `sys/block/NAME` links into
-        /// `sys/devices`, partitions are subdirectories.
-        pub(crate) fn disk(
-            &self,
-            name: &str,
-            dev: (u32, u32),
-            sectors: u64,
-            parts: &[(&str, u32)],
-        ) -> PathBuf {
-            let rel = format!("sys/devices/pci0000:00/{name}/block/{name}");
-            let d = |f: &str, c: &str| self.write(&format!("{rel}/{f}"), &format!("{c}\n"));
-            d("size", &sectors.to_string());
-            d("queue/logical_block_size", "512");
-            d("removable", "0");
-            d("ro", "0");
-            d("dev", &format!("{}:{}", dev.0, dev.1));
-            fs::create_dir_all(self.dir.path().join(&rel).join("holders")).unwrap();
-            for (i, (part, number)) in parts.iter().enumerate() {
-                d(&format!("{part}/partition"), &number.to_string());
-                d(
-                    &format!("{part}/dev"),
-                    &format!("{}:{}", dev.0, dev.1 + 1 + i as u32),
-                );
-                fs::create_dir_all(self.dir.path().join(&rel).join(part).join("holders")).unwrap();
-            }
-            for dir in ["sys/block", "sys/class/block", "sys/dev/block"] {
-                fs::create_dir_all(self.dir.path().join(dir)).unwrap();
-            }
-            let link = |target: String, at: String| {
-                symlink(target, self.dir.path().join(at)).unwrap();
-            };
-            link(
-                format!("../devices/pci0000:00/{name}/block/{name}"),
-                format!("sys/block/{name}"),
-            );
-            link(
-                format!("../../devices/pci0000:00/{name}/block/{name}"),
-                format!("sys/class/block/{name}"),
-            );
-            link(
-                format!("../../devices/pci0000:00/{name}/block/{name}"),
-                format!("sys/dev/block/{}:{}", dev.0, dev.1),
-            );
-            for (i, (part, _)) in parts.iter().enumerate() {
-                link(
-                    format!("../../devices/pci0000:00/{name}/block/{name}/{part}"),
-                    format!("sys/class/block/{part}"),
-                );
-                link(
-                    format!("../../devices/pci0000:00/{name}/block/{name}/{part}"),
-                    format!("sys/dev/block/{}:{}", dev.0, dev.1 + 1 + i as u32),
-                );
-            }
-            self.dir.path().join(rel)
-        }
-    }
 
     #[test]
     fn natural_order_counts_like_the_kernel() {

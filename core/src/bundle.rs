@@ -6,7 +6,7 @@
 //! names is checked against it. The image object is only checked for its
 //! size here; its content is verified chunk by chunk against the index (and
 //! as a whole against the meta) when it is written into a slot, and by the
-//! installer before it overwrites anything (see [`crate::install`]).
+//! installer before it overwrites anything (see `abnix_installer::install`).
 
 use std::fs::{self, File};
 use std::io::{self, Read};

@@ -392,7 +392,7 @@ fn resize2fs(device: &Path, size: u64) -> Result<(), GrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::install::rwfs;
+    use crate::rwfs;
     use abnix_formats::layout::{compute, Arch, LayoutConfig, MIB};
     use abnix_formats::testutil::sgdisk_agrees_with;
 

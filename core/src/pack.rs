@@ -524,9 +524,10 @@ fn write_frames(
     Ok(index)
 }
 
-/// Real images and bundles for tests here and in [`crate::bundle`].
-#[cfg(test)]
-pub(crate) mod test_support {
+/// Real images and bundles for tests here, in [`crate::bundle`] and in
+/// the installer's (feature `testutil`).
+#[cfg(any(test, feature = "testutil"))]
+pub mod test_support {
     use super::*;
     use crate::progress::NoProgress;
     use rand::{Rng, SeedableRng};

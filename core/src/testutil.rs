@@ -1,8 +1,13 @@
-//! Helpers shared by the unit tests of several modules (test data:
+//! Helpers shared by the unit tests of several modules and, through the
+//! feature `testutil`, the installer's (test data:
 //! `abnix_formats::testutil`).
 
+use std::fs;
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use crate::blockdev::SysRoot;
 
 /// The Debian package a test's tool comes with, for the message when it is
 /// missing.
@@ -27,7 +32,7 @@ fn package_of(tool: &str) -> &'static str {
 /// Runs `tool` and returns its stdout; panics (never skips) naming the
 /// Debian package when the tool is missing, and with its output when it
 /// fails.
-pub(crate) fn run_tool(tool: &str, args: &[&str]) -> String {
+pub fn run_tool(tool: &str, args: &[&str]) -> String {
     let out = Command::new(tool)
         .args(args)
         .output()
@@ -43,7 +48,7 @@ pub(crate) fn run_tool(tool: &str, args: &[&str]) -> String {
 
 /// Fails the test unless it runs as root, which loop devices and mounts
 /// need (CI runs the tests as root).
-pub(crate) fn require_root(what: &str) {
+pub fn require_root(what: &str) {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
@@ -54,14 +59,14 @@ pub(crate) fn require_root(what: &str) {
 
 /// A loop device over an image file, the first free one; detached when
 /// dropped, also when the test fails.
-pub(crate) struct LoopDevice {
-    pub(crate) path: PathBuf,
+pub struct LoopDevice {
+    pub path: PathBuf,
 }
 
 impl LoopDevice {
     /// Attaches `image` with logical sectors of `sector_size`; with
     /// `partscan`, the kernel makes a device for each partition it finds.
-    pub(crate) fn attach(image: &Path, sector_size: u32, partscan: bool) -> LoopDevice {
+    pub fn attach(image: &Path, sector_size: u32, partscan: bool) -> LoopDevice {
         let sector_size = sector_size.to_string();
         let mut args = vec!["--find", "--show", "--sector-size", &sector_size];
         if partscan {
@@ -76,11 +81,11 @@ impl LoopDevice {
     /// Makes the partition devices (`/dev/loopNpM`) of the table on it:
     /// partx adds what the kernel did not find itself (kernels built
     /// without CONFIG_EFI_PARTITION, as on some CI hosts).
-    pub(crate) fn add_partitions(&self) {
+    pub fn add_partitions(&self) {
         run_tool("partx", &["--update", self.path.to_str().unwrap()]);
     }
 
-    pub(crate) fn name(&self) -> String {
+    pub fn name(&self) -> String {
         self.path
             .file_name()
             .unwrap()
@@ -89,7 +94,7 @@ impl LoopDevice {
     }
 
     /// The device of partition `number`.
-    pub(crate) fn partition(&self, number: u32) -> PathBuf {
+    pub fn partition(&self, number: u32) -> PathBuf {
         PathBuf::from(format!("{}p{number}", self.path.display()))
     }
 }
@@ -102,15 +107,15 @@ impl Drop for LoopDevice {
 
 /// A filesystem mounted on a temporary directory; unmounted when dropped,
 /// also when the test fails.
-pub(crate) struct Mounted {
-    pub(crate) dir: tempfile::TempDir,
+pub struct Mounted {
+    pub dir: tempfile::TempDir,
     device: PathBuf,
 }
 
 impl Mounted {
     /// Mounts `device` read-only: the kernel holds it all the same, and
     /// nothing is written to it.
-    pub(crate) fn read_only(device: &Path) -> Mounted {
+    pub fn read_only(device: &Path) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
         run_tool(
             "mount",
@@ -155,10 +160,94 @@ impl Drop for Mounted {
 }
 
 /// SHA-256 of a whole file, to prove it unchanged.
-pub(crate) fn file_sha256(path: &Path) -> [u8; 32] {
+pub fn file_sha256(path: &Path) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut file = std::fs::File::open(path).unwrap();
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).unwrap();
     hasher.finalize().into()
+}
+
+/// A fake sysfs/procfs tree (also used by the installer's tests).
+pub struct FakeRoot {
+    pub dir: tempfile::TempDir,
+}
+
+impl FakeRoot {
+    // It makes a temporary directory: not a default value.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> FakeRoot {
+        let root = FakeRoot {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        root.write("proc/self/mountinfo", "");
+        root.write("proc/cmdline", "");
+        root
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let path = self.dir.path().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    pub fn sys(&self) -> SysRoot {
+        SysRoot::new(self.dir.path())
+    }
+
+    /// A disk the way sysfs shows one: `sys/block/NAME` links into
+    /// `sys/devices`, partitions are subdirectories.
+    pub fn disk(
+        &self,
+        name: &str,
+        dev: (u32, u32),
+        sectors: u64,
+        parts: &[(&str, u32)],
+    ) -> PathBuf {
+        let rel = format!("sys/devices/pci0000:00/{name}/block/{name}");
+        let d = |f: &str, c: &str| self.write(&format!("{rel}/{f}"), &format!("{c}\n"));
+        d("size", &sectors.to_string());
+        d("queue/logical_block_size", "512");
+        d("removable", "0");
+        d("ro", "0");
+        d("dev", &format!("{}:{}", dev.0, dev.1));
+        fs::create_dir_all(self.dir.path().join(&rel).join("holders")).unwrap();
+        for (i, (part, number)) in parts.iter().enumerate() {
+            d(&format!("{part}/partition"), &number.to_string());
+            d(
+                &format!("{part}/dev"),
+                &format!("{}:{}", dev.0, dev.1 + 1 + i as u32),
+            );
+            fs::create_dir_all(self.dir.path().join(&rel).join(part).join("holders")).unwrap();
+        }
+        for dir in ["sys/block", "sys/class/block", "sys/dev/block"] {
+            fs::create_dir_all(self.dir.path().join(dir)).unwrap();
+        }
+        let link = |target: String, at: String| {
+            symlink(target, self.dir.path().join(at)).unwrap();
+        };
+        link(
+            format!("../devices/pci0000:00/{name}/block/{name}"),
+            format!("sys/block/{name}"),
+        );
+        link(
+            format!("../../devices/pci0000:00/{name}/block/{name}"),
+            format!("sys/class/block/{name}"),
+        );
+        link(
+            format!("../../devices/pci0000:00/{name}/block/{name}"),
+            format!("sys/dev/block/{}:{}", dev.0, dev.1),
+        );
+        for (i, (part, _)) in parts.iter().enumerate() {
+            link(
+                format!("../../devices/pci0000:00/{name}/block/{name}/{part}"),
+                format!("sys/class/block/{part}"),
+            );
+            link(
+                format!("../../devices/pci0000:00/{name}/block/{name}/{part}"),
+                format!("sys/dev/block/{}:{}", dev.0, dev.1 + 1 + i as u32),
+            );
+        }
+        self.dir.path().join(rel)
+    }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use abnix_core::blockdev::SysRoot;
 use abnix_core::errors::error_text;
-use abnix_core::install::{self, InstallError};
 use abnix_core::progress;
+use abnix_installer::install::{self, InstallError};
 use anyhow::Context;
 use clap::Parser;
 

@@ -1,5 +1,5 @@
 //! The command line and the config file (docs/cli.md), merged into one
-//! [`abnix_core::install::Request`].
+//! [`abnix_installer::install::Request`].
 //!
 //! The config file has the same settings as the flags, keys spelled with
 //! `_` for `-`; a flag overrides the file's value, `--trusted-key` adds to
@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use abnix_core::boot::Bootloader;
 use abnix_core::boot::BootloaderSetup;
-use abnix_core::install::{Request, TargetRequest};
 use abnix_core::units::parse_size;
 use abnix_formats::layout::{Arch, LayoutConfig};
 use abnix_formats::sign::{PublicKey, TrustedKeys};
+use abnix_installer::install::{Request, TargetRequest};
 use serde::Deserialize;
 
 /// Debian's GRUB and systemd-boot (grub-common, grub-pc-bin,
@@ -43,8 +43,13 @@ fn default_systemd_boot_efi(arch: Arch) -> PathBuf {
     ))
 }
 
-/// `abnix-install`'s flags (docs/cli.md).
-#[derive(Debug, Default, clap::Parser)]
+/// Every setting of `abnix-install`, declared once (docs/cli.md): clap
+/// reads it from the flags and serde from the config file, whose keys are
+/// the field names (`slot_size` for `--slot-size`); [`Settings::merge`]
+/// fills the file's values in where a flag is absent. Values stay text
+/// here so that a bad one is reported naming the flag or the file and key.
+#[derive(Debug, Default, clap::Parser, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[command(
     name = "abnix-install",
     version,
@@ -70,6 +75,7 @@ pub struct Args {
     pub auto: bool,
     /// A TOML file with the same settings (keys with `_` for `-`).
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Size of each OS slot.
     #[arg(long, value_name = "SIZE")]
@@ -116,32 +122,6 @@ pub struct Args {
     /// Power the machine off after a successful installation.
     #[arg(long)]
     pub poweroff: bool,
-}
-
-/// The config file as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    bundle: Option<PathBuf>,
-    disk: Option<PathBuf>,
-    file: Option<PathBuf>,
-    size: Option<String>,
-    auto: Option<bool>,
-    slot_size: Option<String>,
-    esp_size: Option<String>,
-    arch: Option<String>,
-    bootloader: Option<String>,
-    wipe: Option<bool>,
-    allow_removable: Option<bool>,
-    trusted_key: Option<Vec<String>>,
-    trusted_keys_file: Option<PathBuf>,
-    grub_mkimage: Option<PathBuf>,
-    grub_bios_dir: Option<PathBuf>,
-    grub_efi_dir: Option<PathBuf>,
-    systemd_boot_efi: Option<PathBuf>,
-    seed: Option<String>,
-    countdown: Option<u64>,
-    poweroff: Option<bool>,
 }
 
 /// Where a value came from, for errors.
@@ -295,33 +275,42 @@ impl Settings {
     }
 
     /// Merges the flags with a config file's `(path, text)`.
-    pub fn merge(args: Args, config: Option<(&Path, &str)>) -> Result<Settings, SettingsError> {
+    pub fn merge(flags: Args, config: Option<(&Path, &str)>) -> Result<Settings, SettingsError> {
         let (path, file) = match config {
             Some((path, text)) => {
-                let file: FileSettings =
-                    toml::from_str(text).map_err(|e| SettingsError::Syntax {
-                        path: path.to_owned(),
-                        message: e.message().to_owned()
-                            + &e.span()
-                                .map(|s| format!(" (at byte {})", s.start))
-                                .unwrap_or_default(),
-                    })?;
+                let file: Args = toml::from_str(text).map_err(|e| SettingsError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned()
+                        + &e.span()
+                            .map(|s| format!(" (at byte {})", s.start))
+                            .unwrap_or_default(),
+                })?;
                 (path.to_owned(), file)
             }
-            None => (PathBuf::new(), FileSettings::default()),
+            None => (PathBuf::new(), Args::default()),
         };
         let m = Merge { path: &path };
+        // A setting's value from the flag, else from the file, with where it
+        // came from. The key is the field's own name, so the name an error
+        // gives is the flag's and the file's key alike.
+        macro_rules! pick {
+            ($key:ident) => {
+                m.pick(stringify!($key), flags.$key, file.$key)
+            };
+            (size $key:ident) => {
+                m.size(stringify!($key), flags.$key, file.$key)
+            };
+        }
 
-        let (bundle, _) = m
-            .pick("bundle", args.bundle, file.bundle)
+        let (bundle, _) = pick!(bundle)
             .ok_or_else(|| SettingsError::Missing("no bundle: pass --bundle DIR".into()))?;
 
-        let flag_target = target_of(Origin::Flag, args.disk, args.file, args.auto)?;
+        let flag_target = target_of(Origin::Flag, flags.disk, flags.file, flags.auto)?;
         let file_target = target_of(
             |key| Origin::File(path.clone(), key),
             file.disk,
             file.file,
-            file.auto.unwrap_or(false),
+            file.auto,
         )?;
         // The file's own target and size must agree, whatever the flags: a
         // `size` goes with a `file` target or none.
@@ -333,7 +322,7 @@ impl Settings {
             }
             (_, Some(text)) => Some(parse_size(&text).map_err(|e| invalid(&file_size_origin, e))?),
         };
-        let flag_size = args
+        let flag_size = flags
             .size
             .map(|text| parse_size(&text).map_err(|e| invalid(&Origin::Flag("size"), e)))
             .transpose()?;
@@ -363,13 +352,11 @@ impl Settings {
             (Some((TargetKind::Auto, _)), None) => TargetRequest::Auto,
         };
 
-        let slot_size = m
-            .size("slot_size", args.slot_size, file.slot_size)?
+        let slot_size = pick!(size slot_size)?
             .ok_or_else(|| SettingsError::Missing("no slot size: pass --slot-size SIZE".into()))?;
-        let esp_size = m
-            .size("esp_size", args.esp_size, file.esp_size)?
-            .unwrap_or(parse_size(DEFAULT_ESP_SIZE).expect("a valid default"));
-        let arch = match m.pick("arch", args.arch, file.arch) {
+        let esp_size =
+            pick!(size esp_size)?.unwrap_or(parse_size(DEFAULT_ESP_SIZE).expect("a valid default"));
+        let arch = match pick!(arch) {
             Some((name, origin)) => name.parse::<Arch>().map_err(|e| invalid(&origin, e))?,
             None => Arch::native(),
         };
@@ -380,7 +367,7 @@ impl Settings {
             ..LayoutConfig::new(slot_size)
         };
 
-        let bootloader = match m.pick("bootloader", args.bootloader, file.bootloader) {
+        let bootloader = match pick!(bootloader) {
             Some((name, origin)) => name
                 .parse::<Bootloader>()
                 .map_err(|e| invalid(&origin, e))?,
@@ -388,57 +375,45 @@ impl Settings {
         };
         let bootloader = match bootloader {
             Bootloader::Grub => BootloaderSetup::Grub {
-                mkimage: m
-                    .pick("grub_mkimage", args.grub_mkimage, file.grub_mkimage)
+                mkimage: pick!(grub_mkimage)
                     .map_or_else(|| DEFAULT_GRUB_MKIMAGE.into(), |(p, _)| p),
                 // BIOS boot code exists for x86 only: elsewhere (aarch64)
                 // GRUB is installed for UEFI alone, and a BIOS directory
                 // given there is refused by the core.
-                bios_dir: m
-                    .pick("grub_bios_dir", args.grub_bios_dir, file.grub_bios_dir)
+                bios_dir: pick!(grub_bios_dir)
                     .map(|(p, _)| p)
                     .or_else(|| arch.has_bios().then(|| DEFAULT_GRUB_BIOS_DIR.into())),
-                efi_dir: m
-                    .pick("grub_efi_dir", args.grub_efi_dir, file.grub_efi_dir)
-                    .map_or_else(|| default_grub_efi_dir(arch), |(p, _)| p),
+                efi_dir: pick!(grub_efi_dir).map_or_else(|| default_grub_efi_dir(arch), |(p, _)| p),
             },
             Bootloader::SystemdBoot => BootloaderSetup::SystemdBoot {
-                efi: m
-                    .pick(
-                        "systemd_boot_efi",
-                        args.systemd_boot_efi,
-                        file.systemd_boot_efi,
-                    )
+                efi: pick!(systemd_boot_efi)
                     .map_or_else(|| default_systemd_boot_efi(arch), |(p, _)| p),
             },
         };
 
+        // Keys add up: the file's, the flags', a keys file's.
         let mut trusted_keys = TrustedKeys::new();
-        for (i, text) in file.trusted_key.iter().flatten().enumerate() {
+        for (i, text) in file.trusted_key.iter().enumerate() {
             let key = PublicKey::parse(text).map_err(|e| SettingsError::Invalid {
                 origin: format!("{}: `trusted_key`[{i}]", path.display()),
                 reason: e.to_string(),
             })?;
             trusted_keys.insert(key);
         }
-        for text in &args.trusted_key {
+        for text in &flags.trusted_key {
             let key =
                 PublicKey::parse(text).map_err(|e| invalid(&Origin::Flag("trusted_key"), e))?;
             trusted_keys.insert(key);
         }
-        if let Some((keys_file, _)) = m.pick(
-            "trusted_keys_file",
-            args.trusted_keys_file,
-            file.trusted_keys_file,
-        ) {
+        if let Some((keys_file, _)) = pick!(trusted_keys_file) {
             keys_from_file(&keys_file, &mut trusted_keys)?;
         }
 
-        let seed = m
-            .pick("seed", args.seed, file.seed)
+        let seed = pick!(seed)
             .map(|(text, origin)| parse_seed(&text, &origin))
             .transpose()?;
 
+        // A switch is on if the flag or the file turns it on.
         Ok(Settings {
             request: Request {
                 bundle,
@@ -446,14 +421,12 @@ impl Settings {
                 target,
                 layout,
                 bootloader,
-                wipe: args.wipe || file.wipe.unwrap_or(false),
-                allow_removable: args.allow_removable || file.allow_removable.unwrap_or(false),
+                wipe: flags.wipe || file.wipe,
+                allow_removable: flags.allow_removable || file.allow_removable,
                 seed,
             },
-            countdown: m
-                .pick("countdown", args.countdown, file.countdown)
-                .map_or(0, |(n, _)| n),
-            poweroff: args.poweroff || file.poweroff.unwrap_or(false),
+            countdown: pick!(countdown).map_or(0, |(n, _)| n),
+            poweroff: flags.poweroff || file.poweroff,
         })
     }
 }
@@ -787,6 +760,20 @@ mod tests {
         assert!(
             wrong_type.starts_with("install.toml: invalid type"),
             "{wrong_type}"
+        );
+    }
+
+    /// `config` is a flag only: a file naming another file is refused, as
+    /// any unknown key is.
+    #[test]
+    fn the_file_has_no_config_key() {
+        let nested = error(
+            &["--auto"],
+            Some("bundle = \"b\"\nconfig = \"other.toml\"\n"),
+        );
+        assert!(
+            nested.starts_with("install.toml: unknown field `config`"),
+            "{nested}"
         );
     }
 

@@ -14,9 +14,9 @@ use std::process::{Command, Output};
 
 use abnix_core::boot::efi::pe_machine;
 use abnix_core::boot::{esp, SlotState};
-use abnix_core::install::rwfs;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
+use abnix_core::rwfs;
 use abnix_core::system_disk::SystemDisk;
 use abnix_formats::fat::FatFs;
 use abnix_formats::gpt::Gpt;

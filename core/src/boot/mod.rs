@@ -164,7 +164,7 @@ impl<'a> BootFiles<'a> {
 
     /// The same files, keeping `signed` beside them: for a trial of the
     /// room they take, whose kernel and initrd are stand-ins.
-    pub(crate) fn keeping(mut self, signed: &SignedMeta) -> BootFiles<'a> {
+    pub fn keeping(mut self, signed: &SignedMeta) -> BootFiles<'a> {
         self.signed = Some(SignedFiles::of(signed));
         self
     }

@@ -48,7 +48,6 @@ pub mod device;
 mod esp_room;
 pub mod libblkid;
 pub mod medium;
-pub mod rwfs;
 pub mod system;
 pub mod target;
 #[cfg(test)]
@@ -72,19 +71,22 @@ use medium::Survey;
 pub use system::System;
 use target::{NoEligibleDisk, Requirements, Selection};
 
-use crate::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
-use crate::boot::grub::bios;
-use crate::boot::grub::cfg::slot_cfg;
-use crate::boot::systemd_boot::bls;
-use crate::boot::{BootError, BootFiles, BootPayload, BootloaderError, BootloaderSetup, SlotInfo};
-use crate::bundle::{Bundle, BundleError};
-use crate::pipeline::{
+use crate::probe::{erase_signatures, probe_signatures, zero_areas};
+use abnix_core::blockdev::{self, BlockDevError, DiskInfo, SysRoot};
+use abnix_core::boot::grub::bios;
+use abnix_core::boot::grub::cfg::slot_cfg;
+use abnix_core::boot::systemd_boot::bls;
+use abnix_core::boot::{
+    BootError, BootFiles, BootPayload, BootloaderError, BootloaderSetup, SlotInfo,
+};
+use abnix_core::bundle::{Bundle, BundleError};
+use abnix_core::pipeline::{
     read_image_head, verify_object, write_image, ImageSpec, PipelineError, VerifiedImage,
     WriteOptions,
 };
-use crate::probe::{erase_signatures, probe_signatures, zero_areas};
-use crate::progress::Progress;
-use crate::units::Bytes;
+use abnix_core::progress::Progress;
+use abnix_core::rwfs::{self, RwError};
+use abnix_core::units::Bytes;
 use abnix_formats::disk::{Disk, Region};
 use abnix_formats::fat::FormatOptions;
 use abnix_formats::fsid::{read_superblock, FsIdError, Superblock, SUPERBLOCK_END};
@@ -92,7 +94,6 @@ use abnix_formats::gpt::{self, GptError};
 use abnix_formats::layout::{self, Arch, Layout, LayoutConfig, LayoutError, MIB};
 use abnix_formats::sign::TrustedKeys;
 use abnix_formats::slot::Slot;
-use rwfs::RwError;
 
 /// The ESP's FAT volume label.
 pub const ESP_LABEL: &str = "ABNIX-ESP";

@@ -29,7 +29,7 @@ use tracing::info;
 use super::system::{System, TagLookup};
 use super::target::InstallerMedium;
 use super::InstallError;
-use crate::blockdev::{mount_of, BlockDevice, MountEntry};
+use abnix_core::blockdev::{mount_of, BlockDevice, MountEntry};
 
 /// Paths whose devices are the running system itself.
 const SYSTEM_PATHS: &[&str] = &["/", "/iso", "/nix/store"];
@@ -280,8 +280,8 @@ impl Surveyor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blockdev::tests::FakeRoot;
     use crate::install::system::tests::FakeSystem;
+    use abnix_core::testutil::FakeRoot;
 
     /// A machine with an internal disk (sda 8:0, sda1 8:1), a USB stick
     /// (sdb 8:16, a hybrid ISO: the whole disk is the ISO 9660 filesystem,
@@ -519,7 +519,7 @@ mod tests {
         // Without udev, a root only findfs could resolve.
         struct NoFindfs(FakeSystem);
         impl System for NoFindfs {
-            fn root(&self) -> &crate::blockdev::SysRoot {
+            fn root(&self) -> &abnix_core::blockdev::SysRoot {
                 self.0.root()
             }
             fn loop_backing_device(&self, name: &str) -> std::io::Result<Option<(u32, u32)>> {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::libblkid::Libblkid;
-use crate::blockdev::{self, SysRoot, UdevLink};
+use abnix_core::blockdev::{self, SysRoot, UdevLink};
 
 /// Where a tag of the kernel command line (`LABEL=…`) leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +44,9 @@ pub trait System {
     fn libblkid(&self) -> Libblkid;
 }
 
-impl SysRoot {
-    fn dev_node(&self, name: &str) -> PathBuf {
-        self.root.join("dev").join(name)
-    }
+/// Block device `name`'s node under the root's `dev/`.
+fn dev_node(root: &SysRoot, name: &str) -> PathBuf {
+    root.root.join("dev").join(name)
 }
 
 /// The running system itself: files under the root, device nodes under
@@ -58,14 +57,14 @@ impl System for SysRoot {
     }
 
     fn loop_backing_device(&self, name: &str) -> io::Result<Option<(u32, u32)>> {
-        let node = self.dev_node(name);
+        let node = dev_node(self, name);
         let device = std::fs::File::open(&node)
             .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", node.display())))?;
         blockdev::loop_backing_device(&device)
     }
 
     fn exclusive_access(&self, name: &str) -> io::Result<()> {
-        blockdev::open_exclusive_patiently(&self.dev_node(name), false, super::device::PATIENCE)
+        blockdev::open_exclusive_patiently(&dev_node(self, name), false, super::device::PATIENCE)
             .map(drop)
     }
 
@@ -114,7 +113,7 @@ fn findfs(tag: &str, value: &str) -> io::Result<TagLookup> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::blockdev::tests::FakeRoot;
+    use abnix_core::testutil::FakeRoot;
     use std::collections::{BTreeMap, BTreeSet};
 
     /// A made-up machine: a fake sysfs/procfs tree, and what the ioctls and

@@ -33,7 +33,7 @@ pub enum BlkidView {
 /// The target's contents, as the probes found them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contents {
-    /// abnix's own probe ([`probe::probe_signatures`]), with the bytes that
+    /// abnix's own probe (`probe::probe_signatures`), with the bytes that
     /// make each signature.
     pub signatures: Vec<Signature>,
     pub libblkid: BlkidView,

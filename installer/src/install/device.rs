@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::blockdev::{self, BlockDevError, SysRoot};
+use abnix_core::blockdev::{self, BlockDevError, SysRoot};
 
 /// How long a busy device may stay busy before it counts as in use: udev
 /// holds one for an instant while it re-reads its partition table.

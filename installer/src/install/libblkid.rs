@@ -5,7 +5,7 @@
 //! stops at the first.
 //!
 //! This is the installer's second opinion next to abnix's own probe
-//! ([`crate::probe`]): libblkid knows a hundred formats abnix does not
+//! (`crate::probe`): libblkid knows a hundred formats abnix does not
 //! (XFS, btrfs, ZFS, NTFS, bcache, F2FS, firmware RAID, …). It runs on a
 //! device or a disk-image file alike, and needs no root for a file.
 

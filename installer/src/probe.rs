@@ -702,7 +702,7 @@ pub(crate) mod tests {
     /// Runs a formatting tool on the image; panics (never skips) when it is
     /// missing or fails.
     fn run(tool: &str, args: &[&str]) {
-        crate::testutil::run_tool(tool, args);
+        abnix_core::testutil::run_tool(tool, args);
     }
 
     /// What libblkid says: TYPE (or PTTYPE for a partition table), empty when

@@ -23,7 +23,7 @@ use tracing::debug;
 use tracing::subscriber::NoSubscriber;
 
 use super::{BootPayload, ESP_LABEL};
-use crate::boot::{BootError, BootFiles, SlotInfo};
+use abnix_core::boot::{BootError, BootFiles, SlotInfo};
 use abnix_formats::digest::{Digest, Expected, Hashing, VerifyingReader};
 use abnix_formats::disk::{seek_position, Disk};
 use abnix_formats::fat::{FatError, FormatOptions};

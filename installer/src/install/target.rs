@@ -1,10 +1,10 @@
 //! Which disk to install onto: the rules every target must pass, and the
 //! automatic choice among the machine's disks. Pure functions over what
-//! [`SysRoot::disks`](crate::blockdev::SysRoot::disks) found, so every rule
+//! [`SysRoot::disks`](abnix_core::blockdev::SysRoot::disks) found, so every rule
 //! is tested on made-up machines.
 //!
 //! Automatic selection takes the first eligible whole disk in the order of
-//! [`DiskScan`]: kernel names compared by [`natural_cmp`](crate::blockdev::natural_cmp)
+//! [`DiskScan`]: kernel names compared by [`natural_cmp`](abnix_core::blockdev::natural_cmp)
 //! (`sda < sdb < vda < nvme0n1 < sdaa < mmcblk0`). A disk is eligible when it
 //! is not the installer's own medium, not read-only, not removable (unless
 //! allowed), not in use (mounted, swap, holders, a loop device's backing
@@ -18,8 +18,8 @@
 
 use std::fmt;
 
-use crate::blockdev::{DiskInfo, DiskScan};
-use crate::units::Bytes;
+use abnix_core::blockdev::{DiskInfo, DiskScan};
+use abnix_core::units::Bytes;
 use abnix_formats::fsid::FsType;
 use abnix_formats::layout::{self, LayoutConfig};
 
@@ -210,7 +210,7 @@ impl fmt::Display for Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blockdev::SkippedDevice;
+    use abnix_core::blockdev::SkippedDevice;
     use abnix_formats::layout::{Arch, MIB};
     use std::path::PathBuf;
 

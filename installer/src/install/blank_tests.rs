@@ -19,12 +19,12 @@ use sha2::{Digest, Sha256};
 use super::libblkid::Libblkid;
 use super::tests::Fixture;
 use super::*;
-use crate::blockdev::tests::FakeRoot;
 use crate::install::system::tests::FakeSystem;
 use crate::probe::tests::write_at;
 use crate::probe::SignatureKind;
-use crate::progress::NoProgress;
-use crate::testutil::{file_sha256, require_root, run_tool, LoopDevice, Mounted};
+use abnix_core::progress::NoProgress;
+use abnix_core::testutil::FakeRoot;
+use abnix_core::testutil::{file_sha256, require_root, run_tool, LoopDevice, Mounted};
 use abnix_formats::layout::MIB;
 use abnix_formats::testutil::pattern;
 
