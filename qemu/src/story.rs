@@ -400,6 +400,12 @@ impl Story {
         self
     }
 
+    /// After a passed story: frees its disks and bucket, keeping the
+    /// console transcripts ([`paths::keep_only_logs`]).
+    pub fn keep_only_logs(&self) -> Result<()> {
+        paths::keep_only_logs(&self.dir)
+    }
+
     /// Narrates one line.
     pub fn say(&self, text: impl AsRef<str>) {
         println!(

@@ -193,6 +193,11 @@ impl Bench {
         })
     }
 
+    /// After a passed scenario: frees its disk, keeping the consoles.
+    fn keep_only_logs(&self) -> Result<()> {
+        paths::keep_only_logs(self.disk.path().parent().expect("a run directory"))
+    }
+
     /// Writes `fixture` into slot B and activates it with [`TRIES`], from
     /// the host side, as the updater does.
     fn update_b(&self, fixture: &Fixture) -> Result<()> {
@@ -604,7 +609,8 @@ fn main() {
                 column: path.name(),
                 run: Box::new(move || {
                     let mut bench = Bench::new(path, scenario.name)?;
-                    (scenario.run)(&mut bench)
+                    (scenario.run)(&mut bench)?;
+                    bench.keep_only_logs()
                 }),
             })
         })

@@ -81,7 +81,8 @@ impl Scenario {
         if let Some(version) = self.provisioned {
             story.chapter("provision", |story| scenarios::provision(story, version))?;
         }
-        story.chapter(self.name, self.run)
+        story.chapter(self.name, self.run)?;
+        story.keep_only_logs()
     }
 }
 

@@ -27,7 +27,8 @@ fn life(path: BootPath, first_fs: RootFs) -> Result<()> {
         Story::new(path, "systemd-host", Policy { tries: 1 })?.with_disk_size(TEMPLATE_DISK);
     let result = systemd_scenarios::life(&mut story, first_fs);
     println!("{}{}", path.name(), story.summary());
-    result
+    result?;
+    story.keep_only_logs()
 }
 
 fn main() {
