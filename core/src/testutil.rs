@@ -140,20 +140,30 @@ impl Drop for Mounted {
     fn drop(&mut self) {
         use std::os::unix::fs::OpenOptionsExt;
         let unmounted = Command::new("umount").arg(self.dir.path()).status();
-        if !matches!(unmounted, Ok(status) if status.success()) {
-            if std::thread::panicking() {
-                return;
-            }
-            panic!("umount {} failed: {unmounted:?}", self.dir.path().display());
+        // A test already failing: unmounted if possible, but no second panic.
+        if std::thread::panicking() {
+            return;
         }
+        assert!(
+            matches!(unmounted, Ok(status) if status.success()),
+            "umount {} failed: {unmounted:?}",
+            self.dir.path().display()
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_EXCL)
-            .open(&self.device)
-            .is_err()
-            && std::time::Instant::now() < deadline
-        {
+        let released = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_EXCL)
+                .open(&self.device)
+                .is_ok()
+        };
+        while !released() {
+            // Said here, not later as a puzzling "busy" from the code under test.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} still held 10 s after umount",
+                self.device.display()
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
