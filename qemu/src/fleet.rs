@@ -15,11 +15,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use abnix_core::config::Config;
 use abnix_formats::index::Index;
 use abnix_formats::meta::SignedMeta;
 use abnix_formats::sign::{PublicKey, SecretKey};
 use abnix_testkit::S3Server;
+use abnix_updater::config::Config;
 use anyhow::{ensure, Context, Result};
 
 use crate::bundle::pack_fixture;

@@ -659,7 +659,7 @@ fn next_boot_on_disk(
 fn describe_state(state: SlotState) -> String {
     match state {
         SlotState::Trial { tries_left } => format!("trial ({tries_left} tries left)"),
-        other => abnix_core::update::state_name(other).to_owned(),
+        other => abnix_updater::update::state_name(other).to_owned(),
     }
 }
 

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use abnix_core::boot::BootStatus;
 use abnix_core::boot::Bootloader;
-use abnix_core::state::{CheckRecord, ErrorRecord, FailedVersion};
 use abnix_formats::layout::Arch;
 use abnix_formats::slot::Slot;
+use abnix_updater::state::{CheckRecord, ErrorRecord, FailedVersion};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
 use uuid::Uuid;

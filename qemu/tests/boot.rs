@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use abnix_core::boot::Bootloader;
 use abnix_core::boot::{grub, BootState, BootStatus, SlotState};
-use abnix_core::config::Config;
 use abnix_formats::layout::Arch;
 use abnix_formats::sign::SecretKey;
 use abnix_formats::slot::Slot;
@@ -45,6 +44,7 @@ use abnix_systest::system_disk::{AbnixDisk, BootloaderImages, DiskSpec, PowerCut
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureFile, FixtureVersion, VersionSpec};
 use abnix_systest::vm::{Boot, Machine, MachineSpec, OnReboot, Vm};
 use abnix_systest::{paths, workspace};
+use abnix_updater::config::Config;
 use anyhow::{anyhow, ensure, Context, Result};
 
 /// Boot attempts of a trial version (the device config's `tries`).

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use abnix_core::grow::Ext4Size;
 use abnix_formats::gpt::Gpt;
 use abnix_formats::layout::{self, Arch, Layout, LayoutConfig, MIB};
 use abnix_formats::sign::SecretKey;
@@ -21,6 +20,7 @@ use abnix_systest::kernel::Kernel;
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureVersion, VersionSpec};
 use abnix_systest::vm::{Boot, Firmware, Machine, MachineSpec, OnReboot, Vm};
 use abnix_systest::{paths, workspace};
+use abnix_updater::grow::Ext4Size;
 
 /// Generous for TCG on a loaded 2-core machine: firmware, GRUB or
 /// systemd-boot, then the kernel.

@@ -23,7 +23,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Writes `dir/s3-credentials.toml` with `server`'s keys, mode 0600, in the
-/// format `abnix_core::remote::CredentialSource::File` reads.
+/// format `abnix_updater::remote::CredentialSource::File` reads.
 pub fn credentials_file(dir: &Path, server: &S3Server) -> PathBuf {
     let path = dir.join("s3-credentials.toml");
     let mut file = OpenOptions::new()

@@ -12,12 +12,12 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use abnix_core::boot::Bootloader;
-use abnix_core::publish::{resign, PublishOptions};
 use abnix_formats::layout::Arch;
 use abnix_formats::meta::{object_name, ObjectKind};
 use abnix_formats::sign::{SecretKey, TrustedKeys};
 use abnix_formats::slot::Slot;
 use abnix_testkit::{credentials_file, S3Server};
+use abnix_updater::publish::{resign, PublishOptions};
 use common::{assert_exit, stdout, Device, Fleet, Version, MIB, PREFIX};
 use serde_json::Value;
 
@@ -464,13 +464,14 @@ fn key_compromise_a_recovery_key_revokes_a_stolen_key_and_its_huge_version() {
     let mut keys = TrustedKeys::new();
     keys.insert(stolen.public());
     keys.insert_recovery(recovery.public());
-    let channel = abnix_core::channel::Channel::new(fleet.channel(&stolen).remote().clone(), keys);
+    let channel =
+        abnix_updater::channel::Channel::new(fleet.channel(&stolen).remote().clone(), keys);
     let opts = PublishOptions {
         revoke: vec![stolen.public()],
         force: true,
         ..PublishOptions::default()
     };
-    abnix_core::publish::publish(
+    abnix_updater::publish::publish(
         &channel,
         &v3.bundle,
         &[&recovery],

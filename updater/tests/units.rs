@@ -130,7 +130,7 @@ fn the_units_match_the_nixos_module() {
     // A backstop above the updater's own deadline, which records why.
     let timeout = value(update, "TimeoutStartSec");
     assert_eq!(timeout, "7h");
-    assert!(parse_duration(&timeout).unwrap() > abnix_core::config::DEFAULT_UPDATE_DEADLINE);
+    assert!(parse_duration(&timeout).unwrap() > abnix_updater::config::DEFAULT_UPDATE_DEADLINE);
     in_nix(&host, "TimeoutStartSec = \"7h\";");
     in_nix(&host, "wants = [ \"network-online.target\" ];");
     in_nix(&host, "\"abnix-mark-good.service\"");

@@ -576,7 +576,7 @@ fn immediate_policy_reboots_after_a_short_delay() {
         "{}",
         stderr(&out)
     );
-    let expected = if abnix_core::update::restart::systemd_running() {
+    let expected = if abnix_updater::update::restart::systemd_running() {
         "systemctl reboot\n"
     } else {
         "reboot \n"
@@ -597,7 +597,7 @@ fn window_policy_outside_the_window_waits_for_it() {
     let (_device, out, log) =
         update_under_reboot_policy("window", Some(format!("{}-{}", hour(2), hour(3))));
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
-    if abnix_core::update::restart::systemd_running() {
+    if abnix_updater::update::restart::systemd_running() {
         assert!(calls.contains("systemd-run --unit=abnix-reboot"), "{calls}");
     } else {
         assert_eq!(calls, "", "nothing to schedule with");
@@ -726,7 +726,7 @@ fn status_reads_a_corrupt_state_without_touching_it() {
 
 #[test]
 fn status_says_when_the_next_check_is_due_and_flags_a_stopped_timer() {
-    use abnix_core::state::{CheckRecord, State, StateDir};
+    use abnix_updater::state::{CheckRecord, State, StateDir};
     use chrono::{DateTime, Utc};
 
     let fleet = Fleet::new();

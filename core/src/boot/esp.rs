@@ -15,7 +15,7 @@
 //! abnix/<slot>/slot.json    version, id, label and kernel command line,
 //! abnix/<slot>/slot.cfg     GRUB: loads the slot (sourced by grub.cfg)
 //! abnix/<slot>/good         GRUB: empty; the slot holds the last version proved good
-//! abnix/failed/, revoked/   the updater's records (crate::update::records)
+//! abnix/failed/, revoked/   the updater's records (abnix_updater::update::records)
 //! loader/loader.conf        systemd-boot: settings, written once at install
 //! loader/entries/abnix-<slot>[+LEFT[-DONE]].conf   systemd-boot: one entry per activated slot
 //! ```

@@ -86,7 +86,7 @@ pub struct NextBoot {
     pub rescue: bool,
 }
 
-pub(crate) fn slot_index(slot: Slot) -> usize {
+pub fn slot_index(slot: Slot) -> usize {
     match slot {
         Slot::A => 0,
         Slot::B => 1,

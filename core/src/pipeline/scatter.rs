@@ -1,6 +1,6 @@
 //! Writing some chunks of an image, in any order, from several sources at
 //! once: frames fetched by byte range, and chunks copied from another disk
-//! (delta updates, [`crate::delta`]). And finding which chunks a target
+//! (delta updates, `abnix_updater::delta`). And finding which chunks a target
 //! already holds.
 //!
 //! ```text

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use abnix_core::update::machine::{Mode, Outcome};
+use abnix_updater::update::machine::{Mode, Outcome};
 
 use super::device::DeviceArgs;
 use super::update::{run_cycle, NetworkArgs};

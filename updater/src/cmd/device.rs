@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use abnix_core::blockdev::SysRoot;
-use abnix_core::config::{self, Config};
-use abnix_core::host::{Host, HostOverrides};
-use abnix_core::state::{Lock, StateDir};
-use abnix_core::update::LOCK_WAIT;
 use abnix_formats::slot::Slot;
+use abnix_updater::config::{self, Config};
+use abnix_updater::host::{Host, HostOverrides};
+use abnix_updater::state::{Lock, StateDir};
+use abnix_updater::update::LOCK_WAIT;
 
 #[derive(clap::Args)]
 pub struct DeviceArgs {

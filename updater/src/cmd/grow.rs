@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use abnix_core::blockdev::SysRoot;
-use abnix_core::grow::{grow, GrowTarget};
+use abnix_updater::grow::{grow, GrowTarget};
 use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The device config. Accepted like every device command's; growing
     /// needs nothing from it.
-    #[arg(long, default_value = abnix_core::config::DEFAULT_PATH)]
+    #[arg(long, default_value = abnix_updater::config::DEFAULT_PATH)]
     #[allow(dead_code)]
     config: PathBuf,
     /// The disk or disk-image file to grow [default: the disk holding /].

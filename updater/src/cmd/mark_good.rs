@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use abnix_core::update::{mark_good, MarkedGood};
+use abnix_updater::update::{mark_good, MarkedGood};
 use anyhow::Context;
 
 use super::device::{booted, lock, DeviceArgs};

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use abnix_core::bundle::Bundle;
 use abnix_core::progress;
-use abnix_core::publish::{publish, resign, PublishError, PublishOptions, DEFAULT_VALID_FOR};
 use abnix_core::units::parse_duration;
 use abnix_formats::sign::PublicKey;
+use abnix_updater::publish::{publish, resign, PublishError, PublishOptions, DEFAULT_VALID_FOR};
 use anyhow::Context;
 use clap::ArgGroup;
 

@@ -4,12 +4,12 @@
 
 use std::path::PathBuf;
 
-use abnix_core::channel::Channel;
-use abnix_core::config::Config;
-use abnix_core::remote::{
+use abnix_formats::sign::{PublicKey, TrustedKeys};
+use abnix_updater::channel::Channel;
+use abnix_updater::config::Config;
+use abnix_updater::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use abnix_formats::sign::{PublicKey, TrustedKeys};
 use anyhow::{bail, Context};
 
 #[derive(clap::Args)]

@@ -7,9 +7,9 @@
 
 use std::process::ExitCode;
 
-use abnix_core::state::FailedVersion;
-use abnix_core::update::{records, rollback_plan, RollbackHow};
 use abnix_formats::fat::FatFs;
+use abnix_updater::state::FailedVersion;
+use abnix_updater::update::{records, rollback_plan, RollbackHow};
 use anyhow::Context;
 use chrono::Utc;
 

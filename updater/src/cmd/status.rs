@@ -10,12 +10,14 @@ use std::process::ExitCode;
 
 use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{BootStatus, SlotState, SlotStatus};
-use abnix_core::config::{ClockTrust, Config};
-use abnix_core::host::Host;
-use abnix_core::state::{CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir};
-use abnix_core::update::machine::{rollback_floor, Clock, DiskState};
-use abnix_core::update::schedule::{boot_time, check_schedule};
-use abnix_core::update::{clock_synchronized, pending_trial, records, state_name};
+use abnix_updater::config::{ClockTrust, Config};
+use abnix_updater::host::Host;
+use abnix_updater::state::{
+    CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir,
+};
+use abnix_updater::update::machine::{rollback_floor, Clock, DiskState};
+use abnix_updater::update::schedule::{boot_time, check_schedule};
+use abnix_updater::update::{clock_synchronized, pending_trial, records, state_name};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -7,20 +7,20 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use abnix_core::config::{ClockTrust, Config};
 use abnix_core::errors::error_text;
 use abnix_core::progress;
-use abnix_core::reboot;
-use abnix_core::state::{ErrorRecord, Lock, State, StateDir};
 use abnix_core::units::parse_duration;
-use abnix_core::update::clock_synchronized;
-use abnix_core::update::machine::{
+use abnix_formats::layout::Arch;
+use abnix_updater::config::{ClockTrust, Config};
+use abnix_updater::reboot;
+use abnix_updater::state::{ErrorRecord, Lock, State, StateDir};
+use abnix_updater::update::clock_synchronized;
+use abnix_updater::update::machine::{
     Clock, Device, Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
 };
-use abnix_core::update::notify::{Notifier, NotifyingProgress};
-use abnix_core::update::restart;
-use abnix_core::update::run::Executor;
-use abnix_formats::layout::Arch;
+use abnix_updater::update::notify::{Notifier, NotifyingProgress};
+use abnix_updater::update::restart;
+use abnix_updater::update::run::Executor;
 use anyhow::Context;
 use chrono::{Local, Utc};
 

@@ -15,14 +15,8 @@ use abnix_core::boot::Bootloader;
 use abnix_core::boot::BootloaderSetup;
 use abnix_core::boot::{model, BootControl};
 use abnix_core::bundle::Bundle;
-use abnix_core::channel::Channel;
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::progress::NoProgress;
-use abnix_core::publish::{publish, PublishOptions};
-use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
-};
-use abnix_core::state::{Lock, StateDir};
 use abnix_core::system_disk::SystemDisk;
 use abnix_formats::layout::Arch;
 use abnix_formats::layout::{min_disk_size, LayoutConfig};
@@ -31,6 +25,12 @@ use abnix_formats::sign::SecretKey;
 use abnix_formats::slot::Slot;
 use abnix_installer::install::{prepare, Request, TargetRequest};
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
+use abnix_updater::channel::Channel;
+use abnix_updater::publish::{publish, PublishOptions};
+use abnix_updater::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
+use abnix_updater::state::{Lock, StateDir};
 use chrono::{DateTime, Utc};
 use tempfile::TempDir;
 use uuid::Uuid;

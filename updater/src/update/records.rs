@@ -19,9 +19,9 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::machine::{DiskState, KeptMeta};
-use crate::boot::{esp, SlotStatus};
 use crate::state::FailedVersion;
-use crate::system_disk::{SystemDisk, SystemDiskError};
+use abnix_core::boot::{esp, SlotStatus};
+use abnix_core::system_disk::{SystemDisk, SystemDiskError};
 use abnix_formats::digest::Digest;
 use abnix_formats::disk::Disk;
 use abnix_formats::fat::{FatError, FatFs};
@@ -167,7 +167,8 @@ pub fn read_disk<D: Disk>(
     }
     let mut kept = [KeptMeta::Unsigned, KeptMeta::Unsigned];
     for slot in Slot::ALL {
-        kept[crate::boot::state::slot_index(slot)] = kept_meta(&mut fs, boot.slot(slot), &keys)?;
+        kept[abnix_core::boot::state::slot_index(slot)] =
+            kept_meta(&mut fs, boot.slot(slot), &keys)?;
     }
     let state = DiskState {
         boot,

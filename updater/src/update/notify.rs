@@ -18,7 +18,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::progress::Progress;
+use abnix_core::progress::Progress;
 
 /// Sends `STATUS=` to the service manager, if there is one.
 pub struct Notifier {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use abnix_core::remote::{
+use abnix_testkit::S3Server;
+use abnix_updater::remote::{
     CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
 };
-use abnix_testkit::S3Server;
 
 fn config(server: &S3Server) -> RemoteConfig {
     RemoteConfig {

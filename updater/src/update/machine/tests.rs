@@ -1,7 +1,7 @@
 //! Every transition of the update cycle, driven by hand-made events.
 
 use super::*;
-use crate::boot::SlotStatus;
+use abnix_core::boot::SlotStatus;
 use abnix_formats::digest::Digest;
 use abnix_formats::layout::Arch;
 use abnix_formats::meta::{

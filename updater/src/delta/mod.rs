@@ -34,11 +34,11 @@ pub use plan::{coalesce, Coalescing, Cost, Plan, Source};
 pub use reopen::Reopen;
 pub use store::{IndexStore, StoreError};
 
-use crate::pipeline::{
+use abnix_core::pipeline::{
     self, check_image, find_present_chunks, write_chunks, Copies, Fetches, ImageSpec,
     PipelineError, Tally, VerifiedImage, WriteOptions,
 };
-use crate::progress::Progress;
+use abnix_core::progress::Progress;
 use abnix_formats::disk::Disk;
 use abnix_formats::index::Index;
 

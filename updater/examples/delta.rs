@@ -32,18 +32,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use abnix_core::bundle::Bundle;
-use abnix_core::channel::Channel;
-use abnix_core::delta::{ActiveSlot, Coalescing, DeltaOptions, DeltaReport, LocalChunks, Plan};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::WriteOptions;
 use abnix_core::progress::NoProgress;
-use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
-};
 use abnix_formats::chunking::ChunkParams;
 use abnix_formats::meta::Meta;
 use abnix_formats::sign::{SecretKey, TrustedKeys};
 use abnix_testkit::{credentials_file, FaultProxy, S3Server};
+use abnix_updater::channel::Channel;
+use abnix_updater::delta::{ActiveSlot, Coalescing, DeltaOptions, DeltaReport, LocalChunks, Plan};
+use abnix_updater::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use anyhow::{bail, Context, Result};
 
 fn main() -> Result<()> {

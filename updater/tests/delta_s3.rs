@@ -8,14 +8,8 @@ use std::fs::File;
 use std::io::Write;
 use std::time::Duration;
 
-use abnix_core::channel::Channel;
-use abnix_core::channel::ChannelError;
-use abnix_core::delta::{ActiveSlot, DeltaOptions, DeltaReport, Fallback, LocalChunks};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
 use abnix_core::progress::NoProgress;
-use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
-};
 use abnix_formats::chunking::{chunks, ChunkParams};
 use abnix_formats::digest::Digest;
 use abnix_formats::disk;
@@ -23,6 +17,12 @@ use abnix_formats::index::Index;
 use abnix_formats::meta::{Artifact, FsType, Image, Meta, FORMAT_VERSION};
 use abnix_testkit::images::seeded_random;
 use abnix_testkit::{credentials_file, FaultProxy, RecordedRequest, S3Server};
+use abnix_updater::channel::Channel;
+use abnix_updater::channel::ChannelError;
+use abnix_updater::delta::{ActiveSlot, DeltaOptions, DeltaReport, Fallback, LocalChunks};
+use abnix_updater::remote::{
+    CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
+};
 use tempfile::TempDir;
 use uuid::Uuid;
 

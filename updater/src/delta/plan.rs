@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::pipeline::{FrameRange, Tally};
+use abnix_core::pipeline::{FrameRange, Tally};
 use abnix_formats::digest::Digest;
 use abnix_formats::index::Index;
 

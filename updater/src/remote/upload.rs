@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 use super::error::innermost_message;
 use super::retry::sdk_upload_timeout_config;
 use super::{RemoteError, Shared};
-use crate::progress::Progress;
+use abnix_core::progress::Progress;
 
 /// Size of one part of a multipart upload; files up to this size go in one
 /// PUT.

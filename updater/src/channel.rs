@@ -13,9 +13,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::delta::{self, DeltaOptions, DeltaReport, ImageObject, LocalChunks};
-use crate::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions, WriteReport};
-use crate::progress::Progress;
 use crate::remote::{ObjectReader, Remote, RemoteError};
+use abnix_core::pipeline::{write_image, ImageSpec, PipelineError, WriteOptions, WriteReport};
+use abnix_core::progress::Progress;
 use abnix_formats::digest::Expected;
 use abnix_formats::disk::Disk;
 use abnix_formats::index::{Index, IndexError};
@@ -259,7 +259,7 @@ impl Channel {
 
     /// A streaming reader of a kernel or initrd, refused unless the object
     /// has the meta's size; its content is checked by whoever writes it
-    /// ([`crate::boot::BootFiles::of_version`]).
+    /// ([`abnix_core::boot::BootFiles::of_version`]).
     pub fn open_object(&self, artifact: &Artifact) -> Result<ObjectReader, ChannelError> {
         let key = self.remote.config().object_key(&artifact.object);
         Ok(self.remote.open_reader(&key, 0, Some(artifact.size))?)

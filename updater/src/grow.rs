@@ -36,8 +36,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::blockdev::{self, BlockDevError, SysRoot};
-use crate::units::Bytes;
+use abnix_core::blockdev::{self, BlockDevError, SysRoot};
+use abnix_core::units::Bytes;
 use abnix_formats::disk::Disk;
 use abnix_formats::gpt::{Gpt, GptError};
 use abnix_formats::layout::{grow_gpt, Layout, LayoutError};
@@ -392,7 +392,7 @@ fn resize2fs(device: &Path, size: u64) -> Result<(), GrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rwfs;
+    use abnix_core::rwfs;
     use abnix_formats::layout::{compute, Arch, LayoutConfig, MIB};
     use abnix_formats::testutil::sgdisk_agrees_with;
 

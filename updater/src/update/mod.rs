@@ -15,7 +15,7 @@ pub mod schedule;
 
 use std::time::Duration;
 
-use crate::boot::{BootControl, BootError, BootStatus, SlotInfo, SlotState, SlotStatus};
+use abnix_core::boot::{BootControl, BootError, BootStatus, SlotInfo, SlotState, SlotStatus};
 use abnix_formats::slot::Slot;
 
 /// How long a command waits for another run to release the update lock

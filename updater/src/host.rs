@@ -17,8 +17,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::blockdev::{BlockDevError, SysRoot};
-use crate::system_disk::{open_disk_file, SystemDisk, SystemDiskError};
+use abnix_core::blockdev::{BlockDevError, SysRoot};
+use abnix_core::system_disk::{open_disk_file, SystemDisk, SystemDiskError};
 use abnix_formats::layout::Layout;
 use abnix_formats::slot::Slot;
 

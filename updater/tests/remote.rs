@@ -10,11 +10,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use abnix_core::progress::Progress;
-use abnix_core::remote::{
+use abnix_testkit::{credentials_file, FaultProxy, InjectedError, RecordedRequest, S3Server};
+use abnix_updater::remote::{
     CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
     PART_SIZE,
 };
-use abnix_testkit::{credentials_file, FaultProxy, InjectedError, RecordedRequest, S3Server};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};

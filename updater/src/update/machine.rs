@@ -39,8 +39,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
 use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
+use abnix_core::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
 use abnix_formats::layout::Arch;
 use abnix_formats::meta::{Meta, Publication, SignedMeta};
 use abnix_formats::sign::PublicKey;

@@ -375,7 +375,7 @@ impl Remote {
         &self,
         key: &str,
         path: &std::path::Path,
-        progress: &dyn crate::progress::Progress,
+        progress: &dyn abnix_core::progress::Progress,
     ) -> Result<(), RemoteError> {
         upload::put_file(&self.shared, key, path, progress)
     }

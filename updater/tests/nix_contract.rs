@@ -8,12 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use abnix_core::config::{self, Config};
-use abnix_core::reboot::RebootPolicy;
-use abnix_core::remote::CredentialSource;
 use abnix_core::units::{parse_duration, parse_size};
 use abnix_formats::layout::{compute, min_disk_size, LayoutConfig};
 use abnix_formats::meta::{check_cmdline, check_label};
+use abnix_updater::config::{self, Config};
+use abnix_updater::reboot::RebootPolicy;
+use abnix_updater::remote::CredentialSource;
 use serde_json::Value;
 use uuid::Uuid;
 

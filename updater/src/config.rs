@@ -17,7 +17,7 @@ use crate::reboot::{DailyWindow, RebootPolicy};
 use crate::remote::{
     CredentialSource, MinRate, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use crate::units::{parse_duration, parse_size};
+use abnix_core::units::{parse_duration, parse_size};
 use abnix_formats::sign::{PublicKey, TrustedKeys};
 
 pub const DEFAULT_PATH: &str = "/etc/abnix/config.toml";

@@ -12,19 +12,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use abnix_core::bundle::Bundle;
-use abnix_core::channel::{Channel, ChannelError, ImageFetch};
 use abnix_core::pack::{pack, PackInput};
 use abnix_core::pipeline::{PipelineError, WriteOptions};
 use abnix_core::progress::NoProgress;
-use abnix_core::publish::{publish, PublishError, PublishOptions, PublishReport, VersionRef};
-use abnix_core::remote::{
-    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
-};
 use abnix_formats::digest::Expected;
 use abnix_formats::meta::{object_name, Meta, ObjectKind, VerifyError};
 use abnix_formats::sign::{SecretKey, SignatureError, TrustedKeys};
 use abnix_testkit::images::{ext4_image, real_tree, seeded_random};
 use abnix_testkit::{credentials_file, FaultProxy, RecordedRequest, S3Server};
+use abnix_updater::channel::{Channel, ChannelError, ImageFetch};
+use abnix_updater::publish::{publish, PublishError, PublishOptions, PublishReport, VersionRef};
+use abnix_updater::remote::{
+    CredentialSource, Remote, RemoteConfig, RemoteError, RetryPolicy, Timeouts, TransferLimits,
+};
 use tempfile::TempDir;
 use uuid::Uuid;
 

@@ -37,11 +37,11 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::bundle::Bundle;
 use crate::channel::{Channel, ChannelError, MetaLocator};
-use crate::progress::Progress;
 use crate::remote::{Remote, RemoteError};
-use crate::units::parse_duration;
+use abnix_core::bundle::Bundle;
+use abnix_core::progress::Progress;
+use abnix_core::units::parse_duration;
 use abnix_formats::meta::{
     object_name, verify_meta, Meta, MetaError, ObjectKind, Publication, SignedMeta, VerifyError,
     MAX_META_BYTES,
@@ -49,7 +49,7 @@ use abnix_formats::meta::{
 use abnix_formats::sign::{PublicKey, SecretKey, MAX_SIGNATURE_FILE_BYTES};
 
 /// How long a published meta is valid by default (a duration as in
-/// [`crate::units::parse_duration`]): a fleet's devices check every few
+/// [`abnix_core::units::parse_duration`]): a fleet's devices check every few
 /// hours, so a month leaves room for a publisher that re-signs weekly to
 /// miss a few runs, and bounds a freeze to a month.
 pub const DEFAULT_VALID_FOR: &str = "30d";

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::blockdev::SysRoot;
+use abnix_core::blockdev::SysRoot;
 
 /// The timer's first check after boot (its `OnBootSec=`).
 pub const FIRST_CHECK_AFTER_BOOT: Duration = Duration::from_secs(60);
