@@ -7,7 +7,7 @@ use abnix_core::blockdev::SysRoot;
 use abnix_core::config::{self, Config};
 use abnix_core::host::{Host, HostOverrides};
 use abnix_core::state::{Lock, StateDir};
-use abnix_core::update::LOCK_WAIT;
+use abnix_core::update::{LOCK_WAIT, MACHINE_ID_PATH};
 use abnix_formats::slot::Slot;
 
 #[derive(clap::Args)]
@@ -23,6 +23,10 @@ pub struct DeviceArgs {
     /// /proc/cmdline. The booted slot is then not checked against /.
     #[arg(long)]
     pub cmdline: Option<String>,
+    /// The file holding this host's machine id, which gives its place in
+    /// staged rollouts.
+    #[arg(long, value_name = "FILE", default_value = MACHINE_ID_PATH)]
+    pub machine_id: PathBuf,
 }
 
 impl DeviceArgs {

@@ -13,13 +13,13 @@ use abnix_core::progress;
 use abnix_core::reboot;
 use abnix_core::state::{ErrorRecord, Lock, State, StateDir};
 use abnix_core::units::parse_duration;
-use abnix_core::update::clock_synchronized;
 use abnix_core::update::machine::{
     Clock, Device, Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
 };
 use abnix_core::update::notify::{Notifier, NotifyingProgress};
 use abnix_core::update::restart;
 use abnix_core::update::run::Executor;
+use abnix_core::update::{clock_synchronized, read_machine_id};
 use abnix_formats::layout::Arch;
 use anyhow::Context;
 use chrono::{Local, Utc};
@@ -106,6 +106,7 @@ pub fn run_cycle(
                         trusted: config.clock == ClockTrust::Always || clock_synchronized(),
                         newest_signed: state.latest.as_ref().and_then(|l| l.signed_at),
                     },
+                    machine_id: read_machine_id(&device.machine_id),
                 };
                 let terminal = progress::for_stderr();
                 let progress = NotifyingProgress::new(terminal.as_ref(), &notifier);
