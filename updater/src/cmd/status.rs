@@ -17,9 +17,7 @@ use abnix_core::host::Host;
 use abnix_core::state::{CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir};
 use abnix_core::update::machine::{rollback_floor, rollout_place, Clock, DiskState};
 use abnix_core::update::schedule::{boot_time, check_schedule};
-use abnix_core::update::{
-    clock_synchronized, pending_trial, read_machine_id, records, state_name,
-};
+use abnix_core::update::{clock_synchronized, pending_trial, read_machine_id, records, state_name};
 use abnix_formats::rollout::{MachineId, Rollout};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
