@@ -769,6 +769,9 @@ mod tests {
                 .insert("rollout".into(), Value::from("anything"));
         });
         assert_eq!(Meta::parse(&ignored).unwrap(), sample());
+        // The fuzzer's seed of a staged, halted meta is one.
+        let seed = Meta::parse(include_bytes!("../../fuzz/seeds/meta_parse/staged.meta")).unwrap();
+        assert!(seed.published.unwrap().rollout.unwrap().halted_at.is_some());
         // Bounded.
         let mut long = staged();
         long.published
