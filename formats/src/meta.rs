@@ -20,6 +20,12 @@
 //! was signed and when it expires, and the keys it declares revoked
 //! ([`Publication`]). A meta as `pack` signs it (a bundle's) names no
 //! channel: the installer takes it, no device's update does.
+//!
+//! Format 3 is format 2 with a staged rollout (`published.rollout`,
+//! [`Rollout`]). A meta is written in the lowest format that carries it:
+//! only a meta with a rollout is format 3, so devices that read only format
+//! 2 refuse a staged or halted version instead of installing it at once,
+//! and take every other (DESIGN §3).
 
 use std::fmt;
 
@@ -31,12 +37,17 @@ use uuid::Uuid;
 
 use crate::digest::Digest;
 use crate::layout::Arch;
+use crate::rollout::{Rollout, MAX_ROLLOUT_SECS};
 use crate::sign::{signature_file, PublicKey, SecretKey, Signature, SignatureError, TrustedKeys};
 
-/// The meta format this code writes and the only one it accepts. 2: the
-/// architecture and the publication (channel, signing and expiry times,
-/// revoked keys) are signed.
+/// The meta format of a meta without a rollout. 2: the architecture and
+/// the publication (channel, signing and expiry times, revoked keys) are
+/// signed.
 pub const FORMAT_VERSION: u32 = 2;
+
+/// The meta format of a meta whose publication carries a rollout: format 2
+/// plus `published.rollout`. This code reads both.
+pub const ROLLOUT_FORMAT_VERSION: u32 = 3;
 
 /// A meta larger than this is refused before it is parsed.
 pub const MAX_META_BYTES: usize = 64 * 1024;
@@ -86,9 +97,22 @@ pub struct Publication {
     /// honour it only from a meta signed by one of their recovery keys
     /// (docs/security.md).
     pub revoked_keys: Vec<String>,
+    /// A staged rollout: hosts install only once it has reached them.
+    /// Present only in format 3, absent (every host at once) in format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
 }
 
 impl Publication {
+    /// The format of a meta carrying this publication: the lowest that
+    /// carries it (see [`ROLLOUT_FORMAT_VERSION`]).
+    pub fn format(published: Option<&Publication>) -> u32 {
+        match published.is_some_and(|p| p.rollout.is_some()) {
+            true => ROLLOUT_FORMAT_VERSION,
+            false => FORMAT_VERSION,
+        }
+    }
+
     /// Whether the meta has expired at `now`.
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
         now >= self.expires
@@ -154,8 +178,8 @@ pub enum MetaError {
         column: usize,
         reason: String,
     },
-    #[error("meta format {found} is not supported (this abnix reads format {supported})")]
-    UnknownFormat { found: u64, supported: u32 },
+    #[error("meta format {found} is not supported (this abnix reads formats 2 and 3)")]
+    UnknownFormat { found: u64 },
     #[error("meta has no field {0:?}")]
     MissingField(String),
     #[error("meta field {field:?} is invalid: {reason}")]
@@ -199,16 +223,30 @@ fn artifact(obj: &Map<String, Value>, path: &str) -> Result<Artifact, MetaError>
     })
 }
 
-fn publication(obj: &Map<String, Value>) -> Result<Option<Publication>, MetaError> {
+fn publication(obj: &Map<String, Value>, format: u32) -> Result<Option<Publication>, MetaError> {
     if obj.get("published").is_some_and(Value::is_null) {
         return Ok(None);
     }
     let obj = object(obj, "published")?;
+    // Format 2 knows no rollout: a field of that name is ignored like any
+    // unknown field, as a format-2 device ignores it.
+    let rollout = match format {
+        ROLLOUT_FORMAT_VERSION => {
+            let rollout = object(obj, "published.rollout")?;
+            Some(Rollout {
+                start: field(rollout, "published.rollout.start")?,
+                over_secs: field(rollout, "published.rollout.over_secs")?,
+                halted_at: field(rollout, "published.rollout.halted_at")?,
+            })
+        }
+        _ => None,
+    };
     Ok(Some(Publication {
         channel: field(obj, "published.channel")?,
         signed_at: field(obj, "published.signed_at")?,
         expires: field(obj, "published.expires")?,
         revoked_keys: field(obj, "published.revoked_keys")?,
+        rollout,
     }))
 }
 
@@ -323,19 +361,14 @@ impl Meta {
         // The format comes first: a newer format may have changed any other
         // field, so its errors would mislead.
         let format: u64 = field(obj, "format")?;
-        if format != u64::from(FORMAT_VERSION) {
-            return Err(MetaError::UnknownFormat {
-                found: format,
-                supported: FORMAT_VERSION,
-            });
-        }
+        let format = supported_format(format)?;
         let meta = Meta {
-            format: FORMAT_VERSION,
+            format,
             version: field(obj, "version")?,
             id: field(obj, "id")?,
             label: field(obj, "label")?,
             arch: field(obj, "arch")?,
-            published: publication(obj)?,
+            published: publication(obj, format)?,
             image: image(obj)?,
             index: artifact(obj, "index")?,
             kernel: artifact(obj, "kernel")?,
@@ -362,11 +395,19 @@ impl Meta {
     /// Checks the values: what [`Meta::parse`] enforces, also run by `pack`
     /// before it signs.
     pub fn validate(&self) -> Result<(), MetaError> {
-        if self.format != FORMAT_VERSION {
-            return Err(MetaError::UnknownFormat {
-                found: self.format.into(),
-                supported: FORMAT_VERSION,
-            });
+        supported_format(self.format.into())?;
+        let format = Publication::format(self.published.as_ref());
+        if self.format != format {
+            return Err(invalid(
+                "format",
+                format!(
+                    "must be {format} for a meta with{} a rollout",
+                    match format {
+                        ROLLOUT_FORMAT_VERSION => "",
+                        _ => "out",
+                    }
+                ),
+            ));
         }
         if self.version == 0 {
             return Err(invalid("version", "must be at least 1"));
@@ -387,6 +428,14 @@ impl Meta {
             for (i, key) in published.revoked_keys.iter().enumerate() {
                 PublicKey::parse(key)
                     .map_err(|e| invalid(&format!("published.revoked_keys[{i}]"), e))?;
+            }
+            if let Some(rollout) = &published.rollout {
+                if rollout.over_secs > MAX_ROLLOUT_SECS {
+                    return Err(invalid(
+                        "published.rollout.over_secs",
+                        format!("{} is more than a year", rollout.over_secs),
+                    ));
+                }
             }
         }
         let objects = [
@@ -415,6 +464,14 @@ impl Meta {
             }
         }
         Ok(())
+    }
+}
+
+/// The format, if this code reads it.
+fn supported_format(format: u64) -> Result<u32, MetaError> {
+    match u32::try_from(format) {
+        Ok(format @ (FORMAT_VERSION | ROLLOUT_FORMAT_VERSION)) => Ok(format),
+        _ => Err(MetaError::UnknownFormat { found: format }),
     }
 }
 
@@ -574,6 +631,7 @@ mod tests {
                 signed_at: "2026-11-22T10:00:00Z".parse().unwrap(),
                 expires: "2026-12-22T10:00:00Z".parse().unwrap(),
                 revoked_keys: vec![],
+                rollout: None,
             }),
             image: Image {
                 object: object_name(7, id, ObjectKind::Image),
@@ -652,6 +710,95 @@ mod tests {
         assert!(text.contains("\"object\": \"7-2b1c5e4a-7d3f-4e8a-9c0b-1a2b3c4d5e6f.img.zst\""));
     }
 
+    /// The sample with a rollout, as `publish --rollout-over 1d` signs it.
+    fn staged() -> Meta {
+        let mut meta = sample();
+        let published = meta.published.as_mut().unwrap();
+        published.rollout = Some(Rollout {
+            start: published.signed_at,
+            over_secs: 86_400,
+            halted_at: None,
+        });
+        meta.format = ROLLOUT_FORMAT_VERSION;
+        meta
+    }
+
+    /// A rollout makes the meta format 3 (format-2 devices refuse it rather
+    /// than install a staged or halted version at once); without one the
+    /// bytes are format 2's, unchanged.
+    #[test]
+    fn a_rollout_is_format_3_and_round_trips() {
+        let meta = staged();
+        let text = String::from_utf8(meta.to_bytes()).unwrap();
+        assert!(text.starts_with("{\n  \"format\": 3,\n"), "{text}");
+        assert!(
+            text.contains(
+                "\"revoked_keys\": [],\n    \"rollout\": {\n      \"start\": \"2026-11-22T10:00:00Z\",\n      \
+                 \"over_secs\": 86400,\n      \"halted_at\": null\n    }\n  },\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(Meta::parse(text.as_bytes()).unwrap(), meta);
+        let halted = {
+            let mut meta = staged();
+            let published = meta.published.as_mut().unwrap();
+            published.rollout = published.rollout.map(|r| r.halted(published.signed_at));
+            meta
+        };
+        assert_eq!(Meta::parse(&halted.to_bytes()).unwrap(), halted);
+        assert_eq!(Publication::format(sample().published.as_ref()), 2);
+        assert_eq!(Publication::format(None), 2);
+
+        // The format must match: a rollout in format 2, or format 3
+        // without one, is refused.
+        let mut format_2 = staged();
+        format_2.format = FORMAT_VERSION;
+        assert_eq!(invalid_field(format_2.validate().unwrap_err()), "format");
+        let mut format_3 = sample();
+        format_3.format = ROLLOUT_FORMAT_VERSION;
+        assert_eq!(invalid_field(format_3.validate().unwrap_err()), "format");
+        assert_eq!(
+            Meta::parse(&format_3.to_bytes()),
+            Err(MetaError::MissingField("published.rollout".into()))
+        );
+        // Format 2 ignores a field of that name, as format-2 devices do.
+        let ignored = edited(|m| {
+            m["published"]
+                .as_object_mut()
+                .unwrap()
+                .insert("rollout".into(), Value::from("anything"));
+        });
+        assert_eq!(Meta::parse(&ignored).unwrap(), sample());
+        // The fuzzer's seed of a staged, halted meta is one.
+        let seed = Meta::parse(include_bytes!("../../fuzz/seeds/meta_parse/staged.meta")).unwrap();
+        assert!(seed.published.unwrap().rollout.unwrap().halted_at.is_some());
+        // Bounded.
+        let mut long = staged();
+        long.published
+            .as_mut()
+            .unwrap()
+            .rollout
+            .as_mut()
+            .unwrap()
+            .over_secs = MAX_ROLLOUT_SECS + 1;
+        assert_eq!(
+            invalid_field(long.validate().unwrap_err()),
+            "published.rollout.over_secs"
+        );
+        for (path, value) in [
+            ("start", Value::from("soon")),
+            ("over_secs", Value::from(-1)),
+            ("halted_at", Value::from(3)),
+        ] {
+            let mut value_json = serde_json::to_value(staged()).unwrap();
+            value_json["published"]["rollout"][path] = value;
+            assert_eq!(
+                invalid_field(Meta::parse(&serde_json::to_vec(&value_json).unwrap()).unwrap_err()),
+                format!("published.rollout.{path}")
+            );
+        }
+    }
+
     #[test]
     fn unknown_fields_are_ignored() {
         let bytes = edited(|m| {
@@ -703,24 +850,18 @@ mod tests {
         let err = Meta::parse(&serde_json::to_vec(&value).unwrap()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "meta format 1 is not supported (this abnix reads format 2)"
+            "meta format 1 is not supported (this abnix reads formats 2 and 3)"
         );
     }
 
     #[test]
     fn unknown_format_is_refused_first() {
-        // Format 3 with otherwise-missing fields: the format is what matters.
-        let err = Meta::parse(br#"{"format": 3}"#).unwrap_err();
-        assert_eq!(
-            err,
-            MetaError::UnknownFormat {
-                found: 3,
-                supported: FORMAT_VERSION
-            }
-        );
+        // Format 4 with otherwise-missing fields: the format is what matters.
+        let err = Meta::parse(br#"{"format": 4}"#).unwrap_err();
+        assert_eq!(err, MetaError::UnknownFormat { found: 4 });
         assert_eq!(
             err.to_string(),
-            "meta format 3 is not supported (this abnix reads format 2)"
+            "meta format 4 is not supported (this abnix reads formats 2 and 3)"
         );
         assert_eq!(
             invalid_field(Meta::parse(br#"{"format": "1"}"#).unwrap_err()),

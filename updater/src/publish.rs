@@ -9,6 +9,13 @@
 //! the channel's current version again with a new expiry and nothing else
 //! changed, for a cron job or CI that keeps a quiet channel fresh.
 //!
+//! Fleet operations (DESIGN §3, "Staged rollouts"): a version may be
+//! published with a staged rollout ([`PublishOptions::rollout_over`]);
+//! [`halt`] signs the channel's current version again with its rollout
+//! halted, so no host starts installing it any more; [`revert_to`]
+//! publishes an older version's content again under the next version
+//! number, re-using its objects, so every host moves forward to it.
+//!
 //! Order: every per-version object first (image, index, kernel, initrd, the
 //! version's meta and its `.meta.sig`), the channel's pointer
 //! `<prefix>/<channel>.meta` last, in one PUT. A device reads the pointer,
@@ -46,6 +53,7 @@ use abnix_formats::meta::{
     object_name, verify_meta, Meta, MetaError, ObjectKind, Publication, SignedMeta, VerifyError,
     MAX_META_BYTES,
 };
+use abnix_formats::rollout::{Rollout, MAX_ROLLOUT_SECS};
 use abnix_formats::sign::{PublicKey, SecretKey, MAX_SIGNATURE_FILE_BYTES};
 
 /// How long a published meta is valid by default (a duration as in
@@ -68,6 +76,9 @@ pub struct PublishOptions {
     /// Keys the meta declares revoked; devices honour it only when a
     /// recovery key signs it (docs/security.md).
     pub revoke: Vec<PublicKey>,
+    /// A staged rollout from the signing time over this long ([`publish`]
+    /// and [`revert_to`]); `None`: every host at once.
+    pub rollout_over: Option<Duration>,
 }
 
 impl Default for PublishOptions {
@@ -77,6 +88,41 @@ impl Default for PublishOptions {
             force: false,
             valid_for: parse_duration(DEFAULT_VALID_FOR).expect("the default is a duration"),
             revoke: Vec::new(),
+            rollout_over: None,
+        }
+    }
+}
+
+/// The rollout a meta is signed with.
+#[derive(Debug, Clone, Copy)]
+enum RolloutChange {
+    /// A new one from the signing time over this long (or none).
+    Start(Option<Duration>),
+    /// The current meta's, as it is.
+    Keep(Option<Rollout>),
+    /// The current meta's, halted at the signing time; a version without
+    /// one had reached every host, and no more start from now.
+    Halt(Option<Rollout>),
+}
+
+impl RolloutChange {
+    fn at(self, signed_at: DateTime<Utc>) -> Option<Rollout> {
+        match self {
+            RolloutChange::Start(over) => over.map(|over| Rollout {
+                start: signed_at,
+                over_secs: over.as_secs(),
+                halted_at: None,
+            }),
+            RolloutChange::Keep(rollout) => rollout,
+            RolloutChange::Halt(rollout) => Some(
+                rollout
+                    .unwrap_or(Rollout {
+                        start: signed_at,
+                        over_secs: 0,
+                        halted_at: None,
+                    })
+                    .halted(signed_at),
+            ),
         }
     }
 }
@@ -122,6 +168,18 @@ pub enum PublishError {
     Validity { valid_for: Duration },
     #[error("the channel has no version to sign again")]
     NothingToResign,
+    #[error("a rollout over {over:?} is longer than a year")]
+    RolloutTooLong { over: Duration },
+    #[error("the channel holds no version {0} to revert to")]
+    NoSuchVersion(u64),
+    #[error(
+        "version {version} is held twice in the channel, with ids {ids}; remove the wrong one"
+    )]
+    AmbiguousVersion { version: u64, ids: String },
+    #[error("version {version} is not older than the channel's current version {current}: there is nothing to revert to")]
+    NotOlder { version: u64, current: u64 },
+    #[error("version {version} cannot be published again: {reason}")]
+    RevertUnavailable { version: u64, reason: String },
     #[error("reading the channel's current meta: {0}")]
     Current(#[source] ChannelError),
     #[error(transparent)]
@@ -171,7 +229,13 @@ fn sign_for_channel(
     keys: &[&SecretKey],
     opts: &PublishOptions,
     revoked: Vec<String>,
+    rollout: RolloutChange,
 ) -> Result<SignedMeta, PublishError> {
+    if let RolloutChange::Start(Some(over)) = rollout {
+        if over.as_secs() > MAX_ROLLOUT_SECS {
+            return Err(PublishError::RolloutTooLong { over });
+        }
+    }
     let now = Utc::now();
     let signed_at = DateTime::from_timestamp(now.timestamp(), 0).expect("now is a valid time");
     let expires = chrono::Duration::from_std(opts.valid_for)
@@ -181,13 +245,16 @@ fn sign_for_channel(
         .ok_or(PublishError::Validity {
             valid_for: opts.valid_for,
         })?;
+    let publication = Publication {
+        channel: channel.remote().config().channel.clone(),
+        signed_at,
+        expires,
+        revoked_keys: revoked,
+        rollout: rollout.at(signed_at),
+    };
     let published = Meta {
-        published: Some(Publication {
-            channel: channel.remote().config().channel.clone(),
-            signed_at,
-            expires,
-            revoked_keys: revoked,
-        }),
+        format: Publication::format(Some(&publication)),
+        published: Some(publication),
         ..meta.clone()
     };
     let signed = SignedMeta::sign(published, keys)?;
@@ -267,7 +334,8 @@ pub fn publish(
     let revoked = revoked_keys(&[], &opts.revoke);
     // Signed (and checked) before anything else, so a refusal costs no
     // upload.
-    let signed = sign_for_channel(channel, meta, keys, opts, revoked)?;
+    let rollout = RolloutChange::Start(opts.rollout_over);
+    let signed = sign_for_channel(channel, meta, keys, opts, revoked, rollout)?;
 
     let (previous, earlier) = match current(channel)? {
         Current::Empty => (None, None),
@@ -332,33 +400,69 @@ pub fn publish(
     })
 }
 
-/// Signs the channel's current version again with `keys`, valid for
-/// `opts.valid_for` from now, with `opts.revoke` added to the keys it
-/// revokes; everything else as it was. Its objects are not touched. The
-/// current meta must verify against the trusted keys (an expired one is
-/// fine: that is what re-signing is for).
-pub fn resign(
-    channel: &Channel,
-    keys: &[&SecretKey],
-    opts: &PublishOptions,
-) -> Result<PublishReport, PublishError> {
-    let current = match current(channel)? {
-        Current::Empty => return Err(PublishError::NothingToResign),
-        Current::Untrusted(err) => return Err(PublishError::UntrustedPointer(err)),
-        Current::Verified(current) => current,
-    };
+/// The channel's current meta, which must verify against the trusted keys
+/// (an expired one is fine).
+fn verified_current(channel: &Channel) -> Result<Box<SignedMeta>, PublishError> {
+    match current(channel)? {
+        Current::Empty => Err(PublishError::NothingToResign),
+        Current::Untrusted(err) => Err(PublishError::UntrustedPointer(err)),
+        Current::Verified(current) => Ok(current),
+    }
+}
+
+/// The keys the current meta revokes, and `opts.revoke`.
+fn revoked_with(current: &SignedMeta, opts: &PublishOptions) -> Vec<String> {
     let earlier = current
         .meta()
         .published
         .as_ref()
         .map_or(&[][..], |p| &p.revoked_keys[..]);
-    let revoked = revoked_keys(earlier, &opts.revoke);
-    let signed = sign_for_channel(channel, current.meta(), keys, opts, revoked)?;
+    revoked_keys(earlier, &opts.revoke)
+}
+
+/// Signs the channel's current version again with `keys`, valid for
+/// `opts.valid_for` from now, with `opts.revoke` added to the keys it
+/// revokes; everything else (its rollout too) as it was. Its objects are
+/// not touched. The current meta must verify against the trusted keys (an
+/// expired one is fine: that is what re-signing is for).
+pub fn resign(
+    channel: &Channel,
+    keys: &[&SecretKey],
+    opts: &PublishOptions,
+) -> Result<PublishReport, PublishError> {
+    let current = verified_current(channel)?;
+    let rollout = current.meta().published.as_ref().and_then(|p| p.rollout);
+    sign_again(channel, &current, keys, opts, RolloutChange::Keep(rollout))
+}
+
+/// Like [`resign`], with the rollout halted: from now on no host starts
+/// installing the version; hosts that installed it keep it. A version
+/// published without a rollout is halted too (it had reached every host;
+/// those that have not installed it yet do not).
+pub fn halt(
+    channel: &Channel,
+    keys: &[&SecretKey],
+    opts: &PublishOptions,
+) -> Result<PublishReport, PublishError> {
+    let current = verified_current(channel)?;
+    let rollout = current.meta().published.as_ref().and_then(|p| p.rollout);
+    sign_again(channel, &current, keys, opts, RolloutChange::Halt(rollout))
+}
+
+fn sign_again(
+    channel: &Channel,
+    current: &SignedMeta,
+    keys: &[&SecretKey],
+    opts: &PublishOptions,
+    rollout: RolloutChange,
+) -> Result<PublishReport, PublishError> {
+    let revoked = revoked_with(current, opts);
+    let signed = sign_for_channel(channel, current.meta(), keys, opts, revoked, rollout)?;
     let mut uploaded = Vec::new();
     upload_meta(
         channel.remote(),
         &signed,
-        &signature_file_for(&signed, Some(&current)),
+        &signature_file_for(&signed, Some(current)),
         &mut uploaded,
     )?;
     let version = version_ref(&signed);
@@ -371,9 +475,109 @@ pub fn resign(
     })
 }
 
+/// Publishes the content of the channel's older `version` again as the next
+/// version (the current one plus one): the same image, kernel, initrd and
+/// command line, the same objects (nothing is uploaded but the new
+/// version's meta and signatures), signed for the channel with
+/// `opts.rollout_over`. Hosts move forward to it; a host that ran it as
+/// `version` and failed it does not take it again (failed versions are
+/// matched by id too), and one that runs it still stays as it is. The
+/// current meta must verify, and so must `version`'s, and its objects must
+/// still be in the bucket.
+pub fn revert_to(
+    channel: &Channel,
+    version: u64,
+    keys: &[&SecretKey],
+    opts: &PublishOptions,
+) -> Result<PublishReport, PublishError> {
+    let current = verified_current(channel)?;
+    let previous = version_ref(&current);
+    if version >= previous.version {
+        return Err(PublishError::NotOlder {
+            version,
+            current: previous.version,
+        });
+    }
+    let remote = channel.remote();
+    let config = remote.config();
+    let prefix = config.channel_prefix();
+    let listing = remote.list(&prefix)?;
+    let meta_suffix = format!(".{}", ObjectKind::Meta.suffix());
+    let ids: BTreeSet<Uuid> = listing
+        .iter()
+        .map(|o| &o.key[prefix.len()..])
+        .filter(|name| name.ends_with(&meta_suffix))
+        .filter_map(version_of)
+        .filter(|v| v.version == version)
+        .map(|v| v.id)
+        .collect();
+    let id = match ids.len() {
+        0 => return Err(PublishError::NoSuchVersion(version)),
+        1 => *ids.first().expect("one id"),
+        _ => {
+            return Err(PublishError::AmbiguousVersion {
+                version,
+                ids: ids
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    };
+    let unavailable = |reason: String| PublishError::RevertUnavailable { version, reason };
+    let old = channel
+        .version_meta(version, id)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let objects = [
+        (&old.image.object, old.image.compressed_size),
+        (&old.index.object, old.index.size),
+        (&old.kernel.object, old.kernel.size),
+        (&old.initrd.object, old.initrd.size),
+    ];
+    for (object, size) in objects {
+        let key = config.object_key(object);
+        let info = remote
+            .head(&key)
+            .map_err(|e| unavailable(format!("{key}: {e}")))?;
+        if info.size != size {
+            return Err(unavailable(format!(
+                "{key} is {} bytes, its meta says {size}",
+                info.size
+            )));
+        }
+    }
+    let again = Meta {
+        version: previous.version + 1,
+        ..old
+    };
+    let revoked = revoked_with(&current, opts);
+    let rollout = RolloutChange::Start(opts.rollout_over);
+    let signed = sign_for_channel(channel, &again, keys, opts, revoked, rollout)?;
+    let mut uploaded = Vec::new();
+    upload_meta(remote, &signed, signed.signatures(), &mut uploaded)?;
+    let published = version_ref(&signed);
+    info!(%published, reverted_to = version, channel = %config.channel, "published again");
+    let pruned = match opts.keep {
+        Some(keep) => prune(remote, keep, published).map_err(|source| PublishError::Prune {
+            published: published.version,
+            source,
+        })?,
+        None => Vec::new(),
+    };
+    Ok(PublishReport {
+        published,
+        previous: Some(previous),
+        uploaded,
+        pruned,
+    })
+}
+
 /// Deletes the objects of all but the newest `keep` versions, never those of
 /// `published` nor of the version the pointer names now (read again: another
-/// publisher may have moved it meanwhile).
+/// publisher may have moved it meanwhile), nor those a kept version's meta
+/// names (a version published again by [`revert_to`] names the objects of
+/// the version it reverts to).
 fn prune(
     remote: &Remote,
     keep: NonZeroUsize,
@@ -397,6 +601,23 @@ fn prune(
     let prefix = config.channel_prefix();
     let listing = remote.list(&prefix)?;
     let versions = group_by_version(listing.iter().map(|o| &o.key[prefix.len()..]));
+    let doomed = versions_to_prune(versions.keys().copied(), keep, &protected);
+    // The objects kept metas name, read unverified: at worst that keeps
+    // more.
+    for kept in versions.keys().filter(|v| !doomed.contains(v)) {
+        let key = config.object_key(&object_name(kept.version, kept.id, ObjectKind::Meta));
+        let meta = match remote.get_bytes(&key, MAX_META_BYTES as u64) {
+            Ok(bytes) => Meta::parse(&bytes),
+            Err(RemoteError::NotFound { .. }) => continue,
+            Err(err) => return Err(err),
+        };
+        let Ok(meta) = meta else { continue };
+        protected.extend(
+            meta.object_names()
+                .iter()
+                .filter_map(|name| version_of(name)),
+        );
+    }
     let doomed = versions_to_prune(versions.keys().copied(), keep, &protected);
     let keys: Vec<String> = doomed
         .iter()

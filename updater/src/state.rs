@@ -21,6 +21,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use abnix_formats::rollout::Rollout;
+
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 
@@ -64,6 +66,9 @@ pub struct LatestSeen {
     pub signed_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub expires: Option<DateTime<Utc>>,
+    /// Its staged rollout, if it has one.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +290,11 @@ mod tests {
             at: DateTime::from_timestamp(1_700_000_050, 0).unwrap(),
             signed_at: DateTime::from_timestamp(1_700_000_000, 0),
             expires: DateTime::from_timestamp(1_702_592_000, 0),
+            rollout: Some(Rollout {
+                start: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                over_secs: 3600,
+                halted_at: None,
+            }),
         });
         dir.save(&state).unwrap();
         assert_eq!(dir.load().unwrap(), state);

@@ -8,7 +8,7 @@ use abnix_formats::slot::Slot;
 use abnix_updater::config::{self, Config};
 use abnix_updater::host::{Host, HostOverrides};
 use abnix_updater::state::{Lock, StateDir};
-use abnix_updater::update::LOCK_WAIT;
+use abnix_updater::update::{LOCK_WAIT, MACHINE_ID_PATH};
 
 #[derive(clap::Args)]
 pub struct DeviceArgs {
@@ -23,6 +23,10 @@ pub struct DeviceArgs {
     /// /proc/cmdline. The booted slot is then not checked against /.
     #[arg(long)]
     pub cmdline: Option<String>,
+    /// The file holding this host's machine id, which gives its place in
+    /// staged rollouts.
+    #[arg(long, value_name = "FILE", default_value = MACHINE_ID_PATH)]
+    pub machine_id: PathBuf,
 }
 
 impl DeviceArgs {

@@ -1,7 +1,8 @@
 //! `abnix-update publish`: sign a bundle's version for its channel and
 //! upload it, every artifact first and the channel's meta last; or sign the
-//! channel's current version again with a new expiry (`--resign`);
-//! optionally prune old versions.
+//! channel's current version again with a new expiry (`--resign`), or with
+//! its rollout halted (`--halt`); publish an older version's content again
+//! as the next version (`--revert-to`); optionally prune old versions.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -12,7 +13,9 @@ use abnix_core::bundle::Bundle;
 use abnix_core::progress;
 use abnix_core::units::parse_duration;
 use abnix_formats::sign::PublicKey;
-use abnix_updater::publish::{publish, resign, PublishError, PublishOptions, DEFAULT_VALID_FOR};
+use abnix_updater::publish::{
+    halt, publish, resign, revert_to, PublishError, PublishOptions, DEFAULT_VALID_FOR,
+};
 use anyhow::Context;
 use clap::ArgGroup;
 
@@ -20,7 +23,7 @@ use super::pack::read_key;
 use super::remote_args::{channel_label, RemoteArgs};
 
 #[derive(clap::Args)]
-#[command(group(ArgGroup::new("what").required(true).args(["bundle", "resign"])))]
+#[command(group(ArgGroup::new("what").required(true).args(["bundle", "resign", "halt", "revert_to"])))]
 pub struct Args {
     /// Bundle directory, as made by `abnix-update pack`.
     #[arg(long)]
@@ -29,6 +32,18 @@ pub struct Args {
     /// nothing else changed (for a cron job or CI).
     #[arg(long)]
     resign: bool,
+    /// Sign the channel's current version again with its rollout halted:
+    /// no host starts installing it any more; hosts that did keep it.
+    #[arg(long)]
+    halt: bool,
+    /// Publish the content of the channel's older version N again, as the
+    /// next version number, re-using its objects: hosts move forward to it.
+    #[arg(long, value_name = "N")]
+    revert_to: Option<u64>,
+    /// Stage the rollout over this long from now (e.g. 2d, 12h): each host
+    /// installs at its own time within it, by its machine id.
+    #[arg(long, value_name = "D", value_parser = parse_duration, conflicts_with_all = ["resign", "halt"])]
+    rollout_over: Option<Duration>,
     /// Secret key file to sign the channel's meta with (repeat to sign with
     /// several, e.g. the old and the new key of a rotation, or a recovery
     /// key besides a signing key).
@@ -47,11 +62,11 @@ pub struct Args {
     /// Afterwards, delete the objects of all but the newest N versions of
     /// the channel (never the one published nor the one the channel's meta
     /// names).
-    #[arg(long, value_name = "N", conflicts_with = "resign")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["resign", "halt"])]
     keep: Option<NonZeroUsize>,
     /// Publish even if the version is not greater than the channel's
     /// current one, or the channel's current meta does not verify.
-    #[arg(long, conflicts_with = "resign")]
+    #[arg(long, conflicts_with_all = ["resign", "halt", "revert_to"])]
     force: bool,
 }
 
@@ -74,6 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         valid_for: args.valid_for,
         revoke,
+        rollout_over: args.rollout_over,
     };
     let report = match &args.bundle {
         Some(dir) => {
@@ -97,8 +113,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .with_context(|| format!("publishing version {version} to {label}"))?
         }
-        None => resign(&channel, &keys, &opts)
-            .with_context(|| format!("signing the current version of {label} again"))?,
+        None if args.halt => halt(&channel, &keys, &opts)
+            .with_context(|| format!("halting the rollout of {label}"))?,
+        None => match args.revert_to {
+            Some(version) => revert_to(&channel, version, &keys, &opts)
+                .with_context(|| format!("publishing version {version} of {label} again"))?,
+            None => resign(&channel, &keys, &opts)
+                .with_context(|| format!("signing the current version of {label} again"))?,
+        },
     };
 
     println!("published {} to {label}", report.published);

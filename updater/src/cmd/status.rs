@@ -1,7 +1,9 @@
 //! `abnix-update status`: the booted slot, both slots, what the last check
 //! found, whether the channel is stale and since when, when the next check
 //! is due, the rollback floor, failed versions (from the ESP and the state
-//! file), revoked keys and whether a reboot is pending. Reads only: no
+//! file), revoked keys, whether a reboot is pending, and where the latest
+//! version's staged rollout stands and when this host's turn comes. Reads
+//! only: no
 //! network, nothing written (a corrupt state file is reported, not set
 //! aside; no lock file is created).
 
@@ -10,14 +12,17 @@ use std::process::ExitCode;
 
 use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{BootStatus, SlotState, SlotStatus};
+use abnix_formats::rollout::{MachineId, Rollout};
 use abnix_updater::config::{ClockTrust, Config};
 use abnix_updater::host::Host;
 use abnix_updater::state::{
     CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir,
 };
-use abnix_updater::update::machine::{rollback_floor, Clock, DiskState};
+use abnix_updater::update::machine::{rollback_floor, rollout_place, Clock, DiskState};
 use abnix_updater::update::schedule::{boot_time, check_schedule};
-use abnix_updater::update::{clock_synchronized, pending_trial, records, state_name};
+use abnix_updater::update::{
+    clock_synchronized, pending_trial, read_machine_id, records, state_name,
+};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -90,6 +95,49 @@ struct Report {
     /// sets it aside and starts afresh.
     state_corrupt: Option<String>,
     update_running: bool,
+    /// The staged rollout of the latest known version, if it has one.
+    rollout: Option<RolloutReport>,
+}
+
+/// Where the latest known version's staged rollout stands, and this host
+/// in it.
+#[derive(Debug, Serialize)]
+struct RolloutReport {
+    version: u64,
+    start: DateTime<Utc>,
+    over_secs: u64,
+    halted_at: Option<DateTime<Utc>>,
+    /// The share of hosts the rollout has reached (0 to 1), frozen when it
+    /// was halted.
+    progress: f64,
+    /// This host's place (0 enters first, 1 last); null without a usable
+    /// machine id (it then comes last).
+    place: Option<f64>,
+    /// When the rollout reaches this host.
+    turn: DateTime<Utc>,
+    /// Whether it has (by this host's notion of now); a halted rollout lets
+    /// no host start, reached or not.
+    reached: bool,
+}
+
+fn rollout_report(
+    version: u64,
+    rollout: Rollout,
+    machine_id: Option<&MachineId>,
+    now: DateTime<Utc>,
+) -> RolloutReport {
+    let place = rollout_place(machine_id, version);
+    let turn = rollout.turn(place);
+    RolloutReport {
+        version,
+        start: rollout.start,
+        over_secs: rollout.over_secs,
+        halted_at: rollout.halted_at,
+        progress: rollout.progress(now),
+        place: machine_id.map(|_| place.fraction()),
+        turn,
+        reached: now >= turn,
+    }
 }
 
 /// What the state directory holds, read without changing it.
@@ -141,6 +189,7 @@ fn report(
     booted_at: Option<DateTime<Utc>>,
     clock: Clock,
     revoked_keys: Vec<String>,
+    machine_id: Option<&MachineId>,
 ) -> Report {
     let status = &disk.boot;
     let state = stored.state;
@@ -162,6 +211,11 @@ fn report(
     let expires = state.latest.as_ref().and_then(|l| l.expires);
     let stale_since = expires.filter(|&expires| clock.now(None).is_some_and(|now| now >= expires));
     let floor = rollback_floor(disk, host.booted.as_ref().ok().copied());
+    let rollout = state.latest.as_ref().and_then(|latest| {
+        let rollout = latest.rollout?;
+        let now = clock.now(None).unwrap_or(rollout.start);
+        Some(rollout_report(latest.version, rollout, machine_id, now))
+    });
     Report {
         disk: host.disk_path.display().to_string(),
         bootloader,
@@ -191,6 +245,7 @@ fn report(
         revoked_keys,
         state_corrupt: stored.corrupt.map(|c| c.to_string()),
         update_running: stored.update_running,
+        rollout,
     }
 }
 
@@ -255,6 +310,9 @@ fn human(r: &Report) -> String {
             when(since)
         );
     }
+    if let Some(rollout) = &r.rollout {
+        let _ = writeln!(out, "rollout:         {}", rollout_text(rollout));
+    }
     if let (Some(floor), Some(slot)) = (r.rollback_floor, &r.rollback_floor_slot) {
         let _ = writeln!(
             out,
@@ -307,6 +365,34 @@ fn human(r: &Report) -> String {
     out
 }
 
+fn rollout_text(r: &RolloutReport) -> String {
+    let percent = r.progress * 100.0;
+    let staged = format!(
+        "version {} staged from {} over {}s",
+        r.version,
+        when(&r.start),
+        r.over_secs
+    );
+    if let Some(halted) = &r.halted_at {
+        return format!(
+            "{staged}, halted at {} with {percent:.0}% of hosts reached: hosts that have not installed it do not start",
+            when(halted)
+        );
+    }
+    let place = match r.place {
+        Some(place) => format!("at {:.1}% of the way", place * 100.0),
+        None => "last: no usable machine id".to_owned(),
+    };
+    let turn = match r.reached {
+        true => "has come",
+        false => "comes",
+    };
+    format!(
+        "{staged}, {percent:.0}% of hosts reached; this host's turn ({place}) {turn} at {}",
+        when(&r.turn)
+    )
+}
+
 fn read_state_dir(dir: &StateDir) -> anyhow::Result<Stored> {
     let (state, corrupt) = match dir
         .read()
@@ -354,6 +440,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         booted_at,
         clock,
         revoked_keys,
+        read_machine_id(&args.device.machine_id).as_ref(),
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -14,13 +14,13 @@ use abnix_formats::layout::Arch;
 use abnix_updater::config::{ClockTrust, Config};
 use abnix_updater::reboot;
 use abnix_updater::state::{ErrorRecord, Lock, State, StateDir};
-use abnix_updater::update::clock_synchronized;
 use abnix_updater::update::machine::{
     Clock, Device, Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
 };
 use abnix_updater::update::notify::{Notifier, NotifyingProgress};
 use abnix_updater::update::restart;
 use abnix_updater::update::run::Executor;
+use abnix_updater::update::{clock_synchronized, read_machine_id};
 use anyhow::Context;
 use chrono::{Local, Utc};
 
@@ -106,6 +106,7 @@ pub fn run_cycle(
                         trusted: config.clock == ClockTrust::Always || clock_synchronized(),
                         newest_signed: state.latest.as_ref().and_then(|l| l.signed_at),
                     },
+                    machine_id: read_machine_id(&device.machine_id),
                 };
                 let terminal = progress::for_stderr();
                 let progress = NotifyingProgress::new(terminal.as_ref(), &notifier);

@@ -22,8 +22,10 @@
 //!    stale); nothing to do when it is the booted version or already waits
 //!    in the other slot as its pending trial, failed before, is not newer
 //!    than the rollback floor (the highest version the slots hold, by
-//!    their signed metas), is the booted version's id, or does not fit the
-//!    slot;
+//!    their signed metas), is the booted version's id (or its very image,
+//!    published again by `publish --revert-to`), or does not fit the slot;
+//!    wait while a staged rollout has not reached this host, or was halted
+//!    (DESIGN §3, "Staged rollouts");
 //! 5. install, stopping at the first failure: fetch the index, check that
 //!    the ESP takes the boot files (before anything changes), mark the
 //!    other slot bad, write and verify the image, write the boot files,
@@ -41,8 +43,10 @@ use uuid::Uuid;
 
 use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
 use abnix_core::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
+use abnix_formats::digest::Digest;
 use abnix_formats::layout::Arch;
 use abnix_formats::meta::{Meta, Publication, SignedMeta};
+use abnix_formats::rollout::{Admission, MachineId, Place, Rollout};
 use abnix_formats::sign::PublicKey;
 use abnix_formats::slot::Slot;
 
@@ -103,6 +107,9 @@ pub struct Setup {
     /// What a meta must name to be for this device.
     pub device: Device,
     pub clock: Clock,
+    /// This host's machine id, which gives its place in staged rollouts;
+    /// without one it comes last.
+    pub machine_id: Option<MachineId>,
 }
 
 /// What a meta must name to be for this device.
@@ -179,6 +186,8 @@ pub enum KeptMeta {
         version: u64,
         signed_at: Option<DateTime<Utc>>,
         signers: Vec<PublicKey>,
+        /// The SHA-256 of its image.
+        image: Digest,
     },
     /// Signed only by keys the device does not trust (revoked, or no longer
     /// listed): the slot's version counts for nothing.
@@ -262,13 +271,14 @@ pub enum Refusal {
     NotGood { slot: Slot, state: SlotState },
 }
 
-/// The channel's latest meta, as verified: its version and when it was
-/// signed and expires.
+/// The channel's latest meta, as verified: its version, when it was
+/// signed and expires, and its staged rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latest {
     pub version: u64,
     pub signed_at: DateTime<Utc>,
     pub expires: DateTime<Utc>,
+    pub rollout: Option<Rollout>,
 }
 
 impl Latest {
@@ -277,8 +287,15 @@ impl Latest {
             version: meta.version,
             signed_at: p.signed_at,
             expires: p.expires,
+            rollout: p.rollout,
         })
     }
+}
+
+/// This host's place in a version's staged rollout: by its machine id, or
+/// last without one.
+pub fn rollout_place(machine_id: Option<&MachineId>, version: u64) -> Place {
+    machine_id.map_or(Place::LAST, |id| Place::of(id, version))
 }
 
 /// Why a meta that verified is not for this device.
@@ -311,6 +328,10 @@ pub enum Skip {
     FailedBefore { reason: String },
     /// Its image is larger than a slot.
     TooLarge { image: u64, slot_size: u64 },
+    /// It is the booted version's very image (same id and SHA-256),
+    /// published again under a new number (`publish --revert-to`): this
+    /// host runs it already.
+    SameImageAsBooted { running: u64 },
 }
 
 /// Where a run failed.
@@ -365,6 +386,16 @@ pub enum Outcome {
         slot: Slot,
         latest: Latest,
     },
+    /// The latest version is staged and its rollout has not reached this
+    /// host (`Admission::Waiting`), or was halted before it installed it
+    /// (`Admission::Halted`).
+    Waiting {
+        latest: Latest,
+        admission: Admission,
+        /// Whether the host has a usable machine id (without one it comes
+        /// last).
+        machine_id: bool,
+    },
     /// `check`: an update would install this.
     WouldInstall(Box<Plan>),
     /// `update`: installed; the slot boots next on trial.
@@ -381,7 +412,8 @@ impl Outcome {
             Outcome::Stale { latest, .. }
             | Outcome::UpToDate { latest }
             | Outcome::Skipped { latest, .. }
-            | Outcome::PendingTrial { latest, .. } => Some(*latest),
+            | Outcome::PendingTrial { latest, .. }
+            | Outcome::Waiting { latest, .. } => Some(*latest),
             Outcome::WouldInstall(plan) | Outcome::Installed(plan) => Some(plan.latest()),
             Outcome::Failed(failure) => failure.latest,
         }
@@ -401,6 +433,7 @@ impl Outcome {
             }
             Outcome::UpToDate { .. }
             | Outcome::PendingTrial { .. }
+            | Outcome::Waiting { .. }
             | Outcome::WouldInstall(_)
             | Outcome::Installed(_) => false,
         }
@@ -432,6 +465,7 @@ impl Outcome {
                 at,
                 signed_at: Some(latest.signed_at),
                 expires: Some(latest.expires),
+                rollout: latest.rollout,
             });
         }
         if self.is_error() {
@@ -497,6 +531,10 @@ impl fmt::Display for Outcome {
                     f,
                     "refused version {latest}: its image is {image} bytes, a slot holds {slot_size}"
                 ),
+                Skip::SameImageAsBooted { running } => write!(
+                    f,
+                    "up to date: version {latest} is the image of the booted version {running}, published again"
+                ),
             }
             }
             Outcome::PendingTrial { slot, latest } => write!(
@@ -504,6 +542,31 @@ impl fmt::Display for Outcome {
                 "version {} is installed in slot {slot} and boots at the next reboot",
                 latest.version
             ),
+            Outcome::Waiting {
+                latest,
+                admission,
+                machine_id,
+            } => {
+                let version = latest.version;
+                match admission {
+                    Admission::Halted { at } => write!(
+                        f,
+                        "not installing version {version}: its rollout was halted at {}",
+                        at.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                    Admission::Waiting { turn } | Admission::Admitted { turn } => {
+                        write!(
+                            f,
+                            "waiting for version {version}: its staged rollout reaches this host at {}",
+                            turn.format("%Y-%m-%d %H:%M:%S UTC")
+                        )?;
+                        if !machine_id {
+                            write!(f, " (no usable machine id: this host comes last)")?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
             Outcome::WouldInstall(plan) => write!(
                 f,
                 "version {} \"{}\" is available: an update would install it into slot {} ({} bytes to download)",
@@ -917,13 +980,33 @@ impl Machine {
             }
         }
         if meta.id == running.id {
-            return skip(Skip::SameIdAsBooted { id: meta.id });
+            let same_image = matches!(
+                disk.kept(self.setup.booted),
+                KeptMeta::Signed { image, .. } if *image == meta.image.sha256
+            );
+            return skip(match same_image {
+                true => Skip::SameImageAsBooted {
+                    running: running.version,
+                },
+                false => Skip::SameIdAsBooted { id: meta.id },
+            });
         }
         if meta.image.size > self.setup.slot_size {
             return skip(Skip::TooLarge {
                 image: meta.image.size,
                 slot_size: self.setup.slot_size,
             });
+        }
+        if let Some(rollout) = &published.rollout {
+            let place = rollout_place(self.setup.machine_id.as_ref(), version);
+            let admission = rollout.admission(place, self.now(&disk, published));
+            if !matches!(admission, Admission::Admitted { .. }) {
+                return Cycle::Done(Outcome::Waiting {
+                    latest,
+                    admission,
+                    machine_id: self.setup.machine_id.is_some(),
+                });
+            }
         }
         let plan = Box::new(Plan {
             target,
@@ -939,10 +1022,12 @@ impl Machine {
         }
     }
 
-    /// Whether `published` has expired by the device's notion of now: the
-    /// clock if it is trusted, and never earlier than the newest signing
-    /// time verified (the state file's, the slots' metas', this one's).
-    fn is_expired(&self, disk: &DiskState, published: &Publication) -> bool {
+    /// The device's notion of now: the clock if it is trusted, and never
+    /// earlier than the newest signing time verified (the state file's, the
+    /// slots' metas', this one's). It decides expiry, and where a staged
+    /// rollout stands: a clock that is not trusted never lets a host in
+    /// before a signing time shows its turn has come.
+    fn now(&self, disk: &DiskState, published: &Publication) -> DateTime<Utc> {
         let kept = disk.kept.iter().filter_map(|kept| match kept {
             KeptMeta::Signed { signed_at, .. } => *signed_at,
             _ => None,
@@ -951,7 +1036,12 @@ impl Machine {
         self.setup
             .clock
             .now(newest)
-            .is_some_and(|now| published.expired(now))
+            .expect("the meta's own signing time is known")
+    }
+
+    /// Whether `published` has expired by the device's notion of now.
+    fn is_expired(&self, disk: &DiskState, published: &Publication) -> bool {
+        published.expired(self.now(disk, published))
     }
 }
 

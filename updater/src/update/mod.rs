@@ -13,14 +13,45 @@ pub mod restart;
 pub mod run;
 pub mod schedule;
 
+use std::path::Path;
 use std::time::Duration;
 
+use tracing::warn;
+
 use abnix_core::boot::{BootControl, BootError, BootStatus, SlotInfo, SlotState, SlotStatus};
+use abnix_formats::rollout::MachineId;
 use abnix_formats::slot::Slot;
 
 /// How long a command waits for another run to release the update lock
 /// before it gives up with a message naming the lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Where systemd keeps the machine id, which gives a host its place in
+/// staged rollouts.
+pub const MACHINE_ID_PATH: &str = "/etc/machine-id";
+
+/// The machine id in `path`; `None` (logged) when the file is missing,
+/// empty, `uninitialized` or not a machine id: the host then comes last in
+/// every staged rollout (DESIGN §3, "Staged rollouts").
+pub fn read_machine_id(path: &Path) -> Option<MachineId> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| {
+            warn!(
+                "no machine id in {}: {e}; this host comes last in staged rollouts",
+                path.display()
+            )
+        })
+        .ok()?;
+    let id = MachineId::parse(&text);
+    if id.is_none() {
+        warn!(
+            "{} holds no machine id ({:?}); this host comes last in staged rollouts",
+            path.display(),
+            text.trim().chars().take(40).collect::<String>()
+        );
+    }
+    id
+}
 
 /// Whether the kernel reports the system clock synchronized (by
 /// systemd-timesyncd, chrony or ntpd: what `timedatectl` shows as "System

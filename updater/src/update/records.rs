@@ -201,6 +201,7 @@ fn kept_meta<D: Disk>(
                 version: info.version,
                 signed_at: signed.meta().published.as_ref().map(|p| p.signed_at),
                 signers: signed.signers().to_vec(),
+                image: signed.meta().image.sha256,
             }
         }
         Ok(signed) => {

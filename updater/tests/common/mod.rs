@@ -248,6 +248,7 @@ impl Fleet {
                 signed_at,
                 expires: signed_at + chrono::Duration::from_std(valid_for).unwrap(),
                 revoked_keys: Vec::new(),
+                rollout: None,
             }),
             ..meta.clone()
         };
@@ -469,7 +470,21 @@ impl Device {
             .arg(&self.disk)
             .arg("--cmdline")
             .arg(cmdline);
+        let machine_id = self.machine_id_file();
+        if machine_id.exists() {
+            cmd.arg("--machine-id").arg(machine_id);
+        }
         cmd
+    }
+
+    /// The device's `/etc/machine-id`, once [`Device::set_machine_id`]
+    /// wrote it (until then the test machine's own).
+    pub fn machine_id_file(&self) -> PathBuf {
+        self.dir.path().join("machine-id")
+    }
+
+    pub fn set_machine_id(&self, id: &str) {
+        fs::write(self.machine_id_file(), format!("{id}\n")).unwrap();
     }
 
     pub fn run(&self, slot: Slot, command: &str, args: &[&str]) -> Output {

@@ -7,6 +7,7 @@ use abnix_formats::layout::Arch;
 use abnix_formats::meta::{
     object_name, Artifact, FsType, Image, ObjectKind, Publication, FORMAT_VERSION,
 };
+use abnix_formats::rollout::{MachineId, Rollout};
 use abnix_formats::sign::SecretKey;
 use chrono::Utc;
 
@@ -36,6 +37,7 @@ fn meta_with(version: u64, id: Uuid, image_size: u64) -> Meta {
             signed_at: signed_at(),
             expires: expires(),
             revoked_keys: Vec::new(),
+            rollout: None,
         }),
         image: Image {
             object: object_name(version, id, ObjectKind::Image),
@@ -72,6 +74,7 @@ fn latest_of(version: u64) -> Latest {
         version,
         signed_at: signed_at(),
         expires: expires(),
+        rollout: None,
     }
 }
 
@@ -137,8 +140,12 @@ fn setup(mode: Mode) -> Setup {
             trusted: true,
             newest_signed: None,
         },
+        machine_id: MachineId::parse(MACHINE_ID),
     }
 }
+
+/// The machine id of the tests' host.
+const MACHINE_ID: &str = "4f0c2b9e7d1a4c3b8e6f5a2d1c0b9e8f";
 
 fn failed_version(version: u64, id: Uuid) -> FailedVersion {
     FailedVersion {
@@ -670,6 +677,7 @@ fn outcomes_are_recorded_in_the_state() {
         at,
         signed_at: Some(signed_at()),
         expires: Some(expires()),
+        rollout: None,
     };
     assert_eq!(state.latest, Some(seen.clone()));
 
@@ -806,6 +814,7 @@ fn an_expired_meta_makes_the_channel_stale() {
                 version: 1,
                 signed_at: Some(after),
                 signers: Vec::new(),
+                image: Digest::of(b"image"),
             },
             KeptMeta::Unsigned,
         ],
@@ -917,6 +926,7 @@ fn revoked_signers_lower_the_floor() {
                 version: u64::MAX,
                 signed_at: None,
                 signers: vec![stolen.clone()],
+                image: Digest::of(b"image"),
             },
         ],
         ..DiskState::unsigned(booted_huge)
@@ -995,4 +1005,298 @@ fn kept_metas_and_the_floor() {
         }),
         Some((5, Slot::A))
     );
+}
+
+/// `meta(version)` staged over ten days from its signing, maybe halted.
+fn staged(version: u64, halted_at: Option<DateTime<Utc>>) -> Meta {
+    let mut meta = meta(version);
+    let published = meta.published.as_mut().unwrap();
+    published.rollout = Some(Rollout {
+        start: signed_at(),
+        over_secs: 10 * 24 * 3600,
+        halted_at,
+    });
+    meta.format = Publication::format(Some(published));
+    meta
+}
+
+/// The tests' host with the clock at `now` (trusted or not), and its turn
+/// in `staged(2, None)`.
+fn host_at(now: DateTime<Utc>, trusted: bool) -> (Setup, DateTime<Utc>) {
+    let setup = Setup {
+        clock: Clock {
+            now,
+            trusted,
+            newest_signed: None,
+        },
+        ..setup(Mode::Check)
+    };
+    let rollout = staged(2, None).published.unwrap().rollout.unwrap();
+    let turn = rollout.turn(rollout_place(setup.machine_id.as_ref(), 2));
+    (setup, turn)
+}
+
+fn rollout_outcome(setup: Setup, meta: Meta) -> Outcome {
+    outcome(setup, vec![disk_event(installed()), latest(meta)])
+}
+
+#[test]
+fn a_staged_version_is_installed_once_the_rollout_reaches_the_host() {
+    let (early, turn) = host_at(signed_at(), true);
+    assert!(turn > signed_at() && turn < signed_at() + chrono::Duration::days(10));
+    let waiting = rollout_outcome(early, staged(2, None));
+    let Outcome::Waiting {
+        latest: seen,
+        admission,
+        machine_id,
+    } = &waiting
+    else {
+        panic!("{waiting:?}")
+    };
+    assert_eq!(*admission, Admission::Waiting { turn });
+    assert!(machine_id);
+    assert_eq!(seen.rollout, staged(2, None).published.unwrap().rollout);
+    assert!(!waiting.is_error());
+    assert!(
+        waiting.to_string().contains(&format!(
+            "reaches this host at {}",
+            turn.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
+        "{waiting}"
+    );
+    // Recorded, so that status can say when the turn comes.
+    let mut state = State::default();
+    waiting.record(signed_at(), &mut state);
+    assert_eq!(state.latest.unwrap().rollout, seen.rollout);
+    assert_eq!(state.last_error, None);
+
+    // A second before its turn it still waits; at its turn it goes.
+    let (before, _) = host_at(turn - chrono::Duration::seconds(1), true);
+    assert!(matches!(
+        rollout_outcome(before, staged(2, None)),
+        Outcome::Waiting { .. }
+    ));
+    let (at_turn, _) = host_at(turn, true);
+    assert!(matches!(
+        rollout_outcome(at_turn, staged(2, None)),
+        Outcome::WouldInstall(_)
+    ));
+    // The same host, the same decision, every run.
+    let (again, _) = host_at(turn, true);
+    assert!(matches!(
+        rollout_outcome(again, staged(2, None)),
+        Outcome::WouldInstall(_)
+    ));
+    // update installs it.
+    let (update, _) = host_at(turn, true);
+    let update = Setup {
+        mode: Mode::Update,
+        ..update
+    };
+    let (_, action) = drive(
+        update,
+        vec![disk_event(installed()), latest(staged(2, None))],
+    );
+    assert!(
+        matches!(
+            action,
+            Action::Install {
+                step: Step::FetchIndex,
+                ..
+            }
+        ),
+        "{action:?}"
+    );
+}
+
+#[test]
+fn a_host_without_a_machine_id_comes_last() {
+    let (setup, _) = host_at(signed_at() + chrono::Duration::days(9), true);
+    let nameless = Setup {
+        machine_id: None,
+        ..setup
+    };
+    let waiting = rollout_outcome(nameless.clone(), staged(2, None));
+    assert_eq!(
+        waiting,
+        Outcome::Waiting {
+            latest: Latest {
+                rollout: staged(2, None).published.unwrap().rollout,
+                ..latest_of(2)
+            },
+            admission: Admission::Waiting {
+                turn: signed_at() + chrono::Duration::days(10)
+            },
+            machine_id: false,
+        }
+    );
+    assert!(
+        waiting.to_string().contains("no usable machine id"),
+        "{waiting}"
+    );
+    let end = Setup {
+        clock: Clock {
+            now: signed_at() + chrono::Duration::days(10),
+            ..nameless.clock
+        },
+        ..nameless
+    };
+    assert!(matches!(
+        rollout_outcome(end, staged(2, None)),
+        Outcome::WouldInstall(_)
+    ));
+}
+
+/// A clock that is not trusted never lets a host in before its turn: only
+/// a signing time at or after the turn does (a meta signed again later, a
+/// slot's, the state file's). A trusted clock before the start waits.
+#[test]
+fn an_untrusted_clock_waits_for_a_signing_time_past_the_turn() {
+    let (_, turn) = host_at(signed_at(), true);
+    let (untrusted, _) = host_at(turn + chrono::Duration::days(30), false);
+    assert!(matches!(
+        rollout_outcome(untrusted.clone(), staged(2, None)),
+        Outcome::Waiting { .. }
+    ));
+    // The same meta signed again after the turn (publish --resign).
+    let mut resigned = staged(2, None);
+    resigned.published.as_mut().unwrap().signed_at = turn;
+    assert!(matches!(
+        rollout_outcome(untrusted.clone(), resigned),
+        Outcome::WouldInstall(_)
+    ));
+    let remembered = Setup {
+        clock: Clock {
+            newest_signed: Some(turn),
+            ..untrusted.clock
+        },
+        ..untrusted
+    };
+    assert!(matches!(
+        rollout_outcome(remembered, staged(2, None)),
+        Outcome::WouldInstall(_)
+    ));
+    let (behind, _) = host_at(signed_at() - chrono::Duration::days(400), true);
+    assert!(matches!(
+        rollout_outcome(behind, staged(2, None)),
+        Outcome::Waiting { .. }
+    ));
+}
+
+#[test]
+fn a_halted_rollout_lets_no_new_host_in_and_keeps_those_that_are() {
+    // Halted an hour after this host's turn came, before it installed:
+    // it does not start, not even ten days after the end.
+    let (_, turn) = host_at(signed_at(), true);
+    let halted_at = turn + chrono::Duration::hours(1);
+    let halted = || staged(2, Some(halted_at));
+    let (first, _) = host_at(signed_at() + chrono::Duration::days(20), true);
+    let out = rollout_outcome(first, halted());
+    assert!(
+        matches!(out, Outcome::Waiting { admission: Admission::Halted { at }, .. } if at == halted_at),
+        "{out:?}"
+    );
+    assert!(out.to_string().contains("rollout was halted at"), "{out}");
+    // A host that installed it: waiting for its reboot, or running it.
+    let (host, _) = host_at(halted_at + chrono::Duration::days(1), true);
+    let pending = boot_status(
+        slot(Slot::A, SlotState::Good, Some(1)),
+        slot(Slot::B, SlotState::Trial { tries_left: 3 }, Some(2)),
+        Slot::B,
+    );
+    assert!(matches!(
+        outcome(host.clone(), vec![disk_event(pending), latest(halted())]),
+        Outcome::PendingTrial { .. }
+    ));
+    let running = boot_status(
+        slot(Slot::A, SlotState::Good, Some(2)),
+        slot(Slot::B, SlotState::Good, Some(1)),
+        Slot::A,
+    );
+    assert!(matches!(
+        outcome(host, vec![disk_event(running), latest(halted())]),
+        Outcome::UpToDate { .. }
+    ));
+}
+
+/// `publish --revert-to 1` as version 3: the content of version 1 under a
+/// new number. A host on 2 moves forward to it; one that still runs 1 is
+/// up to date (not an error); one that failed version 1 does not take it
+/// again.
+#[test]
+fn a_reverted_version_moves_hosts_forward_and_never_retries_a_failure() {
+    let revert = meta_with(3, id(1), 8 * MIB);
+    let on_2 = boot_status(
+        slot(Slot::A, SlotState::Good, Some(1)),
+        slot(Slot::B, SlotState::Good, Some(2)),
+        Slot::B,
+    );
+    let forward = Setup {
+        booted: Slot::B,
+        ..setup(Mode::Check)
+    };
+    let out = outcome(forward, vec![disk_event(on_2), latest(revert.clone())]);
+    let Outcome::WouldInstall(plan) = &out else {
+        panic!("{out:?}")
+    };
+    assert_eq!((plan.target, plan.meta().id), (Slot::A, id(1)));
+
+    let kept_1 = DiskState {
+        kept: [
+            KeptMeta::Signed {
+                version: 1,
+                signed_at: None,
+                signers: Vec::new(),
+                image: revert.image.sha256,
+            },
+            KeptMeta::Unsigned,
+        ],
+        ..DiskState::unsigned(installed())
+    };
+    let runs_it = outcome(
+        setup(Mode::Check),
+        vec![
+            Event::Disk(Box::new(kept_1.clone())),
+            latest(revert.clone()),
+        ],
+    );
+    assert_eq!(
+        runs_it,
+        Outcome::Skipped {
+            latest: latest_of(3),
+            reason: Skip::SameImageAsBooted { running: 1 }
+        }
+    );
+    assert!(!runs_it.is_error());
+    // The same id with another image stays a packaging error.
+    let mut other_image = revert.clone();
+    other_image.image.sha256 = Digest::of(b"another image");
+    assert!(matches!(
+        outcome(
+            setup(Mode::Check),
+            vec![Event::Disk(Box::new(kept_1)), latest(other_image)]
+        ),
+        Outcome::Skipped {
+            reason: Skip::SameIdAsBooted { .. },
+            ..
+        }
+    ));
+    // Failed as version 1 (recorded by number and id): never again.
+    let on_2_failed_1 = Setup {
+        booted: Slot::B,
+        failed: vec![failed_version(1, id(1))],
+        ..setup(Mode::Check)
+    };
+    let on_2 = boot_status(
+        slot(Slot::A, SlotState::Bad, None),
+        slot(Slot::B, SlotState::Good, Some(2)),
+        Slot::B,
+    );
+    assert!(matches!(
+        outcome(on_2_failed_1, vec![disk_event(on_2), latest(revert)]),
+        Outcome::Skipped {
+            reason: Skip::FailedBefore { .. },
+            ..
+        }
+    ));
 }
