@@ -661,7 +661,7 @@ fn main() {
                 row: scenario.name,
                 column: path.name(),
                 run: Box::new(move || {
-                    let mut bench = Bench::new(&shared, path, scenario.name)?;
+                    let mut bench = Bench::new(shared, path, scenario.name)?;
                     (scenario.run)(&mut bench)?;
                     bench.keep_only_logs()
                 }),
