@@ -371,6 +371,15 @@ impl<D: Disk> FaultyDisk<D> {
         }
     }
 
+    /// Arms `fault` on a disk already in use: it strikes once `more` bytes
+    /// have been written from now on, so a test cuts the power partway
+    /// through one step of a longer operation, whatever the steps before
+    /// it wrote.
+    pub fn arm(&mut self, more: u64, fault: Fault) {
+        self.budget = Some(self.written().bytes + more);
+        self.fault = fault;
+    }
+
     /// A handle on the counts that stays valid after the disk is moved away.
     pub fn counter(&self) -> Arc<Mutex<WriteCount>> {
         self.count.clone()
@@ -378,6 +387,10 @@ impl<D: Disk> FaultyDisk<D> {
 
     pub fn written(&self) -> WriteCount {
         *self.count.lock().unwrap()
+    }
+
+    pub fn get_ref(&self) -> &D {
+        &self.inner
     }
 
     pub fn into_inner(self) -> D {
@@ -717,6 +730,19 @@ mod tests {
         assert_eq!(disk.written().bytes, 12);
         let data = disk.into_inner().into_inner();
         assert_eq!(&data[..12], &[1, 1, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn an_armed_power_cut_counts_from_where_it_was_armed() {
+        let mut disk = FaultyDisk::counting(Cursor::new(vec![0u8; 16]));
+        disk.write_all(&[1; 4]).unwrap();
+        disk.arm(6, Fault::PowerCut);
+        disk.write_all(&[2; 4]).unwrap();
+        disk.write_all(&[3; 4]).unwrap();
+        disk.write_all(&[4; 4]).unwrap();
+        assert_eq!(disk.written().bytes, 16);
+        let data = disk.into_inner().into_inner();
+        assert_eq!(&data, &[1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -134,30 +134,6 @@ pub fn empty_image(uuid: Uuid, label: &str, size: u64, out: &Path) -> Result<()>
     Ok(())
 }
 
-/// An empty ext4 filesystem like [`empty_image`], made in place in the
-/// `size` bytes at `offset` of the disk-image file `disk` (a partition),
-/// leaving the rest of the file, and its holes, as they are.
-pub fn empty_filesystem_in(
-    disk: &Path,
-    offset: u64,
-    size: u64,
-    uuid: Uuid,
-    label: &str,
-) -> Result<()> {
-    anyhow::ensure!(
-        offset.is_multiple_of(BLOCK_SIZE) && size.is_multiple_of(BLOCK_SIZE),
-        "an ext4 partition at {offset} of {size} bytes is not aligned to {BLOCK_SIZE}-byte blocks"
-    );
-    tool::run(
-        mkfs(&uuid.to_string(), label)
-            .arg("-E")
-            .arg(format!("offset={offset}"))
-            .arg(disk)
-            .arg((size / BLOCK_SIZE).to_string()),
-    )?;
-    Ok(())
-}
-
 fn create_sized(out: &Path, size: u64) -> Result<()> {
     File::create(out)
         .and_then(|file| file.set_len(size))

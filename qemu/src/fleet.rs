@@ -19,7 +19,9 @@ use abnix_formats::index::Index;
 use abnix_formats::meta::SignedMeta;
 use abnix_formats::sign::{PublicKey, SecretKey};
 use abnix_testkit::S3Server;
+use abnix_updater::channel::Channel;
 use abnix_updater::config::Config;
+use abnix_updater::remote::Remote;
 use anyhow::{ensure, Context, Result};
 
 use crate::bundle::pack_fixture;
@@ -113,27 +115,50 @@ impl Fleet {
     /// a new version as soon as it is installed. `check_interval` is the
     /// systemd hosts' timer's (busybox hosts check in a loop, faster).
     pub fn device_config(&self) -> Result<String> {
-        let text = format!(
-            "endpoint = \"http://10.0.2.2:{port}\"\n\
+        let endpoint = format!("http://10.0.2.2:{}", self.server.addr().port());
+        let text = self.config_text(&endpoint, Path::new(GUEST_CREDENTIALS));
+        Config::parse(&text, Path::new("config.toml")).context("the fleet's device config")?;
+        Ok(text)
+    }
+
+    /// The device config as a program on this machine reaches the bucket
+    /// (127.0.0.1, the operator's credentials): what the updater's executor
+    /// runs with when a test updates a disk from the host side.
+    pub fn host_config(&self) -> Result<Config> {
+        let text = self.config_text(&self.server.endpoint(), &self.credentials);
+        Config::parse(&text, Path::new("config.toml")).context("the fleet's host-side config")
+    }
+
+    fn config_text(&self, endpoint: &str, credentials: &Path) -> String {
+        format!(
+            "endpoint = \"{endpoint}\"\n\
              region = \"us-east-1\"\n\
              bucket = \"{bucket}\"\n\
              prefix = \"{PREFIX}\"\n\
              channel = \"{channel}\"\n\
              path_style = true\n\
-             credentials = \"{GUEST_CREDENTIALS}\"\n\
+             credentials = \"{credentials}\"\n\
              trusted_keys = [\"{key}\"]\n\
              tries = {tries}\n\
              reboot = \"immediate\"\n\
              check_interval = \"{CHECK_INTERVAL}\"\n\
              state_dir = \"/var/lib/abnix\"\n",
-            port = self.server.addr().port(),
             bucket = self.server.bucket(),
             channel = self.channel,
+            credentials = credentials.display(),
             key = self.public_key(),
             tries = self.policy.tries,
-        );
-        Config::parse(&text, Path::new("config.toml")).context("the fleet's device config")?;
-        Ok(text)
+        )
+    }
+
+    /// The channel's meta, verified with the fleet's key: after
+    /// [`Fleet::publish`], the release as the channel signed it.
+    pub fn channel_meta(&self) -> Result<SignedMeta> {
+        let config = self.host_config()?;
+        let remote = Remote::new(config.remote).context("the fleet's bucket")?;
+        Channel::new(remote, config.trusted_keys)
+            .latest()
+            .with_context(|| format!("reading the meta of channel {}", self.channel))
     }
 
     /// Builds version `spec` as a host of this fleet (the updater, the
@@ -184,8 +209,9 @@ impl Fleet {
         ])
     }
 
-    /// Packs `version` into a signed bundle in `dir`.
-    fn pack(&self, version: FixtureVersion, dir: &Path) -> Result<Release> {
+    /// Packs `version`, built elsewhere, into a bundle in `dir` signed with
+    /// the fleet's key.
+    pub fn pack(&self, version: FixtureVersion, dir: &Path) -> Result<Release> {
         let bundle = dir.join("bundle");
         let meta = pack_fixture(&version, &self.key, &bundle)?;
         Ok(Release {

@@ -17,8 +17,9 @@
 //!   with releases published by `abnix-update publish` for hosts that
 //!   update themselves;
 //! - [`disk`]: GPT disk-image files for booting fixtures without a bootloader;
-//! - [`system_disk`]: abnix disks written from the host side with core's
-//!   layout and boot control (bootloader, slots, boot state);
+//! - [`system_disk`]: abnix disks installed by the installer's own code,
+//!   updated by the updater's own executor (with power cuts between and
+//!   within its steps), their boot state read and changed;
 //! - [`vm`]: QEMU machines (SeaBIOS or OVMF; AAVMF for aarch64; virtio
 //!   disks, user network) driven over the serial console, with power cuts;
 //! - [`workspace`]: the project's own binaries, built for fixtures;

@@ -107,15 +107,22 @@ impl Args {
 }
 
 /// Runs the selected `cases` as the process's command line says, prints
-/// the table, and exits: 101 if a case failed (as libtest does), 2 on a bad
-/// command line. `prepare` runs before each case and is not part of its
-/// time: the first case to call it builds what all share.
+/// the table, and exits with [`run_cases`]' code.
 pub fn main(cases: Vec<Case<'_>>, prepare: &(dyn Fn() + Sync)) -> ! {
+    std::process::exit(run_cases(cases, prepare))
+}
+
+/// Runs the selected `cases` as the process's command line says and prints
+/// the table; the process's exit code: 101 if a case failed (as libtest
+/// does), 2 on a bad command line. `prepare` runs before each case and is
+/// not part of its time: the first case to call it builds what all share,
+/// which the caller drops before it exits.
+pub fn run_cases(cases: Vec<Case<'_>>, prepare: &(dyn Fn() + Sync)) -> i32 {
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(err) => {
             eprintln!("error: {err}");
-            std::process::exit(2);
+            return 2;
         }
     };
     let cases: Vec<Case<'_>> = cases
@@ -126,7 +133,7 @@ pub fn main(cases: Vec<Case<'_>>, prepare: &(dyn Fn() + Sync)) -> ! {
         for case in &cases {
             println!("{}: test", case.name());
         }
-        std::process::exit(0);
+        return 0;
     }
     let threads = args
         .threads
@@ -138,7 +145,11 @@ pub fn main(cases: Vec<Case<'_>>, prepare: &(dyn Fn() + Sync)) -> ! {
     let outcomes = run(cases, threads, prepare);
     print!("{}", summary(&rows, &columns, &outcomes, started.elapsed()));
     let failed = outcomes.iter().any(|outcome| outcome.result.is_err());
-    std::process::exit(if failed { 101 } else { 0 });
+    if failed {
+        101
+    } else {
+        0
+    }
 }
 
 /// Rows and columns in the order the cases first name them.

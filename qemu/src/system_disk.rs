@@ -1,84 +1,81 @@
-//! abnix disks written from the host side with core's own functions, the
-//! way the installer and the updater write them: the GPT from
-//! `core::layout`, version images in the slots, an ext4 `abnix-rw`, the ESP
-//! with a bootloader and each slot's boot files (`core::boot`), and the boot
-//! state changed through [`BootControl`].
+//! abnix disks made and changed by the product's own code: installed by
+//! the installer's write sequence on a disk-image file
+//! (`abnix_installer::install`), updated by the updater's executor
+//! (`abnix_updater::update::run`, taking the version from a fleet's bucket),
+//! the boot state read and changed through [`BootControl`]. What is the
+//! harness's own is what only a test needs: a power cut partway through
+//! one of an update's steps, GRUB's state block read and overwritten.
 //!
 //! Every operation opens the disk-image file anew and syncs it before it
 //! returns, so a test can change a disk between two starts of a machine, or
 //! while the machine runs, as the updater inside it would.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use abnix_core::boot::grub::cfg::GrubCfgOptions;
 use abnix_core::boot::grub::env::DecodedState;
-use abnix_core::boot::grub::mkimage::{BiosImages, GrubTools};
 use abnix_core::boot::{
-    esp, grub, BootControl, BootError, BootFiles, BootStatus, Bootloader, EfiApp, GrubBoot,
-    GrubInstall, SystemdBoot,
+    esp, grub, BootControl, BootError, BootStatus, Bootloader, BootloaderSetup,
 };
+use abnix_core::progress::NoProgress;
 use abnix_core::system_disk::{open_disk_file, SystemDisk};
-use abnix_formats::digest::{Digest, Expected, VerifyingReader};
-use abnix_formats::disk::{Disk, Fault, FaultyDisk, Region};
-use abnix_formats::fat::{FatFs, FormatOptions};
+use abnix_formats::disk::{Fault, FaultyDisk};
+use abnix_formats::fat::FatFs;
 use abnix_formats::layout::{self, Arch, LayoutConfig};
+use abnix_formats::meta::SignedMeta;
+use abnix_formats::sign::TrustedKeys;
 use abnix_formats::slot::Slot;
-use anyhow::{Context, Result};
-use uuid::Uuid;
+use abnix_installer::install::{self, Request, TargetRequest};
+use abnix_updater::config::Config;
+use abnix_updater::state::{State, StateDir};
+use abnix_updater::update::machine::{
+    Action, Clock, Device, Machine, Mode, NetworkWait, Outcome, Plan, Setup, Step,
+};
+use abnix_updater::update::notify::Notifier;
+use abnix_updater::update::run::Executor;
+use anyhow::{bail, Context, Result};
 
-use crate::ext4;
-use crate::version::FixtureVersion;
+use crate::fleet::Release;
 
-/// Debian's systemd-boot-efi package.
-const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-/// GRUB's BIOS boot code needs 512-byte sectors (see `core::boot::grub::bios`).
+/// GRUB's BIOS boot code needs 512-byte sectors (see `core::boot::grub::bios`),
+/// and the installer gives a disk-image file 512-byte sectors.
 const SECTOR_SIZE: u32 = 512;
-
-/// The bootloaders' binaries, built or read once and installed on any
-/// number of disks.
-pub struct BootloaderImages {
-    grub_bios: BiosImages,
-    grub_efi: EfiApp,
-    systemd_boot: EfiApp,
-}
-
-impl BootloaderImages {
-    /// GRUB's images from Debian's `grub-mkimage` (grub-pc-bin,
-    /// grub-efi-amd64-bin) and Debian's systemd-boot (systemd-boot-efi).
-    pub fn system() -> Result<BootloaderImages> {
-        let grub = GrubTools::system();
-        let grub_bios = grub
-            .bios_images()
-            .context("building GRUB's BIOS images (apt-get install grub-pc-bin)")?;
-        let grub_efi = grub
-            .efi_image(Arch::X86_64)
-            .context("building GRUB's EFI image (apt-get install grub-efi-amd64-bin)")?;
-        let systemd_boot = std::fs::read(SYSTEMD_BOOT_EFI).with_context(|| {
-            format!("reading {SYSTEMD_BOOT_EFI} (apt-get install systemd-boot-efi)")
-        })?;
-        let grub_efi = EfiApp::new(Arch::X86_64, grub_efi)?;
-        let systemd_boot = EfiApp::new(Arch::X86_64, systemd_boot)
-            .with_context(|| format!("reading {SYSTEMD_BOOT_EFI}"))?;
-        Ok(BootloaderImages {
-            grub_bios,
-            grub_efi,
-            systemd_boot,
-        })
-    }
-}
+/// Debian's GRUB (grub-pc-bin, grub-efi-*-bin) and systemd-boot
+/// (systemd-boot-efi), where `abnix-install` looks by default.
+const GRUB_LIB_DIR: &str = "/usr/lib/grub";
+const SYSTEMD_BOOT_DIR: &str = "/usr/lib/systemd/boot/efi";
 
 /// The shape of a disk.
 #[derive(Debug, Clone)]
 pub struct DiskSpec {
-    /// GRUB is installed for both BIOS and UEFI, so one disk boots under
-    /// SeaBIOS and OVMF.
+    /// GRUB is installed for both BIOS and UEFI (on x86_64), so one disk
+    /// boots under SeaBIOS and OVMF.
     pub bootloader: Bootloader,
     pub slot_size: u64,
     pub esp_size: u64,
     /// `abnix-rw`'s size: the disk is the smallest the layout allows.
     pub rw_size: u64,
+}
+
+impl DiskSpec {
+    /// What `abnix-install --bootloader` installs from Debian's packages.
+    fn bootloader_setup(&self, arch: Arch) -> BootloaderSetup {
+        let grub = Path::new(GRUB_LIB_DIR);
+        match self.bootloader {
+            Bootloader::Grub => BootloaderSetup::Grub {
+                mkimage: "grub-mkimage".into(),
+                bios_dir: arch.has_bios().then(|| grub.join("i386-pc")),
+                efi_dir: grub.join(arch.grub_efi_platform()),
+            },
+            Bootloader::SystemdBoot => BootloaderSetup::SystemdBoot {
+                efi: Path::new(SYSTEMD_BOOT_DIR).join(format!(
+                    "systemd-boot{}.efi",
+                    arch.uefi_name().to_ascii_lowercase()
+                )),
+            },
+        }
+    }
 }
 
 /// A disk-image file with the abnix layout.
@@ -88,81 +85,44 @@ pub struct AbnixDisk {
 }
 
 impl AbnixDisk {
-    /// Creates `path` as a freshly installed machine's disk: `first` in slot
-    /// A, marked good; slot B empty; `abnix-rw` an empty ext4.
-    pub fn create(
-        path: &Path,
-        spec: &DiskSpec,
-        images: &BootloaderImages,
-        first: &FixtureVersion,
-    ) -> Result<AbnixDisk> {
-        let config = LayoutConfig {
+    /// Installs `first` onto the new disk-image file `path` with the
+    /// installer's own code (`install::prepare`, then its write sequence):
+    /// slot A holds it, good; slot B is empty; `abnix-rw` is formatted.
+    pub fn create(path: &Path, spec: &DiskSpec, first: &Release) -> Result<AbnixDisk> {
+        let arch = first.version.arch;
+        let layout = LayoutConfig {
             slot_size: spec.slot_size,
             esp_size: spec.esp_size,
             min_rw_size: spec.rw_size,
-            // The architecture the bootloader images are for.
-            arch: images.grub_efi.arch(),
+            arch,
         };
-        let size = layout::min_disk_size(SECTOR_SIZE, &config);
-        let layout = layout::compute(size, SECTOR_SIZE, &config)?;
-        // Read and write: writing the GPT reads the MBR sector it updates.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .and_then(|file| file.set_len(size).map(|()| file))
-            .with_context(|| format!("creating {}", path.display()))?;
-        layout
-            .to_gpt(&random_seed())
-            .write(&mut file)
-            .with_context(|| format!("writing the partition table of {}", path.display()))?;
-
-        let esp = Region::new(&mut file, layout.esp.start, layout.esp.size);
-        let format = FormatOptions {
-            label: "ABNIX-ESP".to_owned(),
-            volume_id: u32::from_le_bytes(random_seed()[..4].try_into().expect("4 bytes")),
-            sector_size: SECTOR_SIZE,
+        let mut trusted_keys = TrustedKeys::new();
+        trusted_keys.insert(first.signer.clone());
+        let request = Request {
+            bundle: first.bundle.clone(),
+            trusted_keys,
+            target: TargetRequest::File {
+                path: path.to_owned(),
+                size: layout::min_disk_size(SECTOR_SIZE, &layout),
+            },
+            layout,
+            bootloader: spec.bootloader_setup(arch),
+            wipe: false,
+            allow_removable: false,
+            seed: None,
         };
-        match spec.bootloader {
-            Bootloader::Grub => {
-                let install = GrubInstall {
-                    format,
-                    efi_image: Some(images.grub_efi.clone()),
-                    cfg: GrubCfgOptions {
-                        serial_console: true,
-                    },
-                };
-                GrubBoot::install(esp, &install)?;
-                grub::bios::install(
-                    &mut file,
-                    SECTOR_SIZE,
-                    layout.bios.first_lba(SECTOR_SIZE),
-                    layout.bios.size / u64::from(SECTOR_SIZE),
-                    &images.grub_bios,
-                )?;
-            }
-            Bootloader::SystemdBoot => {
-                SystemdBoot::install(esp, &format, &images.systemd_boot)?;
-            }
-        }
-        file.sync()?;
-        drop(file);
-        ext4::empty_filesystem_in(
-            path,
-            layout.rw.start,
-            layout.rw.size,
-            Uuid::new_v4(),
-            layout::RW_NAME,
-        )?;
-
-        let disk = AbnixDisk {
+        install::prepare(&request, &abnix_core::blockdev::SysRoot::default())
+            .and_then(|plan| plan.install(&NoProgress))
+            .with_context(|| {
+                format!(
+                    "installing version {} onto {} (apt-get install grub-pc-bin grub-efi-amd64-bin systemd-boot-efi e2fsprogs)",
+                    first.version.version,
+                    path.display()
+                )
+            })?;
+        Ok(AbnixDisk {
             path: path.to_owned(),
-        };
-        disk.update(Slot::A, first, 1)?;
-        disk.boot_control(|boot| boot.mark_good(Slot::A))?;
-        Ok(disk)
+        })
     }
 
     /// A disk-image file written by someone else (`abnix-install --file`,
@@ -179,65 +139,121 @@ impl AbnixDisk {
         &self.path
     }
 
-    /// Writes `version` into `slot` and activates it with `tries`, as the
-    /// updater does (DESIGN §5): checks that its boot files fit, marks the
-    /// slot bad, writes the image, then the boot files, then activates.
-    pub fn update(&self, slot: Slot, version: &FixtureVersion, tries: u8) -> Result<()> {
-        self.update_steps(slot, version, tries, None)
+    /// Installs `version` (a meta as its channel signed it) into `slot`
+    /// and activates it with `tries`, by the updater's own executor with
+    /// `config`'s bucket: each step of an install in the updater's order
+    /// (DESIGN §5). The updater's state directory lies beside the disk.
+    pub fn update(
+        &self,
+        config: &Config,
+        slot: Slot,
+        version: &SignedMeta,
+        tries: u8,
+    ) -> Result<()> {
+        self.run_install(config, slot, version, tries, None)
     }
 
     /// [`AbnixDisk::update`] with a power cut during one of its steps: the
     /// step's writes land up to `cut.after_bytes` (the write crossing it
     /// torn, later ones lost, as `FaultyDisk` simulates) and no later step
-    /// runs. Fails if the step writes less than that, so a cut that never
-    /// strikes is not mistaken for one that did.
+    /// runs. Fails if the step writes less, so a cut that never strikes is
+    /// not mistaken for one that did.
     pub fn update_with_power_cut(
         &self,
+        config: &Config,
         slot: Slot,
-        version: &FixtureVersion,
+        version: &SignedMeta,
         tries: u8,
         cut: PowerCut,
     ) -> Result<()> {
-        self.update_steps(slot, version, tries, Some(cut))
+        self.run_install(config, slot, version, tries, Some(cut))
     }
 
-    fn update_steps(
+    /// The executor's install of `version` into `slot`; with `cut`, stopped
+    /// where the power cut leaves it (the torn step may have failed on what
+    /// it read back: the power was gone by then anyway).
+    fn run_install(
         &self,
+        config: &Config,
         slot: Slot,
-        version: &FixtureVersion,
+        version: &SignedMeta,
         tries: u8,
         cut: Option<PowerCut>,
     ) -> Result<()> {
-        for step in UpdateStep::ALL {
-            let budget = cut
-                .filter(|cut| cut.step == step)
-                .map(|cut| cut.after_bytes);
-            let file = self.open_file()?;
-            let disk = match budget {
-                Some(budget) => FaultyDisk::failing_after(file, budget, Fault::PowerCut),
-                None => FaultyDisk::counting(file),
+        let mut disk = SystemDisk::open(FaultyDisk::counting(self.open_file()?), SECTOR_SIZE)
+            .with_context(|| format!("reading {} as an abnix disk", self.path.display()))?;
+        let written = disk.disk().counter();
+        let setup = Setup {
+            mode: Mode::Update,
+            booted: slot.other(),
+            failed: Vec::new(),
+            slot_size: disk.layout().slot(slot).size,
+            tries,
+            network: NetworkWait::DEFAULT,
+            device: Device {
+                channel: config.remote.channel.clone(),
+                arch: version.meta().arch,
+            },
+            clock: Clock {
+                now: chrono::Utc::now(),
+                trusted: true,
+                newest_signed: None,
+            },
+        };
+        let plan = Plan {
+            target: slot,
+            signed: version.clone(),
+            tries,
+        };
+        let state_dir = StateDir::new(self.path.with_extension("updater-state"));
+        let mut state = State::default();
+        let notifier = Notifier::silent();
+        let mut executor = Executor::new(
+            &mut disk,
+            config,
+            &state_dir,
+            &mut state,
+            &NoProgress,
+            &notifier,
+        );
+        // Bytes written when the cut's step began.
+        let mut cut_from = None;
+        let run = executor.run_until(Machine::installing(setup, plan), |action, disk| {
+            let Some(cut) = cut else {
+                return ControlFlow::Continue(());
             };
-            let written = disk.counter();
-            let mut disk = SystemDisk::open(disk, SECTOR_SIZE)
-                .with_context(|| format!("reading {} as an abnix disk", self.path.display()))?;
-            let result = update_step(&mut disk, step, slot, version, tries).with_context(|| {
-                format!("updating slot {slot} of {}: {step:?}", self.path.display())
-            });
-            let Some(budget) = budget else {
-                result?;
-                continue;
+            if cut_from.is_some() {
+                // The power is gone: nothing after the cut's step runs.
+                return ControlFlow::Break(());
+            }
+            if matches!(action, Action::Install { step, .. } if *step == cut.step) {
+                cut_from = Some(disk.disk().written().bytes);
+                disk.disk().arm(cut.after_bytes, Fault::PowerCut);
+            }
+            ControlFlow::Continue(())
+        });
+        let Some(cut) = cut else {
+            return match run {
+                ControlFlow::Continue(Outcome::Installed(_)) => Ok(()),
+                ControlFlow::Continue(other) => {
+                    bail!("updating slot {slot} of {}: {other}", self.path.display())
+                }
+                ControlFlow::Break(()) => unreachable!("a run without a cut is never stopped"),
             };
-            // The power is gone: what the step did after the cut never
-            // reached the disk, and nothing after it runs.
-            let bytes = written.lock().expect("write counter").bytes;
-            anyhow::ensure!(
-                bytes > budget,
-                "the power cut {budget} bytes into {step:?} never struck: the step wrote {bytes} bytes"
-            );
-            return Ok(());
-        }
+        };
+        let Some(from) = cut_from else {
+            bail!("the update never reached {:?}: {run:?}", cut.step);
+        };
+        let bytes = written.lock().expect("write counter").bytes - from;
+        anyhow::ensure!(
+            bytes > cut.after_bytes,
+            "the power cut {} bytes into {:?} never struck: the step wrote {bytes} bytes",
+            cut.after_bytes,
+            cut.step
+        );
         Ok(())
     }
+
     /// Runs `operation` on the disk's boot control.
     pub fn boot_control<T>(
         &self,
@@ -290,117 +306,26 @@ impl AbnixDisk {
     }
 }
 
-/// The steps of an update, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpdateStep {
-    /// `check_boot_files`, then `mark_bad`.
-    MarkBad,
-    /// The image into the slot.
-    Image,
-    /// `write_boot_files`: kernel, initrd, slot file, marker.
-    BootFiles,
-    Activate,
-}
-
-impl UpdateStep {
-    pub const ALL: [UpdateStep; 4] = [
-        UpdateStep::MarkBad,
-        UpdateStep::Image,
-        UpdateStep::BootFiles,
-        UpdateStep::Activate,
-    ];
-}
-
 /// Where [`AbnixDisk::update_with_power_cut`] cuts the power: this many
-/// bytes into the writes of `step`.
+/// bytes into the writes of the updater's `step`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PowerCut {
-    pub step: UpdateStep,
+    pub step: Step,
     pub after_bytes: u64,
-}
-
-fn update_step<D: Disk>(
-    disk: &mut SystemDisk<D>,
-    step: UpdateStep,
-    slot: Slot,
-    version: &FixtureVersion,
-    tries: u8,
-) -> Result<()> {
-    let info = version.slot_info();
-    let kernel_len = file_len(&version.kernel)?;
-    let initrd_len = file_len(&version.initrd)?;
-    match step {
-        UpdateStep::MarkBad => {
-            let mut boot = disk.boot_control()?;
-            boot.check_boot_files(slot, &info, kernel_len, initrd_len)?;
-            boot.mark_bad(slot)?;
-        }
-        UpdateStep::Image => {
-            let mut region = disk.slot_region(slot);
-            let image_len = file_len(&version.image)?;
-            anyhow::ensure!(
-                image_len <= region.size()?,
-                "version {}'s image ({image_len} bytes) does not fit slot {slot} ({} bytes)",
-                version.version,
-                region.size()?
-            );
-            let mut image = File::open(&version.image)
-                .with_context(|| format!("opening {}", version.image.display()))?;
-            io::copy(&mut image, &mut region)?;
-            region.flush()?;
-            // The image is on the disk before the boot files that make the
-            // slot bootable are written.
-            region.sync()?;
-        }
-        UpdateStep::BootFiles => {
-            let (mut kernel, kernel_expected) = open_expected(&version.kernel)?;
-            let (mut initrd, initrd_expected) = open_expected(&version.initrd)?;
-            let files = BootFiles::new(
-                info,
-                VerifyingReader::new(&mut kernel, kernel_expected),
-                VerifyingReader::new(&mut initrd, initrd_expected),
-            );
-            disk.boot_control()?.write_boot_files(slot, files)?;
-        }
-        UpdateStep::Activate => disk.boot_control()?.activate(slot, tries)?,
-    }
-    Ok(())
-}
-
-/// A fixture's boot file, opened, and what it must be as written.
-fn open_expected(path: &Path) -> Result<(File, Expected)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let expected = Expected::new(
-        path.display().to_string(),
-        bytes.len() as u64,
-        Digest::of(&bytes),
-    );
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok((file, expected))
-}
-
-fn file_len(path: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len())
-}
-
-/// Fresh GUIDs and serial numbers for each disk, as the installer makes.
-fn random_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    seed[..16].copy_from_slice(Uuid::new_v4().as_bytes());
-    seed[16..].copy_from_slice(Uuid::new_v4().as_bytes());
-    seed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abnix_core::boot::SlotState;
+    use crate::ext4;
+    use crate::fleet::{Fleet, Policy};
+    use crate::version::FixtureVersion;
+    use abnix_core::boot::{SlotInfo, SlotState};
+    use uuid::Uuid;
 
     /// A stand-in version: an ext4 image, a "kernel" and an "initrd" of
-    /// recognisable bytes.
-    fn version(dir: &Path, number: u64) -> FixtureVersion {
+    /// recognisable bytes, packed and published on `fleet`'s channel.
+    fn release(fleet: &Fleet, dir: &Path, number: u64) -> (Release, SignedMeta) {
         let dir = dir.join(format!("v{number}"));
         std::fs::create_dir_all(&dir).unwrap();
         let id = Uuid::new_v4();
@@ -410,7 +335,7 @@ mod tests {
         std::fs::write(&kernel, vec![number as u8; 300_000]).unwrap();
         let initrd = dir.join("initrd");
         std::fs::write(&initrd, vec![number as u8 + 100; 100_000]).unwrap();
-        FixtureVersion {
+        let version = FixtureVersion {
             version: number,
             id,
             arch: Arch::X86_64,
@@ -418,32 +343,69 @@ mod tests {
             kernel,
             initrd,
             cmdline: format!("console=ttyS0 root=UUID={id}"),
+        };
+        let release = fleet.pack(version, &dir).unwrap();
+        fleet.publish(&release, false).unwrap();
+        (release, fleet.channel_meta().unwrap())
+    }
+
+    struct Setting {
+        dir: tempfile::TempDir,
+        fleet: Fleet,
+        config: Config,
+        v1: Release,
+        v2: SignedMeta,
+    }
+
+    fn setting() -> Setting {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = Fleet::start(&dir.path().join("fleet"), "disks", Policy { tries: 2 }).unwrap();
+        let config = fleet.host_config().unwrap();
+        let (v1, _) = release(&fleet, dir.path(), 1);
+        let (_, v2) = release(&fleet, dir.path(), 2);
+        Setting {
+            dir,
+            fleet,
+            config,
+            v1,
+            v2,
         }
     }
 
-    /// Both bootloaders: the created disk is an abnix disk with its
+    fn spec(bootloader: Bootloader) -> DiskSpec {
+        DiskSpec {
+            bootloader,
+            slot_size: 8 << 20,
+            esp_size: 40 << 20,
+            rw_size: 64 << 20,
+        }
+    }
+
+    /// Both bootloaders: the installed disk is an abnix disk with its
     /// bootloader, A good holding the first version (its image in slot A,
     /// the rw partition a clean ext4 with its label); installing a second
     /// version into B and activating it makes B the trial that boots next.
     #[test]
     fn created_disks_hold_the_first_version_and_take_a_second() {
-        let dir = tempfile::tempdir().unwrap();
-        let images = BootloaderImages::system().unwrap();
-        let (v1, v2) = (version(dir.path(), 1), version(dir.path(), 2));
+        // The fleet's bucket serves the updates until the test ends.
+        let Setting {
+            dir,
+            fleet: _fleet,
+            config,
+            v1,
+            v2,
+        } = setting();
         for bootloader in [Bootloader::Grub, Bootloader::SystemdBoot] {
-            let spec = DiskSpec {
-                bootloader,
-                slot_size: 8 << 20,
-                esp_size: 40 << 20,
-                rw_size: 64 << 20,
-            };
             let path = dir.path().join(format!("{bootloader}.img"));
-            let disk = AbnixDisk::create(&path, &spec, &images, &v1).unwrap();
+            let disk = AbnixDisk::create(&path, &spec(bootloader), &v1).unwrap();
 
             let status = disk.status().unwrap();
             assert_eq!(status.next, Some(Slot::A));
             assert_eq!(status.slot(Slot::A).state, SlotState::Good);
-            assert_eq!(status.slot(Slot::A).info, Some(v1.slot_info()));
+            assert_eq!(
+                status.slot(Slot::A).info,
+                Some(SlotInfo::of(v1.meta.meta()))
+            );
             match bootloader {
                 Bootloader::Grub => {
                     let grub = disk.grub_state().unwrap();
@@ -459,7 +421,7 @@ mod tests {
             let layout = opened.layout().clone();
             drop(opened);
             let bytes = std::fs::read(&path).unwrap();
-            let image = std::fs::read(&v1.image).unwrap();
+            let image = std::fs::read(&v1.version.image).unwrap();
             let slot_a = layout.slot_a.start as usize;
             assert!(bytes[slot_a..slot_a + image.len()] == image[..]);
 
@@ -478,14 +440,14 @@ mod tests {
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "abnix-rw");
 
-            disk.update(Slot::B, &v2, 2).unwrap();
+            disk.update(&config, Slot::B, &v2, 2).unwrap();
             let status = disk.status().unwrap();
             assert_eq!(status.next, Some(Slot::B));
             assert_eq!(
                 status.slot(Slot::B).state,
                 SlotState::Trial { tries_left: 2 }
             );
-            assert_eq!(status.slot(Slot::B).info, Some(v2.slot_info()));
+            assert_eq!(status.slot(Slot::B).info, Some(SlotInfo::of(v2.meta())));
         }
     }
 
@@ -496,41 +458,37 @@ mod tests {
     /// missed.
     #[test]
     fn updates_cut_short_leave_a_booting() {
-        let dir = tempfile::tempdir().unwrap();
-        let images = BootloaderImages::system().unwrap();
-        let (v1, v2) = (version(dir.path(), 1), version(dir.path(), 2));
+        // The fleet's bucket serves the updates until the test ends.
+        let Setting {
+            dir,
+            fleet: _fleet,
+            config,
+            v1,
+            v2,
+        } = setting();
         for bootloader in [Bootloader::Grub, Bootloader::SystemdBoot] {
-            let spec = DiskSpec {
-                bootloader,
-                slot_size: 8 << 20,
-                esp_size: 40 << 20,
-                rw_size: 64 << 20,
-            };
             let path = dir.path().join(format!("{bootloader}.img"));
-            let disk = AbnixDisk::create(&path, &spec, &images, &v1).unwrap();
-            for step in [
-                UpdateStep::Image,
-                UpdateStep::BootFiles,
-                UpdateStep::Activate,
-            ] {
+            let disk = AbnixDisk::create(&path, &spec(bootloader), &v1).unwrap();
+            for step in [Step::WriteImage, Step::WriteBootFiles, Step::Activate] {
                 let cut = PowerCut {
                     step,
                     after_bytes: 1,
                 };
-                disk.update_with_power_cut(Slot::B, &v2, 2, cut).unwrap();
+                disk.update_with_power_cut(&config, Slot::B, &v2, 2, cut)
+                    .unwrap();
                 let status = disk.status().unwrap();
                 assert_eq!(status.next, Some(Slot::A), "{bootloader}, {step:?}");
                 assert_eq!(status.slot(Slot::A).state, SlotState::Good);
             }
             let never = PowerCut {
-                step: UpdateStep::Activate,
+                step: Step::Activate,
                 after_bytes: 1 << 30,
             };
             let err = disk
-                .update_with_power_cut(Slot::B, &v2, 2, never)
+                .update_with_power_cut(&config, Slot::B, &v2, 2, never)
                 .unwrap_err();
             assert!(err.to_string().contains("never struck"), "{err:#}");
-            disk.update(Slot::B, &v2, 2).unwrap();
+            disk.update(&config, Slot::B, &v2, 2).unwrap();
             assert_eq!(disk.status().unwrap().next, Some(Slot::B));
         }
     }

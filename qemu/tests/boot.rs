@@ -1,10 +1,12 @@
 //! Machine-level proof of boot control (issue 3, item 6; docs/boot.md): GRUB
 //! on SeaBIOS, GRUB on OVMF and systemd-boot on OVMF boot disks written by
-//! core's own functions from the host side, through the A/B story.
+//! the product's own code from the host side, through the A/B story.
 //!
-//! Each scenario starts from a freshly installed disk ([`AbnixDisk`]: GPT
-//! from `core::layout`, version 1 in slot A marked good, the ESP with the
-//! bootloader) and changes the boot state between (or during) QEMU runs
+//! Each scenario starts from a disk the installer's own code installed
+//! ([`AbnixDisk`]: version 1 in slot A marked good, the ESP with the
+//! bootloader), writes versions into a slot with the updater's own
+//! executor (from a fleet's bucket; cut short by a power cut in one of its
+//! steps), and changes the boot state between (or during) QEMU runs
 //! through `BootControl`, as the updater does. Every start of a machine is
 //! one boot (`OnReboot::Exit`), so the state each boot left on the disk is
 //! read back in between, through `SystemDisk::boot_control()`. The fixture
@@ -33,18 +35,21 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use abnix_core::boot::Bootloader;
-use abnix_core::boot::{grub, BootState, BootStatus, SlotState};
+use abnix_core::boot::{grub, BootState, BootStatus, SlotInfo, SlotState};
 use abnix_formats::layout::Arch;
+use abnix_formats::meta::SignedMeta;
 use abnix_formats::sign::SecretKey;
 use abnix_formats::slot::Slot;
+use abnix_systest::fleet::{Fleet, Policy, Release};
 use abnix_systest::kernel::Kernel;
 use abnix_systest::runner::{self, Case};
 use abnix_systest::story::BootPath;
-use abnix_systest::system_disk::{AbnixDisk, BootloaderImages, DiskSpec, PowerCut, UpdateStep};
+use abnix_systest::system_disk::{AbnixDisk, DiskSpec, PowerCut};
 use abnix_systest::version::{AfterCommands, Behaviour, FixtureFile, FixtureVersion, VersionSpec};
 use abnix_systest::vm::{Boot, Machine, MachineSpec, OnReboot, Vm};
 use abnix_systest::{paths, workspace};
 use abnix_updater::config::Config;
+use abnix_updater::update::machine::Step;
 use anyhow::{anyhow, ensure, Context, Result};
 
 /// Boot attempts of a trial version (the device config's `tries`).
@@ -57,15 +62,30 @@ const STEP: Duration = Duration::from_secs(120);
 const MIB: u64 = 1 << 20;
 const MARK_GOOD: &str = "abnix-update mark-good";
 
-/// A fixture version and what it does once booted.
+/// A fixture version, packed and published, and what it does once booted.
 struct Fixture {
-    version: FixtureVersion,
+    release: Release,
+    /// Its meta as the channel signed it, which the updater installs.
+    signed: SignedMeta,
     behaviour: Behaviour,
+}
+
+impl Fixture {
+    fn version(&self) -> &FixtureVersion {
+        &self.release.version
+    }
+
+    /// What its slot file says once installed.
+    fn slot_info(&self) -> SlotInfo {
+        SlotInfo::of(self.signed.meta())
+    }
 }
 
 /// What every scenario shares, built once per run of this file.
 struct Fixtures {
-    bootloaders: BootloaderImages,
+    /// The bucket the versions are published in, which the updater's
+    /// executor installs them from.
+    fleet: Fleet,
     /// v1, installed in A: marks good, then stays up.
     good_a: Fixture,
     /// v2: up, never healthy, reboots.
@@ -76,20 +96,27 @@ struct Fixtures {
     good_b: Fixture,
 }
 
-fn fixtures() -> Result<&'static Fixtures> {
-    static FIXTURES: OnceLock<Result<Fixtures, String>> = OnceLock::new();
-    FIXTURES
-        .get_or_init(|| {
-            let started = Instant::now();
-            let built = build_fixtures().map_err(|err| format!("building the fixtures: {err:#}"));
-            println!(
-                "fixtures (kernel, versions, abnix-update, bootloaders) ready in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            built
-        })
-        .as_ref()
-        .map_err(|err| anyhow!("{err}"))
+/// The fixtures, built by the first case that asks; `main` drops them
+/// (and so stops the bucket's server) before the process exits.
+#[derive(Default)]
+struct Shared(OnceLock<Result<Fixtures, String>>);
+
+impl Shared {
+    fn fixtures(&self) -> Result<&Fixtures> {
+        self.0
+            .get_or_init(|| {
+                let started = Instant::now();
+                let built =
+                    build_fixtures().map_err(|err| format!("building the fixtures: {err:#}"));
+                println!(
+                    "fixtures (kernel, versions published, abnix-update) ready in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                built
+            })
+            .as_ref()
+            .map_err(|err| anyhow!("{err}"))
+    }
 }
 
 fn build_fixtures() -> Result<Fixtures> {
@@ -97,6 +124,13 @@ fn build_fixtures() -> Result<Fixtures> {
     let kernel = Kernel::debian_cloud(Arch::native())?;
     let updater = workspace::release_binary("abnix-updater", "abnix-update")?;
     let config = device_config(&dir)?;
+    let fleet = Fleet::start(
+        &dir.join("fleet"),
+        "boot",
+        Policy {
+            tries: TRIES.into(),
+        },
+    )?;
     let build = |version: u64, behaviour: Behaviour, name: &str| -> Result<Fixture> {
         let mut spec = VersionSpec::new(version, behaviour.clone());
         spec.binaries.push(updater.clone());
@@ -105,25 +139,37 @@ fn build_fixtures() -> Result<Fixtures> {
             0o644,
             config.clone(),
         ));
-        let version = FixtureVersion::build(&spec, &kernel, &dir.join(name))?;
-        Ok(Fixture { version, behaviour })
+        let dir = dir.join(name);
+        let release = fleet.pack(FixtureVersion::build(&spec, &kernel, &dir)?, &dir)?;
+        // Over whatever came before: which version is the channel's latest
+        // matters to no one here.
+        fleet.publish(&release, true)?;
+        Ok(Fixture {
+            signed: fleet.channel_meta()?,
+            release,
+            behaviour,
+        })
     };
     let marks_good = |then| Behaviour::Healthy {
         commands: vec![MARK_GOOD.to_owned()],
         then,
     };
+    let good_a = build(1, marks_good(AfterCommands::Idle), "v1-good")?;
+    let unhealthy_b = build(
+        2,
+        Behaviour::NeverHealthy {
+            reboot_after: Duration::from_secs(1),
+        },
+        "v2-unhealthy",
+    )?;
+    let panicking_b = build(2, Behaviour::KernelPanic, "v2-panicking")?;
+    let good_b = build(3, marks_good(AfterCommands::Reboot), "v3-good")?;
     Ok(Fixtures {
-        bootloaders: BootloaderImages::system()?,
-        good_a: build(1, marks_good(AfterCommands::Idle), "v1-good")?,
-        unhealthy_b: build(
-            2,
-            Behaviour::NeverHealthy {
-                reboot_after: Duration::from_secs(1),
-            },
-            "v2-unhealthy",
-        )?,
-        panicking_b: build(2, Behaviour::KernelPanic, "v2-panicking")?,
-        good_b: build(3, marks_good(AfterCommands::Reboot), "v3-good")?,
+        fleet,
+        good_a,
+        unhealthy_b,
+        panicking_b,
+        good_b,
     })
 }
 
@@ -152,8 +198,8 @@ fn device_config(dir: &Path) -> Result<Vec<u8>> {
 }
 
 /// One scenario on one boot path: its disk, its machine, its boots.
-struct Bench {
-    fixtures: &'static Fixtures,
+struct Bench<'a> {
+    fixtures: &'a Fixtures,
     path: BootPath,
     name: String,
     disk: AbnixDisk,
@@ -161,9 +207,9 @@ struct Bench {
     boots: u32,
 }
 
-impl Bench {
-    fn new(path: BootPath, scenario: &str) -> Result<Bench> {
-        let fixtures = fixtures()?;
+impl<'a> Bench<'a> {
+    fn new(shared: &'a Shared, path: BootPath, scenario: &str) -> Result<Bench<'a>> {
+        let fixtures = shared.fixtures()?;
         let name = format!("{}/{scenario}", path.name());
         let dir = paths::run_dir(&format!("boot-{}-{scenario}", path.name()))?;
         let spec = DiskSpec {
@@ -172,12 +218,7 @@ impl Bench {
             esp_size: 64 * MIB,
             rw_size: 64 * MIB,
         };
-        let disk = AbnixDisk::create(
-            &dir.join("disk.img"),
-            &spec,
-            &fixtures.bootloaders,
-            &fixtures.good_a.version,
-        )?;
+        let disk = AbnixDisk::create(&dir.join("disk.img"), &spec, &fixtures.good_a.release)?;
         let machine = Machine::new(
             "machine",
             MachineSpec::new(path.firmware()).disk(disk.path()),
@@ -198,10 +239,16 @@ impl Bench {
         paths::keep_only_logs(self.disk.path().parent().expect("a run directory"))
     }
 
-    /// Writes `fixture` into slot B and activates it with [`TRIES`], from
-    /// the host side, as the updater does.
+    /// Writes `fixture` into `slot` and activates it with `tries`, from the
+    /// host side, by the updater's executor.
+    fn update(&self, slot: Slot, fixture: &Fixture, tries: u8) -> Result<()> {
+        let config = self.fixtures.fleet.host_config()?;
+        self.disk.update(&config, slot, &fixture.signed, tries)
+    }
+
+    /// [`Bench::update`] of slot B with [`TRIES`].
     fn update_b(&self, fixture: &Fixture) -> Result<()> {
-        self.disk.update(Slot::B, &fixture.version, TRIES)
+        self.update(Slot::B, fixture, TRIES)
     }
 
     /// Switches the machine on and waits until the host of `expected`
@@ -221,7 +268,7 @@ impl Bench {
             self.boots,
             marker.at.as_secs_f64()
         );
-        let version = &expected.version;
+        let version = expected.version();
         ensure!(
             marker.field("slot") == Some(slot.name())
                 && marker.field("id") == Some(version.id.to_string().as_str()),
@@ -269,7 +316,7 @@ impl Bench {
     fn expect_slot(&self, slot: Slot, state: SlotState, version: Option<&Fixture>) -> Result<()> {
         let status = self.status()?;
         let found = status.slot(slot);
-        let version = version.map(|fixture| fixture.version.slot_info());
+        let version = version.map(Fixture::slot_info);
         ensure!(
             found.state == state && found.info == version,
             "after boot {}: slot {slot} should be {state:?} with {:?}; status: {status:#?}",
@@ -361,7 +408,7 @@ fn failing_b_falls_back_to_a(bench: &mut Bench) -> Result<()> {
         .failed_trial(Slot::A)
         .ok_or_else(|| anyhow!("no failed trial reported on A; status: {status:#?}"))?;
     ensure!(
-        failed.slot == Slot::B && failed.info == Some(b.version.slot_info()),
+        failed.slot == Slot::B && failed.info == Some(b.slot_info()),
         "the failed trial should be slot B version 2: {failed:?}"
     );
     bench.expect_slot(Slot::A, SlotState::Good, Some(&fixtures.good_a))?;
@@ -443,15 +490,15 @@ fn power_cut_during_update(bench: &mut Bench) -> Result<()> {
     let len = |path: &Path| -> Result<u64> { Ok(std::fs::metadata(path)?.len()) };
     let cuts = [
         PowerCut {
-            step: UpdateStep::Image,
-            after_bytes: len(&b.version.image)? / 2,
+            step: Step::WriteImage,
+            after_bytes: len(&b.version().image)? / 2,
         },
         PowerCut {
-            step: UpdateStep::BootFiles,
-            after_bytes: len(&b.version.kernel)? / 2,
+            step: Step::WriteBootFiles,
+            after_bytes: len(&b.version().kernel)? / 2,
         },
         PowerCut {
-            step: UpdateStep::Activate,
+            step: Step::Activate,
             after_bytes: grubenv_offset_of_slot_b(),
         },
     ];
@@ -459,9 +506,13 @@ fn power_cut_during_update(bench: &mut Bench) -> Result<()> {
     for cut in cuts {
         expect_mark_good(&mut vm)?;
         vm.expect("ABNIX-FIXTURE done then=idle", STEP)?;
-        bench
-            .disk
-            .update_with_power_cut(Slot::B, &b.version, TRIES, cut)?;
+        bench.disk.update_with_power_cut(
+            &fixtures.fleet.host_config()?,
+            Slot::B,
+            &b.signed,
+            TRIES,
+            cut,
+        )?;
         vm.power_cut()?;
         println!(
             "{}: power cut {} bytes into {:?}; B is then {:?}",
@@ -470,7 +521,7 @@ fn power_cut_during_update(bench: &mut Bench) -> Result<()> {
             cut.step,
             bench.status()?.slot(Slot::B).state
         );
-        if cut.step == UpdateStep::Activate && bench.path.bootloader() == Bootloader::Grub {
+        if cut.step == Step::Activate && bench.path.bootloader() == Bootloader::Grub {
             expect_torn_grub_state(&bench.disk)?;
         }
         bench.expect_next(Slot::A)?;
@@ -521,7 +572,7 @@ fn rescue_boots_last_good(bench: &mut Bench) -> Result<()> {
     bench.boot(b, Slot::B)?;
     bench.expect_slot(Slot::B, SlotState::Good, Some(b))?;
     // One try, which the panic uses up.
-    bench.disk.update(Slot::A, &a.version, 1)?;
+    bench.update(Slot::A, a, 1)?;
     bench.boot(a, Slot::A)?;
     bench.expect_slot(Slot::A, SlotState::Trial { tries_left: 0 }, Some(a))?;
     let garbage = abnix_testkit::images::seeded_random(grub::env::STATE_BLOCK_SIZE, 3);
@@ -548,7 +599,7 @@ fn rescue_boots_last_good(bench: &mut Bench) -> Result<()> {
 
 struct Scenario {
     name: &'static str,
-    run: fn(&mut Bench) -> Result<()>,
+    run: fn(&mut Bench<'_>) -> Result<()>,
     /// The boot paths it runs on.
     paths: &'static [BootPath],
 }
@@ -599,6 +650,8 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 fn main() {
+    let fixtures = Shared::default();
+    let shared = &fixtures;
     // Scenario by scenario, so the boot paths of one scenario run side by
     // side and a partial run still covers every bootloader.
     let cases = SCENARIOS
@@ -608,7 +661,7 @@ fn main() {
                 row: scenario.name,
                 column: path.name(),
                 run: Box::new(move || {
-                    let mut bench = Bench::new(path, scenario.name)?;
+                    let mut bench = Bench::new(shared, path, scenario.name)?;
                     (scenario.run)(&mut bench)?;
                     bench.keep_only_logs()
                 }),
@@ -617,5 +670,8 @@ fn main() {
         .collect();
     println!("a trial gets {TRIES} tries");
     // A failure to build the fixtures is reported by every case.
-    runner::main(cases, &|| drop(fixtures()));
+    let code = runner::run_cases(cases, &|| drop(shared.fixtures()));
+    // Stops the bucket's server.
+    drop(fixtures);
+    std::process::exit(code);
 }

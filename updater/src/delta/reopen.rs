@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use abnix_formats::disk::Disk;
+use abnix_formats::disk::{Disk, FaultyDisk};
 
 /// A disk that can open another handle on itself, with its own position.
 pub trait Reopen: Disk {
@@ -27,6 +27,16 @@ impl Reopen for File {
     }
 }
 
+/// The inner disk's own second handle: a fault injected for tests drops
+/// writes, and the active slot is only read through this handle.
+impl<D: Reopen> Reopen for FaultyDisk<D> {
+    type Handle = D::Handle;
+
+    fn reopen(&self) -> io::Result<D::Handle> {
+        self.get_ref().reopen()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +54,16 @@ mod tests {
         file.read_exact(&mut byte).unwrap();
         assert_eq!(&byte, b"2", "the first handle keeps its position");
         assert!(other.write_all(b"x").is_err(), "the handle is read-only");
+    }
+
+    #[test]
+    fn a_faulty_disk_reopens_its_inner_disk() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        let disk = FaultyDisk::counting(file);
+        let mut other = disk.reopen().unwrap();
+        let mut bytes = Vec::new();
+        other.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, b"0123456789");
     }
 }

@@ -725,6 +725,21 @@ impl Machine {
         }
     }
 
+    /// A run that installs `plan` at once: its steps, in the same order and
+    /// with the same ending as after a decision to install, without reading
+    /// the disk, fetching the channel's latest meta or deciding. For a
+    /// caller that chose the version and the slot itself: the machine tests
+    /// write given versions into given slots through the executor.
+    pub fn installing(setup: Setup, plan: Plan) -> Machine {
+        Machine {
+            setup,
+            cycle: Cycle::Installing {
+                plan: Box::new(plan),
+                step: Step::FetchIndex,
+            },
+        }
+    }
+
     pub fn cycle(&self) -> &Cycle {
         &self.cycle
     }

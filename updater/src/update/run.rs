@@ -7,6 +7,8 @@
 //! the slot after the image, so `mark_bad` is durable before the first
 //! byte of the image is written, and the image before the boot files.
 
+use std::ops::ControlFlow;
+
 use anyhow::Context;
 use chrono::Utc;
 
@@ -80,14 +82,30 @@ impl<'a, D: Reopen> Executor<'a, D> {
 
     /// Runs the machine to its outcome, logging each action and putting it
     /// in the unit's status line.
-    pub fn run(&mut self, mut machine: Machine) -> Outcome {
+    pub fn run(&mut self, machine: Machine) -> Outcome {
+        match self.run_until(machine, |_, _| ControlFlow::Continue(())) {
+            ControlFlow::Continue(outcome) => outcome,
+            ControlFlow::Break(()) => unreachable!("the run is never stopped"),
+        }
+    }
+
+    /// [`Executor::run`], with `before` called ahead of each action it
+    /// performs, on the disk the action is about to change: a test arms a
+    /// fault there, or stops the run between two steps (`Break`, as if the
+    /// power went out), in the order the machine keeps.
+    pub fn run_until(
+        &mut self,
+        mut machine: Machine,
+        mut before: impl FnMut(&Action, &mut SystemDisk<D>) -> ControlFlow<()>,
+    ) -> ControlFlow<(), Outcome> {
         loop {
             let action = machine.action();
             let line = action.describe();
             self.notifier.status(&line);
             if let Action::Finish(outcome) = action {
-                return outcome;
+                return ControlFlow::Continue(outcome);
             }
+            before(&action, self.disk)?;
             tracing::info!("{line}");
             let event = self.perform(action);
             machine = machine.advance(event);
@@ -316,4 +334,110 @@ fn connected<'c>(
         *channel = Some(Channel::new(remote, keys.clone()));
     }
     Ok(channel.as_ref().expect("just made"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::path::Path;
+
+    use super::*;
+    use crate::update::machine::{Clock, Device, Failure, Mode, NetworkWait, Setup, Stage};
+    use abnix_core::progress::NoProgress;
+    use abnix_formats::layout::{self, Arch, LayoutConfig};
+    use abnix_formats::sign::SecretKey;
+    use abnix_formats::slot::Slot;
+
+    /// A disk-image file with the abnix table and nothing in its
+    /// partitions: its boot state cannot be read.
+    fn bare_disk(dir: &Path) -> SystemDisk<File> {
+        let config = LayoutConfig::new(8 << 20);
+        let size = layout::min_disk_size(512, &config);
+        let layout = layout::compute(size, 512, &config).unwrap();
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join("disk.img"))
+            .unwrap();
+        file.set_len(size).unwrap();
+        layout.to_gpt(&[7; 32]).write(&mut file).unwrap();
+        SystemDisk::open(file, 512).unwrap()
+    }
+
+    fn config(dir: &Path) -> Config {
+        let key = SecretKey::generate("run-test").unwrap().public();
+        let text = format!(
+            "endpoint = \"http://127.0.0.1:9\"\nregion = \"us-east-1\"\nbucket = \"b\"\n\
+             channel = \"c\"\npath_style = true\ncredentials = \"anonymous\"\n\
+             trusted_keys = [\"{key}\"]\nstate_dir = \"{}\"\n",
+            dir.join("state").display()
+        );
+        Config::parse(&text, &dir.join("config.toml")).unwrap()
+    }
+
+    fn setup() -> Setup {
+        Setup {
+            mode: Mode::Update,
+            booted: Slot::A,
+            failed: Vec::new(),
+            slot_size: 8 << 20,
+            tries: 3,
+            network: NetworkWait::DEFAULT,
+            device: Device {
+                channel: "c".into(),
+                arch: Arch::X86_64,
+            },
+            clock: Clock {
+                now: Utc::now(),
+                trusted: true,
+                newest_signed: None,
+            },
+        }
+    }
+
+    #[test]
+    fn run_until_sees_each_action_before_it_is_performed_and_stops_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut disk = bare_disk(dir.path());
+        let config = config(dir.path());
+        let state_dir = StateDir::new(&config.state_dir);
+        let mut state = State::default();
+        let notifier = Notifier::silent();
+        let mut executor = Executor::new(
+            &mut disk,
+            &config,
+            &state_dir,
+            &mut state,
+            &NoProgress,
+            &notifier,
+        );
+
+        let mut seen = Vec::new();
+        let stopped = executor.run_until(Machine::new(setup()), |action, _| {
+            seen.push(action.clone());
+            ControlFlow::Break(())
+        });
+        assert_eq!(stopped, ControlFlow::Break(()));
+        assert_eq!(seen, [Action::ReadDisk]);
+
+        // Not stopped, the action is performed: this disk's ESP holds
+        // nothing to read, and the run ends there.
+        seen.clear();
+        let ended = executor.run_until(Machine::new(setup()), |action, _| {
+            seen.push(action.clone());
+            ControlFlow::Continue(())
+        });
+        assert_eq!(seen, [Action::ReadDisk]);
+        assert!(
+            matches!(
+                ended,
+                ControlFlow::Continue(Outcome::Failed(Failure {
+                    stage: Stage::Disk,
+                    ..
+                }))
+            ),
+            "{ended:?}"
+        );
+    }
 }

@@ -219,6 +219,44 @@ fn an_update_runs_every_step_in_order() {
 }
 
 #[test]
+fn an_install_of_a_given_plan_runs_the_same_steps() {
+    let mut machine = Machine::installing(setup(Mode::Update), *plan(2, Slot::B));
+    let mut actions = Vec::new();
+    while let action @ Action::Install { .. } = machine.action() {
+        actions.push(action);
+        machine = machine.advance(Event::StepDone);
+    }
+    let expected: Vec<Action> = STEPS
+        .iter()
+        .map(|&step| Action::Install {
+            plan: plan(2, Slot::B),
+            step,
+        })
+        .collect();
+    assert_eq!(actions, expected);
+    assert_eq!(
+        machine.action(),
+        Action::Finish(Outcome::Installed(plan(2, Slot::B)))
+    );
+
+    // A failed step ends it as it ends an update.
+    let failed = Machine::installing(setup(Mode::Update), *plan(2, Slot::B))
+        .advance(Event::StepDone)
+        .advance(Event::Failed("no room".into()));
+    assert_eq!(
+        failed.action(),
+        Action::Finish(Outcome::Failed(Failure {
+            stage: Stage::Install {
+                step: Step::CheckBootFiles,
+                plan: plan(2, Slot::B),
+            },
+            latest: Some(latest_of(2)),
+            error: "no room".into(),
+        }))
+    );
+}
+
+#[test]
 fn from_slot_b_the_update_goes_into_slot_a() {
     let status = boot_status(
         slot(Slot::A, SlotState::Bad, None),
