@@ -190,6 +190,7 @@ impl AbnixDisk {
             slot_size: disk.layout().slot(slot).size,
             tries,
             network: NetworkWait::DEFAULT,
+            machine_id: None,
             device: Device {
                 channel: config.remote.channel.clone(),
                 arch: version.meta().arch,

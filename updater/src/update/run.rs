@@ -384,6 +384,7 @@ mod tests {
             slot_size: 8 << 20,
             tries: 3,
             network: NetworkWait::DEFAULT,
+            machine_id: None,
             device: Device {
                 channel: "c".into(),
                 arch: Arch::X86_64,
