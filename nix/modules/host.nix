@@ -292,6 +292,8 @@ in
     credentialsFile = mkOption {
       type = types.either (types.enum [
         "chain"
+        "systemd"
+        "profile"
         "anonymous"
       ]) (types.strMatching "/.+");
       default = pure.defaults.credentialsFile;
@@ -299,9 +301,14 @@ in
         Where the updater's S3 credentials come from: an absolute path to a
         TOML file (`access_key_id`, `secret_access_key`, optional
         `session_token`) with mode 0600, normally on the rw partition so it is
-        never part of an image; or `"chain"` (the standard AWS chain:
-        environment, profiles, instance metadata); or `"anonymous"`. It is a
-        string, not a Nix path, so nothing is ever copied into the store.
+        never part of an image; or `"systemd"` (the systemd credential
+        `abnix.aws-credentials`, an AWS shared credentials file: point the
+        unit's `LoadCredential=` at it); or `"profile"` (root's
+        `~/.aws/credentials` and `~/.aws/config`); or `"chain"` (the
+        standard AWS chain: environment, profiles, instance metadata); or
+        `"anonymous"`. A profile other than `default` goes in a drop-in
+        (`aws_profile`, docs/cli.md). It is a string, not a Nix path, so
+        nothing is ever copied into the store.
       '';
     };
 
@@ -622,8 +629,12 @@ in
             IOSchedulingClass = "idle";
             # The state and the update lock.
             StateDirectory = "abnix";
-            # credentials = "chain" reads AWS profile files from root's home.
+            # credentials = "profile" (and "chain") read the AWS profile files
+            # in root's home.
             ProtectHome = "read-only";
+            # credentials = "systemd": the AWS shared credentials file as a
+            # credential; nothing when there is none (docs/cli.md).
+            LoadCredential = "abnix.aws-credentials";
             # `systemctl reboot` through logind, which lets callers with
             # CAP_SYS_BOOT reboot without asking polkit.
             CapabilityBoundingSet = "CAP_SYS_BOOT";

@@ -140,6 +140,7 @@ struct RawConfig {
     #[serde(default)]
     path_style: bool,
     credentials: Option<String>,
+    aws_profile: Option<String>,
     trusted_keys: Vec<String>,
     #[serde(default)]
     recovery_keys: Vec<String>,
@@ -185,19 +186,42 @@ impl Config {
             }
         })?;
 
+        let profile = raw.aws_profile.clone();
+        if let Some(name) = &profile {
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || "[]".contains(c)) {
+                return Err(invalid(
+                    "aws_profile",
+                    format!("{name:?} is not a profile name"),
+                ));
+            }
+        }
         let credentials = match raw.credentials.as_deref() {
             None | Some("chain") => CredentialSource::Chain,
             Some("anonymous") => CredentialSource::Anonymous,
+            Some("systemd") => CredentialSource::Systemd { profile },
+            Some("profile") => CredentialSource::Profile { profile },
             Some(file) if Path::new(file).is_absolute() => CredentialSource::File(file.into()),
             Some(other) => {
                 return Err(invalid(
                     "credentials",
                     format!(
-                        "{other:?} is neither \"chain\", \"anonymous\" nor an absolute file path"
+                        "{other:?} is neither \"chain\", \"systemd\", \"profile\", \"anonymous\" \
+                         nor an absolute file path"
                     ),
                 ))
             }
         };
+        if raw.aws_profile.is_some()
+            && !matches!(
+                credentials,
+                CredentialSource::Systemd { .. } | CredentialSource::Profile { .. }
+            )
+        {
+            return Err(invalid(
+                "aws_profile",
+                "only meaningful with credentials = \"systemd\" or \"profile\"".into(),
+            ));
+        }
         if let Some(endpoint) = &raw.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(invalid(
@@ -490,6 +514,36 @@ mod tests {
         assert_eq!(c.check_interval, Duration::from_secs(1800));
     }
 
+    #[test]
+    fn credential_sources() {
+        let source = |extra: &str| {
+            parse(&format!("{}{extra}\n", minimal()))
+                .unwrap()
+                .remote
+                .credentials
+        };
+        assert_eq!(
+            source("credentials = \"systemd\""),
+            CredentialSource::Systemd { profile: None }
+        );
+        assert_eq!(
+            source("credentials = \"profile\"\naws_profile = \"fleet\""),
+            CredentialSource::Profile {
+                profile: Some("fleet".into())
+            }
+        );
+        assert_eq!(
+            source("credentials = \"systemd\"\naws_profile = \"fleet\""),
+            CredentialSource::Systemd {
+                profile: Some("fleet".into())
+            }
+        );
+        assert_eq!(
+            source("credentials = \"anonymous\""),
+            CredentialSource::Anonymous
+        );
+    }
+
     /// Each bad value is refused with an error naming its field.
     #[test]
     fn invalid_values_name_their_field() {
@@ -506,6 +560,15 @@ mod tests {
             ("check_interval = \"5s\"", "check_interval"),
             ("check_interval = \"often\"", "check_interval"),
             ("credentials = \"creds.toml\"", "credentials"),
+            ("aws_profile = \"fleet\"", "aws_profile"),
+            (
+                "credentials = \"profile\"\naws_profile = \"a b\"",
+                "aws_profile",
+            ),
+            (
+                "credentials = \"systemd\"\naws_profile = \"\"",
+                "aws_profile",
+            ),
             ("endpoint = \"s3.example.com\"", "endpoint"),
             ("state_dir = \"var/lib\"", "state_dir"),
             ("trust_clock = \"sometimes\"", "trust_clock"),

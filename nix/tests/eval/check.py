@@ -230,7 +230,7 @@ def check_host(name, case):
     check(set(fs) == {"/", "/.rw-etc", "/rw", "/var", "/home", "/root"}, f"{at} mounts: {sorted(fs)}")
     machine_id = case["initrdUnits"]["abnix-machine-id.service"]
     check("initrd.target" in words(machine_id, "Install", "WantedBy"), f"{at} the machine id is not restored")
-    if abnix["credentialsFile"] not in ("chain", "anonymous"):
+    if abnix["credentialsFile"] not in ("chain", "systemd", "profile", "anonymous"):
         check(abnix["credentialsFile"].startswith("/"), f"{at} credentials {abnix['credentialsFile']}")
 
     # No boot loader, no switching, no Nix: abnix owns the disk.

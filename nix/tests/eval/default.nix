@@ -338,7 +338,7 @@ in
     reboot-unknown = refusedOption "abnix.reboot" "sometimes" "one of \"immediate\", \"window\", \"never\"";
     window-hour-24 = refusedOption "abnix.rebootWindow" "24:00-01:00" "null or daily window";
     window-empty = refusedOption "abnix.rebootWindow" "02:00-02:00" "null or daily window";
-    credentials-relative = refusedOption "abnix.credentialsFile" "credentials.toml" "one of \"chain\", \"anonymous\" or string matching the pattern /.+";
+    credentials-relative = refusedOption "abnix.credentialsFile" "credentials.toml" "one of \"chain\", \"systemd\", \"profile\", \"anonymous\" or string matching the pattern /.+";
     fs-type-unknown = refusedOption "abnix.fsType" "btrfs" "one of \"erofs\", \"ext4\"";
     bootloader-unknown = refusedOption "abnix.bootloader" "lilo" "one of \"grub\", \"systemd-boot\"";
     slot-size-bytes-suffix = refusedOption "abnix.slotSize" "4GB" "string matching the pattern ${pure.patterns.size}";

@@ -33,9 +33,13 @@ pub struct RemoteArgs {
     /// Path-style addressing (MinIO, Garage, s3s-fs).
     #[arg(long)]
     path_style: bool,
-    /// S3 credentials file (TOML, mode 0600) instead of the AWS chain.
-    #[arg(long, conflicts_with = "anonymous")]
+    /// S3 credentials file (TOML, mode 0600) instead of the config's source.
+    #[arg(long, conflicts_with_all = ["anonymous", "aws_profile"])]
     credentials: Option<PathBuf>,
+    /// This profile of the AWS shared credentials and config files
+    /// (~/.aws/credentials, ~/.aws/config) instead of the config's source.
+    #[arg(long, value_name = "NAME", conflicts_with = "anonymous")]
+    aws_profile: Option<String>,
     /// Unsigned requests (a public bucket).
     #[arg(long)]
     anonymous: bool,
@@ -72,6 +76,10 @@ impl RemoteArgs {
         remote.path_style |= self.path_style;
         if let Some(path) = &self.credentials {
             remote.credentials = CredentialSource::File(path.clone());
+        } else if let Some(profile) = &self.aws_profile {
+            remote.credentials = CredentialSource::Profile {
+                profile: Some(profile.clone()),
+            };
         } else if self.anonymous {
             remote.credentials = CredentialSource::Anonymous;
         }

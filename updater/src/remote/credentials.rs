@@ -1,28 +1,55 @@
 //! Where the S3 credentials come from (DESIGN §6: secrets never in the Nix
-//! store; a 0600 file on the rw partition, systemd credentials, or the
-//! standard AWS chain).
+//! store; a 0600 file on the rw partition, systemd credentials, the AWS
+//! profile files, or the standard AWS chain).
 
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
 use aws_credential_types::Credentials;
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+use aws_sdk_s3::config::Region;
 use serde::Deserialize;
 
 use super::RemoteError;
 
-/// How requests are authenticated.
+/// The systemd credential (`LoadCredential=`) that [`CredentialSource::Systemd`]
+/// reads from `$CREDENTIALS_DIRECTORY`: an AWS shared credentials file.
+pub const SYSTEMD_CREDENTIAL: &str = "abnix.aws-credentials";
+
+/// How requests are authenticated. Exactly one source is used: the others
+/// are not consulted, even when present (docs/cli.md, "Credentials").
 ///
-/// In TOML: `credentials = "chain"`, `credentials = "anonymous"` or
-/// `credentials = { file = "/var/lib/abnix/s3-credentials" }`.
+/// In TOML: `credentials = "chain"`, `credentials = "anonymous"`,
+/// `credentials = { file = "/var/lib/abnix/s3-credentials" }`,
+/// `credentials = { systemd = { profile = "fleet" } }` or
+/// `credentials = { profile = {} }`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum CredentialSource {
-    /// A TOML file with `access_key_id`, `secret_access_key` and optionally
-    /// `session_token`; a regular file with mode 0600 or stricter.
+    /// abnix's own TOML file with `access_key_id`, `secret_access_key` and
+    /// optionally `session_token`; a regular file with mode 0600 or
+    /// stricter.
     File(PathBuf),
+    /// The systemd credential [`SYSTEMD_CREDENTIAL`] in
+    /// `$CREDENTIALS_DIRECTORY`, in the AWS shared credentials format, read
+    /// with `profile` (or `$AWS_PROFILE`, or `default`).
+    Systemd {
+        #[serde(default)]
+        profile: Option<String>,
+    },
+    /// The AWS shared credentials and config files (`~/.aws/credentials`,
+    /// `~/.aws/config`, or `$AWS_SHARED_CREDENTIALS_FILE`,
+    /// `$AWS_CONFIG_FILE`), read with `profile` (or `$AWS_PROFILE`, or
+    /// `default`); each file mode 0600 or stricter.
+    Profile {
+        #[serde(default)]
+        profile: Option<String>,
+    },
     /// aws-config's default chain: environment variables, profile files,
     /// web identity, ECS and EC2 instance metadata.
     #[default]
@@ -49,30 +76,122 @@ impl fmt::Debug for CredentialsFile {
     }
 }
 
-/// Reads static credentials from `path`, refusing a file that others can
-/// read or that is not a regular file.
+/// Reads static credentials from abnix's own credentials file.
 pub(crate) fn read_credentials_file(path: &Path) -> Result<Credentials, RemoteError> {
-    let refuse = |what: String| RemoteError::Credentials(format!("{}: {what}", path.display()));
-    let mut file = File::open(path).map_err(|e| refuse(format!("cannot open: {e}")))?;
+    let text = read_private_file(path)?.ok_or_else(|| {
+        refuse(
+            path,
+            format!("cannot open: {}", std::io::Error::from(ErrorKind::NotFound)),
+        )
+    })?;
+    parse_credentials(&text).map_err(|e| refuse(path, e))
+}
+
+fn refuse(path: &Path, what: String) -> RemoteError {
+    RemoteError::Credentials(format!("{}: {what}", path.display()))
+}
+
+/// Reads a file that holds secrets, or `None` when it does not exist;
+/// refuses one that others can read or that is not a regular file.
+fn read_private_file(path: &Path) -> Result<Option<String>, RemoteError> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(refuse(path, format!("cannot open: {e}"))),
+    };
     // Checked on the open file, not the path, so the file checked is the file read.
     let metadata = file
         .metadata()
-        .map_err(|e| refuse(format!("cannot stat: {e}")))?;
+        .map_err(|e| refuse(path, format!("cannot stat: {e}")))?;
     if !metadata.is_file() {
-        return Err(refuse("not a regular file".into()));
+        return Err(refuse(path, "not a regular file".into()));
     }
     // Owner-only modes pass, including systemd's LoadCredential= files,
     // which are 0400 (systemd src/core/exec-credential.c, write_credential).
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        return Err(refuse(format!(
-            "mode {mode:04o} lets others read it; must be 0600 or stricter"
-        )));
+        return Err(refuse(
+            path,
+            format!("mode {mode:04o} lets others read it; must be 0600 or stricter"),
+        ));
     }
     let mut text = String::new();
     file.read_to_string(&mut text)
-        .map_err(|e| refuse(format!("cannot read: {e}")))?;
-    parse_credentials(&text).map_err(refuse)
+        .map_err(|e| refuse(path, format!("cannot read: {e}")))?;
+    Ok(Some(text))
+}
+
+/// The AWS profile files of a [`CredentialSource::Systemd`] or
+/// [`CredentialSource::Profile`] source, read now (each through the 0600
+/// check), handed to aws-config's profile provider as their contents.
+pub(crate) fn profile_provider(
+    source: &CredentialSource,
+    region: &Region,
+) -> Result<ProfileFileCredentialsProvider, RemoteError> {
+    let (files, profile) = match source {
+        CredentialSource::Systemd { profile } => {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                RemoteError::Credentials(format!(
+                    "credentials = \"systemd\": $CREDENTIALS_DIRECTORY is not set \
+                     (run by systemd with LoadCredential={SYSTEMD_CREDENTIAL})"
+                ))
+            })?;
+            let path = Path::new(&dir).join(SYSTEMD_CREDENTIAL);
+            (vec![(EnvConfigFileKind::Credentials, path)], profile)
+        }
+        CredentialSource::Profile { profile } => (aws_profile_files()?, profile),
+        other => unreachable!("{other:?} has no profile files"),
+    };
+    let mut builder = EnvConfigFiles::builder();
+    let mut found = 0;
+    for (kind, path) in &files {
+        if let Some(text) = read_private_file(path)? {
+            builder = builder.with_contents(*kind, text);
+            found += 1;
+        }
+    }
+    if found == 0 {
+        let names: Vec<String> = files.iter().map(|(_, p)| p.display().to_string()).collect();
+        return Err(RemoteError::Credentials(format!(
+            "{}: no such file",
+            names.join(" nor ")
+        )));
+    }
+    let mut provider = ProfileFileCredentialsProvider::builder()
+        .configure(&ProviderConfig::default().with_region(Some(region.clone())))
+        .profile_files(builder.build());
+    if let Some(profile) = profile {
+        provider = provider.profile_name(profile);
+    }
+    Ok(provider.build())
+}
+
+/// Where the AWS tools look for the shared credentials and config files.
+fn aws_profile_files() -> Result<Vec<(EnvConfigFileKind, PathBuf)>, RemoteError> {
+    // $HOME, else the user's home from the password database, as the AWS CLI
+    // (Python's expanduser) does: a system service has no $HOME.
+    let home = std::env::home_dir().unwrap_or_default();
+    let expand = |text: std::ffi::OsString| match text.to_str().and_then(|t| t.strip_prefix("~/")) {
+        Some(rest) => home.join(rest),
+        None => PathBuf::from(text),
+    };
+    let path = |var: &str, default: &str| match std::env::var_os(var) {
+        Some(text) => Ok(expand(text)),
+        None if home.as_os_str().is_empty() => Err(RemoteError::Credentials(format!(
+            "no home directory to find {default} in, and ${var} is not set"
+        ))),
+        None => Ok(home.join(default)),
+    };
+    Ok(vec![
+        (
+            EnvConfigFileKind::Credentials,
+            path("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials")?,
+        ),
+        (
+            EnvConfigFileKind::Config,
+            path("AWS_CONFIG_FILE", ".aws/config")?,
+        ),
+    ])
 }
 
 /// Parses the TOML of a credentials file. Errors carry the line but never
@@ -210,6 +329,16 @@ mod tests {
         assert_eq!(
             parse("credentials = { file = \"/var/lib/abnix/s3\" }").unwrap(),
             CredentialSource::File("/var/lib/abnix/s3".into())
+        );
+        assert_eq!(
+            parse("credentials = { systemd = { profile = \"fleet\" } }").unwrap(),
+            CredentialSource::Systemd {
+                profile: Some("fleet".into())
+            }
+        );
+        assert_eq!(
+            parse("credentials = { profile = {} }").unwrap(),
+            CredentialSource::Profile { profile: None }
         );
         assert!(parse("credentials = \"env\"").is_err());
     }

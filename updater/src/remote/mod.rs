@@ -30,7 +30,7 @@ use serde::Deserialize;
 use tokio::runtime::Runtime;
 use tracing::debug;
 
-pub use credentials::CredentialSource;
+pub use credentials::{CredentialSource, SYSTEMD_CREDENTIAL};
 pub use error::RemoteError;
 pub use reader::ObjectReader;
 pub use retry::{MinRate, RetryPolicy, Timeouts, TransferLimits};
@@ -242,6 +242,13 @@ impl Remote {
         builder = match &config.credentials {
             CredentialSource::File(path) => {
                 builder.credentials_provider(credentials::read_credentials_file(path)?)
+            }
+            source @ (CredentialSource::Systemd { .. } | CredentialSource::Profile { .. }) => {
+                let _inside = runtime.enter();
+                builder.credentials_provider(credentials::profile_provider(
+                    source,
+                    &Region::new(config.region.clone()),
+                )?)
             }
             CredentialSource::Chain => {
                 let chain = runtime.block_on(
