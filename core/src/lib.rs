@@ -15,6 +15,7 @@ pub mod delta;
 pub mod errors;
 pub mod grow;
 pub mod host;
+pub mod logging;
 pub mod pack;
 pub mod pipeline;
 pub mod progress;
