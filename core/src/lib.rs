@@ -11,6 +11,7 @@ pub mod blockdev;
 pub mod boot;
 pub mod bundle;
 pub mod errors;
+pub mod logging;
 pub mod pack;
 pub mod pipeline;
 pub mod progress;

@@ -4,7 +4,7 @@
 //! checks it without writing ([`install::prepare`]), the plan is shown and
 //! counted down, then written ([`install::Plan::install`]).
 
-use std::io::{self, IsTerminal};
+use std::io;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -24,18 +24,11 @@ use settings::{Args, Settings};
 const EXIT_WRITE_FAILED: u8 = 3;
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    abnix_core::logging::init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("abnix-install: error: {}", error_text(err.as_ref()));
+            abnix_core::logging::report_error("abnix-install", &error_text(err.as_ref()));
             let wrote = err
                 .downcast_ref::<InstallError>()
                 .is_some_and(|e| matches!(e, InstallError::Failed { .. }));

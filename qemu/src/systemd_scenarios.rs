@@ -22,12 +22,15 @@
 //! - **b, unhealthy version falls back**: version 4's success unit fails,
 //!   so `boot-complete.target` is never reached; the health deadline
 //!   reboots its trial boots until the tries run out and the boot loader
-//!   falls back; version 3 reports it failed, and its check refuses it.
+//!   falls back; version 3 reports it failed, and its check refuses it,
+//!   with a warning `journalctl -p warning -u abnix-update` shows, its
+//!   version as a field.
 //!
 //! The host reports each boot on the console (`fixture-report.service`,
 //! after `abnix-mark-good.service`, and again after each update run): the
 //! lines of `systemd-analyze verify`, `journalctl -u abnix-mark-good`, the
-//! size of `/rw` and the status.
+//! size of `/rw`, the updater's warnings in the journal
+//! (`journalctl -p warning -u abnix-update`) and the status.
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +116,9 @@ struct Report {
     lines: Vec<String>,
     /// `journalctl -u abnix-mark-good` of this boot.
     journal: Vec<String>,
+    /// `journalctl -p warning -u abnix-update` of this boot, as JSON
+    /// objects.
+    warnings: Vec<serde_json::Value>,
     status: HostStatus,
 }
 
@@ -164,9 +170,18 @@ fn expect_report(story: &mut Story) -> Result<Report> {
                 .map(|(_, rest)| rest.to_owned())
         })
         .collect();
+    let warnings = lines
+        .iter()
+        .filter_map(|line| line.split_once("ABNIX-WARNING ").map(|(_, json)| json))
+        .map(|json| {
+            serde_json::from_str(json)
+                .with_context(|| format!("parsing a journal entry the host printed: {json}"))
+        })
+        .collect::<Result<_>>()?;
     Ok(Report {
         lines,
         journal,
+        warnings,
         status,
     })
 }
@@ -516,6 +531,30 @@ fn unhealthy_falls_back(story: &mut Story) -> Result<String> {
     story.say(format!("updater: {}", after_colon(&line.text)));
     // The report after the check.
     let report = expect_report(story)?;
+    // Logged natively to the journal: at priority warning, with the
+    // version as a field.
+    let warning = report
+        .warnings
+        .iter()
+        .find(|entry| {
+            entry["MESSAGE"]
+                .as_str()
+                .is_some_and(|message| message.contains("ignored version 4: it failed before"))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "journalctl -p warning -u abnix-update should show the refusal of version 4: {:?}",
+                report.warnings
+            )
+        })?;
+    ensure!(
+        warning["PRIORITY"] == "4" && warning["ABNIX_VERSION"] == "4",
+        "the refusal should be logged at priority 4 (warning) with ABNIX_VERSION=4: {warning}"
+    );
+    story.say(format!(
+        "journalctl -p warning -u abnix-update: PRIORITY=4 ABNIX_VERSION=4 {}",
+        warning["MESSAGE"]
+    ));
     let failed = report
         .status
         .failed_versions

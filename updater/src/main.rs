@@ -42,7 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    cmd::init_logging();
+    abnix_core::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(args) => cmd::keygen::run(args),
@@ -59,9 +59,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!(
-                "abnix-update: error: {}",
-                abnix_core::errors::error_text(err.as_ref())
+            abnix_core::logging::report_error(
+                "abnix-update",
+                &abnix_core::errors::error_text(err.as_ref()),
             );
             ExitCode::FAILURE
         }

@@ -126,13 +126,15 @@ pub fn run_cycle(
     state_dir
         .save(&state)
         .with_context(|| format!("saving the state in {}", state_dir.path().display()))?;
+    // The channel's latest version, as a field of the journal's entry.
+    let version = outcome.latest().map(|latest| latest.version);
     match &outcome {
-        o if o.is_error() => tracing::error!("{o}"),
+        o if o.is_error() => tracing::error!(version, "{o}"),
         Outcome::Skipped {
             reason: Skip::NotNewer { .. } | Skip::FailedBefore { .. },
             ..
-        } => tracing::warn!("{outcome}"),
-        o => tracing::info!("{o}"),
+        } => tracing::warn!(version, "{outcome}"),
+        o => tracing::info!(version, "{o}"),
     }
     notifier.status(&outcome.to_string());
     Ok(CycleRun {
