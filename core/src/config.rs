@@ -17,6 +17,7 @@ use crate::reboot::{DailyWindow, RebootPolicy};
 use crate::remote::{
     CredentialSource, MinRate, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
+use crate::report::ReportTarget;
 use crate::units::{parse_duration, parse_size};
 use abnix_formats::sign::{PublicKey, TrustedKeys};
 
@@ -75,6 +76,8 @@ pub struct Config {
     pub update_deadline: Duration,
     /// Downloads slower than this fail.
     pub min_transfer_rate: MinRate,
+    /// Where this host writes its reports, if it does (off by default).
+    pub report: Option<ReportTarget>,
 }
 
 impl Config {
@@ -154,6 +157,10 @@ struct RawConfig {
     check_deadline: Option<String>,
     update_deadline: Option<String>,
     min_transfer_rate: Option<String>,
+    #[serde(default)]
+    report: bool,
+    report_credentials: Option<PathBuf>,
+    report_bucket: Option<String>,
 }
 
 impl Config {
@@ -350,6 +357,39 @@ impl Config {
             ));
         }
 
+        let report = match (raw.report, raw.report_credentials) {
+            (false, None) if raw.report_bucket.is_none() => None,
+            (false, _) => {
+                return Err(invalid(
+                    "report",
+                    "report_credentials and report_bucket need report = true".into(),
+                ))
+            }
+            (true, None) => return Err(invalid(
+                "report_credentials",
+                "required when report = true: reports are written with credentials of their own"
+                    .into(),
+            )),
+            (true, Some(credentials)) if !credentials.is_absolute() => {
+                return Err(invalid(
+                    "report_credentials",
+                    format!("{} is not an absolute path", credentials.display()),
+                ))
+            }
+            (true, Some(credentials)) => Some(ReportTarget {
+                bucket: raw.report_bucket.unwrap_or_else(|| raw.bucket.clone()),
+                credentials,
+            }),
+        };
+        if let Some(bucket) = report.as_ref().map(|r| &r.bucket) {
+            if bucket.is_empty() || bucket.contains(char::is_whitespace) || bucket.contains('/') {
+                return Err(invalid(
+                    "report_bucket",
+                    format!("{bucket:?} must be non-empty, without spaces or '/'"),
+                ));
+            }
+        }
+
         Ok(Config {
             remote: RemoteConfig {
                 endpoint: raw.endpoint,
@@ -372,6 +412,7 @@ impl Config {
             check_deadline,
             update_deadline,
             min_transfer_rate,
+            report,
         })
     }
 }
@@ -427,6 +468,22 @@ mod tests {
             Some(DEFAULT_CHECK_DEADLINE)
         );
         assert_eq!(update.min_rate, Some(DEFAULT_MIN_TRANSFER_RATE));
+        assert_eq!(c.report, None, "reporting is off by default");
+    }
+
+    #[test]
+    fn reports_take_credentials_of_their_own() {
+        let on = "report = true\nreport_credentials = \"/var/lib/abnix/report.toml\"\n";
+        let c = parse(&format!("{}{on}", minimal())).unwrap();
+        assert_eq!(
+            c.report,
+            Some(ReportTarget {
+                bucket: "fleet".into(),
+                credentials: "/var/lib/abnix/report.toml".into()
+            })
+        );
+        let c = parse(&format!("{}{on}report_bucket = \"reports\"\n", minimal())).unwrap();
+        assert_eq!(c.report.unwrap().bucket, "reports");
     }
 
     #[test]
@@ -514,6 +571,18 @@ mod tests {
             ("min_transfer_rate = \"1K\"", "min_transfer_rate"),
             ("min_transfer_rate = \"0/60s\"", "min_transfer_rate"),
             ("min_transfer_rate = \"1K/fast\"", "min_transfer_rate"),
+            ("report = true", "report_credentials"),
+            (
+                "report = true\nreport_credentials = \"report.toml\"",
+                "report_credentials",
+            ),
+            ("report_credentials = \"/r.toml\"", "report"),
+            ("report_bucket = \"r\"", "report"),
+            (
+                "report = true\nreport_credentials = \"/r.toml\"\nreport_bucket = \"a/b\"",
+                "report_bucket",
+            ),
+            ("report = \"yes\"", "report"),
             ("recovery_keys = [\"nokey\"]", "recovery_keys[0]"),
             ("revoked_keys = [1]", "revoked_keys"),
             // Values of the wrong type.

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod publish;
 pub mod reboot;
 pub mod remote;
+pub mod report;
 pub mod rwfs;
 pub mod state;
 pub mod system_disk;

@@ -16,6 +16,7 @@ pub mod gpt;
 pub mod index;
 pub mod layout;
 pub mod meta;
+pub mod report;
 pub mod sign;
 pub mod slot;
 #[cfg(any(test, feature = "testutil"))]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use abnix_core::blockdev::SysRoot;
 use abnix_core::config::{self, Config};
 use abnix_core::host::{Host, HostOverrides};
+use abnix_core::report::{self, Reporter};
 use abnix_core::state::{Lock, StateDir};
 use abnix_core::update::LOCK_WAIT;
 use abnix_formats::slot::Slot;
@@ -23,6 +24,10 @@ pub struct DeviceArgs {
     /// /proc/cmdline. The booted slot is then not checked against /.
     #[arg(long)]
     pub cmdline: Option<String>,
+    /// The file holding this host's machine id, named in its reports (for
+    /// tests and images).
+    #[arg(long, default_value = report::MACHINE_ID_FILE)]
+    pub machine_id_file: PathBuf,
 }
 
 impl DeviceArgs {
@@ -33,6 +38,15 @@ impl DeviceArgs {
     /// Whether the disk or the command line is not the running host's.
     pub fn overridden(&self) -> bool {
         self.disk.is_some() || self.cmdline.is_some()
+    }
+
+    /// What writes this host's reports (when the config turns them on).
+    pub fn reporter<'a>(&'a self, config: &'a Config, state_dir: &'a StateDir) -> Reporter<'a> {
+        Reporter {
+            config,
+            state_dir,
+            machine_id_file: &self.machine_id_file,
+        }
     }
 
     pub fn open_host(&self) -> anyhow::Result<Host> {

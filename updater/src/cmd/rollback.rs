@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use abnix_core::state::FailedVersion;
 use abnix_core::update::{records, rollback_plan, RollbackHow};
 use abnix_formats::fat::FatFs;
+use abnix_formats::report::ReportEvent;
 use anyhow::Context;
 use chrono::Utc;
 
@@ -81,5 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plan.to_version.version,
         plan.to_version.label
     );
+    drop(boot);
+    args.device
+        .reporter(&config, &state_dir)
+        .after(ReportEvent::Rollback, &mut host);
     Ok(ExitCode::SUCCESS)
 }

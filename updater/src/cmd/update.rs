@@ -21,6 +21,7 @@ use abnix_core::update::notify::{Notifier, NotifyingProgress};
 use abnix_core::update::restart;
 use abnix_core::update::run::Executor;
 use abnix_formats::layout::Arch;
+use abnix_formats::report::ReportEvent;
 use anyhow::Context;
 use chrono::{Local, Utc};
 
@@ -77,13 +78,14 @@ pub fn run_cycle(
         .load()
         .with_context(|| format!("reading the state in {}", state_dir.path().display()))?;
     let notifier = Notifier::from_env();
-    let outcome = match device.open_host() {
+    let mut host = device.open_host();
+    let outcome = match &mut host {
         Err(e) => Outcome::Failed(Failure {
             stage: Stage::Disk,
             latest: None,
             error: error_text(e.as_ref()),
         }),
-        Ok(mut host) => match host.booted.clone() {
+        Ok(host) => match host.booted.clone() {
             Err(e) => Outcome::Refused(Refusal::BootedUnknown(e.to_string())),
             Ok(booted) => {
                 let slot = host.disk.layout().slot(booted.other());
@@ -134,6 +136,14 @@ pub fn run_cycle(
         o => tracing::info!("{o}"),
     }
     notifier.status(&outcome.to_string());
+    // Once the outcome is saved: the report can only add, never lose.
+    if let Ok(host) = &mut host {
+        let event = match update {
+            true => ReportEvent::Update,
+            false => ReportEvent::Check,
+        };
+        device.reporter(config, &state_dir).after(event, host);
+    }
     Ok(CycleRun {
         outcome,
         state_dir,

@@ -1,0 +1,201 @@
+//! Host reports (docs/cli.md, "Reports") through the real binary against
+//! the real S3 server (s3s-fs) behind the fault proxy: written after an
+//! update and a mark-good, bounded in rate; a bucket that refuses or
+//! stalls them fails and holds up nothing; off, nothing is written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use abnix_formats::report::{Report, ReportEvent, ReportedState};
+use abnix_formats::slot::Slot;
+use common::{assert_exit, stderr, Device, Fleet, MIB};
+
+const MACHINE_ID: &str = "5f1c0a3e9b7d4c2a8e6f0b1d3c5a7e9f";
+
+/// Turns reports on with the credentials in `credentials`, the machine id
+/// being `machine_id`.
+fn enable_reports(device: &Device, credentials: &Path, machine_id: &str) {
+    let id_file = device.dir.path().join("machine-id");
+    std::fs::write(&id_file, format!("{machine_id}\n")).unwrap();
+    device.set_config("report", "true");
+    device.set_config(
+        "report_credentials",
+        &format!("\"{}\"", credentials.display()),
+    );
+}
+
+fn run(device: &Device, slot: Slot, command: &str) -> Output {
+    let id_file = device.dir.path().join("machine-id");
+    device
+        .command(
+            slot,
+            command,
+            &["--machine-id-file", id_file.to_str().unwrap()],
+        )
+        .output()
+        .unwrap()
+}
+
+/// The host's report as the bucket holds it, if there is one.
+fn report(fleet: &Fleet) -> Option<Report> {
+    let path = fleet.channel_object_file("kiosk", &format!("hosts/{MACHINE_ID}.json"));
+    let bytes = std::fs::read(path).ok()?;
+    Some(Report::parse(&bytes).unwrap())
+}
+
+fn puts(fleet: &Fleet) -> usize {
+    fleet
+        .proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count()
+}
+
+/// The report credentials: the server's own key (s3s-fs has one), in a
+/// file of their own.
+fn report_credentials(fleet: &Fleet, device: &Device) -> PathBuf {
+    abnix_testkit::credentials_file(device.dir.path(), &fleet.server)
+}
+
+#[test]
+fn a_report_is_written_after_update_and_mark_good_and_not_repeated_at_once() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    let credentials = report_credentials(&fleet, &device);
+    enable_reports(&device, &credentials, MACHINE_ID);
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish(&v2);
+
+    assert_exit(&run(&device, Slot::A, "update"), 4);
+    let after_update = report(&fleet).expect("a report after the update");
+    assert_eq!(after_update.event, ReportEvent::Update);
+    assert_eq!(after_update.machine_id.as_str(), MACHINE_ID);
+    assert_eq!(after_update.booted, Some(Slot::A));
+    assert_eq!(after_update.version, Some(1));
+    assert_eq!(after_update.pending_reboot, Some(2));
+    assert_eq!(after_update.slots[1].state, ReportedState::Trial);
+    assert_eq!(after_update.slots[1].label.as_deref(), Some("kiosk 2"));
+    let last = after_update.last_result.as_ref().unwrap();
+    assert_eq!(last.latest, Some(2));
+
+    assert_eq!(device.power_on(), Slot::B);
+    assert_exit(&run(&device, Slot::B, "mark-good"), 0);
+    let after_mark_good = report(&fleet).expect("a report after mark-good");
+    assert_eq!(after_mark_good.event, ReportEvent::MarkGood);
+    assert_eq!(after_mark_good.booted, Some(Slot::B));
+    assert_eq!(after_mark_good.version, Some(2));
+    assert_eq!(after_mark_good.pending_reboot, None);
+    assert_eq!(after_mark_good.slots[1].state, ReportedState::Good);
+
+    // The rate: a check right after, saying the same about the slots, is
+    // not reported again.
+    fleet.proxy.clear_requests();
+    assert_exit(&run(&device, Slot::B, "check"), 3);
+    assert_eq!(puts(&fleet), 0, "a report repeated within the interval");
+    assert_eq!(report(&fleet).unwrap().event, ReportEvent::MarkGood);
+}
+
+#[test]
+fn a_bucket_that_stalls_or_refuses_reports_neither_fails_nor_holds_up_the_update() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    let credentials = report_credentials(&fleet, &device);
+    enable_reports(&device, &credentials, MACHINE_ID);
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish(&v2);
+
+    // Every PUT held open: the proxy lets go after 2 minutes; the report
+    // gives up after 10 s (REPORT_DEADLINE), where the bucket's default
+    // settings would wait a minute (the operation timeout) or more.
+    fleet.proxy.hold_every_put(true);
+    let started = Instant::now();
+    let id_file = device.dir.path().join("machine-id");
+    let mut child = device
+        .command(
+            Slot::A,
+            "update",
+            &["--machine-id-file", id_file.to_str().unwrap()],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(45) {
+            child.kill().unwrap();
+            panic!("the update waited for its report longer than 45 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!("update with stalled reports: {:.1?}", started.elapsed());
+    assert_exit(&out, 4);
+    assert!(
+        stderr(&out).contains("WARN") && stderr(&out).contains("no report written after update"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(puts(&fleet) >= 1, "the report was tried");
+    assert_eq!(report(&fleet), None);
+    fleet.proxy.hold_every_put(false);
+
+    // Credentials the bucket refuses.
+    std::fs::write(
+        &credentials,
+        format!(
+            "access_key_id = \"{}\"\nsecret_access_key = \"wrong\"\n",
+            fleet.server.access_key()
+        ),
+    )
+    .unwrap();
+    assert_eq!(device.power_on(), Slot::B);
+    let out = run(&device, Slot::B, "mark-good");
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("no report written after mark-good"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(report(&fleet), None);
+    assert_eq!(device.slots(Slot::B)[1], ("good".to_owned(), Some(2)));
+}
+
+#[test]
+fn reporting_off_writes_nothing_and_a_bad_machine_id_is_never_a_key() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish(&v2);
+    fleet.proxy.clear_requests();
+
+    // Off by default, even with a machine id at hand.
+    std::fs::write(
+        device.dir.path().join("machine-id"),
+        format!("{MACHINE_ID}\n"),
+    )
+    .unwrap();
+    assert_exit(&run(&device, Slot::A, "update"), 4);
+    assert_eq!(device.power_on(), Slot::B);
+    assert_exit(&run(&device, Slot::B, "mark-good"), 0);
+    assert_exit(&run(&device, Slot::B, "rollback"), 0);
+    assert_eq!(puts(&fleet), 0);
+    assert!(!fleet.channel_object_file("kiosk", "hosts").exists());
+
+    // On, with a machine id that would climb out of the hosts' folder.
+    let credentials = report_credentials(&fleet, &device);
+    enable_reports(&device, &credentials, "../../../kiosk");
+    let out = run(&device, Slot::B, "check");
+    assert!(
+        stderr(&out).contains("is not a machine id"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(puts(&fleet), 0);
+}
