@@ -13,6 +13,7 @@ pub mod channel;
 pub mod config;
 pub mod delta;
 pub mod errors;
+pub mod fleet;
 pub mod grow;
 pub mod host;
 pub mod pack;

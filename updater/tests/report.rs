@@ -199,3 +199,144 @@ fn reporting_off_writes_nothing_and_a_bad_machine_id_is_never_a_key() {
     );
     assert_eq!(puts(&fleet), 0);
 }
+
+/// `abnix-update fleet` over the channel, the reports read with the
+/// operator's credentials.
+fn fleet_command(fleet: &Fleet, device: &Device, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_abnix-update"))
+        .arg("fleet")
+        .args(args)
+        .args([
+            "--endpoint",
+            &fleet.server.endpoint(),
+            "--region",
+            "us-east-1",
+        ])
+        .args([
+            "--bucket",
+            fleet.server.bucket(),
+            "--prefix",
+            common::PREFIX,
+        ])
+        .args([
+            "--channel",
+            common::CHANNEL,
+            "--path-style",
+            "--credentials",
+        ])
+        .arg(report_credentials_path(device))
+        .args(["--trusted-key", &fleet.public_key()])
+        .output()
+        .unwrap()
+}
+
+fn report_credentials_path(device: &Device) -> PathBuf {
+    device.dir.path().join("s3-credentials.toml")
+}
+
+/// Puts `bytes` as the report of `machine_id`, as any holder of the report
+/// credentials can.
+fn put_report(fleet: &Fleet, machine_id: &str, bytes: &[u8]) {
+    let remote = fleet.channel(&fleet.key).remote().clone();
+    let key = remote.config().object_key(&format!("hosts/{machine_id}"));
+    remote.put_bytes(&key, bytes).unwrap();
+}
+
+/// The DOM of `page` once headless Chromium has loaded it (and run any
+/// script it would run).
+fn rendered_dom(page: &Path, scratch: &Path) -> String {
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!(
+            "--user-data-dir={}",
+            scratch.join("chromium").display()
+        ))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("running chromium (scripts/setup installs Debian's chromium)");
+    assert!(out.status.success(), "chromium: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn fleet_shows_the_reports_as_text_json_and_a_static_page_that_runs_no_hostile_script() {
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    let device = Device::install(&fleet, &v1, "never");
+    let credentials = report_credentials(&fleet, &device);
+    enable_reports(&device, &credentials, MACHINE_ID);
+    let v2 = fleet.version(2, 8 * MIB);
+    fleet.publish(&v2);
+    assert_exit(&run(&device, Slot::A, "update"), 4);
+
+    // Other hosts' reports: an old one of a host gone silent, a hostile
+    // one (markup in its texts), one that does not parse, and an object
+    // that is no report.
+    let mut silent = report(&fleet).unwrap();
+    let silent_id = "1".repeat(32);
+    silent.machine_id = silent_id.parse().unwrap();
+    silent.at -= chrono::Duration::days(30);
+    silent.pending_reboot = None;
+    put_report(&fleet, &format!("{silent_id}.json"), &silent.to_json());
+    let mut hostile = report(&fleet).unwrap();
+    let hostile_id = "2".repeat(32);
+    hostile.machine_id = hostile_id.parse().unwrap();
+    hostile.slots[0].label =
+        Some("<script>document.body.setAttribute('data-pwned','1')</script>".into());
+    hostile.last_result.as_mut().unwrap().result =
+        "<img src=x onerror=\"document.body.setAttribute('data-pwned','2')\">".into();
+    put_report(&fleet, &format!("{hostile_id}.json"), &hostile.to_json());
+    let broken_id = "3".repeat(32);
+    put_report(&fleet, &format!("{broken_id}.json"), b"<html>not a report");
+    put_report(&fleet, "index.html", b"hello");
+
+    let page = device.dir.path().join("fleet.html");
+    let out = fleet_command(
+        &fleet,
+        &device,
+        &["--json", "--html", page.to_str().unwrap()],
+    );
+    assert_exit(&out, 0);
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["hosts"], 4);
+    assert_eq!(view["versions"][0]["version"], 1);
+    assert_eq!(view["versions"][0]["hosts"], 3);
+    assert_eq!(view["silent"], serde_json::json!([silent_id]));
+    assert_eq!(view["unreadable"], serde_json::json!([broken_id]));
+    assert_eq!(view["skipped"]["not_reports"], 1);
+    assert_eq!(view["rollout"]["version"], 2);
+    assert_eq!(view["rollout"]["pending_reboot"], 2);
+    assert_eq!(view["rollout"]["running"], 0);
+
+    let out = fleet_command(&fleet, &device, &[]);
+    assert_exit(&out, 0);
+    let text = common::stdout(&out);
+    assert!(text.contains("channel kiosk: 4 hosts"), "{text}");
+    assert!(
+        text.contains(
+            "latest version 2 \"kiosk 2\": running on 0 of 4 hosts, waiting for a reboot on 2"
+        ),
+        "{text}"
+    );
+
+    let dom = rendered_dom(&page, device.dir.path());
+    for id in [MACHINE_ID, &silent_id, &hostile_id, &broken_id] {
+        assert!(
+            dom.contains(&format!("<td>{id}</td>")),
+            "{id} missing:\n{dom}"
+        );
+    }
+    assert!(dom.contains("<td>kiosk 1</td>"), "{dom}");
+    assert!(dom.contains("class=\"silent\""), "{dom}");
+    assert!(
+        dom.contains("&lt;script&gt;document.body.setAttribute"),
+        "{dom}"
+    );
+    assert!(
+        !dom.contains("data-pwned=\""),
+        "a report's script ran:\n{dom}"
+    );
+    assert!(!dom.contains("<img"), "{dom}");
+}
