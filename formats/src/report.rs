@@ -414,6 +414,15 @@ mod tests {
         );
     }
 
+    /// The fuzz target's seed is a report the target accepts.
+    #[test]
+    fn the_fuzz_seed_parses() {
+        let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds/report_parse/update.json");
+        let report = Report::parse(&std::fs::read(seed).unwrap()).unwrap();
+        assert_eq!(report.pending_reboot, Some(2));
+    }
+
     #[test]
     fn a_report_round_trips() {
         let report = report();
