@@ -213,7 +213,9 @@ impl Config {
                 ));
             }
         }
-        for (field, value) in [("bucket", &raw.bucket), ("channel", &raw.channel)] {
+        let names = [("bucket", &raw.bucket), ("channel", &raw.channel)];
+        let report_bucket = raw.report_bucket.as_ref().map(|b| ("report_bucket", b));
+        for (field, value) in names.into_iter().chain(report_bucket) {
             if value.is_empty() || value.contains(char::is_whitespace) || value.contains('/') {
                 return Err(invalid(
                     field,
@@ -381,14 +383,6 @@ impl Config {
                 credentials,
             }),
         };
-        if let Some(bucket) = report.as_ref().map(|r| &r.bucket) {
-            if bucket.is_empty() || bucket.contains(char::is_whitespace) || bucket.contains('/') {
-                return Err(invalid(
-                    "report_bucket",
-                    format!("{bucket:?} must be non-empty, without spaces or '/'"),
-                ));
-            }
-        }
 
         Ok(Config {
             remote: RemoteConfig {

@@ -61,8 +61,9 @@ fn report_credentials(fleet: &Fleet, device: &Device) -> PathBuf {
     abnix_testkit::credentials_file(device.dir.path(), &fleet.server)
 }
 
-#[test]
-fn a_report_is_written_after_update_and_mark_good_and_not_repeated_at_once() {
+/// A host on version 1 with reports on, version 2 published; and its
+/// report credentials.
+fn reporting_host() -> (Fleet, Device, PathBuf) {
     let fleet = Fleet::new();
     let v1 = fleet.version(1, 8 * MIB);
     let device = Device::install(&fleet, &v1, "never");
@@ -70,6 +71,12 @@ fn a_report_is_written_after_update_and_mark_good_and_not_repeated_at_once() {
     enable_reports(&device, &credentials, MACHINE_ID);
     let v2 = fleet.version(2, 8 * MIB);
     fleet.publish(&v2);
+    (fleet, device, credentials)
+}
+
+#[test]
+fn a_report_is_written_after_update_and_mark_good_and_not_repeated_at_once() {
+    let (fleet, device, _) = reporting_host();
 
     assert_exit(&run(&device, Slot::A, "update"), 4);
     let after_update = report(&fleet).expect("a report after the update");
@@ -102,13 +109,7 @@ fn a_report_is_written_after_update_and_mark_good_and_not_repeated_at_once() {
 
 #[test]
 fn a_bucket_that_stalls_or_refuses_reports_neither_fails_nor_holds_up_the_update() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
-    let credentials = report_credentials(&fleet, &device);
-    enable_reports(&device, &credentials, MACHINE_ID);
-    let v2 = fleet.version(2, 8 * MIB);
-    fleet.publish(&v2);
+    let (fleet, device, credentials) = reporting_host();
 
     // Every PUT held open: the proxy lets go after 2 minutes; the report
     // gives up after 10 s (REPORT_DEADLINE), where the bucket's default
@@ -262,13 +263,7 @@ fn rendered_dom(page: &Path, scratch: &Path) -> String {
 
 #[test]
 fn fleet_shows_the_reports_as_text_json_and_a_static_page_that_runs_no_hostile_script() {
-    let fleet = Fleet::new();
-    let v1 = fleet.version(1, 8 * MIB);
-    let device = Device::install(&fleet, &v1, "never");
-    let credentials = report_credentials(&fleet, &device);
-    enable_reports(&device, &credentials, MACHINE_ID);
-    let v2 = fleet.version(2, 8 * MIB);
-    fleet.publish(&v2);
+    let (fleet, device, _) = reporting_host();
     assert_exit(&run(&device, Slot::A, "update"), 4);
 
     // Other hosts' reports: an old one of a host gone silent, a hostile
