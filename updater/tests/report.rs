@@ -1,6 +1,6 @@
 //! Host reports (docs/cli.md, "Reports") through the real binary against
 //! the real S3 server (s3s-fs) behind the fault proxy: written after an
-//! update and a mark-good, bounded in rate; a bucket that refuses or
+//! update, a mark-good and a rollback, bounded in rate; a bucket that refuses or
 //! stalls them fails and holds up nothing; off, nothing is written.
 
 mod common;
@@ -75,7 +75,7 @@ fn reporting_host() -> (Fleet, Device, PathBuf) {
 }
 
 #[test]
-fn a_report_is_written_after_update_and_mark_good_and_not_repeated_at_once() {
+fn a_report_is_written_after_update_mark_good_and_rollback_and_not_repeated_at_once() {
     let (fleet, device, _) = reporting_host();
 
     assert_exit(&run(&device, Slot::A, "update"), 4);
@@ -105,6 +105,13 @@ fn a_report_is_written_after_update_and_mark_good_and_not_repeated_at_once() {
     assert_exit(&run(&device, Slot::B, "check"), 3);
     assert_eq!(puts(&fleet), 0, "a report repeated within the interval");
     assert_eq!(report(&fleet).unwrap().event, ReportEvent::MarkGood);
+
+    // A rollback changes what the host says about its versions: reported
+    // at once.
+    assert_exit(&run(&device, Slot::B, "rollback"), 0);
+    let after_rollback = report(&fleet).unwrap();
+    assert_eq!(after_rollback.event, ReportEvent::Rollback);
+    assert_eq!(after_rollback.failed_versions[0].version, 2);
 }
 
 #[test]
