@@ -111,6 +111,7 @@ struct Faults {
     latency: Duration,
     ignore_ranges: bool,
     trickle: Option<Trickle>,
+    hold_puts: bool,
 }
 
 struct State {
@@ -137,6 +138,8 @@ struct Plan {
     latency: Duration,
     strip_range: bool,
     trickle: Option<Trickle>,
+    /// Never answer: hold the request until the client gives up.
+    hold: bool,
 }
 
 /// A proxy on 127.0.0.1 in front of `upstream`. Faults are set at runtime
@@ -294,6 +297,12 @@ impl FaultProxy {
         });
     }
 
+    /// While on, PUT requests are never answered: the proxy holds each
+    /// until the client gives up (a bucket that stalls writes).
+    pub fn hold_every_put(&self, on: bool) {
+        self.state.faults.lock().unwrap().hold_puts = on;
+    }
+
     /// Delay before each request is forwarded (or failed).
     pub fn set_latency(&self, latency: Duration) {
         self.state.faults.lock().unwrap().latency = latency;
@@ -361,6 +370,7 @@ impl State {
         let mut requests = self.requests.lock().unwrap();
         let mut faults = self.faults.lock().unwrap();
         let is_get = request.method == "GET";
+        let hold = faults.hold_puts && request.method == "PUT";
         requests.push(request);
         let get_number = if is_get {
             self.gets.fetch_add(1, Ordering::SeqCst) + 1
@@ -390,6 +400,7 @@ impl State {
             latency: faults.latency,
             strip_range: faults.ignore_ranges,
             trickle: faults.trickle.filter(|_| is_get),
+            hold,
         }
     }
 }
@@ -406,6 +417,12 @@ fn serve(client: TcpStream, state: &State) -> io::Result<()> {
     let plan = state.plan(request);
     thread::sleep(plan.latency);
 
+    if plan.hold {
+        // Reads (and drops) what the client sends until it gives up.
+        client.set_read_timeout(Some(MAX_STALL))?;
+        let _ = io::copy(&mut client_reader, &mut io::sink());
+        return Ok(());
+    }
     let mut client_writer = client;
     if let Some(error) = plan.fail {
         state.injected_errors.fetch_add(1, Ordering::SeqCst);

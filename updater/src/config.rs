@@ -17,6 +17,7 @@ use crate::reboot::{DailyWindow, RebootPolicy};
 use crate::remote::{
     CredentialSource, MinRate, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
+use crate::report::ReportTarget;
 use abnix_core::units::{parse_duration, parse_size};
 use abnix_formats::sign::{PublicKey, TrustedKeys};
 
@@ -75,6 +76,8 @@ pub struct Config {
     pub update_deadline: Duration,
     /// Downloads slower than this fail.
     pub min_transfer_rate: MinRate,
+    /// Where this host writes its reports, if it does (off by default).
+    pub report: Option<ReportTarget>,
 }
 
 impl Config {
@@ -155,6 +158,10 @@ struct RawConfig {
     check_deadline: Option<String>,
     update_deadline: Option<String>,
     min_transfer_rate: Option<String>,
+    #[serde(default)]
+    report: bool,
+    report_credentials: Option<PathBuf>,
+    report_bucket: Option<String>,
 }
 
 impl Config {
@@ -230,7 +237,9 @@ impl Config {
                 ));
             }
         }
-        for (field, value) in [("bucket", &raw.bucket), ("channel", &raw.channel)] {
+        let names = [("bucket", &raw.bucket), ("channel", &raw.channel)];
+        let report_bucket = raw.report_bucket.as_ref().map(|b| ("report_bucket", b));
+        for (field, value) in names.into_iter().chain(report_bucket) {
             if value.is_empty() || value.contains(char::is_whitespace) || value.contains('/') {
                 return Err(invalid(
                     field,
@@ -374,6 +383,31 @@ impl Config {
             ));
         }
 
+        let report = match (raw.report, raw.report_credentials) {
+            (false, None) if raw.report_bucket.is_none() => None,
+            (false, _) => {
+                return Err(invalid(
+                    "report",
+                    "report_credentials and report_bucket need report = true".into(),
+                ))
+            }
+            (true, None) => return Err(invalid(
+                "report_credentials",
+                "required when report = true: reports are written with credentials of their own"
+                    .into(),
+            )),
+            (true, Some(credentials)) if !credentials.is_absolute() => {
+                return Err(invalid(
+                    "report_credentials",
+                    format!("{} is not an absolute path", credentials.display()),
+                ))
+            }
+            (true, Some(credentials)) => Some(ReportTarget {
+                bucket: raw.report_bucket.unwrap_or_else(|| raw.bucket.clone()),
+                credentials,
+            }),
+        };
+
         Ok(Config {
             remote: RemoteConfig {
                 endpoint: raw.endpoint,
@@ -396,6 +430,7 @@ impl Config {
             check_deadline,
             update_deadline,
             min_transfer_rate,
+            report,
         })
     }
 }
@@ -451,6 +486,22 @@ mod tests {
             Some(DEFAULT_CHECK_DEADLINE)
         );
         assert_eq!(update.min_rate, Some(DEFAULT_MIN_TRANSFER_RATE));
+        assert_eq!(c.report, None, "reporting is off by default");
+    }
+
+    #[test]
+    fn reports_take_credentials_of_their_own() {
+        let on = "report = true\nreport_credentials = \"/var/lib/abnix/report.toml\"\n";
+        let c = parse(&format!("{}{on}", minimal())).unwrap();
+        assert_eq!(
+            c.report,
+            Some(ReportTarget {
+                bucket: "fleet".into(),
+                credentials: "/var/lib/abnix/report.toml".into()
+            })
+        );
+        let c = parse(&format!("{}{on}report_bucket = \"reports\"\n", minimal())).unwrap();
+        assert_eq!(c.report.unwrap().bucket, "reports");
     }
 
     #[test]
@@ -577,6 +628,18 @@ mod tests {
             ("min_transfer_rate = \"1K\"", "min_transfer_rate"),
             ("min_transfer_rate = \"0/60s\"", "min_transfer_rate"),
             ("min_transfer_rate = \"1K/fast\"", "min_transfer_rate"),
+            ("report = true", "report_credentials"),
+            (
+                "report = true\nreport_credentials = \"report.toml\"",
+                "report_credentials",
+            ),
+            ("report_credentials = \"/r.toml\"", "report"),
+            ("report_bucket = \"r\"", "report"),
+            (
+                "report = true\nreport_credentials = \"/r.toml\"\nreport_bucket = \"a/b\"",
+                "report_bucket",
+            ),
+            ("report = \"yes\"", "report"),
             ("recovery_keys = [\"nokey\"]", "recovery_keys[0]"),
             ("revoked_keys = [1]", "revoked_keys"),
             // Values of the wrong type.

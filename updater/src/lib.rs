@@ -7,10 +7,12 @@
 pub mod channel;
 pub mod config;
 pub mod delta;
+pub mod fleet;
 pub mod grow;
 pub mod host;
 pub mod publish;
 pub mod reboot;
 pub mod remote;
+pub mod report;
 pub mod state;
 pub mod update;

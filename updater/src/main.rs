@@ -27,6 +27,8 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Fetch and verify the channel's latest version and stream its image into a file.
     Fetch(cmd::fetch::Args),
+    /// Show the channel's hosts as their reports tell: versions, trials, failures, silent hosts.
+    Fleet(cmd::fleet::Args),
     /// Show the booted slot, both slots, the last check, failed versions and any pending reboot.
     Status(cmd::status::Args),
     /// Say what an update would do (exit 0: an update is available, 3: nothing to do).
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Command::Pack(args) => cmd::pack::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Fleet(args) => cmd::fleet::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Update(args) => cmd::update::run(args),

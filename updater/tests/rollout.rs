@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use abnix_formats::rollout::{MachineId, Place};
+use abnix_formats::machine_id::MachineId;
+use abnix_formats::rollout::Place;
 use abnix_formats::slot::Slot;
 use abnix_updater::publish::{halt, revert_to, PublishOptions};
 use common::{assert_exit, stdout, Device, Fleet, MIB};
@@ -16,7 +17,7 @@ use common::{assert_exit, stdout, Device, Fleet, MIB};
 fn machine_id_where(version: u64, fits: impl Fn(f64) -> bool) -> String {
     (1u128..)
         .map(|n| format!("{n:032x}"))
-        .find(|id| fits(Place::of(&MachineId::parse(id).unwrap(), version).fraction()))
+        .find(|id| fits(Place::of(&id.parse::<MachineId>().unwrap(), version).fraction()))
         .unwrap()
 }
 

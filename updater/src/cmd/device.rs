@@ -4,11 +4,13 @@
 use std::path::PathBuf;
 
 use abnix_core::blockdev::SysRoot;
+use abnix_formats::machine_id::MACHINE_ID_PATH;
 use abnix_formats::slot::Slot;
 use abnix_updater::config::{self, Config};
 use abnix_updater::host::{Host, HostOverrides};
+use abnix_updater::report::Reporter;
 use abnix_updater::state::{Lock, StateDir};
-use abnix_updater::update::{LOCK_WAIT, MACHINE_ID_PATH};
+use abnix_updater::update::LOCK_WAIT;
 
 #[derive(clap::Args)]
 pub struct DeviceArgs {
@@ -37,6 +39,15 @@ impl DeviceArgs {
     /// Whether the disk or the command line is not the running host's.
     pub fn overridden(&self) -> bool {
         self.disk.is_some() || self.cmdline.is_some()
+    }
+
+    /// What writes this host's reports (when the config turns them on).
+    pub fn reporter<'a>(&'a self, config: &'a Config, state_dir: &'a StateDir) -> Reporter<'a> {
+        Reporter {
+            config,
+            state_dir,
+            machine_id_file: &self.machine_id,
+        }
     }
 
     pub fn open_host(&self) -> anyhow::Result<Host> {

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use abnix_formats::report::ReportEvent;
 use abnix_updater::update::{mark_good, MarkedGood};
 use anyhow::Context;
 
@@ -20,9 +21,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut host = args.device.open_host()?;
     let slot = booted(&host)?;
     // The ESP is written by one process at a time.
-    let (_dir, _lock) = lock(&config)?;
+    let (state_dir, _lock) = lock(&config)?;
     let mut boot = host.disk.boot_control()?;
-    match mark_good(boot.as_mut(), slot).with_context(|| format!("marking slot {slot} good"))? {
+    let marked =
+        mark_good(boot.as_mut(), slot).with_context(|| format!("marking slot {slot} good"))?;
+    drop(boot);
+    match marked {
         MarkedGood::AlreadyGood(info) => tracing::info!(
             "slot {slot} (version {} \"{}\") is already good",
             info.version,
@@ -34,5 +38,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             info.label
         ),
     }
+    args.device
+        .reporter(&config, &state_dir)
+        .after(ReportEvent::MarkGood, &mut host);
     Ok(ExitCode::SUCCESS)
 }

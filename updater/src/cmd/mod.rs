@@ -3,6 +3,7 @@
 pub mod check;
 pub mod device;
 pub mod fetch;
+pub mod fleet;
 pub mod grow;
 pub mod keygen;
 pub mod mark_good;

@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use abnix_formats::fat::FatFs;
+use abnix_formats::report::ReportEvent;
 use abnix_updater::state::FailedVersion;
 use abnix_updater::update::{records, rollback_plan, RollbackHow};
 use anyhow::Context;
@@ -81,5 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plan.to_version.version,
         plan.to_version.label
     );
+    drop(boot);
+    args.device
+        .reporter(&config, &state_dir)
+        .after(ReportEvent::Rollback, &mut host);
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{BootStatus, SlotState, SlotStatus};
-use abnix_formats::rollout::{MachineId, Rollout};
+use abnix_formats::machine_id::MachineId;
+use abnix_formats::rollout::Rollout;
 use abnix_updater::config::{ClockTrust, Config};
 use abnix_updater::host::Host;
 use abnix_updater::state::{

@@ -11,6 +11,7 @@ use abnix_core::errors::error_text;
 use abnix_core::progress;
 use abnix_core::units::parse_duration;
 use abnix_formats::layout::Arch;
+use abnix_formats::report::ReportEvent;
 use abnix_updater::config::{ClockTrust, Config};
 use abnix_updater::reboot;
 use abnix_updater::state::{ErrorRecord, Lock, State, StateDir};
@@ -77,13 +78,14 @@ pub fn run_cycle(
         .load()
         .with_context(|| format!("reading the state in {}", state_dir.path().display()))?;
     let notifier = Notifier::from_env();
-    let outcome = match device.open_host() {
+    let mut host = device.open_host();
+    let outcome = match &mut host {
         Err(e) => Outcome::Failed(Failure {
             stage: Stage::Disk,
             latest: None,
             error: error_text(e.as_ref()),
         }),
-        Ok(mut host) => match host.booted.clone() {
+        Ok(host) => match host.booted.clone() {
             Err(e) => Outcome::Refused(Refusal::BootedUnknown(e.to_string())),
             Ok(booted) => {
                 let slot = host.disk.layout().slot(booted.other());
@@ -137,6 +139,14 @@ pub fn run_cycle(
         o => tracing::info!(version, "{o}"),
     }
     notifier.status(&outcome.to_string());
+    // Once the outcome is saved: the report can only add, never lose.
+    if let Ok(host) = &mut host {
+        let event = match update {
+            true => ReportEvent::Update,
+            false => ReportEvent::Check,
+        };
+        device.reporter(config, &state_dir).after(event, host);
+    }
     Ok(CycleRun {
         outcome,
         state_dir,

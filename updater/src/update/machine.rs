@@ -45,8 +45,9 @@ use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
 use abnix_core::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
 use abnix_formats::digest::Digest;
 use abnix_formats::layout::Arch;
+use abnix_formats::machine_id::MachineId;
 use abnix_formats::meta::{Meta, Publication, SignedMeta};
-use abnix_formats::rollout::{Admission, MachineId, Place, Rollout};
+use abnix_formats::rollout::{Admission, Place, Rollout};
 use abnix_formats::sign::PublicKey;
 use abnix_formats::slot::Slot;
 

@@ -19,16 +19,12 @@ use std::time::Duration;
 use tracing::warn;
 
 use abnix_core::boot::{BootControl, BootError, BootStatus, SlotInfo, SlotState, SlotStatus};
-use abnix_formats::rollout::MachineId;
+use abnix_formats::machine_id::MachineId;
 use abnix_formats::slot::Slot;
 
 /// How long a command waits for another run to release the update lock
 /// before it gives up with a message naming the lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// Where systemd keeps the machine id, which gives a host its place in
-/// staged rollouts.
-pub const MACHINE_ID_PATH: &str = "/etc/machine-id";
 
 /// The machine id in `path`; `None` (logged) when the file is missing,
 /// empty, `uninitialized` or not a machine id: the host then comes last in
@@ -42,7 +38,7 @@ pub fn read_machine_id(path: &Path) -> Option<MachineId> {
             )
         })
         .ok()?;
-    let id = MachineId::parse(&text);
+    let id = MachineId::from_file_text(&text).ok();
     if id.is_none() {
         warn!(
             "{} holds no machine id ({:?}); this host comes last in staged rollouts",

@@ -4,10 +4,11 @@ use super::*;
 use abnix_core::boot::SlotStatus;
 use abnix_formats::digest::Digest;
 use abnix_formats::layout::Arch;
+use abnix_formats::machine_id::MachineId;
 use abnix_formats::meta::{
     object_name, Artifact, FsType, Image, ObjectKind, Publication, FORMAT_VERSION,
 };
-use abnix_formats::rollout::{MachineId, Rollout};
+use abnix_formats::rollout::Rollout;
 use abnix_formats::sign::SecretKey;
 use chrono::Utc;
 
@@ -140,7 +141,7 @@ fn setup(mode: Mode) -> Setup {
             trusted: true,
             newest_signed: None,
         },
-        machine_id: MachineId::parse(MACHINE_ID),
+        machine_id: MachineId::from_file_text(MACHINE_ID).ok(),
     }
 }
 
