@@ -385,13 +385,7 @@ pub fn publish(
     upload_meta(remote, &signed, &signatures, &mut uploaded)?;
     info!(version = %published, channel = %config.channel, "published");
 
-    let pruned = match opts.keep {
-        Some(keep) => prune(remote, keep, published).map_err(|source| PublishError::Prune {
-            published: published.version,
-            source,
-        })?,
-        None => Vec::new(),
-    };
+    let pruned = prune_if_asked(remote, opts, published)?;
     Ok(PublishReport {
         published,
         previous,
@@ -430,9 +424,7 @@ pub fn resign(
     keys: &[&SecretKey],
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
-    let current = verified_current(channel)?;
-    let rollout = current.meta().published.as_ref().and_then(|p| p.rollout);
-    sign_again(channel, &current, keys, opts, RolloutChange::Keep(rollout))
+    sign_again(channel, keys, opts, RolloutChange::Keep)
 }
 
 /// Like [`resign`], with the rollout halted: from now on no host starts
@@ -444,18 +436,19 @@ pub fn halt(
     keys: &[&SecretKey],
     opts: &PublishOptions,
 ) -> Result<PublishReport, PublishError> {
-    let current = verified_current(channel)?;
-    let rollout = current.meta().published.as_ref().and_then(|p| p.rollout);
-    sign_again(channel, &current, keys, opts, RolloutChange::Halt(rollout))
+    sign_again(channel, keys, opts, RolloutChange::Halt)
 }
 
+/// Signs the channel's current version again, its rollout changed by
+/// `change`.
 fn sign_again(
     channel: &Channel,
-    current: &SignedMeta,
     keys: &[&SecretKey],
     opts: &PublishOptions,
-    rollout: RolloutChange,
+    change: fn(Option<Rollout>) -> RolloutChange,
 ) -> Result<PublishReport, PublishError> {
+    let current = &verified_current(channel)?;
+    let rollout = change(current.meta().published.as_ref().and_then(|p| p.rollout));
     let revoked = revoked_with(current, opts);
     let signed = sign_for_channel(channel, current.meta(), keys, opts, revoked, rollout)?;
     let mut uploaded = Vec::new();
@@ -558,19 +551,28 @@ pub fn revert_to(
     upload_meta(remote, &signed, signed.signatures(), &mut uploaded)?;
     let published = version_ref(&signed);
     info!(%published, reverted_to = version, channel = %config.channel, "published again");
-    let pruned = match opts.keep {
-        Some(keep) => prune(remote, keep, published).map_err(|source| PublishError::Prune {
-            published: published.version,
-            source,
-        })?,
-        None => Vec::new(),
-    };
+    let pruned = prune_if_asked(remote, opts, published)?;
     Ok(PublishReport {
         published,
         previous: Some(previous),
         uploaded,
         pruned,
     })
+}
+
+/// [`prune`] with `opts.keep`, if given.
+fn prune_if_asked(
+    remote: &Remote,
+    opts: &PublishOptions,
+    published: VersionRef,
+) -> Result<Vec<VersionRef>, PublishError> {
+    match opts.keep {
+        Some(keep) => prune(remote, keep, published).map_err(|source| PublishError::Prune {
+            published: published.version,
+            source,
+        }),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Deletes the objects of all but the newest `keep` versions, never those of

@@ -438,3 +438,88 @@ fn resign_gives_the_current_version_a_new_expiry() {
         keys.verify(meta, &signatures).unwrap();
     }
 }
+
+/// The channel's meta as JSON.
+fn pointer_json(f: &Fixture) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(f.server.object_path("fleet/kiosk.meta")).unwrap()).unwrap()
+}
+
+/// The fleet flags end to end: a staged publish (format 3), a resign that
+/// keeps the rollout, a halt, a revert to version 1's content as version
+/// 3 (its objects re-used: fetch gives version 1's image), and the errors
+/// a revert to nothing older gives.
+#[test]
+fn rollout_halt_and_revert_through_the_cli() {
+    let f = Fixture::new();
+    let (bundle_1, image_1) = f.pack(1);
+    let (bundle_2, _) = f.pack(2);
+    stdout(&f.publish(&bundle_1, &[]));
+    let err = failure(&f.publish(&bundle_2, &["--rollout-over", "400d"]));
+    assert!(err.contains("longer than a year"), "{err}");
+    stdout(&f.publish(&bundle_2, &["--rollout-over", "2d"]));
+    let staged = pointer_json(&f);
+    assert_eq!(staged["format"], 3);
+    let rollout = &staged["published"]["rollout"];
+    assert_eq!(rollout["over_secs"], 172_800);
+    assert_eq!(rollout["start"], staged["published"]["signed_at"]);
+    assert_eq!(rollout["halted_at"], serde_json::Value::Null);
+
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    stdout(&f.run("publish", &["--resign", "--key", &f.secret]));
+    let resigned = pointer_json(&f);
+    assert_ne!(
+        resigned["published"]["signed_at"],
+        staged["published"]["signed_at"]
+    );
+    assert_eq!(resigned["published"]["rollout"], *rollout);
+
+    stdout(&f.run("publish", &["--halt", "--key", &f.secret]));
+    let halted = pointer_json(&f);
+    assert_eq!(halted["version"], 2);
+    assert_eq!(halted["published"]["rollout"]["start"], rollout["start"]);
+    assert_eq!(
+        halted["published"]["rollout"]["halted_at"],
+        halted["published"]["signed_at"]
+    );
+
+    for (n, reason) in [
+        ("2", "not older than the channel's current version 2"),
+        ("7", "not older"),
+    ] {
+        let err = failure(&f.run("publish", &["--revert-to", n, "--key", &f.secret]));
+        assert!(err.contains(reason), "{err}");
+    }
+    let reverted = stdout(&f.run("publish", &["--revert-to", "1", "--key", &f.secret]));
+    assert!(
+        reverted.starts_with(&format!(
+            "published 3 ({}) to abnix-test/fleet/kiosk\nprevious 2 ({})\n",
+            uuid_of(1),
+            uuid_of(2)
+        )),
+        "{reverted}"
+    );
+    assert_eq!(reverted.matches("uploaded").count(), 3, "{reverted}");
+    let pointer = pointer_json(&f);
+    assert_eq!(
+        (pointer["format"].clone(), pointer["version"].clone()),
+        (2.into(), 3.into())
+    );
+    assert_eq!(
+        pointer["image"]["object"],
+        format!("1-{}.img.zst", uuid_of(1))
+    );
+    let to = f.path("reverted.img");
+    assert!(stdout(&f.fetch(&to)).contains("version 3\n"));
+    assert!(fs::read(&to).unwrap() == fs::read(&image_1).unwrap());
+
+    // Version 1's objects gone: nothing to publish again.
+    fs::remove_file(
+        f.server
+            .object_path(&format!("fleet/kiosk/1-{}.kernel", uuid_of(1))),
+    )
+    .unwrap();
+    let err = failure(&f.run("publish", &["--revert-to", "1", "--key", &f.secret]));
+    assert!(err.contains("version 1 cannot be published again"), "{err}");
+    let err = failure(&f.run("publish", &["--revert-to", "0", "--key", &f.secret]));
+    assert!(err.contains("holds no version 0"), "{err}");
+}
