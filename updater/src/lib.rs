@@ -12,5 +12,5 @@ pub mod host;
 pub mod publish;
 pub mod reboot;
 pub mod remote;
-pub mod state;
+pub mod state_dir;
 pub mod update;

@@ -12,7 +12,7 @@ use abnix_core::blockdev::SysRoot;
 use abnix_core::boot::{BootStatus, SlotState, SlotStatus};
 use abnix_updater::config::{ClockTrust, Config};
 use abnix_updater::host::Host;
-use abnix_updater::state::{
+use abnix_updater::state_dir::{
     CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir,
 };
 use abnix_updater::update::machine::{rollback_floor, Clock, DiskState};

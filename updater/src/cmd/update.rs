@@ -13,7 +13,7 @@ use abnix_core::units::parse_duration;
 use abnix_formats::layout::Arch;
 use abnix_updater::config::{ClockTrust, Config};
 use abnix_updater::reboot;
-use abnix_updater::state::{ErrorRecord, Lock, State, StateDir};
+use abnix_updater::state_dir::{ErrorRecord, Lock, State, StateDir};
 use abnix_updater::update::clock_synchronized;
 use abnix_updater::update::machine::{
     Clock, Device, Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,

@@ -39,7 +39,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
+use crate::state_dir::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
 use abnix_core::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
 use abnix_formats::layout::Arch;
 use abnix_formats::meta::{Meta, Publication, SignedMeta};

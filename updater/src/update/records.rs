@@ -19,7 +19,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::machine::{DiskState, KeptMeta};
-use crate::state::FailedVersion;
+use crate::state_dir::FailedVersion;
 use abnix_core::boot::{esp, SlotStatus};
 use abnix_core::system_disk::{SystemDisk, SystemDiskError};
 use abnix_formats::digest::Digest;
