@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::reboot::{DailyWindow, RebootPolicy};
+use crate::reboot_policy::{DailyWindow, RebootPolicy};
 use crate::remote::{
     CredentialSource, MinRate, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };

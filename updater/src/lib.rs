@@ -10,7 +10,7 @@ pub mod delta;
 pub mod grow;
 pub mod host;
 pub mod publish;
-pub mod reboot;
+pub mod reboot_policy;
 pub mod remote;
 pub mod state_dir;
 pub mod update;

@@ -12,7 +12,7 @@ use abnix_core::progress;
 use abnix_core::units::parse_duration;
 use abnix_formats::layout::Arch;
 use abnix_updater::config::{ClockTrust, Config};
-use abnix_updater::reboot;
+use abnix_updater::reboot_policy;
 use abnix_updater::state_dir::{ErrorRecord, Lock, State, StateDir};
 use abnix_updater::update::clock_synchronized;
 use abnix_updater::update::machine::{
@@ -152,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         });
     };
-    let plan = reboot::plan(config.reboot, Local::now().naive_local());
+    let plan = reboot_policy::plan(config.reboot, Local::now().naive_local());
     if let Err(e) = restart::carry_out(plan, slot, version) {
         cycle.state.last_error = Some(ErrorRecord {
             at: Utc::now(),

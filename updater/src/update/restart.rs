@@ -1,5 +1,5 @@
 //! Rebooting into a freshly installed version, as the reboot policy says
-//! ([`crate::reboot::plan`] decides when; this carries it out).
+//! ([`crate::reboot_policy::plan`] decides when; this carries it out).
 //!
 //! - now: after the plan's delay (logged first, so the journal says why the
 //!   machine went down), `systemctl reboot` when systemd runs, else
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 
-use crate::reboot::RebootPlan;
+use crate::reboot_policy::RebootPlan;
 use abnix_formats::slot::Slot;
 
 /// The transient unit that reboots at the window.
