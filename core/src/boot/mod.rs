@@ -27,6 +27,7 @@ pub mod efi;
 pub mod esp;
 mod files;
 pub mod grub;
+#[cfg(any(test, feature = "testutil"))]
 pub mod model;
 mod setup;
 pub mod slotinfo;
