@@ -533,7 +533,11 @@ impl fmt::Display for Outcome {
 
 /// The failed-version record of a trial in slot `trial` that fell back to
 /// the other slot.
-pub fn failed_trial_record(trial: Slot, info: &SlotInfo, at: DateTime<Utc>) -> FailedVersion {
+pub(crate) fn failed_trial_record(
+    trial: Slot,
+    info: &SlotInfo,
+    at: DateTime<Utc>,
+) -> FailedVersion {
     FailedVersion {
         version: info.version,
         id: info.id,
