@@ -1,4 +1,4 @@
-//! `abnix-update update`: the update cycle (core::update::machine), then
+//! `abnix-update update`: the update cycle (abnix_updater::update::machine), then
 //! the reboot the policy asks for. Exit codes (docs/cli.md): 0 nothing to
 //! do, 4 a new version was installed (or was already waiting) and boots at
 //! the next reboot, 1 failed or refused (the state file and `status` say
