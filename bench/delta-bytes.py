@@ -4,8 +4,8 @@
     delta-bytes.py OLD.img OLD.index NEW.img NEW.index [--gap BYTES] [--json]
 
 Reads two raw root images (erofs or ext4, as nix/builders/root-image.sh or a
-prototype makes them) and their chunk indexes (`abnix_core::index`, from the
-bundles `pack` wrote), plans the delta the way `core::delta::Plan` does (a
+prototype makes them) and their chunk indexes (`abnix_formats::index`, from the
+bundles `pack` wrote), plans the delta the way `abnix_updater::delta::Plan` does (a
 chunk of NEW is fetched unless OLD's index has a chunk with the same SHA-256;
 runs of fetched frames coalesced with gaps of up to --gap compressed bytes,
 default 32 KiB, read through; requests of at most 16 MiB), and maps every
@@ -80,7 +80,7 @@ def read_index(path):
 
 def plan(new, old, max_gap, max_request=16 << 20):
     """Positions of NEW's fetched chunks, and the requests as lists of
-    positions with the gaps read through (core/src/delta/plan.rs)."""
+    positions with the gaps read through (updater/src/delta/plan.rs)."""
     local = {c[4] for c in old}
     fetched = [i for i, c in enumerate(new) if c[4] not in local]
     ranges, start = [], 0

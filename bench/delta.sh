@@ -8,7 +8,7 @@
 # proxy, and writes the new image into a fresh "target slot" file, read-back
 # on, RUNS times each way, the two taking turns: with Channel::write_image
 # (the full download), and with Channel::write_image_delta from an "active
-# slot" file holding the old image (updater/examples/delta.rs). Prints bytes
+# slot" file holding the old image (bench/src/bin/delta.rs). Prints bytes
 # downloaded (counted at the proxy), requests, best wall time and least CPU
 # time of each, and a verdict on each target of issue 8:
 #   (a) two versions where one "store path" (a directory of ~20 MB) is
@@ -63,8 +63,8 @@ for tool in mkfs.erofs mkfs.ext4 faketime fakeroot s3s-fs python3 zstd; do
 done
 export PATH=$PATH:$HOME/.cargo/bin
 
-cargo build --quiet --release -p abnix-updater --example delta
-BIN=$CARGO_TARGET_DIR/release/examples/delta
+cargo build --quiet --release -p abnix-bench --bin delta
+BIN=$CARGO_TARGET_DIR/release/delta
 mkdir -p "$WORK"
 
 # "Store paths": real directories of a Debian system, unique basenames.

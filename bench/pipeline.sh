@@ -3,7 +3,7 @@
 #
 # Builds a realistic ext4 image (mkfs.ext4 -d of the first IMAGE_MIB of real
 # files under /usr, in path order), cuts it into content-defined chunks
-# compressed as independent zstd frames (core/examples/write_image.rs, a
+# compressed as independent zstd frames (bench/src/bin/write_image.rs, a
 # stand-in for `abnix-update pack`), then times on the same machine in one run,
 # each best of RUNS, target file sparse and freshly created, `sync` before
 # every run (untimed), source object warm in the page cache:
@@ -54,8 +54,8 @@ for tool in zstd mkfs.ext4 /usr/bin/time dd tee sha256sum; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 
-cargo build --quiet --release -p abnix-core --example write_image
-BIN=$CARGO_TARGET_DIR/release/examples/write_image
+cargo build --quiet --release -p abnix-bench --bin write_image
+BIN=$CARGO_TARGET_DIR/release/write_image
 mkdir -p "$WORK"
 RAW=$WORK/image.raw
 PACKED=$WORK/packed

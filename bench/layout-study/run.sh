@@ -2,7 +2,7 @@
 # Measures layout prototypes on issue 27's case (bench/usr-share-store.sh:
 # ~120 store paths from /usr/share, one ~144 KB path dropped, one ~8 MB
 # path added): for each VARIANT (see variant.sh), builds the two images,
-# packs them with the default chunking (core/examples/delta.rs `measure`),
+# packs them with the default chunking (bench/src/bin/delta.rs `measure`),
 # and splits the delta download with bench/delta-bytes.py.
 #
 #   run.sh VARIANT...        WORK=/var/tmp/abnix-study
@@ -17,8 +17,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 WORK=${WORK:-/var/tmp/abnix-study}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p abnix-core --example delta
-bin=$CARGO_TARGET_DIR/release/examples/delta
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p abnix-bench --bin delta
+bin=$CARGO_TARGET_DIR/release/delta
 
 mkdir -p "$WORK/case"
 if [[ -n ${CASE:-} ]]; then

@@ -690,7 +690,7 @@ pub enum UdevLink {
 /// A tag's value as udev writes it into a link name (udev's
 /// `encode_devnode_name`): bytes other than ASCII letters, digits and
 /// `#+-.:=@_` become `\xHH`.
-pub fn udev_encode(value: &str) -> String {
+pub(crate) fn udev_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
@@ -895,7 +895,7 @@ pub fn device_number(device: &File) -> io::Result<(u32, u32)> {
 /// partitions is mounted, active swap, stacked under dm or md, or opened
 /// exclusively by anyone else, in any mount namespace; and while this open
 /// file lives, the kernel refuses all of those to others.
-pub fn open_exclusive(path: &Path, write: bool) -> io::Result<File> {
+pub(crate) fn open_exclusive(path: &Path, write: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     File::options()
         .read(true)
@@ -904,7 +904,7 @@ pub fn open_exclusive(path: &Path, write: bool) -> io::Result<File> {
         .open(path)
 }
 
-/// [`open_exclusive`], trying again for up to `patience` while the kernel
+/// `open_exclusive`, trying again for up to `patience` while the kernel
 /// says busy: udev re-reading a partition table holds a device for an
 /// instant, a mount or a program does for good.
 pub fn open_exclusive_patiently(

@@ -31,10 +31,10 @@ impl Progress for NoProgress {
 }
 
 /// How often [`LogProgress`] logs a line when [`for_stderr`] picks it.
-pub const LOG_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A terminal bar when stderr is a terminal, otherwise periodic log lines
-/// (every [`LOG_INTERVAL`]) for the journal.
+/// (every `LOG_INTERVAL`) for the journal.
 pub fn for_stderr() -> Box<dyn Progress> {
     if std::io::stderr().is_terminal() {
         Box::new(TerminalProgress::new())
@@ -44,7 +44,7 @@ pub fn for_stderr() -> Box<dyn Progress> {
 }
 
 /// An indicatif bar on stderr: phase name, bytes, rate, ETA.
-pub struct TerminalProgress {
+pub(crate) struct TerminalProgress {
     /// The bar of the current phase; each phase gets a fresh one so a
     /// finished bar stays on screen above the next.
     bar: Mutex<ProgressBar>,
@@ -97,7 +97,7 @@ impl Progress for TerminalProgress {
 
 /// Plain progress lines through `tracing::info!`, at most one per interval,
 /// and one final line per phase with its total and rate.
-pub struct LogProgress {
+pub(crate) struct LogProgress {
     interval: Duration,
     phase: Mutex<Option<Phase>>,
 }

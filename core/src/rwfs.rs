@@ -20,7 +20,7 @@ use abnix_formats::layout::{PartSpec, RW_NAME};
 /// Directories of a fresh `abnix-rw` with their modes: the host binds
 /// `var/`, `home/` and `root/` onto `/var`, `/home` and `/root`
 /// (nix/modules/host.nix), and abnix keeps its state in `/var/lib/abnix`.
-pub const DIRECTORIES: &[(&str, u32)] = &[
+pub(crate) const DIRECTORIES: &[(&str, u32)] = &[
     ("var", 0o755),
     ("var/lib", 0o755),
     ("var/lib/abnix", 0o755),
@@ -77,7 +77,7 @@ pub fn at_offset(disk: &Path, start: u64) -> PathBuf {
 }
 
 /// Makes the ext4 filesystem of `rw` inside `disk` (labelled `abnix-rw`,
-/// with `uuid`) and its [`DIRECTORIES`], owned by root.
+/// with `uuid`) and its `DIRECTORIES`, owned by root.
 pub fn format(disk: &Path, rw: &PartSpec, uuid: Uuid) -> Result<(), RwError> {
     run(
         "mkfs.ext4",

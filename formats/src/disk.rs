@@ -5,11 +5,14 @@
 //! and on an in-memory buffer. [`Region`] narrows a disk to one partition.
 //! [`FaultyDisk`] injects failures and power cuts for tests.
 
+#[cfg(any(test, feature = "testutil"))]
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+#[cfg(any(test, feature = "testutil"))]
 use std::os::unix::fs::FileExt;
+#[cfg(any(test, feature = "testutil"))]
 use std::sync::{Arc, Mutex};
 
 /// A random-access disk: a block device, an image file, a buffer or a window
@@ -311,6 +314,7 @@ impl<D: Disk> Disk for WriteBehind<D> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 /// What a [`FaultyDisk`] does once its write budget is used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -323,6 +327,7 @@ pub enum Fault {
     PowerCut,
 }
 
+#[cfg(any(test, feature = "testutil"))]
 /// Bytes written and syncs seen by a [`FaultyDisk`], shared with the test
 /// that holds a [`FaultyDisk::counter`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +337,7 @@ pub struct WriteCount {
     pub syncs: u64,
 }
 
+#[cfg(any(test, feature = "testutil"))]
 /// A disk that fails or loses power after a given number of written bytes.
 ///
 /// Tests first run an operation with an unlimited budget to learn how many
@@ -348,6 +354,7 @@ pub struct FaultyDisk<D> {
     count: Arc<Mutex<WriteCount>>,
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<D: Disk> FaultyDisk<D> {
     /// A disk that never fails but counts what is written.
     pub fn counting(inner: D) -> Self {
@@ -398,12 +405,14 @@ impl<D: Disk> FaultyDisk<D> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<D: Disk> Read for FaultyDisk<D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf)
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<D: Disk> Write for FaultyDisk<D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.written().bytes;
@@ -436,12 +445,14 @@ impl<D: Disk> Write for FaultyDisk<D> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<D: Disk> Seek for FaultyDisk<D> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.inner.seek(pos)
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<D: Disk> Disk for FaultyDisk<D> {
     fn sync(&mut self) -> io::Result<()> {
         if self.fault == Fault::Error && self.struck {
@@ -459,12 +470,14 @@ impl<D: Disk> Disk for FaultyDisk<D> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 /// What an [`Overlay`] reads the bytes it has not written from.
 pub trait OverlayBase {
     fn byte_len(&self) -> u64;
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl OverlayBase for Arc<Vec<u8>> {
     fn byte_len(&self) -> u64 {
         self.as_slice().len() as u64
@@ -477,6 +490,7 @@ impl OverlayBase for Arc<Vec<u8>> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl OverlayBase for &File {
     fn byte_len(&self) -> u64 {
         self.metadata().map_or(0, |m| m.len())
@@ -487,6 +501,7 @@ impl OverlayBase for &File {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 /// A copy-on-write disk over a shared base image: writes stay in its own
 /// pages, so power-cut sweeps start every run from the same image without
 /// copying it.
@@ -499,6 +514,7 @@ pub struct Overlay<B> {
     sector_writes: Option<u64>,
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<B: OverlayBase> Overlay<B> {
     pub const PAGE: u64 = 4096;
 
@@ -548,6 +564,7 @@ impl<B: OverlayBase> Overlay<B> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<B: OverlayBase> Read for Overlay<B> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.len {
@@ -567,6 +584,7 @@ impl<B: OverlayBase> Read for Overlay<B> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<B: OverlayBase> Write for Overlay<B> {
     /// Takes the whole buffer in one call, so each call is one write for
     /// a [`FaultyDisk`] above it.
@@ -602,6 +620,7 @@ impl<B: OverlayBase> Write for Overlay<B> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<B: OverlayBase> Seek for Overlay<B> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.pos = seek_position(pos, self.pos, self.len)?;
@@ -609,6 +628,7 @@ impl<B: OverlayBase> Seek for Overlay<B> {
     }
 }
 
+#[cfg(any(test, feature = "testutil"))]
 impl<B: OverlayBase> Disk for Overlay<B> {
     fn sync(&mut self) -> io::Result<()> {
         Ok(())

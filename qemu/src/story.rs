@@ -26,7 +26,7 @@ use abnix_core::boot::BootStatus;
 use abnix_core::boot::Bootloader;
 use abnix_formats::layout::Arch;
 use abnix_formats::slot::Slot;
-use abnix_updater::state::{CheckRecord, ErrorRecord, FailedVersion};
+use abnix_updater::state_dir::{CheckRecord, ErrorRecord, FailedVersion};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
 use uuid::Uuid;

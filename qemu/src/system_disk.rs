@@ -28,7 +28,7 @@ use abnix_formats::sign::TrustedKeys;
 use abnix_formats::slot::Slot;
 use abnix_installer::install::{self, Request, TargetRequest};
 use abnix_updater::config::Config;
-use abnix_updater::state::{State, StateDir};
+use abnix_updater::state_dir::{State, StateDir};
 use abnix_updater::update::machine::{
     Action, Clock, Device, Machine, Mode, NetworkWait, Outcome, Plan, Setup, Step,
 };

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::reboot::{DailyWindow, RebootPolicy};
+use crate::reboot_policy::{DailyWindow, RebootPolicy};
 use crate::remote::{
     CredentialSource, MinRate, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
@@ -28,14 +28,14 @@ pub const DEFAULT_TRIES: u32 = 3;
 pub const MAX_TRIES: u32 = 9;
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// A check: the network wait (5 minutes by default) and two small GETs.
-pub const DEFAULT_CHECK_DEADLINE: Duration = Duration::from_secs(10 * 60);
+pub(crate) const DEFAULT_CHECK_DEADLINE: Duration = Duration::from_secs(10 * 60);
 /// An update: a few GiB over a slow link, written and read back. Below the
 /// units' `TimeoutStartSec=` (7h), so the updater ends a run itself and
 /// records why before systemd would kill it.
 pub const DEFAULT_UPDATE_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 /// At least 64 KiB per minute spent waiting for a download (about 1 KiB/s):
 /// far below any working link, far above a server that trickles.
-pub const DEFAULT_MIN_TRANSFER_RATE: MinRate = MinRate {
+pub(crate) const DEFAULT_MIN_TRANSFER_RATE: MinRate = MinRate {
     bytes: 64 << 10,
     per: Duration::from_secs(60),
 };

@@ -117,7 +117,7 @@ impl Ext4Size {
 
 /// Whether resize2fs should run on a filesystem of `fs` in a partition of
 /// `partition` bytes (see the module docs).
-pub fn needs_resize(fs: &Ext4Size, partition: u64, table_grew: bool) -> bool {
+pub(crate) fn needs_resize(fs: &Ext4Size, partition: u64, table_grew: bool) -> bool {
     let gap = partition.saturating_sub(fs.bytes());
     gap > 0 && (table_grew || gap >= fs.group_bytes())
 }

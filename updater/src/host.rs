@@ -140,7 +140,7 @@ impl Host {
 
 /// The slot named by `abnix.slot=` on `cmdline`, checked against the
 /// partition behind `/` when that is known.
-pub fn booted_slot(
+pub(crate) fn booted_slot(
     cmdline: &str,
     root: Option<&RootPartition>,
     layout: &Layout,

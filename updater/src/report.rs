@@ -22,7 +22,7 @@ use crate::host::Host;
 use crate::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use crate::state::{State, StateDir};
+use crate::state_dir::{State, StateDir};
 use crate::update::pending_trial;
 use abnix_core::boot::{BootStatus, SlotState};
 use abnix_formats::machine_id::MachineId;
@@ -253,7 +253,7 @@ fn due(last: Option<&Report>, report: &Report) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::FailedVersion;
+    use crate::state_dir::FailedVersion;
     use abnix_core::boot::{SlotInfo, SlotStatus};
     use uuid::Uuid;
 

@@ -180,6 +180,37 @@ impl Bucket {
         self.channel
             .write_image_delta(meta, index, target, local, &opts, &NoProgress)
     }
+    /// [`Bucket::update_from`] with the default options.
+    fn delta(
+        &self,
+        meta: &Meta,
+        index: &Index,
+        active: Option<(&[u8], &Index)>,
+    ) -> Result<(DeltaReport, File), ChannelError> {
+        self.update_from(meta, index, active, DeltaOptions::default())
+    }
+
+    /// Writes `meta`'s image into a fresh target slot by a delta update from
+    /// an active slot holding `active` (contents and their index), or from
+    /// nothing.
+    fn update_from(
+        &self,
+        meta: &Meta,
+        index: &Index,
+        active: Option<(&[u8], &Index)>,
+        opts: DeltaOptions,
+    ) -> Result<(DeltaReport, File), ChannelError> {
+        let mut target = self.slot("target", &[]);
+        let local = LocalChunks {
+            active: active.map(|(contents, index)| ActiveSlot {
+                disk: self.slot("active", contents),
+                index,
+            }),
+            target_may_hold_image: false,
+        };
+        let report = self.update(meta, index, &mut target, local, opts)?;
+        Ok((report, target))
+    }
 }
 
 /// Content shaped like a filesystem image: random runs (binaries), text and
@@ -197,18 +228,11 @@ fn image(seed: u64) -> Vec<u8> {
     image
 }
 
-fn active(disk: File, index: &Index) -> LocalChunks<'_, File> {
-    LocalChunks {
-        active: Some(ActiveSlot { disk, index }),
-        target_may_hold_image: false,
-    }
-}
-
-fn no_local() -> LocalChunks<'static, File> {
-    LocalChunks {
-        active: None,
-        target_may_hold_image: false,
-    }
+/// `image` with `len` bytes at `at` replaced by random ones.
+fn rewritten(image: &[u8], at: usize, len: usize, seed: u64) -> Vec<u8> {
+    let mut changed = image.to_vec();
+    changed[at..at + len].copy_from_slice(&seeded_random(len, seed));
+    changed
 }
 
 /// The first `len` bytes of `file`.
@@ -234,16 +258,7 @@ fn the_same_image_twice_downloads_nothing() {
     let bucket = Bucket::signed();
     let v1 = image(1);
     let (meta, index) = bucket.publish(1, &v1);
-    let mut target = bucket.slot("target", &[]);
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &v1), &index),
-            DeltaOptions::default(),
-        )
-        .unwrap();
+    let (report, mut target) = bucket.delta(&meta, &index, Some((&v1, &index))).unwrap();
     assert_eq!(report.fallback, None);
     assert_eq!(report.copied.chunks, index.chunks.len());
     assert_eq!(
@@ -260,16 +275,8 @@ fn nothing_in_common_is_a_plain_full_download() {
     let (old_meta, old_index) = bucket.publish(1, &image(1));
     let v2 = image(2);
     let (meta, index) = bucket.publish(2, &v2);
-    let mut target = bucket.slot("target", &[]);
-    let active_slot = bucket.slot("active", &image(1));
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(active_slot, &old_index),
-            DeltaOptions::default(),
-        )
+    let (report, mut target) = bucket
+        .delta(&meta, &index, Some((&image(1), &old_index)))
         .unwrap();
     // The zero and text runs are shared, which is too little.
     assert!(
@@ -299,21 +306,14 @@ fn all_new_by_ranges_when_told_to_try() {
     let (_, old_index) = bucket.publish(1, &seeded_random(IMAGE_LEN, 1));
     let v2 = seeded_random(IMAGE_LEN, 2);
     let (meta, index) = bucket.publish(2, &v2);
-    let mut target = bucket.slot("target", &[]);
     let mut opts = DeltaOptions {
         min_saving_percent: 0,
         ..DeltaOptions::default()
     };
     // Small requests, so that several are in flight.
     opts.coalescing.max_request = 512 * KIB as u64;
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &[]), &old_index),
-            opts,
-        )
+    let (report, mut target) = bucket
+        .update_from(&meta, &index, Some((&[], &old_index)), opts)
         .unwrap();
     assert_eq!(report.fallback, None);
     assert_eq!(report.fetched.chunks, index.chunks.len());
@@ -344,15 +344,8 @@ fn shifted_content_is_reused_and_only_the_change_fetched() {
     v2[3 * MIB..3 * MIB + 100 * KIB].copy_from_slice(&seeded_random(100 * KIB, 8));
     v2.truncate(IMAGE_LEN);
     let (meta, index) = bucket.publish(2, &v2);
-    let mut target = bucket.slot("target", &[]);
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &v1), &old_index),
-            DeltaOptions::default(),
-        )
+    let (report, mut target) = bucket
+        .delta(&meta, &index, Some((&v1, &old_index)))
         .unwrap();
     assert_eq!(report.fallback, None, "{report}");
     assert!(
@@ -380,15 +373,8 @@ fn a_corrupted_local_chunk_is_fetched_instead() {
     let mut damaged = v1.clone();
     let victim = &index.chunks[5];
     damaged[victim.offset as usize + 10] ^= 0xff;
-    let mut target = bucket.slot("target", &[]);
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &damaged), &index),
-            DeltaOptions::default(),
-        )
+    let (report, mut target) = bucket
+        .delta(&meta, &index, Some((&damaged, &index)))
         .unwrap();
     assert_eq!(report.refetched, 1, "{report}");
     assert_eq!(report.fetched.chunks, 1);
@@ -445,8 +431,7 @@ fn kept_copied_and_fetched_in_one_update() {
     let bucket = Bucket::signed();
     let v1 = image(1);
     let (_, old_index) = bucket.publish(1, &v1);
-    let mut v2 = v1.clone();
-    v2[3 * MIB..3 * MIB + 200 * KIB].copy_from_slice(&seeded_random(200 * KIB, 9));
+    let v2 = rewritten(&v1, 3 * MIB, 200 * KIB, 9);
     let (meta, index) = bucket.publish(2, &v2);
     // An attempt at v2 wrote its first 1.5 MiB, then stopped.
     let mut before = v2[..3 * MIB / 2].to_vec();
@@ -514,15 +499,8 @@ fn missing_ranges_are_fetched_several_at_once_within_the_bound() {
     opts.coalescing.max_request = 256 * KIB as u64;
     // Every request waits at the proxy, so requests in flight overlap there.
     bucket.proxy.set_latency(Duration::from_millis(100));
-    let mut target = bucket.slot("target", &[]);
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &[]), &old_index),
-            opts,
-        )
+    let (report, mut target) = bucket
+        .update_from(&meta, &index, Some((&[], &old_index)), opts)
         .unwrap();
     assert!(report.requests >= 12, "{report}");
     let most = bucket.proxy.max_open_requests();
@@ -535,19 +513,11 @@ fn a_server_that_ignores_ranges_gets_a_full_download() {
     let bucket = Bucket::public();
     let v1 = image(1);
     let (_, old_index) = bucket.publish(1, &v1);
-    let mut v2 = v1.clone();
-    v2[2 * MIB..2 * MIB + 200 * KIB].copy_from_slice(&seeded_random(200 * KIB, 9));
+    let v2 = rewritten(&v1, 2 * MIB, 200 * KIB, 9);
     let (meta, index) = bucket.publish(2, &v2);
     bucket.proxy.ignore_ranges(true);
-    let mut target = bucket.slot("target", &[]);
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &v1), &old_index),
-            DeltaOptions::default(),
-        )
+    let (report, mut target) = bucket
+        .delta(&meta, &index, Some((&v1, &old_index)))
         .unwrap();
     assert_eq!(
         report.fallback,
@@ -567,15 +537,8 @@ fn a_server_that_ignores_ranges_gets_a_full_download_when_refetching() {
     let mut damaged = v1.clone();
     damaged[index.chunks[5].offset as usize + 10] ^= 0xff;
     bucket.proxy.ignore_ranges(true);
-    let mut target = bucket.slot("target", &[]);
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &damaged), &index),
-            DeltaOptions::default(),
-        )
+    let (report, mut target) = bucket
+        .delta(&meta, &index, Some((&damaged, &index)))
         .unwrap();
     assert_eq!(
         report.fallback,
@@ -600,16 +563,7 @@ fn without_a_local_source_the_whole_image_is_downloaded() {
     let bucket = Bucket::signed();
     let v1 = image(1);
     let (meta, index) = bucket.publish(1, &v1);
-    let mut target = bucket.slot("target", &[]);
-    let report = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            no_local(),
-            DeltaOptions::default(),
-        )
-        .unwrap();
+    let (report, mut target) = bucket.delta(&meta, &index, None).unwrap();
     assert_eq!(report.fallback, Some(Fallback::NoLocalSource));
     assert_eq!(bucket.image_gets(&meta).len(), 1);
     assert_eq!(contents(&mut target, v1.len()), v1);
@@ -622,15 +576,8 @@ fn the_read_back_checks_the_whole_image_hash() {
     let (mut meta, index) = bucket.publish(1, &v1);
     // Every chunk matches the index, but the meta names another image.
     meta.image.sha256 = Digest::of(b"another image");
-    let mut target = bucket.slot("target", &[]);
     let error = bucket
-        .update(
-            &meta,
-            &index,
-            &mut target,
-            active(bucket.slot("active", &v1), &index),
-            DeltaOptions::default(),
-        )
+        .delta(&meta, &index, Some((&v1, &index)))
         .unwrap_err();
     assert!(
         matches!(

@@ -12,7 +12,7 @@ use abnix_core::units::{parse_duration, parse_size};
 use abnix_formats::layout::{compute, min_disk_size, LayoutConfig};
 use abnix_formats::meta::{check_cmdline, check_label};
 use abnix_updater::config::{self, Config};
-use abnix_updater::reboot::RebootPolicy;
+use abnix_updater::reboot_policy::RebootPolicy;
 use abnix_updater::remote::CredentialSource;
 use serde_json::Value;
 use uuid::Uuid;

@@ -726,7 +726,7 @@ fn status_reads_a_corrupt_state_without_touching_it() {
 
 #[test]
 fn status_says_when_the_next_check_is_due_and_flags_a_stopped_timer() {
-    use abnix_updater::state::{CheckRecord, State, StateDir};
+    use abnix_updater::state_dir::{CheckRecord, State, StateDir};
     use chrono::{DateTime, Utc};
 
     let fleet = Fleet::new();

@@ -87,7 +87,7 @@ impl fmt::Debug for EfiApp {
 /// `arch`: an MS-DOS header pointing at a PE signature and machine type.
 /// A stand-in for a bootloader in tests that never boot it.
 #[cfg(test)]
-pub fn stand_in(arch: Arch, text: &str) -> Vec<u8> {
+pub(crate) fn stand_in(arch: Arch, text: &str) -> Vec<u8> {
     let mut image = vec![0u8; 0x40];
     image[..2].copy_from_slice(b"MZ");
     image[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());

@@ -23,13 +23,12 @@
 use abnix_formats::layout::Arch;
 use abnix_formats::slot::Slot;
 
-pub const ABNIX_DIR: &str = "abnix";
+pub(crate) const ABNIX_DIR: &str = "abnix";
 pub const GRUB_CFG: &str = "abnix/grub.cfg";
 pub const GRUB_ENV: &str = "abnix/grubenv";
-pub const EFI_BOOT_DIR: &str = "EFI/BOOT";
-pub const LOADER_DIR: &str = "loader";
-pub const LOADER_CONF: &str = "loader/loader.conf";
-pub const ENTRIES_DIR: &str = "loader/entries";
+pub(crate) const EFI_BOOT_DIR: &str = "EFI/BOOT";
+pub(crate) const LOADER_CONF: &str = "loader/loader.conf";
+pub(crate) const ENTRIES_DIR: &str = "loader/entries";
 
 /// The removable-media path that `arch`'s firmware boots without any EFI
 /// boot variable (UEFI 2.10 §3.5.1.1), so a disk written as a file boots
@@ -38,7 +37,7 @@ pub fn efi_boot(arch: Arch) -> String {
     format!("{EFI_BOOT_DIR}/BOOT{}.EFI", arch.uefi_name())
 }
 
-pub fn slot_dir(slot: Slot) -> String {
+pub(crate) fn slot_dir(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}")
 }
 
@@ -65,16 +64,16 @@ pub fn slot_signatures(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}/meta.sig")
 }
 
-pub fn grub_slot_cfg(slot: Slot) -> String {
+pub(crate) fn grub_slot_cfg(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}/slot.cfg")
 }
 
 /// The file name of GRUB's last-good mark in a slot's directory.
-pub const GRUB_GOOD_MARK: &str = "good";
+pub(crate) const GRUB_GOOD_MARK: &str = "good";
 
 /// GRUB's last-good mark of a slot: an empty file, so creating or
 /// removing it is one directory-sector write.
-pub fn grub_good_mark(slot: Slot) -> String {
+pub(crate) fn grub_good_mark(slot: Slot) -> String {
     format!("{ABNIX_DIR}/{slot}/{GRUB_GOOD_MARK}")
 }
 

@@ -16,7 +16,7 @@
 //!   entry.
 //!
 //! Both keep each slot's kernel and initrd under `abnix/<slot>/` on the ESP
-//! ([`esp`]) together with its slot file ([`slotinfo`]), which is written
+//! ([`esp`]) together with its slot file (`slotinfo`), which is written
 //! last and removed first: a slot whose slot file exists has complete boot
 //! files, and both bootloaders only boot such slots. The write order that
 //! makes every power cut safe is explained in docs/boot.md.
@@ -27,9 +27,10 @@ pub mod efi;
 pub mod esp;
 mod files;
 pub mod grub;
+#[cfg(any(test, feature = "testutil"))]
 pub mod model;
 mod setup;
-pub mod slotinfo;
+pub(crate) mod slotinfo;
 pub mod state;
 pub mod systemd_boot;
 #[cfg(test)]

@@ -16,10 +16,10 @@ const FORMAT: u32 = 1;
 /// left for what abnix and the bootloaders add (`abnix.slot=a`, GRUB's
 /// `BOOT_IMAGE=/abnix/a/kernel`, systemd-boot's `initrd=\abnix\a\initrd`).
 /// Beyond the limit the kernel silently truncates, losing `abnix.slot=`.
-pub const MAX_CMDLINE: usize = 1960;
+pub(crate) const MAX_CMDLINE: usize = 1960;
 
 /// Longest label; it is shown in boot menus.
-pub const MAX_LABEL: usize = 200;
+pub(crate) const MAX_LABEL: usize = 200;
 
 /// What the boot files of a slot are.
 #[derive(Debug, Clone, PartialEq, Eq)]

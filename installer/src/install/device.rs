@@ -160,7 +160,7 @@ impl<D> Opened<D> {
         Ok(())
     }
 
-    /// The same target with its disk wrapped (tests: a [`abnix_formats::disk::FaultyDisk`]).
+    /// The same target with its disk wrapped (tests: a `FaultyDisk`).
     pub fn map<E>(self, wrap: impl FnOnce(D) -> E) -> Opened<E> {
         Opened {
             disk: wrap(self.disk),

@@ -134,9 +134,9 @@ fn try_size(
 const PAGE: u64 = 4096;
 
 /// A blank in-memory disk that keeps only the pages holding something other
-/// than zeros. Not a [`abnix_formats::disk::Overlay`]: that keeps every page
-/// written, here up to hundreds of MiB of zeros standing in for a kernel
-/// and an initrd.
+/// than zeros. Not an `abnix_formats::disk::Overlay` (a test double): that
+/// keeps every page written, here up to hundreds of MiB of zeros standing in
+/// for a kernel and an initrd.
 struct Blank {
     len: u64,
     pos: u64,

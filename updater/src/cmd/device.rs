@@ -9,7 +9,7 @@ use abnix_formats::slot::Slot;
 use abnix_updater::config::{self, Config};
 use abnix_updater::host::{Host, HostOverrides};
 use abnix_updater::report::Reporter;
-use abnix_updater::state::{Lock, StateDir};
+use abnix_updater::state_dir::{Lock, StateDir};
 use abnix_updater::update::LOCK_WAIT;
 
 #[derive(clap::Args)]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use abnix_formats::fat::FatFs;
 use abnix_formats::report::ReportEvent;
-use abnix_updater::state::FailedVersion;
+use abnix_updater::state_dir::FailedVersion;
 use abnix_updater::update::{records, rollback_plan, RollbackHow};
 use anyhow::Context;
 use chrono::Utc;

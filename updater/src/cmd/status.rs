@@ -16,7 +16,7 @@ use abnix_formats::machine_id::MachineId;
 use abnix_formats::rollout::Rollout;
 use abnix_updater::config::{ClockTrust, Config};
 use abnix_updater::host::Host;
-use abnix_updater::state::{
+use abnix_updater::state_dir::{
     CheckRecord, CorruptState, ErrorRecord, FailedVersion, State, StateDir,
 };
 use abnix_updater::update::machine::{rollback_floor, rollout_place, Clock, DiskState};

@@ -1,4 +1,4 @@
-//! `abnix-update update`: the update cycle (core::update::machine), then
+//! `abnix-update update`: the update cycle (abnix_updater::update::machine), then
 //! the reboot the policy asks for. Exit codes (docs/cli.md): 0 nothing to
 //! do, 4 a new version was installed (or was already waiting) and boots at
 //! the next reboot, 1 failed or refused (the state file and `status` say
@@ -13,8 +13,8 @@ use abnix_core::units::parse_duration;
 use abnix_formats::layout::Arch;
 use abnix_formats::report::ReportEvent;
 use abnix_updater::config::{ClockTrust, Config};
-use abnix_updater::reboot;
-use abnix_updater::state::{ErrorRecord, Lock, State, StateDir};
+use abnix_updater::reboot_policy;
+use abnix_updater::state_dir::{ErrorRecord, Lock, State, StateDir};
 use abnix_updater::update::machine::{
     Clock, Device, Failure, Machine, Mode, NetworkWait, Outcome, Refusal, Setup, Skip, Stage,
 };
@@ -165,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         });
     };
-    let plan = reboot::plan(config.reboot, Local::now().naive_local());
+    let plan = reboot_policy::plan(config.reboot, Local::now().naive_local());
     if let Err(e) = restart::carry_out(plan, slot, version) {
         cycle.state.last_error = Some(ErrorRecord {
             at: Utc::now(),

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::channel::Channel;
-use crate::state::write_atomically;
+use crate::state_dir::write_atomically;
 use abnix_formats::index::{Index, IndexError};
 use abnix_formats::meta::{object_name, ObjectKind};
 

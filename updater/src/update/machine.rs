@@ -41,7 +41,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::state::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
+use crate::state_dir::{CheckRecord, ErrorRecord, FailedVersion, LatestSeen, State};
 use abnix_core::boot::{state::slot_index, BootStatus, SlotInfo, SlotState};
 use abnix_formats::digest::Digest;
 use abnix_formats::layout::Arch;
@@ -597,7 +597,11 @@ impl fmt::Display for Outcome {
 
 /// The failed-version record of a trial in slot `trial` that fell back to
 /// the other slot.
-pub fn failed_trial_record(trial: Slot, info: &SlotInfo, at: DateTime<Utc>) -> FailedVersion {
+pub(crate) fn failed_trial_record(
+    trial: Slot,
+    info: &SlotInfo,
+    at: DateTime<Utc>,
+) -> FailedVersion {
     FailedVersion {
         version: info.version,
         id: info.id,

@@ -19,7 +19,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::machine::{DiskState, KeptMeta};
-use crate::state::FailedVersion;
+use crate::state_dir::FailedVersion;
 use abnix_core::boot::{esp, SlotStatus};
 use abnix_core::system_disk::{SystemDisk, SystemDiskError};
 use abnix_formats::digest::Digest;
@@ -75,7 +75,7 @@ pub fn record_failed<D: Disk>(fs: &mut FatFs<D>, failed: &FailedVersion) -> Resu
 
 /// The failed versions recorded, in version order. A record whose content
 /// is damaged still counts by its name.
-pub fn read_failed<D: Disk>(fs: &mut FatFs<D>) -> Result<Vec<FailedVersion>, FatError> {
+pub(crate) fn read_failed<D: Disk>(fs: &mut FatFs<D>) -> Result<Vec<FailedVersion>, FatError> {
     let mut failed = Vec::new();
     for name in files_in(fs, FAILED_DIR)? {
         let Some((version, id)) = name
@@ -107,7 +107,7 @@ pub fn read_failed<D: Disk>(fs: &mut FatFs<D>) -> Result<Vec<FailedVersion>, Fat
 }
 
 /// Records `key` as revoked.
-pub fn record_revoked<D: Disk>(fs: &mut FatFs<D>, key: &PublicKey) -> Result<(), FatError> {
+pub(crate) fn record_revoked<D: Disk>(fs: &mut FatFs<D>, key: &PublicKey) -> Result<(), FatError> {
     record(
         fs,
         REVOKED_DIR,
@@ -118,7 +118,7 @@ pub fn record_revoked<D: Disk>(fs: &mut FatFs<D>, key: &PublicKey) -> Result<(),
 
 /// The keys recorded as revoked; a damaged record is ignored, with a
 /// warning.
-pub fn read_revoked<D: Disk>(fs: &mut FatFs<D>) -> Result<Vec<PublicKey>, FatError> {
+pub(crate) fn read_revoked<D: Disk>(fs: &mut FatFs<D>) -> Result<Vec<PublicKey>, FatError> {
     let mut revoked = Vec::new();
     for name in files_in(fs, REVOKED_DIR)? {
         let path = format!("{REVOKED_DIR}/{name}");
@@ -132,11 +132,11 @@ pub fn read_revoked<D: Disk>(fs: &mut FatFs<D>) -> Result<Vec<PublicKey>, FatErr
 }
 
 /// A meta's bytes and its signature file.
-pub type MetaFiles = (Vec<u8>, Vec<u8>);
+pub(crate) type MetaFiles = (Vec<u8>, Vec<u8>);
 
 /// A slot's signed meta and signature file as kept beside its boot files,
 /// if both are there.
-pub fn read_kept_meta<D: Disk>(
+pub(crate) fn read_kept_meta<D: Disk>(
     fs: &mut FatFs<D>,
     slot: Slot,
 ) -> Result<Option<MetaFiles>, FatError> {

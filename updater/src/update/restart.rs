@@ -1,5 +1,5 @@
 //! Rebooting into a freshly installed version, as the reboot policy says
-//! ([`crate::reboot::plan`] decides when; this carries it out).
+//! ([`crate::reboot_policy::plan`] decides when; this carries it out).
 //!
 //! - now: after the plan's delay (logged first, so the journal says why the
 //!   machine went down), `systemctl reboot` when systemd runs, else
@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 
-use crate::reboot::RebootPlan;
+use crate::reboot_policy::RebootPlan;
 use abnix_formats::slot::Slot;
 
 /// The transient unit that reboots at the window.
-pub const SCHEDULED_UNIT: &str = "abnix-reboot";
+pub(crate) const SCHEDULED_UNIT: &str = "abnix-reboot";
 
 /// Whether the machine runs systemd (sd_booted(3)).
 pub fn systemd_running() -> bool {
@@ -36,7 +36,7 @@ pub fn systemd_running() -> bool {
 }
 
 /// The command line that reboots the machine now.
-pub fn reboot_command(systemd: bool) -> Vec<String> {
+pub(crate) fn reboot_command(systemd: bool) -> Vec<String> {
     if systemd {
         vec!["systemctl".into(), "reboot".into()]
     } else {
@@ -45,7 +45,7 @@ pub fn reboot_command(systemd: bool) -> Vec<String> {
 }
 
 /// The command line that reboots the machine at local time `at`.
-pub fn schedule_command(at: NaiveDateTime) -> Vec<String> {
+pub(crate) fn schedule_command(at: NaiveDateTime) -> Vec<String> {
     vec![
         "systemd-run".into(),
         format!("--unit={SCHEDULED_UNIT}"),
@@ -58,7 +58,7 @@ pub fn schedule_command(at: NaiveDateTime) -> Vec<String> {
 
 /// The command line that tells whether the reboot is scheduled already
 /// (exit 0 when the timer is active).
-pub fn scheduled_query() -> Vec<String> {
+pub(crate) fn scheduled_query() -> Vec<String> {
     vec![
         "systemctl".into(),
         "is-active".into(),

@@ -19,7 +19,7 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::delta::{ActiveSlot, DeltaOptions, IndexStore, LocalChunks, Reopen};
 use crate::remote::{Remote, RemoteError};
-use crate::state::{FailedVersion, State, StateDir};
+use crate::state_dir::{FailedVersion, State, StateDir};
 use abnix_core::boot::BootFiles;
 use abnix_core::errors::error_text;
 use abnix_core::pipeline::{VerifiedImage, WriteOptions};

@@ -15,12 +15,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use abnix_core::blockdev::SysRoot;
 
 /// The timer's first check after boot (its `OnBootSec=`).
-pub const FIRST_CHECK_AFTER_BOOT: Duration = Duration::from_secs(60);
+pub(crate) const FIRST_CHECK_AFTER_BOOT: Duration = Duration::from_secs(60);
 
 /// How far past the missed check a check may still come before it is
 /// overdue: the timer's random delay (`RandomizedDelaySec=`, 30 min by
 /// default), the network wait (5 min) and the run itself.
-pub const OVERDUE_SLACK: Duration = Duration::from_secs(3600);
+pub(crate) const OVERDUE_SLACK: Duration = Duration::from_secs(3600);
 
 /// When the next check is due and whether one is overdue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct CheckSchedule {
 
 /// The schedule, given the last recorded check, the boot time (when known)
 /// and the interval. A check before the last boot does not count: the
-/// timer's first check of a boot comes [`FIRST_CHECK_AFTER_BOOT`] after it,
+/// timer's first check of a boot comes `FIRST_CHECK_AFTER_BOOT` after it,
 /// so a machine that was switched off is not overdue when it comes back.
 pub fn check_schedule(
     last_check: Option<DateTime<Utc>>,

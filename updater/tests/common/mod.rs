@@ -30,7 +30,7 @@ use abnix_updater::publish::{publish, PublishOptions};
 use abnix_updater::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
-use abnix_updater::state::{Lock, StateDir};
+use abnix_updater::state_dir::{Lock, StateDir};
 use chrono::{DateTime, Utc};
 use tempfile::TempDir;
 use uuid::Uuid;

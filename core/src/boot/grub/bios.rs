@@ -42,7 +42,7 @@ const SECOND_SECTOR_SEGMENT: u16 = 0x820;
 const NO_REED_SOLOMON_LENGTH: usize = SECTOR + 0x14;
 /// The largest core.img grub-bios-setup embeds: it is loaded at
 /// `GRUB_KERNEL_I386_PC_LINK_ADDR` (0x9000) and must stay below 0x78000.
-pub const MAX_CORE_SECTORS: usize = (0x78000 - 0x9000) / SECTOR;
+pub(crate) const MAX_CORE_SECTORS: usize = (0x78000 - 0x9000) / SECTOR;
 
 /// Why boot.img, core.img or the MBR cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

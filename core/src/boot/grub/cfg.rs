@@ -27,7 +27,7 @@ pub struct GrubCfgOptions {
 }
 
 /// The `grub.cfg` that GRUB loads from `$prefix` (`/abnix` on the ESP).
-pub fn grub_cfg(options: &GrubCfgOptions) -> String {
+pub(crate) fn grub_cfg(options: &GrubCfgOptions) -> String {
     let env = esp::absolute(esp::GRUB_ENV);
     let fallback = BootState::FALLBACK;
     let mut cfg = String::new();
@@ -185,7 +185,7 @@ pub enum CmdlineError {
 /// Splits a kernel command line into arguments like the kernel's
 /// `next_arg` (lib/cmdline.c): whitespace separates them, except inside
 /// double quotes, which stay part of the argument.
-pub fn kernel_args(cmdline: &str) -> Result<Vec<&str>, CmdlineError> {
+pub(crate) fn kernel_args(cmdline: &str) -> Result<Vec<&str>, CmdlineError> {
     if let Some(c) = cmdline.chars().find(|c| c.is_control()) {
         return Err(CmdlineError::Control(c));
     }

@@ -38,7 +38,7 @@ pub fn slot_key(slot: Slot) -> &'static str {
 }
 
 /// Every variable `grub.cfg` loads, in block order.
-pub fn state_keys() -> [&'static str; 4] {
+pub(crate) fn state_keys() -> [&'static str; 4] {
     [
         FORMAT_KEY,
         PRIMARY_KEY,
@@ -48,7 +48,7 @@ pub fn state_keys() -> [&'static str; 4] {
 }
 
 /// The one-byte encoding of a slot state, as `grub.cfg` tests it.
-pub fn state_value(state: SlotState) -> char {
+pub(crate) fn state_value(state: SlotState) -> char {
     match state {
         SlotState::Bad => 'x',
         SlotState::Good => 'g',
@@ -60,7 +60,7 @@ pub fn state_value(state: SlotState) -> char {
 
 /// Why bytes are not a well-formed GRUB environment block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnvError {
+pub(crate) enum EnvError {
     #[error("not a GRUB environment block: it does not start with {SIGNATURE:?}")]
     NoSignature,
     #[error("GRUB environment block: the line at byte {offset} has no '='")]
@@ -79,12 +79,13 @@ pub enum EnvError {
 
 /// The variables of a GRUB environment block, in block order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct EnvBlock {
+pub(crate) struct EnvBlock {
     vars: Vec<(String, String)>,
 }
 
 impl EnvBlock {
     /// Parses a whole block; any malformed line is an error.
+    #[cfg(test)]
     pub fn parse(bytes: &[u8]) -> Result<EnvBlock, EnvError> {
         let (block, problem) = Self::parse_prefix(bytes);
         match problem {
@@ -135,6 +136,7 @@ impl EnvBlock {
         }
     }
 
+    #[cfg(test)]
     pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -233,7 +235,7 @@ fn check_name(name: &str, offset: usize) -> Result<(), EnvError> {
 }
 
 /// The abnix state block for `state`: [`STATE_BLOCK_SIZE`] bytes, keys in
-/// the fixed order of [`state_keys`].
+/// the fixed order of `state_keys`.
 pub fn encode_state(state: &BootState) -> Vec<u8> {
     let mut block = EnvBlock::default();
     block.set(FORMAT_KEY, FORMAT);

@@ -16,7 +16,7 @@ use crate::boot::esp;
 use abnix_formats::layout::Arch;
 
 /// The ESP's GPT partition number (DESIGN §2).
-pub const ESP_PARTITION: u32 = 2;
+pub(crate) const ESP_PARTITION: u32 = 2;
 
 /// Modules both images need: the ESP (GPT, FAT), the script (normal,
 /// `source` from configfile, `[` from test, `echo`, `sleep`, `reboot`), the
@@ -38,7 +38,7 @@ const COMMON_MODULES: &[&str] = &[
 ];
 
 /// GRUB's platform for BIOS machines (x86 only, see [`Arch::has_bios`]).
-pub const BIOS_PLATFORM: &str = "i386-pc";
+pub(crate) const BIOS_PLATFORM: &str = "i386-pc";
 
 /// BIOS disk access.
 const BIOS_MODULES: &[&str] = &["biosdisk"];

@@ -21,14 +21,14 @@ use abnix_formats::slot::Slot;
 /// sort key by it, then by `version`, newest first; without one it would
 /// order by file name, putting `abnix-b` before `abnix-a` whatever their
 /// versions.
-pub const SORT_KEY: &str = "abnix";
+pub(crate) const SORT_KEY: &str = "abnix";
 
 const ENTRY_PREFIX: &str = "abnix-";
 const ENTRY_SUFFIX: &str = ".conf";
 
 /// A boot counter in an entry file name: `+LEFT` or `+LEFT-DONE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BootCounter {
+pub(crate) struct BootCounter {
     /// Boot attempts left.
     pub left: u64,
     /// Attempts made so far; systemd-boot reads a missing `-DONE` as 0.
@@ -39,7 +39,7 @@ pub struct BootCounter {
 /// counter and the counter, following systemd-boot's grammar: the counter is
 /// the suffix `+` digits, optionally `-` digits. Anything else means no
 /// counter (the whole stem is the name), as in systemd-boot.
-pub fn split_counter(stem: &str) -> (&str, Option<BootCounter>) {
+pub(crate) fn split_counter(stem: &str) -> (&str, Option<BootCounter>) {
     let Some(plus) = stem.rfind('+') else {
         return (stem, None);
     };
@@ -62,7 +62,7 @@ pub fn split_counter(stem: &str) -> (&str, Option<BootCounter>) {
 
 /// The name of an abnix entry file: which slot and its boot counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntryName {
+pub(crate) struct EntryName {
     pub slot: Slot,
     pub counter: Option<BootCounter>,
 }
@@ -152,6 +152,7 @@ impl EntryName {
 
     /// The name systemd-boot gives the entry when it boots it
     /// (`config_entry_parse_tries`: LEFT-1 but not below 0, DONE+1).
+    #[cfg(any(test, feature = "testutil"))]
     pub fn after_boot_attempt(&self) -> EntryName {
         EntryName {
             counter: self.counter.map(|c| BootCounter {
@@ -299,13 +300,13 @@ pub fn slot_entry(slot: Slot, version: u64, label: &str, cmdline: &str) -> BlsEn
 /// systemd-boot 258 and later reboot when an entry fails to start, so the
 /// next try comes without help (v252 ignores the unknown key and returns to
 /// the firmware instead; see docs/boot.md).
-pub fn loader_conf() -> String {
+pub(crate) fn loader_conf() -> String {
     "timeout 0\neditor no\nreboot-on-error yes\n".to_owned()
 }
 
 /// What systemd-boot's ordering looks at in an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SortEntry<'a> {
+pub(crate) struct SortEntry<'a> {
     /// The entry file name.
     pub file_name: &'a str,
     pub counter: Option<BootCounter>,
@@ -322,7 +323,7 @@ pub struct SortEntry<'a> {
 ///    4. by id (the lowercased file name, counter included in v252; newer
 ///    versions drop the counter, which only matters for equal versions),
 ///    newest first; 5. more tries left first, then fewer tries done.
-pub fn compare_entries(a: &SortEntry, b: &SortEntry) -> Ordering {
+pub(crate) fn compare_entries(a: &SortEntry, b: &SortEntry) -> Ordering {
     let exhausted = |e: &SortEntry| e.counter.is_some_and(|c| c.left == 0);
     exhausted(a)
         .cmp(&exhausted(b))
@@ -351,14 +352,14 @@ pub fn compare_entries(a: &SortEntry, b: &SortEntry) -> Ordering {
 
 /// The entry systemd-boot boots when nothing overrides its choice: the
 /// first after sorting. (It only lists entries whose `linux` file exists.)
-pub fn first_entry<'a, 'b>(entries: &'b [SortEntry<'a>]) -> Option<&'b SortEntry<'a>> {
+pub(crate) fn first_entry<'a, 'b>(entries: &'b [SortEntry<'a>]) -> Option<&'b SortEntry<'a>> {
     entries.iter().min_by(|a, b| compare_entries(a, b))
 }
 
 /// systemd's `strverscmp_improved` (src/fundamental/string-util-fundamental.c):
 /// compares version strings segment by segment, numbers numerically; `~`
 /// marks a pre-release (older), `-`, `^` and `.` separate segments.
-pub fn strverscmp_improved(a: &str, b: &str) -> Ordering {
+pub(crate) fn strverscmp_improved(a: &str, b: &str) -> Ordering {
     let valid = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'~' | b'-' | b'^' | b'.');
     let first = |s: &[u8]| s.first().copied().unwrap_or(0);
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());

@@ -236,7 +236,7 @@ pub enum LockError {
 /// Writes `path` so that a power cut leaves either its old or its new
 /// content: temporary file, fsync, rename over, fsync of the directory (the
 /// rename itself is only durable once the directory is).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

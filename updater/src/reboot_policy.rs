@@ -80,7 +80,7 @@ pub enum RebootPlan {
 }
 
 /// Delay before an immediate reboot, so the log line saying so gets out.
-pub const IMMEDIATE_DELAY_SECS: u64 = 5;
+pub(crate) const IMMEDIATE_DELAY_SECS: u64 = 5;
 
 pub fn plan(policy: RebootPolicy, now: NaiveDateTime) -> RebootPlan {
     match policy {
