@@ -374,13 +374,22 @@ mod tests {
         }
     }
 
-    fn spec(bootloader: Bootloader) -> DiskSpec {
-        DiskSpec {
-            bootloader,
-            slot_size: 8 << 20,
-            esp_size: 40 << 20,
-            rw_size: 64 << 20,
-        }
+    /// A disk of each bootloader with v1 installed, and its path.
+    fn installed(setting: &Setting) -> Vec<(Bootloader, PathBuf, AbnixDisk)> {
+        [Bootloader::Grub, Bootloader::SystemdBoot]
+            .into_iter()
+            .map(|bootloader| {
+                let spec = DiskSpec {
+                    bootloader,
+                    slot_size: 8 << 20,
+                    esp_size: 40 << 20,
+                    rw_size: 64 << 20,
+                };
+                let path = setting.dir.path().join(format!("{bootloader}.img"));
+                let disk = AbnixDisk::create(&path, &spec, &setting.v1).unwrap();
+                (bootloader, path, disk)
+            })
+            .collect()
     }
 
     /// Both bootloaders: the installed disk is an abnix disk with its
@@ -389,17 +398,9 @@ mod tests {
     /// version into B and activating it makes B the trial that boots next.
     #[test]
     fn created_disks_hold_the_first_version_and_take_a_second() {
-        let Setting {
-            dir,
-            config,
-            v1,
-            v2,
-            ..
-        } = &setting();
-        for bootloader in [Bootloader::Grub, Bootloader::SystemdBoot] {
-            let path = dir.path().join(format!("{bootloader}.img"));
-            let disk = AbnixDisk::create(&path, &spec(bootloader), v1).unwrap();
-
+        let setting = setting();
+        let (dir, config, v1, v2) = (&setting.dir, &setting.config, &setting.v1, &setting.v2);
+        for (bootloader, path, disk) in installed(&setting) {
             let status = disk.status().unwrap();
             assert_eq!(status.next, Some(Slot::A));
             assert_eq!(status.slot(Slot::A).state, SlotState::Good);
@@ -459,16 +460,9 @@ mod tests {
     /// missed.
     #[test]
     fn updates_cut_short_leave_a_booting() {
-        let Setting {
-            dir,
-            config,
-            v1,
-            v2,
-            ..
-        } = &setting();
-        for bootloader in [Bootloader::Grub, Bootloader::SystemdBoot] {
-            let path = dir.path().join(format!("{bootloader}.img"));
-            let disk = AbnixDisk::create(&path, &spec(bootloader), v1).unwrap();
+        let setting = setting();
+        let (config, v2) = (&setting.config, &setting.v2);
+        for (bootloader, _, disk) in installed(&setting) {
             for step in [Step::WriteImage, Step::WriteBootFiles, Step::Activate] {
                 let cut = PowerCut {
                     step,
