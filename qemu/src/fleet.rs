@@ -9,6 +9,9 @@
 //! channel, the trusted key, tries and reboot policy) and a credentials
 //! file, so the real `abnix-update update` inside a guest signs its requests
 //! and verifies what it downloads exactly as on a real machine.
+//! The updater's executor on the host side reaches the same bucket
+//! ([`Fleet::host_config`]) when a test updates a disk file
+//! ([`crate::system_disk`]).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -350,9 +350,11 @@ mod tests {
         (release, fleet.channel_meta().unwrap())
     }
 
+    /// What both tests start from; the fleet's bucket serves the updates
+    /// while it lives.
     struct Setting {
         dir: tempfile::TempDir,
-        fleet: Fleet,
+        _fleet: Fleet,
         config: Config,
         v1: Release,
         v2: SignedMeta,
@@ -366,20 +368,29 @@ mod tests {
         let (_, v2) = release(&fleet, dir.path(), 2);
         Setting {
             dir,
-            fleet,
+            _fleet: fleet,
             config,
             v1,
             v2,
         }
     }
 
-    fn spec(bootloader: Bootloader) -> DiskSpec {
-        DiskSpec {
-            bootloader,
-            slot_size: 8 << 20,
-            esp_size: 40 << 20,
-            rw_size: 64 << 20,
-        }
+    /// A disk of each bootloader with v1 installed, and its path.
+    fn installed(setting: &Setting) -> Vec<(Bootloader, PathBuf, AbnixDisk)> {
+        [Bootloader::Grub, Bootloader::SystemdBoot]
+            .into_iter()
+            .map(|bootloader| {
+                let spec = DiskSpec {
+                    bootloader,
+                    slot_size: 8 << 20,
+                    esp_size: 40 << 20,
+                    rw_size: 64 << 20,
+                };
+                let path = setting.dir.path().join(format!("{bootloader}.img"));
+                let disk = AbnixDisk::create(&path, &spec, &setting.v1).unwrap();
+                (bootloader, path, disk)
+            })
+            .collect()
     }
 
     /// Both bootloaders: the installed disk is an abnix disk with its
@@ -388,18 +399,9 @@ mod tests {
     /// version into B and activating it makes B the trial that boots next.
     #[test]
     fn created_disks_hold_the_first_version_and_take_a_second() {
-        // The fleet's bucket serves the updates until the test ends.
-        let Setting {
-            dir,
-            fleet: _fleet,
-            config,
-            v1,
-            v2,
-        } = setting();
-        for bootloader in [Bootloader::Grub, Bootloader::SystemdBoot] {
-            let path = dir.path().join(format!("{bootloader}.img"));
-            let disk = AbnixDisk::create(&path, &spec(bootloader), &v1).unwrap();
-
+        let setting = setting();
+        let (dir, config, v1, v2) = (&setting.dir, &setting.config, &setting.v1, &setting.v2);
+        for (bootloader, path, disk) in installed(&setting) {
             let status = disk.status().unwrap();
             assert_eq!(status.next, Some(Slot::A));
             assert_eq!(status.slot(Slot::A).state, SlotState::Good);
@@ -441,7 +443,7 @@ mod tests {
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "abnix-rw");
 
-            disk.update(&config, Slot::B, &v2, 2).unwrap();
+            disk.update(config, Slot::B, v2, 2).unwrap();
             let status = disk.status().unwrap();
             assert_eq!(status.next, Some(Slot::B));
             assert_eq!(
@@ -459,23 +461,15 @@ mod tests {
     /// missed.
     #[test]
     fn updates_cut_short_leave_a_booting() {
-        // The fleet's bucket serves the updates until the test ends.
-        let Setting {
-            dir,
-            fleet: _fleet,
-            config,
-            v1,
-            v2,
-        } = setting();
-        for bootloader in [Bootloader::Grub, Bootloader::SystemdBoot] {
-            let path = dir.path().join(format!("{bootloader}.img"));
-            let disk = AbnixDisk::create(&path, &spec(bootloader), &v1).unwrap();
+        let setting = setting();
+        let (config, v2) = (&setting.config, &setting.v2);
+        for (bootloader, _, disk) in installed(&setting) {
             for step in [Step::WriteImage, Step::WriteBootFiles, Step::Activate] {
                 let cut = PowerCut {
                     step,
                     after_bytes: 1,
                 };
-                disk.update_with_power_cut(&config, Slot::B, &v2, 2, cut)
+                disk.update_with_power_cut(config, Slot::B, v2, 2, cut)
                     .unwrap();
                 let status = disk.status().unwrap();
                 assert_eq!(status.next, Some(Slot::A), "{bootloader}, {step:?}");
@@ -486,10 +480,10 @@ mod tests {
                 after_bytes: 1 << 30,
             };
             let err = disk
-                .update_with_power_cut(&config, Slot::B, &v2, 2, never)
+                .update_with_power_cut(config, Slot::B, v2, 2, never)
                 .unwrap_err();
             assert!(err.to_string().contains("never struck"), "{err:#}");
-            disk.update(&config, Slot::B, &v2, 2).unwrap();
+            disk.update(config, Slot::B, v2, 2).unwrap();
             assert_eq!(disk.status().unwrap().next, Some(Slot::B));
         }
     }
