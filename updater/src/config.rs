@@ -1,4 +1,5 @@
-//! The device config, `/etc/abnix/config.toml` (documented in docs/cli.md).
+//! The device config, `/etc/abnix/config.toml` and its drop-ins in
+//! `/etc/abnix/config.d/` (documented in docs/cli.md).
 //!
 //! Parsed strictly: an unknown key or an invalid value is an error that names
 //! the field, so a typo never silently turns into a default on a machine
@@ -130,25 +131,22 @@ pub enum ConfigError {
     },
 }
 
-/// The file as written. Every field is listed in docs/cli.md.
-#[derive(Debug, Deserialize)]
+/// One file as written: every key optional, so that a drop-in may set any
+/// of them. Every field is listed in docs/cli.md.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     endpoint: Option<String>,
     region: Option<String>,
-    bucket: String,
-    #[serde(default)]
-    prefix: String,
-    channel: String,
-    #[serde(default)]
-    path_style: bool,
+    bucket: Option<String>,
+    prefix: Option<String>,
+    channel: Option<String>,
+    path_style: Option<bool>,
     credentials: Option<String>,
     aws_profile: Option<String>,
-    trusted_keys: Vec<String>,
-    #[serde(default)]
-    recovery_keys: Vec<String>,
-    #[serde(default)]
-    revoked_keys: Vec<String>,
+    trusted_keys: Option<Vec<String>>,
+    recovery_keys: Option<Vec<String>>,
+    revoked_keys: Option<Vec<String>>,
     trust_clock: Option<String>,
     tries: Option<u32>,
     reboot: Option<String>,
@@ -158,40 +156,155 @@ struct RawConfig {
     check_deadline: Option<String>,
     update_deadline: Option<String>,
     min_transfer_rate: Option<String>,
-    #[serde(default)]
-    report: bool,
+    report: Option<bool>,
     report_credentials: Option<PathBuf>,
     report_bucket: Option<String>,
 }
 
+/// Which file set each key, for errors.
+type Origins<'a> = BTreeMap<&'static str, &'a Path>;
+
+impl RawConfig {
+    /// `later`'s keys replace `self`'s (a list as a whole), and `origins`
+    /// records `path` for each.
+    fn overlay<'a>(&mut self, later: RawConfig, path: &'a Path, origins: &mut Origins<'a>) {
+        // Destructured whole, so that a key missing here does not compile.
+        macro_rules! overlay {
+            ($($field:ident),*) => {
+                let RawConfig { $($field),* } = later;
+                $(
+                    if $field.is_some() {
+                        self.$field = $field;
+                        origins.insert(stringify!($field), path);
+                    }
+                )*
+            };
+        }
+        overlay!(
+            endpoint,
+            region,
+            bucket,
+            prefix,
+            channel,
+            path_style,
+            credentials,
+            aws_profile,
+            trusted_keys,
+            recovery_keys,
+            revoked_keys,
+            trust_clock,
+            tries,
+            reboot,
+            reboot_window,
+            check_interval,
+            state_dir,
+            check_deadline,
+            update_deadline,
+            min_transfer_rate,
+            report,
+            report_credentials,
+            report_bucket
+        );
+    }
+}
+
+/// The drop-in directory of a config file: `config.d` beside `config.toml`.
+pub fn drop_in_dir(path: &Path) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{stem}.d"))
+}
+
+/// The `*.toml` files of `dir` in lexical order of their names (bytes), or
+/// none when it does not exist. Hidden files (an editor's) are not read.
+fn drop_ins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let read_error = |source| ConfigError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(read_error)?.file_name();
+        let text = name.to_string_lossy();
+        if text.ends_with(".toml") && !text.starts_with('.') {
+            files.push(name);
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|name| dir.join(name)).collect())
+}
+
 impl Config {
+    /// Loads `path`, then its drop-ins (`<dir>/<stem>.d/*.toml`, e.g.
+    /// `/etc/abnix/config.d/`) in lexical order, each key of a later file
+    /// replacing the earlier value.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        let mut files = Vec::new();
+        for path in std::iter::once(path.to_owned()).chain(drop_ins(&drop_in_dir(path))?) {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            files.push((path, text));
+        }
+        Config::parse_files(&files)
     }
 
     /// Parses the text of a config file; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_files(&[(path.to_owned(), text.to_owned())])
+    }
+
+    /// Parses files (path, text) layered in order: the config, then its
+    /// drop-ins. Each file is parsed strictly on its own (unknown keys,
+    /// wrong types); the values are checked once layered. Every error names
+    /// the file that set the key.
+    fn parse_files(files: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
+        let main = files[0].0.as_path();
+        let mut raw = RawConfig::default();
+        let mut origins = Origins::new();
+        for (path, text) in files {
+            let layer: RawConfig = toml::from_str(text).map_err(|e| {
+                match e.span().and_then(|span| key_around(text, &span)) {
+                    Some(key) => ConfigError::Invalid {
+                        path: path.clone(),
+                        field: key,
+                        reason: e.message().to_owned(),
+                    },
+                    None => ConfigError::Syntax {
+                        path: path.clone(),
+                        message: e.message().to_owned()
+                            + &e.span()
+                                .map(|span| format!(" (at byte {})", span.start))
+                                .unwrap_or_default(),
+                    },
+                }
+            })?;
+            raw.overlay(layer, path, &mut origins);
+        }
+        // `trusted_keys[0]` was set where `trusted_keys` was.
         let invalid = |field: &str, reason: String| ConfigError::Invalid {
-            path: path.to_owned(),
+            path: origins
+                .get(field.split('[').next().unwrap_or(field))
+                .copied()
+                .unwrap_or(main)
+                .to_owned(),
             field: field.to_owned(),
             reason,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            match e.span().and_then(|span| key_around(text, &span)) {
-                Some(key) => invalid(&key, e.message().to_owned()),
-                None => ConfigError::Syntax {
-                    path: path.to_owned(),
-                    message: e.message().to_owned()
-                        + &e.span()
-                            .map(|span| format!(" (at byte {})", span.start))
-                            .unwrap_or_default(),
-                },
-            }
-        })?;
+        let missing = |field: &str| ConfigError::Syntax {
+            path: main.to_owned(),
+            message: format!("missing field `{field}`"),
+        };
+        let bucket = raw.bucket.ok_or_else(|| missing("bucket"))?;
+        let channel = raw.channel.ok_or_else(|| missing("channel"))?;
+        let trusted_keys_text = raw.trusted_keys.ok_or_else(|| missing("trusted_keys"))?;
+        let recovery_keys_text = raw.recovery_keys.unwrap_or_default();
+        let revoked_keys_text = raw.revoked_keys.unwrap_or_default();
 
         let profile = raw.aws_profile.clone();
         if let Some(name) = &profile {
@@ -237,7 +350,7 @@ impl Config {
                 ));
             }
         }
-        let names = [("bucket", &raw.bucket), ("channel", &raw.channel)];
+        let names = [("bucket", &bucket), ("channel", &channel)];
         let report_bucket = raw.report_bucket.as_ref().map(|b| ("report_bucket", b));
         for (field, value) in names.into_iter().chain(report_bucket) {
             if value.is_empty() || value.contains(char::is_whitespace) || value.contains('/') {
@@ -248,7 +361,7 @@ impl Config {
             }
         }
 
-        if raw.trusted_keys.is_empty() {
+        if trusted_keys_text.is_empty() {
             return Err(invalid(
                 "trusted_keys",
                 "at least one public key is required: nothing could be verified".into(),
@@ -264,11 +377,11 @@ impl Config {
                 })
                 .collect::<Result<Vec<PublicKey>, ConfigError>>()
         };
-        let revoked = keys("revoked_keys", &raw.revoked_keys)?;
+        let revoked = keys("revoked_keys", &revoked_keys_text)?;
         let mut trusted_keys = TrustedKeys::new();
         for (field, texts) in [
-            ("trusted_keys", &raw.trusted_keys),
-            ("recovery_keys", &raw.recovery_keys),
+            ("trusted_keys", &trusted_keys_text),
+            ("recovery_keys", &recovery_keys_text),
         ] {
             for (i, key) in keys(field, texts)?.into_iter().enumerate() {
                 if revoked.contains(&key) {
@@ -383,7 +496,7 @@ impl Config {
             ));
         }
 
-        let report = match (raw.report, raw.report_credentials) {
+        let report = match (raw.report.unwrap_or(false), raw.report_credentials) {
             (false, None) if raw.report_bucket.is_none() => None,
             (false, _) => {
                 return Err(invalid(
@@ -403,7 +516,7 @@ impl Config {
                 ))
             }
             (true, Some(credentials)) => Some(ReportTarget {
-                bucket: raw.report_bucket.unwrap_or_else(|| raw.bucket.clone()),
+                bucket: raw.report_bucket.unwrap_or_else(|| bucket.clone()),
                 credentials,
             }),
         };
@@ -412,10 +525,10 @@ impl Config {
             remote: RemoteConfig {
                 endpoint: raw.endpoint,
                 region: raw.region.unwrap_or_else(|| "us-east-1".into()),
-                bucket: raw.bucket,
-                prefix: raw.prefix,
-                channel: raw.channel,
-                path_style: raw.path_style,
+                bucket,
+                prefix: raw.prefix.unwrap_or_default(),
+                channel,
+                path_style: raw.path_style.unwrap_or(false),
                 credentials,
                 retry: RetryPolicy::default(),
                 timeouts: Timeouts::default(),
@@ -693,6 +806,143 @@ mod tests {
         assert!(
             matches!(&err, ConfigError::Syntax { message, .. } if message.contains("at byte")),
             "a syntax error says where: {err}"
+        );
+    }
+
+    /// A config file in a fresh directory, with its drop-ins (name, text).
+    fn load_with(
+        main: &str,
+        drop_ins: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, main).unwrap();
+        if !drop_ins.is_empty() {
+            std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        }
+        for (name, text) in drop_ins {
+            std::fs::write(dir.path().join("config.d").join(name), text).unwrap();
+        }
+        let config = Config::load(&path);
+        (dir, config)
+    }
+
+    #[test]
+    fn drop_in_dir_is_named_after_the_file() {
+        assert_eq!(
+            drop_in_dir(Path::new(DEFAULT_PATH)),
+            Path::new("/etc/abnix/config.d")
+        );
+        assert_eq!(
+            drop_in_dir(Path::new("/srv/kiosk.toml")),
+            Path::new("/srv/kiosk.d")
+        );
+    }
+
+    #[test]
+    fn drop_ins_override_in_lexical_order() {
+        const OTHER: &str = "other:nJiXkH2zel9urvtOypTWrZHT2ljKvVRO/ZAk5NlAzgQ=";
+        let (_dir, config) = load_with(
+            &format!("{}tries = 3\nreboot = \"never\"\n", minimal()),
+            &[
+                ("20-b.toml", "tries = 7\nchannel = \"b\"\n"),
+                ("10-a.toml", "tries = 5\nchannel = \"a\"\nprefix = \"a\"\n"),
+                // "9" sorts after "2": names, not numbers.
+                (
+                    "9-z.toml",
+                    &format!("channel = \"z\"\ntrusted_keys = [\"{OTHER}\"]\n"),
+                ),
+                (".editor-swap.toml", "not toml at all"),
+                ("README", "not toml either"),
+            ],
+        );
+        let config = config.unwrap();
+        assert_eq!(config.tries, 7);
+        assert_eq!(config.remote.channel, "z");
+        assert_eq!(config.remote.prefix, "a");
+        assert_eq!(config.reboot, RebootPolicy::Never);
+        // A list is replaced as a whole.
+        assert_eq!(config.trusted_keys.len(), 1);
+        assert_eq!(
+            config.trusted_keys.iter().next(),
+            Some(&PublicKey::parse(OTHER).unwrap())
+        );
+    }
+
+    /// Every key layers, reports' too (a drop-in is how an image turns
+    /// reporting on for some hosts).
+    #[test]
+    fn a_drop_in_turns_reports_on() {
+        let (_dir, config) = load_with(
+            &minimal(),
+            &[(
+                "50-report.toml",
+                "report = true\nreport_credentials = \"/r.toml\"\n",
+            )],
+        );
+        let report = config.unwrap().report.expect("reports on");
+        assert_eq!(report.credentials, PathBuf::from("/r.toml"));
+    }
+
+    #[test]
+    fn missing_or_empty_drop_in_dir() {
+        let (dir, config) = load_with(&minimal(), &[]);
+        assert!(!dir.path().join("config.d").exists());
+        assert_eq!(config.unwrap().tries, DEFAULT_TRIES);
+        let (_dir, config) = load_with(&minimal(), &[("notes.txt", "tries = 9")]);
+        assert_eq!(config.unwrap().tries, DEFAULT_TRIES);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, minimal()).unwrap();
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        assert_eq!(Config::load(&path).unwrap().tries, DEFAULT_TRIES);
+    }
+
+    /// An error names the file that set the key: a drop-in's own key, or
+    /// the config's when a drop-in changed another.
+    #[test]
+    fn drop_in_errors_name_the_file_and_key() {
+        let cases: [(&str, &str, &str); 7] = [
+            ("bucket_name = \"x\"", "bucket_name", "50-x.toml"),
+            ("tries = \"three\"", "tries", "50-x.toml"),
+            ("tries = 10", "tries", "50-x.toml"),
+            ("trusted_keys = [\"nokey\"]", "trusted_keys[0]", "50-x.toml"),
+            ("credentials = \"creds.toml\"", "credentials", "50-x.toml"),
+            // reboot_window comes from the config; the drop-in's reboot
+            // makes it meaningless.
+            ("reboot = \"never\"", "reboot_window", "config.toml"),
+            ("aws_profile = \"fleet\"", "aws_profile", "50-x.toml"),
+        ];
+        for (drop_in, field, file) in cases {
+            let main = format!(
+                "{}reboot = \"window\"\nreboot_window = \"02:00-04:00\"\n",
+                minimal()
+            );
+            let (dir, config) = load_with(
+                &main,
+                &[("10-ok.toml", "tries = 4\n"), ("50-x.toml", drop_in)],
+            );
+            let err = config.unwrap_err();
+            let expected = match file {
+                "config.toml" => dir.path().join(file),
+                _ => dir.path().join("config.d").join(file),
+            };
+            assert!(
+                matches!(&err, ConfigError::Invalid { path, field: f, .. } if f == field && *path == expected),
+                "{drop_in:?}: expected `{field}` in {}, got {err}",
+                expected.display()
+            );
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{}: `{field}`", expected.display())),
+                "{err}"
+            );
+        }
+        let (dir, config) = load_with(&minimal(), &[("50-x.toml", "tries = ")]);
+        let err = config.unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Syntax { path, .. } if *path == dir.path().join("config.d/50-x.toml")),
+            "{err}"
         );
     }
 

@@ -14,7 +14,7 @@ use abnix_updater::update::LOCK_WAIT;
 
 #[derive(clap::Args)]
 pub struct DeviceArgs {
-    /// The device config.
+    /// The device config, then its drop-ins (config.d/*.toml beside it).
     #[arg(long, default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
     /// The disk (or disk-image file) holding the slots, instead of the disk

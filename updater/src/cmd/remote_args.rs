@@ -14,8 +14,8 @@ use anyhow::{bail, Context};
 
 #[derive(clap::Args)]
 pub struct RemoteArgs {
-    /// Device config file (TOML): only its remote settings and trusted keys
-    /// are used; the flags below override it.
+    /// Device config file (TOML), with its drop-ins: only its remote
+    /// settings and trusted keys are used; the flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// S3 endpoint URL (omit for AWS S3).
