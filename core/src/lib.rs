@@ -10,6 +10,7 @@ pub mod blockdev;
 pub mod boot;
 pub mod bundle;
 pub mod channel;
+pub mod cli_docs;
 pub mod config;
 pub mod delta;
 pub mod errors;
