@@ -12,6 +12,8 @@ use abnix_core::update::{records, rollback_plan, RollbackHow};
 use abnix_formats::fat::FatFs;
 use anyhow::Context;
 use chrono::Utc;
+use serde::Serialize;
+use uuid::Uuid;
 
 use super::device::{booted, lock, DeviceArgs};
 
@@ -19,6 +21,22 @@ use super::device::{booted, lock, DeviceArgs};
 pub struct Args {
     #[command(flatten)]
     device: DeviceArgs,
+    /// Print what was done as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `rollback --json` (docs/cli.md).
+#[derive(Debug, Serialize)]
+struct Report {
+    /// The slot that boots at the next reboot, and its version.
+    slot: String,
+    version: u64,
+    id: Uuid,
+    label: String,
+    /// The version rolled back from, now recorded as failed (null when
+    /// the booted slot's version is not known).
+    failed_version: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -65,6 +83,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .save(&before)
             .context("restoring the state after a failed rollback")?;
         return Err(e).context(format!("making slot {} boot next", plan.to));
+    }
+    if args.json {
+        let report = Report {
+            slot: plan.to.name().to_owned(),
+            version: plan.to_version.version,
+            id: plan.to_version.id,
+            label: plan.to_version.label.clone(),
+            failed_version: plan.from_version.as_ref().map(|v| v.version),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
     let from = plan
         .from_version
