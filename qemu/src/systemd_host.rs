@@ -67,6 +67,7 @@ const DISABLED: &[&str] = &[
     "e2scrub_reap.service",
     "fstrim.timer",
     "getty@tty1.service",
+    "man-db.timer",
 ];
 const MASKED: &[&str] = &[
     "getty-static.service",
