@@ -1,6 +1,11 @@
 # abnix-install and abnix-update, built from this repository's Cargo
 # workspace with the dependencies pinned by Cargo.lock.
-{ lib, rustPlatform }:
+{
+  lib,
+  stdenv,
+  rustPlatform,
+  installShellFiles,
+}:
 let
   pure = import ./lib/pure.nix;
   workspace = lib.importTOML ../Cargo.toml;
@@ -36,6 +41,19 @@ rustPlatform.buildRustPackage {
     "--package"
     "abnix-updater"
   ];
+
+  # Man pages (section 8) and bash, zsh and fish completions, written by the
+  # binaries themselves from their clap definitions (core/src/cli_docs.rs):
+  # only where the build machine can run what it built (not when cross
+  # compiling).
+  nativeBuildInputs = [ installShellFiles ];
+  postInstall = lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+    $out/bin/abnix-update generate-docs cli-docs
+    $out/bin/abnix-install --generate-docs cli-docs
+    installManPage cli-docs/*.8
+    installShellCompletion cli-docs/abnix-update.{bash,fish} cli-docs/abnix-install.{bash,fish} \
+      --zsh cli-docs/_abnix-update cli-docs/_abnix-install
+  '';
 
   # The test suite starts an S3 server, boots QEMU machines and downloads
   # Debian kernels for its fixtures: none of that is possible in the build

@@ -10,6 +10,7 @@
 pub mod blockdev;
 pub mod boot;
 pub mod bundle;
+pub mod cli_docs;
 pub mod errors;
 pub mod logging;
 pub mod pack;

@@ -16,8 +16,10 @@ use abnix_installer::install::{self, InstallError};
 use anyhow::Context;
 use clap::Parser;
 
+mod plan_report;
 mod settings;
 
+use plan_report::PlanReport;
 use settings::{Args, Settings};
 
 /// Exit status when writing failed and the partition table was wiped.
@@ -38,12 +40,27 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(dir) = &args.generate_docs {
+        abnix_core::cli_docs::write(<Args as clap::CommandFactory>::command(), dir)?;
+        return Ok(());
+    }
+    let json = args.json;
     let settings = Settings::from_args(args)?;
     let plan = install::prepare(&settings.request, &SysRoot::default())?;
-    eprintln!("{plan}");
+    // With --json, stdout holds the plan alone, and the summary joins the
+    // text on stderr.
+    if json {
+        println!("{}", serde_json::to_string_pretty(&PlanReport::of(&plan))?);
+    } else {
+        eprintln!("{plan}");
+    }
     countdown(settings.countdown);
     let summary = plan.install(progress::for_stderr().as_ref())?;
-    println!("{summary}");
+    if json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     if settings.poweroff {
         power_off().context("powering off")?;
     }

@@ -122,6 +122,14 @@ pub struct Args {
     /// Power the machine off after a successful installation.
     #[arg(long)]
     pub poweroff: bool,
+    /// Print the plan as JSON on stdout (the summary then goes to stderr).
+    #[arg(long)]
+    #[serde(skip)]
+    pub json: bool,
+    /// Write the man page and shell completions into DIR (for packagers).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    #[serde(skip)]
+    pub generate_docs: Option<PathBuf>,
 }
 
 /// Where a value came from, for errors.

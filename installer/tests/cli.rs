@@ -259,6 +259,53 @@ fn config_file_and_flags_together() {
     check_disk(&f.path("disk.raw"));
 }
 
+/// `--json`: the plan alone on stdout, as JSON; the summary on stderr.
+#[test]
+fn the_plan_in_json() {
+    let f = Fixture::new();
+    let mut args = f.flags("disk.raw");
+    args.push("--json".to_owned());
+    let out = run_ok(Command::new(BIN).args(&args));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["version"], 3, "{plan}");
+    assert_eq!(plan["label"], "cli test", "{plan}");
+    assert_eq!(plan["bundle"], f.path("bundle").to_str().unwrap(), "{plan}");
+    assert_eq!(
+        plan["target"],
+        f.path("disk.raw").to_str().unwrap(),
+        "{plan}"
+    );
+    assert!(plan["selection"].is_null(), "{plan}");
+    assert_eq!(plan["erases"], false, "{plan}");
+    assert_eq!(plan["image_checked_first"], false, "{plan}");
+    assert_eq!(plan["bootloader"], "grub (BIOS and UEFI)", "{plan}");
+    assert_eq!(plan["arch"], "x86_64", "{plan}");
+    assert_eq!(plan["disk_size"], 192 << 20, "{plan}");
+    assert_eq!(plan["sector_size"], 512, "{plan}");
+    let names: Vec<&str> = plan["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["abnix-bios", "abnix-esp", "abnix-a", "abnix-b", "abnix-rw"],
+        "{plan}"
+    );
+    assert_eq!(plan["partitions"][2]["size"], 16 << 20, "{plan}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("installed version 3 \"cli test\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("installing version 3"),
+        "the text plan: {stderr}"
+    );
+    check_disk(&f.path("disk.raw"));
+}
+
 /// Refused before writing: exit 1, no file. Failed while writing (an image
 /// object corrupted after it was signed, found while streaming it): exit 3
 /// and the partition table gone.
@@ -386,4 +433,56 @@ fn a_corrupt_image_leaves_an_earlier_installation_as_it_was() {
         "the disk changed"
     );
     check_disk(&f.path("disk.raw"));
+}
+
+/// `--generate-docs` writes the man page, naming every flag `--help`
+/// lists, and the completions, which know every flag too.
+#[test]
+fn generated_docs_name_every_flag() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("--"))
+        .map(|flag| flag.trim_end_matches([',', '.']))
+        .filter(|flag| !flag.is_empty() && flag.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .collect();
+    assert!(
+        flags.contains(&"slot-size") && flags.len() >= 20,
+        "{flags:?}"
+    );
+    assert!(!flags.contains(&"generate-docs"), "hidden");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--generate-docs")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = fs::read_to_string(dir.path().join("abnix-install.8"))
+        .unwrap()
+        .replace("\\-", "-");
+    assert!(page.contains(".TH abnix-install 8 "), "{page}");
+    for shell_file in ["abnix-install.bash", "_abnix-install", "abnix-install.fish"] {
+        let script = fs::read_to_string(dir.path().join(shell_file)).unwrap();
+        for flag in &flags {
+            assert!(script.contains(flag), "{shell_file} lacks --{flag}");
+        }
+    }
+    for flag in &flags {
+        assert!(
+            page.contains(&format!("--{flag}")),
+            "abnix-install.8 lacks --{flag}"
+        );
+    }
+    // Only alone: beside an installation's flags it is an error (exit 2).
+    let mixed = Command::new(BIN)
+        .arg("--generate-docs")
+        .arg(dir.path())
+        .args(["--auto", "--slot-size", "1G"])
+        .output()
+        .unwrap();
+    assert_eq!(mixed.status.code(), Some(2));
 }

@@ -575,6 +575,7 @@ in
       # multi-user.target is not held up while the success units start.
       abnix-mark-good = {
         description = "abnix: mark the booted version good";
+        documentation = [ "man:abnix-update(8)" ];
         wantedBy = [ "multi-user.target" ];
         requires = [ "boot-complete.target" ];
         after = [
@@ -603,6 +604,7 @@ in
       # updater itself refuses to update from a trial that is not yet good.
       abnix-update = {
         description = "abnix: install a newer version from the bucket";
+        documentation = [ "man:abnix-update(8)" ];
         wants = [ "network-online.target" ];
         after = [
           "network-online.target"
@@ -653,6 +655,7 @@ in
       # on every other boot this finds nothing to do.
       abnix-grow = {
         description = "abnix: grow abnix-rw to the end of the disk";
+        documentation = [ "man:abnix-update(8)" ];
         wantedBy = [ "multi-user.target" ];
         after = [ "local-fs.target" ];
         conflicts = [ "shutdown.target" ];
@@ -700,6 +703,7 @@ in
     systemd.timers = {
       abnix-update = {
         description = "abnix: check for updates at boot and periodically";
+        documentation = [ "man:abnix-update(8)" ];
         wantedBy = [ "timers.target" ];
         timerConfig = {
           OnBootSec = "1min";

@@ -2,8 +2,9 @@
 //! from Debian's packages (deb.debian.org) once and cached: the base of the
 //! systemd-host fixture ([`crate::systemd_host`]).
 //!
-//! It is `--variant=minbase` with `systemd`, `udev` and `e2fsprogs` (for
-//! `abnix-update grow`'s resize2fs), without recommends (no
+//! It is `--variant=minbase` with `systemd`, `udev`, `e2fsprogs` (for
+//! `abnix-update grow`'s resize2fs) and `man-db` (`systemd-analyze verify`
+//! runs man(1) for the units' `Documentation=man:` links), without recommends (no
 //! systemd-timesyncd, no dbus), documentation or locales, and without what
 //! no fixture uses and only makes the images bigger: udev's hardware
 //! database, perl (only maintainer scripts need it) and glibc's iconv
@@ -33,7 +34,7 @@ const OPTIONS: &[&str] = &[
     "--architectures=amd64",
     // usr-is-merged and the merged-usr hook instead of usrmerge, which
     // would bring perl.
-    "--include=systemd,udev,e2fsprogs,usr-is-merged",
+    "--include=systemd,udev,e2fsprogs,man-db,usr-is-merged",
     "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
     "--aptopt=APT::Install-Recommends \"false\"",
     "--dpkgopt=path-exclude=/usr/share/doc/*",

@@ -4,9 +4,10 @@
 //! runs the same units from `nix/modules/host.nix`.
 //!
 //! A version holds, on top of the Debian root:
-//! - `/usr/bin/abnix-update` (the release build) and the unit files of
-//!   `systemd/`, copied in at build time into `/etc/systemd/system/` and
-//!   enabled as systemd/README.md installs them;
+//! - `/usr/bin/abnix-update` (the release build), its man pages (which the
+//!   units' `Documentation=` names) and the unit files of `systemd/`,
+//!   copied in at build time into `/etc/systemd/system/` and enabled as
+//!   systemd/README.md installs them;
 //! - the fixture's own files (`qemu/systemd-host/`): the success unit
 //!   `fixture-health.service` that `boot-complete.target` requires, the
 //!   reports the test reads on the console (`fixture-report.service`,
@@ -66,6 +67,7 @@ const DISABLED: &[&str] = &[
     "e2scrub_reap.service",
     "fstrim.timer",
     "getty@tty1.service",
+    "man-db.timer",
 ];
 const MASKED: &[&str] = &[
     "getty-static.service",
@@ -225,7 +227,7 @@ pub fn build(spec: &HostSpec, kernel: &Kernel, dir: &Path) -> Result<FixtureVers
         }
         .with_context(|| format!("removing {}", path.display()))?;
     }
-    fixture_tree(spec)?.write_over(&staging)?;
+    fixture_tree(spec, dir)?.write_over(&staging)?;
     // Proves the binary finds every library it needs in the Debian root.
     tool::run(
         Command::new("chroot")
@@ -247,8 +249,8 @@ pub fn build(spec: &HostSpec, kernel: &Kernel, dir: &Path) -> Result<FixtureVers
     FixtureVersion::assemble(spec.version, spec.id, image, kernel, initrd, dir)
 }
 
-/// What goes over the Debian root.
-fn fixture_tree(spec: &HostSpec) -> Result<Tree> {
+/// What goes over the Debian root; `work` is a directory to build in.
+fn fixture_tree(spec: &HostSpec, work: &Path) -> Result<Tree> {
     let mut tree = Tree::new();
     for entry in fs::read_dir(FIXTURE_DIR).with_context(|| format!("reading {FIXTURE_DIR}"))? {
         let entry = entry?;
@@ -261,10 +263,23 @@ fn fixture_tree(spec: &HostSpec) -> Result<Tree> {
             &Path::new(UNITS_DIR).join(&unit),
         )?;
     }
-    tree.host_file(
-        "usr/bin/abnix-update",
-        &workspace::release_binary("abnix-updater", "abnix-update")?,
-    )?;
+    let updater = workspace::release_binary("abnix-updater", "abnix-update")?;
+    tree.host_file("usr/bin/abnix-update", &updater)?;
+    // Where man(1) finds them: `systemd-analyze verify` runs it for every
+    // `Documentation=man:` link.
+    let docs = work.join("cli-docs");
+    tool::run(Command::new(&updater).arg("generate-docs").arg(&docs))?;
+    for entry in fs::read_dir(&docs).with_context(|| format!("reading {}", docs.display()))? {
+        let path = entry?.path();
+        if let Some(page) = path.file_name().and_then(|name| name.to_str()) {
+            if page.ends_with(".8") {
+                let contents =
+                    fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                tree.file(&format!("usr/share/man/man8/{page}"), 0o644, contents);
+            }
+        }
+    }
+    fs::remove_dir_all(&docs).with_context(|| format!("removing {}", docs.display()))?;
     tree.file(
         "etc/systemd/system/abnix-update.timer.d/fixture.conf",
         0o644,

@@ -41,6 +41,17 @@ enum Command {
     Rollback(cmd::rollback::Args),
     /// Grow abnix-rw to the end of a larger disk (at every boot; a no-op when there is nothing to grow).
     Grow(cmd::grow::Args),
+    /// Write the man pages and shell completions into DIR (for packagers).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+}
+
+fn generate_docs(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    abnix_core::cli_docs::write(<Cli as clap::CommandFactory>::command(), dir)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -58,6 +69,7 @@ fn main() -> ExitCode {
         Command::MarkGood(args) => cmd::mark_good::run(args),
         Command::Rollback(args) => cmd::rollback::run(args),
         Command::Grow(args) => cmd::grow::run(args),
+        Command::GenerateDocs { dir } => generate_docs(&dir),
     };
     match result {
         Ok(code) => code,

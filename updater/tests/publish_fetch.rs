@@ -197,14 +197,37 @@ fn publish_then_fetch_gives_the_packed_image() {
     assert!(fs::read(&to).unwrap() == fs::read(&image).unwrap());
     assert!(!Path::new(&format!("{to}.partial")).exists());
 
-    // Version 2 replaces it, and fetch now brings version 2 over the file.
+    // Version 2 replaces it, and fetch now brings version 2 over the file;
+    // both say so in JSON too.
     let (bundle, image) = f.pack(2);
-    let published = stdout(&f.publish(&bundle, &[]));
-    assert!(
-        published.contains(&format!("previous 1 ({})\n", uuid_of(1))),
+    let published: serde_json::Value =
+        serde_json::from_str(&stdout(&f.publish(&bundle, &["--json"]))).unwrap();
+    assert_eq!(
+        published["channel"], "abnix-test/fleet/kiosk",
         "{published}"
     );
-    assert!(stdout(&f.fetch(&to)).contains("version 2\n"));
+    assert_eq!(published["published"]["version"], 2, "{published}");
+    assert_eq!(published["published"]["id"], uuid_of(2), "{published}");
+    assert_eq!(published["previous"]["version"], 1, "{published}");
+    assert_eq!(published["previous"]["id"], uuid_of(1), "{published}");
+    let uploaded = published["uploaded"].as_array().unwrap();
+    assert_eq!(uploaded.last().unwrap(), "fleet/kiosk.meta", "{published}");
+    assert!(uploaded.len() >= 3, "{published}");
+    assert_eq!(published["pruned"], serde_json::json!([]), "{published}");
+
+    let json = stdout(&f.run("fetch", &["--to", &to, "--json"]));
+    let fetched: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(fetched["version"], 2, "{fetched}");
+    assert_eq!(fetched["id"], uuid_of(2), "{fetched}");
+    assert_eq!(fetched["bytes"], 12 << 20, "{fetched}");
+    assert_eq!(fetched["resumes"], 0, "{fetched}");
+    assert!(fetched["label"].is_string(), "{fetched}");
+    for number in ["seconds", "mib_per_second"] {
+        assert!(
+            fetched[number].as_f64().is_some_and(|n| n > 0.0),
+            "{fetched}"
+        );
+    }
     assert!(fs::read(&to).unwrap() == fs::read(&image).unwrap());
 }
 
@@ -261,6 +284,13 @@ fn publish_refuses_an_older_version_unless_forced_and_prunes_with_keep() {
         forced.ends_with(&format!("  pruned 2 ({})\n", uuid_of(2))),
         "{forced}"
     );
+    // The same, published again, in JSON: nothing left to prune.
+    let again: serde_json::Value = serde_json::from_str(&stdout(
+        &f.publish(&v1, &["--force", "--keep", "1", "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(again["published"]["version"], 1, "{again}");
+    assert_eq!(again["previous"]["version"], 1, "{again}");
     assert!(!f.server.object_path(&f.image_key(2)).exists());
     assert!(f.server.object_path(&f.image_key(3)).exists());
     assert!(stdout(&f.fetch(&f.path("fetched.img"))).contains("version 1\n"));

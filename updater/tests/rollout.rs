@@ -63,6 +63,12 @@ fn a_staged_rollout_halted_then_reverted() {
     assert_eq!(status["last_error"], serde_json::Value::Null);
     let text = stdout(&late.run(Slot::A, "status", &[]));
     assert!(text.contains("this host's turn (at "), "{text}");
+    let out = late.run(Slot::A, "check", &["--json"]);
+    assert_exit(&out, 3);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["result"], "waiting");
+    assert_eq!(json["rollout_turn"], status["rollout"]["turn"]);
+    assert_eq!(json["rollout_halted_at"], serde_json::Value::Null);
     let untouched = late.slot_digest(Slot::B);
     assert_exit(&late.run(Slot::A, "update", &[]), 0);
     assert_eq!(late.slot_digest(Slot::B), untouched);
@@ -85,6 +91,14 @@ fn a_staged_rollout_halted_then_reverted() {
     assert_exit(&late.run(Slot::A, "update", &[]), 0);
     assert_eq!(late.slot_digest(Slot::B), untouched);
     assert!(late.status(Slot::A)["rollout"]["halted_at"].is_string());
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&late.run(Slot::A, "check", &["--json"]))).unwrap();
+    assert_eq!(json["result"], "waiting");
+    assert_eq!(json["rollout_turn"], serde_json::Value::Null);
+    assert_eq!(
+        json["rollout_halted_at"],
+        late.status(Slot::A)["rollout"]["halted_at"]
+    );
     let out = early.run(Slot::A, "check", &[]);
     assert!(
         stdout(&out).contains("version 2 is installed in slot b and boots at the next reboot"),

@@ -1,5 +1,6 @@
 //! The unit files in systemd/: valid for systemd, running commands the
-//! binary has, and the same as the units nix/modules/host.nix generates.
+//! binary has, linking man pages it generates, and the same as the units
+//! nix/modules/host.nix generates.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -168,5 +169,110 @@ fn the_units_match_the_nixos_module() {
     ] {
         assert!(script.contains(step), "{script}");
         in_nix(&host, step);
+    }
+}
+
+/// The subcommands `abnix-update --help` lists.
+fn listed_subcommands() -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_abnix-update"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let commands = help
+        .split_once("Commands:\n")
+        .expect("--help lists the commands")
+        .1;
+    commands
+        .lines()
+        .take_while(|line| line.starts_with("  "))
+        .map(|line| line.split_whitespace().next().unwrap().to_owned())
+        .filter(|name| name != "help")
+        .collect()
+}
+
+/// roff's text with its escaped hyphens plain.
+fn man_text(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .replace("\\-", "-")
+}
+
+/// `generate-docs` writes a page per subcommand `--help` lists, the main
+/// page refers to each, the completions know each, and the units'
+/// `Documentation=` names pages among them.
+#[test]
+fn generated_docs_name_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abnix-update"))
+        .arg("generate-docs")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let subcommands = listed_subcommands();
+    assert!(subcommands.len() >= 10, "{subcommands:?}");
+    assert!(
+        !subcommands.iter().any(|name| name == "generate-docs"),
+        "hidden"
+    );
+    let page = man_text(&dir.path().join("abnix-update.8"));
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH abnix-update 8 "),
+        "{page}"
+    );
+    let bash = std::fs::read_to_string(dir.path().join("abnix-update.bash")).unwrap();
+    let zsh = std::fs::read_to_string(dir.path().join("_abnix-update")).unwrap();
+    let fish = std::fs::read_to_string(dir.path().join("abnix-update.fish")).unwrap();
+    for name in &subcommands {
+        // The main page refers to each subcommand's own page, which exists.
+        let reference = format!("abnix-update-{name}(8)");
+        assert!(
+            page.contains(&reference),
+            "abnix-update.8 lacks {reference}"
+        );
+        let sub_page = man_text(&dir.path().join(format!("abnix-update-{name}.8")));
+        assert!(
+            sub_page.contains(&format!(".TH abnix-update-{name} 8 ")),
+            "abnix-update-{name}.8: {sub_page}"
+        );
+        for (shell, script) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
+            assert!(
+                script.contains(name.as_str()),
+                "the {shell} completions lack {name}"
+            );
+        }
+    }
+    // No page for what --help does not list.
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".8"))
+        .collect();
+    pages.sort();
+    let mut expected: Vec<String> = subcommands
+        .iter()
+        .map(|name| format!("abnix-update-{name}.8"))
+        .chain(["abnix-update.8".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(pages, expected);
+
+    // Every man: link of the units names a page written here.
+    for name in UNITS {
+        for link in values(&unit(name), "Documentation")
+            .iter()
+            .flat_map(|links| links.split_whitespace())
+        {
+            let page = link
+                .strip_prefix("man:")
+                .and_then(|page| page.strip_suffix("(8)"))
+                .unwrap_or_else(|| panic!("{name}: {link} is no section 8 man page"));
+            assert!(
+                dir.path().join(format!("{page}.8")).is_file(),
+                "{name}: no page for {link}"
+            );
+        }
     }
 }

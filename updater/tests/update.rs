@@ -127,6 +127,20 @@ fn update_reboot_mark_good_then_nothing_new_costs_two_requests() {
         "{}",
         stdout(&out)
     );
+    // The same in JSON, with the same exit code.
+    let out = device.run(Slot::A, "check", &["--json"]);
+    assert_exit(&out, 0);
+    let check: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(check["result"], "update_available", "{check}");
+    assert_eq!(check["latest"], 2, "{check}");
+    assert!(check["latest_expires"].is_string(), "{check}");
+    assert_eq!(check["would_install"]["version"], 2, "{check}");
+    assert_eq!(check["would_install"]["label"], "kiosk 2", "{check}");
+    assert_eq!(check["would_install"]["slot"], "b", "{check}");
+    assert!(
+        text(&check["message"]).contains("version 2 \"kiosk 2\" is available"),
+        "{check}"
+    );
     assert_eq!(slots(&device, Slot::A), a_active(1, ("bad", None)));
 
     // The update, as systemd runs it: STATUS= lines on the notify socket.
@@ -212,11 +226,22 @@ fn update_reboot_mark_good_then_nothing_new_costs_two_requests() {
     let status = device.status(Slot::B);
     assert_eq!(status["last_check"]["result"], "up to date (version 2)");
     assert_exit(&device.run(Slot::B, "check", &[]), 3);
+    let out = device.run(Slot::B, "check", &["--json"]);
+    assert_exit(&out, 3);
+    let check: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(check["result"], "up_to_date", "{check}");
+    assert_eq!(check["latest"], 2, "{check}");
+    assert!(check["would_install"].is_null(), "{check}");
 
     // The operator rolls back: slot a boots next, version 2 is never
     // installed again.
-    let out = device.run(Slot::B, "rollback", &[]);
+    let out = device.run(Slot::B, "rollback", &["--json"]);
     assert_exit(&out, 0);
+    let rollback: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rollback["slot"], "a", "{rollback}");
+    assert_eq!(rollback["version"], 1, "{rollback}");
+    assert_eq!(rollback["label"], "kiosk 1", "{rollback}");
+    assert_eq!(rollback["failed_version"], 2, "{rollback}");
     assert!(
         stderr(&out).contains("slot a (version 1 \"kiosk 1\") boots at the next reboot"),
         "{}",

@@ -104,6 +104,10 @@ let
           type = types.singleLineStr;
           default = "";
         };
+        documentation = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+        };
         requires = unitNames;
         wants = unitNames;
         upholds = unitNames;
@@ -135,7 +139,8 @@ let
         // line "Requisite" config.requisite
         // line "OnFailure" config.onFailure
         // line "OnSuccess" config.onSuccess
-        // lib.optionalAttrs (config.description != "") { Description = config.description; };
+        // lib.optionalAttrs (config.description != "") { Description = config.description; }
+        // line "Documentation" config.documentation;
     };
 
   # systemd-unit-options.nix (serviceOptions) and systemd-lib.nix

@@ -11,6 +11,8 @@ use abnix_core::pipeline::WriteOptions;
 use abnix_core::progress;
 use anyhow::{bail, Context};
 use chrono::Utc;
+use serde::Serialize;
+use uuid::Uuid;
 
 use super::remote_args::{channel_label, RemoteArgs};
 
@@ -23,6 +25,24 @@ pub struct Args {
     to: PathBuf,
     #[command(flatten)]
     remote: RemoteArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `fetch --json` (docs/cli.md).
+#[derive(Debug, Serialize)]
+struct Report {
+    version: u64,
+    id: Uuid,
+    label: String,
+    /// The image's size.
+    bytes: u64,
+    /// From the start to the rename.
+    seconds: f64,
+    mib_per_second: f64,
+    /// How often a broken download resumed.
+    resumes: u32,
 }
 
 /// `FILE.partial`, next to `FILE` so the final rename stays on one
@@ -101,15 +121,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     fs::rename(&partial, &args.to)
         .with_context(|| format!("renaming {} to {}", partial.display(), args.to.display()))?;
 
-    let secs = started.elapsed().as_secs_f64();
-    let bytes = fetched.written.bytes;
-    println!("version {}", meta.version);
-    println!("id {}", meta.id);
-    println!("label {}", meta.label);
-    println!("bytes {bytes}");
-    println!("time {secs:.3} s");
-    println!("rate {:.1} MiB/s", bytes as f64 / secs / (1024.0 * 1024.0));
-    println!("resumes {}", fetched.resumes);
+    let seconds = started.elapsed().as_secs_f64();
+    let report = Report {
+        version: meta.version,
+        id: meta.id,
+        label: meta.label.clone(),
+        bytes: fetched.written.bytes,
+        seconds,
+        mib_per_second: fetched.written.bytes as f64 / seconds / (1024.0 * 1024.0),
+        resumes: fetched.resumes,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("version {}", report.version);
+        println!("id {}", report.id);
+        println!("label {}", report.label);
+        println!("bytes {}", report.bytes);
+        println!("time {:.3} s", report.seconds);
+        println!("rate {:.1} MiB/s", report.mib_per_second);
+        println!("resumes {}", report.resumes);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

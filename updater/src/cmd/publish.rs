@@ -14,10 +14,12 @@ use abnix_core::progress;
 use abnix_core::units::parse_duration;
 use abnix_formats::sign::PublicKey;
 use abnix_updater::publish::{
-    halt, publish, resign, revert_to, PublishError, PublishOptions, DEFAULT_VALID_FOR,
+    halt, publish, resign, revert_to, PublishError, PublishOptions, VersionRef, DEFAULT_VALID_FOR,
 };
 use anyhow::Context;
 use clap::ArgGroup;
+use serde::Serialize;
+use uuid::Uuid;
 
 use super::pack::read_key;
 use super::remote_args::{channel_label, RemoteArgs};
@@ -68,6 +70,38 @@ pub struct Args {
     /// current one, or the channel's current meta does not verify.
     #[arg(long, conflicts_with_all = ["resign", "halt", "revert_to"])]
     force: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `publish --json` (docs/cli.md).
+#[derive(Debug, Serialize)]
+struct Report {
+    /// Where: `endpoint/bucket/prefix/channel`, as the text says it.
+    channel: String,
+    published: Version,
+    /// The version the channel's meta named before, if it verified.
+    previous: Option<Version>,
+    /// The keys uploaded, in order: the channel's meta last.
+    uploaded: Vec<String>,
+    /// The versions whose objects were deleted (`--keep`), oldest first.
+    pruned: Vec<Version>,
+}
+
+#[derive(Debug, Serialize)]
+struct Version {
+    version: u64,
+    id: Uuid,
+}
+
+impl From<&VersionRef> for Version {
+    fn from(v: &VersionRef) -> Version {
+        Version {
+            version: v.version,
+            id: v.id,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -123,6 +157,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
 
+    if args.json {
+        let report = Report {
+            channel: label,
+            published: (&report.published).into(),
+            previous: report.previous.as_ref().map(Version::from),
+            uploaded: report.uploaded,
+            pruned: report.pruned.iter().map(Version::from).collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("published {} to {label}", report.published);
     match report.previous {
         Some(previous) => println!("previous {previous}"),

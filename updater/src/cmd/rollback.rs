@@ -13,6 +13,8 @@ use abnix_updater::state_dir::FailedVersion;
 use abnix_updater::update::{records, rollback_plan, RollbackHow};
 use anyhow::Context;
 use chrono::Utc;
+use serde::Serialize;
+use uuid::Uuid;
 
 use super::device::{booted, lock, DeviceArgs};
 
@@ -20,6 +22,22 @@ use super::device::{booted, lock, DeviceArgs};
 pub struct Args {
     #[command(flatten)]
     device: DeviceArgs,
+    /// Print what was done as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `rollback --json` (docs/cli.md).
+#[derive(Debug, Serialize)]
+struct Report {
+    /// The slot that boots at the next reboot, and its version.
+    slot: String,
+    version: u64,
+    id: Uuid,
+    label: String,
+    /// The version rolled back from, now recorded as failed (null when
+    /// the booted slot's version is not known).
+    failed_version: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -66,6 +84,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .save(&before)
             .context("restoring the state after a failed rollback")?;
         return Err(e).context(format!("making slot {} boot next", plan.to));
+    }
+    if args.json {
+        let report = Report {
+            slot: plan.to.name().to_owned(),
+            version: plan.to_version.version,
+            id: plan.to_version.id,
+            label: plan.to_version.label.clone(),
+            failed_version: plan.from_version.as_ref().map(|v| v.version),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
     }
     let from = plan
         .from_version
