@@ -383,7 +383,8 @@ in
         boot, so a trial version that never becomes healthy uses up its tries
         and the boot loader falls back. A duration as in
         {option}`abnix.checkInterval`; `null` turns it off. A running update
-        postpones it: a host that is good but unhealthy may be fetching a fix.
+        postpones it by a minute at a time: a host that is good but unhealthy
+        may be fetching a fix.
       '';
     };
 
@@ -682,6 +683,9 @@ in
         # polkit) or systemd to reboot.
         serviceConfig = sandbox // offline // {
           Type = "oneshot";
+          # A postponed deadline (75) is tried again: the timer fires once.
+          Restart = "on-failure";
+          RestartSec = "1min";
           PrivateDevices = true;
           CapabilityBoundingSet = "CAP_SYS_BOOT";
         };
@@ -691,8 +695,8 @@ in
           fi
           # A oneshot service is "activating" while it runs, never "active".
           if [ "$(systemctl is-active abnix-update.service)" = activating ]; then
-            echo "boot-complete.target not reached, but an update is running: not rebooting"
-            exit 0
+            echo "boot-complete.target not reached, but an update is running: trying again in a minute"
+            exit 75
           fi
           echo "boot-complete.target not reached in time: rebooting so the boot loader can fall back"
           systemctl reboot

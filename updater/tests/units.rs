@@ -170,6 +170,62 @@ fn the_units_match_the_nixos_module() {
         assert!(script.contains(step), "{script}");
         in_nix(&host, step);
     }
+    // A postponed deadline is tried again (deadline_script_... below).
+    let deadline = "abnix-health-deadline.service";
+    assert_eq!(value(deadline, "Restart"), "on-failure");
+    assert_eq!(value(deadline, "RestartSec"), "1min");
+    in_nix(&host, "Restart = \"on-failure\";");
+    in_nix(&host, "RestartSec = \"1min\";");
+    in_nix(&host, "exit 75");
+}
+
+/// What the health deadline's script does, run with a `systemctl` that
+/// answers as the case says: (its exit code, whether it rebooted).
+fn run_deadline_script(boot_complete: bool, update_state: &str) -> (i32, bool) {
+    let exec = value("abnix-health-deadline.service", "ExecStart");
+    let script = exec
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|s| s.strip_suffix('\''))
+        .expect("ExecStart=/bin/sh -c '...'")
+        .replace("$$", "$");
+    let dir = tempfile::tempdir().unwrap();
+    let systemctl = dir.path().join("systemctl");
+    fs::write(
+        &systemctl,
+        "#!/bin/sh\ncase \"$*\" in\n\
+         'is-active --quiet boot-complete.target') [ \"$BOOT_COMPLETE\" = yes ] ;;\n\
+         'is-active abnix-update.service') echo \"$UPDATE_STATE\"; [ \"$UPDATE_STATE\" = active ] ;;\n\
+         reboot) touch \"$REBOOTED\" ;;\n\
+         *) exit 99 ;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let rebooted = dir.path().join("rebooted");
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+        .env("BOOT_COMPLETE", if boot_complete { "yes" } else { "no" })
+        .env("UPDATE_STATE", update_state)
+        .env("REBOOTED", &rebooted)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), rebooted.exists())
+}
+
+/// The deadline reboots an unhealthy host, spares a healthy one, and one
+/// that is updating it spares only for now: it fails (75), so that
+/// `Restart=on-failure` runs it again; its timer fires once per boot, and
+/// a deadline that met an update and exited 0 would leave an unhealthy
+/// trial running for good.
+#[test]
+fn the_health_deadline_reboots_an_unhealthy_host_once_no_update_runs() {
+    assert_eq!(run_deadline_script(true, "inactive"), (0, false));
+    assert_eq!(run_deadline_script(true, "activating"), (0, false));
+    assert_eq!(run_deadline_script(false, "activating"), (75, false));
+    assert_eq!(run_deadline_script(false, "inactive").1, true);
+    assert_eq!(run_deadline_script(false, "failed").1, true);
 }
 
 /// The subcommands `abnix-update --help` lists.
