@@ -8,7 +8,7 @@ use abnix_formats::report::ReportEvent;
 use abnix_updater::update::{mark_good, MarkedGood};
 use anyhow::Context;
 
-use super::device::{booted, lock, DeviceArgs};
+use super::device::{BootedDevice, DeviceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,11 +17,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.device.load_config()?;
-    let mut host = args.device.open_host()?;
-    let slot = booted(&host)?;
-    // The ESP is written by one process at a time.
-    let (state_dir, _lock) = lock(&config)?;
+    let BootedDevice {
+        config,
+        mut host,
+        slot,
+        state_dir,
+        lock: _lock,
+    } = args.device.open_booted()?;
     let mut boot = host.disk.boot_control()?;
     let marked =
         mark_good(boot.as_mut(), slot).with_context(|| format!("marking slot {slot} good"))?;
