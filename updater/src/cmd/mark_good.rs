@@ -8,7 +8,7 @@ use abnix_formats::report::ReportEvent;
 use abnix_updater::update::{mark_good, MarkedGood};
 use anyhow::Context;
 
-use super::device::{BootedDevice, DeviceArgs};
+use super::device::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,14 +17,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let BootedDevice {
-        config,
-        mut host,
-        slot,
-        state_dir,
-        lock: _lock,
-    } = args.device.open_booted()?;
-    let mut boot = host.disk.boot_control()?;
+    let mut device = args.device.open_booted()?;
+    let slot = device.slot;
+    let mut boot = device.host.disk.boot_control()?;
     let marked =
         mark_good(boot.as_mut(), slot).with_context(|| format!("marking slot {slot} good"))?;
     drop(boot);
@@ -41,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     }
     args.device
-        .reporter(&config, &state_dir)
-        .after(ReportEvent::MarkGood, &mut host);
+        .reporter(&device.config, &device.state_dir)
+        .after(ReportEvent::MarkGood, &mut device.host);
     Ok(ExitCode::SUCCESS)
 }
