@@ -667,6 +667,22 @@ fn check_sector_size(sector_size: u32) -> Result<(), GptError> {
     }
 }
 
+/// The disk's size in sectors of a supported `sector_size`; a disk of
+/// fewer than 4 (the protective MBR, both headers, one more) is too small
+/// to hold or be searched for a table.
+fn disk_sectors<D: Disk + ?Sized>(disk: &mut D, sector_size: u32) -> Result<u64, GptError> {
+    check_sector_size(sector_size)?;
+    let ss = u64::from(sector_size);
+    let total = disk.size()? / ss;
+    if total < 4 {
+        return Err(GptError::DiskTooSmall {
+            size: total * ss,
+            sector_size,
+        });
+    }
+    Ok(total)
+}
+
 /// A partition table: what both copies on the disk describe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gpt {
@@ -748,15 +764,7 @@ impl Gpt {
         disk: &mut D,
         sector_size: u32,
     ) -> Result<GptRead, GptError> {
-        check_sector_size(sector_size)?;
-        let ss = u64::from(sector_size);
-        let total = disk.size()? / ss;
-        if total < 4 {
-            return Err(GptError::DiskTooSmall {
-                size: total * ss,
-                sector_size,
-            });
-        }
+        let total = disk_sectors(disk, sector_size)?;
         let mut lba0 = vec![0u8; 512];
         read_at(disk, 0, &mut lba0)?;
         check_protective_mbr(&lba0)?;
@@ -778,7 +786,7 @@ impl Gpt {
             Err(primary_problem) => {
                 let mut candidates = Vec::new();
                 let mut sector = vec![0u8; sector_size as usize];
-                read_at(disk, ss, &mut sector)?;
+                read_at(disk, u64::from(sector_size), &mut sector)?;
                 if let Ok(h) = Header::parse(&sector, 1) {
                     if h.alternate_lba < total {
                         candidates.push(h.alternate_lba);
@@ -1014,15 +1022,8 @@ fn backup_agrees(primary: &Copy, backup: &Copy) -> Result<(), GptError> {
 /// entries both in the last LBA and wherever the primary header pointed (a
 /// template on a bigger disk), and sync.
 pub fn wipe<D: Disk + ?Sized>(disk: &mut D, sector_size: u32) -> Result<(), GptError> {
-    check_sector_size(sector_size)?;
+    let total = disk_sectors(disk, sector_size)?;
     let ss = u64::from(sector_size);
-    let total = disk.size()? / ss;
-    if total < 4 {
-        return Err(GptError::DiskTooSmall {
-            size: total * ss,
-            sector_size,
-        });
-    }
     let entry_sectors = entry_array_sectors(ENTRY_COUNT, sector_size);
 
     let mut backups = vec![total - 1];

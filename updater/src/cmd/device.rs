@@ -59,9 +59,39 @@ impl DeviceArgs {
     }
 }
 
+/// What a command that changes the boot state holds: the config, the host
+/// and its booted slot, and the update lock (the ESP is written by one
+/// process at a time).
+pub struct BootedDevice {
+    pub config: Config,
+    pub host: Host,
+    pub slot: Slot,
+    pub state_dir: StateDir,
+    /// Held until the command is done.
+    pub lock: Lock,
+}
+
+impl DeviceArgs {
+    /// Opens the host, refusing when its booted slot is not known, and
+    /// takes the update lock.
+    pub fn open_booted(&self) -> anyhow::Result<BootedDevice> {
+        let config = self.load_config()?;
+        let host = self.open_host()?;
+        let slot = booted(&host)?;
+        let (state_dir, lock) = lock(&config)?;
+        Ok(BootedDevice {
+            config,
+            host,
+            slot,
+            state_dir,
+            lock,
+        })
+    }
+}
+
 /// The booted slot, for commands that change the boot state: they refuse
 /// to guess.
-pub fn booted(host: &Host) -> anyhow::Result<Slot> {
+fn booted(host: &Host) -> anyhow::Result<Slot> {
     host.booted
         .clone()
         .map_err(|e| anyhow::anyhow!("refusing: the booted slot is not known: {e}"))

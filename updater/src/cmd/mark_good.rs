@@ -8,7 +8,7 @@ use abnix_formats::report::ReportEvent;
 use abnix_updater::update::{mark_good, MarkedGood};
 use anyhow::Context;
 
-use super::device::{booted, lock, DeviceArgs};
+use super::device::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,12 +17,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.device.load_config()?;
-    let mut host = args.device.open_host()?;
-    let slot = booted(&host)?;
-    // The ESP is written by one process at a time.
-    let (state_dir, _lock) = lock(&config)?;
-    let mut boot = host.disk.boot_control()?;
+    let mut device = args.device.open_booted()?;
+    let slot = device.slot;
+    let mut boot = device.host.disk.boot_control()?;
     let marked =
         mark_good(boot.as_mut(), slot).with_context(|| format!("marking slot {slot} good"))?;
     drop(boot);
@@ -39,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     }
     args.device
-        .reporter(&config, &state_dir)
-        .after(ReportEvent::MarkGood, &mut host);
+        .reporter(&device.config, &device.state_dir)
+        .after(ReportEvent::MarkGood, &mut device.host);
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::device::{booted, lock, DeviceArgs};
+use super::device::{BootedDevice, DeviceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,10 +41,13 @@ struct Report {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = args.device.load_config()?;
-    let mut host = args.device.open_host()?;
-    let slot = booted(&host)?;
-    let (state_dir, _lock) = lock(&config)?;
+    let BootedDevice {
+        config,
+        mut host,
+        slot,
+        state_dir,
+        lock: _lock,
+    } = args.device.open_booted()?;
     let mut boot = host.disk.boot_control()?;
     let status = boot.status().context("reading the boot state")?;
     let plan = rollback_plan(&status, slot).context("refusing to roll back")?;
