@@ -5,7 +5,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-use abnix_formats::disk::{Disk, FaultyDisk};
+use abnix_formats::disk::Disk;
+#[cfg(any(test, feature = "testutil"))]
+use abnix_formats::disk::FaultyDisk;
 
 /// A disk that can open another handle on itself, with its own position.
 pub trait Reopen: Disk {
@@ -29,6 +31,7 @@ impl Reopen for File {
 
 /// The inner disk's own second handle: a fault injected for tests drops
 /// writes, and the active slot is only read through this handle.
+#[cfg(any(test, feature = "testutil"))]
 impl<D: Reopen> Reopen for FaultyDisk<D> {
     type Handle = D::Handle;
 
