@@ -94,7 +94,7 @@ impl SecretKey {
     pub fn generate(name: &str) -> Result<SecretKey, KeyError> {
         check_name(name)?;
         let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| KeyError::Randomness(e.to_string()))?;
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Randomness(e.to_string()))?;
         let key = SigningKey::from_bytes(&seed);
         seed.fill(0);
         Ok(SecretKey {
