@@ -530,7 +530,7 @@ fn write_frames(
 pub mod test_support {
     use super::*;
     use crate::progress::NoProgress;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
 
     pub const UUID: &str = "3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40";
 

@@ -141,7 +141,7 @@ impl<R: Read> Iterator for Chunks<R> {
 mod tests {
     use super::*;
     use crate::digest::Digest;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     use std::collections::HashSet;
 
     const SMALL: ChunkParams = ChunkParams {

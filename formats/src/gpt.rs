@@ -1746,21 +1746,21 @@ mod tests {
     /// it accepts is a consistent table.
     #[test]
     fn random_damage_is_rejected_or_read_consistently() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xab);
         let size = 8 * MIB;
         let mut disk = written(&sample(size, 512), size);
         let tail = size as usize - 33 * 512;
         for _ in 0..3000 {
             let mut undo = Vec::new();
-            for _ in 0..rng.gen_range(1..8) {
-                let at = if rng.gen_bool(0.5) {
-                    rng.gen_range(0..34 * 512)
+            for _ in 0..rng.random_range(1..8) {
+                let at = if rng.random_bool(0.5) {
+                    rng.random_range(0..34 * 512)
                 } else {
-                    rng.gen_range(tail..size as usize)
+                    rng.random_range(tail..size as usize)
                 };
                 undo.push((at, disk.get_ref()[at]));
-                disk.get_mut()[at] = rng.gen();
+                disk.get_mut()[at] = rng.random();
             }
             if let Ok(read) = Gpt::read_report(&mut disk, 512) {
                 let g = read.gpt;

@@ -140,10 +140,10 @@ mod tests {
     /// `count` machine ids as systemd would make them (random 128 bits),
     /// from a fixed seed so the test is reproducible.
     fn fleet(count: usize) -> Vec<MachineId> {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(26);
         (0..count)
-            .map(|_| MachineId::from_file_text(&format!("{:032x}", rng.gen::<u128>())).unwrap())
+            .map(|_| MachineId::from_file_text(&format!("{:032x}", rng.random::<u128>())).unwrap())
             .collect()
     }
 

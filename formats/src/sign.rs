@@ -94,7 +94,7 @@ impl SecretKey {
     pub fn generate(name: &str) -> Result<SecretKey, KeyError> {
         check_name(name)?;
         let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| KeyError::Randomness(e.to_string()))?;
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Randomness(e.to_string()))?;
         let key = SigningKey::from_bytes(&seed);
         seed.fill(0);
         Ok(SecretKey {
@@ -420,6 +420,11 @@ mod tests {
     const NIX_SECRET: &str = "test-1:ndBKAEExhuYUMRVHnNZiGKB5mdkptX07dYvMEeyQerecmJeQfbN6X26u+07KlNatkdPaWMq9VE79kCTk2UDOBA==";
     const NIX_PUBLIC: &str = "test-1:nJiXkH2zel9urvtOypTWrZHT2ljKvVRO/ZAk5NlAzgQ=";
 
+    /// NIX_SECRET's signature of `b"meta bytes"`, made with ed25519-dalek 2
+    /// and OpenSSL (Python's `cryptography`) alike, before ed25519-dalek 3:
+    /// keys and signatures made by any earlier abnix keep verifying.
+    const NIX_SIGNATURE: &str = "test-1:UsUjrLfWr68/VjdQOREA9Y4yTQrYMX0olXd757+EPjif+6M7NChGCEpkzRsUv2yc0tUyvbiU+wnKULJUigQ9AA==";
+
     fn trusted(keys: &[&SecretKey]) -> TrustedKeys {
         keys.iter().map(|k| k.public()).collect()
     }
@@ -435,6 +440,19 @@ mod tests {
         let sig = secret.sign(b"meta bytes");
         assert!(public.verifies(b"meta bytes", &sig));
         assert!(!public.verifies(b"meta bytez", &sig));
+    }
+
+    #[test]
+    fn signature_made_before_is_reproduced_and_verifies() {
+        let secret = SecretKey::parse(NIX_SECRET).unwrap();
+        assert_eq!(secret.sign(b"meta bytes").to_string(), NIX_SIGNATURE);
+        let public = PublicKey::parse(NIX_PUBLIC).unwrap();
+        let signature = Signature::parse(NIX_SIGNATURE).unwrap();
+        assert!(public.verifies(b"meta bytes", &signature));
+        assert!(!public.verifies(b"meta bytez", &signature));
+        let file = signature_file(&[signature]);
+        let keys: TrustedKeys = [public].into_iter().collect();
+        assert!(keys.verify(b"meta bytes", file.as_bytes()).is_ok());
     }
 
     #[test]

@@ -1125,7 +1125,7 @@ pub(crate) mod tests {
     /// Probing arbitrary bytes never panics, whatever their size.
     #[test]
     fn random_disks_never_panic_the_probe() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let magic_spots: [(usize, &[u8]); 6] = [
             (510, &[0x55, 0xAA]),
@@ -1136,11 +1136,11 @@ pub(crate) mod tests {
             (32769, b"CD001"),
         ];
         for _ in 0..300 {
-            let len = rng.gen_range(0..80 * 1024);
-            let mut data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let len = rng.random_range(0..80 * 1024);
+            let mut data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             // Plant a few real magics so the deeper parsers run on garbage.
             for (at, magic) in magic_spots {
-                if rng.gen_bool(0.5) && at + magic.len() <= data.len() {
+                if rng.random_bool(0.5) && at + magic.len() <= data.len() {
                     data[at..at + magic.len()].copy_from_slice(magic);
                 }
             }

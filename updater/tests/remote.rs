@@ -16,7 +16,7 @@ use abnix_updater::remote::{
     PART_SIZE,
 };
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
@@ -86,8 +86,8 @@ fn image_like(len: usize, seed: u64) -> Vec<u8> {
     let text = b"Lorem ipsum dolor sit amet, /nix/store/abc-glibc-2.40/lib/libc.so.6 \n";
     let mut data = Vec::with_capacity(len);
     while data.len() < len {
-        let run = rng.gen_range(512..64 * 1024).min(len - data.len());
-        match rng.gen_range(0..3) {
+        let run = rng.random_range(512..64 * 1024).min(len - data.len());
+        match rng.random_range(0..3) {
             0 => {
                 let start = data.len();
                 data.resize(start + run, 0);

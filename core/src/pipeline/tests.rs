@@ -3,7 +3,7 @@ use std::process::Command;
 use std::sync::mpsc;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use super::*;
 use crate::progress::NoProgress;
@@ -19,12 +19,12 @@ fn sample_image(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut data = Vec::with_capacity(len + 256);
     while data.len() < len {
-        let run = rng.gen_range(8..256);
-        if data.len() > run && rng.gen_bool(0.6) {
-            let from = rng.gen_range(0..data.len() - run);
+        let run = rng.random_range(8..256);
+        if data.len() > run && rng.random_bool(0.6) {
+            let from = rng.random_range(0..data.len() - run);
             data.extend_from_within(from..from + run);
         } else {
-            data.extend((0..run).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+            data.extend((0..run).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]));
         }
     }
     data.truncate(len);

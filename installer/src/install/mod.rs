@@ -642,7 +642,7 @@ pub fn prepare(request: &Request, system: &dyn System) -> Result<Plan, InstallEr
         Some(seed) => seed,
         None => {
             let mut seed = [0u8; 32];
-            getrandom::getrandom(&mut seed).map_err(|e| InstallError::Random(e.to_string()))?;
+            getrandom::fill(&mut seed).map_err(|e| InstallError::Random(e.to_string()))?;
             seed
         }
     };
