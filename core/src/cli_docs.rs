@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap_complete::Shell;
 
 /// Section 8: system administration commands, run as root.
-pub const MAN_SECTION: &str = "8";
+const MAN_SECTION: &str = "8";
 
 /// Writes into `dir` (created if needed) the man page of `command`
 /// (`NAME.8`), one per visible subcommand (`NAME-SUB.8`, which the main

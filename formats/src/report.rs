@@ -82,6 +82,18 @@ pub enum ReportedState {
     Bad,
 }
 
+impl ReportedState {
+    /// The word `status` shows (the serialized name).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReportedState::Good => "good",
+            ReportedState::Trial => "trial",
+            ReportedState::Failed => "failed",
+            ReportedState::Bad => "bad",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlotReport {
@@ -243,7 +255,7 @@ impl Report {
 
 /// `text` cut to `max` characters, control characters (a newline in an
 /// error, a terminal escape in a label) replaced by spaces.
-fn clean(text: &str, max: usize) -> String {
+pub fn clean(text: &str, max: usize) -> String {
     text.chars()
         .take(max)
         .map(|c| if c.is_control() { ' ' } else { c })

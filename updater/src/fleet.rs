@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::remote::{Remote, RemoteError};
 use abnix_formats::machine_id::MachineId;
 use abnix_formats::meta::Meta;
-use abnix_formats::report::{Report, ReportedState, HOSTS_DIR, MAX_REPORT_BYTES};
+use abnix_formats::report::{clean, Report, ReportedState, HOSTS_DIR, MAX_REPORT_BYTES};
 
 /// The most reports one view reads; more are counted, not read.
 pub const MAX_REPORTS: usize = 10_000;
@@ -58,10 +58,10 @@ pub struct FailureCount {
     pub hosts: usize,
 }
 
-/// How far the channel's latest version has come. Rollout hook: when the
-/// signed meta carries a staged rollout (issue 26, item 1), the share of
-/// hosts its schedule has reached so far belongs here, beside what the
-/// hosts report; [`rollout_progress`] is where it is computed.
+/// How far the channel's latest version has come, by what the hosts
+/// report. Not yet shown: how far a staged rollout's own schedule has
+/// reached (`abnix_formats::rollout::Rollout::progress`, as `status` shows
+/// it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RolloutProgress {
     pub version: u64,
@@ -130,7 +130,9 @@ pub fn aggregate(
             Err(e) => {
                 rows.push(HostRow {
                     machine_id: id,
-                    unreadable: Some(shown(e)),
+                    // An attacker's field name in a parse error may hold terminal
+                    // escapes.
+                    unreadable: Some(clean(e, 300)),
                     version: None,
                     label: None,
                     booted_state: None,
@@ -258,15 +260,6 @@ pub fn rollout_progress(latest: &Meta, rows: &[HostRow]) -> RolloutProgress {
         failed: count(&|r| r.failed_versions.contains(&latest.version)),
         hosts: rows.len(),
     }
-}
-
-/// An error about a report, fit to be shown: an attacker's field name in
-/// a parse error may hold terminal escapes.
-fn shown(text: &str) -> String {
-    text.chars()
-        .take(300)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 fn or_dash<T: ToString>(value: Option<T>) -> String {
@@ -403,7 +396,7 @@ impl FleetView {
                 e(&row.machine_id),
                 or_dash(row.version),
                 e(row.label.as_deref().unwrap_or("-")),
-                row.booted_state.map_or("-", state_word),
+                row.booted_state.map_or("-", ReportedState::name),
                 or_dash(row.pending_reboot),
                 failed.join(" "),
                 or_dash(row.last_report.map(|at| at.to_rfc3339())),
@@ -416,17 +409,8 @@ impl FleetView {
     }
 }
 
-fn state_word(state: ReportedState) -> &'static str {
-    match state {
-        ReportedState::Good => "good",
-        ReportedState::Trial => "trial",
-        ReportedState::Failed => "failed",
-        ReportedState::Bad => "bad",
-    }
-}
-
 /// `text` safe in HTML element content and in quoted attribute values.
-pub fn escape_html(text: &str) -> String {
+fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

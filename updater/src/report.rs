@@ -23,12 +23,11 @@ use crate::remote::{
     CredentialSource, Remote, RemoteConfig, RetryPolicy, Timeouts, TransferLimits,
 };
 use crate::state_dir::{State, StateDir};
-use crate::update::pending_trial;
-use abnix_core::boot::{BootStatus, SlotState};
+use crate::update::{pending_trial, reported_state};
+use abnix_core::boot::BootStatus;
 use abnix_formats::machine_id::MachineId;
 use abnix_formats::report::{
-    FailedReport, LastResult, Report, ReportEvent, ReportedState, SlotReport, MAX_REPORT_BYTES,
-    REPORT_FORMAT,
+    FailedReport, LastResult, Report, ReportEvent, SlotReport, MAX_REPORT_BYTES, REPORT_FORMAT,
 };
 use abnix_formats::slot::Slot;
 
@@ -184,12 +183,7 @@ fn build(
         .iter()
         .map(|slot| SlotReport {
             slot: slot.slot,
-            state: match slot.state {
-                SlotState::Good => ReportedState::Good,
-                SlotState::Trial { tries_left: 0 } => ReportedState::Failed,
-                SlotState::Trial { .. } => ReportedState::Trial,
-                SlotState::Bad => ReportedState::Bad,
-            },
+            state: reported_state(slot.state),
             version: slot.info.as_ref().map(|i| i.version),
             label: slot.info.as_ref().map(|i| i.label.clone()),
         })
@@ -254,7 +248,8 @@ fn due(last: Option<&Report>, report: &Report) -> bool {
 mod tests {
     use super::*;
     use crate::state_dir::FailedVersion;
-    use abnix_core::boot::{SlotInfo, SlotStatus};
+    use abnix_core::boot::{SlotInfo, SlotState, SlotStatus};
+    use abnix_formats::report::ReportedState;
     use uuid::Uuid;
 
     const ID: &str = "0123456789abcdef0123456789abcdef";

@@ -20,6 +20,7 @@ use tracing::warn;
 
 use abnix_core::boot::{BootControl, BootError, BootStatus, SlotInfo, SlotState, SlotStatus};
 use abnix_formats::machine_id::MachineId;
+use abnix_formats::report::ReportedState;
 use abnix_formats::slot::Slot;
 
 /// How long a command waits for another run to release the update lock
@@ -59,15 +60,20 @@ pub fn clock_synchronized() -> bool {
     state >= 0 && state != libc::TIME_ERROR
 }
 
-/// A slot's state in one word, as `status` shows it (docs/boot.md's terms;
-/// a trial with no tries left is a failed trial).
-pub fn state_name(state: SlotState) -> &'static str {
+/// A slot's state as `status` and the reports name it (docs/boot.md's
+/// terms; a trial with no tries left is a failed trial).
+pub fn reported_state(state: SlotState) -> ReportedState {
     match state {
-        SlotState::Bad => "bad",
-        SlotState::Trial { tries_left: 0 } => "failed",
-        SlotState::Trial { .. } => "trial",
-        SlotState::Good => "good",
+        SlotState::Bad => ReportedState::Bad,
+        SlotState::Trial { tries_left: 0 } => ReportedState::Failed,
+        SlotState::Trial { .. } => ReportedState::Trial,
+        SlotState::Good => ReportedState::Good,
     }
+}
+
+/// A slot's state in one word, as `status` shows it.
+pub fn state_name(state: SlotState) -> &'static str {
+    reported_state(state).name()
 }
 
 /// The other slot when it waits for its trial and boots next: an update
