@@ -111,12 +111,21 @@ struct JournalLayer {
     /// `SYSLOG_IDENTIFIER`: the program's name, as journald gives lines of
     /// its stderr.
     identifier: String,
+    /// Where a message goes that the socket does not take.
+    fallback: fn(&str),
+}
+
+fn to_stderr(message: &str) {
+    let _ = writeln!(io::stderr(), "{message}");
 }
 
 impl JournalLayer {
     fn connect(path: &Path) -> io::Result<Self> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(path)?;
+        // A journald that does not read (restarting, overloaded) must not
+        // stop the updater mid-write: a full queue is a refused message.
+        socket.set_nonblocking(true)?;
         let identifier = std::env::args_os()
             .next()
             .and_then(|arg0| {
@@ -125,7 +134,11 @@ impl JournalLayer {
                     .map(|name| name.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| "abnix".to_owned());
-        Ok(JournalLayer { socket, identifier })
+        Ok(JournalLayer {
+            socket,
+            identifier,
+            fallback: to_stderr,
+        })
     }
 }
 
@@ -148,10 +161,10 @@ impl<S: Subscriber> Layer<S> for JournalLayer {
         for (name, value) in &fields.others {
             append(&mut entry, &field_name(name), value);
         }
-        // A message the socket refuses (larger than a datagram may be)
-        // still reaches the journal, as a line of the stream.
+        // A message the socket refuses (larger than a datagram may be, or
+        // the queue full) still reaches the journal, as a line of the stream.
         if self.socket.send(&entry).is_err() {
-            let _ = writeln!(io::stderr(), "{message}");
+            (self.fallback)(&message);
         }
     }
 }
@@ -309,5 +322,37 @@ mod tests {
         assert_eq!(field(warning, "CODE_FILE"), Some(file!()));
         assert_eq!(field(&entries[2], "MESSAGE"), Some("two\nlines"));
         assert_eq!(field(&entries[3], "ABNIX_ERROR_KIND"), Some("timeout"));
+    }
+
+    /// A journal that reads nothing fills its queue: the events after that
+    /// go to the fallback instead of blocking the program (a blocking send
+    /// waits here for good).
+    #[test]
+    fn a_journal_that_does_not_read_does_not_block() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static FELL_BACK: AtomicUsize = AtomicUsize::new(0);
+        fn count(_: &str) {
+            FELL_BACK.fetch_add(1, Ordering::SeqCst);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let _journal = UnixDatagram::bind(&path).unwrap();
+        let mut layer = JournalLayer::connect(&path).unwrap();
+        layer.fallback = count;
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let subscriber = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(subscriber, || {
+                let big = "x".repeat(16 << 10);
+                for _ in 0..200 {
+                    tracing::info!("{big}");
+                }
+            });
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("logging blocked on a journal that does not read");
+        assert!(FELL_BACK.load(Ordering::SeqCst) > 0);
     }
 }
