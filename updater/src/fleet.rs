@@ -89,7 +89,8 @@ pub struct HostRow {
     pub last_report: Option<DateTime<Utc>>,
     pub last_result: Option<String>,
     /// Not heard from in longer than the view's number of its check
-    /// intervals.
+    /// intervals, or its report dated that far ahead (a fast clock or a
+    /// forged date would otherwise keep it from ever being flagged).
     pub silent: bool,
 }
 
@@ -182,7 +183,7 @@ pub fn aggregate(
             failed_versions: failed,
             last_report: Some(report.at),
             last_result: report.last_result.as_ref().map(|l| l.result.clone()),
-            silent: now.signed_duration_since(report.at) > silent_for,
+            silent: now.signed_duration_since(report.at).abs() > silent_for,
         });
     }
     let ids = |keep: &dyn Fn(&HostRow) -> bool| -> Vec<String> {
@@ -521,6 +522,12 @@ mod tests {
         lazy.report.as_mut().unwrap().check_interval_secs = u64::MAX;
         let v = view(&[lazy], 3 * 7 * 24 * 3600 + 1);
         assert_eq!(v.silent, [id(3).to_string()]);
+        // A report dated ahead is no younger than it is: beyond the window,
+        // flagged too (a year ahead would otherwise hide it for a year).
+        let ahead = host(4, 3, false, &[], 365 * 24 * 3600);
+        assert_eq!(view(&[ahead], 0).silent, [id(4).to_string()]);
+        let slightly = host(5, 3, false, &[], 3 * 3600);
+        assert!(view(&[slightly], 0).silent.is_empty());
     }
 
     #[test]
