@@ -131,6 +131,10 @@ fn systemd_credential_signs_requests_with_its_profile() {
     write_private(&credential, &good("default", &server), 0o400);
 
     refused(&server, systemd(None), "$CREDENTIALS_DIRECTORY is not set");
+    for relative in ["", "credentials"] {
+        std::env::set_var("CREDENTIALS_DIRECTORY", relative);
+        refused(&server, systemd(None), "is not an absolute path");
+    }
     std::env::set_var("CREDENTIALS_DIRECTORY", dir.path());
     round_trip(&server, systemd(None));
 

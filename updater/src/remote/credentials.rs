@@ -136,6 +136,14 @@ pub(crate) fn profile_provider(
                      (run by systemd with LoadCredential={SYSTEMD_CREDENTIAL})"
                 ))
             })?;
+            // Empty or relative, it would name a file in whatever directory
+            // the command runs from.
+            if !Path::new(&dir).is_absolute() {
+                return Err(RemoteError::Credentials(format!(
+                    "credentials = \"systemd\": $CREDENTIALS_DIRECTORY {dir:?} is not an \
+                     absolute path"
+                )));
+            }
             let path = Path::new(&dir).join(SYSTEMD_CREDENTIAL);
             (vec![(EnvConfigFileKind::Credentials, path)], profile)
         }
