@@ -1,9 +1,9 @@
 //! The Nix side computes some of what the Rust side computes (DESIGN §8.4):
 //! nix/lib/pure.nix's outputs for fixed inputs are committed in nix/testdata
-//! (nix/check.sh keeps them current). Here core's own code reads the same
+//! (nix/check.sh keeps them current). Here the updater's own code reads the same
 //! inputs and must come to the same answers, so the two sides cannot drift.
 //! (Every device and installer config in nix/testdata is also parsed by
-//! core::config's and abnix-install's own tests.)
+//! abnix_updater::config's and abnix-install's own tests.)
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

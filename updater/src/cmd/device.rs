@@ -1,5 +1,5 @@
 //! What every device command takes: the config file and the overrides of
-//! the disk and the kernel command line (core::host).
+//! the disk and the kernel command line (crate::host).
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! `abnix-update fleet`: the channel's hosts as their reports tell
-//! (core::fleet): hosts per version, on trial, failures per version, hosts
+//! (crate::fleet): hosts per version, on trial, failures per version, hosts
 //! not heard from, progress towards the latest version; as text, `--json`,
 //! or one static HTML page (`--html FILE`).
 
