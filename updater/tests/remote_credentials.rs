@@ -259,10 +259,15 @@ fn the_configured_source_wins_over_keys_elsewhere() {
     write_private(&aws_credentials, &good("default", &server), 0o600);
     round_trip(&server, profile(None));
 
-    // And the wrong keys are really refused: nothing falls back.
+    // And the wrong keys are really refused: nothing falls back, with the
+    // right keys in the environment and in ~/.aws alike.
+    std::env::set_var("AWS_ACCESS_KEY_ID", server.access_key());
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", server.secret_key());
     let remote = Remote::new(config(&server, systemd(None))).unwrap();
     let err = remote.get_bytes("stable.meta", 100).unwrap_err();
     assert!(matches!(err, RemoteError::AccessDenied { .. }), "{err:?}");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDWRONG");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "wrong-secret");
 
     // The chain takes the environment before the profile files.
     let remote = Remote::new(config(&server, CredentialSource::Chain)).unwrap();
