@@ -118,7 +118,7 @@
               pkgs.rustc
               pkgs.clippy
               pkgs.rustfmt
-              # qemu/*.sh and the machine tests; OVMF comes through the
+              # systest/*.sh and the machine tests; OVMF comes through the
               # variables below.
               pkgs.qemu
               # An S3 server for the bucket (examples/kiosk/README.md).
@@ -134,8 +134,8 @@
               pkgs.util-linux
               pkgs.nixfmt-tree
             ];
-            # UEFI firmware for qemu/boot-disk.sh and qemu/run-installer-iso.sh
-            # (qemu/vm-common.sh): OVMF on x86_64, AAVMF on aarch64.
+            # UEFI firmware for systest/boot-disk.sh and systest/run-installer-iso.sh
+            # (systest/vm-common.sh): OVMF on x86_64, AAVMF on aarch64.
             OVMF_CODE = pkgs.OVMF.fd.firmware;
             OVMF_VARS = pkgs.OVMF.fd.variables;
           };

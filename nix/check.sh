@@ -73,7 +73,7 @@ deadnix --fail "${nix_files[@]}" || fail "deadnix found unused code"
 
 step "shellcheck"
 shellcheck -x nix/check.sh nix/check-rust-version.sh nix/builders/root-image.sh nix/modules/wait-for-disk.sh \
-  qemu/vm-common.sh qemu/boot-disk.sh qemu/run-installer-iso.sh ||
+  systest/vm-common.sh systest/boot-disk.sh systest/run-installer-iso.sh ||
   fail "shellcheck found problems"
 
 step "check-rust-version.sh: a locked crate that needs a newer rustc fails it"

@@ -17,7 +17,7 @@ rustPlatform.buildRustPackage {
   # Only what cargo reads: the manifest, the lock file and every workspace
   # member (pure.cargoSources follows Cargo.toml's member list, and
   # nix/check.sh has cargo load the workspace from exactly these paths).
-  # Editing nix/ does not rebuild the tools (qemu/'s scripts do: they belong
+  # Editing nix/ does not rebuild the tools (systest/'s scripts do: they belong
   # to a member). fuzz/ is a workspace of its own.
   src = lib.fileset.toSource {
     root = ../.;

@@ -262,15 +262,15 @@ let
         ${lib.optionalString templateRaw ''mv disk.raw "$out/disk.raw"''}
       '';
 
-  # Boots the template through its boot loader (qemu/boot-disk.sh); writes go
+  # Boots the template through its boot loader (systest/boot-disk.sh); writes go
   # to an overlay in the current directory, the store copy stays as it is.
   vm =
     let
       scripts = lib.fileset.toSource {
         root = ../../qemu;
         fileset = lib.fileset.unions [
-          ../../qemu/boot-disk.sh
-          ../../qemu/vm-common.sh
+          ../../systest/boot-disk.sh
+          ../../systest/vm-common.sh
         ];
       };
       firmware = if cfg.bootloader == "grub" && pkgs.stdenv.hostPlatform.isx86 then "bios" else "uefi";

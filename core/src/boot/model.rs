@@ -2,7 +2,7 @@
 //! model for file-level tests: which slot starts, and the state change the
 //! bootloader itself makes (GRUB saves a trial's decremented tries in
 //! grubenv; systemd-boot renames a counted entry). The real bootloaders are
-//! checked against the same expectations in QEMU (qemu/tests/boot.rs).
+//! checked against the same expectations in QEMU (systest/tests/boot.rs).
 
 use super::Bootloader;
 use abnix_formats::disk::Disk;

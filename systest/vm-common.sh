@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by qemu/boot-disk.sh and qemu/run-installer-iso.sh (sourced, not run):
+# Shared by systest/boot-disk.sh and systest/run-installer-iso.sh (sourced, not run):
 # the QEMU command line for an abnix machine, for BIOS or UEFI, x86_64 or
 # aarch64: `vm_command ARCH FIRMWARE STATE_DIR MEMORY_MIB HEADLESS` fills the
 # array `qemu` with everything but the disks.

@@ -31,7 +31,7 @@
 //!   the demo; [`systemd_scenarios`]: those of the systemd hosts
 //!   (`tests/systemd.rs`).
 //!
-//! See `qemu/README.md` for a walk through.
+//! See `systest/README.md` for a walk through.
 
 pub mod bundle;
 pub mod cpio;

@@ -3,7 +3,7 @@
 # `nix-build -A template`) in QEMU, through its real boot loader: GRUB on
 # SeaBIOS or OVMF, systemd-boot on OVMF.
 #
-#   qemu/boot-disk.sh --disk FILE [options] [-- EXTRA_QEMU_ARGS...]
+#   systest/boot-disk.sh --disk FILE [options] [-- EXTRA_QEMU_ARGS...]
 #
 #   --disk FILE           the disk image (qcow2 or raw)
 #   --firmware bios|uefi  default: uefi
@@ -22,7 +22,7 @@
 # and every later run continues where the last one stopped (updates, slots).
 # The serial console is on stdin/stdout (Ctrl-A X quits QEMU).
 set -euo pipefail
-# shellcheck source=qemu/vm-common.sh
+# shellcheck source=systest/vm-common.sh
 source "$(dirname "$0")/vm-common.sh"
 
 disk="" firmware=uefi arch=x86_64 state_dir="" size="" in_place=no fresh=no

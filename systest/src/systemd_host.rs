@@ -8,7 +8,7 @@
 //!   units' `Documentation=` names) and the unit files of `systemd/`,
 //!   copied in at build time into `/etc/systemd/system/` and enabled as
 //!   systemd/README.md installs them;
-//! - the fixture's own files (`qemu/systemd-host/`): the success unit
+//! - the fixture's own files (`systest/systemd-host/`): the success unit
 //!   `fixture-health.service` that `boot-complete.target` requires, the
 //!   reports the test reads on the console (`fixture-report.service`,
 //!   `fixture-verify.service`), the deadline probe ([`Host`]), journald
@@ -284,7 +284,7 @@ fn fixture_tree(spec: &HostSpec, work: &Path) -> Result<Tree> {
         "etc/systemd/system/abnix-update.timer.d/fixture.conf",
         0o644,
         format!(
-            "# The fixture's timings (qemu/src/systemd_host.rs): the first check soon\n\
+            "# The fixture's timings (systest/src/systemd_host.rs): the first check soon\n\
              # after boot, then every check_interval, to the second. The empty\n\
              # assignment resets every trigger of the unit, so both are restated.\n\
              [Timer]\n\
@@ -300,7 +300,7 @@ fn fixture_tree(spec: &HostSpec, work: &Path) -> Result<Tree> {
         "etc/systemd/system/abnix-health-deadline.timer.d/fixture.conf",
         0o644,
         format!(
-            "# The fixture's deadline (qemu/src/systemd_host.rs).\n\
+            "# The fixture's deadline (systest/src/systemd_host.rs).\n\
              [Timer]\n\
              OnBootSec=\n\
              OnBootSec={}s\n",

@@ -2,9 +2,9 @@
 # Runs an abnix installer ISO (`nix-build -A installer`) in QEMU against an
 # empty disk, the way it runs on a real machine: it boots, shows what it will
 # do, installs the bundled version and powers off. Then boot the disk with
-# qemu/boot-disk.sh.
+# systest/boot-disk.sh.
 #
-#   qemu/run-installer-iso.sh --iso FILE --disk FILE [options] [-- EXTRA_QEMU_ARGS...]
+#   systest/run-installer-iso.sh --iso FILE --disk FILE [options] [-- EXTRA_QEMU_ARGS...]
 #
 #   --iso FILE            the ISO (result/iso/*.iso)
 #   --disk FILE           the target disk; created as qcow2 if missing
@@ -19,9 +19,9 @@
 #                         off by then (default: no limit)
 #
 # Afterwards:
-#   qemu/boot-disk.sh --disk FILE --in-place --firmware <same>
+#   systest/boot-disk.sh --disk FILE --in-place --firmware <same>
 set -euo pipefail
-# shellcheck source=qemu/vm-common.sh
+# shellcheck source=systest/vm-common.sh
 source "$(dirname "$0")/vm-common.sh"
 
 iso="" disk="" size=16G firmware=uefi arch=x86_64 state_dir="" memory=2048
