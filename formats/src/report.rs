@@ -216,6 +216,19 @@ impl Report {
                 slots.len()
             ));
         }
+        // The version is the booted slot's: a report saying otherwise
+        // would count a host under a version it does not run.
+        let booted_version = self
+            .booted
+            .and_then(|b| self.slots.iter().find(|s| s.slot == b))
+            .and_then(|s| s.version);
+        if self.version != booted_version {
+            return Err(format!(
+                "version {} is not that of the booted slot ({})",
+                self.version.map_or("none".into(), |v| v.to_string()),
+                booted_version.map_or("none".into(), |v| v.to_string()),
+            ));
+        }
         if self.failed_versions.len() > MAX_FAILED_VERSIONS {
             return Err(format!(
                 "{} failed versions, more than {MAX_FAILED_VERSIONS}",
@@ -245,8 +258,10 @@ impl Report {
                     "{field} is longer than {MAX_TEXT_CHARS} characters"
                 ));
             }
-            if text.chars().any(char::is_control) {
-                return Err(format!("{field} holds a control character"));
+            if text.chars().any(is_hidden) {
+                return Err(format!(
+                    "{field} holds a control, bidirectional or zero-width character"
+                ));
             }
         }
         Ok(())
@@ -254,12 +269,30 @@ impl Report {
 }
 
 /// `text` cut to `max` characters, control characters (a newline in an
-/// error, a terminal escape in a label) replaced by spaces.
+/// error, a terminal escape in a label) and [hidden](is_hidden) ones
+/// replaced by spaces.
 pub fn clean(text: &str, max: usize) -> String {
     text.chars()
         .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if is_hidden(c) { ' ' } else { c })
         .collect()
+}
+
+/// A character that changes how a text looks without showing itself: a
+/// control character, a bidirectional embedding, override or isolate
+/// (U+202A..U+202E, U+2066..U+2069: "Trojan Source", a host id or
+/// version shown reversed), or a zero-width one (U+200B..U+200F, U+2060,
+/// U+FEFF: two labels that look the same and differ).
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'
+                | '\u{FEFF}'
+        )
 }
 
 mod slot_name {
@@ -361,6 +394,22 @@ mod tests {
     }
 
     #[test]
+    fn clean_replaces_control_bidi_and_zero_width_characters() {
+        let hidden = [
+            '\u{1b}', '\n', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}',
+            '\u{2067}', '\u{2068}', '\u{2069}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}',
+            '\u{200F}', '\u{2060}', '\u{FEFF}',
+        ];
+        for c in hidden {
+            assert_eq!(clean(&format!("a{c}b"), 10), "a b", "U+{:04X}", c as u32);
+        }
+        // Neighbours of the ranges, and text that merely looks unusual, stay.
+        for text in ["\u{2029}x", "\u{2061}", "\u{2070}", "é中<>", "\u{200A}"] {
+            assert_eq!(clean(text, 10), text);
+        }
+    }
+
+    #[test]
     fn a_report_round_trips() {
         let report = report();
         assert_eq!(Report::parse(&report.to_json()).unwrap(), report);
@@ -432,6 +481,34 @@ mod tests {
             (
                 "state",
                 mutate(&|v| v["slots"][1]["state"] = "great".into()),
+            ),
+            (
+                "bidi override",
+                mutate(&|v| v["slots"][1]["label"] = "kiosk \u{202E}2 sutats".into()),
+            ),
+            (
+                "bidi isolate",
+                mutate(&|v| v["last_result"]["result"] = "ok\u{2066}".into()),
+            ),
+            (
+                "zero-width",
+                mutate(&|v| {
+                    v["failed_versions"] = serde_json::json!([
+                        {"version": 3, "at": "2026-12-07T10:00:00Z", "reason": "fell\u{200B}back"}
+                    ])
+                }),
+            ),
+            (
+                "byte order mark",
+                mutate(&|v| v["abnix_version"] = "\u{FEFF}0.1".into()),
+            ),
+            (
+                "version not the booted slot's",
+                mutate(&|v| v["version"] = 2.into()),
+            ),
+            (
+                "version without a booted slot",
+                mutate(&|v| v["booted"] = serde_json::Value::Null),
             ),
             ("not json", b"<script>alert(1)</script>".to_vec()),
             // Valid JSON but for its size (whitespace only would fail to

@@ -4,9 +4,13 @@
 //! the channel's latest version; as text, JSON or one static HTML page.
 //!
 //! Reports are untrusted (any host's report credentials can write any
-//! report): they arrive here parsed strictly ([`Report::parse`]), errors
-//! are cleaned of control characters before they are shown, and the HTML
-//! escapes every text and forbids scripts by its Content-Security-Policy.
+//! report): the listing of `hosts/` and the reports read are bounded
+//! ([`ReadBounds`]), reports arrive parsed strictly ([`Report::parse`]),
+//! every text shown is cleaned of control, bidirectional and zero-width
+//! characters ([`clean`]), a version's label comes from the channel's
+//! verified meta where there is one (else it is marked as reported), and
+//! the HTML escapes every text and forbids scripts by its
+//! Content-Security-Policy.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,9 +22,34 @@ use crate::remote::{Remote, RemoteError};
 use abnix_formats::machine_id::MachineId;
 use abnix_formats::meta::Meta;
 use abnix_formats::report::{clean, Report, ReportedState, HOSTS_DIR, MAX_REPORT_BYTES};
+use abnix_formats::rollout::Place;
+
+/// How much of `hosts/` one view takes in: a bucket others can write to
+/// could hold any number of objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBounds {
+    /// The most objects listed under `hosts/`; the listing stops there.
+    pub listed: usize,
+    /// The most reports read; more are counted, not read.
+    pub reports: usize,
+}
+
+impl Default for ReadBounds {
+    fn default() -> ReadBounds {
+        ReadBounds {
+            listed: MAX_LISTED,
+            reports: MAX_REPORTS,
+        }
+    }
+}
 
 /// The most reports one view reads; more are counted, not read.
 pub const MAX_REPORTS: usize = 10_000;
+/// The most objects one view lists under `hosts/` (50 pages): room for
+/// [`MAX_REPORTS`] hosts beside four times as many forged names.
+pub const MAX_LISTED: usize = 50_000;
+/// The most characters of a text the view shows.
+const MAX_SHOWN_CHARS: usize = 300;
 /// A report's check interval is taken within these bounds (seconds): a
 /// hostile report cannot keep itself from ever being flagged for long.
 const INTERVAL_BOUNDS: (u64, u64) = (60, 7 * 24 * 3600);
@@ -35,17 +64,47 @@ pub struct HostEntry {
 /// What the bucket held besides readable reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Skipped {
-    /// Objects under `hosts/` whose name is not `<machine-id>.json`.
+    /// Objects under `hosts/` whose name is not `<machine-id>.json`
+    /// (forged or foreign): unreadable, and not counted as hosts.
     pub not_reports: usize,
-    /// Reports beyond [`MAX_REPORTS`], not read.
+    /// Reports beyond [`ReadBounds::reports`], listed but not read.
     pub over_limit: usize,
+    /// The listing stopped at [`ReadBounds::listed`] objects with more in
+    /// the bucket: hosts past that point are not in the view.
+    pub listing_cut_at: Option<usize>,
+    /// [`ReadBounds::reports`] of this view.
+    pub report_limit: usize,
+}
+
+/// Where a version's label comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionLabel {
+    /// The channel's verified meta of that version.
+    Verified(String),
+    /// What every host of that version reports, unverified: any host's
+    /// report can say anything.
+    Reported(String),
+    /// Hosts of that version report different labels.
+    Conflicting,
+}
+
+impl VersionLabel {
+    fn text(&self) -> String {
+        match self {
+            VersionLabel::Verified(label) => format!("\"{label}\""),
+            VersionLabel::Reported(label) => format!("\"{label}\" (reported, unverified)"),
+            VersionLabel::Conflicting => "(hosts report different labels)".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionCount {
     /// `None`: hosts whose booted slot holds no known version.
     pub version: Option<u64>,
-    pub label: Option<String>,
+    /// `None` when no host of it reports a label.
+    pub label: Option<VersionLabel>,
     pub hosts: usize,
     /// Of those, booted into it on trial (not yet marked good).
     pub on_trial: usize,
@@ -59,13 +118,15 @@ pub struct FailureCount {
 }
 
 /// How far the channel's latest version has come, by what the hosts
-/// report. Not yet shown: how far a staged rollout's own schedule has
-/// reached (`abnix_formats::rollout::Rollout::progress`, as `status` shows
-/// it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// report, and by its staged rollout's own schedule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutProgress {
     pub version: u64,
+    /// From the verified meta.
     pub label: String,
+    /// The staged rollout's schedule, from the verified meta; `None`: the
+    /// version is for every host at once.
+    pub schedule: Option<Schedule>,
     /// Hosts booted into it.
     pub running: usize,
     /// Hosts that installed it and wait for their reboot.
@@ -75,6 +136,22 @@ pub struct RolloutProgress {
     pub hosts: usize,
 }
 
+/// Where a staged rollout's schedule stands (formats::rollout).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    pub start: DateTime<Utc>,
+    /// When the last host's turn comes (`start` + the rollout's length).
+    pub complete_at: DateTime<Utc>,
+    /// Set by `publish --halt`: no host starts installing from then on.
+    pub halted_at: Option<DateTime<Utc>>,
+    /// The share of the fleet the schedule admits now, in `[0, 1]`
+    /// (frozen at its halt).
+    pub admitted_share: f64,
+    /// Of the hosts with a readable report, those whose turn came (before
+    /// the halt, if halted).
+    pub admitted_hosts: usize,
+}
+
 /// One host's line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostRow {
@@ -82,6 +159,7 @@ pub struct HostRow {
     /// Why its report could not be read; the other fields are then empty.
     pub unreadable: Option<String>,
     pub version: Option<u64>,
+    /// The label this host reports for its booted slot (unverified).
     pub label: Option<String>,
     pub booted_state: Option<ReportedState>,
     pub pending_reboot: Option<u64>,
@@ -94,7 +172,7 @@ pub struct HostRow {
     pub silent: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetView {
     pub channel: String,
     pub generated_at: DateTime<Utc>,
@@ -106,6 +184,9 @@ pub struct FleetView {
     pub on_trial: Vec<String>,
     pub silent: Vec<String>,
     pub unreadable: Vec<String>,
+    /// Reports that could not be read plus objects under `hosts/` that are
+    /// no report by their name.
+    pub unreadable_count: usize,
     pub rollout: Option<RolloutProgress>,
     pub skipped: Skipped,
     pub host_rows: Vec<HostRow>,
@@ -133,7 +214,7 @@ pub fn aggregate(
                     machine_id: id,
                     // An attacker's field name in a parse error may hold terminal
                     // escapes.
-                    unreadable: Some(clean(e, 300)),
+                    unreadable: Some(clean(e, MAX_SHOWN_CHARS)),
                     version: None,
                     label: None,
                     booted_state: None,
@@ -150,15 +231,18 @@ pub fn aggregate(
             .booted
             .and_then(|b| report.slots.iter().find(|s| s.slot == b));
         let state = booted.map(|s| s.state);
-        let label = booted.and_then(|s| s.label.clone());
+        let label = booted.and_then(|s| s.label.as_deref().map(|l| clean(l, MAX_SHOWN_CHARS)));
         let count = versions
             .entry(report.version)
             .or_insert_with(|| VersionCount {
                 version: report.version,
-                label: label.clone(),
+                label: label.clone().map(VersionLabel::Reported),
                 hosts: 0,
                 on_trial: 0,
             });
+        if count.label != label.clone().map(VersionLabel::Reported) {
+            count.label = Some(VersionLabel::Conflicting);
+        }
         count.hosts += 1;
         count.on_trial += usize::from(state == Some(ReportedState::Trial));
         let mut failed: Vec<u64> = report.failed_versions.iter().map(|f| f.version).collect();
@@ -182,9 +266,19 @@ pub fn aggregate(
             pending_reboot: report.pending_reboot,
             failed_versions: failed,
             last_report: Some(report.at),
-            last_result: report.last_result.as_ref().map(|l| l.result.clone()),
+            last_result: report
+                .last_result
+                .as_ref()
+                .map(|l| clean(&l.result, MAX_SHOWN_CHARS)),
             silent: now.signed_duration_since(report.at).abs() > silent_for,
         });
+    }
+    // The latest version's label is the one its verified meta carries,
+    // whatever the hosts say.
+    if let Some(meta) = latest {
+        if let Some(count) = versions.get_mut(&Some(meta.version)) {
+            count.label = Some(VersionLabel::Verified(clean(&meta.label, MAX_SHOWN_CHARS)));
+        }
     }
     let ids = |keep: &dyn Fn(&HostRow) -> bool| -> Vec<String> {
         rows.iter()
@@ -207,27 +301,39 @@ pub fn aggregate(
         on_trial: ids(&|r| r.booted_state == Some(ReportedState::Trial)),
         silent: ids(&|r| r.silent),
         unreadable: ids(&|r| r.unreadable.is_some()),
-        rollout: latest.map(|meta| rollout_progress(meta, &rows)),
+        unreadable_count: rows.iter().filter(|r| r.unreadable.is_some()).count()
+            + skipped.not_reports,
+        rollout: latest.map(|meta| rollout_progress(meta, &rows, now)),
         skipped,
         host_rows: rows,
     }
 }
 
 /// Reads the reports of the channel of `remote` (its bucket is the report
-/// bucket): at most [`MAX_REPORTS`], each at most [`MAX_REPORT_BYTES`]
-/// (refused from the listing's size or the response's length, unread).
-pub fn read_reports(remote: &Remote) -> Result<(Vec<HostEntry>, Skipped), RemoteError> {
+/// bucket) within `bounds`, each at most [`MAX_REPORT_BYTES`] (refused from
+/// the listing's size or the response's length, unread). Objects not named
+/// `<machine-id>.json` are counted, never read, and take no report's place;
+/// a report naming another machine than its key is unreadable.
+pub fn read_reports(
+    remote: &Remote,
+    bounds: ReadBounds,
+) -> Result<(Vec<HostEntry>, Skipped), RemoteError> {
     let config = remote.config();
     let hosts = config.object_key(&format!("{HOSTS_DIR}/"));
-    let mut skipped = Skipped::default();
+    let (objects, more) = remote.list_at_most(&hosts, bounds.listed)?;
+    let mut skipped = Skipped {
+        listing_cut_at: more.then_some(objects.len()),
+        report_limit: bounds.reports,
+        ..Skipped::default()
+    };
     let mut entries = Vec::new();
-    for object in remote.list(&hosts)? {
+    for object in objects {
         let name = object.key.strip_prefix(&config.channel_prefix());
         let Some(machine_id) = name.and_then(MachineId::from_report_object_name) else {
             skipped.not_reports += 1;
             continue;
         };
-        if entries.len() == MAX_REPORTS {
+        if entries.len() == bounds.reports {
             skipped.over_limit += 1;
             continue;
         }
@@ -250,12 +356,31 @@ pub fn read_reports(remote: &Remote) -> Result<(Vec<HostEntry>, Skipped), Remote
     Ok((entries, skipped))
 }
 
-/// How far `latest` has come among the hosts of `rows`.
-pub fn rollout_progress(latest: &Meta, rows: &[HostRow]) -> RolloutProgress {
+/// How far `latest` has come among the hosts of `rows`, and how far its
+/// rollout's schedule has come at `now`.
+pub fn rollout_progress(latest: &Meta, rows: &[HostRow], now: DateTime<Utc>) -> RolloutProgress {
     let count = |keep: &dyn Fn(&HostRow) -> bool| rows.iter().filter(|r| keep(r)).count();
+    let rollout = latest.published.as_ref().and_then(|p| p.rollout);
+    let schedule = rollout.map(|rollout| {
+        // As Rollout::progress: frozen where it stood at the halt.
+        let until = rollout.halted_at.map_or(now, |halted| halted.min(now));
+        Schedule {
+            start: rollout.start,
+            complete_at: rollout.turn(Place::LAST),
+            halted_at: rollout.halted_at,
+            admitted_share: rollout.progress(now),
+            admitted_hosts: count(&|r| {
+                r.unreadable.is_none()
+                    && r.machine_id
+                        .parse::<MachineId>()
+                        .is_ok_and(|id| rollout.turn(Place::of(&id, latest.version)) <= until)
+            }),
+        }
+    });
     RolloutProgress {
         version: latest.version,
-        label: latest.label.clone(),
+        label: clean(&latest.label, MAX_SHOWN_CHARS),
+        schedule,
         running: count(&|r| r.version == Some(latest.version)),
         pending_reboot: count(&|r| r.pending_reboot == Some(latest.version)),
         failed: count(&|r| r.failed_versions.contains(&latest.version)),
@@ -278,13 +403,14 @@ impl FleetView {
                 "latest version {} \"{}\": running on {} of {} hosts, waiting for a reboot on {}, failed on {}",
                 r.version, r.label, r.running, r.hosts, r.pending_reboot, r.failed
             );
+            let _ = writeln!(out, "{}", schedule_text(r.schedule.as_ref()));
         }
         for v in &self.versions {
             let _ = writeln!(
                 out,
-                "version {} \"{}\": {} hosts, {} on trial",
+                "version {} {}: {} hosts, {} on trial",
                 or_dash(v.version),
-                v.label.as_deref().unwrap_or("-"),
+                v.label.as_ref().map_or("-".to_owned(), VersionLabel::text),
                 v.hosts,
                 v.on_trial
             );
@@ -308,14 +434,34 @@ impl FleetView {
                 let _ = writeln!(out, "{what}: {}", ids.join(" "));
             }
         }
-        if self.skipped != Skipped::default() {
-            let _ = writeln!(
-                out,
-                "skipped: {} objects that are no report, {} reports over the limit of {MAX_REPORTS}",
-                self.skipped.not_reports, self.skipped.over_limit
-            );
+        for note in self.notes() {
+            let _ = writeln!(out, "{note}");
         }
         out
+    }
+
+    /// What the view leaves out, and unreadable objects that are no host:
+    /// never silent.
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.skipped.not_reports > 0 {
+            notes.push(format!(
+                "unreadable: {} objects under {HOSTS_DIR}/ not named <machine-id>.json (not counted as hosts)",
+                self.skipped.not_reports
+            ));
+        }
+        if self.skipped.over_limit > 0 {
+            notes.push(format!(
+                "not read: {} reports beyond the limit of {} reports read",
+                self.skipped.over_limit, self.skipped.report_limit
+            ));
+        }
+        if let Some(at) = self.skipped.listing_cut_at {
+            notes.push(format!(
+                "incomplete: the listing of {HOSTS_DIR}/ stopped after {at} objects; hosts past them are not shown"
+            ));
+        }
+        notes
     }
 
     /// The view as one static HTML page: no script, no external resource
@@ -336,18 +482,23 @@ impl FleetView {
             hosts = self.hosts,
             at = self.generated_at.to_rfc3339(),
         );
+        for note in self.notes() {
+            let _ = write!(out, "<p class=\"note\">{}</p>", e(&note));
+        }
         if let Some(r) = &self.rollout {
             let _ = write!(
                 out,
                 "<h2>Latest version</h2><table id=\"rollout\"><tr><th>version</th><th>label</th>\
                  <th>running</th><th>waiting for a reboot</th><th>failed</th><th>hosts</th></tr>\
-                 <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+                 <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
+                 <p id=\"schedule\">{}</p>",
                 r.version,
                 e(&r.label),
                 r.running,
                 r.pending_reboot,
                 r.failed,
-                r.hosts
+                r.hosts,
+                e(&schedule_text(r.schedule.as_ref())),
             );
         }
         out.push_str(
@@ -359,7 +510,7 @@ impl FleetView {
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 or_dash(v.version),
-                e(v.label.as_deref().unwrap_or("-")),
+                e(&v.label.as_ref().map_or("-".to_owned(), VersionLabel::text)),
                 v.hosts,
                 v.on_trial
             );
@@ -373,7 +524,7 @@ impl FleetView {
         let _ = write!(
             out,
             "</table><h2>Hosts</h2><p>Flagged: not heard from in more than {} check intervals.</p>\
-             <table id=\"hosts\"><tr><th>machine id</th><th>version</th><th>label</th><th>state</th>\
+             <table id=\"hosts\"><tr><th>machine id</th><th>version</th><th>label (reported)</th><th>state</th>\
              <th>waiting for a reboot into</th><th>failed versions</th><th>last report</th>\
              <th>last result</th><th>flag</th></tr>",
             self.silent_after_intervals
@@ -407,6 +558,33 @@ impl FleetView {
         }
         out.push_str("</table></body></html>\n");
         out
+    }
+}
+
+/// The rollout schedule's line: how far it admits the fleet now.
+fn schedule_text(schedule: Option<&Schedule>) -> String {
+    let Some(s) = schedule else {
+        return "rollout: no staged rollout, every host may install it".to_owned();
+    };
+    let share = format!(
+        "{:.0}% of the fleet ({} of the reporting hosts)",
+        s.admitted_share * 100.0,
+        s.admitted_hosts
+    );
+    match s.halted_at {
+        Some(at) => format!(
+            "rollout: halted at {} with {share} admitted; no other host starts",
+            at.to_rfc3339()
+        ),
+        None if s.admitted_share >= 1.0 => format!(
+            "rollout: complete since {}, every host admitted",
+            s.complete_at.to_rfc3339()
+        ),
+        None => format!(
+            "rollout: started {}, admits {share} now, every host by {}",
+            s.start.to_rfc3339(),
+            s.complete_at.to_rfc3339()
+        ),
     }
 }
 
@@ -502,7 +680,10 @@ mod tests {
             .map(|c| (c.version, c.hosts, c.on_trial))
             .collect();
         assert_eq!(counts, [(Some(3), 2, 1), (Some(2), 2, 0)]);
-        assert_eq!(v.versions[0].label.as_deref(), Some("kiosk 3"));
+        assert_eq!(
+            v.versions[0].label,
+            Some(VersionLabel::Reported("kiosk 3".into()))
+        );
         let failures: Vec<(u64, usize)> = v.failures.iter().map(|f| (f.version, f.hosts)).collect();
         assert_eq!(failures, [(5, 1), (4, 2)], "a version counts once per host");
         assert_eq!(v.on_trial, [id(2).to_string()]);
@@ -548,6 +729,29 @@ mod tests {
         assert!(!v.text().contains('\u{1b}'));
     }
 
+    /// The meta of version 3, "kiosk 3" unless `label`, published with
+    /// `rollout` (a JSON rollout, or null).
+    fn meta(label: &str, rollout: serde_json::Value) -> Meta {
+        let published = match rollout.is_null() {
+            true => serde_json::Value::Null,
+            false => serde_json::json!({
+                "channel": "kiosk", "signed_at": at(0), "expires": at(100 * 24 * 3600),
+                "revoked_keys": [], "rollout": rollout
+            }),
+        };
+        serde_json::from_value(serde_json::json!({
+            "format": if rollout.is_null() { 2 } else { 3 },
+            "version": 3, "id": "00000000-0000-0000-0000-000000000003",
+            "label": label, "arch": "x86_64", "published": published,
+            "image": {"object": "i", "compressed_size": 1, "size": 1, "sha256": "00".repeat(32), "fs": "ext4"},
+            "index": {"object": "x", "size": 1, "sha256": "00".repeat(32)},
+            "kernel": {"object": "k", "size": 1, "sha256": "00".repeat(32)},
+            "initrd": {"object": "r", "size": 1, "sha256": "00".repeat(32)},
+            "cmdline": ""
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn progress_towards_the_latest_version() {
         let mut pending = host(3, 2, false, &[], 0);
@@ -558,21 +762,232 @@ mod tests {
             pending,
         ];
         let rows = view(&entries, 0).host_rows;
-        let meta: Meta = serde_json::from_value(serde_json::json!({
-            "format": 2, "version": 3, "id": "00000000-0000-0000-0000-000000000003",
-            "label": "kiosk 3", "arch": "x86_64", "published": null,
-            "image": {"object": "i", "compressed_size": 1, "size": 1, "sha256": "00".repeat(32), "fs": "ext4"},
-            "index": {"object": "x", "size": 1, "sha256": "00".repeat(32)},
-            "kernel": {"object": "k", "size": 1, "sha256": "00".repeat(32)},
-            "initrd": {"object": "r", "size": 1, "sha256": "00".repeat(32)},
-            "cmdline": ""
-        }))
-        .unwrap();
-        let p = rollout_progress(&meta, &rows);
+        let p = rollout_progress(&meta("kiosk 3", serde_json::Value::Null), &rows, at(0));
         assert_eq!(
             (p.version, p.running, p.pending_reboot, p.failed, p.hosts),
             (3, 1, 1, 1, 3)
         );
+        assert_eq!(p.schedule, None);
+    }
+
+    const DAY: i64 = 24 * 3600;
+
+    /// 200 hosts on version 2 under the rollout of version 3 over 10 days.
+    fn rollout_fleet() -> Vec<HostEntry> {
+        (1..=200).map(|n| host(n, 2, false, &[], 0)).collect()
+    }
+
+    #[test]
+    fn the_schedule_of_a_staged_rollout_is_shown_beside_the_hosts_progress() {
+        let entries = rollout_fleet();
+        let latest = meta(
+            "kiosk 3",
+            serde_json::json!({"start": at(0), "over_secs": 10 * DAY, "halted_at": null}),
+        );
+        let v = aggregate(
+            "kiosk",
+            &entries,
+            Skipped::default(),
+            Some(&latest),
+            at(3 * DAY),
+            3,
+        );
+        let s = v.rollout.as_ref().unwrap().schedule.clone().unwrap();
+        assert_eq!(
+            (s.start, s.complete_at, s.halted_at),
+            (at(0), at(10 * DAY), None)
+        );
+        assert!((s.admitted_share - 0.3).abs() < 1e-9);
+        // The hosts whose turn came: exactly those Rollout::admission admits.
+        let rollout = latest.published.as_ref().unwrap().rollout.unwrap();
+        let admitted = (1..=200)
+            .filter(|&n| {
+                matches!(
+                    rollout.admission(Place::of(&id(n), 3), at(3 * DAY)),
+                    abnix_formats::rollout::Admission::Admitted { .. }
+                )
+            })
+            .count();
+        assert_eq!(s.admitted_hosts, admitted);
+        assert!((30..=90).contains(&admitted), "{admitted} of 200 at 30%");
+        let line = format!(
+            "rollout: started {}, admits 30% of the fleet ({admitted} of the reporting hosts) now, every host by {}",
+            at(0).to_rfc3339(),
+            at(10 * DAY).to_rfc3339()
+        );
+        assert!(v.text().lines().any(|l| l == line), "{}", v.text());
+        assert!(v.html().contains(&format!("<p id=\"schedule\">{line}</p>")));
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["rollout"]["schedule"]["admitted_share"], 0.3);
+        assert_eq!(json["rollout"]["schedule"]["admitted_hosts"], admitted);
+        assert_eq!(
+            json["rollout"]["schedule"]["complete_at"],
+            serde_json::to_value(at(10 * DAY)).unwrap()
+        );
+
+        // Halted on day 3: frozen there, whenever the view is made.
+        let halted = meta(
+            "kiosk 3",
+            serde_json::json!({"start": at(0), "over_secs": 10 * DAY, "halted_at": at(3 * DAY)}),
+        );
+        let v = aggregate(
+            "kiosk",
+            &entries,
+            Skipped::default(),
+            Some(&halted),
+            at(8 * DAY),
+            3,
+        );
+        let s = v.rollout.as_ref().unwrap().schedule.clone().unwrap();
+        assert_eq!(s.halted_at, Some(at(3 * DAY)));
+        assert!((s.admitted_share - 0.3).abs() < 1e-9);
+        assert_eq!(s.admitted_hosts, admitted);
+        assert!(
+            v.text().contains(&format!(
+                "rollout: halted at {} with 30% of the fleet ({admitted} of the reporting hosts) admitted",
+                at(3 * DAY).to_rfc3339()
+            )),
+            "{}",
+            v.text()
+        );
+
+        // Complete.
+        let v = aggregate(
+            "kiosk",
+            &entries,
+            Skipped::default(),
+            Some(&latest),
+            at(11 * DAY),
+            3,
+        );
+        assert!(v.text().contains("rollout: complete since"), "{}", v.text());
+        assert_eq!(v.rollout.unwrap().schedule.unwrap().admitted_hosts, 200);
+    }
+
+    #[test]
+    fn a_versions_label_is_the_verified_metas_else_marked_as_reported() {
+        let relabel = |mut entry: HostEntry, label: &str| {
+            entry.report.as_mut().unwrap().slots[0].label = Some(label.into());
+            entry
+        };
+        let entries = [
+            // The first host of version 3 would have named it.
+            relabel(host(1, 3, false, &[], 0), "trust me, all is well"),
+            host(2, 3, false, &[], 0),
+            host(3, 2, false, &[], 0),
+            relabel(host(4, 2, false, &[], 0), "kiosk 2 (fixed)"),
+            host(5, 1, false, &[], 0),
+        ];
+        let latest = meta("kiosk 3", serde_json::Value::Null);
+        let v = aggregate(
+            "kiosk",
+            &entries,
+            Skipped::default(),
+            Some(&latest),
+            at(0),
+            3,
+        );
+        let labels: Vec<_> = v.versions.iter().map(|c| c.label.clone()).collect();
+        assert_eq!(
+            labels,
+            [
+                Some(VersionLabel::Verified("kiosk 3".into())),
+                Some(VersionLabel::Conflicting),
+                Some(VersionLabel::Reported("kiosk 1".into())),
+            ]
+        );
+        let text = v.text();
+        assert!(text.contains("version 3 \"kiosk 3\": 2 hosts"), "{text}");
+        assert!(
+            text.contains("version 2 (hosts report different labels): 2 hosts"),
+            "{text}"
+        );
+        assert!(
+            text.contains("version 1 \"kiosk 1\" (reported, unverified): 1 hosts"),
+            "{text}"
+        );
+        assert!(!text.contains("trust me"), "{text}");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            json["versions"][0]["label"],
+            serde_json::json!({"verified": "kiosk 3"})
+        );
+        assert_eq!(
+            json["versions"][2]["label"],
+            serde_json::json!({"reported": "kiosk 1"})
+        );
+    }
+
+    /// Bidirectional overrides and isolates and zero-width characters make
+    /// a text look like another (a version shown reversed, two labels that
+    /// look alike): none reaches the text or the page, from a report's
+    /// error or from a meta's label (a verified meta may carry them).
+    #[test]
+    fn bidi_and_zero_width_characters_are_cleaned_from_what_is_shown() {
+        let hidden = "\u{202A}\u{202B}\u{202C}\u{202D}\u{202E}\u{2066}\u{2067}\u{2068}\u{2069}\
+                      \u{200B}\u{200C}\u{200D}\u{200E}\u{200F}\u{2060}\u{FEFF}";
+        let entries = [
+            host(1, 3, false, &[], 0),
+            HostEntry {
+                machine_id: id(2),
+                report: Err(format!("unknown field `{hidden}x`")),
+            },
+        ];
+        let latest = meta(&format!("kiosk{hidden}3"), serde_json::Value::Null);
+        let v = aggregate(
+            "kiosk",
+            &entries,
+            Skipped::default(),
+            Some(&latest),
+            at(0),
+            3,
+        );
+        let json = serde_json::to_string(&v).unwrap();
+        for shown in [v.text(), v.html(), json] {
+            assert!(
+                !shown
+                    .chars()
+                    .any(|c| c != '\n' && abnix_formats::report::is_hidden(c)),
+                "{shown:?}"
+            );
+        }
+        assert_eq!(
+            v.rollout.unwrap().label,
+            format!("kiosk{}3", " ".repeat(16))
+        );
+    }
+
+    #[test]
+    fn what_the_view_leaves_out_is_noted_in_text_and_page() {
+        let skipped = Skipped {
+            not_reports: 7,
+            over_limit: 5,
+            listing_cut_at: Some(40),
+            report_limit: 10,
+        };
+        let v = aggregate(
+            "kiosk",
+            &[host(1, 3, false, &[], 0)],
+            skipped,
+            None,
+            at(0),
+            3,
+        );
+        assert_eq!(v.unreadable_count, 7);
+        let notes = [
+            "unreadable: 7 objects under hosts/ not named <machine-id>.json (not counted as hosts)",
+            "not read: 5 reports beyond the limit of 10 reports read",
+            "incomplete: the listing of hosts/ stopped after 40 objects; hosts past them are not shown",
+        ];
+        let text = v.text();
+        let html = v.html();
+        for note in notes {
+            assert!(text.lines().any(|l| l == note), "{text}");
+            assert!(
+                html.contains(&format!("<p class=\"note\">{}</p>", escape_html(note))),
+                "{html}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use abnix_updater::fleet::{aggregate, read_reports};
+use abnix_updater::fleet::{aggregate, read_reports, ReadBounds};
 use abnix_updater::remote::{Remote, RemoteConfig};
 use anyhow::Context;
 use chrono::Utc;
@@ -53,8 +53,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .with_context(|| format!("connecting to bucket {bucket}"))?,
     };
-    let (entries, skipped) =
-        read_reports(&reports).with_context(|| format!("reading the reports of {label}"))?;
+    let (entries, skipped) = read_reports(&reports, ReadBounds::default())
+        .with_context(|| format!("reading the reports of {label}"))?;
     let view = aggregate(
         &channel.remote().config().channel,
         &entries,

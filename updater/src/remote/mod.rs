@@ -192,6 +192,8 @@ impl Shared {
 
 /// Most keys one DeleteObjects request may carry (S3 API limit).
 const DELETE_BATCH: usize = 1000;
+/// The most keys S3 returns in one page of a listing.
+const LIST_PAGE: usize = 1000;
 
 impl Remote {
     /// Builds the client; sends no request. Loads credentials now, so a
@@ -391,15 +393,28 @@ impl Remote {
     /// directory: `"prod/stable/"` lists that channel's objects), in key
     /// order. Follows continuation tokens through all pages.
     pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, RemoteError> {
+        Ok(self.list_at_most(prefix, usize::MAX)?.0)
+    }
+
+    /// Lists at most `max` objects under `prefix`, in key order, and
+    /// whether the bucket holds more: a prefix others can write to cannot
+    /// make the listing endless. Asks for no more keys than it keeps.
+    pub fn list_at_most(
+        &self,
+        prefix: &str,
+        max: usize,
+    ) -> Result<(Vec<ObjectInfo>, bool), RemoteError> {
         let shared = &self.shared;
         let mut objects = Vec::new();
         let mut continuation: Option<String> = None;
         loop {
+            let room = max - objects.len();
             let request = shared
                 .client
                 .list_objects_v2()
                 .bucket(self.bucket())
                 .prefix(prefix)
+                .max_keys(i32::try_from(room.clamp(1, LIST_PAGE)).expect("at most a page"))
                 .set_continuation_token(continuation.take())
                 .send();
             let page = shared.call(prefix, async {
@@ -407,20 +422,24 @@ impl Remote {
                     .await
                     .map_err(|err| shared.target(prefix).classify(err))
             })?;
-            objects.extend(page.contents().iter().filter_map(|object| {
-                Some(ObjectInfo {
-                    key: object.key()?.to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                })
-            }));
+            objects.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|object| {
+                        Some(ObjectInfo {
+                            key: object.key()?.to_string(),
+                            size: object.size().unwrap_or(0).max(0) as u64,
+                        })
+                    })
+                    .take(room),
+            );
+            let more = page.is_truncated() == Some(true);
             match page.next_continuation_token() {
-                Some(token) if page.is_truncated() == Some(true) => {
-                    continuation = Some(token.to_string())
-                }
-                _ => break,
+                Some(_) if more && objects.len() == max => return Ok((objects, true)),
+                Some(token) if more => continuation = Some(token.to_string()),
+                _ => return Ok((objects, false)),
             }
         }
-        Ok(objects)
     }
 
     /// Deletes `keys` (missing keys are not an error, as in S3), up to
