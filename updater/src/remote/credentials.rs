@@ -3,9 +3,9 @@
 //! profile files, or the standard AWS chain).
 
 use std::fmt;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aws_config::profile::ProfileFileCredentialsProvider;
@@ -58,6 +58,10 @@ pub enum CredentialSource {
     Anonymous,
 }
 
+/// The most bytes of a file of secrets that are read: a credentials file
+/// holds a few keys, an AWS config file a few profiles.
+pub(crate) const MAX_CREDENTIALS_BYTES: u64 = 64 * 1024;
+
 /// Static keys read from a credentials file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,9 +96,16 @@ fn refuse(path: &Path, what: String) -> RemoteError {
 }
 
 /// Reads a file that holds secrets, or `None` when it does not exist;
-/// refuses one that others can read or that is not a regular file.
+/// refuses one that others can read, that is not a regular file, or that
+/// is larger than [`MAX_CREDENTIALS_BYTES`].
 fn read_private_file(path: &Path) -> Result<Option<String>, RemoteError> {
-    let mut file = match File::open(path) {
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a
+    // writer forever (fifo(7)); it is refused below as no regular file.
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path);
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(refuse(path, format!("cannot open: {e}"))),
@@ -115,9 +126,26 @@ fn read_private_file(path: &Path) -> Result<Option<String>, RemoteError> {
             format!("mode {mode:04o} lets others read it; must be 0600 or stricter"),
         ));
     }
+    if metadata.len() > MAX_CREDENTIALS_BYTES {
+        return Err(refuse(
+            path,
+            format!(
+                "{} bytes, more than a credentials file holds ({MAX_CREDENTIALS_BYTES})",
+                metadata.len()
+            ),
+        ));
+    }
+    // Bounded again while reading: the file may grow after the stat.
     let mut text = String::new();
-    file.read_to_string(&mut text)
+    file.take(MAX_CREDENTIALS_BYTES + 1)
+        .read_to_string(&mut text)
         .map_err(|e| refuse(path, format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_CREDENTIALS_BYTES {
+        return Err(refuse(
+            path,
+            format!("more than {MAX_CREDENTIALS_BYTES} bytes"),
+        ));
+    }
     Ok(Some(text))
 }
 
@@ -209,9 +237,10 @@ fn parse_credentials(text: &str) -> Result<Credentials, String> {
         let line = e
             .span()
             .map(|span| text[..span.start].matches('\n').count() + 1);
+        let message = without_value(e.message());
         match line {
-            Some(line) => format!("line {line}: {}", e.message()),
-            None => e.message().to_string(),
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
         }
     })?;
     if parsed.access_key_id.is_empty() {
@@ -227,6 +256,24 @@ fn parse_credentials(text: &str) -> Result<Credentials, String> {
         None,
         "abnix-credentials-file",
     ))
+}
+
+/// A TOML error's message without the value it may quote: serde's
+/// "invalid type: integer `123456789`, expected a string" shows a secret
+/// that happens to be a number. The parser's own (syntax) messages name
+/// what it expected, never the text.
+fn without_value(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((kind @ ("invalid type" | "invalid value" | "invalid length"), rest)) => {
+            let expected = rest
+                .rsplit_once(", expected ")
+                .map_or(String::new(), |(_, expected)| {
+                    format!(", expected {expected}")
+                });
+            format!("{kind} (the value is not shown){expected}")
+        }
+        _ => message.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +320,71 @@ mod tests {
             .unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+        // A secret that parses as a number, a float, a date: serde's message
+        // would quote it.
+        for (value, secret) in [
+            ("123456789", "123456789"),
+            ("0xdeadbeef", "3735928559"),
+            ("99999999999999999999999", "99999999999999999999999"),
+            ("1.5e3", "1500"),
+            ("1979-05-27", "1979"),
+            ("[\"hunter2\"]", "hunter2"),
+            ("hunter2", "hunter2"),
+        ] {
+            let err = parse_credentials(&format!(
+                "access_key_id = \"AK\"\nsecret_access_key = {value}\n"
+            ))
+            .unwrap_err();
+            assert!(err.starts_with("line 2: "), "{err}");
+            assert!(!err.contains(secret), "{value}: {err}");
+        }
+        let err = parse_credentials("access_key_id = \"AK\"\nsecret_access_key = 123456789\n")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: invalid type (the value is not shown), expected a string"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds.toml");
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let reading = path.clone();
+        std::thread::spawn(move || sender.send(read_credentials_file(&reading).map(|_| ())));
+        // Not a timing of speed: without the fix the open never returns.
+        let result = receiver
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the open of a FIFO waited for a writer");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_file_larger_than_a_credentials_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_with_mode(dir.path(), 0o600);
+        // Valid TOML (keys and a comment) but too large.
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str(&format!(
+            "# {}\n",
+            "x".repeat(MAX_CREDENTIALS_BYTES as usize)
+        ));
+        fs::write(&path, text).unwrap();
+        let err = read_credentials_file(&path).unwrap_err().to_string();
+        assert!(err.contains("more than a credentials file holds"), "{err}");
+        // At the bound it is read.
+        let mut text = fs::read_to_string(write_with_mode(dir.path(), 0o600)).unwrap();
+        let room = MAX_CREDENTIALS_BYTES as usize - text.len() - 3;
+        text.push_str(&format!("# {}\n", "x".repeat(room)));
+        assert_eq!(text.len() as u64, MAX_CREDENTIALS_BYTES);
+        fs::write(&path, text).unwrap();
+        assert_eq!(read_credentials_file(&path).unwrap().access_key_id(), "AK");
     }
 
     fn write_with_mode(dir: &Path, mode: u32) -> PathBuf {
