@@ -154,6 +154,9 @@ rec {
     endpoint = null;
     pathStyle = false;
     credentialsFile = "/var/lib/abnix/credentials.toml";
+    report = false;
+    reportCredentialsFile = null;
+    reportBucket = null;
     tries = 3;
     reboot = "immediate";
     rebootWindow = null;
@@ -401,6 +404,19 @@ rec {
       {
         name = "trusted_keys";
         value = settings.trustedKeys;
+      }
+      # Off (the updater's default) leaves all three out.
+      {
+        name = "report";
+        value = if settings.report or false then true else null;
+      }
+      {
+        name = "report_credentials";
+        value = settings.reportCredentialsFile or null;
+      }
+      {
+        name = "report_bucket";
+        value = settings.reportBucket or null;
       }
       {
         name = "recovery_keys";

@@ -312,6 +312,38 @@ in
       '';
     };
 
+    report = mkOption {
+      type = types.bool;
+      default = pure.defaults.report;
+      description = ''
+        Whether the host writes a small report after each check, update,
+        mark-good and rollback to `<prefix>/<channel>/hosts/<machine-id>.json`
+        in `abnix.reportBucket`, for `abnix-update fleet` (docs/cli.md,
+        "Reports"). Needs `abnix.reportCredentialsFile`.
+      '';
+    };
+
+    reportCredentialsFile = mkOption {
+      type = types.nullOr (types.strMatching "/.+");
+      default = pure.defaults.reportCredentialsFile;
+      example = "/var/lib/abnix/report-credentials.toml";
+      description = ''
+        The credentials of the reports: an absolute path to a TOML file
+        (`access_key_id`, `secret_access_key`, optional `session_token`) with
+        mode 0600, of a key that can only write the reports, normally on the
+        rw partition. A path, not a systemd credential: the update, check
+        and mark-good units all read it from the one config.toml. A string,
+        not a Nix path, so nothing is ever copied into the store.
+      '';
+    };
+
+    reportBucket = mkOption {
+      type = types.nullOr name;
+      default = pure.defaults.reportBucket;
+      example = "fleet-reports";
+      description = "The bucket the reports go to; `null`: `abnix.bucket`.";
+    };
+
     tries = mkOption {
       type = types.ints.between 1 9;
       default = pure.defaults.tries;
@@ -433,6 +465,18 @@ in
         {
           assertion = !lib.hasPrefix builtins.storeDir cfg.credentialsFile;
           message = "abnix.credentialsFile must not be in the Nix store: secrets never go into an image.";
+        }
+        {
+          assertion = cfg.report -> cfg.reportCredentialsFile != null;
+          message = "abnix.report needs abnix.reportCredentialsFile: reports are written with credentials of their own.";
+        }
+        {
+          assertion = cfg.report || (cfg.reportCredentialsFile == null && cfg.reportBucket == null);
+          message = "abnix.reportCredentialsFile and abnix.reportBucket need abnix.report = true.";
+        }
+        {
+          assertion = !lib.hasPrefix builtins.storeDir (toString cfg.reportCredentialsFile);
+          message = "abnix.reportCredentialsFile must not be in the Nix store: secrets never go into an image.";
         }
       ];
 

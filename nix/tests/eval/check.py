@@ -248,7 +248,9 @@ def check_host(name, case):
     toml = tomllib.loads(case["etc"]["abnix/config.toml"])
     for key, option in (("recovery_keys", "recoveryKeys"), ("revoked_keys", "revokedKeys"),
                         ("trust_clock", "trustClock"), ("check_deadline", "checkDeadline"),
-                        ("update_deadline", "updateDeadline"), ("min_transfer_rate", "minTransferRate")):
+                        ("update_deadline", "updateDeadline"), ("min_transfer_rate", "minTransferRate"),
+                        ("report", "report"), ("report_credentials", "reportCredentialsFile"),
+                        ("report_bucket", "reportBucket")):
         check(toml.get(key) == (abnix[option] or None),
               f"{at} config.toml has {key} = {toml.get(key)!r}, abnix.{option} is {abnix[option]!r}")
 

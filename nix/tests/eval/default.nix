@@ -259,6 +259,9 @@ in
           checkDeadline = "99999999d";
           updateDeadline = "99999999d";
           minTransferRate = "999999T/99999999d";
+          report = true;
+          reportCredentialsFile = "/var/lib/abnix/report-credentials.toml";
+          reportBucket = "fleet-reports";
         };
       }
     ];
@@ -372,6 +375,20 @@ in
     credentials-in-store = failedAssertion {
       abnix.credentialsFile = "${builtins.storeDir}/abc-credentials.toml";
     } "abnix.credentialsFile must not be in the Nix store: secrets never go into an image.";
+    report-without-credentials = failedAssertion {
+      abnix.report = true;
+    } "abnix.report needs abnix.reportCredentialsFile: reports are written with credentials of their own.";
+    report-credentials-without-report = failedAssertion {
+      abnix.reportCredentialsFile = "/var/lib/abnix/report-credentials.toml";
+    } "abnix.reportCredentialsFile and abnix.reportBucket need abnix.report = true.";
+    report-bucket-without-report = failedAssertion {
+      abnix.reportBucket = "fleet-reports";
+    } "abnix.reportCredentialsFile and abnix.reportBucket need abnix.report = true.";
+    report-credentials-in-store = failedAssertion {
+      abnix.report = true;
+      abnix.reportCredentialsFile = "${builtins.storeDir}/abc-report-credentials.toml";
+    } "abnix.reportCredentialsFile must not be in the Nix store: secrets never go into an image.";
+    report-credentials-relative = refusedOption "abnix.reportCredentialsFile" "report.toml" "null or string matching the pattern /.+";
     own-root = conflict "fileSystems.\"/\".device" { fileSystems."/".device = "/dev/sda2"; };
     own-var = conflict "fileSystems.\"/var\".device" { fileSystems."/var".device = "/dev/sda3"; };
     scripted-stage-1 = conflict "boot.initrd.systemd.enable" { boot.initrd.systemd.enable = false; };
