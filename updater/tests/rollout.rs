@@ -21,6 +21,21 @@ fn machine_id_where(version: u64, fits: impl Fn(f64) -> bool) -> String {
         .unwrap()
 }
 
+/// Overwrites the first 8 MiB of `slot` (the test images' size) with a
+/// pattern no image holds.
+fn scribble(device: &Device, slot: Slot) {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&device.disk)
+        .unwrap();
+    let mut disk = abnix_core::system_disk::SystemDisk::open(file, 512).unwrap();
+    let mut region = disk.slot_region(slot);
+    region.write_all(&vec![0xa5; 8 * MIB as usize]).unwrap();
+    region.flush().unwrap();
+}
+
 #[test]
 fn a_staged_rollout_halted_then_reverted() {
     let fleet = Fleet::new();
@@ -128,8 +143,12 @@ fn a_staged_rollout_halted_then_reverted() {
     assert!(report.pruned.is_empty(), "{:?}", report.pruned);
     assert!(fleet.object_file(&v1.image_object()).exists());
 
-    // The early host moves forward to version 1's image, as version 3.
+    // The early host moves forward to version 1's image, as version 3,
+    // into slot a, which held version 1: scribbled over first, so only a
+    // write of the revert's content makes it version 1's again.
     let v1_slot = early.slot_digest(Slot::A);
+    scribble(&early, Slot::A);
+    assert_ne!(early.slot_digest(Slot::A), v1_slot);
     assert_exit(&early.run(Slot::B, "update", &[]), 4);
     assert_eq!(early.slot_digest(Slot::A), v1_slot);
     let status = early.status(Slot::B);

@@ -248,6 +248,56 @@ fn listed_subcommands() -> Vec<String> {
         .collect()
 }
 
+/// The words of bash's `opts` for the command itself (clap_complete's
+/// `abnix__update)` case), options left out.
+fn bash_commands(script: &str) -> std::collections::BTreeSet<String> {
+    let case = script
+        .split_once("\n        abnix__update)\n")
+        .expect("the bash completions' case of the command itself")
+        .1;
+    let opts = case
+        .lines()
+        .next()
+        .and_then(|line| line.trim().strip_prefix("opts=\""))
+        .and_then(|line| line.strip_suffix('"'))
+        .expect("its opts=");
+    opts.split_whitespace()
+        .filter(|word| !word.starts_with('-'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The names of zsh's `_abnix-update_commands` list (`'NAME:description'`).
+fn zsh_commands(script: &str) -> std::collections::BTreeSet<String> {
+    let list = script
+        .split_once("_abnix-update_commands() {\n    local commands; commands=(\n")
+        .expect("the zsh completions' command list")
+        .1;
+    list.lines()
+        .take_while(|line| line.starts_with('\''))
+        .map(|line| {
+            line[1..]
+                .split_once(':')
+                .expect("NAME:description")
+                .0
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The `-a NAME` of fish's completions offered where a command is needed.
+fn fish_commands(script: &str) -> std::collections::BTreeSet<String> {
+    script
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix(
+                "complete -c abnix-update -n \"__fish_abnix_update_needs_command\" -f -a \"",
+            )
+        })
+        .map(|rest| rest.split_once('"').expect("a quoted name").0.to_owned())
+        .collect()
+}
+
 /// roff's text with its escaped hyphens plain.
 fn man_text(path: &std::path::Path) -> String {
     std::fs::read_to_string(path)
@@ -293,12 +343,18 @@ fn generated_docs_name_every_subcommand() {
             sub_page.contains(&format!(".TH abnix-update-{name} 8 ")),
             "abnix-update-{name}.8: {sub_page}"
         );
-        for (shell, script) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
-            assert!(
-                script.contains(name.as_str()),
-                "the {shell} completions lack {name}"
-            );
-        }
+    }
+    // Each shell's list of top-level commands, read as that shell reads it,
+    // is the subcommands, `help` and the hidden generate-docs: whole words,
+    // so a name found inside another word or an option does not pass.
+    let mut expected: std::collections::BTreeSet<String> = subcommands.iter().cloned().collect();
+    expected.extend(["help".to_owned(), "generate-docs".to_owned()]);
+    for (shell, commands) in [
+        ("bash", bash_commands(&bash)),
+        ("zsh", zsh_commands(&zsh)),
+        ("fish", fish_commands(&fish)),
+    ] {
+        assert_eq!(commands, expected, "the {shell} completions' commands");
     }
     // No page for what --help does not list.
     let mut pages: Vec<String> = std::fs::read_dir(dir.path())
