@@ -235,5 +235,22 @@ fn the_host_module_configs_load_with_their_settings() {
             Path::new(config::DEFAULT_STATE_DIR),
             "{name}"
         );
+        let report = config
+            .report
+            .as_ref()
+            .map(|r| (r.bucket.as_str(), r.credentials.as_path()));
+        let expected = settings["report"].as_bool().unwrap().then(|| {
+            (
+                settings["reportBucket"]
+                    .as_str()
+                    .unwrap_or(setting("bucket")),
+                Path::new(setting("reportCredentialsFile")),
+            )
+        });
+        assert_eq!(report, expected, "{name}");
     }
+    assert!(
+        cases.iter().any(|case| case["settings"]["report"] == true),
+        "no case with reports on"
+    );
 }
