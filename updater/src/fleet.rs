@@ -661,7 +661,12 @@ mod tests {
     }
 
     fn view(entries: &[HostEntry], now: i64) -> FleetView {
-        aggregate("kiosk", entries, Skipped::default(), None, at(now), 3)
+        view_with(entries, None, at(now))
+    }
+
+    /// The view with `latest` the channel's latest meta.
+    fn view_with(entries: &[HostEntry], latest: Option<&Meta>, now: DateTime<Utc>) -> FleetView {
+        aggregate("kiosk", entries, Skipped::default(), latest, now, 3)
     }
 
     #[test]
@@ -784,14 +789,7 @@ mod tests {
             "kiosk 3",
             serde_json::json!({"start": at(0), "over_secs": 10 * DAY, "halted_at": null}),
         );
-        let v = aggregate(
-            "kiosk",
-            &entries,
-            Skipped::default(),
-            Some(&latest),
-            at(3 * DAY),
-            3,
-        );
+        let v = view_with(&entries, Some(&latest), at(3 * DAY));
         let s = v.rollout.as_ref().unwrap().schedule.clone().unwrap();
         assert_eq!(
             (s.start, s.complete_at, s.halted_at),
@@ -830,14 +828,7 @@ mod tests {
             "kiosk 3",
             serde_json::json!({"start": at(0), "over_secs": 10 * DAY, "halted_at": at(3 * DAY)}),
         );
-        let v = aggregate(
-            "kiosk",
-            &entries,
-            Skipped::default(),
-            Some(&halted),
-            at(8 * DAY),
-            3,
-        );
+        let v = view_with(&entries, Some(&halted), at(8 * DAY));
         let s = v.rollout.as_ref().unwrap().schedule.clone().unwrap();
         assert_eq!(s.halted_at, Some(at(3 * DAY)));
         assert!((s.admitted_share - 0.3).abs() < 1e-9);
@@ -852,14 +843,7 @@ mod tests {
         );
 
         // Complete.
-        let v = aggregate(
-            "kiosk",
-            &entries,
-            Skipped::default(),
-            Some(&latest),
-            at(11 * DAY),
-            3,
-        );
+        let v = view_with(&entries, Some(&latest), at(11 * DAY));
         assert!(v.text().contains("rollout: complete since"), "{}", v.text());
         assert_eq!(v.rollout.unwrap().schedule.unwrap().admitted_hosts, 200);
     }
@@ -879,14 +863,7 @@ mod tests {
             host(5, 1, false, &[], 0),
         ];
         let latest = meta("kiosk 3", serde_json::Value::Null);
-        let v = aggregate(
-            "kiosk",
-            &entries,
-            Skipped::default(),
-            Some(&latest),
-            at(0),
-            3,
-        );
+        let v = view_with(&entries, Some(&latest), at(0));
         let labels: Vec<_> = v.versions.iter().map(|c| c.label.clone()).collect();
         assert_eq!(
             labels,
@@ -934,14 +911,7 @@ mod tests {
             },
         ];
         let latest = meta(&format!("kiosk{hidden}3"), serde_json::Value::Null);
-        let v = aggregate(
-            "kiosk",
-            &entries,
-            Skipped::default(),
-            Some(&latest),
-            at(0),
-            3,
-        );
+        let v = view_with(&entries, Some(&latest), at(0));
         let json = serde_json::to_string(&v).unwrap();
         for shown in [v.text(), v.html(), json] {
             assert!(
