@@ -45,12 +45,13 @@ const STATUSES: usize = 40;
 /// rollout's progress: one of two hosts on version 2.
 pub fn two_hosts(story: &mut Story) -> Result<String> {
     story.say("two hosts report to the bucket; version 2 is staged, the operator signs again at 50% of the rollout: the host whose turn has come installs it, the other waits");
-    let first = story.release(Kind::Good)?;
-    let staged_version = first.meta.meta().version + 1;
+    // The versions must carry the report config: the machine ids first.
+    let staged_version = story.next_version() + 1;
     let early_uuid = machine_placed(staged_version, 0.0..0.25)?;
     let late_uuid = machine_placed(staged_version, 0.75..1.0)?;
     story.report_as(early_uuid)?;
     let mut late = story.another_machine("late", late_uuid);
+    let first = story.release(Kind::Good)?;
     story.publish(&first, false)?;
 
     // Both installed as templates, both switched on, then each followed.

@@ -548,6 +548,11 @@ impl Story {
         table
     }
 
+    /// The number [`Story::release`] gives the next version.
+    pub fn next_version(&self) -> u64 {
+        self.last_version + 1
+    }
+
     /// Builds the next version of the fleet (one higher than any before).
     pub fn release(&mut self, kind: Kind) -> Result<Release> {
         self.release_numbered(self.last_version + 1, kind)
