@@ -37,7 +37,7 @@ const STATUSES: usize = 40;
 /// Two hosts under one rollout: the one whose place for the new version
 /// is early (below a quarter) and the late one (above three quarters) run
 /// version 1 and report. Version 2 is published staged over
-/// [`ROLLOUT_OVER`]: at its signing time both wait. At half of it the
+/// a minute: at its signing time both wait. At half of it the
 /// operator signs again; now the early host's turn has come (it installs
 /// version 2, boots it on trial and marks it good) and the late one's has
 /// not (it keeps waiting, for the turn the rollout gives its place). Then
@@ -306,19 +306,21 @@ fn show_fleet(story: &Story, args: &[String]) -> Result<Value> {
 /// check, every few seconds); the view and the number of reads.
 fn fleet_until(story: &Story, done: impl Fn(&Value) -> bool) -> Result<(Value, u32)> {
     const READS: u32 = 30;
-    for attempt in 1..=READS {
+    let mut reads = 0;
+    loop {
+        reads += 1;
         let json = story.fleet.fleet_view(&["--json".into()])?;
         let view: Value =
             serde_json::from_str(&json).with_context(|| format!("parsing fleet --json: {json}"))?;
         if done(&view) {
-            return Ok((view, attempt));
+            return Ok((view, reads));
         }
-        if attempt == READS {
-            bail!("the fleet view never showed both hosts as expected: {view}");
-        }
+        ensure!(
+            reads < READS,
+            "the fleet view never showed both hosts as expected: {view}"
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
-    unreachable!("the last read returns or fails")
 }
 
 fn host_row(view: &Value, uuid: Uuid) -> Option<&Value> {
