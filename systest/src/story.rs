@@ -2,7 +2,9 @@
 //! `tests/scenarios.rs` and the demo (`abnix-demo`) drive a [`Story`].
 //!
 //! A story owns a [`Fleet`] (bucket, key, channel), one disk and the
-//! machine it sits in. The machine runs with [`OnReboot::Restart`], as
+//! machine it sits in; more machines of the fleet, each on its own disk,
+//! when a scenario asks ([`Story::another_machine`], [`Story::follow`]).
+//! The machine runs with [`OnReboot::Restart`], as
 //! hardware does: when the updater inside reboots it into a new version,
 //! the next boot shows on the same console, and so does every fallback the
 //! bootloader makes by itself. The test only switches the machine on, cuts
@@ -369,8 +371,16 @@ pub struct FleetMachine {
 }
 
 impl FleetMachine {
-    pub fn name(&self) -> &str {
-        &self.name
+    /// A machine with an empty disk `disk`, not installed yet.
+    fn new(name: &str, uuid: Option<Uuid>, disk: PathBuf) -> FleetMachine {
+        FleetMachine {
+            name: name.to_owned(),
+            uuid,
+            disk,
+            machine: None,
+            vm: None,
+            running: None,
+        }
     }
 }
 
@@ -402,14 +412,7 @@ impl Story {
             path,
             fleet,
             name: full_name,
-            host: FleetMachine {
-                name: "host".to_owned(),
-                uuid: None,
-                disk: dir.join("disk.raw"),
-                machine: None,
-                vm: None,
-                running: None,
-            },
+            host: FleetMachine::new("host", None, dir.join("disk.raw")),
             disk_size: DiskSize::BUSYBOX,
             dir,
             kernel: Kernel::debian_cloud(Arch::native())?,
@@ -441,14 +444,7 @@ impl Story {
     /// Another machine of the fleet, called `name`, with its own empty
     /// disk and SMBIOS UUID; [`Story::follow`] turns the story to it.
     pub fn another_machine(&self, name: &str, uuid: Uuid) -> FleetMachine {
-        FleetMachine {
-            name: name.to_owned(),
-            uuid: Some(uuid),
-            disk: self.dir.join(format!("{name}-disk.raw")),
-            machine: None,
-            vm: None,
-            running: None,
-        }
+        FleetMachine::new(name, Some(uuid), self.dir.join(format!("{name}-disk.raw")))
     }
 
     /// Follows `other` from now on, handing back the machine the story
