@@ -36,11 +36,11 @@ const STATUSES: usize = 40;
 
 /// Two hosts under one rollout: the one whose place for the new version
 /// is early (below a quarter) and the late one (above three quarters) run
-/// version 1 and report. Version 2 is published staged over
-/// a minute: at its signing time both wait. At half of it the
-/// operator signs again; now the early host's turn has come (it installs
-/// version 2, boots it on trial and marks it good) and the late one's has
-/// not (it keeps waiting, for the turn the rollout gives its place). Then
+/// version 1 and report. Version 2 is published staged over a minute: at
+/// its signing time both wait. At half of it the operator signs again;
+/// now the early host's turn has come (it installs version 2, boots it on
+/// trial and marks it good) and the late one's has not (it keeps waiting,
+/// for the turn the rollout gives its place). Then
 /// `abnix-update fleet --json` lists both, with their versions, and the
 /// rollout's progress: one of two hosts on version 2.
 pub fn two_hosts(story: &mut Story) -> Result<String> {
