@@ -73,6 +73,18 @@ else
 	say "rw=failed device=$rw_device"
 fi
 
+# A root that carries an (empty) /etc/machine-id gets the machine's own id
+# there, as systemd makes it on a virtual machine: its SMBIOS UUID (QEMU's
+# -uuid) without the dashes. The root is read-only: the id is bound over it.
+if [ -f /etc/machine-id ]; then
+	if tr -d - </sys/class/dmi/id/product_uuid >/run/machine-id &&
+		mount -o bind /run/machine-id /etc/machine-id; then
+		say "machine-id=$(cat /etc/machine-id)"
+	else
+		say "machine-id=failed"
+	fi
+fi
+
 # QEMU's user network, statically: the host is 10.0.2.2.
 ip link set lo up
 if ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 &&

@@ -38,6 +38,8 @@ const PREFIX: &str = "fleet";
 /// Where a host keeps its bucket credentials (mode 0600, as the updater
 /// demands).
 const GUEST_CREDENTIALS: &str = "/etc/abnix/credentials.toml";
+/// Where a reporting host keeps the credentials it writes its reports with.
+const GUEST_REPORT_CREDENTIALS: &str = "/etc/abnix/report-credentials.toml";
 /// Bytes of pseudo-random content every version shares, and bytes of
 /// content that differ between versions (`/usr/share/fixture/`): an update
 /// then has something to reuse and something to download, as a real one
@@ -77,6 +79,8 @@ pub struct Fleet {
     updater: PathBuf,
     /// The operator's credentials file (mode 0600), for `publish`.
     credentials: PathBuf,
+    /// Whether the hosts write reports ([`Fleet::report_hosts`]).
+    reports: bool,
 }
 
 impl Fleet {
@@ -98,7 +102,16 @@ impl Fleet {
             updater: workspace::release_binary("abnix-updater", "abnix-update")?,
             credentials,
             server,
+            reports: false,
         })
+    }
+
+    /// The fleet's hosts write reports (`report = true`, with credentials
+    /// of their own) and carry an empty `/etc/machine-id`, which the
+    /// fixture's `/init` binds the machine's SMBIOS UUID over (its machine
+    /// id). Only for versions built after this.
+    pub fn report_hosts(&mut self) {
+        self.reports = true;
     }
 
     pub fn policy(&self) -> Policy {
@@ -133,6 +146,10 @@ impl Fleet {
     }
 
     fn config_text(&self, endpoint: &str, credentials: &Path) -> String {
+        let reports = match self.reports {
+            true => format!("report = true\nreport_credentials = \"{GUEST_REPORT_CREDENTIALS}\"\n"),
+            false => String::new(),
+        };
         format!(
             "endpoint = \"{endpoint}\"\n\
              region = \"us-east-1\"\n\
@@ -145,7 +162,8 @@ impl Fleet {
              tries = {tries}\n\
              reboot = \"immediate\"\n\
              check_interval = \"{CHECK_INTERVAL}\"\n\
-             state_dir = \"/var/lib/abnix\"\n",
+             state_dir = \"/var/lib/abnix\"\n\
+             {reports}",
             bucket = self.server.bucket(),
             channel = self.channel,
             credentials = credentials.display(),
@@ -204,12 +222,24 @@ impl Fleet {
     }
 
     /// The files every host of the fleet carries: its device config and
-    /// its bucket credentials.
-    fn host_files(&self) -> Result<[FixtureFile; 2]> {
-        Ok([
+    /// its bucket credentials; a reporting host its report credentials (the
+    /// same key: s3s-fs has no policies) and its `/etc/machine-id`.
+    fn host_files(&self) -> Result<Vec<FixtureFile>> {
+        let mut files = vec![
             FixtureFile::new("/etc/abnix/config.toml", 0o644, self.device_config()?),
             FixtureFile::new(GUEST_CREDENTIALS, 0o600, credentials_toml(&self.server)),
-        ])
+        ];
+        if self.reports {
+            files.extend([
+                FixtureFile::new(
+                    GUEST_REPORT_CREDENTIALS,
+                    0o600,
+                    credentials_toml(&self.server),
+                ),
+                FixtureFile::new("/etc/machine-id", 0o444, String::new()),
+            ]);
+        }
+        Ok(files)
     }
 
     /// Packs `version`, built elsewhere, into a bundle in `dir` signed with
@@ -254,33 +284,54 @@ impl Fleet {
     /// Publishes `release` on `channel` of the same bucket (see
     /// [`Fleet::publish`]).
     pub fn publish_on(&self, channel: &str, release: &Release, force: bool) -> Result<()> {
-        let mut publish = Command::new(&self.updater);
-        publish
-            .arg("publish")
-            .arg("--bundle")
-            .arg(&release.bundle)
-            .arg("--key")
-            .arg(&release.key_file)
+        let mut args = vec!["--bundle".into(), release.bundle.display().to_string()];
+        if force {
+            args.push("--force".into());
+        }
+        self.publish_as(channel, &release.key_file, &release.signer, &args)
+            .with_context(|| format!("publishing version {}", release.meta.meta().version))?;
+        Ok(())
+    }
+
+    /// Runs `abnix-update publish ARGS` on the fleet's channel as its
+    /// operator (the fleet's key): `--bundle DIR --rollout-over D`,
+    /// `--resign`, `--halt`, `--revert-to N`. Returns what it printed.
+    pub fn publish_with(&self, args: &[String]) -> Result<String> {
+        self.publish_as(&self.channel, &self.key_file, &self.public_key(), args)
+    }
+
+    fn publish_as(
+        &self,
+        channel: &str,
+        key_file: &Path,
+        signer: &PublicKey,
+        args: &[String],
+    ) -> Result<String> {
+        let mut publish = self.operator_command("publish", channel, signer);
+        publish.arg("--key").arg(key_file).args(args);
+        run_operator(&mut publish, "publish", args)
+    }
+
+    /// Runs `abnix-update fleet ARGS` against the fleet's channel and its
+    /// hosts' reports, as the operator; returns what it printed.
+    pub fn fleet_view(&self, args: &[String]) -> Result<String> {
+        let mut fleet = self.operator_command("fleet", &self.channel, &self.public_key());
+        run_operator(fleet.args(args), "fleet", args)
+    }
+
+    /// `abnix-update SUBCOMMAND` reaching the bucket from this machine with
+    /// the operator's credentials, on `channel`, trusting `key`.
+    fn operator_command(&self, subcommand: &str, channel: &str, key: &PublicKey) -> Command {
+        let mut command = Command::new(&self.updater);
+        command
+            .arg(subcommand)
             .args(["--endpoint", &self.server.endpoint()])
             .args(["--region", "us-east-1", "--bucket", self.server.bucket()])
             .args(["--prefix", PREFIX, "--channel", channel, "--path-style"])
             .arg("--credentials")
             .arg(&self.credentials)
-            .args(["--trusted-key", &release.signer.to_string()]);
-        if force {
-            publish.arg("--force");
-        }
-        let output = publish
-            .output()
-            .with_context(|| format!("running {}", self.updater.display()))?;
-        ensure!(
-            output.status.success(),
-            "abnix-update publish of version {} failed ({}): {}",
-            release.meta.meta().version,
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        Ok(())
+            .args(["--trusted-key", &key.to_string()]);
+        command
     }
 
     /// Damages the stored image object of `release` as a bad disk or a
@@ -348,6 +399,21 @@ fn credentials_toml(server: &S3Server) -> String {
         server.access_key(),
         server.secret_key()
     )
+}
+
+/// Runs an operator's command; its standard output if it succeeded.
+fn run_operator(command: &mut Command, subcommand: &str, args: &[String]) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {:?}", command.get_program()))?;
+    ensure!(
+        output.status.success(),
+        "abnix-update {subcommand} {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8(output.stdout).with_context(|| format!("the output of {subcommand}"))
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<()> {

@@ -45,6 +45,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod paths;
 pub mod platform;
+pub mod rollout;
 pub mod runner;
 pub mod scenarios;
 mod shell;

@@ -32,7 +32,7 @@ pub fn provision(story: &mut Story, first: u64) -> Result<String> {
 
 /// The installed disk's first boot: `version` comes up from slot A, marks
 /// itself good, and its first check finds the channel's version is its own.
-fn first_boot(story: &mut Story, version: u64) -> Result<()> {
+pub(crate) fn first_boot(story: &mut Story, version: u64) -> Result<()> {
     story.switch_on()?;
     let status = story.expect_healthy(version, Slot::A)?;
     ensure!(

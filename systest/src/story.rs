@@ -2,7 +2,9 @@
 //! `tests/scenarios.rs` and the demo (`abnix-demo`) drive a [`Story`].
 //!
 //! A story owns a [`Fleet`] (bucket, key, channel), one disk and the
-//! machine it sits in. The machine runs with [`OnReboot::Restart`], as
+//! machine it sits in; more machines of the fleet, each on its own disk,
+//! when a scenario asks ([`Story::another_machine`], [`Story::follow`]).
+//! The machine runs with [`OnReboot::Restart`], as
 //! hardware does: when the updater inside reboots it into a new version,
 //! the next boot shows on the same console, and so does every fallback the
 //! bootloader makes by itself. The test only switches the machine on, cuts
@@ -28,6 +30,7 @@ use abnix_formats::layout::Arch;
 use abnix_formats::slot::Slot;
 use abnix_updater::state_dir::{CheckRecord, ErrorRecord, FailedVersion};
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -174,6 +177,8 @@ pub struct HostStatus {
     pub slots: Vec<SlotReport>,
     pub pending_reboot: Option<u64>,
     pub latest_known: Option<u64>,
+    /// When the channel's meta the host last verified was signed.
+    pub latest_signed_at: Option<DateTime<Utc>>,
     pub last_check: Option<CheckRecord>,
     pub last_error: Option<ErrorRecord>,
     pub failed_versions: Vec<FailedVersion>,
@@ -350,20 +355,46 @@ pub struct Chapter {
     pub duration: Duration,
 }
 
-/// A fleet of one machine and what has happened to it (see the module
-/// docs).
+/// A machine of the story's fleet: its disk, and once installed the
+/// machine and what it runs. The story follows one at a time
+/// ([`Story::follow`]); the others run on unwatched, their consoles kept
+/// until read.
+pub struct FleetMachine {
+    name: String,
+    /// Its SMBIOS UUID: the machine id of a reporting fleet's host.
+    uuid: Option<Uuid>,
+    disk: PathBuf,
+    machine: Option<Machine>,
+    vm: Option<Vm>,
+    /// What the host runs (or boots next) as the story knows it.
+    running: Option<Running>,
+}
+
+impl FleetMachine {
+    /// A machine with an empty disk `disk`, not installed yet.
+    fn new(name: &str, uuid: Option<Uuid>, disk: PathBuf) -> FleetMachine {
+        FleetMachine {
+            name: name.to_owned(),
+            uuid,
+            disk,
+            machine: None,
+            vm: None,
+            running: None,
+        }
+    }
+}
+
+/// A fleet of machines, one followed at a time, and what has happened to
+/// them (see the module docs).
 pub struct Story {
     pub path: BootPath,
     pub fleet: Fleet,
     name: String,
     dir: PathBuf,
     kernel: Kernel,
-    disk: PathBuf,
     disk_size: DiskSize,
-    machine: Option<Machine>,
-    vm: Option<Vm>,
-    /// What the host runs (or boots next) as the story knows it.
-    running: Option<Running>,
+    /// The machine the story follows.
+    host: FleetMachine,
     /// The highest version number released so far.
     last_version: u64,
     started: Instant,
@@ -381,13 +412,10 @@ impl Story {
             path,
             fleet,
             name: full_name,
-            disk: dir.join("disk.raw"),
+            host: FleetMachine::new("host", None, dir.join("disk.raw")),
             disk_size: DiskSize::BUSYBOX,
             dir,
             kernel: Kernel::debian_cloud(Arch::native())?,
-            machine: None,
-            vm: None,
-            running: None,
             last_version: 0,
             started: Instant::now(),
             chapters: Vec::new(),
@@ -400,16 +428,53 @@ impl Story {
         self
     }
 
+    /// From now on the fleet's hosts write reports and take their machine
+    /// ids from their SMBIOS UUIDs ([`Fleet::report_hosts`]); the machine
+    /// the story follows, not yet installed, has `uuid`.
+    pub fn report_as(&mut self, uuid: Uuid) -> Result<()> {
+        ensure!(
+            self.host.machine.is_none(),
+            "a machine gets its UUID before it is installed"
+        );
+        self.fleet.report_hosts();
+        self.host.uuid = Some(uuid);
+        Ok(())
+    }
+
+    /// Another machine of the fleet, called `name`, with its own empty
+    /// disk and SMBIOS UUID; [`Story::follow`] turns the story to it.
+    pub fn another_machine(&self, name: &str, uuid: Uuid) -> FleetMachine {
+        FleetMachine::new(name, Some(uuid), self.dir.join(format!("{name}-disk.raw")))
+    }
+
+    /// Follows `other` from now on, handing back the machine the story
+    /// followed so far in its place.
+    pub fn follow(&mut self, other: &mut FleetMachine) {
+        std::mem::swap(&mut self.host, other);
+        self.say(format!("following machine {}", self.host.name));
+    }
+
+    /// The machine id of the machine the story follows (its SMBIOS UUID
+    /// without dashes), if it has one.
+    pub fn machine_id(&self) -> Option<String> {
+        self.host.uuid.map(|uuid| uuid.simple().to_string())
+    }
+
     /// After a passed story: frees its disks and bucket, keeping the
     /// console transcripts ([`paths::keep_only_logs`]).
     pub fn keep_only_logs(&self) -> Result<()> {
         paths::keep_only_logs(&self.dir)
     }
 
-    /// Narrates one line.
+    /// Narrates one line (naming the machine followed, unless it is the
+    /// first one, "host").
     pub fn say(&self, text: impl AsRef<str>) {
+        let machine = match self.host.name.as_str() {
+            "host" => String::new(),
+            name => format!(" {name}"),
+        };
         println!(
-            "[{} {:6.1} s] {}",
+            "[{}{machine} {:6.1} s] {}",
             self.name,
             self.started.elapsed().as_secs_f64(),
             text.as_ref()
@@ -479,6 +544,11 @@ impl Story {
         table
     }
 
+    /// The number [`Story::release`] gives the next version.
+    pub fn next_version(&self) -> u64 {
+        self.last_version + 1
+    }
+
     /// Builds the next version of the fleet (one higher than any before).
     pub fn release(&mut self, kind: Kind) -> Result<Release> {
         self.release_numbered(self.last_version + 1, kind)
@@ -534,7 +604,7 @@ impl Story {
             .arg("--bundle")
             .arg(&first.bundle)
             .arg("--file")
-            .arg(&self.disk)
+            .arg(&self.host.disk)
             .args(["--size", &self.disk_size.bytes.to_string()])
             .args(["--slot-size", self.disk_size.slot])
             .args(["--esp-size", self.disk_size.esp])
@@ -573,9 +643,9 @@ impl Story {
             &medium,
             &self.dir.join("medium.staging"),
         )?;
-        fs::File::create(&self.disk)
+        fs::File::create(&self.host.disk)
             .and_then(|file| file.set_len(self.disk_size.bytes))
-            .with_context(|| format!("creating {}", self.disk.display()))?;
+            .with_context(|| format!("creating {}", self.host.disk.display()))?;
 
         let version = first.meta.meta().version;
         let mut command = format!(
@@ -624,7 +694,7 @@ impl Story {
             "installer",
             MachineSpec::new(self.path.firmware())
                 .disk(&medium)
-                .disk(&self.disk),
+                .disk(&self.host.disk),
             &self.dir,
         )?;
         let boot = Boot::Kernel {
@@ -672,27 +742,29 @@ impl Story {
     /// bigger disk: the machine must be off.
     pub fn enlarge_disk(&mut self, bytes: u64) -> Result<()> {
         ensure!(
-            self.vm.is_none(),
+            self.host.vm.is_none(),
             "the disk grows only while the machine is off"
         );
         fs::OpenOptions::new()
             .write(true)
-            .open(&self.disk)
+            .open(&self.host.disk)
             .and_then(|file| file.set_len(bytes))
-            .with_context(|| format!("enlarging {}", self.disk.display()))?;
+            .with_context(|| format!("enlarging {}", self.host.disk.display()))?;
         self.say(format!("the disk is now {} MiB", bytes >> 20));
         Ok(())
     }
 
     /// The disk now holds `first` in slot A: the machine is this disk.
     fn installed(&mut self, first: &Release) -> Result<()> {
-        AbnixDisk::existing(&self.disk)?;
-        self.machine = Some(Machine::new(
-            "host",
-            MachineSpec::new(self.path.firmware()).disk(&self.disk),
+        AbnixDisk::existing(&self.host.disk)?;
+        self.host.machine = Some(Machine::new(
+            &self.host.name,
+            MachineSpec::new(self.path.firmware())
+                .disk(&self.host.disk)
+                .uuid(self.host.uuid),
             &self.dir,
         )?);
-        self.running = Some(Running {
+        self.host.running = Some(Running {
             version: first.meta.meta().version,
             slot: Slot::A,
         });
@@ -701,17 +773,19 @@ impl Story {
 
     /// What the host runs, as the story knows it.
     pub fn running(&self) -> Result<Running> {
-        self.running
+        self.host
+            .running
             .ok_or_else(|| anyhow!("nothing is installed yet"))
     }
 
     /// Switches the machine on.
     pub fn switch_on(&mut self) -> Result<()> {
         let machine = self
+            .host
             .machine
             .as_mut()
             .ok_or_else(|| anyhow!("no disk installed yet"))?;
-        self.vm = Some(machine.start(&Boot::Firmware, OnReboot::Restart)?);
+        self.host.vm = Some(machine.start(&Boot::Firmware, OnReboot::Restart)?);
         self.say(format!("switched the machine on ({})", self.path.name()));
         Ok(())
     }
@@ -720,6 +794,7 @@ impl Story {
     /// before it died that were not read yet.
     pub fn power_cut(&mut self) -> Result<Vec<ConsoleLine>> {
         let mut vm = self
+            .host
             .vm
             .take()
             .ok_or_else(|| anyhow!("the machine is switched off"))?;
@@ -738,7 +813,8 @@ impl Story {
     }
 
     fn vm(&mut self) -> Result<&mut Vm> {
-        self.vm
+        self.host
+            .vm
             .as_mut()
             .ok_or_else(|| anyhow!("the machine is switched off"))
     }
@@ -804,7 +880,7 @@ impl Story {
             "slot {slot} booted version {version} ({behaviour}); console at {:.1} s since switch-on",
             marker.at.as_secs_f64()
         ));
-        self.running = Some(booted);
+        self.host.running = Some(booted);
         Ok((booted, behaviour))
     }
 
@@ -946,10 +1022,10 @@ impl Story {
     /// The disk, to read from outside: the machine must be off.
     pub fn disk(&self) -> Result<AbnixDisk> {
         ensure!(
-            self.vm.is_none(),
+            self.host.vm.is_none(),
             "the disk is read only while the machine is off"
         );
-        AbnixDisk::existing(&self.disk)
+        AbnixDisk::existing(&self.host.disk)
     }
 }
 

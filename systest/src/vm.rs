@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use abnix_formats::layout::Arch;
 use anyhow::{Context, Result};
+use uuid::Uuid;
 
 use crate::platform::Platform;
 use crate::tool;
@@ -83,6 +84,9 @@ pub struct MachineSpec {
     /// A virtio NIC on QEMU's user network: the guest is 10.0.2.15/24 and
     /// reaches the host's 127.0.0.1 at 10.0.2.2.
     pub network: bool,
+    /// The SMBIOS system UUID (QEMU's `-uuid`), the guest's
+    /// `/sys/class/dmi/id/product_uuid`: a fleet host's machine id.
+    pub uuid: Option<Uuid>,
 }
 
 impl MachineSpec {
@@ -96,11 +100,17 @@ impl MachineSpec {
             cpus: 1,
             disks: Vec::new(),
             network: true,
+            uuid: None,
         }
     }
 
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(path.into());
+        self
+    }
+
+    pub fn uuid(mut self, uuid: Option<Uuid>) -> Self {
+        self.uuid = uuid;
         self
     }
 
@@ -223,6 +233,9 @@ impl Machine {
                 qemu.args(["-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=no"])
                     .args(["-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no"]);
             }
+        }
+        if let Some(uuid) = self.spec.uuid {
+            qemu.args(["-uuid", &uuid.to_string()]);
         }
         if on_reboot == OnReboot::Exit {
             qemu.arg("-no-reboot");

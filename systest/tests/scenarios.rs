@@ -12,6 +12,7 @@
 //! | fallback | GRUB on SeaBIOS, systemd-boot on OVMF | 2 |
 //! | power-cut | GRUB on SeaBIOS, systemd-boot on OVMF | 4: three cuts fall in the last round's trial boots, the fourth marks good |
 //! | bad-input | GRUB on SeaBIOS, systemd-boot on OVMF | 2 |
+//! | rollout | systemd-boot on OVMF (two machines) | 2 |
 //!
 //! Own harness (`runner`): name filters (`boot-path/scenario`), `--exact`,
 //! `--skip`, `--list`, `--test-threads N`; it ends with a table of scenario
@@ -19,8 +20,8 @@
 
 use abnix_systest::fleet::Policy;
 use abnix_systest::runner::{self, Case};
-use abnix_systest::scenarios;
 use abnix_systest::story::{BootPath, Story};
+use abnix_systest::{rollout, scenarios};
 use anyhow::Result;
 
 struct Scenario {
@@ -71,6 +72,14 @@ const SCENARIOS: &[Scenario] = &[
         // So that version 1 is an older one.
         provisioned: Some(2),
         run: scenarios::bad_input,
+    },
+    Scenario {
+        name: "rollout",
+        // Two machines at once: one boot path is enough for the rollout.
+        paths: &[BootPath::SystemdBootOvmf],
+        tries: 2,
+        provisioned: None,
+        run: rollout::two_hosts,
     },
 ];
 

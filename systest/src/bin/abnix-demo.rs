@@ -7,7 +7,12 @@
 //!    finds it, writes slot B, reboots into it on trial and marks it good;
 //! 3. fallback: version 3 never becomes healthy and version 4's kernel
 //!    panics; each time the bootloader falls back to version 2 by itself
-//!    and the machine never tries that version again; version 5 installs.
+//!    and the machine never tries that version again; version 5 installs;
+//! 4. rollout: version 6 is published staged over a day and the machine
+//!    waits for its turn; the operator halts the rollout, then reverts to
+//!    version 5 (published again as version 7), which the machine runs
+//!    already; `abnix-update fleet` shows the machine's reports, as text and
+//!    as an HTML page (`fleet.html` in the demo's directory).
 //!
 //! Ends with a table of the chapters. `--boot-path NAME` picks the
 //! firmware and bootloader (grub-seabios, the default; grub-ovmf;
@@ -16,16 +21,17 @@
 use std::process::ExitCode;
 
 use abnix_systest::fleet::Policy;
-use abnix_systest::scenarios;
 use abnix_systest::story::{BootPath, Story};
+use abnix_systest::{rollout, scenarios};
 use anyhow::{bail, Result};
 
 type Chapter = fn(&mut Story) -> Result<String>;
 
-const CHAPTERS: [(&str, Chapter); 3] = [
+const CHAPTERS: [(&str, Chapter); 4] = [
     ("install", scenarios::install),
     ("update", scenarios::update),
     ("fallback", scenarios::fallback),
+    ("rollout", rollout::halt_and_revert),
 ];
 
 fn boot_path(args: &[String]) -> Result<BootPath> {
@@ -51,6 +57,8 @@ fn demo(path: BootPath) -> Result<Story> {
         path.name()
     );
     let mut story = Story::new(path, "demo", Policy { tries })?;
+    // Its machine id, for the staged rollout and its reports.
+    story.report_as(uuid::Uuid::new_v4())?;
     for (name, chapter) in CHAPTERS {
         if let Err(err) = story.chapter(name, chapter) {
             eprintln!("abnix-demo: {err:#}");
