@@ -192,7 +192,7 @@ impl AbnixDisk {
             network: NetworkWait::DEFAULT,
             machine_id: None,
             device: Device {
-                channel: config.remote.channel.clone(),
+                channel: config.remote.as_ref().map(|r| r.channel.clone()),
                 arch: version.meta().arch,
             },
             clock: Clock {
