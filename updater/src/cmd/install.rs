@@ -76,16 +76,6 @@ impl Report {
                 .map(|(slot, _)| slot.name().to_owned()),
         }
     }
-
-    /// The exit code: only the bundle's version running, or waiting for
-    /// its reboot, is success; anything else did not do what was asked.
-    fn exit_code(&self) -> ExitCode {
-        match self.result {
-            "installed" | "pending_reboot" => ExitCode::from(EXIT_UPDATED),
-            "up_to_date" => ExitCode::SUCCESS,
-            _ => ExitCode::FAILURE,
-        }
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -104,5 +94,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", cycle.outcome);
     }
-    Ok(report.exit_code())
+    // Only the bundle's version running, or waiting for its reboot, is
+    // success; anything else did not do what was asked.
+    Ok(match &cycle.outcome {
+        outcome if outcome.reboot_pending().is_some() => ExitCode::from(EXIT_UPDATED),
+        outcome if outcome.bundle_in_place() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
 }

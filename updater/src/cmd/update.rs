@@ -142,7 +142,7 @@ pub fn run_cycle_from(
         },
     };
     match mode {
-        Mode::Bundle => outcome.record_error(Utc::now(), &mut state),
+        Mode::Bundle => outcome.record_install(Utc::now(), &mut state),
         Mode::Check | Mode::Update => outcome.record(Utc::now(), &mut state),
     }
     state_dir

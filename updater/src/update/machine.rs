@@ -355,6 +355,8 @@ pub enum Stage {
     Network,
     /// Fetching or verifying the channel's meta.
     Meta,
+    /// Reading or verifying the bundle (`install --bundle`).
+    Bundle,
     Install {
         step: Step,
         plan: Box<Plan>,
@@ -465,11 +467,12 @@ impl Outcome {
     /// latest version when this run verified it, the last error when it is
     /// one.
     pub fn record(&self, at: DateTime<Utc>, state: &mut State) {
+        let result = self.to_string();
         let latest = self.latest();
         state.last_check = Some(CheckRecord {
             at,
             latest: latest.map(|l| l.version),
-            result: self.to_string(),
+            result: result.clone(),
         });
         if let Some(latest) = latest {
             state.latest = Some(LatestSeen {
@@ -480,14 +483,35 @@ impl Outcome {
                 rollout: latest.rollout,
             });
         }
-        self.record_error(at, state);
+        if self.is_error() {
+            state.last_error = Some(ErrorRecord {
+                at,
+                message: result,
+            });
+        }
     }
 
-    /// Records the run as the last error, when it is one: all an install
-    /// from a bundle records (it is no check of the channel; the failed
-    /// versions are recorded as they are met).
-    pub fn record_error(&self, at: DateTime<Utc>, state: &mut State) {
-        if self.is_error() {
+    /// For `install --bundle`, whose operator chose the version: whether it
+    /// runs, or waits for the reboot into it. Anything else (a refusal, a
+    /// version ignored by the bucket's rules) did not do what was asked.
+    pub fn bundle_in_place(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Installed(_)
+                | Outcome::PendingTrial { .. }
+                | Outcome::UpToDate { .. }
+                | Outcome::Skipped {
+                    reason: Skip::SameImageAsBooted { .. },
+                    ..
+                }
+        )
+    }
+
+    /// Records an install from a bundle: only as the last error, when the
+    /// bundle's version is not in place (it is no check of the channel; the
+    /// failed versions are recorded as they are met).
+    pub fn record_install(&self, at: DateTime<Utc>, state: &mut State) {
+        if !self.bundle_in_place() {
             state.last_error = Some(ErrorRecord {
                 at,
                 message: self.to_string(),
@@ -610,6 +634,7 @@ impl fmt::Display for Outcome {
                     Stage::State => "recording on the disk and in the state".to_owned(),
                     Stage::Network => "waiting for the network".to_owned(),
                     Stage::Meta => "fetching the channel's meta".to_owned(),
+                    Stage::Bundle => "reading the bundle".to_owned(),
                     Stage::Install { step, plan } => step.describe(plan),
                 };
                 write!(f, "failed {stage}: {}", failure.error)
@@ -849,7 +874,10 @@ impl Machine {
                     ),
                 }
             }
-            (Cycle::Fetching { .. }, Event::Failed(error)) => Self::failed(Stage::Meta, error),
+            (Cycle::Fetching { .. }, Event::Failed(error)) => match self.setup.mode {
+                Mode::Bundle => Self::failed(Stage::Bundle, error),
+                Mode::Check | Mode::Update => Self::failed(Stage::Meta, error),
+            },
 
             (
                 Cycle::WaitingForNetwork {

@@ -934,6 +934,17 @@ fn a_bundle_meets_every_rule_of_a_bucket_update_but_the_channel_less_meta() {
             ..
         }
     ));
+    // A bundle that cannot be read says so.
+    let unreadable = outcome(
+        bundle(),
+        vec![disk_event(installed()), Event::Failed("is missing".into())],
+    );
+    assert!(
+        unreadable
+            .to_string()
+            .starts_with("failed reading the bundle: is missing"),
+        "{unreadable}"
+    );
     // And update still refuses a bundle's meta put in the bucket.
     assert_eq!(
         run(setup(Mode::Update), installed(), packed(2)),
