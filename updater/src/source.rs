@@ -162,7 +162,8 @@ impl Source {
 pub struct LocalBundle {
     dir: PathBuf,
     keys: TrustedKeys,
-    opened: Option<Bundle>,
+    /// Boxed: a bundle (its index) is large beside a channel.
+    opened: Option<Box<Bundle>>,
 }
 
 impl LocalBundle {
@@ -205,7 +206,7 @@ impl LocalBundle {
             );
         }
         let bundle = Bundle::open(dir, &self.keys)?;
-        Ok(self.opened.insert(bundle))
+        Ok(self.opened.insert(Box::new(bundle)))
     }
 
     /// The bundle as opened, which must hold `meta`'s version.
