@@ -12,11 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context};
 use uuid::Uuid;
 
-use crate::channel::{Channel, ChannelError};
+use crate::channel::{image_spec, Channel, ChannelError};
 use crate::delta::{self, DeltaOptions, DeltaReport, ImageObject, IndexStore, LocalChunks};
 use crate::remote::RemoteError;
 use abnix_core::bundle::Bundle;
-use abnix_core::pipeline::ImageSpec;
 use abnix_core::progress::Progress;
 use abnix_formats::disk::Disk;
 use abnix_formats::index::Index;
@@ -119,11 +118,7 @@ impl Source {
                     path: bundle.image_path(),
                     len: meta.image.compressed_size,
                 };
-                let spec = ImageSpec {
-                    index,
-                    size: meta.image.size,
-                    sha256: meta.image.sha256,
-                };
+                let spec = image_spec(meta, index);
                 delta::write_image_delta(&image, &spec, target, local, opts, progress)
                     .map_err(|source| ChannelError::Image {
                         object: image.path.display().to_string(),
