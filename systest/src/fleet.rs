@@ -176,7 +176,7 @@ impl Fleet {
     /// [`Fleet::publish`], the release as the channel signed it.
     pub fn channel_meta(&self) -> Result<SignedMeta> {
         let config = self.host_config()?;
-        let remote = Remote::new(config.remote).context("the fleet's bucket")?;
+        let remote = Remote::new(config.bucket()?.clone()).context("the fleet's bucket")?;
         Channel::new(remote, config.trusted_keys)
             .latest()
             .with_context(|| format!("reading the meta of channel {}", self.channel))

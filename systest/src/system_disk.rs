@@ -1,7 +1,8 @@
 //! abnix disks made and changed by the product's own code: installed by
 //! the installer's write sequence on a disk-image file
 //! (`abnix_installer::install`), updated by the updater's executor
-//! (`abnix_updater::update::run`, taking the version from a fleet's bucket),
+//! (`abnix_updater::update::run`, taking the version from a fleet's bucket,
+//! or from a bundle directory as `install --bundle` does),
 //! the boot state read and changed through [`BootControl`]. What is the
 //! harness's own is what only a test needs: a power cut partway through
 //! one of an update's steps, GRUB's state block read and overwritten.
@@ -169,6 +170,45 @@ impl AbnixDisk {
         self.run_install(config, slot, version, tries, Some(cut))
     }
 
+    /// Installs the version of the bundle directory `bundle` into `slot`
+    /// as `abnix-update install --bundle` does, with `slot`'s other slot
+    /// booted: the executor's whole cycle from that bundle (the boot state
+    /// read, the bundle verified, the decision, every step), with `config`'s
+    /// keys and `tries`. Fails unless the run installs it.
+    pub fn install_bundle(
+        &self,
+        config: &Config,
+        slot: Slot,
+        bundle: &Path,
+        tries: u8,
+    ) -> Result<()> {
+        let mut disk = self.open()?;
+        let arch = Arch::from_root_type(disk.layout().slot(slot).type_guid)
+            .context("the slot's partition type")?;
+        let setup = install_setup(Mode::Bundle, &disk, config, slot, arch, tries);
+        let state_dir = StateDir::new(self.path.with_extension("updater-state"));
+        let mut state = State::default();
+        let notifier = Notifier::silent();
+        let outcome = Executor::new(
+            &mut disk,
+            config,
+            &state_dir,
+            &mut state,
+            &NoProgress,
+            &notifier,
+        )
+        .from_bundle(bundle.to_owned())
+        .run(Machine::new(setup));
+        match outcome {
+            Outcome::Installed(plan) if plan.target == slot => Ok(()),
+            other => bail!(
+                "installing {} into slot {slot} of {}: {other}",
+                bundle.display(),
+                self.path.display()
+            ),
+        }
+    }
+
     /// The executor's install of `version` into `slot`; with `cut`, stopped
     /// where the power cut leaves it (the torn step may have failed on what
     /// it read back: the power was gone by then anyway).
@@ -183,24 +223,14 @@ impl AbnixDisk {
         let mut disk = SystemDisk::open(FaultyDisk::counting(self.open_file()?), SECTOR_SIZE)
             .with_context(|| format!("reading {} as an abnix disk", self.path.display()))?;
         let written = disk.disk().counter();
-        let setup = Setup {
-            mode: Mode::Update,
-            booted: slot.other(),
-            failed: Vec::new(),
-            slot_size: disk.layout().slot(slot).size,
+        let setup = install_setup(
+            Mode::Update,
+            &disk,
+            config,
+            slot,
+            version.meta().arch,
             tries,
-            network: NetworkWait::DEFAULT,
-            machine_id: None,
-            device: Device {
-                channel: config.remote.channel.clone(),
-                arch: version.meta().arch,
-            },
-            clock: Clock {
-                now: chrono::Utc::now(),
-                trusted: true,
-                newest_signed: None,
-            },
-        };
+        );
         let plan = Plan {
             target: slot,
             signed: version.clone(),
@@ -304,6 +334,36 @@ impl AbnixDisk {
             self.path.display()
         );
         Ok(file)
+    }
+}
+
+/// What the executor's run into `slot` of `disk` starts from: the other
+/// slot booted, nothing failed before, a trusted clock.
+fn install_setup<D: abnix_formats::disk::Disk>(
+    mode: Mode,
+    disk: &SystemDisk<D>,
+    config: &Config,
+    slot: Slot,
+    arch: Arch,
+    tries: u8,
+) -> Setup {
+    Setup {
+        mode,
+        booted: slot.other(),
+        failed: Vec::new(),
+        slot_size: disk.layout().slot(slot).size,
+        tries,
+        network: NetworkWait::DEFAULT,
+        machine_id: None,
+        device: Device {
+            channel: config.remote.as_ref().map(|r| r.channel.clone()),
+            arch,
+        },
+        clock: Clock {
+            now: chrono::Utc::now(),
+            trusted: true,
+            newest_signed: None,
+        },
     }
 }
 

@@ -417,11 +417,17 @@ fn failing_b_falls_back_to_a(bench: &mut Bench) -> Result<()> {
 
 /// B that runs mark-good becomes good and keeps booting: two more boots
 /// come up on B, where a trial with [`TRIES`] tries would be used up by
-/// then.
+/// then. B comes from its bundle, as an offline update (`install
+/// --bundle`) takes it: the same trial and mark-good as from the bucket.
 fn good_b_keeps_booting(bench: &mut Bench) -> Result<()> {
     let fixtures = bench.fixtures;
     let b = &fixtures.good_b;
-    bench.update_b(b)?;
+    let config = fixtures.fleet.host_config()?;
+    bench
+        .disk
+        .install_bundle(&config, Slot::B, &b.release.bundle, TRIES)?;
+    bench.expect_slot(Slot::B, SlotState::Trial { tries_left: TRIES }, Some(b))?;
+    bench.expect_next(Slot::B)?;
     bench.boot(b, Slot::B)?;
     bench.expect_slot(Slot::B, SlotState::Good, Some(b))?;
     for _ in 0..TRIES {

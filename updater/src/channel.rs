@@ -207,11 +207,7 @@ impl Channel {
         let mut reader = self
             .remote
             .open_reader(&key, 0, Some(meta.image.compressed_size))?;
-        let spec = ImageSpec {
-            index,
-            size: meta.image.size,
-            sha256: meta.image.sha256,
-        };
+        let spec = image_spec(meta, index);
         // Lent, not given, so its resume count can be read afterwards.
         let written =
             write_image(&mut reader, &spec, target, opts, progress).map_err(|source| {
@@ -244,11 +240,7 @@ impl Channel {
             key: self.remote.config().object_key(object),
             len: meta.image.compressed_size,
         };
-        let spec = ImageSpec {
-            index,
-            size: meta.image.size,
-            sha256: meta.image.sha256,
-        };
+        let spec = image_spec(meta, index);
         delta::write_image_delta(&image, &spec, target, local, opts, progress).map_err(|source| {
             ChannelError::Image {
                 object: object.clone(),
@@ -263,6 +255,16 @@ impl Channel {
     pub fn open_object(&self, artifact: &Artifact) -> Result<ObjectReader, ChannelError> {
         let key = self.remote.config().object_key(&artifact.object);
         Ok(self.remote.open_reader(&key, 0, Some(artifact.size))?)
+    }
+}
+
+/// What the pipeline checks `meta`'s image against: its signed index, size
+/// and SHA-256.
+pub(crate) fn image_spec<'a>(meta: &Meta, index: &'a Index) -> ImageSpec<'a> {
+    ImageSpec {
+        index,
+        size: meta.image.size,
+        sha256: meta.image.sha256,
     }
 }
 

@@ -59,7 +59,10 @@ pub enum ClockTrust {
 /// The validated device config.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub remote: RemoteConfig,
+    /// The bucket and channel; `None` on an air-gapped host, whose config
+    /// names neither and which installs only from bundles (`install
+    /// --bundle`).
+    pub remote: Option<RemoteConfig>,
     /// The keys that sign versions, the recovery keys and the revoked keys.
     pub trusted_keys: TrustedKeys,
     pub clock: ClockTrust,
@@ -84,8 +87,9 @@ pub struct Config {
 impl Config {
     /// The remote settings for a run: `check`'s or `update`'s deadline, and
     /// the minimum transfer rate.
-    pub fn remote_for(&self, update: bool) -> RemoteConfig {
-        RemoteConfig {
+    pub fn remote_for(&self, update: bool) -> Option<RemoteConfig> {
+        let remote = self.remote.as_ref()?;
+        Some(RemoteConfig {
             limits: TransferLimits {
                 deadline: Some(match update {
                     true => self.update_deadline,
@@ -93,10 +97,22 @@ impl Config {
                 }),
                 min_rate: Some(self.min_transfer_rate),
             },
-            ..self.remote.clone()
-        }
+            ..remote.clone()
+        })
+    }
+
+    /// The bucket and channel, or an error saying the config names none.
+    pub fn bucket(&self) -> Result<&RemoteConfig, NoBucket> {
+        self.remote.as_ref().ok_or(NoBucket)
     }
 }
+
+/// The config names no bucket: the host is air-gapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the config names no bucket and channel (an air-gapped host installs with install --bundle)"
+)]
+pub struct NoBucket;
 
 /// Parses `SIZE/DURATION`, e.g. `64K/60s`: at least SIZE bytes in every
 /// DURATION.
@@ -300,8 +316,13 @@ impl Config {
             path: main.to_owned(),
             message: format!("missing field `{field}`"),
         };
-        let bucket = raw.bucket.ok_or_else(|| missing("bucket"))?;
-        let channel = raw.channel.ok_or_else(|| missing("channel"))?;
+        // Both or neither: without them the host is air-gapped.
+        let bucket_channel = match (raw.bucket, raw.channel) {
+            (Some(bucket), Some(channel)) => Some((bucket, channel)),
+            (None, None) => None,
+            (Some(_), None) => return Err(missing("channel")),
+            (None, Some(_)) => return Err(missing("bucket")),
+        };
         let trusted_keys_text = raw.trusted_keys.ok_or_else(|| missing("trusted_keys"))?;
         let recovery_keys_text = raw.recovery_keys.unwrap_or_default();
         let revoked_keys_text = raw.revoked_keys.unwrap_or_default();
@@ -350,7 +371,9 @@ impl Config {
                 ));
             }
         }
-        let names = [("bucket", &bucket), ("channel", &channel)];
+        let names = bucket_channel
+            .iter()
+            .flat_map(|(bucket, channel)| [("bucket", bucket), ("channel", channel)]);
         let report_bucket = raw.report_bucket.as_ref().map(|b| ("report_bucket", b));
         for (field, value) in names.into_iter().chain(report_bucket) {
             if value.is_empty() || value.contains(char::is_whitespace) || value.contains('/') {
@@ -515,14 +538,23 @@ impl Config {
                     format!("{} is not an absolute path", credentials.display()),
                 ))
             }
-            (true, Some(credentials)) => Some(ReportTarget {
-                bucket: raw.report_bucket.unwrap_or_else(|| bucket.clone()),
-                credentials,
-            }),
+            (true, Some(credentials)) => match &bucket_channel {
+                Some((bucket, _)) => Some(ReportTarget {
+                    bucket: raw.report_bucket.unwrap_or_else(|| bucket.clone()),
+                    credentials,
+                }),
+                None => {
+                    return Err(invalid(
+                        "report",
+                        "reports are written under a channel: bucket and channel are required"
+                            .into(),
+                    ))
+                }
+            },
         };
 
         Ok(Config {
-            remote: RemoteConfig {
+            remote: bucket_channel.map(|(bucket, channel)| RemoteConfig {
                 endpoint: raw.endpoint,
                 region: raw.region.unwrap_or_else(|| "us-east-1".into()),
                 bucket,
@@ -533,7 +565,7 @@ impl Config {
                 retry: RetryPolicy::default(),
                 timeouts: Timeouts::default(),
                 limits: TransferLimits::default(),
-            },
+            }),
             trusted_keys,
             clock,
             tries,
@@ -576,12 +608,35 @@ mod tests {
     }
 
     #[test]
+    fn an_air_gapped_config_names_no_bucket_and_no_channel() {
+        let c = parse(&format!("trusted_keys = [\"{KEY}\"]\n")).unwrap();
+        assert!(c.remote.is_none());
+        assert!(c.remote_for(true).is_none());
+        assert_eq!(c.bucket().unwrap_err(), NoBucket);
+        // Both or neither; and reports need them.
+        for (text, named) in [
+            ("bucket = \"b\"\n", "missing field `channel`"),
+            ("channel = \"c\"\n", "missing field `bucket`"),
+            (
+                "report = true\nreport_credentials = \"/r.toml\"\n",
+                "bucket and channel are required",
+            ),
+        ] {
+            let err = parse(&format!("{text}trusted_keys = [\"{KEY}\"]\n")).unwrap_err();
+            assert!(err.to_string().contains(named), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(&minimal()).unwrap();
-        assert_eq!(c.remote.bucket, "fleet");
-        assert_eq!(c.remote.region, "us-east-1");
-        assert_eq!(c.remote.prefix, "");
-        assert!(matches!(c.remote.credentials, CredentialSource::Chain));
+        assert_eq!(c.bucket().unwrap().bucket, "fleet");
+        assert_eq!(c.bucket().unwrap().region, "us-east-1");
+        assert_eq!(c.bucket().unwrap().prefix, "");
+        assert!(matches!(
+            c.bucket().unwrap().credentials,
+            CredentialSource::Chain
+        ));
         assert_eq!(c.tries, DEFAULT_TRIES);
         assert_eq!(c.reboot, RebootPolicy::Immediate);
         assert_eq!(c.check_interval, DEFAULT_CHECK_INTERVAL);
@@ -591,11 +646,11 @@ mod tests {
         assert_eq!(c.check_deadline, DEFAULT_CHECK_DEADLINE);
         assert_eq!(c.update_deadline, DEFAULT_UPDATE_DEADLINE);
         assert_eq!(c.min_transfer_rate, DEFAULT_MIN_TRANSFER_RATE);
-        assert_eq!(c.remote.limits, TransferLimits::default());
-        let update = c.remote_for(true).limits;
+        assert_eq!(c.bucket().unwrap().limits, TransferLimits::default());
+        let update = c.remote_for(true).unwrap().limits;
         assert_eq!(update.deadline, Some(DEFAULT_UPDATE_DEADLINE));
         assert_eq!(
-            c.remote_for(false).limits.deadline,
+            c.remote_for(false).unwrap().limits.deadline,
             Some(DEFAULT_CHECK_DEADLINE)
         );
         assert_eq!(update.min_rate, Some(DEFAULT_MIN_TRANSFER_RATE));
@@ -665,10 +720,13 @@ mod tests {
             minimal()
         );
         let c = parse(&text).unwrap();
-        assert_eq!(c.remote.endpoint.as_deref(), Some("http://10.0.2.2:9000"));
-        assert!(c.remote.path_style);
+        assert_eq!(
+            c.bucket().unwrap().endpoint.as_deref(),
+            Some("http://10.0.2.2:9000")
+        );
+        assert!(c.bucket().unwrap().path_style);
         assert!(
-            matches!(&c.remote.credentials, CredentialSource::File(p) if p == Path::new("/var/lib/abnix/credentials.toml"))
+            matches!(&c.bucket().unwrap().credentials, CredentialSource::File(p) if p == Path::new("/var/lib/abnix/credentials.toml"))
         );
         assert_eq!(c.tries, 5);
         assert_eq!(
@@ -684,6 +742,7 @@ mod tests {
             parse(&format!("{}{extra}\n", minimal()))
                 .unwrap()
                 .remote
+                .unwrap()
                 .credentials
         };
         assert_eq!(
@@ -858,8 +917,8 @@ mod tests {
         );
         let config = config.unwrap();
         assert_eq!(config.tries, 7);
-        assert_eq!(config.remote.channel, "z");
-        assert_eq!(config.remote.prefix, "a");
+        assert_eq!(config.bucket().unwrap().channel, "z");
+        assert_eq!(config.bucket().unwrap().prefix, "a");
         assert_eq!(config.reboot, RebootPolicy::Never);
         // A list is replaced as a whole.
         assert_eq!(config.trusted_keys.len(), 1);

@@ -14,5 +14,6 @@ pub mod publish;
 pub mod reboot_policy;
 pub mod remote;
 pub mod report;
+pub mod source;
 pub mod state_dir;
 pub mod update;

@@ -35,6 +35,8 @@ enum Command {
     Check(cmd::check::Args),
     /// Install the channel's newest version into the other slot, then reboot per policy.
     Update(cmd::update::Args),
+    /// Install a bundle directory's version into the other slot (offline), on trial at the next reboot.
+    Install(cmd::install::Args),
     /// Mark the booted slot good (run once the host is healthy).
     MarkGood(cmd::mark_good::Args),
     /// Make the other slot, if it holds a good version, boot next.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Update(args) => cmd::update::run(args),
+        Command::Install(args) => cmd::install::run(args),
         Command::MarkGood(args) => cmd::mark_good::run(args),
         Command::Rollback(args) => cmd::rollback::run(args),
         Command::Grow(args) => cmd::grow::run(args),

@@ -121,8 +121,8 @@ impl Reporter<'_> {
             "the report is {} bytes",
             bytes.len()
         );
-        let remote =
-            Remote::new(report_remote(&self.config.remote, target)).context("the report bucket")?;
+        let remote = Remote::new(report_remote(self.config.bucket()?, target))
+            .context("the report bucket")?;
         let key = remote
             .config()
             .object_key(&report.machine_id.report_object_name());

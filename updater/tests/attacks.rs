@@ -23,17 +23,7 @@ use serde_json::Value;
 
 /// Each slot's (state, version, boots next).
 fn slots(device: &Device, booted: Slot) -> Vec<(String, Option<u64>, bool)> {
-    let status = device.status(booted);
-    (0..2)
-        .map(|i| {
-            let s = &status["slots"][i];
-            (
-                s["state"].as_str().unwrap().to_owned(),
-                s["version"].as_u64(),
-                s["boots_next"].as_bool().unwrap(),
-            )
-        })
-        .collect()
+    device.slots_next(booted)
 }
 
 fn slot(state: &str, version: Option<u64>, boots_next: bool) -> (String, Option<u64>, bool) {

@@ -183,17 +183,18 @@ fn the_host_module_configs_load_with_their_settings() {
                 .unwrap_or_else(|| panic!("{name}: {key}"))
         };
 
+        let remote = config.bucket().unwrap();
         assert_eq!(
-            config.remote.endpoint.as_deref(),
+            remote.endpoint.as_deref(),
             settings["endpoint"].as_str(),
             "{name}"
         );
-        assert_eq!(config.remote.region, setting("region"), "{name}");
-        assert_eq!(config.remote.bucket, setting("bucket"), "{name}");
-        assert_eq!(config.remote.prefix, setting("prefix"), "{name}");
-        assert_eq!(config.remote.channel, setting("channel"), "{name}");
+        assert_eq!(remote.region, setting("region"), "{name}");
+        assert_eq!(remote.bucket, setting("bucket"), "{name}");
+        assert_eq!(remote.prefix, setting("prefix"), "{name}");
+        assert_eq!(remote.channel, setting("channel"), "{name}");
         assert_eq!(
-            config.remote.path_style,
+            remote.path_style,
             settings["pathStyle"].as_bool().unwrap(),
             "{name}"
         );
@@ -202,7 +203,7 @@ fn the_host_module_configs_load_with_their_settings() {
             "anonymous" => CredentialSource::Anonymous,
             path => CredentialSource::File(path.into()),
         };
-        assert_eq!(config.remote.credentials, credentials, "{name}");
+        assert_eq!(remote.credentials, credentials, "{name}");
         let mut names: Vec<&str> = config.trusted_keys.iter().map(|key| key.name()).collect();
         let mut expected: Vec<&str> = settings["trustedKeys"]
             .as_array()

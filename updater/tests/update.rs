@@ -51,17 +51,7 @@ fn text(value: &Value) -> &str {
 
 /// Each slot's (state, version), and the slot that boots next.
 fn slots(device: &Device, booted: Slot) -> Vec<(String, Option<u64>, bool)> {
-    let status = device.status(booted);
-    (0..2)
-        .map(|i| {
-            let s = &status["slots"][i];
-            (
-                text(&s["state"]).to_owned(),
-                s["version"].as_u64(),
-                s["boots_next"].as_bool().unwrap(),
-            )
-        })
-        .collect()
+    device.slots_next(booted)
 }
 
 fn slot_state(state: &str, version: Option<u64>, boots_next: bool) -> (String, Option<u64>, bool) {

@@ -83,8 +83,8 @@ impl Report {
             },
             message: outcome.to_string(),
             latest: latest.map(|l| l.version),
-            latest_signed_at: latest.map(|l| l.signed_at),
-            latest_expires: latest.map(|l| l.expires),
+            latest_signed_at: latest.and_then(|l| l.signed_at),
+            latest_expires: latest.and_then(|l| l.expires),
             would_install,
             rollout_turn: match outcome {
                 Outcome::Waiting {

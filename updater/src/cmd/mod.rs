@@ -5,6 +5,7 @@ pub mod device;
 pub mod fetch;
 pub mod fleet;
 pub mod grow;
+pub mod install;
 pub mod keygen;
 pub mod mark_good;
 pub mod pack;

@@ -55,7 +55,13 @@ impl RemoteArgs {
         let (mut remote, mut keys) = match &self.config {
             Some(path) => {
                 let config = Config::load(path)?;
-                (config.remote, config.trusted_keys)
+                let remote = match config.remote {
+                    Some(remote) => remote,
+                    None => self
+                        .remote_from_flags()
+                        .context("the config names no bucket")?,
+                };
+                (remote, config.trusted_keys)
             }
             None => (self.remote_from_flags()?, TrustedKeys::new()),
         };

@@ -63,7 +63,8 @@ struct Report {
     slots: Vec<SlotReport>,
     /// The version waiting in the other slot for the next reboot.
     pending_reboot: Option<u64>,
-    channel: String,
+    /// None on an air-gapped host (no bucket configured).
+    channel: Option<String>,
     /// The channel's latest version as of the last check that verified it
     /// (later checks may have failed), and when that was; when its meta was
     /// signed and expires.
@@ -228,7 +229,7 @@ fn report(
             .collect(),
         booted,
         pending_reboot,
-        channel: config.remote.channel.clone(),
+        channel: config.remote.as_ref().map(|r| r.channel.clone()),
         latest_known: state.latest.as_ref().map(|l| l.version),
         latest_known_at: state.latest.as_ref().map(|l| l.at),
         latest_signed_at: state.latest.as_ref().and_then(|l| l.signed_at),
@@ -303,6 +304,8 @@ fn human(r: &Report) -> String {
         out,
         "channel:         {} (latest known: {latest})",
         r.channel
+            .as_deref()
+            .unwrap_or("none (air-gapped: installs from bundles)")
     );
     if let Some(since) = &r.stale_since {
         let _ = writeln!(

@@ -4,6 +4,7 @@
 //! the next reboot, 1 failed or refused (the state file and `status` say
 //! why).
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -62,10 +63,22 @@ pub fn run_cycle(
     config: &Config,
     network: &NetworkArgs,
 ) -> anyhow::Result<CycleRun> {
+    run_cycle_from(mode, None, device, config, network.network_wait)
+}
+
+/// [`run_cycle`], from the bundle in `bundle` (with [`Mode::Bundle`]) or
+/// the channel.
+pub fn run_cycle_from(
+    mode: Mode,
+    bundle: Option<&Path>,
+    device: &DeviceArgs,
+    config: &Config,
+    network_wait: Duration,
+) -> anyhow::Result<CycleRun> {
     let (state_dir, lock) = lock(config)?;
     // The run's deadline and minimum transfer rate (slow retrieval), in the
     // bucket's settings, where every request and read applies them.
-    let update = mode == Mode::Update;
+    let update = mode != Mode::Check;
     let config = &Config {
         remote: config.remote_for(update),
         ..config.clone()
@@ -96,11 +109,11 @@ pub fn run_cycle(
                     slot_size: slot.size,
                     tries: u8::try_from(config.tries).context("tries")?,
                     network: NetworkWait {
-                        budget: network.network_wait.min(deadline),
+                        budget: network_wait.min(deadline),
                         ..NetworkWait::DEFAULT
                     },
                     device: Device {
-                        channel: config.remote.channel.clone(),
+                        channel: config.remote.as_ref().map(|r| r.channel.clone()),
                         arch: Arch::from_root_type(slot.type_guid).unwrap_or_else(Arch::native),
                     },
                     clock: Clock {
@@ -112,19 +125,26 @@ pub fn run_cycle(
                 };
                 let terminal = progress::for_stderr();
                 let progress = NotifyingProgress::new(terminal.as_ref(), &notifier);
-                Executor::new(
+                let executor = Executor::new(
                     &mut host.disk,
                     config,
                     &state_dir,
                     &mut state,
                     &progress,
                     &notifier,
-                )
+                );
+                match bundle {
+                    Some(dir) => executor.from_bundle(dir.to_owned()),
+                    None => executor,
+                }
                 .run(Machine::new(setup))
             }
         },
     };
-    outcome.record(Utc::now(), &mut state);
+    match mode {
+        Mode::Bundle => outcome.record_install(Utc::now(), &mut state),
+        Mode::Check | Mode::Update => outcome.record(Utc::now(), &mut state),
+    }
     state_dir
         .save(&state)
         .with_context(|| format!("saving the state in {}", state_dir.path().display()))?;

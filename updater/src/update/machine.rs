@@ -51,11 +51,16 @@ use abnix_formats::rollout::{Admission, Place, Rollout};
 use abnix_formats::sign::PublicKey;
 use abnix_formats::slot::Slot;
 
-/// `check` stops where `update` would start installing.
+/// `check` stops where `update` would start installing; `install
+/// --bundle` installs like `update`, from a bundle instead of the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Check,
     Update,
+    /// The version on offer is a local bundle's, which its operator chose:
+    /// a meta `pack` signed for no channel fits too (docs/cli.md, "install
+    /// --bundle"); a published one must still be for this host's channel.
+    Bundle,
 }
 
 /// How long to wait for an unreachable bucket: exponential backoff from
@@ -116,7 +121,9 @@ pub struct Setup {
 /// What a meta must name to be for this device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
-    pub channel: String,
+    /// `None` on an air-gapped host (no bucket configured): only a bundle
+    /// signed for no channel fits.
+    pub channel: Option<String>,
     /// The architecture of its disk's root partitions.
     pub arch: Arch,
 }
@@ -251,7 +258,7 @@ impl Plan {
 
     /// The channel's latest meta this plan installs.
     pub fn latest(&self) -> Latest {
-        Latest::of(self.meta()).expect("only a published meta is planned")
+        Latest::of(self.meta())
     }
 
     /// The slot information its boot files carry.
@@ -272,24 +279,26 @@ pub enum Refusal {
     NotGood { slot: Slot, state: SlotState },
 }
 
-/// The channel's latest meta, as verified: its version, when it was
-/// signed and expires, and its staged rollout.
+/// The channel's latest meta (or a bundle's), as verified: its version,
+/// when it was signed and expires, and its staged rollout; a meta `pack`
+/// signed (a bundle's, for no channel) has none of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latest {
     pub version: u64,
-    pub signed_at: DateTime<Utc>,
-    pub expires: DateTime<Utc>,
+    pub signed_at: Option<DateTime<Utc>>,
+    pub expires: Option<DateTime<Utc>>,
     pub rollout: Option<Rollout>,
 }
 
 impl Latest {
-    fn of(meta: &Meta) -> Option<Latest> {
-        meta.published.as_ref().map(|p| Latest {
+    fn of(meta: &Meta) -> Latest {
+        let published = meta.published.as_ref();
+        Latest {
             version: meta.version,
-            signed_at: p.signed_at,
-            expires: p.expires,
-            rollout: p.rollout,
-        })
+            signed_at: published.map(|p| p.signed_at),
+            expires: published.map(|p| p.expires),
+            rollout: published.and_then(|p| p.rollout),
+        }
     }
 }
 
@@ -346,6 +355,8 @@ pub enum Stage {
     Network,
     /// Fetching or verifying the channel's meta.
     Meta,
+    /// Reading or verifying the bundle (`install --bundle`).
+    Bundle,
     Install {
         step: Step,
         plan: Box<Plan>,
@@ -370,6 +381,9 @@ pub enum Outcome {
     /// what it runs.
     Stale {
         latest: Latest,
+        /// When it was signed and expired.
+        signed_at: DateTime<Utc>,
+        expires: DateTime<Utc>,
         /// The booted version.
         running: u64,
     },
@@ -464,8 +478,8 @@ impl Outcome {
             state.latest = Some(LatestSeen {
                 version: latest.version,
                 at,
-                signed_at: Some(latest.signed_at),
-                expires: Some(latest.expires),
+                signed_at: latest.signed_at,
+                expires: latest.expires,
                 rollout: latest.rollout,
             });
         }
@@ -473,6 +487,34 @@ impl Outcome {
             state.last_error = Some(ErrorRecord {
                 at,
                 message: result,
+            });
+        }
+    }
+
+    /// For `install --bundle`, whose operator chose the version: whether it
+    /// runs, or waits for the reboot into it. Anything else (a refusal, a
+    /// version ignored by the bucket's rules) did not do what was asked.
+    pub fn bundle_in_place(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Installed(_)
+                | Outcome::PendingTrial { .. }
+                | Outcome::UpToDate { .. }
+                | Outcome::Skipped {
+                    reason: Skip::SameImageAsBooted { .. },
+                    ..
+                }
+        )
+    }
+
+    /// Records an install from a bundle: only as the last error, when the
+    /// bundle's version is not in place (it is no check of the channel; the
+    /// failed versions are recorded as they are met).
+    pub fn record_install(&self, at: DateTime<Utc>, state: &mut State) {
+        if !self.bundle_in_place() {
+            state.last_error = Some(ErrorRecord {
+                at,
+                message: self.to_string(),
             });
         }
     }
@@ -505,12 +547,17 @@ impl fmt::Display for Outcome {
                 f,
                 "refused version {version}: it is built for {arch} machines, not this device's"
             ),
-            Outcome::Stale { latest, running } => write!(
+            Outcome::Stale {
+                latest,
+                signed_at,
+                expires,
+                running,
+            } => write!(
                 f,
                 "refused version {}: the channel is stale, its meta expired {} (signed {}; the publisher re-signs it with publish --resign); still running version {running}",
                 latest.version,
-                latest.expires.format("%Y-%m-%d %H:%M:%S UTC"),
-                latest.signed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                expires.format("%Y-%m-%d %H:%M:%S UTC"),
+                signed_at.format("%Y-%m-%d %H:%M:%S UTC"),
             ),
             Outcome::UpToDate { latest } => write!(f, "up to date (version {})", latest.version),
             Outcome::Skipped { latest, reason } => {
@@ -587,6 +634,7 @@ impl fmt::Display for Outcome {
                     Stage::State => "recording on the disk and in the state".to_owned(),
                     Stage::Network => "waiting for the network".to_owned(),
                     Stage::Meta => "fetching the channel's meta".to_owned(),
+                    Stage::Bundle => "reading the bundle".to_owned(),
                     Stage::Install { step, plan } => step.describe(plan),
                 };
                 write!(f, "failed {stage}: {}", failure.error)
@@ -826,7 +874,10 @@ impl Machine {
                     ),
                 }
             }
-            (Cycle::Fetching { .. }, Event::Failed(error)) => Self::failed(Stage::Meta, error),
+            (Cycle::Fetching { .. }, Event::Failed(error)) => match self.setup.mode {
+                Mode::Bundle => Self::failed(Stage::Bundle, error),
+                Mode::Check | Mode::Update => Self::failed(Stage::Meta, error),
+            },
 
             (
                 Cycle::WaitingForNetwork {
@@ -927,14 +978,19 @@ impl Machine {
         let meta = signed.meta();
         let version = meta.version;
         let unfit = |unfit| Cycle::Done(Outcome::Unfit(unfit));
-        let Some(published) = &meta.published else {
-            return unfit(Unfit::NotPublished { version });
-        };
-        if published.channel != self.setup.device.channel {
-            return unfit(Unfit::OtherChannel {
-                version,
-                channel: published.channel.clone(),
-            });
+        let published = meta.published.as_ref();
+        match published {
+            // A bundle's meta: for no channel, with no revocations, expiry
+            // or rollout; its operator chose it for this host.
+            None if self.setup.mode == Mode::Bundle => {}
+            None => return unfit(Unfit::NotPublished { version }),
+            Some(p) if Some(&p.channel) != self.setup.device.channel.as_ref() => {
+                return unfit(Unfit::OtherChannel {
+                    version,
+                    channel: p.channel.clone(),
+                })
+            }
+            Some(_) => {}
         }
         if meta.arch != self.setup.device.arch {
             return unfit(Unfit::OtherArch {
@@ -943,7 +999,8 @@ impl Machine {
             });
         }
         let unrecorded: Vec<PublicKey> = published
-            .revoked()
+            .map(|p| p.revoked())
+            .unwrap_or_default()
             .into_iter()
             .filter(|key| !disk.revoked.contains(key))
             .collect();
@@ -954,15 +1011,17 @@ impl Machine {
                 keys: unrecorded,
             };
         }
-        let latest = Latest::of(meta).expect("published");
+        let latest = Latest::of(meta);
         let booted = disk.boot.slot(self.setup.booted);
         let running = booted
             .info
             .as_ref()
             .expect("the health gate let only a complete booted slot through");
-        if self.is_expired(&disk, published) {
+        if let Some(published) = published.filter(|p| self.is_expired(&disk, p)) {
             return Cycle::Done(Outcome::Stale {
                 latest,
+                signed_at: published.signed_at,
+                expires: published.expires,
                 running: running.version,
             });
         }
@@ -1017,7 +1076,9 @@ impl Machine {
                 slot_size: self.setup.slot_size,
             });
         }
-        if let Some(rollout) = &published.rollout {
+        if let Some((published, rollout)) =
+            published.and_then(|p| p.rollout.as_ref().map(|rollout| (p, rollout)))
+        {
             let place = rollout_place(self.setup.machine_id.as_ref(), version);
             let admission = rollout.admission(place, self.now(&disk, published));
             if !matches!(admission, Admission::Admitted { .. }) {
@@ -1035,7 +1096,7 @@ impl Machine {
         });
         match self.setup.mode {
             Mode::Check => Cycle::Done(Outcome::WouldInstall(plan)),
-            Mode::Update => Cycle::Installing {
+            Mode::Update | Mode::Bundle => Cycle::Installing {
                 plan,
                 step: Step::FetchIndex,
             },

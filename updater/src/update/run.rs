@@ -18,7 +18,8 @@ use super::records;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::delta::{ActiveSlot, DeltaOptions, IndexStore, LocalChunks, Reopen};
-use crate::remote::{Remote, RemoteError};
+use crate::remote::Remote;
+use crate::source::{LocalBundle, OfferError, Source};
 use crate::state_dir::{FailedVersion, State, StateDir};
 use abnix_core::boot::BootFiles;
 use abnix_core::errors::error_text;
@@ -43,7 +44,9 @@ pub struct Executor<'a, D: Disk> {
     /// The config's keys with the revocations recorded on the ESP, from the
     /// first action on.
     keys: TrustedKeys,
-    channel: Option<Channel>,
+    /// Where the version comes from: the bucket (connected on first use)
+    /// unless [`Executor::from_bundle`] set a bundle.
+    source: Option<Source>,
     /// The index of the version being installed, from its FetchIndex step.
     index: Option<Index>,
     /// The proof that the target slot holds the image, from WriteImage.
@@ -74,10 +77,18 @@ impl<'a, D: Reopen> Executor<'a, D> {
                 ..WriteOptions::default()
             },
             keys: config.trusted_keys.clone(),
-            channel: None,
+            source: None,
             index: None,
             image: None,
         }
+    }
+
+    /// Takes the version from the bundle in `dir` instead of the channel
+    /// (`install --bundle`; run the machine in [`super::machine::Mode::Bundle`]):
+    /// the same decisions, verification and steps.
+    pub fn from_bundle(mut self, dir: std::path::PathBuf) -> Self {
+        self.source = Some(Source::Bundle(LocalBundle::new(dir, self.keys.clone())));
+        self
     }
 
     /// Runs the machine to its outcome, logging each action and putting it
@@ -100,7 +111,11 @@ impl<'a, D: Reopen> Executor<'a, D> {
     ) -> ControlFlow<(), Outcome> {
         loop {
             let action = machine.action();
-            let line = action.describe();
+            let line = match (&action, &self.source) {
+                (Action::FetchLatest, Some(source)) => source.describe_offer(),
+                _ => None,
+            }
+            .unwrap_or_else(|| action.describe());
             self.notifier.status(&line);
             if let Action::Finish(outcome) = action {
                 return ControlFlow::Continue(outcome);
@@ -116,6 +131,9 @@ impl<'a, D: Reopen> Executor<'a, D> {
         match action {
             Action::ReadDisk => match records::read_disk(self.disk, &self.config.trusted_keys) {
                 Ok((disk, keys)) => {
+                    if let Some(source) = &mut self.source {
+                        source.set_keys(keys.clone());
+                    }
                     self.keys = keys;
                     Event::Disk(Box::new(disk))
                 }
@@ -147,9 +165,8 @@ impl<'a, D: Reopen> Executor<'a, D> {
                         }
                         // The same bucket (and deadline), the keys as they
                         // are now.
-                        if let Some(channel) = self.channel.take() {
-                            self.channel =
-                                Some(Channel::new(channel.remote().clone(), self.keys.clone()));
+                        if let Some(source) = &mut self.source {
+                            source.set_keys(self.keys.clone());
                         }
                         Event::Revoked
                     }
@@ -182,25 +199,27 @@ impl<'a, D: Reopen> Executor<'a, D> {
     }
 
     fn fetch_latest(&mut self) -> Event {
-        let channel = match connected(&mut self.channel, self.config, &self.keys) {
-            Ok(channel) => channel,
+        let source = match connected(&mut self.source, self.config, &self.keys) {
+            Ok(source) => source,
             Err(e) => return Event::Failed(error_text(e.as_ref())),
         };
-        match channel.latest() {
+        let whose = match source {
+            Source::Bucket(_) => "the channel's latest version",
+            Source::Bundle(_) => "the bundle's version",
+        };
+        match source.offer() {
             Ok(signed) => {
                 let meta = signed.meta();
                 tracing::info!(
-                    "the channel's latest version is {} \"{}\" (signed by {})",
+                    "{whose} is {} \"{}\" (signed by {})",
                     meta.version,
                     meta.label,
                     signed.signer()
                 );
                 Event::Latest(Box::new(signed))
             }
-            Err(e) => match e.remote() {
-                Some(RemoteError::Unreachable { .. }) => Event::Unreachable(e.to_string()),
-                _ => Event::Failed(e.to_string()),
-            },
+            Err(OfferError::Unreachable(e)) => Event::Unreachable(e),
+            Err(OfferError::Failed(e)) => Event::Failed(e),
         }
     }
 
@@ -209,7 +228,7 @@ impl<'a, D: Reopen> Executor<'a, D> {
         let meta = plan.meta();
         match step {
             Step::FetchIndex => {
-                let index = connected(&mut self.channel, self.config, &self.keys)?.index(meta)?;
+                let index = connected(&mut self.source, self.config, &self.keys)?.index(meta)?;
                 self.index = Some(index);
             }
             Step::CheckBootFiles => self.disk.boot_control()?.check_boot_files(
@@ -221,15 +240,15 @@ impl<'a, D: Reopen> Executor<'a, D> {
             Step::MarkBad => self.disk.boot_control()?.mark_bad(slot)?,
             Step::WriteImage => self.write_image(plan)?,
             Step::WriteBootFiles => {
-                let channel = connected(&mut self.channel, self.config, &self.keys)?;
+                let source = connected(&mut self.source, self.config, &self.keys)?;
                 let image = self
                     .image
                     .as_ref()
                     .expect("WriteImage comes before WriteBootFiles");
                 // Checked against the meta as they are written: a kernel or
                 // initrd that differs never gets its slot file.
-                let mut kernel = channel.open_object(&meta.kernel)?;
-                let mut initrd = channel.open_object(&meta.initrd)?;
+                let mut kernel = source.open_object(meta, &meta.kernel)?;
+                let mut initrd = source.open_object(meta, &meta.initrd)?;
                 let files = BootFiles::of_version(&plan.signed, image, &mut kernel, &mut initrd)?;
                 self.disk.boot_control()?.write_boot_files(slot, files)?;
             }
@@ -247,7 +266,7 @@ impl<D: Reopen> Executor<'_, D> {
     /// was interrupted; the rest is downloaded.
     fn write_image(&mut self, plan: &Plan) -> anyhow::Result<()> {
         let (slot, meta) = (plan.target, plan.meta());
-        let channel = connected(&mut self.channel, self.config, &self.keys)?;
+        let source = connected(&mut self.source, self.config, &self.keys)?;
         let index = self
             .index
             .as_ref()
@@ -263,7 +282,7 @@ impl<D: Reopen> Executor<'_, D> {
             .as_ref()
             .map(|info| (info.version, info.id));
         let active_index =
-            active_version.and_then(|(version, id)| store.active_index(channel, version, id));
+            active_version.and_then(|(version, id)| source.active_index(&store, version, id));
         // The new version's index is kept before the first byte is written:
         // finding it at the next attempt means this one may have left chunks
         // in the target. Were it lost, that attempt would only download more.
@@ -287,7 +306,7 @@ impl<D: Reopen> Executor<'_, D> {
             },
             ..DeltaOptions::default()
         };
-        let report = channel.write_image_delta(
+        let report = source.write_image_delta(
             meta,
             index,
             &mut self.disk.slot_region(slot),
@@ -322,18 +341,19 @@ impl<D: Reopen> Executor<'_, D> {
     }
 }
 
-/// The channel, made on first use, so a run that ends before its first
-/// fetch sends no request and loads no credentials.
+/// The source: a bundle set beforehand, or the channel, made on first use,
+/// so a run that ends before its first fetch sends no request and loads
+/// no credentials.
 fn connected<'c>(
-    channel: &'c mut Option<Channel>,
+    source: &'c mut Option<Source>,
     config: &Config,
     keys: &TrustedKeys,
-) -> anyhow::Result<&'c Channel> {
-    if channel.is_none() {
-        let remote = Remote::new(config.remote.clone()).context("the bucket")?;
-        *channel = Some(Channel::new(remote, keys.clone()));
+) -> anyhow::Result<&'c mut Source> {
+    if source.is_none() {
+        let remote = Remote::new(config.bucket()?.clone()).context("the bucket")?;
+        *source = Some(Source::Bucket(Channel::new(remote, keys.clone())));
     }
-    Ok(channel.as_ref().expect("just made"))
+    Ok(source.as_mut().expect("just made"))
 }
 
 #[cfg(test)]
@@ -386,7 +406,7 @@ mod tests {
             network: NetworkWait::DEFAULT,
             machine_id: None,
             device: Device {
-                channel: "c".into(),
+                channel: Some("c".into()),
                 arch: Arch::X86_64,
             },
             clock: Clock {

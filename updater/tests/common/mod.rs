@@ -512,6 +512,21 @@ impl Device {
         })
     }
 
+    /// Each slot's (state, version, boots next) from `status`.
+    pub fn slots_next(&self, booted: Slot) -> Vec<(String, Option<u64>, bool)> {
+        let status = self.status(booted);
+        (0..2)
+            .map(|i| {
+                let s = &status["slots"][i];
+                (
+                    s["state"].as_str().unwrap().to_owned(),
+                    s["version"].as_u64(),
+                    s["boots_next"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    }
+
     /// Boot control of the disk, as a test sees it (e.g. to simulate what the
     /// bootloader does at power-on).
     pub fn with_boot<R>(&self, op: impl FnOnce(&mut dyn BootControl) -> R) -> R {

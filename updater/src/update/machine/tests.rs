@@ -73,8 +73,8 @@ fn expires() -> DateTime<Utc> {
 fn latest_of(version: u64) -> Latest {
     Latest {
         version,
-        signed_at: signed_at(),
-        expires: expires(),
+        signed_at: Some(signed_at()),
+        expires: Some(expires()),
         rollout: None,
     }
 }
@@ -133,7 +133,7 @@ fn setup(mode: Mode) -> Setup {
         tries: 3,
         network: NETWORK,
         device: Device {
-            channel: CHANNEL.into(),
+            channel: Some(CHANNEL.into()),
             arch: Arch::X86_64,
         },
         clock: Clock {
@@ -797,6 +797,161 @@ fn a_meta_for_another_channel_or_architecture_is_refused() {
     }
 }
 
+/// A bundle's meta, as `pack` signs it: for no channel.
+fn packed(version: u64) -> Meta {
+    Meta {
+        published: None,
+        ..meta(version)
+    }
+}
+
+#[test]
+fn a_bundle_signed_for_no_channel_installs_with_every_step() {
+    let mut events = vec![disk_event(installed()), latest(packed(2))];
+    events.extend(STEPS.iter().map(|_| Event::StepDone));
+    let (actions, last) = drive(setup(Mode::Bundle), events);
+    assert_eq!(actions[..2], [Action::ReadDisk, Action::FetchLatest]);
+    let plan = Box::new(Plan {
+        target: Slot::B,
+        signed: signed(packed(2)),
+        tries: 3,
+    });
+    let steps: Vec<Action> = STEPS
+        .iter()
+        .map(|&step| Action::Install {
+            plan: plan.clone(),
+            step,
+        })
+        .collect();
+    assert_eq!(actions[2..], steps[..]);
+    assert_eq!(last, Action::Finish(Outcome::Installed(plan.clone())));
+    // No signing time or expiry to remember.
+    let offered = plan.latest();
+    assert_eq!(
+        (offered.version, offered.signed_at, offered.expires),
+        (2, None, None)
+    );
+
+    // An air-gapped host (no channel) takes it too.
+    let air_gapped = Setup {
+        device: Device {
+            channel: None,
+            ..setup(Mode::Bundle).device
+        },
+        ..setup(Mode::Bundle)
+    };
+    let (_, next) = drive(air_gapped, vec![disk_event(installed()), latest(packed(2))]);
+    assert!(
+        matches!(
+            next,
+            Action::Install {
+                step: Step::FetchIndex,
+                ..
+            }
+        ),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn a_bundle_meets_every_rule_of_a_bucket_update_but_the_channel_less_meta() {
+    let run = |setup: Setup, status: BootStatus, meta: Meta| {
+        outcome(setup, vec![disk_event(status), latest(meta)])
+    };
+    let bundle = || setup(Mode::Bundle);
+    // A published meta must be for this host's channel, and fresh.
+    assert_eq!(
+        run(bundle(), installed(), {
+            let mut meta = meta(2);
+            meta.published.as_mut().unwrap().channel = "beta".into();
+            meta
+        }),
+        Outcome::Unfit(Unfit::OtherChannel {
+            version: 2,
+            channel: "beta".into()
+        })
+    );
+    let air_gapped = Setup {
+        device: Device {
+            channel: None,
+            ..bundle().device
+        },
+        ..bundle()
+    };
+    assert!(matches!(
+        run(air_gapped, installed(), meta(2)),
+        Outcome::Unfit(Unfit::OtherChannel { .. })
+    ));
+    let late = Setup {
+        clock: clock(expires() + chrono::Duration::seconds(1), true).clock,
+        ..bundle()
+    };
+    assert!(matches!(
+        run(late.clone(), installed(), meta(2)),
+        Outcome::Stale { .. }
+    ));
+    // A meta signed for no channel carries no expiry: a clock far ahead
+    // (or behind) cannot refuse it.
+    assert!(matches!(
+        drive(late, vec![disk_event(installed()), latest(packed(2))]).1,
+        Action::Install { .. }
+    ));
+    // The architecture, the floor, the failed versions and the booted
+    // version are the bucket's rules.
+    let mut aarch64 = packed(2);
+    aarch64.arch = Arch::Aarch64;
+    assert!(matches!(
+        run(bundle(), installed(), aarch64),
+        Outcome::Unfit(Unfit::OtherArch { .. })
+    ));
+    let newer_waits = boot_status(
+        slot(Slot::A, SlotState::Good, Some(1)),
+        slot(Slot::B, SlotState::Trial { tries_left: 3 }, Some(3)),
+        Slot::B,
+    );
+    assert!(matches!(
+        run(bundle(), newer_waits, packed(2)),
+        Outcome::Skipped {
+            reason: Skip::NotNewer {
+                floor: 3,
+                slot: Slot::B
+            },
+            ..
+        }
+    ));
+    assert!(matches!(
+        run(bundle(), installed(), packed(1)),
+        Outcome::UpToDate { .. }
+    ));
+    let failed = Setup {
+        failed: vec![failed_version(7, id(2))],
+        ..bundle()
+    };
+    assert!(matches!(
+        run(failed, installed(), packed(2)),
+        Outcome::Skipped {
+            reason: Skip::FailedBefore { .. },
+            ..
+        }
+    ));
+    // A bundle that cannot be read says so.
+    let unreadable = outcome(
+        bundle(),
+        vec![disk_event(installed()), Event::Failed("is missing".into())],
+    );
+    assert!(
+        unreadable
+            .to_string()
+            .starts_with("failed reading the bundle: is missing"),
+        "{unreadable}"
+    );
+    // And update still refuses a bundle's meta put in the bucket.
+    assert_eq!(
+        run(setup(Mode::Update), installed(), packed(2)),
+        Outcome::Unfit(Unfit::NotPublished { version: 2 })
+    );
+}
+
 fn clock(now: DateTime<Utc>, trusted: bool) -> Setup {
     Setup {
         clock: Clock {
@@ -822,6 +977,8 @@ fn an_expired_meta_makes_the_channel_stale() {
         stale,
         Outcome::Stale {
             latest: latest_of(2),
+            signed_at: signed_at(),
+            expires: expires(),
             running: 1
         }
     );
