@@ -384,6 +384,7 @@ fn report_naming(names: &str) -> Vec<u8> {
         state,
         version: Some(1),
         label: Some("kiosk 1".into()),
+        id: Some(uuid::Uuid::from_u128(1)),
     };
     Report {
         format: REPORT_FORMAT,
