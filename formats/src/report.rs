@@ -420,7 +420,9 @@ mod tests {
             .join("../fuzz/seeds/report_parse/update.json");
         let report = Report::parse(&std::fs::read(&seed).unwrap()).unwrap();
         assert_eq!(report.pending_reboot, Some(2));
-        let format_2 = Report::parse(&std::fs::read(seed.with_file_name("update-format-2.json")).unwrap()).unwrap();
+        let format_2 =
+            Report::parse(&std::fs::read(seed.with_file_name("update-format-2.json")).unwrap())
+                .unwrap();
         assert!(format_2.slots.iter().all(|s| s.id.is_some()));
     }
 
@@ -520,7 +522,10 @@ mod tests {
                 "an id without a version",
                 mutate(&|v| v["slots"][1]["version"] = serde_json::Value::Null),
             ),
-            ("id not a uuid", mutate(&|v| v["slots"][0]["id"] = "x".into())),
+            (
+                "id not a uuid",
+                mutate(&|v| v["slots"][0]["id"] = "x".into()),
+            ),
             (
                 "machine id",
                 mutate(&|v| v["machine_id"] = "../../kiosk.meta".into()),

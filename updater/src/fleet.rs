@@ -872,7 +872,13 @@ mod tests {
         let v = view_with(&entries, Some(&latest), at(0));
         let r = v.rollout.as_ref().unwrap();
         assert_eq!((r.running, r.hosts), (2, 4));
-        assert_eq!(r.running_as_older, [SameImage { version: 5, hosts: 1 }]);
+        assert_eq!(
+            r.running_as_older,
+            [SameImage {
+                version: 5,
+                hosts: 1
+            }]
+        );
         assert!(
             v.text().lines().any(|l| l
                 == "latest version 7 \"kiosk 5\": running on 2 of 4 hosts (1 as version 5's image), \
@@ -899,7 +905,10 @@ mod tests {
             )),
             "{html}"
         );
-        assert!(html.contains(&format!("<td>{}</td><td>5</td>", id(3))), "{html}");
+        assert!(
+            html.contains(&format!("<td>{}</td><td>5</td>", id(3))),
+            "{html}"
+        );
     }
 
     const DAY: i64 = 24 * 3600;

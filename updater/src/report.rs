@@ -317,7 +317,11 @@ mod tests {
         });
         let report = report(&pending, &state, 0);
         assert_eq!(report.version, Some(1));
-        assert_eq!(report.slots[0].id, Some(Uuid::from_u128(1)), "the version id");
+        assert_eq!(
+            report.slots[0].id,
+            Some(Uuid::from_u128(1)),
+            "the version id"
+        );
         assert_eq!(report.pending_reboot, Some(2));
         assert_eq!(report.slots[1].state, ReportedState::Trial);
         assert_eq!(report.failed_versions[0].version, 7);
