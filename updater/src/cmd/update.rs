@@ -130,10 +130,13 @@ pub fn run_cycle(
         .with_context(|| format!("saving the state in {}", state_dir.path().display()))?;
     // The channel's latest version, as a field of the journal's entry.
     let version = outcome.latest().map(|latest| latest.version);
+    // A version that failed before is not warned about again at every
+    // check: its fallback was, once, when it was recorded (`status` keeps
+    // it among the failed versions).
     match &outcome {
         o if o.is_error() => tracing::error!(version, "{o}"),
         Outcome::Skipped {
-            reason: Skip::NotNewer { .. } | Skip::FailedBefore { .. },
+            reason: Skip::NotNewer { .. },
             ..
         } => tracing::warn!(version, "{outcome}"),
         o => tracing::info!(version, "{o}"),
