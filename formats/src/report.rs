@@ -16,9 +16,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::machine_id::MachineId;
 use crate::slot::Slot;
+use uuid::Uuid;
 
-/// The format written today; a reader refuses others as such.
-pub const REPORT_FORMAT: u32 = 1;
+/// The format written today: 2 adds each slot's image id to format 1.
+/// A reader takes [`OLDEST_REPORT_FORMAT`] up to this one and refuses
+/// others as such.
+pub const REPORT_FORMAT: u32 = 2;
+/// The oldest format a reader takes: the reports of hosts that have not
+/// updated their abnix yet.
+pub const OLDEST_REPORT_FORMAT: u32 = 1;
 /// The most bytes of a report that are read or written.
 pub const MAX_REPORT_BYTES: usize = 16 * 1024;
 /// The most characters of one text in a report (a label, a result).
@@ -102,6 +108,12 @@ pub struct SlotReport {
     pub state: ReportedState,
     pub version: Option<u64>,
     pub label: Option<String>,
+    /// The version id (the image filesystem's UUID) the slot holds: a
+    /// version published again by `publish --revert-to` has the id of the
+    /// version whose content it is. Format 2: there whenever `version` is;
+    /// never in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
 }
 
 /// The host's last check, as `status` shows it.
@@ -122,7 +134,7 @@ pub struct FailedReport {
     pub reason: String,
 }
 
-/// One host's report, format 1.
+/// One host's report, format 1 or 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
@@ -151,7 +163,7 @@ pub struct Report {
 pub enum ReportError {
     #[error("the report is {0} bytes, more than {MAX_REPORT_BYTES}")]
     TooLarge(usize),
-    #[error("report format {0} is not supported (this abnix reads format {REPORT_FORMAT})")]
+    #[error("report format {0} is not supported (this abnix reads formats {OLDEST_REPORT_FORMAT} to {REPORT_FORMAT})")]
     Format(u64),
     #[error("the report does not parse: {0}")]
     Json(#[from] serde_json::Error),
@@ -160,8 +172,9 @@ pub enum ReportError {
 }
 
 impl Report {
-    /// Parses a report strictly: at most [`MAX_REPORT_BYTES`], format 1,
-    /// no unknown field, both slots once each, every text within
+    /// Parses a report strictly: at most [`MAX_REPORT_BYTES`], format 1 or
+    /// 2 (each slot's id there exactly when its version is in 2, never in
+    /// 1), no unknown field, both slots once each, every text within
     /// [`MAX_TEXT_CHARS`] and without control characters.
     pub fn parse(bytes: &[u8]) -> Result<Report, ReportError> {
         if bytes.len() > MAX_REPORT_BYTES {
@@ -172,7 +185,7 @@ impl Report {
             format: u64,
         }
         let probe: Probe = serde_json::from_slice(bytes)?;
-        if probe.format != u64::from(REPORT_FORMAT) {
+        if !(u64::from(OLDEST_REPORT_FORMAT)..=u64::from(REPORT_FORMAT)).contains(&probe.format) {
             return Err(ReportError::Format(probe.format));
         }
         let report: Report = serde_json::from_slice(bytes)?;
@@ -215,6 +228,20 @@ impl Report {
                 "slots must be a then b, once each (got {})",
                 slots.len()
             ));
+        }
+        for slot in &self.slots {
+            let with_id = self.format >= 2;
+            if slot.id.is_some() != (with_id && slot.version.is_some()) {
+                return Err(format!(
+                    "slot {}: a format {} report has an id {}",
+                    slot.slot,
+                    self.format,
+                    match with_id {
+                        true => "exactly where it has a version",
+                        false => "nowhere",
+                    }
+                ));
+            }
         }
         // The version is the booted slot's: a report saying otherwise
         // would count a host under a version it does not run.
@@ -350,12 +377,14 @@ mod tests {
                     state: ReportedState::Good,
                     version: Some(1),
                     label: Some("kiosk 1".into()),
+                    id: Some(Uuid::from_u128(1)),
                 },
                 SlotReport {
                     slot: Slot::B,
                     state: ReportedState::Trial,
                     version: Some(2),
                     label: Some("kiosk 2".into()),
+                    id: Some(Uuid::from_u128(2)),
                 },
             ],
             pending_reboot: Some(2),
@@ -389,8 +418,12 @@ mod tests {
     fn the_fuzz_seed_parses() {
         let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../fuzz/seeds/report_parse/update.json");
-        let report = Report::parse(&std::fs::read(seed).unwrap()).unwrap();
+        let report = Report::parse(&std::fs::read(&seed).unwrap()).unwrap();
         assert_eq!(report.pending_reboot, Some(2));
+        let format_2 =
+            Report::parse(&std::fs::read(seed.with_file_name("update-format-2.json")).unwrap())
+                .unwrap();
+        assert!(format_2.slots.iter().all(|s| s.id.is_some()));
     }
 
     #[test]
@@ -407,6 +440,21 @@ mod tests {
         for text in ["\u{2029}x", "\u{2061}", "\u{2070}", "é中<>", "\u{200A}"] {
             assert_eq!(clean(text, 10), text);
         }
+    }
+
+    /// A host that has not updated its abnix yet writes format 1, without
+    /// ids: the fleet view still reads it.
+    #[test]
+    fn a_format_1_report_without_ids_parses_and_round_trips() {
+        let mut old = report();
+        old.format = OLDEST_REPORT_FORMAT;
+        for slot in &mut old.slots {
+            slot.id = None;
+        }
+        let json = old.to_json();
+        assert!(!String::from_utf8_lossy(&json).contains("\"id\""));
+        assert_eq!(Report::parse(&json).unwrap(), old);
+        assert_eq!(report().format, 2, "what a host writes today");
     }
 
     #[test]
@@ -458,7 +506,26 @@ mod tests {
         };
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("unknown field", mutate(&|v| v["script"] = "x".into())),
-            ("format", mutate(&|v| v["format"] = 2.into())),
+            ("format", mutate(&|v| v["format"] = 3.into())),
+            ("format 0", mutate(&|v| v["format"] = 0.into())),
+            (
+                "format 1 with an id",
+                mutate(&|v| v["format"] = OLDEST_REPORT_FORMAT.into()),
+            ),
+            (
+                "format 2 without an id",
+                mutate(&|v| {
+                    v["slots"][1].as_object_mut().unwrap().remove("id");
+                }),
+            ),
+            (
+                "an id without a version",
+                mutate(&|v| v["slots"][1]["version"] = serde_json::Value::Null),
+            ),
+            (
+                "id not a uuid",
+                mutate(&|v| v["slots"][0]["id"] = "x".into()),
+            ),
             (
                 "machine id",
                 mutate(&|v| v["machine_id"] = "../../kiosk.meta".into()),
@@ -523,8 +590,8 @@ mod tests {
             assert!(Report::parse(&bytes).is_err(), "{what}");
         }
         assert!(matches!(
-            Report::parse(&mutate(&|v| v["format"] = 2.into())),
-            Err(ReportError::Format(2))
+            Report::parse(&mutate(&|v| v["format"] = 3.into())),
+            Err(ReportError::Format(3))
         ));
         value["slots"][0]["label"] = "<script>alert(1)</script>".into();
         assert!(

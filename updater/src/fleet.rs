@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::remote::{Remote, RemoteError};
 use abnix_formats::machine_id::MachineId;
@@ -124,15 +125,29 @@ pub struct RolloutProgress {
     pub version: u64,
     /// From the verified meta.
     pub label: String,
+    /// Its version id (image filesystem UUID), from the verified meta.
+    pub id: Uuid,
     /// The staged rollout's schedule, from the verified meta; `None`: the
     /// version is for every host at once.
     pub schedule: Option<Schedule>,
-    /// Hosts booted into it.
+    /// Hosts booted into it, or into an older version with its id (the
+    /// content `publish --revert-to` published again as it): hosts that
+    /// are up to date.
     pub running: usize,
+    /// Of `running`, those booted into such an older version, per version
+    /// (newest first).
+    pub running_as_older: Vec<SameImage>,
     /// Hosts that installed it and wait for their reboot.
     pub pending_reboot: usize,
     /// Hosts on which it failed.
     pub failed: usize,
+    pub hosts: usize,
+}
+
+/// Hosts running the latest version's image under an older version number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SameImage {
+    pub version: u64,
     pub hosts: usize,
 }
 
@@ -159,6 +174,9 @@ pub struct HostRow {
     /// Why its report could not be read; the other fields are then empty.
     pub unreadable: Option<String>,
     pub version: Option<u64>,
+    /// The version id this host reports for its booted slot (unverified;
+    /// none from a format-1 report).
+    pub id: Option<Uuid>,
     /// The label this host reports for its booted slot (unverified).
     pub label: Option<String>,
     pub booted_state: Option<ReportedState>,
@@ -216,6 +234,7 @@ pub fn aggregate(
                     // escapes.
                     unreadable: Some(clean(e, MAX_SHOWN_CHARS)),
                     version: None,
+                    id: None,
                     label: None,
                     booted_state: None,
                     pending_reboot: None,
@@ -261,6 +280,7 @@ pub fn aggregate(
             machine_id: id,
             unreadable: None,
             version: report.version,
+            id: booted.and_then(|s| s.id),
             label,
             booted_state: state,
             pending_reboot: report.pending_reboot,
@@ -360,6 +380,16 @@ pub fn read_reports(
 /// rollout's schedule has come at `now`.
 pub fn rollout_progress(latest: &Meta, rows: &[HostRow], now: DateTime<Utc>) -> RolloutProgress {
     let count = |keep: &dyn Fn(&HostRow) -> bool| rows.iter().filter(|r| keep(r)).count();
+    // A report's id is as untrusted as its version: a false one moves
+    // only its own host between "running" and not.
+    let mut running_as_older: BTreeMap<u64, usize> = BTreeMap::new();
+    for row in rows {
+        if let (Some(version), Some(id)) = (row.version, row.id) {
+            if version != latest.version && id == latest.id {
+                *running_as_older.entry(version).or_default() += 1;
+            }
+        }
+    }
     let rollout = latest.published.as_ref().and_then(|p| p.rollout);
     let schedule = rollout.map(|rollout| {
         // As Rollout::progress: frozen where it stood at the halt.
@@ -380,11 +410,34 @@ pub fn rollout_progress(latest: &Meta, rows: &[HostRow], now: DateTime<Utc>) -> 
     RolloutProgress {
         version: latest.version,
         label: clean(&latest.label, MAX_SHOWN_CHARS),
+        id: latest.id,
         schedule,
-        running: count(&|r| r.version == Some(latest.version)),
+        running: count(&|r| r.version == Some(latest.version))
+            + running_as_older.values().sum::<usize>(),
+        running_as_older: running_as_older
+            .into_iter()
+            .rev()
+            .map(|(version, hosts)| SameImage { version, hosts })
+            .collect(),
         pending_reboot: count(&|r| r.pending_reboot == Some(latest.version)),
         failed: count(&|r| r.failed_versions.contains(&latest.version)),
         hosts: rows.len(),
+    }
+}
+
+impl RolloutProgress {
+    /// " (N as version V's image, ...)" when hosts of `running` run the
+    /// latest version's image under an older number, else nothing.
+    fn same_image_text(&self) -> String {
+        if self.running_as_older.is_empty() {
+            return String::new();
+        }
+        let parts: Vec<String> = self
+            .running_as_older
+            .iter()
+            .map(|s| format!("{} as version {}'s image", s.hosts, s.version))
+            .collect();
+        format!(" ({})", parts.join(", "))
     }
 }
 
@@ -400,8 +453,14 @@ impl FleetView {
         if let Some(r) = &self.rollout {
             let _ = writeln!(
                 out,
-                "latest version {} \"{}\": running on {} of {} hosts, waiting for a reboot on {}, failed on {}",
-                r.version, r.label, r.running, r.hosts, r.pending_reboot, r.failed
+                "latest version {} \"{}\": running on {} of {} hosts{}, waiting for a reboot on {}, failed on {}",
+                r.version,
+                r.label,
+                r.running,
+                r.hosts,
+                r.same_image_text(),
+                r.pending_reboot,
+                r.failed
             );
             let _ = writeln!(out, "{}", schedule_text(r.schedule.as_ref()));
         }
@@ -490,11 +549,12 @@ impl FleetView {
                 out,
                 "<h2>Latest version</h2><table id=\"rollout\"><tr><th>version</th><th>label</th>\
                  <th>running</th><th>waiting for a reboot</th><th>failed</th><th>hosts</th></tr>\
-                 <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
+                 <tr><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
                  <p id=\"schedule\">{}</p>",
                 r.version,
                 e(&r.label),
                 r.running,
+                e(&r.same_image_text()),
                 r.pending_reboot,
                 r.failed,
                 r.hosts,
@@ -546,7 +606,7 @@ impl FleetView {
                 "<tr{class}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td></tr>",
                 e(&row.machine_id),
-                or_dash(row.version),
+                self.version_cell(row),
                 e(row.label.as_deref().unwrap_or("-")),
                 row.booted_state.map_or("-", ReportedState::name),
                 or_dash(row.pending_reboot),
@@ -558,6 +618,19 @@ impl FleetView {
         }
         out.push_str("</table></body></html>\n");
         out
+    }
+}
+
+impl FleetView {
+    /// A host's version, and when it is an older one with the latest
+    /// version's id, that it runs the latest version's image.
+    fn version_cell(&self, row: &HostRow) -> String {
+        match (&self.rollout, row.version) {
+            (Some(r), Some(version)) if version != r.version && row.id == Some(r.id) => {
+                format!("{version} (the image of version {})", r.version)
+            }
+            _ => or_dash(row.version),
+        }
     }
 }
 
@@ -626,6 +699,7 @@ mod tests {
             state,
             version: Some(version),
             label: Some(format!("kiosk {version}")),
+            id: Some(Uuid::from_u128(version.into())),
         };
         let state = match trial {
             true => ReportedState::Trial,
@@ -773,6 +847,68 @@ mod tests {
             (3, 1, 1, 1, 3)
         );
         assert_eq!(p.schedule, None);
+    }
+
+    /// `publish --revert-to 5` published version 5's content as 7: a host
+    /// booted into 5 (by its reported id) is up to date, counted as
+    /// running 7 and said so; one on another image is not, nor one whose
+    /// format-1 report carries no id.
+    #[test]
+    fn a_host_on_the_image_a_revert_published_again_runs_the_latest_version() {
+        let mut latest = meta("kiosk 5", serde_json::Value::Null);
+        (latest.version, latest.id) = (7, Uuid::from_u128(5));
+        let mut old_format = host(3, 5, false, &[], 0);
+        let report = old_format.report.as_mut().unwrap();
+        report.format = abnix_formats::report::OLDEST_REPORT_FORMAT;
+        for slot in &mut report.slots {
+            slot.id = None;
+        }
+        let entries = [
+            host(1, 5, false, &[], 0),
+            host(2, 6, false, &[], 0),
+            old_format,
+            host(4, 7, false, &[], 0),
+        ];
+        let v = view_with(&entries, Some(&latest), at(0));
+        let r = v.rollout.as_ref().unwrap();
+        assert_eq!((r.running, r.hosts), (2, 4));
+        assert_eq!(
+            r.running_as_older,
+            [SameImage {
+                version: 5,
+                hosts: 1
+            }]
+        );
+        assert!(
+            v.text().lines().any(|l| l
+                == "latest version 7 \"kiosk 5\": running on 2 of 4 hosts (1 as version 5's image), \
+                    waiting for a reboot on 0, failed on 0"),
+            "{}",
+            v.text()
+        );
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["rollout"]["running"], 2);
+        assert_eq!(
+            json["rollout"]["running_as_older"],
+            serde_json::json!([{"version": 5, "hosts": 1}])
+        );
+        assert_eq!(json["host_rows"][0]["id"], Uuid::from_u128(5).to_string());
+        let html = v.html();
+        assert!(
+            html.contains("<td>2 (1 as version 5&#39;s image)</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!(
+                "<td>{}</td><td>5 (the image of version 7)</td>",
+                id(1)
+            )),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("<td>{}</td><td>5</td>", id(3))),
+            "{html}"
+        );
     }
 
     const DAY: i64 = 24 * 3600;

@@ -186,6 +186,7 @@ fn build(
             state: reported_state(slot.state),
             version: slot.info.as_ref().map(|i| i.version),
             label: slot.info.as_ref().map(|i| i.label.clone()),
+            id: slot.info.as_ref().map(|i| i.id),
         })
         .collect();
     Report {
@@ -316,6 +317,11 @@ mod tests {
         });
         let report = report(&pending, &state, 0);
         assert_eq!(report.version, Some(1));
+        assert_eq!(
+            report.slots[0].id,
+            Some(Uuid::from_u128(1)),
+            "the version id"
+        );
         assert_eq!(report.pending_reboot, Some(2));
         assert_eq!(report.slots[1].state, ReportedState::Trial);
         assert_eq!(report.failed_versions[0].version, 7);

@@ -375,6 +375,47 @@ fn fleet_shows_the_reports_as_text_json_and_a_static_page_that_runs_no_hostile_s
     assert!(!dom.contains("<img"), "{dom}");
 }
 
+/// `publish --revert-to 1` publishes version 1's content as version 3: a
+/// host still booted into version 1 is up to date (its check has nothing
+/// to do), and its report, carrying its booted slot's version id, makes the
+/// fleet view count it as running the latest version, saying why.
+#[test]
+fn fleet_counts_a_host_on_the_image_a_revert_published_again_as_running_it() {
+    use abnix_updater::publish::{revert_to, PublishOptions};
+
+    let fleet = Fleet::new();
+    let v1 = fleet.version(1, 8 * MIB);
+    fleet.publish(&v1);
+    let device = Device::install(&fleet, &v1, "never");
+    enable_reports(&device, &report_credentials(&fleet, &device), MACHINE_ID);
+    fleet.publish(&fleet.version(2, 8 * MIB));
+    let channel = fleet.channel(&fleet.key);
+    let reverted = revert_to(&channel, 1, &[&fleet.key], &PublishOptions::default()).unwrap();
+    assert_eq!(reverted.published.version, 3);
+    assert_exit(&run(&device, Slot::A, "check"), 3);
+    let sent = report(&fleet).expect("a report after the check");
+    assert_eq!(sent.version, Some(1));
+    assert_eq!(sent.slots[0].id, Some(reverted.published.id));
+
+    let out = fleet_command(&fleet, &device, &[]);
+    assert_exit(&out, 0);
+    let text = common::stdout(&out);
+    assert!(
+        text.contains(
+            "latest version 3 \"kiosk 1\": running on 1 of 1 hosts (1 as version 1's image),"
+        ),
+        "{text}"
+    );
+    let out = fleet_command(&fleet, &device, &["--json"]);
+    assert_exit(&out, 0);
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(view["rollout"]["running"], 1);
+    assert_eq!(
+        view["rollout"]["running_as_older"],
+        serde_json::json!([{"version": 1, "hosts": 1}])
+    );
+}
+
 /// A valid report of `machine_id` (on version 1, slot a), naming
 /// `names` as its machine.
 fn report_naming(names: &str) -> Vec<u8> {
@@ -384,6 +425,7 @@ fn report_naming(names: &str) -> Vec<u8> {
         state,
         version: Some(1),
         label: Some("kiosk 1".into()),
+        id: Some(uuid::Uuid::from_u128(1)),
     };
     Report {
         format: REPORT_FORMAT,

@@ -281,10 +281,36 @@ fn failed_trial_is_remembered(bootloader: Bootloader) {
     assert_eq!(device.power_on(), Slot::A);
     assert_eq!(slots(&device, Slot::A), a_active(1, ("failed", Some(2))));
 
-    // The failed version, still (or again) the channel's latest.
+    // The failed version, still (or again) the channel's latest. The run
+    // that finds the fallback warns once; later runs that find nothing new
+    // succeed quietly (the timer's unit stays "succeeded"), and `status`
+    // keeps showing the failure.
     fleet.publish(&v2);
+    let warnings = |out: &std::process::Output| -> Vec<String> {
+        stderr(out)
+            .lines()
+            .filter(|l| l.trim_start().starts_with("WARN"))
+            .map(str::to_owned)
+            .collect()
+    };
     let out = device.run(Slot::A, "update", &[]);
     assert_exit(&out, 0);
+    let warned = warnings(&out);
+    assert!(
+        warned.len() == 2
+            && warned[0].contains("it is never installed again")
+            && warned[1].contains("ignored version 2: it failed before"),
+        "{}",
+        stderr(&out)
+    );
+    let again = device.run(Slot::A, "update", &[]);
+    assert_exit(&again, 0);
+    assert_eq!(warnings(&again), Vec::<String>::new(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("it failed before"),
+        "{}",
+        stderr(&again)
+    );
     let status = device.status(Slot::A);
     let failed = &status["failed_versions"][0];
     assert_eq!(failed["version"], 2);

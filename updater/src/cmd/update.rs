@@ -91,6 +91,9 @@ pub fn run_cycle_from(
         .load()
         .with_context(|| format!("reading the state in {}", state_dir.path().display()))?;
     let notifier = Notifier::from_env();
+    // Failed versions are only ever added: more after the run means this
+    // run found a fallback and recorded it.
+    let failed_known = state.failed.len();
     let mut host = device.open_host();
     let outcome = match &mut host {
         Err(e) => Outcome::Failed(Failure {
@@ -150,12 +153,20 @@ pub fn run_cycle_from(
         .with_context(|| format!("saving the state in {}", state_dir.path().display()))?;
     // The channel's latest version, as a field of the journal's entry.
     let version = outcome.latest().map(|latest| latest.version);
+    // A version that failed before is a warning in the run that found its
+    // fallback, not again at every later check (`status` keeps it among
+    // the failed versions).
+    let fell_back_now = state.failed.len() > failed_known;
     match &outcome {
         o if o.is_error() => tracing::error!(version, "{o}"),
         Outcome::Skipped {
-            reason: Skip::NotNewer { .. } | Skip::FailedBefore { .. },
+            reason: Skip::NotNewer { .. },
             ..
         } => tracing::warn!(version, "{outcome}"),
+        Outcome::Skipped {
+            reason: Skip::FailedBefore { .. },
+            ..
+        } if fell_back_now => tracing::warn!(version, "{outcome}"),
         o => tracing::info!(version, "{o}"),
     }
     notifier.status(&outcome.to_string());
