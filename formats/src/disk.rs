@@ -133,22 +133,6 @@ impl<D: Disk> Region<D> {
         }
     }
 
-    pub fn start(&self) -> u64 {
-        self.start
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn get_mut(&mut self) -> &mut D {
-        &mut self.inner
-    }
-
     pub fn into_inner(self) -> D {
         self.inner
     }
@@ -516,7 +500,7 @@ pub struct Overlay<B> {
 
 #[cfg(any(test, feature = "testutil"))]
 impl<B: OverlayBase> Overlay<B> {
-    pub const PAGE: u64 = 4096;
+    pub(crate) const PAGE: u64 = 4096;
 
     pub fn new(base: B) -> Overlay<B> {
         Overlay {
@@ -537,7 +521,8 @@ impl<B: OverlayBase> Overlay<B> {
     }
 
     /// The pages written so far, by page index.
-    pub fn pages(&self) -> &BTreeMap<u64, Vec<u8>> {
+    #[cfg(test)]
+    pub(crate) fn pages(&self) -> &BTreeMap<u64, Vec<u8>> {
         &self.pages
     }
 
