@@ -28,34 +28,34 @@ const INTERVAL_BOUNDS: (u64, u64) = (60, 7 * 24 * 3600);
 /// A report as read from the bucket: parsed, or why not.
 #[derive(Debug, Clone)]
 pub struct HostEntry {
-    pub machine_id: MachineId,
-    pub report: Result<Report, String>,
+    machine_id: MachineId,
+    report: Result<Report, String>,
 }
 
 /// What the bucket held besides readable reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Skipped {
     /// Objects under `hosts/` whose name is not `<machine-id>.json`.
-    pub not_reports: usize,
+    not_reports: usize,
     /// Reports beyond [`MAX_REPORTS`], not read.
-    pub over_limit: usize,
+    over_limit: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionCount {
     /// `None`: hosts whose booted slot holds no known version.
-    pub version: Option<u64>,
-    pub label: Option<String>,
-    pub hosts: usize,
+    version: Option<u64>,
+    label: Option<String>,
+    hosts: usize,
     /// Of those, booted into it on trial (not yet marked good).
-    pub on_trial: usize,
+    on_trial: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailureCount {
-    pub version: u64,
+    version: u64,
     /// Hosts on which it failed (fell back, or was rolled back).
-    pub hosts: usize,
+    hosts: usize,
 }
 
 /// How far the channel's latest version has come, by what the hosts
@@ -64,51 +64,51 @@ pub struct FailureCount {
 /// it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RolloutProgress {
-    pub version: u64,
-    pub label: String,
+    version: u64,
+    label: String,
     /// Hosts booted into it.
-    pub running: usize,
+    running: usize,
     /// Hosts that installed it and wait for their reboot.
-    pub pending_reboot: usize,
+    pending_reboot: usize,
     /// Hosts on which it failed.
-    pub failed: usize,
-    pub hosts: usize,
+    failed: usize,
+    hosts: usize,
 }
 
 /// One host's line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostRow {
-    pub machine_id: String,
+    machine_id: String,
     /// Why its report could not be read; the other fields are then empty.
-    pub unreadable: Option<String>,
-    pub version: Option<u64>,
-    pub label: Option<String>,
-    pub booted_state: Option<ReportedState>,
-    pub pending_reboot: Option<u64>,
-    pub failed_versions: Vec<u64>,
-    pub last_report: Option<DateTime<Utc>>,
-    pub last_result: Option<String>,
+    unreadable: Option<String>,
+    version: Option<u64>,
+    label: Option<String>,
+    booted_state: Option<ReportedState>,
+    pending_reboot: Option<u64>,
+    failed_versions: Vec<u64>,
+    last_report: Option<DateTime<Utc>>,
+    last_result: Option<String>,
     /// Not heard from in longer than the view's number of its check
     /// intervals, or its report dated that far ahead (a fast clock or a
     /// forged date would otherwise keep it from ever being flagged).
-    pub silent: bool,
+    silent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FleetView {
-    pub channel: String,
-    pub generated_at: DateTime<Utc>,
+    channel: String,
+    generated_at: DateTime<Utc>,
     /// Check intervals after which a host counts as silent.
-    pub silent_after_intervals: u32,
-    pub hosts: usize,
-    pub versions: Vec<VersionCount>,
-    pub failures: Vec<FailureCount>,
-    pub on_trial: Vec<String>,
-    pub silent: Vec<String>,
-    pub unreadable: Vec<String>,
-    pub rollout: Option<RolloutProgress>,
-    pub skipped: Skipped,
-    pub host_rows: Vec<HostRow>,
+    silent_after_intervals: u32,
+    hosts: usize,
+    versions: Vec<VersionCount>,
+    failures: Vec<FailureCount>,
+    on_trial: Vec<String>,
+    silent: Vec<String>,
+    unreadable: Vec<String>,
+    rollout: Option<RolloutProgress>,
+    skipped: Skipped,
+    host_rows: Vec<HostRow>,
 }
 
 /// The view of `entries`, at `now`, for the channel whose latest meta is
