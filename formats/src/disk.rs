@@ -71,33 +71,27 @@ impl Disk for io::Cursor<Vec<u8>> {
     }
 }
 
-impl<D: Disk + ?Sized> Disk for &mut D {
-    fn sync(&mut self) -> io::Result<()> {
-        (**self).sync()
-    }
+/// A disk behind a pointer is the disk: every method forwards, the hint
+/// included (a default there would drop it silently).
+macro_rules! forward_disk {
+    ($($pointer:ty),*) => {$(
+        impl<D: Disk + ?Sized> Disk for $pointer {
+            fn sync(&mut self) -> io::Result<()> {
+                (**self).sync()
+            }
 
-    fn size(&mut self) -> io::Result<u64> {
-        (**self).size()
-    }
+            fn size(&mut self) -> io::Result<u64> {
+                (**self).size()
+            }
 
-    fn start_writeback(&mut self, offset: u64, len: u64) {
-        (**self).start_writeback(offset, len)
-    }
+            fn start_writeback(&mut self, offset: u64, len: u64) {
+                (**self).start_writeback(offset, len)
+            }
+        }
+    )*};
 }
 
-impl<D: Disk + ?Sized> Disk for Box<D> {
-    fn sync(&mut self) -> io::Result<()> {
-        (**self).sync()
-    }
-
-    fn size(&mut self) -> io::Result<u64> {
-        (**self).size()
-    }
-
-    fn start_writeback(&mut self, offset: u64, len: u64) {
-        (**self).start_writeback(offset, len)
-    }
-}
+forward_disk!(&mut D, Box<D>);
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn read_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &mut [u8]) -> io::Result<()> {
