@@ -36,10 +36,10 @@ use abnix_formats::slot::Slot;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportTarget {
     /// The config's `report_bucket`, else its `bucket`.
-    pub(crate) bucket: String,
+    pub bucket: String,
     /// A credentials file (as `credentials`) of a key that can only write
     /// the reports.
-    pub(crate) credentials: PathBuf,
+    pub credentials: PathBuf,
 }
 
 /// The longest a report may take, from the first connection to the answer.
