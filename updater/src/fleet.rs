@@ -28,8 +28,8 @@ const INTERVAL_BOUNDS: (u64, u64) = (60, 7 * 24 * 3600);
 /// A report as read from the bucket: parsed, or why not.
 #[derive(Debug, Clone)]
 pub struct HostEntry {
-    machine_id: MachineId,
-    report: Result<Report, String>,
+    pub machine_id: MachineId,
+    pub report: Result<Report, String>,
 }
 
 /// What the bucket held besides readable reports.
