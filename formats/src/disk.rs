@@ -3,7 +3,7 @@
 //! Everything in abnix that touches a disk goes through [`Disk`], so the same
 //! code runs on a block device, on a sparse disk-image file (templates, tests)
 //! and on an in-memory buffer. [`Region`] narrows a disk to one partition.
-//! [`FaultyDisk`] injects failures and power cuts for tests.
+//! `FaultyDisk` injects failures and power cuts for tests (feature `testutil`).
 
 #[cfg(any(test, feature = "testutil"))]
 use std::collections::BTreeMap;
