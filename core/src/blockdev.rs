@@ -132,8 +132,8 @@ pub struct DiskScan {
 pub struct BlockDevice {
     /// Kernel name of the device itself, e.g. `vda3` or `dm-0`.
     pub name: String,
-    pub major: u32,
-    pub minor: u32,
+    major: u32,
+    minor: u32,
     /// The partition number when the device is a partition.
     pub partition: Option<u32>,
     /// The whole disk: the parent of a partition, else the device itself.
@@ -214,13 +214,13 @@ pub struct MountEntry {
     pub major: u32,
     pub minor: u32,
     pub mount_point: String,
-    pub fs_type: String,
+    fs_type: String,
     /// What was mounted, as the filesystem names it (`/dev/sda1`,
     /// `overlay`, `tmpfs`).
-    pub source: String,
+    source: String,
     /// The filesystem's own options, e.g. an overlay's
     /// `lowerdir=…,upperdir=…`.
-    pub super_options: String,
+    super_options: String,
 }
 
 impl MountEntry {
@@ -243,7 +243,7 @@ impl MountEntry {
 
     /// Whether `path` (absolute, normalized) is at or below this mount
     /// point.
-    pub fn contains(&self, path: &str) -> bool {
+    fn contains(&self, path: &str) -> bool {
         self.mount_point == "/"
             || path == self.mount_point
             || path

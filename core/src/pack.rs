@@ -529,14 +529,15 @@ fn write_frames(
 #[cfg(any(test, feature = "testutil"))]
 pub mod test_support {
     use super::*;
+    #[cfg(test)]
     use crate::progress::NoProgress;
     use rand::{RngExt, SeedableRng};
 
-    pub const UUID: &str = "3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40";
+    pub(crate) const UUID: &str = "3d9a6c1e-0b7f-4e21-9a35-5c2f8e7d1b40";
 
     /// An ext4 image of a small tree (random and compressible files), made
     /// by the real mkfs.ext4 with the given UUID.
-    pub fn ext4_image(dir: &Path, uuid: &str) -> PathBuf {
+    fn ext4_image(dir: &Path, uuid: &str) -> PathBuf {
         let tree = dir.join("tree");
         fs::create_dir_all(tree.join("etc")).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -583,7 +584,8 @@ pub mod test_support {
             )
         }
 
-        pub fn pack_into(&self, out: &Path) -> SignedMeta {
+        #[cfg(test)]
+        pub(crate) fn pack_into(&self, out: &Path) -> SignedMeta {
             pack(&self.input(), out, &NoProgress).unwrap()
         }
     }

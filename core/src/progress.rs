@@ -51,7 +51,7 @@ pub(crate) struct TerminalProgress {
 }
 
 impl TerminalProgress {
-    pub fn new() -> Self {
+    fn new() -> Self {
         TerminalProgress {
             bar: Mutex::new(ProgressBar::hidden()),
         }
@@ -111,7 +111,7 @@ struct Phase {
 }
 
 impl LogProgress {
-    pub fn new(interval: Duration) -> Self {
+    fn new(interval: Duration) -> Self {
         LogProgress {
             interval,
             phase: Mutex::new(None),

@@ -35,7 +35,6 @@ pub enum SystemDiskError {
 /// A disk with the abnix layout.
 pub struct SystemDisk<D: Disk> {
     disk: D,
-    gpt: Gpt,
     layout: Layout,
 }
 
@@ -52,32 +51,19 @@ impl<D: Disk> SystemDisk<D> {
         let gpt = Gpt::read(&mut disk, sector_size)?;
         let size = disk.size()?;
         let layout = Layout::from_gpt(&gpt, size)?;
-        Ok(SystemDisk { disk, gpt, layout })
-    }
-
-    /// A disk whose table was just written from `layout` (the installer).
-    pub fn from_parts(disk: D, gpt: Gpt, layout: Layout) -> SystemDisk<D> {
-        SystemDisk { disk, gpt, layout }
+        Ok(SystemDisk { disk, layout })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    pub fn gpt(&self) -> &Gpt {
-        &self.gpt
-    }
-
     pub fn disk(&mut self) -> &mut D {
         &mut self.disk
     }
 
-    pub fn into_inner(self) -> D {
-        self.disk
-    }
-
     /// A partition as a region of the disk.
-    pub fn region(&mut self, part: &PartSpec) -> Region<&mut D> {
+    fn region(&mut self, part: &PartSpec) -> Region<&mut D> {
         Region::new(&mut self.disk, part.start, part.size)
     }
 

@@ -85,7 +85,8 @@ impl LoopDevice {
         run_tool("partx", &["--update", self.path.to_str().unwrap()]);
     }
 
-    pub fn name(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> String {
         self.path
             .file_name()
             .unwrap()
@@ -108,7 +109,7 @@ impl Drop for LoopDevice {
 /// A filesystem mounted on a temporary directory; unmounted when dropped,
 /// also when the test fails.
 pub struct Mounted {
-    pub dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     device: PathBuf,
 }
 

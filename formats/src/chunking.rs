@@ -54,10 +54,10 @@ impl Default for ChunkParams {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("chunk sizes min {min} / avg {avg} / max {max} are invalid: {reason}")]
 pub struct BadChunkParams {
-    pub min: u32,
-    pub avg: u32,
-    pub max: u32,
-    pub reason: String,
+    min: u32,
+    avg: u32,
+    max: u32,
+    reason: String,
 }
 
 impl ChunkParams {

@@ -31,7 +31,7 @@ impl fmt::Debug for Digest {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("not a SHA-256 digest (expected 64 hex digits): {0:?}")]
-pub struct BadDigest(pub String);
+pub struct BadDigest(String);
 
 impl FromStr for Digest {
     type Err = BadDigest;
@@ -106,9 +106,9 @@ impl<W: Write> Write for Hashing<W> {
 /// SHA-256, and a name for errors (e.g. "object 7-….kernel").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
-    pub what: String,
+    what: String,
     pub len: u64,
-    pub sha256: Digest,
+    sha256: Digest,
 }
 
 /// Data that did not match what was [`Expected`].
@@ -135,16 +135,9 @@ pub struct Verified {
 }
 
 impl Verified {
-    pub fn what(&self) -> &str {
-        &self.expected.what
-    }
-
-    pub fn len(&self) -> u64 {
+    #[cfg(test)]
+    fn len(&self) -> u64 {
         self.expected.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.expected.len == 0
     }
 
     pub fn sha256(&self) -> Digest {

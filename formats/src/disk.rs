@@ -3,7 +3,7 @@
 //! Everything in abnix that touches a disk goes through [`Disk`], so the same
 //! code runs on a block device, on a sparse disk-image file (templates, tests)
 //! and on an in-memory buffer. [`Region`] narrows a disk to one partition.
-//! [`FaultyDisk`] injects failures and power cuts for tests.
+//! `FaultyDisk` injects failures and power cuts for tests (feature `testutil`).
 
 #[cfg(any(test, feature = "testutil"))]
 use std::collections::BTreeMap;
@@ -71,33 +71,27 @@ impl Disk for io::Cursor<Vec<u8>> {
     }
 }
 
-impl<D: Disk + ?Sized> Disk for &mut D {
-    fn sync(&mut self) -> io::Result<()> {
-        (**self).sync()
-    }
+/// A disk behind a pointer is the disk: every method forwards, the hint
+/// included (a default there would drop it silently).
+macro_rules! forward_disk {
+    ($($pointer:ty),*) => {$(
+        impl<D: Disk + ?Sized> Disk for $pointer {
+            fn sync(&mut self) -> io::Result<()> {
+                (**self).sync()
+            }
 
-    fn size(&mut self) -> io::Result<u64> {
-        (**self).size()
-    }
+            fn size(&mut self) -> io::Result<u64> {
+                (**self).size()
+            }
 
-    fn start_writeback(&mut self, offset: u64, len: u64) {
-        (**self).start_writeback(offset, len)
-    }
+            fn start_writeback(&mut self, offset: u64, len: u64) {
+                (**self).start_writeback(offset, len)
+            }
+        }
+    )*};
 }
 
-impl<D: Disk + ?Sized> Disk for Box<D> {
-    fn sync(&mut self) -> io::Result<()> {
-        (**self).sync()
-    }
-
-    fn size(&mut self) -> io::Result<u64> {
-        (**self).size()
-    }
-
-    fn start_writeback(&mut self, offset: u64, len: u64) {
-        (**self).start_writeback(offset, len)
-    }
-}
+forward_disk!(&mut D, Box<D>);
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn read_at<D: Disk + ?Sized>(disk: &mut D, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -131,22 +125,6 @@ impl<D: Disk> Region<D> {
             len,
             pos: 0,
         }
-    }
-
-    pub fn start(&self) -> u64 {
-        self.start
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn get_mut(&mut self) -> &mut D {
-        &mut self.inner
     }
 
     pub fn into_inner(self) -> D {
@@ -516,7 +494,7 @@ pub struct Overlay<B> {
 
 #[cfg(any(test, feature = "testutil"))]
 impl<B: OverlayBase> Overlay<B> {
-    pub const PAGE: u64 = 4096;
+    pub(crate) const PAGE: u64 = 4096;
 
     pub fn new(base: B) -> Overlay<B> {
         Overlay {
@@ -537,7 +515,8 @@ impl<B: OverlayBase> Overlay<B> {
     }
 
     /// The pages written so far, by page index.
-    pub fn pages(&self) -> &BTreeMap<u64, Vec<u8>> {
+    #[cfg(test)]
+    pub(crate) fn pages(&self) -> &BTreeMap<u64, Vec<u8>> {
         &self.pages
     }
 

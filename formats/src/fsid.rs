@@ -61,7 +61,7 @@ pub enum FsIdError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Superblock {
     pub fs: FsType,
-    pub uuid: Uuid,
+    uuid: Uuid,
     /// In bytes, a power of two.
     pub block_size: u32,
 }

@@ -23,7 +23,7 @@ use crate::disk::{read_at, write_at, Disk};
 /// in byte order ("mixed-endian", as the UEFI specification stores
 /// `EFI_GUID`). Its text form is the usual `8-4-4-4-12` hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Guid(pub [u8; 16]);
+pub struct Guid([u8; 16]);
 
 impl Guid {
     pub const ZERO: Guid = Guid([0; 16]);
@@ -63,7 +63,7 @@ impl Guid {
         Guid::from_text_order(text)
     }
 
-    pub fn is_zero(&self) -> bool {
+    fn is_zero(&self) -> bool {
         self.0 == [0; 16]
     }
 
@@ -358,7 +358,7 @@ pub(crate) struct Header {
     /// The LBA of the other copy's header.
     pub(crate) alternate_lba: u64,
     pub(crate) first_usable_lba: u64,
-    pub last_usable_lba: u64,
+    last_usable_lba: u64,
     pub(crate) disk_guid: Guid,
     pub(crate) entries_lba: u64,
     pub(crate) num_entries: u32,
@@ -368,13 +368,13 @@ pub(crate) struct Header {
 
 impl Header {
     /// The header's size; the rest of its sector is zero.
-    pub const SIZE: usize = 92;
+    const SIZE: usize = 92;
 
     /// The header's 92 bytes with its CRC32 filled in (offsets: signature 0,
     /// revision 8, size 12, CRC 16, reserved 20, my LBA 24, alternate LBA 32,
     /// first usable 40, last usable 48, disk GUID 56, entries LBA 72, entry
     /// count 80, entry size 84, entries CRC 88).
-    pub fn to_bytes(&self) -> [u8; Header::SIZE] {
+    fn to_bytes(&self) -> [u8; Header::SIZE] {
         let mut h = [0u8; Header::SIZE];
         h[0..8].copy_from_slice(SIGNATURE);
         h[8..12].copy_from_slice(&REVISION.to_le_bytes());
@@ -398,7 +398,7 @@ impl Header {
     /// field zeroed), that it says it lives at `lba`, and the entry size.
     /// Where the fields point is checked against a disk by
     /// [`Header::check_geometry`].
-    pub fn parse(sector: &[u8], lba: u64) -> Result<Header, GptError> {
+    fn parse(sector: &[u8], lba: u64) -> Result<Header, GptError> {
         if sector.len() < Header::SIZE || &sector[0..8] != SIGNATURE {
             return Err(GptError::NoSignature { lba });
         }

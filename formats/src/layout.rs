@@ -65,7 +65,7 @@ impl Arch {
     }
 
     /// The name on command lines and in config files (`uname -m`'s).
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
@@ -163,7 +163,7 @@ impl<'de> serde::Deserialize<'de> for Arch {
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown architecture {0:?} (expected \"x86_64\" or \"aarch64\")")]
-pub struct UnknownArch(pub String);
+pub struct UnknownArch(String);
 
 impl FromStr for Arch {
     type Err = UnknownArch;
@@ -214,16 +214,16 @@ pub struct PartSpec {
 
 impl PartSpec {
     /// The first byte after the partition.
-    pub fn end(&self) -> u64 {
+    fn end(&self) -> u64 {
         self.start + self.size
     }
 
-    pub fn first_lba(&self, sector_size: u32) -> u64 {
+    fn first_lba(&self, sector_size: u32) -> u64 {
         self.start / u64::from(sector_size)
     }
 
     /// Inclusive, as GPT counts.
-    pub fn last_lba(&self, sector_size: u32) -> u64 {
+    fn last_lba(&self, sector_size: u32) -> u64 {
         self.end() / u64::from(sector_size) - 1
     }
 }
@@ -495,7 +495,7 @@ impl Layout {
 
     /// The layout on a disk grown to `new_disk_size` bytes: `abnix-rw`
     /// extended to the new end. `None` when that would not make it bigger.
-    pub fn grown(&self, new_disk_size: u64) -> Option<Layout> {
+    fn grown(&self, new_disk_size: u64) -> Option<Layout> {
         let end = rw_end(new_disk_size, self.sector_size);
         if end <= self.rw.end() {
             return None;

@@ -16,7 +16,7 @@ pub struct MachineId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a machine id (32 lowercase hexadecimal characters, not all zero)")]
-pub struct InvalidMachineId(pub String);
+pub struct InvalidMachineId(String);
 
 impl MachineId {
     /// The content of `/etc/machine-id`: the id and one optional newline

@@ -9,7 +9,7 @@
 //! renamed or reinterpreted) bumps [`FORMAT_VERSION`], which old devices
 //! refuse.
 //!
-//! Every field is checked on parse ([`Meta::validate`]): object names are
+//! Every field is checked on parse (`Meta::validate`): object names are
 //! plain file names (they become paths in a bundle directory and keys in the
 //! bucket), texts are bounded and free of control characters, sizes are
 //! positive.
@@ -342,7 +342,7 @@ impl Meta {
 
     /// Parses and validates a meta. Checks the size bound first, then the
     /// JSON syntax, the format version, every field's presence and type, and
-    /// [`Meta::validate`]. Unknown fields are ignored.
+    /// `Meta::validate`. Unknown fields are ignored.
     pub fn parse(bytes: &[u8]) -> Result<Meta, MetaError> {
         if bytes.len() > MAX_META_BYTES {
             return Err(MetaError::TooLarge {
@@ -394,7 +394,7 @@ impl Meta {
 
     /// Checks the values: what [`Meta::parse`] enforces, also run by `pack`
     /// before it signs.
-    pub fn validate(&self) -> Result<(), MetaError> {
+    fn validate(&self) -> Result<(), MetaError> {
         supported_format(self.format.into())?;
         let format = Publication::format(self.published.as_ref());
         if self.format != format {

@@ -325,11 +325,11 @@ pub fn is_hidden(c: char) -> bool {
 mod slot_name {
     use super::*;
 
-    pub fn serialize<S: Serializer>(slot: &Slot, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(slot: &Slot, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(slot)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Slot, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Slot, D::Error> {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
@@ -339,14 +339,14 @@ mod slot_name {
 mod optional_slot_name {
     use super::*;
 
-    pub fn serialize<S: Serializer>(slot: &Option<Slot>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(slot: &Option<Slot>, s: S) -> Result<S::Ok, S::Error> {
         match slot {
             Some(slot) => s.collect_str(slot),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Slot>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Slot>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|name| name.parse().map_err(serde::de::Error::custom))
             .transpose()

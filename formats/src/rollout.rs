@@ -36,7 +36,7 @@ pub struct Rollout {
 /// it is stable across runs and reboots, and each version picks other
 /// early hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Place(pub u64);
+pub struct Place(u64);
 
 impl Place {
     /// The place of a host without a usable machine id: it enters last,

@@ -179,7 +179,7 @@ impl PublicKey {
 
     /// Whether `signature` is this key's signature of `message`. Uses strict
     /// verification (canonical encodings only), as libsodium does.
-    pub fn verifies(&self, message: &[u8], signature: &Signature) -> bool {
+    fn verifies(&self, message: &[u8], signature: &Signature) -> bool {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.bytes);
         self.key.verify_strict(message, &sig).is_ok()
     }
@@ -202,7 +202,7 @@ impl fmt::Debug for PublicKey {
 pub struct Signature {
     /// Name of the key that made it.
     pub(crate) key_name: String,
-    pub bytes: [u8; 64],
+    bytes: [u8; 64],
 }
 
 impl Signature {
@@ -267,11 +267,11 @@ pub struct Signers {
 
 impl Signers {
     /// The first key that verified.
-    pub fn first(&self) -> &PublicKey {
+    pub(crate) fn first(&self) -> &PublicKey {
         &self.keys[0]
     }
 
-    pub fn keys(&self) -> &[PublicKey] {
+    pub(crate) fn keys(&self) -> &[PublicKey] {
         &self.keys
     }
 

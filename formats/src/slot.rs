@@ -54,7 +54,7 @@ impl fmt::Display for Slot {
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown slot {0:?} (expected \"a\" or \"b\")")]
-pub struct UnknownSlot(pub String);
+pub struct UnknownSlot(String);
 
 impl FromStr for Slot {
     type Err = UnknownSlot;

@@ -25,10 +25,10 @@ use abnix_formats::gpt::{Gpt, GptError};
 /// One thing found on a disk, and where its magic bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
-    pub kind: SignatureKind,
+    pub(crate) kind: SignatureKind,
     /// Byte ranges `(offset, length)` whose zeroing makes the probe (and
     /// libblkid) stop seeing it.
-    pub magic: Vec<(u64, usize)>,
+    pub(crate) magic: Vec<(u64, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +70,10 @@ pub enum SignatureKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MbrPartition {
     /// 1..=4.
-    pub number: u8,
-    pub type_byte: u8,
-    pub start_lba: u32,
-    pub sectors: u32,
+    number: u8,
+    type_byte: u8,
+    start_lba: u32,
+    sectors: u32,
 }
 
 fn labelled(f: &mut fmt::Formatter<'_>, what: &str, label: &Option<String>) -> fmt::Result {
@@ -236,9 +236,9 @@ const BTRFS_SUPERBLOCK: u64 = 4096;
 /// One area: `len` bytes at `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Area {
-    pub kind: AreaKind,
-    pub start: u64,
-    pub len: u64,
+    kind: AreaKind,
+    start: u64,
+    len: u64,
 }
 
 /// The areas of a disk of `size` bytes where a signature can sit, in
@@ -274,10 +274,10 @@ pub fn signature_areas(size: u64) -> Vec<Area> {
 /// The first byte that is not zero in an area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonZero {
-    pub area: AreaKind,
-    pub offset: u64,
+    pub(crate) area: AreaKind,
+    pub(crate) offset: u64,
     /// The disk's size, to say how far from the end the byte is.
-    pub disk_size: u64,
+    pub(crate) disk_size: u64,
 }
 
 /// An offset the way people count it: `1 MiB`, `64 KiB`, else bytes.

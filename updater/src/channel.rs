@@ -45,7 +45,7 @@ pub enum ChannelError {
 
 impl ChannelError {
     /// The remote error behind this one, if any (network down, not found, ...).
-    pub fn remote(&self) -> Option<&RemoteError> {
+    pub(crate) fn remote(&self) -> Option<&RemoteError> {
         match self {
             ChannelError::Remote(e) => Some(e),
             ChannelError::Image {
@@ -60,8 +60,8 @@ impl ChannelError {
 /// Just enough of an unverified meta to find its signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub(crate) struct MetaLocator {
-    pub version: u64,
-    pub id: Uuid,
+    pub(crate) version: u64,
+    pub(crate) id: Uuid,
 }
 
 impl MetaLocator {
@@ -128,7 +128,7 @@ impl Channel {
     /// The meta of an older version, from its own immutable objects
     /// (`<version>-<id>.meta` and `.meta.sig`), verified against the
     /// trusted keys and checked to be that version.
-    pub fn version_meta(&self, version: u64, id: Uuid) -> Result<Meta, ChannelError> {
+    pub(crate) fn version_meta(&self, version: u64, id: Uuid) -> Result<Meta, ChannelError> {
         let config = self.remote.config();
         let key = config.object_key(&object_name(version, id, ObjectKind::Meta));
         let meta = self
@@ -154,7 +154,7 @@ impl Channel {
 
     /// The chunk index of an older version (the one in the active slot, for
     /// a delta update), verified through its meta.
-    pub fn version_index(&self, version: u64, id: Uuid) -> Result<Index, ChannelError> {
+    pub(crate) fn version_index(&self, version: u64, id: Uuid) -> Result<Index, ChannelError> {
         self.index(&self.version_meta(version, id)?)
     }
 

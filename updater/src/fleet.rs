@@ -103,111 +103,111 @@ impl VersionLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionCount {
     /// `None`: hosts whose booted slot holds no known version.
-    pub version: Option<u64>,
+    version: Option<u64>,
     /// `None` when no host of it reports a label.
-    pub label: Option<VersionLabel>,
-    pub hosts: usize,
+    label: Option<VersionLabel>,
+    hosts: usize,
     /// Of those, booted into it on trial (not yet marked good).
-    pub on_trial: usize,
+    on_trial: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailureCount {
-    pub version: u64,
+    version: u64,
     /// Hosts on which it failed (fell back, or was rolled back).
-    pub hosts: usize,
+    hosts: usize,
 }
 
 /// How far the channel's latest version has come, by what the hosts
 /// report, and by its staged rollout's own schedule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutProgress {
-    pub version: u64,
+    version: u64,
     /// From the verified meta.
-    pub label: String,
+    label: String,
     /// Its version id (image filesystem UUID), from the verified meta.
-    pub id: Uuid,
+    id: Uuid,
     /// The staged rollout's schedule, from the verified meta; `None`: the
     /// version is for every host at once.
-    pub schedule: Option<Schedule>,
+    schedule: Option<Schedule>,
     /// Hosts booted into it, or into an older version with its id (the
     /// content `publish --revert-to` published again as it): hosts that
     /// are up to date.
-    pub running: usize,
+    running: usize,
     /// Of `running`, those booted into such an older version, per version
     /// (newest first).
-    pub running_as_older: Vec<SameImage>,
+    running_as_older: Vec<SameImage>,
     /// Hosts that installed it and wait for their reboot.
-    pub pending_reboot: usize,
+    pending_reboot: usize,
     /// Hosts on which it failed.
-    pub failed: usize,
-    pub hosts: usize,
+    failed: usize,
+    hosts: usize,
 }
 
 /// Hosts running the latest version's image under an older version number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SameImage {
-    pub version: u64,
-    pub hosts: usize,
+    version: u64,
+    hosts: usize,
 }
 
 /// Where a staged rollout's schedule stands (formats::rollout).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Schedule {
-    pub start: DateTime<Utc>,
+    start: DateTime<Utc>,
     /// When the last host's turn comes (`start` + the rollout's length).
-    pub complete_at: DateTime<Utc>,
+    complete_at: DateTime<Utc>,
     /// Set by `publish --halt`: no host starts installing from then on.
-    pub halted_at: Option<DateTime<Utc>>,
+    halted_at: Option<DateTime<Utc>>,
     /// The share of the fleet the schedule admits now, in `[0, 1]`
     /// (frozen at its halt).
-    pub admitted_share: f64,
+    admitted_share: f64,
     /// Of the hosts with a readable report, those whose turn came (before
     /// the halt, if halted).
-    pub admitted_hosts: usize,
+    admitted_hosts: usize,
 }
 
 /// One host's line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostRow {
-    pub machine_id: String,
+    machine_id: String,
     /// Why its report could not be read; the other fields are then empty.
-    pub unreadable: Option<String>,
-    pub version: Option<u64>,
+    unreadable: Option<String>,
+    version: Option<u64>,
     /// The version id this host reports for its booted slot (unverified;
     /// none from a format-1 report).
-    pub id: Option<Uuid>,
+    id: Option<Uuid>,
     /// The label this host reports for its booted slot (unverified).
-    pub label: Option<String>,
-    pub booted_state: Option<ReportedState>,
-    pub pending_reboot: Option<u64>,
-    pub failed_versions: Vec<u64>,
-    pub last_report: Option<DateTime<Utc>>,
-    pub last_result: Option<String>,
+    label: Option<String>,
+    booted_state: Option<ReportedState>,
+    pending_reboot: Option<u64>,
+    failed_versions: Vec<u64>,
+    last_report: Option<DateTime<Utc>>,
+    last_result: Option<String>,
     /// Not heard from in longer than the view's number of its check
     /// intervals, or its report dated that far ahead (a fast clock or a
     /// forged date would otherwise keep it from ever being flagged).
-    pub silent: bool,
+    silent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetView {
-    pub channel: String,
-    pub generated_at: DateTime<Utc>,
+    channel: String,
+    generated_at: DateTime<Utc>,
     /// Check intervals after which a host counts as silent.
-    pub silent_after_intervals: u32,
-    pub hosts: usize,
-    pub versions: Vec<VersionCount>,
-    pub failures: Vec<FailureCount>,
-    pub on_trial: Vec<String>,
-    pub silent: Vec<String>,
-    pub unreadable: Vec<String>,
+    silent_after_intervals: u32,
+    hosts: usize,
+    versions: Vec<VersionCount>,
+    failures: Vec<FailureCount>,
+    on_trial: Vec<String>,
+    silent: Vec<String>,
+    unreadable: Vec<String>,
     /// Reports that could not be read plus objects under `hosts/` that are
     /// no report by their name.
-    pub unreadable_count: usize,
-    pub rollout: Option<RolloutProgress>,
-    pub skipped: Skipped,
-    pub host_rows: Vec<HostRow>,
+    unreadable_count: usize,
+    rollout: Option<RolloutProgress>,
+    skipped: Skipped,
+    host_rows: Vec<HostRow>,
 }
 
 /// The view of `entries`, at `now`, for the channel whose latest meta is

@@ -54,9 +54,9 @@ const INCOMPAT_64BIT: u32 = 0x80;
 /// `struct ext4_super_block` (the kernel's fs/ext4/ext4.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ext4Size {
-    pub block_size: u64,
-    pub blocks: u64,
-    pub blocks_per_group: u64,
+    block_size: u64,
+    blocks: u64,
+    blocks_per_group: u64,
 }
 
 impl Ext4Size {
@@ -69,7 +69,7 @@ impl Ext4Size {
     }
 
     /// Parses the superblock (the bytes from its start).
-    pub fn parse(sb: &[u8]) -> Result<Ext4Size, GrowError> {
+    fn parse(sb: &[u8]) -> Result<Ext4Size, GrowError> {
         let bad = |why: String| GrowError::Superblock(why);
         if sb.len() < SUPERBLOCK_READ {
             return Err(bad(format!(
@@ -252,14 +252,15 @@ pub enum FsChange {
 /// What [`grow`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrowReport {
-    pub disk: PathBuf,
-    pub table: TableChange,
-    pub filesystem: FsChange,
+    disk: PathBuf,
+    table: TableChange,
+    filesystem: FsChange,
 }
 
 impl GrowReport {
     /// Whether anything was written.
-    pub fn changed(&self) -> bool {
+    #[cfg(test)]
+    fn changed(&self) -> bool {
         self.table != TableChange::Unchanged || matches!(self.filesystem, FsChange::Resized { .. })
     }
 }

@@ -41,9 +41,9 @@ impl HostOverrides {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootPartition {
     /// Kernel name, e.g. `vda3`.
-    pub device: String,
+    device: String,
     /// GPT partition number.
-    pub number: u32,
+    number: u32,
 }
 
 /// Why the booted slot is not known. Commands that change the boot state

@@ -21,12 +21,12 @@ pub enum RebootPolicy {
 /// (`22:00-04:00`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DailyWindow {
-    pub start: NaiveTime,
-    pub end: NaiveTime,
+    start: NaiveTime,
+    end: NaiveTime,
 }
 
 impl DailyWindow {
-    pub fn contains(&self, t: NaiveTime) -> bool {
+    fn contains(&self, t: NaiveTime) -> bool {
         if self.start <= self.end {
             self.start <= t && t < self.end
         } else {
@@ -48,7 +48,7 @@ impl fmt::Display for DailyWindow {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a daily window: {0:?} (expected HH:MM-HH:MM, e.g. 02:00-04:00)")]
-pub struct BadWindow(pub String);
+pub struct BadWindow(String);
 
 impl FromStr for DailyWindow {
     type Err = BadWindow;

@@ -86,7 +86,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn has_failed(&self, version: u64, id: Uuid) -> bool {
+    fn has_failed(&self, version: u64, id: Uuid) -> bool {
         self.failed
             .iter()
             .any(|f| f.version == version || f.id == id)
@@ -215,8 +215,8 @@ fn try_flock(file: &File) -> io::Result<bool> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{} is corrupt ({reason})", path.display())]
 pub struct CorruptState {
-    pub path: PathBuf,
-    pub reason: String,
+    path: PathBuf,
+    reason: String,
 }
 
 /// Held while an update runs; released on drop (or when the process dies).

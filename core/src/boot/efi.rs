@@ -48,7 +48,7 @@ pub fn pe_machine(image: &[u8]) -> Option<u16> {
 
 impl EfiApp {
     /// `image`, checked to be an EFI application for `arch`.
-    pub fn new(arch: Arch, image: Vec<u8>) -> Result<EfiApp, EfiAppError> {
+    pub(crate) fn new(arch: Arch, image: Vec<u8>) -> Result<EfiApp, EfiAppError> {
         let found = pe_machine(&image).ok_or(EfiAppError::NotPe)?;
         if found != arch.pe_machine() {
             return Err(EfiAppError::WrongArch {
@@ -59,16 +59,16 @@ impl EfiApp {
         Ok(EfiApp { arch, image })
     }
 
-    pub fn arch(&self) -> Arch {
+    pub(crate) fn arch(&self) -> Arch {
         self.arch
     }
 
-    pub fn image(&self) -> &[u8] {
+    pub(crate) fn image(&self) -> &[u8] {
         &self.image
     }
 
     /// Where on the ESP the firmware finds it (see [`super::esp::efi_boot`]).
-    pub fn removable_path(&self) -> String {
+    pub(crate) fn removable_path(&self) -> String {
         super::esp::efi_boot(self.arch)
     }
 }

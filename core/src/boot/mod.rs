@@ -102,8 +102,8 @@ pub struct BootFiles<'a> {
 
 /// A signed meta and its signature file, as kept on the ESP.
 pub(crate) struct SignedFiles {
-    pub meta: Vec<u8>,
-    pub signatures: Vec<u8>,
+    meta: Vec<u8>,
+    signatures: Vec<u8>,
 }
 
 impl SignedFiles {
@@ -170,15 +170,15 @@ impl<'a> BootFiles<'a> {
         self
     }
 
-    pub fn info(&self) -> &SlotInfo {
+    fn info(&self) -> &SlotInfo {
         &self.info
     }
 
-    pub fn kernel_len(&self) -> u64 {
+    fn kernel_len(&self) -> u64 {
         self.kernel.expected().len
     }
 
-    pub fn initrd_len(&self) -> u64 {
+    fn initrd_len(&self) -> u64 {
         self.initrd.expected().len
     }
 }

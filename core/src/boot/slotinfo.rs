@@ -101,7 +101,7 @@ impl SlotInfo {
     }
 
     /// The slot file of `slot`.
-    pub fn to_file(&self, slot: Slot) -> Result<Vec<u8>, SlotInfoError> {
+    pub(crate) fn to_file(&self, slot: Slot) -> Result<Vec<u8>, SlotInfoError> {
         self.validate()?;
         let file = SlotFile {
             format: FORMAT,
@@ -117,7 +117,7 @@ impl SlotInfo {
     }
 
     /// Reads the slot file found in `slot`'s directory.
-    pub fn from_file(bytes: &[u8], slot: Slot) -> Result<SlotInfo, SlotInfoError> {
+    pub(crate) fn from_file(bytes: &[u8], slot: Slot) -> Result<SlotInfo, SlotInfoError> {
         let file: SlotFile =
             serde_json::from_slice(bytes).map_err(|e| SlotInfoError::Json(e.to_string()))?;
         if file.format != FORMAT {

@@ -2,7 +2,7 @@
 //!
 //! [`BootState`] is what the GRUB backend stores in its environment block
 //! (see [`super::grub::env`]) and what the GRUB script in `grub.cfg` (see
-//! [`super::grub::cfg`]) acts on; [`BootState::next_boot`] models that script
+//! [`super::grub::cfg`]) acts on; `BootState::next_boot` models that script
 //! so tests can predict which slot GRUB boots. systemd-boot keeps the same
 //! information in entry file names instead (see [`super::systemd_boot::bls`]).
 
@@ -29,7 +29,7 @@ pub enum SlotState {
 impl SlotState {
     /// Whether the bootloader picks this slot on its own, given complete
     /// boot files.
-    pub fn is_eligible(self) -> bool {
+    fn is_eligible(self) -> bool {
         match self {
             SlotState::Bad => false,
             SlotState::Trial { tries_left } => tries_left > 0,
@@ -60,30 +60,30 @@ pub struct BootState {
     /// The slot the bootloader tries first.
     pub primary: Slot,
     /// Per-slot state, indexed by `slot_index`.
-    pub slots: [SlotState; 2],
+    pub(crate) slots: [SlotState; 2],
 }
 
 /// What GRUB finds of a slot's files on the ESP when it boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SlotFiles {
     /// Its `slot.cfg` exists and loads its kernel and initrd.
-    pub complete: bool,
+    pub(crate) complete: bool,
     /// It has the last-good mark (`abnix/<slot>/good`): the version in it
     /// passed mark-good and has not been rewritten or put on trial since.
-    /// Only the rescue path looks at it; see [`BootState::next_boot`].
-    pub marked_good: bool,
+    /// Only the rescue path looks at it; see `BootState::next_boot`.
+    pub(crate) marked_good: bool,
 }
 
-/// What the GRUB backend does on the next boot (see [`BootState::next_boot`]).
+/// What the GRUB backend does on the next boot (see `BootState::next_boot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextBoot {
-    pub slot: Slot,
+    pub(crate) slot: Slot,
     /// The state after the bootloader recorded this boot attempt.
-    pub state_after: BootState,
+    pub(crate) state_after: BootState,
     /// No slot was eligible, so the bootloader fell back to the last good
     /// slot, or failing that to any slot with complete boot files, rather
     /// than stopping.
-    pub rescue: bool,
+    rescue: bool,
 }
 
 pub fn slot_index(slot: Slot) -> usize {
@@ -96,7 +96,7 @@ pub fn slot_index(slot: Slot) -> usize {
 impl BootState {
     /// The state GRUB assumes when the environment block is missing or
     /// unreadable: no slot is eligible, so it takes the rescue path (see
-    /// [`BootState::next_boot`]), in this order. `grub.cfg` sets these same
+    /// `BootState::next_boot`), in this order. `grub.cfg` sets these same
     /// values before `load_env`.
     pub const FALLBACK: BootState = BootState {
         primary: Slot::A,
@@ -113,17 +113,17 @@ impl BootState {
     }
 
     /// The order in which the bootloader considers the slots.
-    pub fn order(&self) -> [Slot; 2] {
+    fn order(&self) -> [Slot; 2] {
         [self.primary, self.primary.other()]
     }
 
     /// Before a slot is rewritten: the bootloader must never pick it.
-    pub fn mark_bad(self, slot: Slot) -> BootState {
+    pub(crate) fn mark_bad(self, slot: Slot) -> BootState {
         self.with_slot(slot, SlotState::Bad)
     }
 
     /// Makes `slot` the trial slot that boots next, with `tries` attempts.
-    pub fn activate(self, slot: Slot, tries: u8) -> Result<BootState, TransitionError> {
+    pub(crate) fn activate(self, slot: Slot, tries: u8) -> Result<BootState, TransitionError> {
         if !(1..=MAX_TRIES).contains(&tries) {
             return Err(TransitionError::InvalidTries(tries));
         }
@@ -137,7 +137,7 @@ impl BootState {
     /// the other slot waits for its trial (activated by an update while this
     /// slot runs), which keeps its turn. Also repairs a slot that booted
     /// through the rescue path (state unknown).
-    pub fn mark_good(self, slot: Slot) -> BootState {
+    pub(crate) fn mark_good(self, slot: Slot) -> BootState {
         let other_pending = self.slot(slot.other()).is_pending_trial();
         BootState {
             primary: if other_pending { self.primary } else { slot },
@@ -148,7 +148,7 @@ impl BootState {
     /// Operator rollback: a good slot boots next; the other slot keeps its
     /// state, so it stays the fallback. Not while the other slot waits for
     /// its trial: that is cancelled by marking it bad.
-    pub fn prefer(self, slot: Slot) -> Result<BootState, TransitionError> {
+    pub(crate) fn prefer(self, slot: Slot) -> Result<BootState, TransitionError> {
         if self.slot(slot) != SlotState::Good {
             return Err(TransitionError::NotGood(slot));
         }
@@ -175,7 +175,7 @@ impl BootState {
     /// "The script"). So a machine never stops at a prompt while anything
     /// can boot, and prefers the version last proved good to one whose
     /// trial failed. `None` only when no slot has complete files.
-    pub fn next_boot(&self, files: [SlotFiles; 2]) -> Option<NextBoot> {
+    pub(crate) fn next_boot(&self, files: [SlotFiles; 2]) -> Option<NextBoot> {
         let files_of = |slot: Slot| files[slot_index(slot)];
         let normal = self
             .order()

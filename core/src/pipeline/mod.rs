@@ -139,11 +139,11 @@ impl VerifiedImage {
         }
     }
 
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
-    pub fn sha256(&self) -> Digest {
+    pub(crate) fn sha256(&self) -> Digest {
         self.sha256
     }
 }

@@ -63,11 +63,11 @@ pub(super) struct Geometry {
     pub(crate) backup_boot_sector: Option<u32>,
     /// `None`: every FAT mirrors the first; `Some(n)`: only FAT `n` is live.
     pub(crate) active_fat: Option<u32>,
-    pub media: u8,
+    pub(crate) media: u8,
 }
 
 impl Geometry {
-    pub fn cluster_size(&self) -> u32 {
+    pub(crate) fn cluster_size(&self) -> u32 {
         self.bytes_per_sector * self.sectors_per_cluster
     }
 
@@ -121,7 +121,7 @@ impl Geometry {
     /// sector; if that leaves fewer than 65525 clusters it halves down to one
     /// sector per cluster before giving up with `TooSmall`. Reserved sectors
     /// are padded so that the data area starts on a cluster boundary.
-    pub fn plan(region_size: u64, bytes_per_sector: u32) -> Result<Self, FatError> {
+    pub(crate) fn plan(region_size: u64, bytes_per_sector: u32) -> Result<Self, FatError> {
         if bytes_per_sector != 512 && bytes_per_sector != 4096 {
             return Err(FatError::Unsupported(format!(
                 "sector size {bytes_per_sector} (only 512 and 4096 are supported)"
@@ -227,15 +227,15 @@ fn corrupt(what: impl Into<String>) -> FatError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BootSector {
     pub(crate) geometry: Geometry,
-    pub volume_id: u32,
+    pub(crate) volume_id: u32,
     /// BS_VolLab, space padded; "NO NAME    " when there is none.
-    pub label: [u8; 11],
+    pub(crate) label: [u8; 11],
 }
 
 impl BootSector {
     /// Parses and validates the first 512 bytes of a region of
     /// `region_size` bytes.
-    pub fn parse(b: &[u8; 512], region_size: u64) -> Result<Self, FatError> {
+    pub(crate) fn parse(b: &[u8; 512], region_size: u64) -> Result<Self, FatError> {
         if b[510..512] != [0x55, 0xAA] {
             return Err(corrupt("no boot sector: bytes 510-511 are not 55 AA"));
         }
@@ -350,7 +350,7 @@ impl BootSector {
     }
 
     /// Sector 0 (and its backup), `bytes_per_sector` long.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let g = &self.geometry;
         let mut b = vec![0u8; g.bytes_per_sector as usize];
         b[..3].copy_from_slice(&JUMP);
@@ -392,7 +392,7 @@ pub(super) struct FsInfo {
 
 impl FsInfo {
     /// The hints, if `sector` carries all three FSInfo signatures.
-    pub fn parse(sector: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(sector: &[u8]) -> Option<Self> {
         let signed = le32(sector, 0) == FSINFO_LEAD_SIG
             && le32(sector, 484) == FSINFO_STRUC_SIG
             && le32(sector, 508) == FSINFO_TRAIL_SIG;

@@ -52,16 +52,16 @@ pub(super) const DELETED_SLOT: RawEntry = {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Timestamp {
     /// Bits 15-9 years since 1980, 8-5 month, 4-0 day.
-    pub date: u16,
+    date: u16,
     /// Bits 15-11 hours, 10-5 minutes, 4-0 seconds / 2.
-    pub time: u16,
+    time: u16,
     /// Hundredths of a second beyond `time`, 0..=199.
     pub(crate) hundredths: u8,
 }
 
 impl Timestamp {
     /// Now, in UTC (FAT has no time zone; abnix machines run on UTC).
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         use chrono::{Datelike, Timelike};
         let now = chrono::Utc::now();
         // FAT dates cover 1980..=2107.
@@ -89,14 +89,14 @@ impl Timestamp {
 /// A short (8.3) directory entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ShortEntry {
-    pub name: ShortName,
-    pub attr: u8,
+    pub(crate) name: ShortName,
+    attr: u8,
     pub(crate) nt_res: u8,
-    pub created: Timestamp,
+    created: Timestamp,
     pub(crate) accessed_date: u16,
     pub(crate) first_cluster: u32,
-    pub written: Timestamp,
-    pub size: u32,
+    written: Timestamp,
+    pub(crate) size: u32,
 }
 
 fn le16(raw: &[u8], at: usize) -> u16 {
@@ -109,7 +109,13 @@ fn le32(raw: &[u8], at: usize) -> u32 {
 
 impl ShortEntry {
     /// A new entry for a file (ARCHIVE) or a directory, stamped `now`.
-    pub fn new(name: ShortName, attr: u8, first_cluster: u32, size: u32, now: Timestamp) -> Self {
+    pub(crate) fn new(
+        name: ShortName,
+        attr: u8,
+        first_cluster: u32,
+        size: u32,
+        now: Timestamp,
+    ) -> Self {
         ShortEntry {
             name,
             attr,
@@ -125,7 +131,7 @@ impl ShortEntry {
         }
     }
 
-    pub fn parse(raw: &RawEntry) -> Self {
+    fn parse(raw: &RawEntry) -> Self {
         let mut name = [0u8; 11];
         name.copy_from_slice(&raw[..11]);
         ShortEntry {
@@ -148,7 +154,7 @@ impl ShortEntry {
         }
     }
 
-    pub fn to_bytes(&self) -> RawEntry {
+    pub(crate) fn to_bytes(&self) -> RawEntry {
         let mut raw = [0u8; ENTRY_SIZE];
         raw[..11].copy_from_slice(&self.name);
         raw[11] = self.attr;
@@ -165,7 +171,7 @@ impl ShortEntry {
         raw
     }
 
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.attr & ATTR_DIRECTORY != 0
     }
 
@@ -227,8 +233,8 @@ fn is_long_entry(raw: &RawEntry) -> bool {
 #[derive(Debug, Clone)]
 pub(super) struct DirItem {
     /// The long name, or the short name when there is no valid long name.
-    pub name: String,
-    pub short: ShortEntry,
+    pub(crate) name: String,
+    pub(crate) short: ShortEntry,
     /// The first slot of the set: the first long entry, or the short entry.
     pub(crate) first_slot: usize,
     pub(crate) short_slot: usize,
@@ -237,10 +243,10 @@ pub(super) struct DirItem {
 /// A directory's items in slot order, and where the directory ends.
 #[derive(Debug, Clone)]
 pub(super) struct Listing {
-    pub items: Vec<DirItem>,
+    pub(crate) items: Vec<DirItem>,
     /// The first slot that was never used (DIR_Name[0] == 0), or the slot
     /// count when every slot has been used.
-    pub end: usize,
+    pub(crate) end: usize,
 }
 
 /// Long entries read so far, waiting for their short entry.

@@ -39,26 +39,26 @@ pub(super) struct FatTable {
 pub(super) struct ClusterSet(Vec<u64>);
 
 impl ClusterSet {
-    pub fn new(cluster_count: u32) -> Self {
+    pub(crate) fn new(cluster_count: u32) -> Self {
         ClusterSet(vec![0; (cluster_count as usize + 2).div_ceil(64)])
     }
 
     /// Adds `cluster`; false if it was already there.
-    pub fn insert(&mut self, cluster: u32) -> bool {
+    pub(crate) fn insert(&mut self, cluster: u32) -> bool {
         let (word, bit) = (cluster as usize / 64, 1u64 << (cluster % 64));
         let fresh = self.0[word] & bit == 0;
         self.0[word] |= bit;
         fresh
     }
 
-    pub fn contains(&self, cluster: u32) -> bool {
+    pub(crate) fn contains(&self, cluster: u32) -> bool {
         self.0[cluster as usize / 64] & (1u64 << (cluster % 64)) != 0
     }
 }
 
 impl FatTable {
     /// Reads the live FAT.
-    pub fn load<D: Disk>(disk: &mut D, geometry: &Geometry) -> Result<Self, FatError> {
+    pub(crate) fn load<D: Disk>(disk: &mut D, geometry: &Geometry) -> Result<Self, FatError> {
         let mut bytes = vec![0u8; geometry.fat_bytes_used()];
         read_at(
             disk,
@@ -92,16 +92,16 @@ impl FatTable {
     }
 
     /// The entry of `cluster` without its reserved bits.
-    pub fn get(&self, cluster: u32) -> u32 {
+    fn get(&self, cluster: u32) -> u32 {
         self.raw(cluster) & ENTRY_MASK
     }
 
     /// Whether `value` is something other than free or bad: a link or an end.
-    pub fn in_use(value: u32) -> bool {
+    fn in_use(value: u32) -> bool {
         value != FREE && value != BAD
     }
 
-    pub fn set(&mut self, cluster: u32, value: u32) {
+    pub(crate) fn set(&mut self, cluster: u32, value: u32) {
         let old = self.raw(cluster);
         match (old & ENTRY_MASK == FREE, value == FREE) {
             (true, false) => self.free -= 1,
@@ -146,7 +146,7 @@ impl FatTable {
     }
 
     /// Links `clusters` into one chain ending in an end-of-chain mark.
-    pub fn link(&mut self, clusters: &[u32]) {
+    pub(crate) fn link(&mut self, clusters: &[u32]) {
         for pair in clusters.windows(2) {
             self.set(pair[0], pair[1]);
         }
@@ -163,7 +163,7 @@ impl FatTable {
     /// reached must be in range and in use, and none may repeat, so a
     /// corrupt FAT gives an error naming `owner` instead of a wrong answer or
     /// an endless loop.
-    pub fn chain(
+    pub(crate) fn chain(
         &self,
         start: u32,
         max_len: Option<usize>,
@@ -207,7 +207,7 @@ impl FatTable {
     }
 
     /// Every cluster number that is allocated (linked or ending a chain).
-    pub fn allocated(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn allocated(&self) -> impl Iterator<Item = u32> + '_ {
         (2..self.end()).filter(|&c| Self::in_use(self.get(c)))
     }
 
@@ -238,7 +238,11 @@ impl FatTable {
     /// Writes the changed sectors to every FAT copy, the live one first.
     /// Runs of adjacent sectors go out as one write. No sync: the caller
     /// orders this against its other writes.
-    pub fn flush<D: Disk>(&mut self, disk: &mut D, geometry: &Geometry) -> Result<(), FatError> {
+    pub(crate) fn flush<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        geometry: &Geometry,
+    ) -> Result<(), FatError> {
         let mut runs: Vec<(usize, usize)> = Vec::new();
         for &sector in &self.dirty {
             match runs.last_mut() {

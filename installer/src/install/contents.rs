@@ -35,12 +35,12 @@ pub enum BlkidView {
 pub struct Contents {
     /// abnix's own probe (`probe::probe_signatures`), with the bytes that
     /// make each signature.
-    pub signatures: Vec<Signature>,
-    pub libblkid: BlkidView,
+    signatures: Vec<Signature>,
+    pub(crate) libblkid: BlkidView,
     /// The first non-zero byte of each signature area that has one.
-    pub nonzero: Vec<NonZero>,
+    nonzero: Vec<NonZero>,
     /// The size of what was examined.
-    pub size: u64,
+    size: u64,
 }
 
 /// Reading what the target holds failed.
@@ -54,7 +54,7 @@ pub enum ExamineError {
 
 impl Contents {
     /// A file the installer creates: nothing in it to look at.
-    pub fn new_file() -> Contents {
+    pub(crate) fn new_file() -> Contents {
         Contents {
             signatures: Vec::new(),
             libblkid: BlkidView::NotAsked,
@@ -64,7 +64,7 @@ impl Contents {
     }
 
     /// Examines `disk`, which `path` names for libblkid.
-    pub fn examine<D: Disk + ?Sized>(
+    pub(crate) fn examine<D: Disk + ?Sized>(
         disk: &mut D,
         path: &Path,
         libblkid: &Libblkid,
@@ -97,7 +97,7 @@ impl Contents {
     }
 
     /// Blank as far as abnix can see, but libblkid could not look.
-    pub fn unproven(&self) -> bool {
+    pub(crate) fn unproven(&self) -> bool {
         self.libblkid == BlkidView::NotInstalled
             && self.signatures.is_empty()
             && self.nonzero.is_empty()
@@ -105,7 +105,7 @@ impl Contents {
 
     /// The layout of an earlier abnix installation, when that is all the
     /// disk holds as far as both probes see.
-    pub fn earlier_abnix(&self) -> Option<Layout> {
+    pub(crate) fn earlier_abnix(&self) -> Option<Layout> {
         let [Signature {
             kind: SignatureKind::Gpt(gpt),
             ..
@@ -120,7 +120,7 @@ impl Contents {
     }
 
     /// libblkid's findings that abnix's own probe did not report.
-    pub fn unexplained(&self) -> Vec<&BlkidSignature> {
+    fn unexplained(&self) -> Vec<&BlkidSignature> {
         let BlkidView::Found(found) = &self.libblkid else {
             return Vec::new();
         };
@@ -136,7 +136,7 @@ impl Contents {
     }
 
     /// Every magic both probes found: `(offset, length)`.
-    pub fn magic(&self) -> Vec<(u64, usize)> {
+    pub(crate) fn magic(&self) -> Vec<(u64, usize)> {
         let mut magic: Vec<(u64, usize)> = self
             .signatures
             .iter()

@@ -34,12 +34,12 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceIdentity {
     /// Kernel name (`sdb`).
-    pub name: String,
+    pub(crate) name: String,
     /// `major:minor`.
-    pub number: (u32, u32),
-    pub size: u64,
-    pub serial: Option<String>,
-    pub wwid: Option<String>,
+    number: (u32, u32),
+    pub(crate) size: u64,
+    serial: Option<String>,
+    wwid: Option<String>,
 }
 
 /// Why a device's identity could not be read.
@@ -59,7 +59,7 @@ impl DeviceIdentity {
     /// The identity of the open device `device`: its number and size from
     /// the descriptor, its name, serial and WWID from sysfs (under `sys`)
     /// for that number.
-    pub fn of(device: &File, sys: &SysRoot) -> Result<DeviceIdentity, IdentityError> {
+    pub(crate) fn of(device: &File, sys: &SysRoot) -> Result<DeviceIdentity, IdentityError> {
         let number = blockdev::device_number(device)?;
         let size = blockdev::device_size(device)?;
         let found = sys
@@ -79,7 +79,7 @@ impl DeviceIdentity {
     }
 
     /// What differs from `checked`, one item each; empty when nothing does.
-    pub fn differences(&self, checked: &DeviceIdentity) -> Vec<String> {
+    fn differences(&self, checked: &DeviceIdentity) -> Vec<String> {
         let mut changes = Vec::new();
         let mut compare = |what: &str, was: String, now: String| {
             if was != now {
@@ -122,7 +122,7 @@ struct Claim {
 /// The target, open for the write sequence.
 #[derive(Debug)]
 pub struct Opened<D> {
-    pub disk: D,
+    pub(crate) disk: D,
     claim: Option<Claim>,
     /// What e2fsprogs opens.
     tools_path: PathBuf,
@@ -134,7 +134,7 @@ pub struct Opened<D> {
 impl<D> Opened<D> {
     /// A disk-image file (or anything tests stand in with), which programs
     /// open by `path`.
-    pub fn file(disk: D, path: &Path) -> Opened<D> {
+    pub(crate) fn file(disk: D, path: &Path) -> Opened<D> {
         Opened {
             disk,
             claim: None,
@@ -145,13 +145,13 @@ impl<D> Opened<D> {
 
     /// The file `file` (the same as the disk) is extended, sparse, to
     /// `size` by [`Opened::grow`].
-    pub fn growing(mut self, file: File, size: u64) -> Opened<D> {
+    pub(crate) fn growing(mut self, file: File, size: u64) -> Opened<D> {
         self.grow = Some((file, size));
         self
     }
 
     /// Extends a disk-image file to the disk's size (a sparse hole).
-    pub fn grow(&mut self) -> io::Result<()> {
+    pub(crate) fn grow(&mut self) -> io::Result<()> {
         if let Some((file, size)) = self.grow.take() {
             if file.metadata()?.len() < size {
                 file.set_len(size)?;
@@ -161,7 +161,8 @@ impl<D> Opened<D> {
     }
 
     /// The same target with its disk wrapped (tests: a `FaultyDisk`).
-    pub fn map<E>(self, wrap: impl FnOnce(D) -> E) -> Opened<E> {
+    #[cfg(test)]
+    pub(crate) fn map<E>(self, wrap: impl FnOnce(D) -> E) -> Opened<E> {
         Opened {
             disk: wrap(self.disk),
             claim: self.claim,
@@ -171,14 +172,14 @@ impl<D> Opened<D> {
     }
 
     /// The path by which other programs reach the target.
-    pub fn tools_path(&self) -> &Path {
+    pub(crate) fn tools_path(&self) -> &Path {
         &self.tools_path
     }
 
     /// Runs e2fsprogs on the target (`run` gets the path to give them),
     /// without the exclusive claim, which mke2fs takes itself; the claim is
     /// taken again after, on the same device.
-    pub fn run_tools<T>(&mut self, run: impl FnOnce(&Path) -> T) -> io::Result<T> {
+    pub(crate) fn run_tools<T>(&mut self, run: impl FnOnce(&Path) -> T) -> io::Result<T> {
         let Some(claim) = &mut self.claim else {
             return Ok(run(&self.tools_path));
         };
@@ -197,7 +198,7 @@ impl Opened<File> {
     /// Opens block device `path` for writing: claimed, pinned, and checked
     /// against `checked` (see the module docs). `Err` says what is wrong;
     /// nothing was written either way.
-    pub fn device(
+    pub(crate) fn device(
         path: &Path,
         checked: &DeviceIdentity,
         sys: &SysRoot,

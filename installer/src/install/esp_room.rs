@@ -33,9 +33,9 @@ use abnix_formats::slot::Slot;
 
 /// What goes on the ESP besides the bootloader, per slot.
 pub(super) struct SlotFiles<'a> {
-    pub signed: &'a SignedMeta,
-    pub kernel_len: u64,
-    pub initrd_len: u64,
+    pub(crate) signed: &'a SignedMeta,
+    pub(crate) kernel_len: u64,
+    pub(crate) initrd_len: u64,
 }
 
 /// The size of ESP needed for `files` in two slots with `boot` on

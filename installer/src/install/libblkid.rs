@@ -21,7 +21,7 @@ pub const WIPEFS: &str = "wipefs";
 /// How libblkid is asked: the `wipefs` to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Libblkid {
-    pub program: PathBuf,
+    pub(crate) program: PathBuf,
 }
 
 impl Default for Libblkid {
@@ -37,15 +37,15 @@ impl Default for Libblkid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlkidSignature {
     /// libblkid's name for it (`xfs`, `zfs_member`, `crypto_LUKS`, `dos`).
-    pub kind: String,
+    pub(crate) kind: String,
     /// Where its magic bytes are, and how many: zeroing them makes libblkid
     /// stop seeing this copy.
-    pub offset: u64,
-    pub length: u64,
-    pub label: Option<String>,
-    pub uuid: Option<String>,
+    pub(crate) offset: u64,
+    pub(crate) length: u64,
+    pub(crate) label: Option<String>,
+    pub(crate) uuid: Option<String>,
     /// `filesystem`, `raid`, `crypto`, `partition-table` or `other`.
-    pub usage: String,
+    pub(crate) usage: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +90,7 @@ impl Libblkid {
     /// Every signature libblkid finds on the whole device or file at `path`
     /// (partition tables and whole-disk filesystems; what is inside
     /// partitions is the partition table's business).
-    pub fn probe(&self, path: &Path) -> Result<Vec<BlkidSignature>, LibblkidError> {
+    pub(crate) fn probe(&self, path: &Path) -> Result<Vec<BlkidSignature>, LibblkidError> {
         let output = Command::new(&self.program)
             .args(["--no-act", "--json", "--output"])
             .arg("TYPE,OFFSET,LENGTH,LABEL,UUID,USAGE")

@@ -41,10 +41,10 @@ const MAX_DEPTH: usize = 8;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Survey {
     /// Disks the installer runs from, first reason per disk.
-    pub media: Vec<InstallerMedium>,
+    pub(crate) media: Vec<InstallerMedium>,
     /// Disk name → why it is busy although sysfs shows nothing (a loop
     /// device reading a file from it).
-    pub busy: BTreeMap<String, Vec<String>>,
+    pub(crate) busy: BTreeMap<String, Vec<String>>,
 }
 
 /// A loop device's backing file and the device it is on.

@@ -132,12 +132,12 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub path: PathBuf,
-    pub size: u64,
-    pub sector_size: u32,
+    size: u64,
+    sector_size: u32,
     /// What sysfs says about it; `None` for a disk-image file.
-    pub device: Option<DiskInfo>,
+    device: Option<DiskInfo>,
     /// What makes it the target that was examined.
-    pub identity: Identity,
+    identity: Identity,
 }
 
 /// What must still hold when the target is opened for writing.
@@ -164,7 +164,7 @@ impl Target {
     /// Opens the target for writing (see [`Identity`]); a disk-image file
     /// is created, and extended (sparse) to its size once it was checked
     /// ([`Opened::grow`]).
-    pub fn open(&self, opening: Opening) -> Result<Opened<File>, InstallError> {
+    fn open(&self, opening: Opening) -> Result<Opened<File>, InstallError> {
         let failed = |source: OpenError| InstallError::Open {
             path: self.path.clone(),
             source,
@@ -689,14 +689,14 @@ fn derive(seed: &[u8; 32], purpose: &str) -> [u8; 32] {
 /// What an installation did.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    pub target: String,
-    pub layout: Layout,
-    pub version: u64,
-    pub id: Uuid,
-    pub label: String,
-    pub bootloader: &'static str,
-    pub arch: Arch,
-    pub elapsed: Duration,
+    target: String,
+    layout: Layout,
+    version: u64,
+    id: Uuid,
+    label: String,
+    bootloader: &'static str,
+    arch: Arch,
+    elapsed: Duration,
 }
 
 impl fmt::Display for Summary {

@@ -27,23 +27,23 @@ use abnix_formats::layout::{self, LayoutConfig};
 /// (see `medium`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallerMedium {
-    pub disk: String,
-    pub why: String,
+    pub(crate) disk: String,
+    pub(crate) why: String,
 }
 
 /// What a target disk must offer.
 #[derive(Debug, Clone)]
 pub struct Requirements {
-    pub layout: LayoutConfig,
+    pub(crate) layout: LayoutConfig,
     /// GRUB's BIOS boot code is installed, which needs 512-byte sectors.
-    pub bios_boot: bool,
+    pub(crate) bios_boot: bool,
     /// Removable disks may be chosen (an explicitly named disk always may).
-    pub allow_removable: bool,
+    pub(crate) allow_removable: bool,
     /// The image's filesystem and its block size, from its superblock: the
     /// kernel mounts no filesystem whose blocks are smaller than the disk's
     /// logical sectors.
-    pub image_fs: FsType,
-    pub image_block_size: u32,
+    pub(crate) image_fs: FsType,
+    pub(crate) image_block_size: u32,
 }
 
 /// Why a disk cannot be the target.
@@ -112,24 +112,24 @@ pub fn check_disk(
 /// A device that was not chosen, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
-    pub name: String,
-    pub reason: String,
+    name: String,
+    reason: String,
 }
 
 /// The outcome of automatic selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
-    pub chosen: DiskInfo,
+    pub(crate) chosen: DiskInfo,
     /// Every other block device, in scan order: ineligible disks, disks
     /// after the chosen one, and virtual devices.
-    pub skipped: Vec<Skipped>,
+    skipped: Vec<Skipped>,
 }
 
 /// No disk passed the rules; every device is listed with its reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no eligible disk to install onto{}", list(.skipped))]
 pub struct NoEligibleDisk {
-    pub skipped: Vec<Skipped>,
+    skipped: Vec<Skipped>,
 }
 
 fn list(skipped: &[Skipped]) -> String {

@@ -166,21 +166,15 @@ pub(super) fn check_rw(disk: &Path, layout: &Layout) {
         stats.contains("Filesystem volume name:   abnix-rw"),
         "{stats}"
     );
-    let blocks: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("Block count:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let block_size: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("Block size:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(blocks * block_size, layout.rw.size, "fills abnix-rw");
+    let number = |field: &str| -> u64 {
+        let line = stats.lines().find_map(|l| l.strip_prefix(field));
+        line.unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(
+        number("Block count:") * number("Block size:"),
+        layout.rw.size,
+        "fills abnix-rw"
+    );
     let listing = run("debugfs", &["-R", "ls -l /var/lib"], &fs);
     assert!(listing.contains(" abnix"), "{listing}");
     let root = run("debugfs", &["-R", "stat /root"], &fs);

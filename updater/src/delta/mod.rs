@@ -134,8 +134,8 @@ impl std::fmt::Display for Fallback {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeltaReport {
     /// Size of the image.
-    pub bytes: u64,
-    pub chunks: usize,
+    pub(crate) bytes: u64,
+    pub(crate) chunks: usize,
     /// Chunks the target already held.
     pub kept: Tally,
     /// Chunks copied from the active slot.
@@ -153,9 +153,9 @@ pub struct DeltaReport {
     /// Set when the whole object was downloaded instead, and why.
     pub fallback: Option<Fallback>,
     /// From the call until the end (sync and read-back included).
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// With `verify_readback`: the proof that the target holds the image.
-    pub verified: Option<VerifiedImage>,
+    pub(crate) verified: Option<VerifiedImage>,
 }
 
 /// One line for the log: what was reused, what was downloaded, or why the

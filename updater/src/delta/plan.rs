@@ -35,15 +35,15 @@ pub struct Coalescing {
 /// Every chunk's source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    pub sources: Vec<Source>,
+    sources: Vec<Source>,
 }
 
 /// Bytes a plan saves and costs, in compressed bytes of the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost {
-    pub kept: Tally,
-    pub copied: Tally,
-    pub fetched: Tally,
+    pub(crate) kept: Tally,
+    pub(crate) copied: Tally,
+    pub(crate) fetched: Tally,
     /// Compressed bytes the range requests ask for, gaps included.
     pub download: u64,
     pub requests: usize,
@@ -77,7 +77,7 @@ impl Plan {
     }
 
     /// (position, offset in the active slot) of every chunk to copy.
-    pub fn copies(&self) -> Vec<(usize, u64)> {
+    pub(crate) fn copies(&self) -> Vec<(usize, u64)> {
         self.sources
             .iter()
             .enumerate()
@@ -89,7 +89,7 @@ impl Plan {
     }
 
     /// Positions of the chunks to fetch, ascending.
-    pub fn fetches(&self) -> Vec<usize> {
+    pub(crate) fn fetches(&self) -> Vec<usize> {
         self.sources
             .iter()
             .enumerate()

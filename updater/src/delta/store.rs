@@ -35,26 +35,26 @@ pub enum StoreError {
 
 impl IndexStore {
     /// The store under the updater's state directory: `<state_dir>/index`.
-    pub fn new(state_dir: &Path) -> IndexStore {
+    pub(crate) fn new(state_dir: &Path) -> IndexStore {
         IndexStore {
             dir: state_dir.join("index"),
         }
     }
 
     /// Where the index of a version is kept.
-    pub fn path(&self, version: u64, id: Uuid) -> PathBuf {
+    fn path(&self, version: u64, id: Uuid) -> PathBuf {
         self.dir.join(object_name(version, id, ObjectKind::Index))
     }
 
     /// Keeps `index` as the index of the version, atomically: call it once
     /// the version's image is written and verified.
-    pub fn save(&self, version: u64, id: Uuid, index: &Index) -> io::Result<()> {
+    pub(crate) fn save(&self, version: u64, id: Uuid, index: &Index) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         write_atomically(&self.path(version, id), &index.to_bytes())
     }
 
     /// The stored index of the version, `None` if there is none.
-    pub fn load(&self, version: u64, id: Uuid) -> Result<Option<Index>, StoreError> {
+    pub(crate) fn load(&self, version: u64, id: Uuid) -> Result<Option<Index>, StoreError> {
         let path = self.path(version, id);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -68,7 +68,7 @@ impl IndexStore {
 
     /// Removes every stored index but those of `keep` (the versions in the
     /// slots), so the store does not grow with every update.
-    pub fn retain(&self, keep: &[(u64, Uuid)]) -> io::Result<()> {
+    pub(crate) fn retain(&self, keep: &[(u64, Uuid)]) -> io::Result<()> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -89,7 +89,7 @@ impl IndexStore {
     /// one in the bucket (verified through the version's signed meta), which
     /// is then stored. `None` when neither is to be had; the reason is
     /// logged, as the update then downloads the whole image.
-    pub fn active_index(&self, channel: &Channel, version: u64, id: Uuid) -> Option<Index> {
+    pub(crate) fn active_index(&self, channel: &Channel, version: u64, id: Uuid) -> Option<Index> {
         match self.load(version, id) {
             Ok(Some(index)) => return Some(index),
             Ok(None) => {

@@ -93,11 +93,11 @@ impl RemoteError {
 
 /// Where a failed request went, to name things in errors.
 pub(crate) struct RequestTarget<'a> {
-    pub endpoint: &'a str,
-    pub bucket: &'a str,
-    pub key: &'a str,
+    pub(crate) endpoint: &'a str,
+    pub(crate) bucket: &'a str,
+    pub(crate) key: &'a str,
     /// The SDK's operation timeout, named when it fires.
-    pub max_total: Duration,
+    pub(crate) max_total: Duration,
 }
 
 /// S3 error codes that mean "these credentials may not do this".
@@ -113,7 +113,7 @@ const ACCESS_CODES: &[&str] = &[
 
 impl RequestTarget<'_> {
     /// Maps an SDK error, after the SDK's own retries, onto [`RemoteError`].
-    pub fn classify<E>(&self, err: SdkError<E, HttpResponse>) -> RemoteError
+    pub(crate) fn classify<E>(&self, err: SdkError<E, HttpResponse>) -> RemoteError
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
@@ -151,7 +151,7 @@ impl RequestTarget<'_> {
     }
 
     /// Maps an S3 error answer (HTTP status, S3 error code, message).
-    pub fn classify_response(
+    pub(crate) fn classify_response(
         &self,
         status: u16,
         code: Option<&str>,
@@ -192,7 +192,7 @@ impl RequestTarget<'_> {
         }
     }
 
-    pub fn unreachable(&self, reason: &str) -> RemoteError {
+    pub(crate) fn unreachable(&self, reason: &str) -> RemoteError {
         RemoteError::Unreachable {
             endpoint: self.endpoint.to_string(),
             reason: reason.to_string(),

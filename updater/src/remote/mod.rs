@@ -328,7 +328,7 @@ impl Remote {
     /// server that answers with the whole object instead is refused with
     /// [`RemoteError::RangeIgnored`] before any body byte is read; an empty
     /// range sends no request.
-    pub fn open_range(
+    pub(crate) fn open_range(
         &self,
         key: &str,
         start: u64,

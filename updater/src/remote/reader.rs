@@ -167,7 +167,7 @@ impl ObjectReader {
 
     /// The next piece of the body as the network delivered it, or `None` at
     /// the end of the object: an alternative to `read` that copies nothing.
-    pub fn next_chunk(&mut self) -> Result<Option<Bytes>, RemoteError> {
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Bytes>, RemoteError> {
         if !self.pending.is_empty() {
             return Ok(Some(std::mem::take(&mut self.pending)));
         }

@@ -76,16 +76,16 @@ impl Default for Timeouts {
 pub struct TransferLimits {
     /// Every request and read fails once this much time has passed since
     /// the [`super::Remote`] was made.
-    pub deadline: Option<Duration>,
+    pub(crate) deadline: Option<Duration>,
     /// A download that brings less than this fails.
-    pub min_rate: Option<MinRate>,
+    pub(crate) min_rate: Option<MinRate>,
 }
 
 /// At least `bytes` in every `per` while a download is under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinRate {
-    pub bytes: u64,
-    pub per: Duration,
+    pub(crate) bytes: u64,
+    pub(crate) per: Duration,
 }
 
 impl RetryPolicy {
@@ -99,7 +99,7 @@ impl RetryPolicy {
 
     /// Backoff before retry number `retry` (1 for the first retry): exponential
     /// with full jitter, `jitter` drawn uniformly from [0, 1).
-    pub fn backoff(&self, retry: u32, jitter: f64) -> Duration {
+    pub(crate) fn backoff(&self, retry: u32, jitter: f64) -> Duration {
         let exponent = retry.saturating_sub(1).min(31);
         let ceiling = self
             .initial_backoff
@@ -134,7 +134,7 @@ mod millis {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
     }
 }
@@ -143,7 +143,7 @@ mod secs {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
     }
 }

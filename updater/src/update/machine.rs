@@ -1,7 +1,7 @@
 //! The update cycle as an explicit state machine, in the style of zincati's
 //! update agent: a [`Machine`] says which [`Action`] to perform next, the
 //! executor ([`super::run`]) performs it and reports the result as an
-//! [`Event`], and [`Machine::advance`] computes the next [`Cycle`] from the
+//! [`Event`], and `Machine::advance` computes the next [`Cycle`] from the
 //! event alone. Transitions do no I/O and read no clock, so every one of
 //! them is unit-tested here, without disks or network.
 //!
@@ -85,7 +85,7 @@ impl NetworkWait {
 
     /// The delay before another attempt, after `attempts` failed ones and
     /// `waited` spent waiting; `None` once the budget is spent.
-    pub fn delay(&self, attempts: u32, waited: Duration) -> Option<Duration> {
+    fn delay(&self, attempts: u32, waited: Duration) -> Option<Duration> {
         let left = self.budget.checked_sub(waited).filter(|d| !d.is_zero())?;
         let exponent = attempts.saturating_sub(1).min(16);
         let delay = self
@@ -159,16 +159,17 @@ pub struct DiskState {
     pub boot: BootStatus,
     /// Each slot's signed meta kept beside its boot files, as verified with
     /// the device's keys now (indexed like the slots).
-    pub kept: [KeptMeta; 2],
+    pub(crate) kept: [KeptMeta; 2],
     /// The failed versions recorded on the ESP.
     pub failed: Vec<FailedVersion>,
     /// The keys a recovery key revoked, recorded on the ESP.
-    pub revoked: Vec<PublicKey>,
+    pub(crate) revoked: Vec<PublicKey>,
 }
 
 impl DiskState {
     /// A disk whose slots keep no signed meta, and with nothing recorded.
-    pub fn unsigned(boot: BootStatus) -> DiskState {
+    #[cfg(test)]
+    fn unsigned(boot: BootStatus) -> DiskState {
         DiskState {
             boot,
             kept: [KeptMeta::Unsigned, KeptMeta::Unsigned],
@@ -226,7 +227,7 @@ impl Step {
     }
 
     /// What the step does, for logs, STATUS= and errors.
-    pub fn describe(self, plan: &Plan) -> String {
+    fn describe(self, plan: &Plan) -> String {
         let (slot, version) = (plan.target, plan.meta().version);
         match self {
             Step::FetchIndex => format!("fetching the chunk index of version {version}"),
@@ -262,7 +263,7 @@ impl Plan {
     }
 
     /// The slot information its boot files carry.
-    pub fn slot_info(&self) -> SlotInfo {
+    pub(crate) fn slot_info(&self) -> SlotInfo {
         SlotInfo::of(self.meta())
     }
 }
@@ -719,7 +720,7 @@ pub enum Action {
 
 impl Action {
     /// One line for logs and systemd's STATUS=.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Action::ReadDisk => "reading the boot state".into(),
             Action::RecordFailedTrial { trial, info } => format!(
@@ -793,11 +794,7 @@ impl Machine {
         }
     }
 
-    pub fn cycle(&self) -> &Cycle {
-        &self.cycle
-    }
-
-    pub fn action(&self) -> Action {
+    pub(crate) fn action(&self) -> Action {
         match &self.cycle {
             Cycle::Start => Action::ReadDisk,
             Cycle::RecordingFailedTrial { trial, .. } => Action::RecordFailedTrial {
@@ -816,7 +813,7 @@ impl Machine {
     }
 
     /// The transition: the next cycle, given what the last action produced.
-    pub fn advance(mut self, event: Event) -> Machine {
+    pub(crate) fn advance(mut self, event: Event) -> Machine {
         let cycle = std::mem::replace(&mut self.cycle, Cycle::Start);
         self.cycle = self.next(cycle, event);
         self

@@ -70,8 +70,8 @@ pub(crate) fn scheduled_query() -> Vec<String> {
 #[derive(Debug, thiserror::Error)]
 #[error("running {command}: {reason}")]
 pub struct RestartError {
-    pub command: String,
-    pub reason: String,
+    command: String,
+    reason: String,
 }
 
 /// Runs a command line; `Ok(false)` when it ran and exited non-zero.

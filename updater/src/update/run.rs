@@ -33,14 +33,14 @@ use abnix_formats::sign::TrustedKeys;
 
 /// What the actions work on.
 pub struct Executor<'a, D: Disk> {
-    pub disk: &'a mut SystemDisk<D>,
-    pub config: &'a Config,
-    pub state_dir: &'a StateDir,
+    disk: &'a mut SystemDisk<D>,
+    config: &'a Config,
+    state_dir: &'a StateDir,
     /// The loaded state; failed trials are added and saved as they are met.
-    pub state: &'a mut State,
-    pub progress: &'a dyn Progress,
-    pub notifier: &'a Notifier,
-    pub write_options: WriteOptions,
+    state: &'a mut State,
+    progress: &'a dyn Progress,
+    notifier: &'a Notifier,
+    write_options: WriteOptions,
     /// The config's keys with the revocations recorded on the ESP, from the
     /// first action on.
     keys: TrustedKeys,

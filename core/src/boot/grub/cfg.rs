@@ -4,7 +4,7 @@
 //! `grub.cfg` holds all the logic and never changes; the boot state it acts
 //! on is in the environment block (see [`super::env`]) and the kernel
 //! command line of each slot is in that slot's `slot.cfg`. What the script
-//! does is modelled by [`BootState::next_boot`].
+//! does is modelled by `BootState::next_boot`.
 //!
 //! GRUB script has no arithmetic, so the decrement of a trial slot's tries is
 //! spelled out for each count; it has no variable indirection either, so the
@@ -23,7 +23,7 @@ pub struct GrubCfgOptions {
     /// Mirror GRUB's console on the PC's first serial port (115200 baud),
     /// for headless machines and tests: x86 only
     /// ([`abnix_formats::layout::Arch::has_pc_serial_port`]).
-    pub serial_console: bool,
+    pub(crate) serial_console: bool,
 }
 
 /// The `grub.cfg` that GRUB loads from `$prefix` (`/abnix` on the ESP).
@@ -109,7 +109,7 @@ reboot
 }
 
 /// What `grub.cfg` prints when it takes the rescue path: no slot is
-/// eligible by the state block (see [`BootState::next_boot`]).
+/// eligible by the state block (see `BootState::next_boot`).
 pub const RESCUE_MESSAGE: &str = "abnix: no slot is eligible; booting the last good slot";
 
 /// `abnix_try_<slot>`: boots the slot if its state makes it eligible,

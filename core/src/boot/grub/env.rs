@@ -86,7 +86,7 @@ pub(crate) struct EnvBlock {
 impl EnvBlock {
     /// Parses a whole block; any malformed line is an error.
     #[cfg(test)]
-    pub fn parse(bytes: &[u8]) -> Result<EnvBlock, EnvError> {
+    fn parse(bytes: &[u8]) -> Result<EnvBlock, EnvError> {
         let (block, problem) = Self::parse_prefix(bytes);
         match problem {
             Some(err) => Err(err),
@@ -96,7 +96,7 @@ impl EnvBlock {
 
     /// Parses like GRUB's `load_env`: variables up to the first malformed
     /// line count, and the problem (if any) is returned next to them.
-    pub fn parse_prefix(bytes: &[u8]) -> (EnvBlock, Option<EnvError>) {
+    fn parse_prefix(bytes: &[u8]) -> (EnvBlock, Option<EnvError>) {
         let mut block = EnvBlock::default();
         let Some(body) = bytes.strip_prefix(SIGNATURE.as_bytes()) else {
             return (block, Some(EnvError::NoSignature));
@@ -120,7 +120,7 @@ impl EnvBlock {
     }
 
     /// The value of `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    fn get(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
             .find(|(n, _)| n == name)
@@ -129,7 +129,7 @@ impl EnvBlock {
 
     /// Sets `name`, keeping its place if it exists (like GRUB), else
     /// appending it.
-    pub fn set(&mut self, name: &str, value: &str) {
+    fn set(&mut self, name: &str, value: &str) {
         match self.vars.iter_mut().find(|(n, _)| n == name) {
             Some((_, v)) => *v = value.to_owned(),
             None => self.vars.push((name.to_owned(), value.to_owned())),
@@ -137,13 +137,13 @@ impl EnvBlock {
     }
 
     #[cfg(test)]
-    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+    fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// The block padded with `#` to exactly `size` bytes, escaped as GRUB
     /// does.
-    pub fn serialize(&self, size: usize) -> Result<Vec<u8>, EnvError> {
+    fn serialize(&self, size: usize) -> Result<Vec<u8>, EnvError> {
         let mut out = SIGNATURE.as_bytes().to_vec();
         for (name, value) in &self.vars {
             check_name(name, out.len())?;

@@ -49,10 +49,10 @@ const EFI_MODULES: &[&str] = &["efi_gop"];
 /// Where to find `grub-mkimage` and GRUB's platform directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrubTools {
-    pub mkimage: PathBuf,
+    pub(crate) mkimage: PathBuf,
     /// Holds `i386-pc/` and the EFI platforms' directories (`x86_64-efi/`,
     /// `arm64-efi/`; each may be missing if that image is not built).
-    pub lib_dir: PathBuf,
+    pub(crate) lib_dir: PathBuf,
 }
 
 /// boot.img and core.img, unpatched (see [`super::bios`]).
@@ -104,7 +104,7 @@ impl GrubTools {
     /// The EFI image for `arch`, for its removable-media path
     /// ([`esp::efi_boot`]). A prefix without a device means the partition
     /// the image was loaded from: the ESP.
-    pub fn efi_image(&self, arch: Arch) -> Result<Vec<u8>, MkimageError> {
+    pub(crate) fn efi_image(&self, arch: Arch) -> Result<Vec<u8>, MkimageError> {
         let platform = arch.grub_efi_platform();
         let dir = self.lib_dir.join(platform);
         self.mkimage(platform, &dir, &esp::absolute(esp::ABNIX_DIR), EFI_MODULES)

@@ -39,19 +39,19 @@ pub struct GrubBoot<D: Disk> {
     fs: FatFs<D>,
 }
 
-/// What [`GrubBoot::install`] puts on a fresh ESP.
+/// What `GrubBoot::install` puts on a fresh ESP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrubInstall {
-    pub format: FormatOptions,
+    pub(crate) format: FormatOptions,
     /// GRUB's EFI image (see [`mkimage::GrubTools::efi_image`]),
     /// for machines that boot through UEFI; `None` for BIOS only.
-    pub efi_image: Option<EfiApp>,
-    pub cfg: GrubCfgOptions,
+    pub(crate) efi_image: Option<EfiApp>,
+    pub(crate) cfg: GrubCfgOptions,
 }
 
 impl<D: Disk> GrubBoot<D> {
-    /// Boot control on an ESP set up by [`GrubBoot::install`].
-    pub fn open(esp: D) -> Result<Self, BootError> {
+    /// Boot control on an ESP set up by `GrubBoot::install`.
+    pub(crate) fn open(esp: D) -> Result<Self, BootError> {
         Ok(GrubBoot {
             fs: FatFs::open(esp)?,
         })
@@ -60,7 +60,7 @@ impl<D: Disk> GrubBoot<D> {
     /// Formats the ESP and writes GRUB's files: the EFI image if any,
     /// `grub.cfg`, and a state block in which no slot is eligible. The BIOS
     /// boot code goes outside the ESP ([`bios::install`]).
-    pub fn install(esp: D, options: &GrubInstall) -> Result<Self, BootError> {
+    pub(crate) fn install(esp: D, options: &GrubInstall) -> Result<Self, BootError> {
         let mut fs = FatFs::format(esp, &options.format)?;
         if let Some(app) = &options.efi_image {
             fs.create_dir_all(esp::EFI_BOOT_DIR)?;
@@ -73,7 +73,8 @@ impl<D: Disk> GrubBoot<D> {
         Ok(GrubBoot { fs })
     }
 
-    pub fn into_inner(self) -> D {
+    #[cfg(test)]
+    pub(crate) fn into_inner(self) -> D {
         self.fs.into_inner()
     }
 

@@ -30,9 +30,9 @@ const ENTRY_SUFFIX: &str = ".conf";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BootCounter {
     /// Boot attempts left.
-    pub left: u64,
+    left: u64,
     /// Attempts made so far; systemd-boot reads a missing `-DONE` as 0.
-    pub done: u64,
+    done: u64,
 }
 
 /// Splits a file name stem (without `.conf`) into the part before the boot
@@ -63,8 +63,8 @@ pub(crate) fn split_counter(stem: &str) -> (&str, Option<BootCounter>) {
 /// The name of an abnix entry file: which slot and its boot counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EntryName {
-    pub slot: Slot,
-    pub counter: Option<BootCounter>,
+    pub(crate) slot: Slot,
+    pub(crate) counter: Option<BootCounter>,
 }
 
 /// Why a file in `loader/entries` that claims to be abnix's is not usable.
@@ -86,7 +86,7 @@ impl EntryName {
     /// The entry named by `file_name`: `Ok(None)` for entries that are not
     /// abnix's (other systems may share the ESP). Case does not matter, as
     /// on FAT and in systemd-boot.
-    pub fn parse(file_name: &str) -> Result<Option<EntryName>, BlsError> {
+    pub(crate) fn parse(file_name: &str) -> Result<Option<EntryName>, BlsError> {
         let lower = file_name.to_ascii_lowercase();
         let Some(rest) = lower.strip_prefix(ENTRY_PREFIX) else {
             return Ok(None);
@@ -98,7 +98,7 @@ impl EntryName {
         Ok(Some(EntryName { slot, counter }))
     }
 
-    pub fn file_name(&self) -> String {
+    pub(crate) fn file_name(&self) -> String {
         let mut name = format!("{ENTRY_PREFIX}{}", self.slot);
         if let Some(c) = self.counter {
             write!(name, "+{}-{}", c.left, c.done).unwrap();
@@ -108,12 +108,12 @@ impl EntryName {
     }
 
     /// Path of the entry on the ESP.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("{}/{}", esp::ENTRIES_DIR, self.file_name())
     }
 
     /// A fresh trial: `tries` attempts, none made (`abnix-<slot>+N-0.conf`).
-    pub fn trial(slot: Slot, tries: u64) -> EntryName {
+    pub(crate) fn trial(slot: Slot, tries: u64) -> EntryName {
         EntryName {
             slot,
             counter: Some(BootCounter {
@@ -124,7 +124,7 @@ impl EntryName {
     }
 
     /// A good slot: no counter.
-    pub fn good(slot: Slot) -> EntryName {
+    pub(crate) fn good(slot: Slot) -> EntryName {
         EntryName {
             slot,
             counter: None,
@@ -135,12 +135,12 @@ impl EntryName {
     /// made, so systemd-boot sorts it last but can still boot it when the
     /// other slot's entry is gone. systemd-boot itself never produces `+0-0`:
     /// every attempt it counts raises DONE.
-    pub fn demoted(slot: Slot) -> EntryName {
+    pub(crate) fn demoted(slot: Slot) -> EntryName {
         EntryName::trial(slot, 0)
     }
 
     /// The abnix slot state this name stands for.
-    pub fn state(&self) -> SlotState {
+    pub(crate) fn state(&self) -> SlotState {
         match self.counter {
             None => SlotState::Good,
             Some(BootCounter { left: 0, done: 0 }) => SlotState::Good,
@@ -153,7 +153,7 @@ impl EntryName {
     /// The name systemd-boot gives the entry when it boots it
     /// (`config_entry_parse_tries`: LEFT-1 but not below 0, DONE+1).
     #[cfg(any(test, feature = "testutil"))]
-    pub fn after_boot_attempt(&self) -> EntryName {
+    pub(crate) fn after_boot_attempt(&self) -> EntryName {
         EntryName {
             counter: self.counter.map(|c| BootCounter {
                 left: c.left.saturating_sub(1),
@@ -167,16 +167,16 @@ impl EntryName {
 /// A Boot Loader Specification type #1 entry, as far as abnix uses it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BlsEntry {
-    pub title: Option<String>,
-    pub version: Option<String>,
-    pub sort_key: Option<String>,
-    pub machine_id: Option<String>,
-    pub linux: Option<String>,
-    pub initrd: Vec<String>,
+    title: Option<String>,
+    pub(crate) version: Option<String>,
+    pub(crate) sort_key: Option<String>,
+    pub(crate) machine_id: Option<String>,
+    pub(crate) linux: Option<String>,
+    pub(crate) initrd: Vec<String>,
     /// Joined with spaces by systemd-boot.
-    pub options: Vec<String>,
+    options: Vec<String>,
     /// Keys abnix does not use, kept in order.
-    pub other: Vec<(String, String)>,
+    other: Vec<(String, String)>,
 }
 
 impl BlsEntry {
@@ -187,7 +187,7 @@ impl BlsEntry {
     /// value is the rest with surrounding blanks and one pair of enclosing
     /// double quotes removed. Returns the entry systemd-boot sees and what
     /// it silently skipped (nothing, for an entry abnix wrote).
-    pub fn read(bytes: &[u8]) -> (BlsEntry, Vec<BlsError>) {
+    pub(crate) fn read(bytes: &[u8]) -> (BlsEntry, Vec<BlsError>) {
         let mut problems = Vec::new();
         let text = match bytes.iter().position(|&b| b == 0) {
             Some(offset) => {
@@ -268,7 +268,7 @@ impl BlsEntry {
 
     /// The kernel command line systemd-boot passes (before it adds
     /// `initrd=` for the kernel's EFI stub).
-    pub fn cmdline(&self) -> String {
+    pub(crate) fn cmdline(&self) -> String {
         self.options.join(" ")
     }
 }
@@ -308,11 +308,11 @@ pub(crate) fn loader_conf() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SortEntry<'a> {
     /// The entry file name.
-    pub file_name: &'a str,
-    pub counter: Option<BootCounter>,
-    pub sort_key: Option<&'a str>,
-    pub machine_id: Option<&'a str>,
-    pub version: Option<&'a str>,
+    pub(crate) file_name: &'a str,
+    pub(crate) counter: Option<BootCounter>,
+    pub(crate) sort_key: Option<&'a str>,
+    pub(crate) machine_id: Option<&'a str>,
+    pub(crate) version: Option<&'a str>,
 }
 
 /// systemd-boot v252's `config_entry_compare`: `Less` sorts first, and with

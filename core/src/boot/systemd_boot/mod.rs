@@ -99,7 +99,7 @@ fn not_for_slot(slot: Slot, entry: &BlsEntry) -> Option<String> {
 
 impl<D: Disk> SystemdBoot<D> {
     /// Boot control on an ESP set up by [`SystemdBoot::install`].
-    pub fn open(esp: D) -> Result<Self, BootError> {
+    pub(crate) fn open(esp: D) -> Result<Self, BootError> {
         Ok(SystemdBoot {
             fs: FatFs::open(esp)?,
         })
@@ -108,7 +108,7 @@ impl<D: Disk> SystemdBoot<D> {
     /// Formats the ESP and writes systemd-boot (`systemd-bootx64.efi`,
     /// `systemd-bootaa64.efi`) as the default EFI loader of its
     /// architecture, with `loader.conf` and no entries.
-    pub fn install(
+    pub(crate) fn install(
         esp: D,
         format: &FormatOptions,
         systemd_boot: &EfiApp,
@@ -123,7 +123,8 @@ impl<D: Disk> SystemdBoot<D> {
         Ok(SystemdBoot { fs })
     }
 
-    pub fn into_inner(self) -> D {
+    #[cfg(test)]
+    pub(crate) fn into_inner(self) -> D {
         self.fs.into_inner()
     }
 
