@@ -1,0 +1,2 @@
+//! abnix-mkimage: writes a root image of a directory tree (to be written).
+fn main() {}
