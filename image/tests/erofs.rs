@@ -195,7 +195,12 @@ fn assert_same_tree(a: &Path, b: &Path, mounted: bool) {
             fs::symlink_metadata(&y).unwrap(),
         );
         let mask = if mounted { 0o177777 } else { 0o170777 };
-        assert_eq!(mx.mode() & mask, my.mode() & mask, "{}: type and mode", rel.display());
+        assert_eq!(
+            mx.mode() & mask,
+            my.mode() & mask,
+            "{}: type and mode",
+            rel.display()
+        );
         if mounted {
             assert_eq!(mx.nlink(), my.nlink(), "{}: links", rel.display());
         }
