@@ -1,11 +1,9 @@
 //! abnix-mkimage: writes a root image of a directory tree in the store-path
 //! layout (docs/delta.md; DESIGN §3). nix/builders/root-image.sh calls it.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 
-use abnix_image::{erofs, tree::Tree};
+use abnix_image::erofs;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
@@ -43,16 +41,8 @@ fn main() -> Result<()> {
             out,
             tree,
         } => {
-            let tree = Tree::walk(&tree).with_context(|| format!("walking {}", tree.display()))?;
-            let file = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
-            let mut writer = BufWriter::with_capacity(1 << 20, file);
-            erofs::write(&tree, erofs::Options { uuid, time }, &mut writer)
-                .with_context(|| format!("writing {}", out.display()))?;
-            writer
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .and_then(|file| file.sync_all())
-                .with_context(|| format!("writing {}", out.display()))?;
+            erofs::write_file(&tree, erofs::Options { uuid, time }, &out)
+                .with_context(|| format!("writing {} from {}", out.display(), tree.display()))?;
         }
     }
     Ok(())
