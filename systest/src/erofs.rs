@@ -1,38 +1,25 @@
-//! erofs images made with `mkfs.erofs` from a directory, as the Nix side
-//! makes a version's root (nix/builders/root-image.sh).
+//! erofs images of a directory, written by the image writer the Nix side
+//! uses (abnix-image, through nix/builders/root-image.sh's `abnix-mkimage
+//! erofs`), so the machine tests boot the layout hosts run.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::Result;
+use abnix_image::erofs;
+use anyhow::{Context, Result};
 use uuid::Uuid;
 
-use crate::tool;
-
 /// The timestamp of every file, as root-image.sh sets it.
-const FIXED_TIME: &str = "1";
+const FIXED_TIME: u64 = 1;
 
-/// An erofs image of the directory `root` at `out`, with `uuid`.
-///
-/// The same options as root-image.sh, for the same reasons: deterministic
-/// (fixed times, every file owned by root), uncompressed (the image object
-/// is compressed per chunk already) and without inline data (the tails of
-/// small files in the metadata blocks would drag them into every delta).
+/// An erofs image of the directory `root` at `out`, with `uuid`: what
+/// root-image.sh makes of the same tree (every file owned by root, fixed
+/// times, uncompressed, store paths at stable places).
 pub fn read_only_image_of(root: &Path, uuid: Uuid, out: &Path) -> Result<()> {
-    tool::run(
-        Command::new("mkfs.erofs")
-            .args([
-                "--quiet",
-                "-T",
-                FIXED_TIME,
-                "--all-root",
-                "-E",
-                "noinline_data",
-            ])
-            .arg("-U")
-            .arg(uuid.to_string())
-            .arg(out)
-            .arg(root),
-    )?;
+    let options = erofs::Options {
+        uuid,
+        time: FIXED_TIME,
+    };
+    erofs::write_file(root, options, out)
+        .with_context(|| format!("writing {} from {}", out.display(), root.display()))?;
     Ok(())
 }
