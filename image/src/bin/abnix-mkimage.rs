@@ -77,7 +77,7 @@ fn main() -> Result<()> {
             tree,
         } => {
             let tree = Tree::walk(&tree).with_context(|| format!("walking {}", tree.display()))?;
-            let options = ext4::Options { uuid, time: time as u32, label };
+            let options = ext4::Options { uuid, time, label };
             // A new file reads as zeros, as the ext4 writer needs.
             write_file(&out, |writer| {
                 ext4::write(&tree, &options, writer)

@@ -61,8 +61,9 @@ const LINK_MAX: u32 = 65000;
 pub struct Options {
     /// The filesystem UUID (for abnix, the version id).
     pub uuid: Uuid,
-    /// Every inode's times and the superblock's, in seconds since the epoch.
-    pub time: u32,
+    /// Every inode's times and the superblock's, in seconds since the epoch
+    /// (before 2038: the inodes keep no epoch bits).
+    pub time: u64,
     /// The volume label, at most 16 bytes.
     pub label: String,
 }
@@ -92,8 +93,8 @@ pub enum Error {
     LostFoundNotADirectory,
     #[error("a label of {0} bytes, ext4 holds at most 16")]
     LabelTooLong(usize),
-    #[error("time {0} is past 2038, which these inodes cannot hold")]
-    TimeTooLate(u32),
+    #[error("time {0} is past January 2038, which these inodes cannot hold")]
+    TimeTooLate(u64),
     #[error("{0} blocks of 4 KiB, more than ext4 without 64bit addresses")]
     TooLarge(u64),
 }
@@ -106,9 +107,10 @@ pub fn write<W: Write + Seek>(tree: &Tree, options: &Options, out: &mut W) -> Re
     if label.len() > 16 {
         return Err(Error::LabelTooLong(label.len()));
     }
-    if options.time > i32::MAX as u32 {
-        return Err(Error::TimeTooLate(options.time));
-    }
+    let time = u32::try_from(options.time)
+        .ok()
+        .filter(|&t| t <= i32::MAX as u32)
+        .ok_or(Error::TimeTooLate(options.time))?;
     let tree = with_lost_found(tree)?;
     let plan = Plan::new(&tree);
     let layout = Layout::new(&tree, &plan)?;
@@ -117,7 +119,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, options: &Options, out: &mut W) -> Re
         tree: &tree,
         layout: &layout,
         seed,
-        time: options.time,
+        time,
         out,
     };
     image.write_data(&plan)?;
@@ -134,7 +136,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, options: &Options, out: &mut W) -> Re
         seed_uuid: *SEED_UUID.as_bytes(),
         seed,
         label: &label16,
-        time: options.time,
+        time,
     };
     image.write_at(1024, &superblock.encode())?;
     Ok(layout.blocks * BLOCK_SIZE)
@@ -428,8 +430,8 @@ impl<W: Write + Seek> Image<'_, W> {
         Ok(())
     }
 
-    /// Copies a file's content to its blocks, zeros after it to the end of
-    /// its last block.
+    /// Copies a file's content to its blocks. Runs of zeros are skipped:
+    /// the output reads as zeros already, and a sparse file stays sparse.
     fn copy_file(
         &mut self,
         source: &Path,
@@ -448,14 +450,18 @@ impl<W: Write + Seek> Image<'_, W> {
         let mut copied = 0u64;
         loop {
             let n = file.read(buffer).map_err(read_error)?;
-            if n == 0 {
+            if n == 0 || copied + n as u64 > size {
+                copied += n as u64;
                 break;
             }
             copied += n as u64;
-            if copied > size {
-                break;
+            let chunk = &buffer[..n];
+            if chunk.iter().all(|&b| b == 0) {
+                self.out.seek(SeekFrom::Current(n as i64)).map(drop)
+            } else {
+                self.out.write_all(chunk)
             }
-            self.out.write_all(&buffer[..n]).map_err(Error::Write)?;
+            .map_err(Error::Write)?;
         }
         if copied != size {
             return Err(Error::Changed {
@@ -464,10 +470,7 @@ impl<W: Write + Seek> Image<'_, W> {
                 found: copied,
             });
         }
-        let tail = (BLOCK_SIZE - size % BLOCK_SIZE) % BLOCK_SIZE;
-        self.out
-            .write_all(&[0u8; BLOCK_SIZE as usize][..tail as usize])
-            .map_err(Error::Write)
+        Ok(())
     }
 
     fn inode(&self, id: NodeId) -> [u8; INODE_SIZE as usize] {
