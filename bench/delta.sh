@@ -44,8 +44,8 @@
 # neither meets issue 27's targets with today's layout (docs/delta.md,
 # "Where a one-package update's bytes go").
 #
-# Usage: bench/delta.sh   (root; needs mkfs.erofs, mkfs.ext4, faketime,
-#   fakeroot, s3s-fs, python3, zstd)   WORK=/var/tmp/abnix-bench-delta
+# Usage: bench/delta.sh   (root; needs mkfs.erofs, e2fsck, s3s-fs,
+#   python3, zstd; builds abnix-mkimage)   WORK=/var/tmp/abnix-bench-delta
 #   RUNS=3 (best of)   CASES="a b c d" (which to run; (d) builds and packs
 #   two 1 GB pairs, ~15 minutes the first time, mostly disk)
 #   MEASURE=1 also compares chunk sizes on (a) (slow: packs the pair 4 times)
@@ -57,13 +57,16 @@ RUNS=${RUNS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 CASES=${CASES:-a b c d}
-for tool in mkfs.erofs mkfs.ext4 faketime fakeroot s3s-fs python3 zstd; do
+for tool in mkfs.erofs e2fsck s3s-fs python3 zstd; do
   command -v "$tool" >/dev/null || [[ -x $HOME/.cargo/bin/$tool ]] ||
     { echo "missing $tool" >&2; exit 1; }
 done
 export PATH=$PATH:$HOME/.cargo/bin
 
 cargo build --quiet --release -p abnix-bench --bin delta
+# root-image.sh's ext4 writer.
+cargo build --quiet --release -p abnix-image --bin abnix-mkimage
+export PATH=$CARGO_TARGET_DIR/release:$PATH
 BIN=$CARGO_TARGET_DIR/release/delta
 mkdir -p "$WORK"
 
