@@ -494,3 +494,34 @@ fn a_store_path_added_and_one_removed_leave_the_others_bytes_but_data_addresses(
     // The case is meant: the paths after the change had their data moved.
     assert_eq!(moved, 3, "ffff-middle, pppp-after and zzzz-last moved");
 }
+
+#[test]
+fn a_file_that_changes_after_the_walk_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grows");
+    fs::write(&file, b"before").unwrap();
+    let tree = Tree::walk(dir.path()).unwrap();
+    fs::write(&file, b"before and after").unwrap();
+    let err = ext4::write(&tree, &options(Uuid::nil()), &mut Cursor::new(Vec::new())).unwrap_err();
+    assert!(
+        matches!(err, ext4::Error::Changed { expected: 6, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+    fs::write(&file, b"less").unwrap();
+    let err = ext4::write(&tree, &options(Uuid::nil()), &mut Cursor::new(Vec::new())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ext4::Error::Changed {
+                expected: 6,
+                found: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -586,3 +586,112 @@ impl<W: Write + Seek> Image<'_, W> {
         Ok((free_blocks, free_inodes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options {
+            uuid: Uuid::from_u128(1),
+            time: 1,
+            label: String::new(),
+        }
+    }
+
+    fn dir(children: Vec<(Vec<u8>, NodeId)>, path: &str) -> Node {
+        Node {
+            kind: Kind::Dir { children },
+            permissions: 0o755,
+            nlink: 2,
+            path: PathBuf::from(path),
+        }
+    }
+
+    fn symlink(nlink: u32, path: &str) -> Node {
+        Node {
+            kind: Kind::Symlink {
+                target: b"x".to_vec(),
+            },
+            permissions: 0o777,
+            nlink,
+            path: PathBuf::from(path),
+        }
+    }
+
+    fn write_tree(nodes: Vec<Node>, options: &Options) -> Result<u64, Error> {
+        write(&Tree { nodes }, options, &mut io::Cursor::new(Vec::new()))
+    }
+
+    #[test]
+    fn a_name_longer_than_255_bytes_is_refused_with_its_path() {
+        let long = vec![b'n'; 256];
+        let err = write_tree(
+            vec![dir(vec![(long, 1)], ""), symlink(1, "nnn")],
+            &options(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::NameTooLong { len: 256, ref path } if path.ends_with("n".repeat(256))),
+            "{err}"
+        );
+        // 255 bytes is fine.
+        write_tree(
+            vec![dir(vec![(vec![b'n'; 255], 1)], ""), symlink(1, "nnn")],
+            &options(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn more_hard_links_than_ext4_counts_are_refused_with_the_path() {
+        let err = write_tree(
+            vec![dir(vec![(b"l".to_vec(), 1)], ""), symlink(65001, "l")],
+            &options(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyLinks { links: 65001, ref path } if path == Path::new("l")),
+            "{err}"
+        );
+        write_tree(
+            vec![dir(vec![(b"l".to_vec(), 1)], ""), symlink(65000, "l")],
+            &options(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_lost_found_that_is_not_a_directory_is_refused() {
+        let err = write_tree(
+            vec![
+                dir(vec![(b"lost+found".to_vec(), 1)], ""),
+                symlink(1, "lost+found"),
+            ],
+            &options(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::LostFoundNotADirectory), "{err}");
+    }
+
+    #[test]
+    fn labels_over_16_bytes_and_times_past_2038_are_refused() {
+        let tree = || vec![dir(vec![], "")];
+        let mut long_label = options();
+        long_label.label = "x".repeat(17);
+        assert!(matches!(
+            write_tree(tree(), &long_label),
+            Err(Error::LabelTooLong(17))
+        ));
+        long_label.label = "x".repeat(16);
+        write_tree(tree(), &long_label).unwrap();
+        let mut late = options();
+        late.time = 1 << 31;
+        assert!(matches!(
+            write_tree(tree(), &late),
+            Err(Error::TimeTooLate(t)) if t == 1 << 31
+        ));
+        late.time = (1 << 31) - 1;
+        write_tree(tree(), &late).unwrap();
+    }
+}
