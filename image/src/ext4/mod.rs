@@ -27,6 +27,7 @@
 
 mod format;
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -144,11 +145,11 @@ pub fn write<W: Write + Seek>(tree: &Tree, options: &Options, out: &mut W) -> Re
 
 /// `tree` with a `lost+found` directory in its root (e2fsck wants one), a
 /// copy only if it has none.
-fn with_lost_found(tree: &Tree) -> Result<std::borrow::Cow<'_, Tree>, Error> {
+fn with_lost_found(tree: &Tree) -> Result<Cow<'_, Tree>, Error> {
     let root = tree.node(Tree::ROOT);
     if let Some((_, id)) = root.children().iter().find(|(n, _)| n == b"lost+found") {
         return match tree.node(*id).kind {
-            Kind::Dir { .. } => Ok(std::borrow::Cow::Borrowed(tree)),
+            Kind::Dir { .. } => Ok(Cow::Borrowed(tree)),
             _ => Err(Error::LostFoundNotADirectory),
         };
     }
@@ -168,7 +169,7 @@ fn with_lost_found(tree: &Tree) -> Result<std::borrow::Cow<'_, Tree>, Error> {
         let at = children.partition_point(|(n, _)| n.as_slice() < b"lost+found".as_slice());
         children.insert(at, (b"lost+found".to_vec(), id));
     }
-    Ok(std::borrow::Cow::Owned(tree))
+    Ok(Cow::Owned(tree))
 }
 
 /// Where a node's blocks are.
@@ -513,23 +514,39 @@ impl<W: Write + Seek> Image<'_, W> {
     fn write_tables(&mut self, plan: &Plan) -> Result<(u64, u64), Error> {
         let layout = self.layout;
         let per_group = layout.inodes_per_group;
-        let mut table = vec![0u8; (layout.groups * per_group * INODE_SIZE) as usize];
+        let mut by_ino: Vec<(u32, NodeId)> = plan
+            .segments
+            .iter()
+            .flat_map(|s| &s.members)
+            .map(|member| (self.ino(member.node), member.node))
+            .collect();
+        by_ino.sort_unstable();
         let mut inode_used = vec![false; (layout.groups * per_group) as usize];
         inode_used[..FIRST_INO as usize - 1].fill(true);
         let mut directories = vec![0u64; layout.groups as usize];
-        for member in plan.segments.iter().flat_map(|s| &s.members) {
-            let index = (self.ino(member.node) - 1) as u64;
-            let at = (index * INODE_SIZE) as usize;
-            table[at..at + INODE_SIZE as usize].copy_from_slice(&self.inode(member.node));
-            inode_used[index as usize] = true;
-            if let Kind::Dir { .. } = self.tree.node(member.node).kind {
-                directories[(index / per_group) as usize] += 1;
+        // One group's table at a time (at most 8 MiB).
+        let mut table = vec![0u8; (per_group * INODE_SIZE) as usize];
+        let mut nodes = by_ino.iter().peekable();
+        for group in 0..layout.groups {
+            table.fill(0);
+            let first_index = group * per_group;
+            while let Some(&(ino, id)) =
+                nodes.next_if(|(ino, _)| u64::from(*ino - 1) < first_index + per_group)
+            {
+                let index = u64::from(ino - 1);
+                let at = ((index - first_index) * INODE_SIZE) as usize;
+                table[at..at + INODE_SIZE as usize].copy_from_slice(&self.inode(id));
+                inode_used[index as usize] = true;
+                if let Kind::Dir { .. } = self.tree.node(id).kind {
+                    directories[group as usize] += 1;
+                }
             }
-        }
-        // Free inodes stay holes: the output reads as zeros.
-        for (i, block) in table.chunks(BLOCK_SIZE as usize).enumerate() {
-            if block.iter().any(|&b| b != 0) {
-                self.write_at((layout.inode_table + i as u64) * BLOCK_SIZE, block)?;
+            // Free inodes stay holes: the output reads as zeros.
+            let group_table = layout.inode_table + first_index / INODES_PER_BLOCK;
+            for (i, block) in table.chunks(BLOCK_SIZE as usize).enumerate() {
+                if block.iter().any(|&b| b != 0) {
+                    self.write_at((group_table + i as u64) * BLOCK_SIZE, block)?;
+                }
             }
         }
 
