@@ -217,15 +217,19 @@ pub fn build(spec: &HostSpec, kernel: &Kernel, dir: &Path) -> Result<FixtureVers
             .arg(&debian)
             .arg(&staging),
     )?;
-    // A host never sees the root's /var: abnix-rw's is bound over it.
-    for entry in fs::read_dir(staging.join("var"))? {
-        let path = entry?.path();
-        if path.is_dir() && !path.is_symlink() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
+    // A host never sees the root's /var: abnix-rw's is bound over it. Nor
+    // its /dev, where the initramfs moves its devtmpfs: a NixOS root's is
+    // empty, and the ext4 writer refuses device nodes.
+    for dir in ["var", "dev"] {
+        for entry in fs::read_dir(staging.join(dir))? {
+            let path = entry?.path();
+            if path.is_dir() && !path.is_symlink() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            }
+            .with_context(|| format!("removing {}", path.display()))?;
         }
-        .with_context(|| format!("removing {}", path.display()))?;
     }
     fixture_tree(spec, dir)?.write_over(&staging)?;
     // Proves the binary finds every library it needs in the Debian root.
