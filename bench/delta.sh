@@ -44,10 +44,14 @@
 # neither meets issue 27's targets with today's layout (docs/delta.md,
 # "Where a one-package update's bytes go").
 #
-# Usage: bench/delta.sh   (root; needs mkfs.erofs, e2fsck, s3s-fs,
-#   python3, zstd; builds abnix-mkimage)   WORK=/var/tmp/abnix-bench-delta
+# Usage: bench/delta.sh   (root; needs fsck.erofs, e2fsck, s3s-fs, python3,
+#   zstd; builds abnix-mkimage)
+#   WORK=/var/tmp/abnix-bench-delta (images are built once and kept there:
+#   use a new WORK after a change to root-image.sh or abnix-mkimage)
 #   RUNS=3 (best of)   CASES="a b c d" (which to run; (d) builds and packs
 #   two 1 GB pairs, ~15 minutes the first time, mostly disk)
+#   FORMATS="erofs ext4" (which images (a) and (d) build and compare;
+#   (b) and (c) are erofs)
 #   MEASURE=1 also compares chunk sizes on (a) (slow: packs the pair 4 times)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,17 +61,17 @@ RUNS=${RUNS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 CASES=${CASES:-a b c d}
-for tool in mkfs.erofs e2fsck s3s-fs python3 zstd; do
+FORMATS=${FORMATS:-erofs ext4}
+for tool in fsck.erofs e2fsck s3s-fs python3 zstd; do
   command -v "$tool" >/dev/null || [[ -x $HOME/.cargo/bin/$tool ]] ||
     { echo "missing $tool" >&2; exit 1; }
 done
 export PATH=$PATH:$HOME/.cargo/bin
 
-cargo build --quiet --release -p abnix-bench --bin delta
-# root-image.sh's ext4 writer.
-cargo build --quiet --release -p abnix-image --bin abnix-mkimage
-export PATH=$CARGO_TARGET_DIR/release:$PATH
+# root-image.sh writes both formats with abnix-mkimage.
+cargo build --quiet --release -p abnix-bench --bin delta -p abnix-image --bin abnix-mkimage
 BIN=$CARGO_TARGET_DIR/release/delta
+export PATH=$CARGO_TARGET_DIR/release:$PATH
 mkdir -p "$WORK"
 
 # "Store paths": real directories of a Debian system, unique basenames.
@@ -105,13 +109,16 @@ image() {
 }
 
 wants() { [[ " $CASES " == *" $1 "* ]]; }
+wants_fs() { [[ " $FORMATS " == *" $1 "* ]]; }
 
 echo "building images in $WORK"
 if wants a || wants b || wants c; then
   image erofs-v1 erofs 11111111-0000-4000-8000-000000000001 "${common[@]}" "$app_v1"
 fi
-if wants a; then
+if wants a && wants_fs erofs; then
   image erofs-v2 erofs 11111111-0000-4000-8000-000000000002 "${common[@]}" "$app_v2"
+fi
+if wants a && wants_fs ext4; then
   image ext4-v1 ext4 22222222-0000-4000-8000-000000000001 "${common[@]}" "$app_v1"
   image ext4-v2 ext4 22222222-0000-4000-8000-000000000002 "${common[@]}" "$app_v2"
 fi
@@ -120,10 +127,14 @@ if wants d; then
   bench/usr-share-store.sh "$WORK/usr"
   mapfile -t usr_v1 <"$WORK/usr/usr-v1.paths"
   mapfile -t usr_v2 <"$WORK/usr/usr-v2.paths"
-  image erofs-usr-v1 erofs 33333333-0000-4000-8000-000000000001 "${usr_v1[@]}"
-  image erofs-usr-v2 erofs 33333333-0000-4000-8000-000000000002 "${usr_v2[@]}"
-  image ext4-usr-v1 ext4 44444444-0000-4000-8000-000000000001 "${usr_v1[@]}"
-  image ext4-usr-v2 ext4 44444444-0000-4000-8000-000000000002 "${usr_v2[@]}"
+  if wants_fs erofs; then
+    image erofs-usr-v1 erofs 33333333-0000-4000-8000-000000000001 "${usr_v1[@]}"
+    image erofs-usr-v2 erofs 33333333-0000-4000-8000-000000000002 "${usr_v2[@]}"
+  fi
+  if wants_fs ext4; then
+    image ext4-usr-v1 ext4 44444444-0000-4000-8000-000000000001 "${usr_v1[@]}"
+    image ext4-usr-v2 ext4 44444444-0000-4000-8000-000000000002 "${usr_v2[@]}"
+  fi
   # The changed content: the added store path, as Nix would ship it (an
   # archive of it), compressed at pack's level.
   added=$(comm -13 "$WORK/usr/usr-v1.paths" "$WORK/usr/usr-v2.paths")
@@ -131,15 +142,19 @@ if wants d; then
 fi
 
 echo
-if wants a; then
+if wants a && wants_fs erofs; then
   "$BIN" bench changed "(a) erofs, one store path changed" "$WORK/erofs-v1.img" "$WORK/erofs-v2.img" "$WORK" "$RUNS"
+fi
+if wants a && wants_fs ext4; then
   "$BIN" bench changed "(a') ext4, one store path changed" "$WORK/ext4-v1.img" "$WORK/ext4-v2.img" "$WORK" "$RUNS"
 fi
 wants b && "$BIN" bench unrelated "(b) erofs, nothing in common" "$WORK/erofs-v1.img" "$WORK/erofs-other.img" "$WORK" "$RUNS"
 wants c && "$BIN" bench same "(c) erofs, the same image twice" "$WORK/erofs-v1.img" "$WORK/erofs-v1.img" "$WORK" "$RUNS"
-if wants d; then
+if wants d && wants_fs erofs; then
   "$BIN" bench changed "(d) erofs, ~120 store paths, one added, one removed" \
     "$WORK/erofs-usr-v1.img" "$WORK/erofs-usr-v2.img" "$WORK" "$RUNS" "$content"
+fi
+if wants d && wants_fs ext4; then
   "$BIN" bench changed "(d') ext4, ~120 store paths, one added, one removed" \
     "$WORK/ext4-usr-v1.img" "$WORK/ext4-usr-v2.img" "$WORK" "$RUNS" "$content"
 fi

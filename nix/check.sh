@@ -27,7 +27,8 @@
 # Tools: nix-bin, deadnix (cargo install --locked deadnix@1.3.1), shellcheck,
 # cargo (with the registry cache of Cargo.lock's crates), python3, xz,
 # util-linux, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup
-# installs them. A missing tool fails the check.
+# installs them; abnix-mkimage is built here (cargo build -p abnix-image).
+# A missing tool fails the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -52,7 +53,7 @@ fail() {
 }
 step() { printf '\n== %s\n' "$*"; }
 
-for tool in nix-instantiate deadnix shellcheck cargo python3 bash tar xz lsblk mkfs.erofs fsck.erofs \
+for tool in nix-instantiate deadnix shellcheck cargo python3 bash tar xz lsblk fsck.erofs \
   mkfs.ext4 debugfs dumpe2fs e2fsck resize2fs tune2fs blkid faketime fakeroot; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (run ./scripts/setup)"
 done
@@ -343,6 +344,13 @@ fi
 echo "it waits until a disk other than the medium is there, and says what it saw when none comes"
 
 step "root image builder: reproducible erofs and ext4 with the version id"
+# root-image.sh writes erofs with abnix-mkimage (the image/ crate): built
+# here in CI's release profile, into the target directory the later cargo
+# steps share.
+cargo build --release --locked --quiet -p abnix-image --bin abnix-mkimage || fail "building abnix-mkimage"
+target_dir=$(cargo metadata --offline --locked --no-deps --format-version 1 |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export PATH="$target_dir/release:$PATH"
 uuid=602ca684-2bac-458d-8517-a23b37fff6a6
 store=$work/store/nix/store
 mkdir -p "$store/0000-hello/bin" "$store/1111-data/share"

@@ -1,5 +1,6 @@
-# abnix-install and abnix-update, built from this repository's Cargo
-# workspace with the dependencies pinned by Cargo.lock.
+# abnix-install, abnix-update and abnix-mkimage (the root image writer the
+# image derivation runs on the build machine), built from this repository's
+# Cargo workspace with the dependencies pinned by Cargo.lock.
 {
   lib,
   stdenv,
@@ -40,6 +41,8 @@ rustPlatform.buildRustPackage {
     "abnix-installer"
     "--package"
     "abnix-updater"
+    "--package"
+    "abnix-image"
   ];
 
   # Man pages (section 8) and bash, zsh and fish completions, written by the

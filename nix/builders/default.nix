@@ -55,7 +55,9 @@ let
   closure = buildPkgs.closureInfo { rootPaths = [ toplevel ]; };
 
   image = buildPkgs.runCommand "${name}.${cfg.fsType}" {
+    # abnix-mkimage (abnixBuild) writes erofs images, fsck.erofs checks them.
     nativeBuildInputs = with buildPkgs; [
+      abnixBuild
       erofs-utils
       e2fsprogs
       fakeroot

@@ -16,8 +16,8 @@
 # timestamp at the epoch, every file owned by root. And two versions of a
 # host share every block their contents allow, for delta updates
 # (docs/delta.md): no seed depends on the version id, erofs keeps file data
-# out of its metadata blocks. Needs mkfs.erofs, or abnix-mkimage and
-# e2fsck, on PATH.
+# out of its metadata blocks and its store paths at stable places. Needs
+# abnix-mkimage, and fsck.erofs or e2fsck, on PATH.
 set -euo pipefail
 
 if (($# != 5)); then
@@ -66,13 +66,20 @@ find "$tree" -exec touch --no-dereference --date="$epoch" {} +
 
 case $fs_type in
 erofs)
-  # No compression: the image object is zstd-compressed per chunk already,
-  # and plain blocks let delta updates find unchanged chunks. No inline
-  # data: the tails of small files would sit in the metadata blocks, whose
-  # inode numbers shift with any change before them, and drag every such
-  # tail into the delta (55% of the image instead of 6% for one changed
-  # store path, docs/delta.md).
-  mkfs.erofs --quiet -U "$uuid" -T 1 --all-root -E noinline_data "$out" "$tree"
+  # abnix-mkimage (the image/ crate) in the store-path layout with stable
+  # nids: each store path's data in one run, its inodes in one segment at a
+  # home derived from its name, so a store path added, removed or changed
+  # leaves the others' bytes as they were but for data addresses
+  # (docs/delta.md, DESIGN §3). Uncompressed (the image object is
+  # compressed per chunk already), no inline data for files (their tails
+  # would sit among the inodes), every file owned by root, every time -T.
+  # fsck.erofs is a gate, as e2fsck is for ext4: the writer is our own.
+  abnix-mkimage erofs -U "$uuid" -T 1 "$out" "$tree"
+  if ! fsck.erofs "$out" >"$tree.fsck" 2>&1; then
+    cat "$tree.fsck" >&2
+    echo "$0: fsck.erofs found errors in the new image" >&2
+    exit 1
+  fi
   ;;
 ext4)
   # Our own writer (image/src/ext4): mkfs.ext4 has no option for the

@@ -217,19 +217,11 @@ pub fn build(spec: &HostSpec, kernel: &Kernel, dir: &Path) -> Result<FixtureVers
             .arg(&debian)
             .arg(&staging),
     )?;
-    // A host never sees the root's /var: abnix-rw's is bound over it. Nor
-    // its /dev, where the initramfs moves its devtmpfs: a NixOS root's is
-    // empty, and the ext4 writer refuses device nodes.
+    // A host never sees the root's /var (abnix-rw's is bound over it) nor
+    // its /dev (devtmpfs), which are empty in a Nix-built root too: the
+    // image writers take no device nodes.
     for dir in ["var", "dev"] {
-        for entry in fs::read_dir(staging.join(dir))? {
-            let path = entry?.path();
-            if path.is_dir() && !path.is_symlink() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            }
-            .with_context(|| format!("removing {}", path.display()))?;
-        }
+        empty(&staging.join(dir))?;
     }
     fixture_tree(spec, dir)?.write_over(&staging)?;
     // Proves the binary finds every library it needs in the Debian root.
@@ -251,6 +243,20 @@ pub fn build(spec: &HostSpec, kernel: &Kernel, dir: &Path) -> Result<FixtureVers
     fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
     let initrd = initramfs::systemd_host_initramfs;
     FixtureVersion::assemble(spec.version, spec.id, image, kernel, initrd, dir)
+}
+
+/// Removes everything in `dir`, keeping `dir`.
+fn empty(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// What goes over the Debian root; `work` is a directory to build in.

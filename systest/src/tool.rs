@@ -1,5 +1,5 @@
 //! Running the external tools the fixtures are built with (apt-get, dpkg-deb,
-//! depmod, mkfs.ext4, mkfs.erofs, debugfs, sgdisk, ldd, mmdebstrap,
+//! depmod, mkfs.ext4, debugfs, sgdisk, ldd, mmdebstrap,
 //! systemctl, qemu).
 //!
 //! A missing tool is an error naming the Debian package that provides it, so a
@@ -21,7 +21,6 @@ fn package_of(program: &str) -> &'static str {
         "dpkg-deb" => "dpkg",
         "depmod" => "kmod",
         "mkfs.ext4" | "debugfs" | "tune2fs" => "e2fsprogs",
-        "mkfs.erofs" => "erofs-utils",
         "mmdebstrap" => "mmdebstrap",
         "systemctl" => "systemd",
         "sgdisk" => "gdisk",
