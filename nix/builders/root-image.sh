@@ -32,8 +32,6 @@ erofs | ext4) ;;
   exit 2
   ;;
 esac
-# touch and faketime read dates in local time.
-export TZ=UTC
 
 tree=$(mktemp -d)
 trap 'chmod -R u+w "$tree"; rm -rf "$tree" "$tree.fsck"' EXIT
@@ -57,12 +55,6 @@ while read -r target path; do
   fi
   ln -sfn "$target" "$tree$path"
 done <"$links"
-
-# mkfs.ext4 -d copies every timestamp of the tree, ctime too, which only a
-# faked clock can fix (libfaketime fakes what stat() returns, as nixpkgs'
-# make-ext4-fs.nix relies on); mtime and atime are set here as well.
-epoch="1970-01-01 00:00:01"
-find "$tree" -exec touch --no-dereference --date="$epoch" {} +
 
 case $fs_type in
 erofs)
