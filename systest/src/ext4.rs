@@ -16,7 +16,7 @@ use crate::tree::Tree;
 /// The time every fixture image claims for its files and its own creation,
 /// so building the same tree twice gives the same bytes (and versions that
 /// share files delta well). 2023-11-14T22:13:20Z.
-const FIXED_TIME: u64 = 1_700_000_000;
+pub const FIXED_TIME: u64 = 1_700_000_000;
 
 /// A read-only root filesystem holding `tree`, sized to fit, at `out`.
 /// `staging` is a scratch directory path (it must not exist); it is removed
