@@ -41,8 +41,12 @@
 # (d) from one run (RUNS=1, load 6-9, 14.5 min with the images built):
 #   (d)  erofs: delta 48.4 of 248.3 MiB (19.5%), 32.1x the content (1.51 MiB)
 #   (d') ext4:  delta 57.3 of 248.5 MiB (23.1%), 38.0x the content
-# neither meets issue 27's targets with today's layout (docs/delta.md,
-# "Where a one-package update's bytes go").
+# neither meets issue 27's targets with mkfs.erofs or mkfs.ext4 (docs/delta.md,
+# "Where a one-package update's bytes go"). With abnix-mkimage's erofs
+# (issue 27 phase B; RUNS=1, load 12-15; /usr/share grown to 123 store
+# paths, where mkfs.erofs 1.5 gives 50.3 of 259.1 MiB, 33.3x):
+#   (a)  erofs: delta 3.3 of 78.8 MiB (4.1%), 5 requests
+#   (d)  erofs: delta 2.4 of 258.9 MiB (0.9%), 1.59x the content (1.51 MiB)
 #
 # Usage: bench/delta.sh   (root; needs fsck.erofs, e2fsck, s3s-fs, python3,
 #   zstd; builds abnix-mkimage)

@@ -31,9 +31,9 @@
 //! the same bytes.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
@@ -62,6 +62,14 @@ const FT_SYMLINK: u8 = 7;
 /// Why an image could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Walk(#[from] tree::WalkError),
+    #[error("creating {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -124,6 +132,23 @@ struct Placed {
     blocks: u64,
     /// The size `i_size` reports.
     size: u64,
+}
+
+/// Walks the directory `root` and writes its image to the file `out`
+/// (created, or replaced), synced to disk.
+pub fn write_file(root: &Path, options: Options, out: &Path) -> Result<Layout, Error> {
+    let tree = Tree::walk(root)?;
+    let file = File::create(out).map_err(|source| Error::Create {
+        path: out.to_owned(),
+        source,
+    })?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    let layout = write(&tree, options, &mut writer)?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| Error::Write(e.into_error()))?;
+    file.sync_all().map_err(Error::Write)?;
+    Ok(layout)
 }
 
 /// Writes an erofs image of `tree` to `out`, sequentially from its first

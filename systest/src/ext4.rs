@@ -2,7 +2,6 @@
 //! abnix-image's writer, empty read-write partitions by `mkfs.ext4`.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -39,18 +38,13 @@ pub fn read_only_image(
 /// file root's and at [`FIXED_TIME`], the checksums seeded by a constant
 /// whatever the UUID (docs/delta.md).
 pub fn read_only_image_of(root: &Path, uuid: Uuid, label: &str, out: &Path) -> Result<()> {
-    let tree = abnix_image::tree::Tree::walk(root)?;
     let options = ext4::Options {
         uuid,
         time: FIXED_TIME,
         label: label.to_owned(),
     };
-    // A new file reads as zeros, as the writer needs.
-    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    ext4::write(&tree, &options, &mut writer)
-        .and_then(|_| writer.flush().map_err(ext4::Error::Write))
-        .with_context(|| format!("writing {}", out.display()))?;
+    ext4::write_file(root, &options, out)
+        .with_context(|| format!("writing {} from {}", out.display(), root.display()))?;
     Ok(())
 }
 

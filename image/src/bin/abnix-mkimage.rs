@@ -1,11 +1,9 @@
 //! abnix-mkimage: writes a root image of a directory tree in the store-path
 //! layout (docs/delta.md; DESIGN §3). nix/builders/root-image.sh calls it.
 
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use abnix_image::{erofs, ext4, tree::Tree};
+use abnix_image::{erofs, ext4};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
@@ -62,12 +60,8 @@ fn main() -> Result<()> {
             out,
             tree,
         } => {
-            let tree = Tree::walk(&tree).with_context(|| format!("walking {}", tree.display()))?;
-            write_file(&out, |writer| {
-                erofs::write(&tree, erofs::Options { uuid, time }, writer)
-                    .map(drop)
-                    .map_err(Into::into)
-            })?;
+            erofs::write_file(&tree, erofs::Options { uuid, time }, &out)
+                .with_context(|| format!("writing {} from {}", out.display(), tree.display()))?;
         }
         Format::Ext4 {
             uuid,
@@ -76,30 +70,9 @@ fn main() -> Result<()> {
             out,
             tree,
         } => {
-            let tree = Tree::walk(&tree).with_context(|| format!("walking {}", tree.display()))?;
-            let options = ext4::Options { uuid, time, label };
-            // A new file reads as zeros, as the ext4 writer needs.
-            write_file(&out, |writer| {
-                ext4::write(&tree, &options, writer)
-                    .map(drop)
-                    .map_err(Into::into)
-            })?;
+            ext4::write_file(&tree, &ext4::Options { uuid, time, label }, &out)
+                .with_context(|| format!("writing {} from {}", out.display(), tree.display()))?;
         }
     }
     Ok(())
-}
-
-/// Creates `out` (replacing it), lets `write` fill it and syncs it.
-fn write_file(
-    out: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>,
-) -> Result<()> {
-    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    write(&mut writer).with_context(|| format!("writing {}", out.display()))?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|file| file.sync_all())
-        .with_context(|| format!("writing {}", out.display()))
 }

@@ -29,7 +29,7 @@ mod format;
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -72,6 +72,14 @@ pub struct Options {
 /// Why a tree cannot become an ext4 image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Walk(#[from] tree::WalkError),
+    #[error("creating {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("writing the image: {0}")]
     Write(#[source] io::Error),
     #[error("reading {path}: {source}")]
@@ -98,6 +106,24 @@ pub enum Error {
     TimeTooLate(u64),
     #[error("{0} blocks of 4 KiB, more than ext4 without 64bit addresses")]
     TooLarge(u64),
+}
+
+/// Walks the directory `root` and writes its image to the file `out`
+/// (created, or replaced: a new file reads as zeros), synced to disk;
+/// returns the image's size in bytes.
+pub fn write_file(root: &Path, options: &Options, out: &Path) -> Result<u64, Error> {
+    let tree = Tree::walk(root)?;
+    let file = File::create(out).map_err(|source| Error::Create {
+        path: out.to_owned(),
+        source,
+    })?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    let size = write(&tree, options, &mut writer)?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| Error::Write(e.into_error()))?;
+    file.sync_all().map_err(Error::Write)?;
+    Ok(size)
 }
 
 /// Writes `tree` as an ext4 image into `out`, which must read as zeros
