@@ -47,6 +47,10 @@
 # paths, where mkfs.erofs 1.5 gives 50.3 of 259.1 MiB, 33.3x):
 #   (a)  erofs: delta 3.3 of 78.8 MiB (4.1%), 5 requests
 #   (d)  erofs: delta 2.4 of 258.9 MiB (0.9%), 1.59x the content (1.51 MiB)
+# and its ext4 (RUNS=1, load 13-16; main's mkfs.ext4 gives 259.4 MiB full
+# for (d) v2 on that tree):
+#   (a') ext4:  delta 3.2 of 78.9 MiB (4.1%), 5 requests
+#   (d') ext4:  delta 2.3 of 259.1 MiB (0.9%), 1.53x the content (1.51 MiB)
 #
 # Usage: bench/delta.sh   (root; needs fsck.erofs, e2fsck, s3s-fs, python3,
 #   zstd; builds abnix-mkimage)

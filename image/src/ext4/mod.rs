@@ -389,6 +389,15 @@ fn check_names(tree: &Tree, dir: NodeId, children: &[(Vec<u8>, NodeId)]) -> Resu
     Ok(())
 }
 
+/// `i_links_count`: a directory of more subdirectories than ext4 counts
+/// has 1 (dir_nlink); [`check_names`] refuses files of that many links.
+fn link_count(node: &Node) -> u16 {
+    match node.kind {
+        Kind::Dir { .. } if node.nlink > LINK_MAX => 1,
+        _ => node.nlink as u16,
+    }
+}
+
 fn file_type(node: &Node) -> FileType {
     match node.kind {
         Kind::File { .. } => FileType::Regular,
@@ -520,13 +529,9 @@ impl<W: Write + Seek> Image<'_, W> {
                 },
             ),
         };
-        let links = match node.kind {
-            Kind::Dir { .. } if node.nlink > LINK_MAX => 1,
-            _ => node.nlink as u16,
-        };
         Inode {
             mode: node.mode(),
-            links,
+            links: link_count(node),
             size,
             blocks: place.count + u64::from(place.leaf.is_some()),
             data,
@@ -702,6 +707,16 @@ mod tests {
             &options(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_directory_of_more_subdirectories_than_ext4_counts_has_one_link() {
+        let mut node = dir(vec![], "big");
+        node.nlink = 65000;
+        assert_eq!(link_count(&node), 65000);
+        node.nlink = 65001;
+        assert_eq!(link_count(&node), 1);
+        assert_eq!(link_count(&symlink(3, "l")), 3);
     }
 
     #[test]
