@@ -47,9 +47,13 @@
 # paths, where mkfs.erofs 1.5 gives 50.3 of 259.1 MiB, 33.3x):
 #   (a)  erofs: delta 3.3 of 78.8 MiB (4.1%), 5 requests
 #   (d)  erofs: delta 2.4 of 258.9 MiB (0.9%), 1.59x the content (1.51 MiB)
+# and its ext4 (RUNS=1, load 13-16; main's mkfs.ext4 gives 259.4 MiB full
+# for (d) v2 on that tree):
+#   (a') ext4:  delta 3.2 of 78.9 MiB (4.1%), 5 requests
+#   (d') ext4:  delta 2.3 of 259.1 MiB (0.9%), 1.53x the content (1.51 MiB)
 #
-# Usage: bench/delta.sh   (root; needs fsck.erofs, mkfs.ext4, faketime,
-#   fakeroot, s3s-fs, python3, zstd; builds abnix-mkimage)
+# Usage: bench/delta.sh   (root; needs fsck.erofs, e2fsck, s3s-fs, python3,
+#   zstd; builds abnix-mkimage)
 #   WORK=/var/tmp/abnix-bench-delta (images are built once and kept there:
 #   use a new WORK after a change to root-image.sh or abnix-mkimage)
 #   RUNS=3 (best of)   CASES="a b c d" (which to run; (d) builds and packs
@@ -66,13 +70,13 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 CASES=${CASES:-a b c d}
 FORMATS=${FORMATS:-erofs ext4}
-for tool in fsck.erofs mkfs.ext4 faketime fakeroot s3s-fs python3 zstd; do
+for tool in fsck.erofs e2fsck s3s-fs python3 zstd; do
   command -v "$tool" >/dev/null || [[ -x $HOME/.cargo/bin/$tool ]] ||
     { echo "missing $tool" >&2; exit 1; }
 done
 export PATH=$PATH:$HOME/.cargo/bin
 
-# root-image.sh writes erofs with abnix-mkimage.
+# root-image.sh writes both formats with abnix-mkimage.
 cargo build --quiet --release -p abnix-bench --bin delta -p abnix-image --bin abnix-mkimage
 BIN=$CARGO_TARGET_DIR/release/delta
 export PATH=$CARGO_TARGET_DIR/release:$PATH

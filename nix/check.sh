@@ -26,7 +26,7 @@
 #
 # Tools: nix-bin, deadnix (cargo install --locked deadnix@1.3.1), shellcheck,
 # cargo (with the registry cache of Cargo.lock's crates), python3, xz,
-# util-linux, erofs-utils, e2fsprogs, faketime, fakeroot; scripts/setup
+# util-linux, erofs-utils, e2fsprogs; scripts/setup
 # installs them; abnix-mkimage is built here (cargo build -p abnix-image).
 # A missing tool fails the check.
 set -euo pipefail
@@ -54,7 +54,7 @@ fail() {
 step() { printf '\n== %s\n' "$*"; }
 
 for tool in nix-instantiate deadnix shellcheck cargo python3 bash tar xz lsblk fsck.erofs \
-  mkfs.ext4 debugfs dumpe2fs e2fsck resize2fs tune2fs blkid faketime fakeroot; do
+  debugfs dumpe2fs e2fsck blkid; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (run ./scripts/setup)"
 done
 
@@ -344,7 +344,7 @@ fi
 echo "it waits until a disk other than the medium is there, and says what it saw when none comes"
 
 step "root image builder: reproducible erofs and ext4 with the version id"
-# root-image.sh writes erofs with abnix-mkimage (the image/ crate): built
+# root-image.sh writes both formats with abnix-mkimage (the image/ crate): built
 # here in CI's release profile, into the target directory the later cargo
 # steps share.
 cargo build --release --locked --quiet -p abnix-image --bin abnix-mkimage || fail "building abnix-mkimage"

@@ -17,8 +17,7 @@
 # host share every block their contents allow, for delta updates
 # (docs/delta.md): no seed depends on the version id, erofs keeps file data
 # out of its metadata blocks and its store paths at stable places. Needs
-# abnix-mkimage and fsck.erofs, or mkfs.ext4, resize2fs, tune2fs, dumpe2fs,
-# e2fsck, faketime and fakeroot, on PATH.
+# abnix-mkimage, and fsck.erofs or e2fsck, on PATH.
 set -euo pipefail
 
 if (($# != 5)); then
@@ -33,8 +32,6 @@ erofs | ext4) ;;
   exit 2
   ;;
 esac
-# touch and faketime read dates in local time.
-export TZ=UTC
 
 tree=$(mktemp -d)
 trap 'chmod -R u+w "$tree"; rm -rf "$tree" "$tree.fsck"' EXIT
@@ -59,12 +56,6 @@ while read -r target path; do
   ln -sfn "$target" "$tree$path"
 done <"$links"
 
-# mkfs.ext4 -d copies every timestamp of the tree, ctime too, which only a
-# faked clock can fix (libfaketime fakes what stat() returns, as nixpkgs'
-# make-ext4-fs.nix relies on); mtime and atime are set here as well.
-epoch="1970-01-01 00:00:01"
-find "$tree" -exec touch --no-dereference --date="$epoch" {} +
-
 case $fs_type in
 erofs)
   # abnix-mkimage (the image/ crate) in the store-path layout with stable
@@ -83,28 +74,12 @@ erofs)
   fi
   ;;
 ext4)
-  # Start generously (data, inodes, metadata), then shrink to fit.
-  data_blocks=$(du -s --apparent-size --block-size=4096 "$tree" | cut -f1)
-  inodes=$(find "$tree" | wc -l)
-  blocks=$((data_blocks * 12 / 10 + inodes / 4 + 4096))
-  truncate -s $((blocks * 4096)) "$out"
-  # No journal: the filesystem is never mounted writable. The metadata
-  # checksums and directory hashes are seeded by a constant, not by the
-  # version id, else every metadata block would differ between versions
-  # (docs/delta.md); the checksum seed is kept in the superblock
-  # (metadata_csum_seed), so tune2fs -U below rewrites only superblocks.
-  # fakeroot makes root own every file.
-  seed=6a1c3e0d-52b7-4f8e-9d21-0b7e4c5f3a98
-  faketime -f "$epoch" fakeroot mkfs.ext4 -q -F -b 4096 -m 0 -I 256 \
-    -N $((inodes + inodes / 10 + 64)) -O ^has_journal,metadata_csum,metadata_csum_seed \
-    -U "$seed" -E "hash_seed=$seed,root_owner=0:0" \
-    -d "$tree" "$out"
-  faketime -f "$epoch" resize2fs -M "$out" >/dev/null 2>&1
-  final_blocks=$(dumpe2fs -h "$out" 2>/dev/null | sed -n 's/^Block count: *//p')
-  truncate -s $((final_blocks * 4096)) "$out"
-  faketime -f "$epoch" tune2fs -U "$uuid" "$out" >/dev/null
-  # The kernel refuses to mount a filesystem with this feature writable.
-  faketime -f "$epoch" tune2fs -O read-only "$out" >/dev/null
+  # Our own writer (image/src/ext4): mkfs.ext4 has no option for the
+  # layout that keeps an unchanged store path's bytes, metadata included
+  # (docs/delta.md). It writes the UUID, the read-only feature, root as
+  # every file's owner and every time at the epoch itself; the checksum
+  # seed is a constant, not the version id.
+  abnix-mkimage ext4 -U "$uuid" -T 1 "$out" "$tree"
   if ! e2fsck -fn "$out" >"$tree.fsck" 2>&1; then
     cat "$tree.fsck" >&2
     echo "$0: e2fsck found errors in the new image" >&2

@@ -336,6 +336,23 @@ fn fixture_tree(spec: &HostSpec, work: &Path) -> Result<Tree> {
     if spec.host.deadline_probe {
         tree.file("etc/abnix-fixture/deadline-probe", 0o644, "");
     }
+    // The root read-only, as nix/modules/host.nix's fileSystems."/" says,
+    // before the fixture's own lines (/tmp). Without it systemd-remount-fs
+    // (Debian 12's) tries to remount it read-write, which an ext4 root with
+    // the read-only feature (as the Nix side writes them) refuses: a failed
+    // unit on every boot.
+    let fstab = Path::new(FIXTURE_DIR).join("etc/fstab");
+    let fixture_lines =
+        fs::read_to_string(&fstab).with_context(|| format!("reading {}", fstab.display()))?;
+    tree.file(
+        "etc/fstab",
+        0o644,
+        format!(
+            "UUID={} / {} ro 0 0\n{fixture_lines}",
+            spec.id,
+            spec.host.fs.name()
+        ),
+    );
     // Mount points on the read-only root: the /etc overlay's upper layer,
     // abnix-rw.
     tree.directory(".rw-etc");

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use abnix_image::erofs;
+use abnix_image::{erofs, ext4};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
@@ -31,6 +31,25 @@ enum Format {
         /// The directory to put in the image.
         tree: PathBuf,
     },
+    /// An ext4 image that Linux mounts read-only only (4.4 and later: no
+    /// journal, linear directories, metadata checksums seeded by a
+    /// constant). Every file is owned by root and has the build time.
+    Ext4 {
+        /// The filesystem UUID: the version id.
+        #[arg(short = 'U', long = "uuid")]
+        uuid: Uuid,
+        /// The build time, every file's time (seconds since the epoch,
+        /// before 2038).
+        #[arg(short = 'T', long = "time", default_value_t = 0)]
+        time: u64,
+        /// The volume label (at most 16 bytes).
+        #[arg(short = 'L', long = "label", default_value = "")]
+        label: String,
+        /// The image file to write (replaced if it exists).
+        out: PathBuf,
+        /// The directory to put in the image.
+        tree: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -42,6 +61,16 @@ fn main() -> Result<()> {
             tree,
         } => {
             erofs::write_file(&tree, erofs::Options { uuid, time }, &out)
+                .with_context(|| format!("writing {} from {}", out.display(), tree.display()))?;
+        }
+        Format::Ext4 {
+            uuid,
+            time,
+            label,
+            out,
+            tree,
+        } => {
+            ext4::write_file(&tree, &ext4::Options { uuid, time, label }, &out)
                 .with_context(|| format!("writing {} from {}", out.display(), tree.display()))?;
         }
     }
