@@ -226,10 +226,14 @@ pub fn halt_and_revert(story: &mut Story) -> Result<String> {
     let view = show_fleet(story, &["--html".into(), html.display().to_string()])?;
     let row = host_row_by_id(&view, &id).ok_or_else(|| anyhow!("no host {id}: {view}"))?;
     ensure!(
-        row["version"] == running.version && view["rollout"]["version"] == reverted.version,
-        "the fleet view should show the host on version {} and the channel at version {}: {view}",
+        row["version"] == running.version
+            && view["rollout"]["version"] == reverted.version
+            && view["rollout"]["running"] == 1,
+        "the fleet view should show the host on version {} and the channel at version {}, \
+         which it runs as version {}'s image: {view}",
         running.version,
-        reverted.version
+        reverted.version,
+        running.version
     );
     let page =
         std::fs::read_to_string(&html).with_context(|| format!("reading {}", html.display()))?;
