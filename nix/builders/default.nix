@@ -30,7 +30,8 @@ let
       cfg.versionId
     else
       throw "abnix: the host has no version id; evaluate it through nix/lib/mk-abnix.nix, which derives one";
-  name = "abnix-${cfg.channel}-${toString cfg.version}";
+  # An air-gapped host (abnix.bucket = null) follows no channel.
+  name = "abnix-${if cfg.channel != null then cfg.channel else "offline"}-${toString cfg.version}";
 
   cmdline = pure.cmdline {
     toplevel = "${toplevel}";
@@ -158,7 +159,12 @@ let
 
   # Signs at run time, so publishing needs no sandbox setup: the key is a
   # file named by $ABNIX_SIGNING_KEY on the machine that publishes.
-  upload = buildPkgs.writeShellApplication {
+  upload =
+    if cfg.bucket == null then
+      throw "abnix: an air-gapped host (abnix.bucket = null) has no bucket to upload to: take its bundle to the host and run abnix-update install --bundle"
+    else
+      uploadScript;
+  uploadScript = buildPkgs.writeShellApplication {
     name = "abnix-upload";
     runtimeInputs = [
       abnixBuild

@@ -369,37 +369,43 @@ rec {
       map (c: if match patterns.osReleaseImage c != null then c else "-") characters
     );
 
-  # /etc/abnix/config.toml (docs/cli.md) from the abnix.* settings.
+  # /etc/abnix/config.toml (docs/cli.md) from the abnix.* settings. With
+  # bucket = null (an air-gapped host) none of the bucket's keys: the
+  # updater takes bucket and channel both or neither, and the rest would
+  # only say where a bucket is that the host never reads.
   deviceConfig =
     settings:
+    let
+      ofBucket = value: if (settings.bucket or null) != null then value else null;
+    in
     toTOML [
       {
         name = "endpoint";
-        value = settings.endpoint;
+        value = ofBucket settings.endpoint;
       }
       {
         name = "region";
-        value = settings.region;
+        value = ofBucket settings.region;
       }
       {
         name = "bucket";
-        value = settings.bucket;
+        value = ofBucket settings.bucket;
       }
       {
         name = "prefix";
-        value = settings.prefix;
+        value = ofBucket settings.prefix;
       }
       {
         name = "channel";
-        value = settings.channel;
+        value = ofBucket settings.channel;
       }
       {
         name = "path_style";
-        value = settings.pathStyle;
+        value = ofBucket settings.pathStyle;
       }
       {
         name = "credentials";
-        value = settings.credentialsFile;
+        value = ofBucket settings.credentialsFile;
       }
       {
         name = "trusted_keys";

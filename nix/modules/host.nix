@@ -184,9 +184,21 @@ in
     };
 
     bucket = mkOption {
-      type = name;
+      # Required, null included: nullOr's emptyValue would make a host that
+      # forgot its bucket an air-gapped one; without it (types.nix: "no
+      # .value attr, meaning unset") leaving it out is still an error.
+      type = types.nullOr name // {
+        emptyValue = { };
+      };
       example = "fleet";
-      description = "The bucket that holds the versions.";
+      description = ''
+        The bucket that holds the versions. `null` makes an air-gapped host:
+        its config.toml names no bucket, channel, prefix or endpoint, no
+        timer polls a bucket, reports cannot be turned on, and it installs
+        new versions only with `abnix-update install --bundle DIR`
+        (docs/cli.md, "Offline updates"). Boot counting, fallback and
+        mark-good are the same.
+      '';
     };
 
     prefix = mkOption {
@@ -196,10 +208,16 @@ in
     };
 
     channel = mkOption {
-      type = name;
-      default = pure.defaults.channel;
+      type = types.nullOr name;
+      default = if cfg.bucket == null then null else pure.defaults.channel;
+      defaultText = lib.literalExpression ''if config.abnix.bucket == null then null else "${pure.defaults.channel}"'';
       example = "kiosk";
-      description = "The channel this host follows: `<prefix>/<channel>.meta` in the bucket.";
+      description = ''
+        The channel this host follows: `<prefix>/<channel>.meta` in the
+        bucket, and os-release's IMAGE_ID. `null` (only with
+        {option}`abnix.bucket` `null`, as the updater takes both or
+        neither): no channel, no IMAGE_ID.
+      '';
     };
 
     pathStyle = mkOption {
@@ -467,6 +485,14 @@ in
           message = "abnix.credentialsFile must not be in the Nix store: secrets never go into an image.";
         }
         {
+          assertion = (cfg.bucket == null) == (cfg.channel == null);
+          message = "abnix.bucket and abnix.channel are both set or both null (an air-gapped host): the updater takes both or neither.";
+        }
+        {
+          assertion = cfg.report -> cfg.bucket != null;
+          message = "abnix.report needs abnix.bucket: an air-gapped host (abnix.bucket = null) has no bucket to write reports to.";
+        }
+        {
           assertion = cfg.report -> cfg.reportCredentialsFile != null;
           message = "abnix.report needs abnix.reportCredentialsFile: reports are written with credentials of their own.";
         }
@@ -598,9 +624,10 @@ in
 
     # IMAGE_ID and IMAGE_VERSION in /etc/os-release (nixos/modules/misc/
     # version.nix), where hostnamectl and monitoring look: the channel and
-    # the version number.
+    # the version number. An air-gapped host follows no channel: no
+    # IMAGE_ID unless the user sets one (its bundles are for no channel).
     system.image = {
-      id = mkDefault (pure.imageId cfg.channel);
+      id = lib.mkIf (cfg.channel != null) (mkDefault (pure.imageId cfg.channel));
       version = mkDefault (toString cfg.version);
     };
     environment.systemPackages = [ cfg.package ];
@@ -647,7 +674,9 @@ in
 
       # Started by its timer only, so nothing waits for it at boot. The
       # updater itself refuses to update from a trial that is not yet good.
-      abnix-update = {
+      # An air-gapped host has no bucket to poll: `install --bundle` is run
+      # by hand.
+      abnix-update = lib.mkIf (cfg.bucket != null) {
         description = "abnix: install a newer version from the bucket";
         documentation = [ "man:abnix-update(8)" ];
         wants = [ "network-online.target" ];
@@ -749,7 +778,7 @@ in
     };
 
     systemd.timers = {
-      abnix-update = {
+      abnix-update = lib.mkIf (cfg.bucket != null) {
         description = "abnix: check for updates at boot and periodically";
         documentation = [ "man:abnix-update(8)" ];
         wantedBy = [ "timers.target" ];

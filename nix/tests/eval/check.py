@@ -254,10 +254,22 @@ def check_host(name, case):
         check(toml.get(key) == (abnix[option] or None),
               f"{at} config.toml has {key} = {toml.get(key)!r}, abnix.{option} is {abnix[option]!r}")
 
+    # An air-gapped host (bucket null): none of the bucket's keys, and the
+    # updater takes bucket and channel both or neither.
+    air_gapped = abnix["bucket"] is None
+    bucket_keys = {"endpoint", "region", "bucket", "prefix", "channel", "path_style", "credentials"}
+    if air_gapped:
+        check(abnix["channel"] is None and not abnix["report"], f"{at} air-gapped with a channel or reports")
+        check(not bucket_keys & set(toml), f"{at} an air-gapped config.toml has {sorted(bucket_keys & set(toml))}")
+    else:
+        check(bucket_keys - {"endpoint"} <= set(toml),
+              f"{at} config.toml lacks the bucket's keys: {sorted(toml)}")
+
     # os-release: IMAGE_ID the channel as os-release(5) allows it (lower
-    # case, digits, "._-"; any other byte a "-"), IMAGE_VERSION the version.
-    image_id = "".join(chr(b) if re.fullmatch(rb"[a-z0-9._-]", bytes([b])) else "-"
-                       for b in abnix["channel"].lower().encode())
+    # case, digits, "._-"; any other byte a "-"), none without a channel;
+    # IMAGE_VERSION the version.
+    image_id = None if air_gapped else "".join(
+        chr(b) if re.fullmatch(rb"[a-z0-9._-]", bytes([b])) else "-" for b in abnix["channel"].lower().encode())
     check(settings["image"] == {"id": image_id, "version": str(abnix["version"])},
           f"{at} system.image is {settings['image']}, expected IMAGE_ID {image_id}, IMAGE_VERSION {abnix['version']}")
 
@@ -271,20 +283,17 @@ def check_host(name, case):
     for key in ("Requires", "After"):
         check(sorted(words(target, "Unit", key)) == sorted(abnix["successUnits"]),
               f"{at} boot-complete.target {key}= is not abnix.successUnits")
-    update = units["abnix-update.service"]
-    check("network-online.target" in words(update, "Unit", "After")
-          and "network-online.target" in words(update, "Unit", "Wants"), f"{at} update: {update}")
-    check("Install" not in update, f"{at} abnix-update.service is started by something but its timer")
     for other, unit in units.items():
         for key in ("Requires", "Wants", "Before", "Requisite", "BindsTo"):
             check("abnix-update.service" not in words(unit, "Unit", key),
                   f"{at} {other} has {key}=abnix-update.service: it would wait for the updater")
-    # A backstop an hour above the updater's own deadline (6h by default).
-    deadline_seconds = parse_duration(abnix["updateDeadline"] or "6h") + 3600
-    check(directive(update, "Service", "TimeoutStartSec")
-          in ([f"{deadline_seconds // 3600}h"], [f"{deadline_seconds}s"]),
-          f"{at} abnix-update.service's TimeoutStartSec= is not an hour above abnix.updateDeadline: "
-          f"{directive(update, 'Service', 'TimeoutStartSec')}")
+    if air_gapped:
+        # Nothing polls a bucket: install --bundle is run by hand.
+        present = sorted(unit for unit in ("abnix-update.service", "abnix-update.timer") if unit in units)
+        check(present == [], f"{at} an air-gapped host has {present}")
+        check("abnix-grow.service" in units, f"{at} no abnix-grow.service")
+    else:
+        check_updater(at, abnix, units)
     # Every abnix service sandboxed (systemd/README.md, "Sandboxing").
     for other, unit in units.items():
         if other.startswith("abnix-") and other.endswith(".service"):
@@ -293,10 +302,6 @@ def check_host(name, case):
                   and directive(unit, "Service", "CapabilityBoundingSet") != []
                   and directive(unit, "Service", "SystemCallFilter")[:1] == ["@system-service"],
                   f"{at} {other} is not sandboxed: {unit.get('Service')}")
-    timer = units["abnix-update.timer"]
-    check(directive(timer, "Timer", "OnUnitActiveSec") == [abnix["checkInterval"]]
-          and directive(timer, "Timer", "RandomizedDelaySec") == [abnix["checkJitter"]],
-          f"{at} abnix-update.timer does not follow checkInterval and checkJitter: {timer}")
     deadline = [unit for unit in units if unit.startswith("abnix-health-deadline.")]
     if abnix["healthTimeout"] is None:
         check(deadline == [], f"{at} healthTimeout = null still has {deadline}")
@@ -305,6 +310,25 @@ def check_host(name, case):
               f"{at} the deadline is not abnix.healthTimeout")
     check(settings["systemPackages"] == ["abnix"] or "abnix" in settings["systemPackages"],
           f"{at} abnix-update is not on the PATH")
+
+
+def check_updater(at, abnix, units):
+    """The updater after the network, started by its timer only, so nothing
+    at boot waits for it."""
+    update = units["abnix-update.service"]
+    check("network-online.target" in words(update, "Unit", "After")
+          and "network-online.target" in words(update, "Unit", "Wants"), f"{at} update: {update}")
+    check("Install" not in update, f"{at} abnix-update.service is started by something but its timer")
+    # A backstop an hour above the updater's own deadline (6h by default).
+    deadline_seconds = parse_duration(abnix["updateDeadline"] or "6h") + 3600
+    check(directive(update, "Service", "TimeoutStartSec")
+          in ([f"{deadline_seconds // 3600}h"], [f"{deadline_seconds}s"]),
+          f"{at} abnix-update.service's TimeoutStartSec= is not an hour above abnix.updateDeadline: "
+          f"{directive(update, 'Service', 'TimeoutStartSec')}")
+    timer = units["abnix-update.timer"]
+    check(directive(timer, "Timer", "OnUnitActiveSec") == [abnix["checkInterval"]]
+          and directive(timer, "Timer", "RandomizedDelaySec") == [abnix["checkJitter"]],
+          f"{at} abnix-update.timer does not follow checkInterval and checkJitter: {timer}")
 
 
 def check_disabled(case):

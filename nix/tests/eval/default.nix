@@ -308,6 +308,22 @@ in
       }
     ];
 
+    # An air-gapped host: no bucket, so no channel, no bucket keys in
+    # config.toml, no update timer; a health deadline and mark-good as
+    # everywhere.
+    air-gapped = hostReport [
+      {
+        abnix = {
+          bucket = null;
+          trustedKeys = [ testKey ];
+          # Set, but of the bucket: left out of config.toml.
+          endpoint = "https://s3.example.com";
+          prefix = "kiosks";
+          credentialsFile = "anonymous";
+        };
+      }
+    ];
+
     # The module imported but not enabled changes nothing.
     disabled = report (evaluate [
       ../../modules/host.nix
@@ -322,13 +338,25 @@ in
       report = hostReport [ { abnix.trustedKeys = [ testKey ]; } ];
       message = "The option `abnix.bucket' was accessed but has no value defined";
     };
+    air-gapped-report = failedAssertion {
+      abnix.bucket = null;
+      abnix.report = true;
+      abnix.reportCredentialsFile = "/var/lib/abnix/report-credentials.toml";
+    } "abnix.report needs abnix.bucket: an air-gapped host (abnix.bucket = null) has no bucket to write reports to.";
+    air-gapped-with-channel = failedAssertion {
+      abnix.bucket = null;
+      abnix.channel = "kiosk";
+    } "abnix.bucket and abnix.channel are both set or both null (an air-gapped host): the updater takes both or neither.";
+    bucket-without-channel = failedAssertion {
+      abnix.channel = null;
+    } "abnix.bucket and abnix.channel are both set or both null (an air-gapped host): the updater takes both or neither.";
     no-keys = refusedOption "abnix.trustedKeys" [ ] "non-empty (list of string matching the pattern ${pure.patterns.publicKey})";
     bad-key = refusedEntry "abnix.trustedKeys" [
       "abnix-test:not-a-key"
     ] "string matching the pattern ${pure.patterns.publicKey}";
-    bucket-with-slash = refusedOption "abnix.bucket" "fleet/a" "string matching the pattern ${pure.patterns.name}";
-    empty-bucket = refusedOption "abnix.bucket" "" "string matching the pattern ${pure.patterns.name}";
-    channel-with-space = refusedOption "abnix.channel" "my kiosk" "string matching the pattern ${pure.patterns.name}";
+    bucket-with-slash = refusedOption "abnix.bucket" "fleet/a" "null or string matching the pattern ${pure.patterns.name}";
+    empty-bucket = refusedOption "abnix.bucket" "" "null or string matching the pattern ${pure.patterns.name}";
+    channel-with-space = refusedOption "abnix.channel" "my kiosk" "null or string matching the pattern ${pure.patterns.name}";
     endpoint-without-scheme = refusedOption "abnix.endpoint" "s3.example.com" "null or string matching the pattern ${pure.patterns.endpoint}";
     tries-0 = refusedOption "abnix.tries" 0 "integer between 1 and 9 (both inclusive)";
     tries-10 = refusedOption "abnix.tries" 10 "integer between 1 and 9 (both inclusive)";
