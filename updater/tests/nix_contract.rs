@@ -164,7 +164,7 @@ fn a_config_with_a_check_interval_in_minutes_loads() {
 }
 
 /// Every config.toml that nix/modules/host.nix generates in its evaluation
-/// (nix/tests/eval: the kiosk example, defaults and every abnix.* option at
+/// (nix/tests/eval: the kiosk example, defaults, an air-gapped host and every abnix.* option at
 /// its limits; nix/check.sh keeps nix/testdata/module-configs.json current)
 /// loads, and says what the abnix.* options it came from said.
 #[test]
@@ -183,27 +183,34 @@ fn the_host_module_configs_load_with_their_settings() {
                 .unwrap_or_else(|| panic!("{name}: {key}"))
         };
 
-        let remote = config.bucket().unwrap();
-        assert_eq!(
-            remote.endpoint.as_deref(),
-            settings["endpoint"].as_str(),
-            "{name}"
-        );
-        assert_eq!(remote.region, setting("region"), "{name}");
-        assert_eq!(remote.bucket, setting("bucket"), "{name}");
-        assert_eq!(remote.prefix, setting("prefix"), "{name}");
-        assert_eq!(remote.channel, setting("channel"), "{name}");
-        assert_eq!(
-            remote.path_style,
-            settings["pathStyle"].as_bool().unwrap(),
-            "{name}"
-        );
-        let credentials = match setting("credentialsFile") {
-            "chain" => CredentialSource::Chain,
-            "anonymous" => CredentialSource::Anonymous,
-            path => CredentialSource::File(path.into()),
-        };
-        assert_eq!(remote.credentials, credentials, "{name}");
+        // abnix.bucket = null: an air-gapped host, which the updater knows
+        // by the config naming no bucket (and no channel).
+        if settings["bucket"].is_null() {
+            assert!(settings["channel"].is_null(), "{name}");
+            assert!(config.bucket().is_err(), "{name}: a bucket");
+        } else {
+            let remote = config.bucket().unwrap();
+            assert_eq!(
+                remote.endpoint.as_deref(),
+                settings["endpoint"].as_str(),
+                "{name}"
+            );
+            assert_eq!(remote.region, setting("region"), "{name}");
+            assert_eq!(remote.bucket, setting("bucket"), "{name}");
+            assert_eq!(remote.prefix, setting("prefix"), "{name}");
+            assert_eq!(remote.channel, setting("channel"), "{name}");
+            assert_eq!(
+                remote.path_style,
+                settings["pathStyle"].as_bool().unwrap(),
+                "{name}"
+            );
+            let credentials = match setting("credentialsFile") {
+                "chain" => CredentialSource::Chain,
+                "anonymous" => CredentialSource::Anonymous,
+                path => CredentialSource::File(path.into()),
+            };
+            assert_eq!(remote.credentials, credentials, "{name}");
+        }
         let mut names: Vec<&str> = config.trusted_keys.iter().map(|key| key.name()).collect();
         let mut expected: Vec<&str> = settings["trustedKeys"]
             .as_array()
@@ -253,5 +260,11 @@ fn the_host_module_configs_load_with_their_settings() {
     assert!(
         cases.iter().any(|case| case["settings"]["report"] == true),
         "no case with reports on"
+    );
+    assert!(
+        cases
+            .iter()
+            .any(|case| case["settings"]["bucket"].is_null()),
+        "no air-gapped case"
     );
 }
