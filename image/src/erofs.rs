@@ -31,12 +31,13 @@
 //! the same bytes.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use crate::output::{write_image_file, OutputError};
 use crate::tree::{self, Kind, NodeId, Plan, Tree};
 
 const BLOCK: u64 = 4096;
@@ -64,12 +65,8 @@ const FT_SYMLINK: u8 = 7;
 pub enum Error {
     #[error(transparent)]
     Walk(#[from] tree::WalkError),
-    #[error("creating {path}: {source}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -137,18 +134,7 @@ struct Placed {
 /// Walks the directory `root` and writes its image to the file `out`
 /// (created, or replaced), synced to disk.
 pub fn write_file(root: &Path, options: Options, out: &Path) -> Result<Layout, Error> {
-    let tree = Tree::walk(root)?;
-    let file = File::create(out).map_err(|source| Error::Create {
-        path: out.to_owned(),
-        source,
-    })?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let layout = write(&tree, options, &mut writer)?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::Write(e.into_error()))?;
-    file.sync_all().map_err(Error::Write)?;
-    Ok(layout)
+    write_image_file(root, out, |tree, writer| write(tree, options, writer))
 }
 
 /// Writes an erofs image of `tree` to `out`, sequentially from its first

@@ -5,4 +5,5 @@
 
 pub mod erofs;
 pub mod ext4;
+pub mod output;
 pub mod tree;

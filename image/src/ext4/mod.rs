@@ -29,11 +29,12 @@ mod format;
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use crate::output::{write_image_file, OutputError};
 use crate::tree::{self, Kind, Member, Node, NodeId, Plan, Tree};
 use format::{
     Blocks, Extent, FileType, GroupDescriptor, Inode, Superblock, BLOCKS_PER_GROUP, BLOCK_SIZE,
@@ -74,12 +75,8 @@ pub struct Options {
 pub enum Error {
     #[error(transparent)]
     Walk(#[from] tree::WalkError),
-    #[error("creating {path}: {source}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("writing the image: {0}")]
     Write(#[source] io::Error),
     #[error("reading {path}: {source}")]
@@ -112,18 +109,7 @@ pub enum Error {
 /// (created, or replaced: a new file reads as zeros), synced to disk;
 /// returns the image's size in bytes.
 pub fn write_file(root: &Path, options: &Options, out: &Path) -> Result<u64, Error> {
-    let tree = Tree::walk(root)?;
-    let file = File::create(out).map_err(|source| Error::Create {
-        path: out.to_owned(),
-        source,
-    })?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let size = write(&tree, options, &mut writer)?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::Write(e.into_error()))?;
-    file.sync_all().map_err(Error::Write)?;
-    Ok(size)
+    write_image_file(root, out, |tree, writer| write(tree, options, writer))
 }
 
 /// Writes `tree` as an ext4 image into `out`, which must read as zeros
