@@ -14,7 +14,7 @@ use std::process::Command;
 mod common;
 
 use abnix_image::ext4;
-use abnix_image::tree::Tree;
+use abnix_image::tree::{ContentError, Tree};
 use common::{add_store_path, assert_same_tree, content, Mount, ReadBack};
 use uuid::Uuid;
 
@@ -398,7 +398,10 @@ fn a_file_that_changes_after_the_walk_is_refused_with_its_path() {
     fs::write(&file, b"before and after").unwrap();
     let err = ext4::write(&tree, &options(Uuid::nil()), &mut Cursor::new(Vec::new())).unwrap_err();
     assert!(
-        matches!(err, ext4::Error::Changed { expected: 6, .. }),
+        matches!(
+            err,
+            ext4::Error::Content(ContentError::Changed { expected: 6, .. })
+        ),
         "{err}"
     );
     assert!(
@@ -410,11 +413,11 @@ fn a_file_that_changes_after_the_walk_is_refused_with_its_path() {
     assert!(
         matches!(
             err,
-            ext4::Error::Changed {
+            ext4::Error::Content(ContentError::Changed {
                 expected: 6,
                 found: 4,
                 ..
-            }
+            })
         ),
         "{err}"
     );
