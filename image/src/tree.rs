@@ -502,6 +502,19 @@ mod tests {
         assert_eq!(bin.mode(), 0o120777);
     }
 
+    /// The walk of `root` refuses `path` as `kind`, naming it.
+    fn assert_refused_as_unsupported(root: &Path, kind: &str, path: &Path) {
+        let err = Tree::walk(root).unwrap_err();
+        assert!(
+            matches!(&err, WalkError::Unsupported { kind: k, .. } if *k == kind),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
     #[test]
     fn walk_refuses_fifos_and_sockets_naming_the_path() {
         let dir = tempfile::tempdir().unwrap();
@@ -512,31 +525,12 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let err = Tree::walk(dir.path()).unwrap_err();
-        assert!(
-            matches!(err, WalkError::Unsupported { kind: "a FIFO", .. }),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains(&fifo.display().to_string()),
-            "{err}"
-        );
+        assert_refused_as_unsupported(dir.path(), "a FIFO", &fifo);
         fs::remove_file(&fifo).unwrap();
 
         let socket = dir.path().join("sub/sock");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-        let err = Tree::walk(dir.path()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                WalkError::Unsupported {
-                    kind: "a socket",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("sub/sock"), "{err}");
+        assert_refused_as_unsupported(dir.path(), "a socket", &socket);
     }
 
     #[test]
@@ -550,21 +544,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "mknod (needs root)");
-        let err = Tree::walk(dir.path()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                WalkError::Unsupported {
-                    kind: "a device node",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains(&device.display().to_string()),
-            "{err}"
-        );
+        assert_refused_as_unsupported(dir.path(), "a device node", &device);
         // A symlink to a device node is fine.
         fs::remove_file(&device).unwrap();
         symlink("/dev/null", &device).unwrap();
