@@ -13,7 +13,7 @@ mod common;
 
 use abnix_image::erofs::{self, Layout, SegmentLayout};
 use abnix_image::tree::Tree;
-use common::{add_store_path, assert_same_tree, Mount, ReadBack};
+use common::{add_store_path, assert_same_tree, tree_and_image, Mount, ReadBack};
 use uuid::Uuid;
 
 const BLOCK: usize = 4096;
@@ -80,10 +80,7 @@ fn write_image(root: &Path, out: &Path) {
 #[test]
 fn fsck_erofs_finds_an_image_with_every_node_type_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image");
-    write_image(&root, &image);
+    let (root, image) = tree_and_image(dir.path(), every_node_type, write_image);
     // --extract reads every file and directory too, not only the inodes.
     let extracted = dir.path().join("extracted");
     let output = Command::new("fsck.erofs")
@@ -103,10 +100,7 @@ fn fsck_erofs_finds_an_image_with_every_node_type_clean() {
 #[test]
 fn linux_reads_back_every_path_as_the_source_has_it() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image");
-    write_image(&root, &image);
+    let (root, image) = tree_and_image(dir.path(), every_node_type, write_image);
     let mount = Mount::new("erofs", &image, &dir.path().join("mnt"));
     assert_same_tree(
         &root,

@@ -15,7 +15,7 @@ mod common;
 
 use abnix_image::ext4;
 use abnix_image::tree::{ContentError, Tree};
-use common::{add_store_path, assert_same_tree, content, Mount, ReadBack};
+use common::{add_store_path, assert_same_tree, content, tree_and_image, Mount, ReadBack};
 use uuid::Uuid;
 
 const TIME: u64 = 1_700_000_000;
@@ -108,10 +108,7 @@ fn e2fsck(image: &Path) {
 #[test]
 fn e2fsck_finds_an_image_with_every_node_type_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image.ext4");
-    write_image(&root, &image);
+    let (_, image) = tree_and_image(dir.path(), every_node_type, write_image);
     e2fsck(&image);
 
     // What dumpe2fs reads of the features and the fixed seed.
@@ -176,10 +173,7 @@ fn e2fsck_finds_an_image_with_more_groups_for_inodes_than_for_data_clean() {
 #[test]
 fn linux_reads_back_every_path_as_the_source_has_it() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image.ext4");
-    write_image(&root, &image);
+    let (root, image) = tree_and_image(dir.path(), every_node_type, write_image);
     let mount = Mount::new("ext4", &image, &dir.path().join("mnt"));
     assert_same_tree(&root, &mount.dir, MOUNTED);
     // The root directory's link count counts lost+found.

@@ -40,6 +40,20 @@ pub fn add_store_path(root: &Path, name: &str, files: usize) {
     symlink("../lib/file-0", dir.join("bin/link")).unwrap();
 }
 
+/// The tree `make` builds at `dir/root`, and its image at `dir/image`
+/// written by `write`: (root, image).
+pub fn tree_and_image(
+    dir: &Path,
+    make: impl FnOnce(&Path),
+    write: impl FnOnce(&Path, &Path),
+) -> (PathBuf, PathBuf) {
+    let root = dir.join("root");
+    make(&root);
+    let image = dir.join("image");
+    write(&root, &image);
+    (root, image)
+}
+
 /// A read-only loop mount (root, as CI runs), unmounted on drop.
 pub struct Mount {
     pub dir: PathBuf,
