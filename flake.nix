@@ -129,8 +129,6 @@
               pkgs.python3
               pkgs.erofs-utils
               pkgs.e2fsprogs
-              pkgs.libfaketime
-              pkgs.fakeroot
               pkgs.util-linux
               pkgs.nixfmt-tree
             ];

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Builds a root image the way nix/builders/root-image.sh does, with its
-# mkfs.erofs or mkfs.ext4 replaced by a layout prototype (issue 27, phase A;
-# docs/delta.md, "Layout for small deltas: the study").
+# Builds a root image the way nix/builders/root-image.sh did in phase A of
+# issue 27 (commit 2ea8c04, mkfs.erofs or mkfs.ext4 under faketime and
+# fakeroot), with its mkfs replaced by a layout prototype (docs/delta.md,
+# "Layout for small deltas: the study"). Today's root-image.sh runs
+# abnix-mkimage instead, which no shim reaches: this reproduces the study,
+# it does not measure main's images (bench/delta.sh does). Needs a git
+# checkout, and faketime and fakeroot, which scripts/setup no longer
+# installs.
 #
 #   variant.sh VARIANT UUID STORE_PATHS LINKS OUT
 #
@@ -10,14 +15,14 @@
 #   erofs-X.Y          erofs-utils X.Y from $EROFS_UTILS/erofs-X.Y/bin (built
 #                      from source)
 #   erofs-writer       bench/layout-study/erofs-writer.py
-#   ext4               mkfs.ext4 as root-image.sh runs it
+#   ext4               mkfs.ext4 as phase A's root-image.sh ran it
 #   ext4-writer        bench/layout-study/ext4-writer.py
 # each followed by any options for the tool after a '+' each, e.g.
 # erofs-1.9.3+--MZ or erofs-writer+--stable-nids.
 #
 # A shim named after the tool comes first on PATH and hands root-image.sh's
 # arguments (UUID, options, OUT, tree) to the variant, so the staging of the
-# tree stays root-image.sh's own.
+# tree stays phase A's root-image.sh's own.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -31,6 +36,8 @@ variant=$1
 shift
 shims=$(mktemp -d)
 trap 'rm -rf "$shims"' EXIT
+phase_a=$shims/root-image.sh
+git -C "$root" show 2ea8c04:nix/builders/root-image.sh >"$phase_a"
 
 extra=
 if [[ $variant == *+* ]]; then
@@ -73,5 +80,6 @@ ext4-writer*)
   exit 2
   ;;
 esac
-chmod +x "$shims"/* 2>/dev/null || true
-PATH=$shims:$PATH exec "$root/nix/builders/root-image.sh" "$fs" "$@"
+chmod +x "$shims"/*
+# Not exec: the trap removes the shims and phase A's script afterwards.
+PATH=$shims:$PATH bash "$phase_a" "$fs" "$@"

@@ -30,14 +30,14 @@
 //! inodes carry no time of their own). The same tree, UUID and time give
 //! the same bytes.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::tree::{self, Kind, NodeId, Plan, Tree};
+use crate::output::{write_image_file, OutputError};
+use crate::tree::{self, ContentError, Kind, NodeId, Plan, Tree};
 
 const BLOCK: u64 = 4096;
 const BLOCK_BITS: u8 = 12;
@@ -64,24 +64,10 @@ const FT_SYMLINK: u8 = 7;
 pub enum Error {
     #[error(transparent)]
     Walk(#[from] tree::WalkError),
-    #[error("creating {path}: {source}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} changed while the image was written ({expected} bytes walked, {found} read)")]
-    SourceChanged {
-        path: PathBuf,
-        expected: u64,
-        found: u64,
-    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
     #[error("{path}: {nlink} links, a compact erofs inode holds at most 65535")]
     TooManyLinks { path: PathBuf, nlink: u32 },
     #[error("the image would have {blocks} blocks, erofs addresses at most 2^32")]
@@ -137,18 +123,7 @@ struct Placed {
 /// Walks the directory `root` and writes its image to the file `out`
 /// (created, or replaced), synced to disk.
 pub fn write_file(root: &Path, options: Options, out: &Path) -> Result<Layout, Error> {
-    let tree = Tree::walk(root)?;
-    let file = File::create(out).map_err(|source| Error::Create {
-        path: out.to_owned(),
-        source,
-    })?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let layout = write(&tree, options, &mut writer)?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::Write(e.into_error()))?;
-    file.sync_all().map_err(Error::Write)?;
-    Ok(layout)
+    write_image_file(root, out, |tree, writer| write(tree, options, writer))
 }
 
 /// Writes an erofs image of `tree` to `out`, sequentially from its first
@@ -220,6 +195,7 @@ pub fn write(tree: &Tree, options: Options, out: &mut impl Write) -> Result<Layo
     }
 
     let mut out = Output { out, position: 0 };
+    let mut buffer = vec![0u8; 1 << 20];
     out.write(&superblock(
         options,
         tree.nodes.len() as u64,
@@ -245,7 +221,9 @@ pub fn write(tree: &Tree, options: Options, out: &mut impl Write) -> Result<Layo
             out.pad_to(data_addrs[member.node] * BLOCK)?;
             let node = tree.node(member.node);
             match &node.kind {
-                Kind::File { size, source } => out.copy_file(source, *size)?,
+                Kind::File { size, source } => {
+                    tree::copy_content(source, *size, &mut buffer, |chunk| out.write(chunk))?
+                }
                 Kind::Dir { .. } => {
                     let content = contents.directory(member.node);
                     out.write(&content[..(record.size - record.inline) as usize])?;
@@ -482,37 +460,6 @@ impl<W: Write> Output<'_, W> {
         while self.position < position {
             let n = (position - self.position).min(BLOCK) as usize;
             self.write(&zeros[..n])?;
-        }
-        Ok(())
-    }
-
-    /// A file's content, which must still be the size the walk saw.
-    fn copy_file(&mut self, source: &PathBuf, size: u64) -> Result<(), Error> {
-        let read_error = |source_error| Error::Read {
-            path: source.clone(),
-            source: source_error,
-        };
-        let file = File::open(source).map_err(read_error)?;
-        let mut buffer = vec![0u8; 1 << 20];
-        let mut reader = file.take(size + 1);
-        let mut copied = 0u64;
-        loop {
-            let n = reader.read(&mut buffer).map_err(read_error)?;
-            if n == 0 {
-                break;
-            }
-            copied += n as u64;
-            if copied > size {
-                break;
-            }
-            self.write(&buffer[..n])?;
-        }
-        if copied != size {
-            return Err(Error::SourceChanged {
-                path: source.clone(),
-                expected: size,
-                found: copied,
-            });
         }
         Ok(())
     }

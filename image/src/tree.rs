@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,57 @@ pub enum WalkError {
     TooLarge { path: PathBuf, size: u64 },
     #[error("{path}: not a directory")]
     NotADirectory { path: PathBuf },
+}
+
+/// Why a walked file's content could not be copied into an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} changed while the image was written ({expected} bytes walked, {found} read)")]
+    Changed {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+}
+
+/// Reads the file `source` through `buffer`, handing each chunk to `sink`;
+/// refuses it if it is no longer the `size` bytes the walk saw (reading at
+/// most one byte more), so an image never holds a file cut or grown midway.
+pub(crate) fn copy_content<E: From<ContentError>>(
+    source: &Path,
+    size: u64,
+    buffer: &mut [u8],
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let read_error = |error| ContentError::Read {
+        path: source.to_owned(),
+        source: error,
+    };
+    let mut reader = fs::File::open(source).map_err(read_error)?.take(size + 1);
+    let mut copied = 0u64;
+    loop {
+        let n = reader.read(buffer).map_err(read_error)?;
+        copied += n as u64;
+        if n == 0 || copied > size {
+            break;
+        }
+        sink(&buffer[..n])?;
+    }
+    if copied != size {
+        return Err(ContentError::Changed {
+            path: source.to_owned(),
+            expected: size,
+            found: copied,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// A node's index in [`Tree::nodes`].
@@ -451,6 +502,19 @@ mod tests {
         assert_eq!(bin.mode(), 0o120777);
     }
 
+    /// The walk of `root` refuses `path` as `kind`, naming it.
+    fn assert_refused_as_unsupported(root: &Path, kind: &str, path: &Path) {
+        let err = Tree::walk(root).unwrap_err();
+        assert!(
+            matches!(&err, WalkError::Unsupported { kind: k, .. } if *k == kind),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
     #[test]
     fn walk_refuses_fifos_and_sockets_naming_the_path() {
         let dir = tempfile::tempdir().unwrap();
@@ -461,31 +525,12 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let err = Tree::walk(dir.path()).unwrap_err();
-        assert!(
-            matches!(err, WalkError::Unsupported { kind: "a FIFO", .. }),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains(&fifo.display().to_string()),
-            "{err}"
-        );
+        assert_refused_as_unsupported(dir.path(), "a FIFO", &fifo);
         fs::remove_file(&fifo).unwrap();
 
         let socket = dir.path().join("sub/sock");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-        let err = Tree::walk(dir.path()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                WalkError::Unsupported {
-                    kind: "a socket",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("sub/sock"), "{err}");
+        assert_refused_as_unsupported(dir.path(), "a socket", &socket);
     }
 
     #[test]
@@ -499,21 +544,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "mknod (needs root)");
-        let err = Tree::walk(dir.path()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                WalkError::Unsupported {
-                    kind: "a device node",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains(&device.display().to_string()),
-            "{err}"
-        );
+        assert_refused_as_unsupported(dir.path(), "a device node", &device);
         // A symlink to a device node is fine.
         fs::remove_file(&device).unwrap();
         symlink("/dev/null", &device).unwrap();

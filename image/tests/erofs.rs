@@ -6,11 +6,14 @@
 use std::fs;
 use std::io::Cursor;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+mod common;
 
 use abnix_image::erofs::{self, Layout, SegmentLayout};
 use abnix_image::tree::Tree;
+use common::{add_store_path, assert_same_tree, tree_and_image, Mount, ReadBack};
 use uuid::Uuid;
 
 const BLOCK: usize = 4096;
@@ -29,35 +32,6 @@ fn image_of(root: &Path) -> (Vec<u8>, Layout) {
     let bytes = out.into_inner();
     assert_eq!(bytes.len() as u64, layout.blocks * BLOCK as u64);
     (bytes, layout)
-}
-
-/// Content that differs by name and size, not compressible to nothing.
-fn content(seed: &str, len: usize) -> Vec<u8> {
-    let mut state = seed.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-/// A store path with a few files, a subdirectory and a symlink.
-fn add_store_path(root: &Path, name: &str, files: usize) {
-    let dir = root.join("nix/store").join(name);
-    fs::create_dir_all(dir.join("lib")).unwrap();
-    fs::create_dir_all(dir.join("bin")).unwrap();
-    for i in 0..files {
-        let path = dir.join(format!("lib/file-{i}"));
-        fs::write(&path, content(&format!("{name}/{i}"), 700 + 3001 * i)).unwrap();
-    }
-    fs::write(dir.join("bin/run"), content(name, 5000)).unwrap();
-    fs::set_permissions(dir.join("bin/run"), fs::Permissions::from_mode(0o555)).unwrap();
-    symlink("../lib/file-0", dir.join("bin/link")).unwrap();
 }
 
 /// Every node type: an empty file, hard links within and across store
@@ -106,10 +80,7 @@ fn write_image(root: &Path, out: &Path) {
 #[test]
 fn fsck_erofs_finds_an_image_with_every_node_type_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image");
-    write_image(&root, &image);
+    let (root, image) = tree_and_image(dir.path(), every_node_type, write_image);
     // --extract reads every file and directory too, not only the inodes.
     let extracted = dir.path().join("extracted");
     let output = Command::new("fsck.erofs")
@@ -123,103 +94,28 @@ fn fsck_erofs_finds_an_image_with_every_node_type_clean() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_same_tree(&root, &extracted, false);
-}
-
-/// A read-only loop mount, unmounted on drop.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn new(image: &Path, at: &Path) -> Mount {
-        fs::create_dir_all(at).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "erofs", "-o", "loop,ro"])
-            .arg(image)
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting the image (needs root, as CI)");
-        Mount(at.to_owned())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
+    assert_same_tree(&root, &extracted, ReadBack::Extracted);
 }
 
 #[test]
 fn linux_reads_back_every_path_as_the_source_has_it() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image");
-    write_image(&root, &image);
-    let mount = Mount::new(&image, &dir.path().join("mnt"));
-    assert_same_tree(&root, &mount.0, true);
-    let run = fs::metadata(mount.0.join("nix/store/0a1b2c-one/bin/run")).unwrap();
+    let (root, image) = tree_and_image(dir.path(), every_node_type, write_image);
+    let mount = Mount::new("erofs", &image, &dir.path().join("mnt"));
+    assert_same_tree(
+        &root,
+        &mount.dir,
+        ReadBack::Mounted {
+            time: 1,
+            added: &[],
+        },
+    );
+    let run = fs::metadata(mount.dir.join("nix/store/0a1b2c-one/bin/run")).unwrap();
     assert_eq!(
         (run.uid(), run.gid(), run.mtime()),
         (0, 0, 1),
         "owned by root, the build time"
     );
-}
-
-/// Every path under `a` is in `b` with the same type, permissions, size,
-/// link target and content, and no more paths; with `mounted`, the link
-/// counts and setuid, setgid and sticky bits too (fsck.erofs's extraction
-/// keeps neither).
-fn assert_same_tree(a: &Path, b: &Path, mounted: bool) {
-    let list = |root: &Path| {
-        let mut paths = Vec::new();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let abs = root.join(&rel);
-            if fs::symlink_metadata(&abs).unwrap().is_dir() {
-                for entry in fs::read_dir(&abs).unwrap() {
-                    stack.push(rel.join(entry.unwrap().file_name()));
-                }
-            }
-            paths.push(rel);
-        }
-        paths.sort();
-        paths
-    };
-    let paths = list(a);
-    assert_eq!(paths, list(b), "the same paths");
-    for rel in &paths {
-        let (x, y) = (a.join(rel), b.join(rel));
-        let (mx, my) = (
-            fs::symlink_metadata(&x).unwrap(),
-            fs::symlink_metadata(&y).unwrap(),
-        );
-        let mask = if mounted { 0o177777 } else { 0o170777 };
-        assert_eq!(
-            mx.mode() & mask,
-            my.mode() & mask,
-            "{}: type and mode",
-            rel.display()
-        );
-        if mounted {
-            assert_eq!(mx.nlink(), my.nlink(), "{}: links", rel.display());
-        }
-        if mx.is_symlink() {
-            assert_eq!(
-                fs::read_link(&x).unwrap(),
-                fs::read_link(&y).unwrap(),
-                "{}",
-                rel.display()
-            );
-        } else if mx.is_file() {
-            assert_eq!(mx.len(), my.len(), "{}: size", rel.display());
-            assert!(
-                fs::read(&x).unwrap() == fs::read(&y).unwrap(),
-                "{}: content",
-                rel.display()
-            );
-        }
-    }
 }
 
 #[test]

@@ -6,17 +6,25 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 use abnix_image::ext4;
-use abnix_image::tree::Tree;
+use abnix_image::tree::{ContentError, Tree};
+use common::{add_store_path, assert_same_tree, content, tree_and_image, Mount, ReadBack};
 use uuid::Uuid;
 
 const TIME: u64 = 1_700_000_000;
 const BLOCK: usize = 4096;
+/// How these images read back: at [`TIME`], with lost+found added.
+const MOUNTED: ReadBack = ReadBack::Mounted {
+    time: TIME,
+    added: &["lost+found"],
+};
 
 fn options(uuid: Uuid) -> ext4::Options {
     ext4::Options {
@@ -39,35 +47,6 @@ fn write_image(root: &Path, out: &Path) {
     let tree = Tree::walk(root).unwrap();
     let mut file = fs::File::create(out).unwrap();
     ext4::write(&tree, &options(Uuid::from_u128(7)), &mut file).unwrap();
-}
-
-/// Bytes that differ from one seed to another and do not compress away.
-fn content(seed: &str, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut state = seed.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |s, b| {
-        s.rotate_left(5) ^ u64::from(b)
-    });
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// /nix/store/NAME with `files` files of a few KiB in two directories.
-fn add_store_path(root: &Path, name: &str, files: usize) {
-    let dir = root.join("nix/store").join(name);
-    fs::create_dir_all(dir.join("bin")).unwrap();
-    fs::create_dir_all(dir.join("share/doc")).unwrap();
-    for i in 0..files {
-        let sub = if i % 2 == 0 { "bin" } else { "share/doc" };
-        let path = dir.join(sub).join(format!("f{i}"));
-        fs::write(&path, content(&format!("{name}/{i}"), 1000 + 3000 * i)).unwrap();
-    }
-    symlink("bin/f0", dir.join("main")).unwrap();
 }
 
 /// A tree with every node type the writer handles, and its edge cases.
@@ -129,10 +108,7 @@ fn e2fsck(image: &Path) {
 #[test]
 fn e2fsck_finds_an_image_with_every_node_type_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image.ext4");
-    write_image(&root, &image);
+    let (_, image) = tree_and_image(dir.path(), every_node_type, write_image);
     e2fsck(&image);
 
     // What dumpe2fs reads of the features and the fixed seed.
@@ -190,104 +166,16 @@ fn e2fsck_finds_an_image_with_more_groups_for_inodes_than_for_data_clean() {
     let blocks = fs::metadata(&image).unwrap().len() / BLOCK as u64;
     assert_eq!(blocks % 32768, 1, "{blocks} blocks");
     e2fsck(&image);
-    let mount = Mount::new(&image, &dir.path().join("mnt"));
-    assert_same_tree(&root, &mount.dir);
-}
-
-/// A loop mount, unmounted on drop.
-struct Mount {
-    dir: PathBuf,
-}
-
-impl Mount {
-    fn new(image: &Path, dir: &Path) -> Mount {
-        fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "ext4", "-o", "ro,loop"])
-            .arg(image)
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount (needs root)");
-        Mount {
-            dir: dir.to_owned(),
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
-
-/// Every path under `source` is under `mounted` with the same type,
-/// permissions, size, link count (files), link target and content; the
-/// image adds only /lost+found. Everything is root's, at [`TIME`].
-fn assert_same_tree(source: &Path, mounted: &Path) {
-    let listing = |root: &Path| {
-        let mut names = BTreeMap::new();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            for entry in fs::read_dir(root.join(&rel)).unwrap() {
-                let entry = entry.unwrap();
-                let path = rel.join(entry.file_name());
-                if entry.file_type().unwrap().is_dir() {
-                    stack.push(path.clone());
-                }
-                names.insert(path, ());
-            }
-        }
-        names
-    };
-    let mut expected = listing(source);
-    expected.insert(PathBuf::from("lost+found"), ());
-    let found = listing(mounted);
-    assert_eq!(
-        expected.keys().collect::<Vec<_>>(),
-        found.keys().collect::<Vec<_>>()
-    );
-    for rel in listing(source).keys() {
-        let (a, b) = (source.join(rel), mounted.join(rel));
-        let (ma, mb) = (
-            fs::symlink_metadata(&a).unwrap(),
-            fs::symlink_metadata(&b).unwrap(),
-        );
-        assert_eq!(ma.mode(), mb.mode(), "{}", rel.display());
-        assert_eq!((mb.uid(), mb.gid()), (0, 0), "{}", rel.display());
-        assert_eq!(mb.mtime() as u64, TIME, "{}", rel.display());
-        if ma.is_dir() {
-            assert_eq!(ma.nlink(), mb.nlink(), "{}", rel.display());
-            continue;
-        }
-        assert_eq!(ma.len(), mb.len(), "{}", rel.display());
-        assert_eq!(ma.nlink(), mb.nlink(), "{}", rel.display());
-        if ma.file_type().is_symlink() {
-            assert_eq!(fs::read_link(&a).unwrap(), fs::read_link(&b).unwrap());
-        } else {
-            let (mut fa, mut fb) = (fs::File::open(&a).unwrap(), fs::File::open(&b).unwrap());
-            let (mut ba, mut bb) = (vec![0; 1 << 20], vec![0; 1 << 20]);
-            loop {
-                let n = fa.read(&mut ba).unwrap();
-                fb.read_exact(&mut bb[..n]).unwrap();
-                assert!(ba[..n] == bb[..n], "{}: content differs", rel.display());
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-    }
+    let mount = Mount::new("ext4", &image, &dir.path().join("mnt"));
+    assert_same_tree(&root, &mount.dir, MOUNTED);
 }
 
 #[test]
 fn linux_reads_back_every_path_as_the_source_has_it() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    every_node_type(&root);
-    let image = dir.path().join("image.ext4");
-    write_image(&root, &image);
-    let mount = Mount::new(&image, &dir.path().join("mnt"));
-    assert_same_tree(&root, &mount.dir);
+    let (root, image) = tree_and_image(dir.path(), every_node_type, write_image);
+    let mount = Mount::new("ext4", &image, &dir.path().join("mnt"));
+    assert_same_tree(&root, &mount.dir, MOUNTED);
     // The root directory's link count counts lost+found.
     let root_links = fs::metadata(&mount.dir).unwrap().nlink();
     assert_eq!(root_links, fs::metadata(&root).unwrap().nlink() + 1);
@@ -504,7 +392,10 @@ fn a_file_that_changes_after_the_walk_is_refused_with_its_path() {
     fs::write(&file, b"before and after").unwrap();
     let err = ext4::write(&tree, &options(Uuid::nil()), &mut Cursor::new(Vec::new())).unwrap_err();
     assert!(
-        matches!(err, ext4::Error::Changed { expected: 6, .. }),
+        matches!(
+            err,
+            ext4::Error::Content(ContentError::Changed { expected: 6, .. })
+        ),
         "{err}"
     );
     assert!(
@@ -516,11 +407,11 @@ fn a_file_that_changes_after_the_walk_is_refused_with_its_path() {
     assert!(
         matches!(
             err,
-            ext4::Error::Changed {
+            ext4::Error::Content(ContentError::Changed {
                 expected: 6,
                 found: 4,
                 ..
-            }
+            })
         ),
         "{err}"
     );

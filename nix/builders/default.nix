@@ -56,13 +56,12 @@ let
   closure = buildPkgs.closureInfo { rootPaths = [ toplevel ]; };
 
   image = buildPkgs.runCommand "${name}.${cfg.fsType}" {
-    # abnix-mkimage (abnixBuild) writes erofs images, fsck.erofs checks them.
+    # abnix-mkimage (abnixBuild) writes the erofs or ext4 image itself (owner
+    # and times included); fsck.erofs or e2fsck checks it.
     nativeBuildInputs = with buildPkgs; [
       abnixBuild
       erofs-utils
       e2fsprogs
-      fakeroot
-      libfaketime
     ];
     links = lib.concatMapStrings (link: "${link.target} ${link.path}\n") rootLinks;
     passAsFile = [ "links" ];

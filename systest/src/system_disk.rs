@@ -29,6 +29,7 @@ use abnix_formats::sign::TrustedKeys;
 use abnix_formats::slot::Slot;
 use abnix_installer::install::{self, Request, TargetRequest};
 use abnix_updater::config::Config;
+use abnix_updater::delta::Reopen;
 use abnix_updater::state_dir::{State, StateDir};
 use abnix_updater::update::machine::{
     Action, Clock, Device, Machine, Mode, NetworkWait, Outcome, Plan, Setup, Step,
@@ -186,19 +187,11 @@ impl AbnixDisk {
         let arch = Arch::from_root_type(disk.layout().slot(slot).type_guid)
             .context("the slot's partition type")?;
         let setup = install_setup(Mode::Bundle, &disk, config, slot, arch, tries);
-        let state_dir = StateDir::new(self.path.with_extension("updater-state"));
-        let mut state = State::default();
-        let notifier = Notifier::silent();
-        let outcome = Executor::new(
-            &mut disk,
-            config,
-            &state_dir,
-            &mut state,
-            &NoProgress,
-            &notifier,
-        )
-        .from_bundle(bundle.to_owned())
-        .run(Machine::new(setup));
+        let mut host = UpdaterHost::beside(&self.path);
+        let outcome = host
+            .executor(&mut disk, config)
+            .from_bundle(bundle.to_owned())
+            .run(Machine::new(setup));
         match outcome {
             Outcome::Installed(plan) if plan.target == slot => Ok(()),
             other => bail!(
@@ -236,17 +229,8 @@ impl AbnixDisk {
             signed: version.clone(),
             tries,
         };
-        let state_dir = StateDir::new(self.path.with_extension("updater-state"));
-        let mut state = State::default();
-        let notifier = Notifier::silent();
-        let mut executor = Executor::new(
-            &mut disk,
-            config,
-            &state_dir,
-            &mut state,
-            &NoProgress,
-            &notifier,
-        );
+        let mut host = UpdaterHost::beside(&self.path);
+        let mut executor = host.executor(&mut disk, config);
         // Bytes written when the cut's step began.
         let mut cut_from = None;
         let run = executor.run_until(Machine::installing(setup, plan), |action, disk| {
@@ -334,6 +318,40 @@ impl AbnixDisk {
             self.path.display()
         );
         Ok(file)
+    }
+}
+
+/// What the updater keeps on a host besides its disk, for one run on a
+/// disk image: its state directory beside the image, a state with nothing
+/// failed, no notifications.
+struct UpdaterHost {
+    state_dir: StateDir,
+    state: State,
+    notifier: Notifier,
+}
+
+impl UpdaterHost {
+    fn beside(image: &Path) -> UpdaterHost {
+        UpdaterHost {
+            state_dir: StateDir::new(image.with_extension("updater-state")),
+            state: State::default(),
+            notifier: Notifier::silent(),
+        }
+    }
+
+    fn executor<'a, D: Reopen>(
+        &'a mut self,
+        disk: &'a mut SystemDisk<D>,
+        config: &'a Config,
+    ) -> Executor<'a, D> {
+        Executor::new(
+            disk,
+            config,
+            &self.state_dir,
+            &mut self.state,
+            &NoProgress,
+            &self.notifier,
+        )
     }
 }
 

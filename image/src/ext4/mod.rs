@@ -28,13 +28,13 @@
 mod format;
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::tree::{self, Kind, Member, Node, NodeId, Plan, Tree};
+use crate::output::{write_image_file, OutputError};
+use crate::tree::{self, ContentError, Kind, Member, Node, NodeId, Plan, Tree};
 use format::{
     Blocks, Extent, FileType, GroupDescriptor, Inode, Superblock, BLOCKS_PER_GROUP, BLOCK_SIZE,
     DESCRIPTORS_PER_BLOCK, FAST_SYMLINK_MAX, FIRST_INO, INODES_PER_BLOCK, INODE_EXTENTS,
@@ -74,26 +74,12 @@ pub struct Options {
 pub enum Error {
     #[error(transparent)]
     Walk(#[from] tree::WalkError),
-    #[error("creating {path}: {source}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Output(#[from] OutputError),
     #[error("writing the image: {0}")]
     Write(#[source] io::Error),
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path}: changed while the image was written ({expected} bytes walked, {found} read)")]
-    Changed {
-        path: PathBuf,
-        expected: u64,
-        found: u64,
-    },
+    #[error(transparent)]
+    Content(#[from] ContentError),
     #[error("{path}: a name of {len} bytes, ext4 holds at most 255")]
     NameTooLong { path: PathBuf, len: usize },
     #[error("{path}: {links} hard links, ext4 counts at most {LINK_MAX}")]
@@ -112,18 +98,7 @@ pub enum Error {
 /// (created, or replaced: a new file reads as zeros), synced to disk;
 /// returns the image's size in bytes.
 pub fn write_file(root: &Path, options: &Options, out: &Path) -> Result<u64, Error> {
-    let tree = Tree::walk(root)?;
-    let file = File::create(out).map_err(|source| Error::Create {
-        path: out.to_owned(),
-        source,
-    })?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let size = write(&tree, options, &mut writer)?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| Error::Write(e.into_error()))?;
-    file.sync_all().map_err(Error::Write)?;
-    Ok(size)
+    write_image_file(root, out, |tree, writer| write(tree, options, writer))
 }
 
 /// Writes `tree` as an ext4 image into `out`, which must read as zeros
@@ -475,38 +450,19 @@ impl<W: Write + Seek> Image<'_, W> {
         start: u64,
         buffer: &mut [u8],
     ) -> Result<(), Error> {
-        let read_error = |source_error| Error::Read {
-            path: source.to_owned(),
-            source: source_error,
-        };
-        let mut file = File::open(source).map_err(read_error)?;
         self.out
             .seek(SeekFrom::Start(start * BLOCK_SIZE))
             .map_err(Error::Write)?;
-        let mut copied = 0u64;
-        loop {
-            let n = file.read(buffer).map_err(read_error)?;
-            if n == 0 || copied + n as u64 > size {
-                copied += n as u64;
-                break;
-            }
-            copied += n as u64;
-            let chunk = &buffer[..n];
+        tree::copy_content(source, size, buffer, |chunk| {
             if chunk.iter().all(|&b| b == 0) {
-                self.out.seek(SeekFrom::Current(n as i64)).map(drop)
+                self.out
+                    .seek(SeekFrom::Current(chunk.len() as i64))
+                    .map(drop)
             } else {
                 self.out.write_all(chunk)
             }
-            .map_err(Error::Write)?;
-        }
-        if copied != size {
-            return Err(Error::Changed {
-                path: source.to_owned(),
-                expected: size,
-                found: copied,
-            });
-        }
-        Ok(())
+            .map_err(Error::Write)
+        })
     }
 
     fn inode(&self, id: NodeId) -> [u8; INODE_SIZE as usize] {

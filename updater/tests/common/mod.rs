@@ -613,3 +613,14 @@ pub fn assert_exit(out: &Output, code: i32) {
         stderr(out)
     );
 }
+
+/// The command exited with `code` and printed `text` on stdout.
+pub fn assert_exit_saying(out: &Output, code: i32, text: &str) {
+    assert_exit(out, code);
+    assert!(
+        stdout(out).contains(text),
+        "{text:?} not in stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
