@@ -464,3 +464,46 @@ impl<W: Write> Output<'_, W> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::Node;
+
+    /// A root holding one symlink `l` of `nlink` links.
+    fn write_link(nlink: u32) -> Result<Layout, Error> {
+        let nodes = vec![
+            Node {
+                kind: Kind::Dir {
+                    children: vec![(b"l".to_vec(), 1)],
+                },
+                permissions: 0o755,
+                nlink: 2,
+                path: PathBuf::new(),
+            },
+            Node {
+                kind: Kind::Symlink {
+                    target: b"x".to_vec(),
+                },
+                permissions: 0o777,
+                nlink,
+                path: PathBuf::from("l"),
+            },
+        ];
+        let options = Options {
+            uuid: Uuid::from_u128(1),
+            time: 1,
+        };
+        write(&Tree { nodes }, options, &mut io::sink())
+    }
+
+    #[test]
+    fn more_links_than_a_compact_inode_holds_are_refused_with_the_path() {
+        let err = write_link(65536).unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyLinks { nlink: 65536, ref path } if path == Path::new("l")),
+            "{err}"
+        );
+        write_link(65535).unwrap();
+    }
+}
