@@ -12,8 +12,11 @@ use std::process::Command;
 mod common;
 
 use abnix_image::erofs::{self, Layout, SegmentLayout};
-use abnix_image::tree::{ContentError, Tree};
-use common::{add_store_path, assert_same_tree, tree_and_image, Mount, ReadBack};
+use abnix_image::tree::Tree;
+use common::{
+    add_store_path, assert_a_file_changed_after_the_walk_is_refused, assert_same_tree,
+    tree_and_image, Mount, ReadBack,
+};
 use uuid::Uuid;
 
 const BLOCK: usize = 4096;
@@ -266,34 +269,11 @@ fn a_store_path_added_and_one_removed_leave_the_others_bytes_but_data_addresses(
 
 #[test]
 fn a_file_that_changes_after_the_walk_is_refused_with_its_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("grows");
-    fs::write(&file, b"before").unwrap();
-    let tree = Tree::walk(dir.path()).unwrap();
-    fs::write(&file, b"before and after").unwrap();
-    let err = erofs::write(&tree, options(), &mut Cursor::new(Vec::new())).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            erofs::Error::Content(ContentError::Changed { expected: 6, .. })
-        ),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains(&file.display().to_string()),
-        "{err}"
-    );
-    fs::write(&file, b"less").unwrap();
-    let err = erofs::write(&tree, options(), &mut Cursor::new(Vec::new())).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            erofs::Error::Content(ContentError::Changed {
-                expected: 6,
-                found: 4,
-                ..
-            })
-        ),
-        "{err}"
+    assert_a_file_changed_after_the_walk_is_refused(
+        |tree| erofs::write(tree, options(), &mut Cursor::new(Vec::new())).map(drop),
+        |err| match err {
+            erofs::Error::Content(content) => Some(content),
+            _ => None,
+        },
     );
 }

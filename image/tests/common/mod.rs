@@ -10,6 +10,8 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use abnix_image::tree::{ContentError, Tree};
+
 /// Bytes that differ by seed and length and do not compress away.
 pub fn content(seed: &str, len: usize) -> Vec<u8> {
     let mut state = seed.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
@@ -38,6 +40,44 @@ pub fn add_store_path(root: &Path, name: &str, files: usize) {
     fs::write(dir.join("bin/run"), content(name, 5000)).unwrap();
     fs::set_permissions(dir.join("bin/run"), fs::Permissions::from_mode(0o555)).unwrap();
     symlink("../lib/file-0", dir.join("bin/link")).unwrap();
+}
+
+/// Checks that `write` refuses a file grown, then one cut, after the walk,
+/// naming its path: `content_error` is the writer's error's content error.
+pub fn assert_a_file_changed_after_the_walk_is_refused<E: std::fmt::Display>(
+    write: impl Fn(&Tree) -> Result<(), E>,
+    content_error: impl Fn(&E) -> Option<&ContentError>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grows");
+    fs::write(&file, b"before").unwrap();
+    let tree = Tree::walk(dir.path()).unwrap();
+    fs::write(&file, b"before and after").unwrap();
+    let err = write(&tree).unwrap_err();
+    assert!(
+        matches!(
+            content_error(&err),
+            Some(ContentError::Changed { expected: 6, .. })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+    fs::write(&file, b"less").unwrap();
+    let err = write(&tree).unwrap_err();
+    assert!(
+        matches!(
+            content_error(&err),
+            Some(ContentError::Changed {
+                expected: 6,
+                found: 4,
+                ..
+            })
+        ),
+        "{err}"
+    );
 }
 
 /// The tree `make` builds at `dir/root`, and its image at `dir/image`
