@@ -54,11 +54,6 @@ const MIN_SPACE: u64 = 256;
 const FLAT_PLAIN: u16 = 0;
 const FLAT_INLINE: u16 = 2;
 
-/// Directory entry file types.
-const FT_REG_FILE: u8 = 1;
-const FT_DIR: u8 = 2;
-const FT_SYMLINK: u8 = 7;
-
 /// Why an image could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -375,7 +370,7 @@ impl Contents<'_> {
             for &(name, child) in &entries[range.clone()] {
                 content.extend_from_slice(&self.nids[child].to_le_bytes());
                 content.extend_from_slice(&(name_offset as u16).to_le_bytes());
-                content.push(file_type(&self.tree.node(child).kind));
+                content.push(self.tree.node(child).file_type() as u8);
                 content.push(0);
                 name_offset += name.len();
             }
@@ -388,14 +383,6 @@ impl Contents<'_> {
         }
         debug_assert_eq!(content.len() as u64, directory_size(&names));
         content
-    }
-}
-
-fn file_type(kind: &Kind) -> u8 {
-    match kind {
-        Kind::File { .. } => FT_REG_FILE,
-        Kind::Dir { .. } => FT_DIR,
-        Kind::Symlink { .. } => FT_SYMLINK,
     }
 }
 

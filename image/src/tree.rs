@@ -137,7 +137,25 @@ const S_IFREG: u16 = 0o100000;
 const S_IFDIR: u16 = 0o040000;
 const S_IFLNK: u16 = 0o120000;
 
+/// A directory entry's file type, in the codes erofs and ext4 share
+/// (Linux's `FT_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileType {
+    Regular = 1,
+    Directory = 2,
+    Symlink = 7,
+}
+
 impl Node {
+    /// The file type its directory entries store.
+    pub(crate) fn file_type(&self) -> FileType {
+        match self.kind {
+            Kind::File { .. } => FileType::Regular,
+            Kind::Dir { .. } => FileType::Directory,
+            Kind::Symlink { .. } => FileType::Symlink,
+        }
+    }
+
     /// `st_mode`: type and permission bits, as both formats store it.
     pub fn mode(&self) -> u16 {
         let file_type = match self.kind {

@@ -4,6 +4,8 @@
 //! little-endian; every checksum is [`chksum`] seeded by the superblock's
 //! `s_checksum_seed`.
 
+use crate::tree::FileType;
+
 pub(crate) const BLOCK_SIZE: u64 = 4096;
 pub(crate) const BLOCKS_PER_GROUP: u64 = 8 * BLOCK_SIZE;
 /// Inode numbers a group's bitmap can hold: a bitmap is one block.
@@ -310,14 +312,6 @@ impl Inode<'_> {
         put16(&mut raw, 0x82, (csum >> 16) as u16);
         raw
     }
-}
-
-/// `file_type` in directory entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FileType {
-    Regular = 1,
-    Directory = 2,
-    Symlink = 7,
 }
 
 /// The bytes a directory entry of a `name_len`-byte name takes at least.

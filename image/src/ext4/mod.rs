@@ -34,9 +34,9 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 use crate::output::{write_image_file, OutputError};
-use crate::tree::{self, ContentError, Kind, Member, Node, NodeId, Plan, Tree};
+use crate::tree::{self, ContentError, FileType, Kind, Member, Node, NodeId, Plan, Tree};
 use format::{
-    Blocks, Extent, FileType, GroupDescriptor, Inode, Superblock, BLOCKS_PER_GROUP, BLOCK_SIZE,
+    Blocks, Extent, GroupDescriptor, Inode, Superblock, BLOCKS_PER_GROUP, BLOCK_SIZE,
     DESCRIPTORS_PER_BLOCK, FAST_SYMLINK_MAX, FIRST_INO, INODES_PER_BLOCK, INODE_EXTENTS,
     INODE_SIZE, MAX_INODES_PER_GROUP, ROOT_INO,
 };
@@ -373,14 +373,6 @@ fn link_count(node: &Node) -> u16 {
     }
 }
 
-fn file_type(node: &Node) -> FileType {
-    match node.kind {
-        Kind::File { .. } => FileType::Regular,
-        Kind::Dir { .. } => FileType::Directory,
-        Kind::Symlink { .. } => FileType::Symlink,
-    }
-}
-
 struct Image<'a, W> {
     tree: &'a Tree,
     layout: &'a Layout,
@@ -418,7 +410,7 @@ impl<W: Write + Seek> Image<'_, W> {
                             (
                                 &name[..],
                                 self.ino(*child),
-                                file_type(self.tree.node(*child)),
+                                self.tree.node(*child).file_type(),
                             )
                         }));
                     let blocks = format::directory_blocks(self.seed, place.ino, entries);
