@@ -302,6 +302,11 @@ fn show_fleet(story: &Story, args: &[String]) -> Result<Value> {
     for line in text.lines() {
         story.say(format!("  {line}"));
     }
+    fleet_json(story)
+}
+
+/// `abnix-update fleet --json`, parsed.
+fn fleet_json(story: &Story) -> Result<Value> {
     let json = story.fleet.fleet_view(&["--json".into()])?;
     serde_json::from_str(&json).with_context(|| format!("parsing fleet --json: {json}"))
 }
@@ -313,9 +318,7 @@ fn fleet_until(story: &Story, done: impl Fn(&Value) -> bool) -> Result<(Value, u
     let mut reads = 0;
     loop {
         reads += 1;
-        let json = story.fleet.fleet_view(&["--json".into()])?;
-        let view: Value =
-            serde_json::from_str(&json).with_context(|| format!("parsing fleet --json: {json}"))?;
+        let view = fleet_json(story)?;
         if done(&view) {
             return Ok((view, reads));
         }
