@@ -478,6 +478,30 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_meta_or_signature_is_refused_unread() {
+        for (kind, max) in [
+            (ObjectKind::Meta, MAX_META_BYTES as u64),
+            (ObjectKind::MetaSig, MAX_SIGNATURE_FILE_BYTES as u64),
+        ] {
+            let f = packed();
+            let path = f.path(kind);
+            // Sparse: a huge file on a stick costs no disk here.
+            let huge = 1 << 40;
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(huge)
+                .unwrap();
+            let err = f.open().unwrap_err();
+            assert!(
+                matches!(&err, BundleError::TooLarge { path: p, actual, max: m } if *p == path && *actual == huge && *m == max),
+                "{kind:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn image_object_size_is_checked() {
         let f = packed();
         let image = f.path(ObjectKind::Image);
