@@ -36,6 +36,8 @@ pub enum BundleError {
     SeveralMetas { dir: PathBuf, names: Vec<String> },
     #[error("{} is missing", .0.display())]
     Missing(PathBuf),
+    #[error("{} is not a regular file", .0.display())]
+    NotRegular(PathBuf),
     #[error("reading {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("{} is {actual} bytes, more than the {max} allowed", path.display())]
@@ -72,10 +74,26 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> BundleError {
     }
 }
 
+/// Opens a file of the bundle for reading, refusing anything but a regular
+/// file: opening a FIFO would otherwise wait for a writer forever (fifo(7)),
+/// hence `O_NONBLOCK`, which changes nothing for a regular file.
+fn open_regular(path: &Path) -> Result<File, BundleError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_error(path))?;
+    if !file.metadata().map_err(io_error(path))?.is_file() {
+        return Err(BundleError::NotRegular(path.to_owned()));
+    }
+    Ok(file)
+}
+
 /// Reads a whole small file, refusing one above `max` bytes without reading
 /// it all.
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BundleError> {
-    let file = File::open(path).map_err(io_error(path))?;
+    let file = open_regular(path)?;
     let mut bytes = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut bytes)
@@ -120,7 +138,7 @@ fn check_hash(path: &Path, expected: Digest, actual: Digest) -> Result<(), Bundl
 /// Checks a file's size, then streams it through SHA-256.
 fn check_artifact(path: &Path, artifact: &Artifact) -> Result<(), BundleError> {
     check_size(path, artifact.size, file_size(path)?)?;
-    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut file = open_regular(path)?;
     let mut sha = Sha256::new();
     // Read exactly the size the meta names: a file growing meanwhile is
     // caught as a mismatch, not read forever.
@@ -425,6 +443,63 @@ mod tests {
         let err = f.open().unwrap_err();
         assert!(matches!(err, BundleError::IndexMismatch { .. }), "{err}");
         assert!(err.to_string().contains("its chunks cover"), "{err}");
+    }
+
+    /// Opens the bundle on another thread: a FIFO that made `open` wait for
+    /// a writer fails the test instead of hanging it.
+    fn open_within_a_minute(f: &Fixture) -> Result<Bundle, BundleError> {
+        let (dir, keys) = (f.dir.clone(), f.keys.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The receiver is gone only after a timeout, which fails the test.
+        std::thread::spawn(move || tx.send(Bundle::open(&dir, &keys)).ok());
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("Bundle::open blocked on a FIFO")
+    }
+
+    fn replace_with_fifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        fs::remove_file(path).unwrap();
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        for kind in [ObjectKind::Meta, ObjectKind::MetaSig] {
+            let f = packed();
+            let path = f.path(kind);
+            replace_with_fifo(&path);
+            let err = open_within_a_minute(&f).unwrap_err();
+            assert!(
+                matches!(&err, BundleError::NotRegular(p) if *p == path),
+                "{kind:?}: {err}"
+            );
+            assert!(err.to_string().ends_with("is not a regular file"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_meta_or_signature_is_refused_unread() {
+        for (kind, max) in [
+            (ObjectKind::Meta, MAX_META_BYTES as u64),
+            (ObjectKind::MetaSig, MAX_SIGNATURE_FILE_BYTES as u64),
+        ] {
+            let f = packed();
+            let path = f.path(kind);
+            // Sparse: a huge file on a stick costs no disk here.
+            let huge = 1 << 40;
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(huge)
+                .unwrap();
+            let err = f.open().unwrap_err();
+            assert!(
+                matches!(&err, BundleError::TooLarge { path: p, actual, max: m } if *p == path && *actual == huge && *m == max),
+                "{kind:?}: {err}"
+            );
+        }
     }
 
     #[test]

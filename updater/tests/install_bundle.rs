@@ -238,6 +238,28 @@ fn bad_bundles_are_refused_and_nothing_is_switched() {
             "is a symbolic link",
         ),
         (
+            "the signature file a FIFO (opening it would wait for a writer)",
+            &v2,
+            Box::new(|dir| {
+                use std::os::unix::ffi::OsStrExt;
+                let sig = object(dir, &v2, ObjectKind::MetaSig);
+                fs::remove_file(&sig).unwrap();
+                let name = std::ffi::CString::new(sig.as_os_str().as_bytes()).unwrap();
+                assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+            }),
+            "is not a regular file",
+        ),
+        (
+            "the meta huge (sparse), as a corrupt stick may show it",
+            &v2,
+            Box::new(|dir| {
+                let meta = object(dir, &v2, ObjectKind::Meta);
+                let file = fs::OpenOptions::new().write(true).open(meta).unwrap();
+                file.set_len(1 << 40).unwrap();
+            }),
+            "more than the",
+        ),
+        (
             "built for another architecture",
             &aarch64,
             Box::new(|_| {}),
